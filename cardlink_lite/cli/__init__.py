@@ -1,0 +1,119 @@
+"""``cardlink-db``: the bench operator's command line, a thin layer over the library.
+
+Each command opens the database through :class:`CliState`, calls one library
+function, and prints. Library errors become one ``Error:`` line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+import peewee
+
+from .. import __version__
+from ..config import DatabaseConfig
+from ..db import DatabaseManager
+from ..errors import DatabaseError
+
+
+class CliState:
+    """What the global options chose; opens the manager on first use."""
+
+    def __init__(self, database_url: str | None, verbose: bool):
+        self.database_url = database_url
+        self.verbose = verbose
+        self._manager: DatabaseManager | None = None
+
+    @property
+    def config(self) -> DatabaseConfig:
+        return DatabaseConfig(self.database_url, echo=self.verbose)
+
+    def manager(self, check_schema: bool = True) -> DatabaseManager:
+        if self._manager is None:
+            self._manager = DatabaseManager(self.config)
+            self._manager.initialize(check_schema=check_schema)
+        return self._manager
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
+
+
+class _Group(click.Group):
+    """Turns library errors into one-line ``Error:`` messages (tracebacks only with -v)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (DatabaseError, peewee.PeeweeException, OSError) as exc:
+            if ctx.obj is not None and getattr(ctx.obj, "verbose", False):
+                raise
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise click.ClickException(text) from None
+        finally:
+            if isinstance(ctx.obj, CliState):
+                ctx.obj.close()
+
+
+pass_state = click.make_pass_decorator(CliState)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def yes_option(f):
+    return click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")(f)
+
+
+def echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
+
+
+def warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--database", "-d", "database_url", envvar="DATABASE_URL", metavar="URL",
+              help="Database URL (default: $DATABASE_URL, else sqlite:///data/cardlink.db).")
+@click.option("--verbose", "-v", is_flag=True, help="Log SQL (secrets redacted); show tracebacks.")
+@click.version_option(__version__, prog_name="cardlink-db")
+@click.pass_context
+def cli(ctx, database_url, verbose):
+    """Manage a cardlink_lite OTA test-bench database.
+
+    Example:
+
+        cardlink-db --database sqlite:///bench.db init
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = CliState(database_url, verbose)
+
+
+def _register() -> None:
+    # Command modules attach themselves to ``cli`` on import.
+    from . import schema  # noqa: F401
+
+    for name in ("demo", "keys", "data", "logs", "runs"):
+        try:
+            __import__(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+
+
+_register()
+
+
+def main(argv=None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="cardlink-db", standalone_mode=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

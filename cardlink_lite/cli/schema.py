@@ -1,0 +1,142 @@
+"""``init``, ``migrate`` and ``status``: creating and versioning the schema."""
+
+from __future__ import annotations
+
+import click
+
+from .. import migrations
+from ..errors import SchemaVersionMismatch
+from ..models import ALL_MODELS
+from . import CliState, cli, echo_json, json_option, pass_state, yes_option
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Drop every table first (asks for confirmation).")
+@yes_option
+@pass_state
+def init(state: CliState, force: bool, yes: bool):
+    """Create the database and its schema.
+
+    Example:
+
+        cardlink-db init
+        cardlink-db --database postgresql://bench@db/cardlink init --force --yes
+    """
+    manager = state.manager(check_schema=not force)
+    if force:
+        if not yes:
+            click.confirm(
+                f"Drop every table in {manager.config.safe_url} and all data in them?",
+                abort=True,
+            )
+        manager.drop_tables()
+    manager.create_tables()
+    revision = migrations.get_current_revision(manager=manager)
+    click.echo(f"Initialized {manager.config.backend_name} database {manager.config.safe_url}")
+    click.echo(f"  {len(ALL_MODELS)} tables, schema revision {revision}")
+    click.echo("Next steps:")
+    click.echo("  cardlink-db status          # check the connection and revision")
+    click.echo("  cardlink-db keys generate   # make a CARDLINK_ENCRYPTION_KEY for PSKs")
+
+
+@cli.command()
+@click.option("--revision", "-r", metavar="REV", help="Stop at this revision (name or number).")
+@click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
+@click.option("--resolve", metavar="REV",
+              help="Clear a half-applied migration after fixing it by hand (needs --as).")
+@click.option("--as", "resolved_as", type=click.Choice(["applied", "rolled-back"]),
+              help="With --resolve: what you made of the half-applied migration.")
+@pass_state
+def migrate(state: CliState, revision, dry_run, resolve, resolved_as):
+    """Apply pending schema migrations.
+
+    Example:
+
+        cardlink-db migrate --dry-run
+        cardlink-db migrate --revision 0001
+    """
+    manager = state.manager(check_schema=False)
+    if resolve:
+        if not resolved_as:
+            raise click.UsageError("--resolve needs --as applied or --as rolled-back")
+        migrations.resolve_half_applied(resolve, resolved_as == "applied", manager=manager)
+        click.echo(f"Recorded {resolve} as {resolved_as}.")
+        return
+    _print_revision("Before", manager)
+    if dry_run:
+        statements = migrations.plan_sql(revision, manager=manager)
+        if not statements:
+            click.echo("Nothing to do: the schema is up to date.")
+        for sql, params in statements:
+            click.echo(sql + ";" + (f"  -- params: {params}" if params else ""))
+        click.echo(f"-- dry run: {len(statements)} statements, nothing was changed")
+        return
+    applied = migrations.run_migrations(revision, manager=manager)
+    for name in applied:
+        click.echo(f"Applied {name}")
+    if not applied:
+        click.echo("Nothing to do: the schema is up to date.")
+    _print_revision("After", manager)
+
+
+def _print_revision(label: str, manager) -> None:
+    current = migrations.get_current_revision(manager=manager)
+    pending = migrations.get_pending_revisions(manager=manager)
+    click.echo(f"{label}: revision {current or '(none)'}, {len(pending)} pending")
+
+
+@cli.command()
+@click.option("--verbose", "-v", "detail", is_flag=True, help="Add row counts per table.")
+@json_option
+@pass_state
+def status(state: CliState, detail: bool, as_json: bool):
+    """Show backend, URL (password hidden), schema revision and pending migrations.
+
+    Example:
+
+        cardlink-db status --verbose
+    """
+    manager = state.manager(check_schema=False)
+    mismatch = None
+    try:
+        migrations.check_schema_version(manager=manager)
+    except SchemaVersionMismatch as exc:
+        mismatch = exc
+    info = {
+        "backend": manager.config.backend_name,
+        "url": manager.config.safe_url,
+        "current_revision": migrations.get_current_revision(manager=manager),
+        "head_revision": migrations.get_head_revision(),
+        "pending_migrations": migrations.get_pending_revisions(manager=manager),
+        "half_applied": migrations.half_applied(manager=manager),
+    }
+    if detail or state.verbose:
+        info["tables"] = manager.table_counts()
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo("Database Status")
+        click.echo("===============")
+        click.echo(f"Backend: {info['backend']}")
+        click.echo(f"URL: {info['url']}")
+        click.echo(f"Current Revision: {info['current_revision'] or '(none)'}")
+        click.echo(f"Pending Migrations: {len(info['pending_migrations'])}")
+        for entry in info["half_applied"]:
+            click.echo(
+                f"HALF-APPLIED: {entry['name']} ({entry['direction']}) started "
+                f"{entry['started_at']}; {len(entry['operations'])} statements committed:"
+            )
+            for sql in entry["operations"]:
+                click.echo(f"    {sql}")
+        if "tables" in info:
+            click.echo("")
+            click.echo("Tables:")
+            for table, count in info["tables"].items():
+                click.echo(f"  {table}: {count:,} rows")
+    if mismatch is not None:
+        raise mismatch
+    if info["half_applied"]:
+        raise click.ClickException(
+            "a migration is half-applied; fix it by hand, then run "
+            "cardlink-db migrate --resolve REV --as applied|rolled-back"
+        )

@@ -1,0 +1,206 @@
+"""DatabaseConfig: where the store lives and how to connect, with passwords redacted."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from playhouse.db_url import parseresult_to_dict
+
+from .errors import ConfigurationError
+
+__all__ = ["DEFAULT_SQLITE_URL", "DatabaseConfig", "redact_url"]
+
+DEFAULT_SQLITE_URL = "sqlite:///data/cardlink.db"
+
+# Every spelling users bring, mapped to the backend that serves it.
+_SCHEMES = {
+    "sqlite": "sqlite",
+    "mysql": "mysql",
+    "mysql+pymysql": "mysql",
+    "mariadb": "mysql",
+    "mariadb+pymysql": "mysql",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "postgresql+psycopg2": "postgresql",
+    "postgres+psycopg2": "postgresql",
+}
+_BACKEND_NAMES = {"sqlite": "SQLite", "mysql": "MySQL", "postgresql": "PostgreSQL"}
+_ACCEPTED = "sqlite:///path.db, mysql://, mysql+pymysql://, mariadb://, postgresql://, postgres://"
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+class DatabaseConfig:
+    """Connection settings, resolved from an argument, the environment, or the SQLite default.
+
+    ``database_url`` (the guide) and ``url`` (the design) are the same value.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        url: str | None = None,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_timeout: float = 30,
+        echo: bool = False,
+        slow_query_ms: float | None = None,
+        busy_timeout: float = 30,
+    ):
+        chosen = database_url or url or os.environ.get("DATABASE_URL") or _url_from_components()
+        self.database_url = chosen or DEFAULT_SQLITE_URL
+        self.pool_size = int(pool_size)
+        self.max_overflow = int(max_overflow)
+        self.pool_timeout = pool_timeout
+        self.echo = bool(echo)
+        self.slow_query_ms = slow_query_ms
+        self.busy_timeout = busy_timeout
+        if self.pool_size < 1 or self.max_overflow < 0:
+            raise ConfigurationError(
+                "pool_size must be at least 1 and max_overflow at least 0; "
+                f"got pool_size={pool_size}, max_overflow={max_overflow}"
+            )
+        self._parse()
+
+    @classmethod
+    def from_sqlite_path(cls, path: str | os.PathLike, **kwargs) -> DatabaseConfig:
+        """Config for a SQLite file at ``path`` (relative paths stay relative)."""
+        text = str(path)
+        if text == ":memory:":
+            return cls(f"sqlite:///{text}", **kwargs)
+        return cls(f"sqlite:///{text}", **kwargs)
+
+    @property
+    def url(self) -> str:
+        return self.database_url
+
+    @property
+    def backend(self) -> str:
+        """``sqlite``, ``mysql`` or ``postgresql``."""
+        return self._backend
+
+    @property
+    def backend_name(self) -> str:
+        return _BACKEND_NAMES[self._backend]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self._backend == "sqlite"
+
+    @property
+    def is_mysql(self) -> bool:
+        return self._backend == "mysql"
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self._backend == "postgresql"
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password replaced by ``***``."""
+        return redact_url(self.database_url)
+
+    @property
+    def database_name(self) -> str:
+        return self._connect["database"]
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, or None for an in-memory or server database."""
+        if not self.is_sqlite or self.database_name == ":memory:":
+            return None
+        return Path(self.database_name)
+
+    def connect_kwargs(self) -> dict:
+        """Keyword arguments for the Peewee database class (password included)."""
+        return dict(self._connect)
+
+    def __repr__(self) -> str:
+        return f"DatabaseConfig({self.safe_url!r})"
+
+    def _parse(self) -> None:
+        try:
+            parts = urlsplit(self.database_url)
+            scheme = parts.scheme.lower()
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"cannot parse database URL {self.safe_url!r} ({exc}); expected e.g. {_ACCEPTED}"
+            ) from None
+        backend = _SCHEMES.get(scheme)
+        if backend is None:
+            raise ConfigurationError(
+                f"unsupported database URL scheme {scheme or '(none)'!r} in {self.safe_url!r}; "
+                f"use one of: {_ACCEPTED}"
+            )
+        self._backend = backend
+        if backend == "sqlite":
+            path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
+            if parts.netloc:
+                raise ConfigurationError(
+                    f"SQLite URL {self.safe_url!r} has a host part; a relative file takes "
+                    "three slashes (sqlite:///data/cardlink.db), an absolute one four "
+                    "(sqlite:////var/lib/cardlink.db)"
+                )
+            if not path:
+                raise ConfigurationError(
+                    f"SQLite URL {self.safe_url!r} names no file; use sqlite:///data/cardlink.db "
+                    "or sqlite:///:memory:"
+                )
+            self._connect = {"database": path}
+            self._connect.update(_query_options(parts.query))
+            return
+        kwargs = parseresult_to_dict(parts._replace(scheme=backend), unquote_password=True,
+                                     unquote_user=True)
+        if not kwargs.get("database"):
+            raise ConfigurationError(
+                f"database URL {self.safe_url!r} names no database; add it after the host, "
+                f"e.g. {backend}://user@host/cardlink"
+            )
+        if "passwd" in kwargs:
+            kwargs["password"] = kwargs.pop("passwd")
+        self._connect = kwargs
+
+
+def _query_options(query: str) -> dict:
+    # Same value conversion db_url applies to server URLs (true/false/ints).
+    if not query:
+        return {}
+    opts = parseresult_to_dict(urlsplit("sqlite:///db?" + query))
+    opts.pop("database", None)
+    return opts
+
+
+def _url_from_components() -> str | None:
+    env = os.environ
+    driver = env.get("CARDLINK_DB_DRIVER")
+    if not driver:
+        return None
+    name = env.get("CARDLINK_DB_NAME", "cardlink")
+    if driver.lower() == "sqlite":
+        return f"sqlite:///{env.get('CARDLINK_DB_NAME', 'data/cardlink.db')}"
+    user = env.get("CARDLINK_DB_USER", "")
+    password = env.get("CARDLINK_DB_PASSWORD")
+    host = env.get("CARDLINK_DB_HOST", "localhost")
+    port = env.get("CARDLINK_DB_PORT")
+    auth = quote(user, safe="")
+    if password:
+        auth += ":" + quote(password, safe="")
+    netloc = f"{auth}@{host}" if auth else host
+    if port:
+        netloc += f":{port}"
+    return f"{driver.lower()}://{netloc}/{name}"

@@ -1,0 +1,92 @@
+"""The exception hierarchy, and translation of Peewee/driver errors into it."""
+
+from __future__ import annotations
+
+import re
+
+import peewee
+
+__all__ = [
+    "ConfigurationError",
+    "ConnectionError",
+    "DatabaseError",
+    "EncryptionError",
+    "IntegrityError",
+    "MigrationError",
+    "NotFoundError",
+    "SchemaVersionMismatch",
+    "ValidationError",
+    "translate_error",
+]
+
+
+class DatabaseError(Exception):
+    """Root of every error cardlink_lite raises."""
+
+
+class ConfigurationError(DatabaseError, ValueError):
+    """The database configuration cannot be used."""
+
+
+class ConnectionError(DatabaseError):  # noqa: A001 - the guide's name
+    """The database server could not be reached or refused us."""
+
+
+class MigrationError(DatabaseError):
+    """A schema migration could not be planned or applied."""
+
+
+class SchemaVersionMismatch(MigrationError):
+    """The database was migrated by a newer cardlink_lite than this one."""
+
+
+class IntegrityError(DatabaseError):
+    """A constraint was violated (duplicate key, missing parent row...)."""
+
+
+class NotFoundError(DatabaseError, LookupError):
+    """The requested row does not exist."""
+
+
+class ValidationError(DatabaseError, ValueError):
+    """A value was rejected before it reached the database."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
+class EncryptionError(DatabaseError):
+    """A PSK could not be encrypted or decrypted."""
+
+
+_DUPLICATE = re.compile(r"duplicate|unique", re.I)
+_FK = re.compile(r"foreign key", re.I)
+_LOST = re.compile(r"connect|server|closed|gone away|terminat|broken pipe", re.I)
+
+
+def translate_error(exc: Exception, entity: str = "row", key: object = None) -> DatabaseError:
+    """Return the cardlink_lite error for a Peewee/driver error (caller raises it ``from exc``)."""
+    if isinstance(exc, DatabaseError):
+        return exc
+    what = f"{entity} {key!r}" if key is not None else entity
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, peewee.IntegrityError):
+        if _DUPLICATE.search(text):
+            return IntegrityError(f"duplicate {what}: a {entity} with that key already exists")
+        if _FK.search(text):
+            return IntegrityError(
+                f"{what} refers to a row that does not exist (foreign key): {_clean(text)}"
+            )
+        if "null" in text.lower():
+            return IntegrityError(f"{what} is missing a required value: {_clean(text)}")
+        return IntegrityError(f"{what} violates a constraint: {_clean(text)}")
+    if isinstance(exc, peewee.InterfaceError | peewee.OperationalError) and _LOST.search(text):
+        return ConnectionError(f"lost the database connection while using {what}: {_clean(text)}")
+    return DatabaseError(f"database error on {what}: {_clean(text)}")
+
+
+def _clean(text: str) -> str:
+    # Driver messages sometimes echo the statement's values (MySQL quotes the
+    # duplicate key); keep the first line only and never anything after DETAIL.
+    return text.split("DETAIL:")[0].strip()

@@ -1,0 +1,136 @@
+"""Custom Peewee fields: enums, UTC millisecond datetimes, dashed UUIDs and JSON."""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from datetime import datetime, timezone
+
+import peewee
+
+from .errors import ValidationError
+
+__all__ = ["EnumField", "JSONField", "UTCDateTimeField", "UUIDStrField", "utc_now"]
+
+# Column types the manager maps per backend (see db._FIELD_TYPES).
+DATETIME_MS = "DATETIME_MS"
+JSON_TEXT = "JSON_TEXT"
+
+
+def utc_now() -> datetime:
+    """The current time, UTC, truncated to milliseconds."""
+    return to_utc_ms(datetime.now(timezone.utc))
+
+
+def to_utc_ms(value: datetime) -> datetime:
+    """Aware UTC with millisecond precision; naive values are taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    else:
+        value = value.astimezone(timezone.utc)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+class EnumField(peewee.CharField):
+    """Stores an Enum member's value; gives the member back. Unknown values are refused."""
+
+    def __init__(self, enum_class: type[enum.Enum], max_length: int = 20, **kwargs):
+        self.enum_class = enum_class
+        self._lookup = {}
+        for member in enum_class:
+            for key in (member.value, member.name):
+                self._lookup[str(key).lower()] = member
+        super().__init__(max_length=max_length, **kwargs)
+
+    def coerce_member(self, value):
+        if value is None or isinstance(value, self.enum_class):
+            return value
+        member = self._lookup.get(str(value).lower())
+        if member is None:
+            allowed = ", ".join(str(m.value) for m in self.enum_class)
+            raise ValidationError(
+                f"{self.name or 'value'} must be one of {allowed}; got {value!r}"
+            )
+        return member
+
+    def db_value(self, value):
+        member = self.coerce_member(value)
+        return None if member is None else member.value
+
+    def python_value(self, value):
+        if value is None:
+            return None
+        return self._lookup.get(str(value).lower(), value)
+
+
+class UTCDateTimeField(peewee.DateTimeField):
+    """A UTC timestamp with millisecond precision on every backend (DATETIME(3) on MySQL)."""
+
+    field_type = DATETIME_MS
+
+    def db_value(self, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = self.adapt(value)
+        if isinstance(value, datetime):
+            # Stored naive: SQLite and MySQL have no zone; UTC by convention.
+            return to_utc_ms(value).replace(tzinfo=None)
+        return value
+
+    def python_value(self, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = self.adapt(value)
+        if isinstance(value, datetime):
+            return to_utc_ms(value)
+        return value
+
+
+class UUIDStrField(peewee.CharField):
+    """A UUID stored and returned as the 36-character dashed string."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 36)
+        super().__init__(**kwargs)
+
+    def db_value(self, value):
+        if value is None:
+            return None
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        if isinstance(value, peewee.Node):
+            return value
+        try:
+            return str(uuid.UUID(str(value)))
+        except ValueError:
+            raise ValidationError(
+                f"{self.name or 'id'} must be a UUID like 123e4567-e89b-12d3-a456-426614174000; "
+                f"got {value!r}"
+            ) from None
+
+    def python_value(self, value):
+        return None if value is None else str(value)
+
+
+class JSONField(peewee.TextField):
+    """Dicts, lists and scalars stored as JSON text on every backend."""
+
+    field_type = JSON_TEXT
+
+    def db_value(self, value):
+        if value is None:
+            return None
+        if isinstance(value, peewee.Node):
+            return value
+        try:
+            return json.dumps(value, separators=(",", ":"), sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"{self.name} must be JSON-serialisable: {exc}") from None
+
+    def python_value(self, value):
+        if value is None or not isinstance(value, str | bytes):
+            return value
+        return json.loads(value)

@@ -1,0 +1,337 @@
+"""Glue over playhouse.migrations.Runner: revisions, dry runs, half-applied detection."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import peewee
+from playhouse.migrations import MigrationError as _PlayhouseMigrationError
+from playhouse.migrations import Runner
+
+from .errors import MigrationError, SchemaVersionMismatch
+
+__all__ = [
+    "HISTORY_TABLE",
+    "MIGRATIONS_DIR",
+    "check_schema_version",
+    "create_schema",
+    "downgrade",
+    "drop_schema",
+    "get_applied_revisions",
+    "get_current_revision",
+    "get_head_revision",
+    "get_pending_revisions",
+    "half_applied",
+    "plan_sql",
+    "resolve_half_applied",
+    "run_migrations",
+]
+
+HISTORY_TABLE = "cardlink_migrations"
+JOURNAL_TABLE = "cardlink_migration_journal"
+
+
+def _find_migrations_dir() -> Path:
+    installed = Path(__file__).parent / "schema_migrations"  # inside the wheel
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / "schema_migrations"  # a source checkout
+
+
+MIGRATIONS_DIR = _find_migrations_dir()
+_READS = re.compile(r"^\s*(SELECT|SHOW|DESCRIBE|PRAGMA|WITH|EXPLAIN)\b", re.I)
+_TXN = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
+
+
+class _Journal(peewee.Model):
+    """A migration under way on a backend whose DDL commits as it goes (MySQL/MariaDB)."""
+
+    name = peewee.CharField(max_length=255, primary_key=True)
+    direction = peewee.CharField(max_length=8)
+    started_at = peewee.CharField(max_length=40)
+    operations = peewee.TextField(default="[]")
+    error = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = JOURNAL_TABLE
+
+
+def _bound_journal(database):
+    _Journal.bind(database)
+    return _Journal
+
+
+class _Runner(Runner):
+    """Runner that journals non-transactional migrations so a half-applied one is visible."""
+
+    def _run(self, name, module, direction, fake=False):
+        transactional = self.migrator.transactional_ddl and getattr(module, "atomic", True)
+        if fake or transactional:
+            return super()._run(name, module, direction, fake)
+        journal = _bound_journal(self.database)
+        journal.create_table(safe=True)
+        journal.create(name=name, direction=direction, started_at=_stamp())
+        done: list[str] = []
+
+        def record(event):
+            if event.exception is None and not _READS.match(event.sql) \
+                    and JOURNAL_TABLE not in event.sql and HISTORY_TABLE not in event.sql:
+                done.append(event.sql)
+
+        self.database.query_hooks.append(record)
+        try:
+            super()._run(name, module, direction, fake)
+        except Exception as exc:
+            self.database.query_hooks.remove(record)
+            (journal.update(operations=json.dumps(done), error=_first_line(exc))
+             .where(journal.name == name).execute())
+            raise MigrationError(
+                f"migration {name} ({direction}) failed after {len(done)} of its statements "
+                f"had been applied and committed by the server: {_first_line(exc)}. "
+                f"{_RESOLVE_HINT.format(name=name)}"
+            ) from exc
+        self.database.query_hooks.remove(record)
+        journal.delete().where(journal.name == name).execute()
+
+
+_RESOLVE_HINT = (
+    "Undo or finish its changes by hand (see `cardlink-db status`), then run "
+    "`cardlink-db migrate --resolve {name} --as rolled-back` (or `--as applied`)"
+)
+
+
+def _manager(manager):
+    if manager is None:
+        from .db import get_manager
+
+        return get_manager()
+    return manager
+
+
+def _runner(manager, directory=None) -> _Runner:
+    return _Runner(manager.database, str(directory or MIGRATIONS_DIR), table_name=HISTORY_TABLE)
+
+
+def _revisions(directory=None) -> list[str]:
+    return [p.stem for p in sorted(Path(directory or MIGRATIONS_DIR).glob("[0-9]*.py"))]
+
+
+def get_head_revision(directory=None) -> str | None:
+    """The newest revision this code knows."""
+    revisions = _revisions(directory)
+    return revisions[-1] if revisions else None
+
+
+def get_applied_revisions(manager=None, directory=None) -> list[str]:
+    """Applied revisions, oldest first."""
+    runner = _runner(_manager(manager), directory)
+    return [m.name for m in runner.status() if m.applied]
+
+
+def get_current_revision(manager=None, directory=None) -> str | None:
+    """The newest applied revision, or None on an empty database."""
+    applied = get_applied_revisions(manager, directory)
+    return applied[-1] if applied else None
+
+
+def get_pending_revisions(manager=None, directory=None) -> list[str]:
+    """Revisions in the code not yet applied to the database."""
+    runner = _runner(_manager(manager), directory)
+    return [m.name for m in runner.status() if not m.applied and m.path]
+
+
+def check_schema_version(manager=None, directory=None) -> None:
+    """Raise SchemaVersionMismatch if the database was migrated by newer code."""
+    manager = _manager(manager)
+    known = _revisions(directory)
+    unknown = [n for n in get_applied_revisions(manager, directory) if n not in known]
+    if unknown:
+        raise SchemaVersionMismatch(
+            f"the database is at schema revision {unknown[-1]}, newer than the newest this "
+            f"cardlink_lite knows ({known[-1] if known else 'none'}); upgrade cardlink-lite, "
+            "or point it at a database it created"
+        )
+
+
+def half_applied(manager=None) -> list[dict]:
+    """Migrations that failed or were killed halfway on a non-transactional backend."""
+    database = _manager(manager).database
+    if JOURNAL_TABLE not in database.get_tables():
+        return []
+    journal = _bound_journal(database)
+    return [
+        {"name": j.name, "direction": j.direction, "started_at": j.started_at,
+         "operations": json.loads(j.operations), "error": j.error}
+        for j in journal.select().order_by(journal.name)
+    ]
+
+
+def resolve_half_applied(name: str, applied: bool, manager=None) -> None:
+    """Mark a half-applied migration as fixed by hand: recorded as applied or not at all."""
+    manager = _manager(manager)
+    entries = {e["name"]: e for e in half_applied(manager)}
+    if name not in entries:
+        raise MigrationError(f"{name} is not recorded as half-applied; nothing to resolve")
+    database = manager.database
+    runner = _runner(manager)
+    with database.atomic():
+        runner.History.create_table(safe=True)
+        runner.History.delete().where(runner.History.name == name).execute()
+        if applied == (entries[name]["direction"] == "up"):
+            runner.History.create(name=name)
+        _bound_journal(database).delete().where(_Journal.name == name).execute()
+
+
+def _refuse_unsafe_state(manager) -> None:
+    database = manager.database
+    conn = database.connection() if manager.config.is_sqlite else None
+    if database.in_transaction() or (conn is not None and conn.in_transaction):
+        raise MigrationError(
+            "migrations must not run inside an open transaction (on SQLite a table rebuild "
+            "inside one deletes child rows through ON DELETE CASCADE); commit or roll back "
+            "first"
+        )
+    pending = half_applied(manager)
+    if pending:
+        entry = pending[0]
+        raise MigrationError(
+            f"migration {entry['name']} was half-applied ({len(entry['operations'])} "
+            f"statements committed, then: {entry['error'] or 'interrupted'}). "
+            f"{_RESOLVE_HINT.format(name=entry['name'])}"
+        )
+
+
+def _resolve_target(target: str | None, directory=None) -> str | None:
+    if target is None:
+        return None
+    names = _revisions(directory)
+    matches = [n for n in names if n == target or n.split("_", 1)[0] == target
+               or n.startswith(target)]
+    if len(matches) != 1:
+        raise MigrationError(
+            f"Target revision not found: {target!r}; known revisions: {', '.join(names)}"
+        )
+    return matches[0]
+
+
+def run_migrations(target: str | None = None, manager=None, directory=None) -> list[str]:
+    """Apply pending migrations (up to ``target``); returns the revisions applied."""
+    manager = _manager(manager)
+    check_schema_version(manager, directory)
+    _refuse_unsafe_state(manager)
+    target = _resolve_target(target, directory)
+    try:
+        return _runner(manager, directory).up(target)
+    except _PlayhouseMigrationError as exc:
+        raise MigrationError(str(exc)) from exc
+    except MigrationError:
+        raise
+    except Exception as exc:
+        raise MigrationError(f"migration failed and was rolled back: {_first_line(exc)}") \
+            from exc
+
+
+def downgrade(steps: int = 1, manager=None, directory=None) -> list[str]:
+    """Revert the newest ``steps`` applied migrations; returns the revisions reverted."""
+    manager = _manager(manager)
+    _refuse_unsafe_state(manager)
+    applied = get_applied_revisions(manager, directory)
+    if steps < 1 or not applied:
+        return []
+    target = applied[-min(steps, len(applied))]
+    try:
+        return _runner(manager, directory).down(target)
+    except _PlayhouseMigrationError as exc:
+        raise MigrationError(str(exc)) from exc
+    except MigrationError:
+        raise
+    except Exception as exc:
+        raise MigrationError(f"downgrade failed and was rolled back: {_first_line(exc)}") \
+            from exc
+
+
+class _DryRun(Exception):
+    pass
+
+
+def plan_sql(target: str | None = None, manager=None, directory=None) -> list[tuple[str, list]]:
+    """The statements ``run_migrations`` would execute, without changing the database."""
+    manager = _manager(manager)
+    check_schema_version(manager, directory)
+    _refuse_unsafe_state(manager)
+    target = _resolve_target(target, directory)
+    database = manager.database
+    captured: list[tuple[str, list]] = []
+    runner = _runner(manager, directory)
+    if runner.migrator.transactional_ddl:
+        # Run for real inside a transaction, watch, and roll everything back.
+        def watch(event):
+            if not _READS.match(event.sql) and not _TXN.match(event.sql):
+                captured.append((event.sql, list(event.params or ())))
+
+        database.query_hooks.append(watch)
+        try:
+            with database.atomic():
+                runner.up(target)
+                raise _DryRun
+        except _DryRun:
+            pass
+        finally:
+            database.query_hooks.remove(watch)
+        return captured
+    # DDL commits on its own here: record the writes instead of sending them.
+    real = database.execute_sql
+
+    def record(sql, params=None):
+        if _READS.match(sql):
+            return real(sql, params)
+        captured.append((sql, list(params or ())))
+        return real("SELECT 1 FROM DUAL WHERE 1 = 0")
+
+    database.execute_sql = record
+    try:
+        plain = Runner(database, str(directory or MIGRATIONS_DIR), table_name=HISTORY_TABLE)
+        plain.up(target)
+    finally:
+        del database.execute_sql
+    return captured
+
+
+def create_schema(manager) -> None:
+    """Build the newest schema from the models and record every migration as applied."""
+    from .models import ALL_MODELS
+
+    database = manager.database
+    manager.bind()
+    runner = _runner(manager)
+    if runner.applied():
+        run_migrations(manager=manager)
+        return
+    _refuse_unsafe_state(manager)
+    with database.atomic():
+        database.create_tables(ALL_MODELS, safe=True)
+    runner.fake()
+
+
+def drop_schema(manager) -> None:
+    """Drop the store's tables, its migration history and any journal."""
+    from .models import ALL_MODELS
+
+    database = manager.database
+    manager.bind()
+    database.drop_tables(ALL_MODELS, safe=True)
+    for table in (HISTORY_TABLE, JOURNAL_TABLE):
+        quoted = database.get_sql_context().sql(peewee.Entity(table)).query()[0]
+        database.execute_sql(f"DROP TABLE IF EXISTS {quoted}")
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

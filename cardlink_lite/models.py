@@ -1,0 +1,298 @@
+"""The six tables of the store and their enums. Every model uses the one DatabaseProxy."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+
+import peewee
+
+from .db import database_proxy
+from .errors import ValidationError
+from .fields import EnumField, JSONField, UTCDateTimeField, UUIDStrField, utc_now
+
+__all__ = [
+    "ALL_MODELS",
+    "BaseModel",
+    "CardProfile",
+    "CardType",
+    "CommDirection",
+    "CommLog",
+    "Device",
+    "DeviceType",
+    "OTASession",
+    "SessionStatus",
+    "Setting",
+    "TestResult",
+    "TestStatus",
+]
+
+
+class DeviceType(str, enum.Enum):
+    PHONE = "phone"
+    MODEM = "modem"
+
+
+class CardType(str, enum.Enum):
+    SIM = "SIM"
+    USIM = "USIM"
+    ISIM = "ISIM"
+    UICC = "UICC"
+    EUICC = "EUICC"
+
+
+class SessionStatus(str, enum.Enum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+
+
+class TestStatus(str, enum.Enum):
+    __test__ = False  # not a pytest test class
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+
+class CommDirection(str, enum.Enum):
+    COMMAND = "command"
+    RESPONSE = "response"
+
+
+def _new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class BaseModel(peewee.Model):
+    """Refuses unknown keyword arguments and keeps ``updated_at`` current on save."""
+
+    # Other spellings (the guide's) for a field's name: alias -> field name.
+    aliases: dict[str, str] = {}
+    # Fields never shown by repr().
+    secret_fields: frozenset[str] = frozenset()
+
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+    def __init__(self, *args, **kwargs):
+        if "__no_default__" not in kwargs:
+            kwargs = self._check_kwargs(kwargs)
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def _check_kwargs(cls, kwargs: dict) -> dict:
+        meta = cls._meta
+        out = {}
+        for key, value in kwargs.items():
+            name = cls.aliases.get(key, key)
+            field = meta.fields.get(name) or meta.combined.get(name)
+            if field is None and not _is_fk_id(meta, name):
+                known = sorted(set(meta.fields) | set(cls.aliases))
+                raise ValidationError(
+                    f"{cls.__name__} has no field {key!r}; known fields: {', '.join(known)}"
+                )
+            if isinstance(field, EnumField):
+                value = field.coerce_member(value)
+            out[name] = value
+        return out
+
+    def save(self, *args, **kwargs):
+        if "updated_at" in self._meta.fields:
+            self.updated_at = utc_now()
+        return super().save(*args, **kwargs)
+
+    _repr_fields: frozenset[str] = frozenset()
+
+    def __str__(self) -> str:
+        # Peewee's repr() is "<Model: str(self)>"; secrets show only as set/unset.
+        shown = []
+        for name in self._meta.sorted_field_names:
+            if name in self.secret_fields:
+                shown.append(f"{name}={'<set>' if self.__data__.get(name) else None}")
+            elif name in self._repr_fields and name in self.__data__:
+                shown.append(f"{name}={self.__data__[name]!r}")
+        return " ".join(shown)
+
+
+def _is_fk_id(meta, name: str) -> bool:
+    return any(f.object_id_name == name for f in meta.refs)
+
+
+class _Timestamped(BaseModel):
+    created_at = UTCDateTimeField(default=utc_now)
+    updated_at = UTCDateTimeField(default=utc_now)
+
+
+class Device(_Timestamped):
+    id = peewee.CharField(max_length=64, primary_key=True)
+    name = peewee.CharField(max_length=128, null=True)
+    device_type = EnumField(DeviceType)
+    manufacturer = peewee.CharField(max_length=64, null=True)
+    model = peewee.CharField(max_length=64, null=True)
+    firmware_version = peewee.CharField(max_length=64, null=True)
+    imei = peewee.CharField(max_length=20, null=True)
+    imsi = peewee.CharField(max_length=20, null=True)
+    iccid = peewee.CharField(max_length=22, null=True)
+    connection_settings = JSONField(null=True)
+    last_seen = UTCDateTimeField(null=True)
+    is_active = peewee.BooleanField(default=True)
+    notes = peewee.TextField(null=True)
+
+    _repr_fields = frozenset({"id", "device_type", "name", "model"})
+
+    class Meta:
+        table_name = "devices"
+
+
+class CardProfile(_Timestamped):
+    iccid = peewee.CharField(max_length=22, primary_key=True)
+    imsi = peewee.CharField(max_length=20, null=True)
+    card_type = EnumField(CardType, default=CardType.UICC)
+    atr = peewee.CharField(max_length=128, null=True)
+    psk_identity = peewee.CharField(max_length=128, null=True)
+    psk_key_encrypted = peewee.BlobField(null=True)
+    admin_url = peewee.CharField(max_length=255, null=True)
+    trigger_config = JSONField(null=True)
+    bip_config = JSONField(null=True)
+    security_domains = JSONField(null=True)
+    notes = peewee.TextField(null=True)
+
+    secret_fields = frozenset({"psk_key_encrypted"})
+    _repr_fields = frozenset({"iccid", "card_type", "imsi", "psk_identity"})
+
+    class Meta:
+        table_name = "card_profiles"
+
+    @property
+    def has_psk(self) -> bool:
+        return bool(self.psk_key_encrypted)
+
+
+class OTASession(_Timestamped):
+    id = UUIDStrField(primary_key=True, default=_new_uuid)
+    device = peewee.ForeignKeyField(
+        Device, column_name="device_id", null=True, on_delete="SET NULL", backref="sessions",
+        index=False,
+    )
+    card = peewee.ForeignKeyField(
+        CardProfile, column_name="card_iccid", object_id_name="card_iccid", null=True,
+        on_delete="SET NULL", backref="sessions", index=False,
+    )
+    session_type = peewee.CharField(max_length=32, null=True)
+    status = EnumField(SessionStatus, default=SessionStatus.PENDING)
+    started_at = UTCDateTimeField(null=True)
+    ended_at = UTCDateTimeField(null=True)
+    duration_ms = peewee.IntegerField(null=True)
+    tls_cipher_suite = peewee.CharField(max_length=64, null=True)
+    tls_psk_identity = peewee.CharField(max_length=128, null=True)
+    error_code = peewee.CharField(max_length=32, null=True)
+    error_message = peewee.TextField(null=True)
+
+    aliases = {"cipher_suite": "tls_cipher_suite", "psk_identity": "tls_psk_identity"}
+    _repr_fields = frozenset({"id", "status", "session_type"})
+
+    class Meta:
+        table_name = "ota_sessions"
+
+    @property
+    def cipher_suite(self):
+        return self.tls_cipher_suite
+
+    @cipher_suite.setter
+    def cipher_suite(self, value):
+        self.tls_cipher_suite = value
+
+    @property
+    def psk_identity(self):
+        return self.tls_psk_identity
+
+    @psk_identity.setter
+    def psk_identity(self, value):
+        self.tls_psk_identity = value
+
+
+class CommLog(BaseModel):
+    id = peewee.BigAutoField()
+    session = peewee.ForeignKeyField(
+        OTASession, column_name="session_id", on_delete="CASCADE", backref="comm_logs",
+        index=False,
+    )
+    timestamp = UTCDateTimeField(default=utc_now)
+    latency_ms = peewee.FloatField(null=True)
+    direction = EnumField(CommDirection, max_length=10)
+    raw_data = peewee.TextField()
+    decoded_data = peewee.TextField(null=True)
+    status_word = peewee.CharField(max_length=4, null=True)
+    status_message = peewee.CharField(max_length=128, null=True)
+
+    _repr_fields = frozenset({"id", "direction", "raw_data", "status_word"})
+
+    class Meta:
+        table_name = "comm_logs"
+
+
+class TestResult(_Timestamped):
+    __test__ = False  # not a pytest test class
+
+    id = UUIDStrField(primary_key=True, default=_new_uuid)
+    run_id = peewee.CharField(max_length=64)
+    suite_name = peewee.CharField(max_length=128)
+    test_name = peewee.CharField(max_length=512)
+    device = peewee.ForeignKeyField(
+        Device, column_name="device_id", null=True, on_delete="SET NULL",
+        backref="test_results", index=False,
+    )
+    card = peewee.ForeignKeyField(
+        CardProfile, column_name="card_iccid", object_id_name="card_iccid", null=True,
+        on_delete="SET NULL", backref="test_results", index=False,
+    )
+    started_at = UTCDateTimeField(default=utc_now)
+    ended_at = UTCDateTimeField(null=True)
+    duration_ms = peewee.IntegerField(null=True)
+    status = EnumField(TestStatus)
+    error_message = peewee.TextField(null=True)
+    assertions = JSONField(null=True)
+    metadata = JSONField(null=True)
+
+    _repr_fields = frozenset({"id", "run_id", "test_name", "status"})
+
+    class Meta:
+        table_name = "test_results"
+
+
+class Setting(_Timestamped):
+    key = peewee.CharField(max_length=128, primary_key=True)
+    value = JSONField(null=True)
+    description = peewee.CharField(max_length=256, null=True)
+    category = peewee.CharField(max_length=64, default="general")
+
+    _repr_fields = frozenset({"key", "value", "category"})
+
+    class Meta:
+        table_name = "settings"
+
+
+# The indexes the design names, under the design's names.
+_INDEXES = {
+    Device: [("idx_device_type", "device_type"), ("idx_device_iccid", "iccid"),
+             ("idx_device_last_seen", "last_seen")],
+    CardProfile: [("idx_card_type", "card_type"), ("idx_card_psk_identity", "psk_identity")],
+    OTASession: [("idx_session_device", "device"), ("idx_session_card", "card"),
+                 ("idx_session_status", "status"), ("idx_session_created", "created_at")],
+    CommLog: [("idx_log_session", "session"), ("idx_log_timestamp", "timestamp"),
+              ("idx_log_direction", "direction")],
+    TestResult: [("idx_test_run", "run_id"), ("idx_test_suite", "suite_name"),
+                 ("idx_test_status", "status"), ("idx_test_created", "created_at")],
+    Setting: [("idx_setting_category", "category")],
+}
+for _model, _specs in _INDEXES.items():
+    for _name, _field in _specs:
+        _model.add_index(_model.index(getattr(_model, _field), name=_name))
+
+ALL_MODELS = [Device, CardProfile, OTASession, CommLog, TestResult, Setting]
+EXPECTED_INDEXES = {m._meta.table_name: [n for n, _ in s] for m, s in _INDEXES.items()}
