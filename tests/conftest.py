@@ -43,7 +43,10 @@ def pytest_configure(config):
 
 
 def pytest_generate_tests(metafunc):
-    if "backend" in metafunc.fixturenames:
+    explicit = any(
+        "backend" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize")
+    )
+    if "backend" in metafunc.fixturenames and not explicit:
         metafunc.parametrize("backend", metafunc.config._cardlink_backends, indirect=True)
 
 

@@ -1,0 +1,176 @@
+"""Schema versions: playhouse.migrations scripts, dry runs, failures, half-applied state."""
+
+import shutil
+import textwrap
+
+import pytest
+
+from cardlink_lite import (
+    CommLog,
+    MigrationError,
+    OTASession,
+    SchemaVersionMismatch,
+    downgrade,
+    get_current_revision,
+    get_pending_revisions,
+    run_migrations,
+)
+from cardlink_lite import migrations as mig
+
+
+def schema_dump(manager) -> dict:
+    """Tables with their columns, indexes and foreign keys, plus the recorded history."""
+    db = manager.database
+    dump = {}
+    for table in sorted(set(db.get_tables()) - {mig.JOURNAL_TABLE}):
+        dump[table] = {
+            "columns": sorted((c.name, c.data_type.lower(), c.null) for c in db.get_columns(table)),
+            "indexes": sorted((i.name, tuple(i.columns), i.unique) for i in db.get_indexes(table)),
+            "fks": sorted((f.column, f.dest_table, f.dest_column)
+                          for f in db.get_foreign_keys(table)),
+        }
+    if mig.HISTORY_TABLE in dump:
+        dump["history"] = mig.get_applied_revisions(manager)
+    return dump
+
+
+def _store_tables(dump):
+    return {k: v for k, v in dump.items() if not k.startswith("cardlink_") and k != "history"}
+
+
+def test_up_down_up_round_trips(empty_manager):
+    head = mig.get_head_revision()
+    assert get_current_revision(manager=empty_manager) is None
+    assert get_pending_revisions(manager=empty_manager)[-1] == head
+    assert run_migrations(manager=empty_manager)[-1] == head
+    first = schema_dump(empty_manager)
+    assert get_pending_revisions(manager=empty_manager) == []
+    applied = mig.get_applied_revisions(empty_manager)
+    assert downgrade(steps=len(applied), manager=empty_manager) == list(reversed(applied))
+    assert _store_tables(schema_dump(empty_manager)) == {}
+    run_migrations(manager=empty_manager)
+    assert schema_dump(empty_manager) == first
+
+
+def test_create_tables_matches_migrated_schema(empty_manager, db_url):
+    run_migrations(manager=empty_manager)
+    migrated = schema_dump(empty_manager)
+    empty_manager.drop_tables()
+    empty_manager.create_tables()
+    assert schema_dump(empty_manager) == migrated
+    assert get_pending_revisions(manager=empty_manager) == []
+
+
+def test_target_revision_and_unknown_target(empty_manager):
+    assert run_migrations("0001", manager=empty_manager) == ["0001_initial"]
+    with pytest.raises(MigrationError, match="Target revision not found: 'ae1234'"):
+        run_migrations("ae1234", manager=empty_manager)
+
+
+@pytest.mark.parametrize("state", ["empty", "migrated"])
+def test_dry_run_changes_nothing(empty_manager, state):
+    if state == "migrated":
+        run_migrations("0001", manager=empty_manager)
+    before = schema_dump(empty_manager)
+    statements = mig.plan_sql(manager=empty_manager)
+    assert schema_dump(empty_manager) == before
+    if state == "empty":
+        assert any("CREATE TABLE" in sql and "devices" in sql for sql, _ in statements)
+
+
+def test_newer_database_is_refused_naming_both_revisions(manager):
+    runner = mig._runner(manager)
+    runner.History.create(name="9999_from_the_future")
+    with pytest.raises(SchemaVersionMismatch) as info:
+        manager.initialize()
+        mig.check_schema_version(manager)
+    assert "9999_from_the_future" in str(info.value) and mig.get_head_revision() in str(info.value)
+    with pytest.raises(SchemaVersionMismatch):
+        run_migrations(manager=manager)
+
+
+def _migration_dir(tmp_path, body: str):
+    directory = tmp_path / "migs"
+    directory.mkdir()
+    for path in mig.MIGRATIONS_DIR.glob("[0-9]*.py"):
+        shutil.copy(path, directory)
+    (directory / "0099_test.py").write_text(textwrap.dedent(body))
+    return directory
+
+
+FAILING = """
+from peewee import CharField, IntegerField
+
+FAIL_AT = {fail_at}
+
+def up(migrator, db):
+    ops = [
+        migrator.add_column('devices', 'owner', CharField(max_length=50, null=True)),
+        migrator.add_index('devices', ('owner',), False),
+        migrator.add_column('card_profiles', 'slot', IntegerField(null=True)),
+    ]
+    for n, op in enumerate(ops):
+        if n == FAIL_AT:
+            raise RuntimeError('deliberate failure before operation %d' % n)
+        migrator.migrate(op)
+    if FAIL_AT >= len(ops):
+        raise RuntimeError('deliberate failure after the last operation')
+
+def down(migrator, db):
+    pass
+"""
+
+
+@pytest.mark.parametrize("fail_at", [0, 1, 2, 3])
+def test_failed_migration_leaves_schema_and_history_or_reports_half_applied(
+        manager, tmp_path, fail_at, backend):
+    directory = _migration_dir(tmp_path, FAILING.format(fail_at=fail_at))
+    assert get_pending_revisions(manager=manager, directory=directory) == ["0099_test"]
+    before = schema_dump(manager)
+    with pytest.raises(MigrationError) as info:
+        run_migrations(manager=manager, directory=directory)
+    assert "deliberate failure" in str(info.value)
+    after = schema_dump(manager)
+    if backend != "mysql":
+        assert after == before
+        assert mig.half_applied(manager) == []
+        return
+    # MariaDB commits DDL as it goes: the state is recorded as half-applied.
+    entries = mig.half_applied(manager)
+    assert [e["name"] for e in entries] == ["0099_test"]
+    assert len(entries[0]["operations"]) >= min(fail_at, 3)
+    with pytest.raises(MigrationError, match="half-applied"):
+        run_migrations(manager=manager, directory=directory)
+    mig.resolve_half_applied("0099_test", applied=False, manager=manager)
+    assert mig.half_applied(manager) == []
+
+
+def test_migrate_refuses_inside_an_open_transaction(manager):
+    with manager.atomic(), pytest.raises(MigrationError, match="open transaction"):
+        run_migrations(manager=manager)
+
+
+REBUILD = """
+def up(migrator, db):
+    migrator.migrate(migrator.drop_column('ota_sessions', 'error_code'))
+
+def down(migrator, db):
+    from peewee import CharField
+    migrator.migrate(migrator.add_column('ota_sessions', 'error_code',
+                                         CharField(max_length=32, null=True)))
+"""
+
+
+def test_table_rebuild_keeps_child_rows(manager, tmp_path):
+    # On SQLite drop_column rebuilds ota_sessions; with foreign keys on inside a
+    # transaction that would cascade-delete every comm_logs row.
+    session = OTASession.create()
+    for _ in range(3):
+        CommLog.create(session=session, direction="command", raw_data="00A4")
+    directory = _migration_dir(tmp_path, REBUILD)
+    run_migrations(manager=manager, directory=directory)
+    assert CommLog.select().count() == 3
+    cols = {c.name for c in manager.database.get_columns("ota_sessions")}
+    assert "error_code" not in cols
+    downgrade(manager=manager, directory=directory)
+    assert CommLog.select().count() == 3

@@ -1,0 +1,143 @@
+"""The six models on every backend: enums, JSON, UTC milliseconds, UUID keys, cascades."""
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from cardlink_lite import (
+    CardProfile,
+    CardType,
+    CommDirection,
+    CommLog,
+    Device,
+    DeviceType,
+    OTASession,
+    SessionStatus,
+    Setting,
+    TestResult,
+    TestStatus,
+    ValidationError,
+)
+
+
+def _raw(manager, sql, params=()):
+    return [tuple(r) for r in manager.database.execute_sql(sql, params).fetchall()]
+
+
+def test_enums_stored_as_readable_strings(manager):
+    Device.create(id="RF8M33", device_type=DeviceType.PHONE)
+    Device.create(id="MODEM1", device_type="modem")
+    CardProfile.create(iccid="8901", card_type="eUICC")
+    assert sorted(r[0] for r in _raw(manager, "SELECT device_type FROM devices")) == [
+        "modem", "phone"]
+    assert _raw(manager, "SELECT card_type FROM card_profiles") == [("EUICC",)]
+    assert Device.get_by_id("MODEM1").device_type is DeviceType.MODEM
+    assert CardProfile.get_by_id("8901").card_type is CardType.EUICC
+
+
+def test_unknown_enum_value_names_field_and_allowed_values(manager):
+    with pytest.raises(ValidationError) as info:
+        Device(id="x", device_type="toaster")
+    message = str(info.value)
+    assert "device_type" in message and "phone" in message and "toaster" in message
+    assert Device.select().count() == 0
+
+
+def test_unknown_keyword_is_refused(manager):
+    with pytest.raises(ValidationError, match="no field 'colour'"):
+        Device(id="x", device_type="phone", colour="red")
+
+
+def test_guide_and_design_field_names_both_work(manager):
+    Device.create(id="RF8", device_type="phone")
+    session = OTASession.create(device_id="RF8", cipher_suite="TLS_PSK_WITH_AES_128_CBC_SHA256",
+                                psk_identity="card_001", status=SessionStatus.ACTIVE)
+    again = OTASession.get_by_id(session.id)
+    assert again.tls_cipher_suite == "TLS_PSK_WITH_AES_128_CBC_SHA256"
+    assert again.cipher_suite == again.tls_cipher_suite
+    assert again.psk_identity == again.tls_psk_identity == "card_001"
+    other = OTASession.create(tls_cipher_suite="X", tls_psk_identity="Y")
+    assert OTASession.get_by_id(other.id).cipher_suite == "X"
+
+
+@pytest.mark.parametrize("value", [{"a": [1, 2, {"b": None}], "ü": "✓"}, [1, "two", 3.5],
+                                   "text", 42, True])
+def test_json_columns_round_trip(manager, value):
+    Setting.create(key="k", value=value)
+    assert Setting.get_by_id("k").value == value
+
+
+def test_timestamps_are_utc_milliseconds(manager):
+    naive = datetime(2024, 11, 29, 10, 0, 0, 123456)
+    aware = datetime(2024, 11, 29, 12, 0, 0, 654321, tzinfo=timezone(timedelta(hours=2)))
+    Device.create(id="a", device_type="phone", last_seen=naive)
+    Device.create(id="b", device_type="phone", last_seen=aware)
+    a, b = Device.get_by_id("a").last_seen, Device.get_by_id("b").last_seen
+    assert a == datetime(2024, 11, 29, 10, 0, 0, 123000, tzinfo=timezone.utc)
+    assert b == datetime(2024, 11, 29, 10, 0, 0, 654000, tzinfo=timezone.utc)
+    assert a.tzinfo is not None and a.utcoffset() == timedelta(0)
+    # ordering by the column follows the millisecond values
+    first = Device.select().order_by(Device.last_seen).first()
+    assert first.id == "a"
+
+
+def test_created_and_updated_at_are_maintained(manager):
+    device = Device.create(id="d", device_type="phone")
+    created = Device.get_by_id("d").created_at
+    assert datetime.now(timezone.utc) - created < timedelta(minutes=1)
+    device.name = "renamed"
+    device.save()
+    again = Device.get_by_id("d")
+    assert again.created_at == created
+    assert again.updated_at >= created
+
+
+@pytest.mark.parametrize("make_id", [uuid.uuid4, lambda: str(uuid.uuid4())])
+def test_uuid_keys_are_dashed_strings(manager, make_id):
+    key = make_id()
+    OTASession.create(id=key)
+    TestResult.create(id=key, run_id="r", suite_name="s", test_name="t",
+                      status=TestStatus.PASSED)
+    stored = _raw(manager, "SELECT id FROM ota_sessions")[0][0]
+    assert stored == str(key) and len(stored) == 36 and stored.count("-") == 4
+    assert OTASession.get_by_id(key).id == str(key)
+    assert TestResult.get_by_id(str(key)).id == str(key)
+
+
+def test_bad_uuid_is_refused(manager):
+    with pytest.raises(ValidationError, match="UUID"):
+        OTASession.create(id="not-a-uuid")
+
+
+def test_deleting_a_session_deletes_its_logs(manager):
+    session = OTASession.create()
+    keep = OTASession.create()
+    for s in (session, keep):
+        CommLog.create(session=s, direction=CommDirection.COMMAND, raw_data="00A4")
+    session.delete_instance()
+    assert [log.session_id for log in CommLog.select()] == [keep.id]
+
+
+def test_deleting_a_device_keeps_its_history(manager):
+    Device.create(id="RF8", device_type="phone")
+    CardProfile.create(iccid="8901")
+    session = OTASession.create(device_id="RF8", card_iccid="8901")
+    Device.delete_by_id("RF8")
+    CardProfile.delete_by_id("8901")
+    again = OTASession.get_by_id(session.id)
+    assert again.device_id is None and again.card_iccid is None
+
+
+def test_repr_never_shows_the_psk(manager):
+    card = CardProfile.create(iccid="8901", psk_identity="id1", psk_key_encrypted=b"gAAAAAsecret")
+    text = repr(CardProfile.get_by_id(card.iccid)) + str(card)
+    assert "secret" not in text and "<set>" in text and "8901" in text
+
+
+def test_every_expected_index_exists(manager):
+    from cardlink_lite.models import EXPECTED_INDEXES
+
+    for table, names in EXPECTED_INDEXES.items():
+        present = {i.name for i in manager.database.get_indexes(table)}
+        assert set(names) <= present, (table, set(names) - present)
