@@ -1,0 +1,5 @@
+"""``python -m cardlink_lite`` runs the ``cardlink-db`` command line."""
+
+from .cli import main
+
+main()
