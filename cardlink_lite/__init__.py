@@ -34,7 +34,7 @@ __version__ = "0.1.0"
 # cardlink_lite`` light, and lets the CLI and plugin load only what they need).
 _LAZY = {
     "UnitOfWork": "unit_of_work",
-    "record_session": "unit_of_work",
+    "record_session": "recording",
     "BaseRepository": "repositories",
     "Page": "repositories",
     "DeviceRepository": "repositories",

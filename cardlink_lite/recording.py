@@ -1,0 +1,82 @@
+"""record_session: one place where a PSK-TLS server opens, logs and closes an OTA session."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+
+__all__ = ["SessionRecorder", "record_session"]
+
+_TIMEOUTS = (TimeoutError, socket.timeout)
+
+
+class SessionRecorder:
+    """Handed out by :func:`record_session`: the session id and its APDU logger."""
+
+    def __init__(self, manager, session_id: str, log):
+        self.manager = manager
+        self.session_id = session_id
+        self.log = log
+
+    @property
+    def id(self) -> str:
+        return self.session_id
+
+    def set_tls_info(self, cipher_suite: str | None = None, psk_identity: str | None = None,
+                     *, cipher: str | None = None) -> None:
+        """Record the negotiated cipher suite and PSK identity (committed at once)."""
+        from .unit_of_work import UnitOfWork
+
+        with UnitOfWork(self.manager) as uow:
+            uow.sessions.set_tls_info(self.session_id, cipher_suite=cipher_suite or cipher,
+                                      psk_identity=psk_identity)
+
+    def command(self, raw_data: str, decoded: str | None = None) -> None:
+        self.log.command(raw_data, decoded)
+
+    def response(self, raw_data: str, sw: str | None = None, latency_ms: float | None = None,
+                 decoded: str | None = None) -> None:
+        self.log.response(raw_data, sw=sw, latency_ms=latency_ms, decoded=decoded)
+
+
+@contextlib.contextmanager
+def record_session(manager=None, device_id: str | None = None, card_iccid: str | None = None,
+                   session_type: str | None = None, *, cipher_suite: str | None = None,
+                   psk_identity: str | None = None, **logger_options) -> Iterator[SessionRecorder]:
+    """Open an active OTA session; complete it on exit, or fail/time it out on an exception.
+
+    The exception is re-raised after the session is marked. Example::
+
+        with record_session(manager, device_id="RF8M33", card_iccid="8901...",
+                            session_type="triggered") as s:
+            s.set_tls_info("TLS_PSK_WITH_AES_128_CBC_SHA256", "card_001")
+            s.command("00A4040008A000000151000000", "SELECT ISD")
+            s.response("9000", latency_ms=12.5)
+    """
+    from .apdu import apdu_logger
+    from .db import get_manager
+    from .unit_of_work import UnitOfWork
+
+    manager = manager or get_manager()
+    with UnitOfWork(manager) as uow:
+        session = uow.sessions.create_session(device_id=device_id, card_iccid=card_iccid,
+                                              session_type=session_type)
+        uow.sessions.start_session(session.id)
+        if cipher_suite or psk_identity:
+            uow.sessions.set_tls_info(session.id, cipher_suite=cipher_suite,
+                                      psk_identity=psk_identity)
+    session_id = session.id
+    try:
+        with apdu_logger(manager, session_id, **logger_options) as log:
+            yield SessionRecorder(manager, session_id, log)
+    except BaseException as exc:
+        with UnitOfWork(manager) as uow:
+            if isinstance(exc, _TIMEOUTS):
+                uow.sessions.timeout_session(session_id, message=str(exc) or "timed out")
+            else:
+                uow.sessions.fail_session(session_id, error_code=type(exc).__name__,
+                                          message=str(exc) or type(exc).__name__)
+        raise
+    with UnitOfWork(manager) as uow:
+        uow.sessions.complete_session(session_id)
