@@ -246,6 +246,8 @@ class DatabaseManager:
             return peewee.SqliteDatabase(
                 name,
                 pragmas={
+                    # auto_vacuum only takes on a new file, and only before WAL is set.
+                    "auto_vacuum": "incremental",
                     "journal_mode": "memory" if memory else "wal",
                     "foreign_keys": 1,
                     "synchronous": "normal",

@@ -9,9 +9,16 @@ from datetime import datetime, timezone
 
 import peewee
 
-from .errors import ValidationError
+from .errors import EncryptionError, ValidationError
 
-__all__ = ["EnumField", "JSONField", "UTCDateTimeField", "UUIDStrField", "utc_now"]
+__all__ = [
+    "EncryptedBlobField",
+    "EnumField",
+    "JSONField",
+    "UTCDateTimeField",
+    "UUIDStrField",
+    "utc_now",
+]
 
 # Column types the manager maps per backend (see db._FIELD_TYPES).
 DATETIME_MS = "DATETIME_MS"
@@ -134,3 +141,18 @@ class JSONField(peewee.TextField):
         if value is None or not isinstance(value, str | bytes):
             return value
         return json.loads(value)
+
+
+class EncryptedBlobField(peewee.BlobField):
+    """Holds Fernet tokens only, so a plaintext PSK assigned by hand is never stored."""
+
+    def db_value(self, value):
+        if value is None or isinstance(value, peewee.Node):
+            return value
+        raw = value.encode() if isinstance(value, str) else bytes(value)
+        if not raw.startswith(b"gAAAAA"):
+            raise EncryptionError(
+                f"{self.name} holds only encrypted PSKs; store a key with "
+                "uow.cards.create_with_psk(card, key) or uow.cards.update_psk(iccid, key=...)"
+            )
+        return super().db_value(raw)

@@ -9,7 +9,14 @@ import peewee
 
 from .db import database_proxy
 from .errors import ValidationError
-from .fields import EnumField, JSONField, UTCDateTimeField, UUIDStrField, utc_now
+from .fields import (
+    EncryptedBlobField,
+    EnumField,
+    JSONField,
+    UTCDateTimeField,
+    UUIDStrField,
+    utc_now,
+)
 
 __all__ = [
     "ALL_MODELS",
@@ -155,7 +162,7 @@ class CardProfile(_Timestamped):
     card_type = EnumField(CardType, default=CardType.UICC)
     atr = peewee.CharField(max_length=128, null=True)
     psk_identity = peewee.CharField(max_length=128, null=True)
-    psk_key_encrypted = peewee.BlobField(null=True)
+    psk_key_encrypted = EncryptedBlobField(null=True)
     admin_url = peewee.CharField(max_length=255, null=True)
     trigger_config = JSONField(null=True)
     bip_config = JSONField(null=True)
@@ -223,7 +230,7 @@ class CommLog(BaseModel):
         index=False,
     )
     timestamp = UTCDateTimeField(default=utc_now)
-    latency_ms = peewee.FloatField(null=True)
+    latency_ms = peewee.DoubleField(null=True)
     direction = EnumField(CommDirection, max_length=10)
     raw_data = peewee.TextField()
     decoded_data = peewee.TextField(null=True)
@@ -285,14 +292,16 @@ _INDEXES = {
     OTASession: [("idx_session_device", "device"), ("idx_session_card", "card"),
                  ("idx_session_status", "status"), ("idx_session_created", "created_at")],
     CommLog: [("idx_log_session", "session"), ("idx_log_timestamp", "timestamp"),
-              ("idx_log_direction", "direction")],
+              ("idx_log_direction", "direction"),
+              ("idx_log_session_time", ("session", "timestamp"))],  # a session's trace, in order
     TestResult: [("idx_test_run", "run_id"), ("idx_test_suite", "suite_name"),
                  ("idx_test_status", "status"), ("idx_test_created", "created_at")],
     Setting: [("idx_setting_category", "category")],
 }
 for _model, _specs in _INDEXES.items():
     for _name, _field in _specs:
-        _model.add_index(_model.index(getattr(_model, _field), name=_name))
+        _columns = _field if isinstance(_field, tuple) else (_field,)
+        _model.add_index(_model.index(*(getattr(_model, c) for c in _columns), name=_name))
 
 ALL_MODELS = [Device, CardProfile, OTASession, CommLog, TestResult, Setting]
 EXPECTED_INDEXES = {m._meta.table_name: [n for n, _ in s] for m, s in _INDEXES.items()}

@@ -11,6 +11,8 @@ _FERNET_PREFIX = "gAAAAA"  # every Fernet token starts with version byte 0x80
 
 
 def _is_secret(value) -> bool:
+    # psycopg2 wraps BYTEA parameters in a Binary adapter that keeps the bytes in .adapted.
+    value = getattr(value, "adapted", value)
     if isinstance(value, bytes | bytearray | memoryview):
         return True  # the only binary column holds encrypted PSKs
     return isinstance(value, str) and value.startswith(_FERNET_PREFIX)

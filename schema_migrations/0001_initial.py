@@ -13,7 +13,7 @@ from peewee import (
     BooleanField,
     CharField,
     DateTimeField,
-    FloatField,
+    DoubleField,
     ForeignKeyField,
     IntegerField,
     Model,
@@ -105,7 +105,7 @@ class CommLog(_Base):
     session = ForeignKeyField(OTASession, column_name="session_id", on_delete="CASCADE",
                               index=False)
     timestamp = DateTimeMs(default=_now)
-    latency_ms = FloatField(null=True)
+    latency_ms = DoubleField(null=True)
     direction = CharField(max_length=10)
     raw_data = TextField()
     decoded_data = TextField(null=True)

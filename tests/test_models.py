@@ -141,3 +141,12 @@ def test_every_expected_index_exists(manager):
     for table, names in EXPECTED_INDEXES.items():
         present = {i.name for i in manager.database.get_indexes(table)}
         assert set(names) <= present, (table, set(names) - present)
+
+
+def test_plaintext_psk_assigned_by_hand_is_refused(manager):
+    from cardlink_lite import EncryptionError
+
+    card = CardProfile(iccid="8901", psk_key_encrypted=b"my_secret_psk_key_16")
+    with pytest.raises(EncryptionError, match="create_with_psk"):
+        card.save(force_insert=True)
+    assert CardProfile.select().count() == 0

@@ -1,0 +1,690 @@
+"""The batched APDU log writer: validation on the way in, one transaction per flush.
+
+Statements come from Peewee's ``insert_many`` (Peewee's quoting, column order and
+dialect) but each is built once per (database, rows per statement) and reused; later
+chunks only hand their flattened parameters to the driver.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import io
+import logging
+import random
+import re
+import threading
+import time
+import weakref
+from collections import Counter
+from datetime import datetime, timezone
+
+import peewee
+
+from .errors import DatabaseError, ValidationError, translate_error
+from .models import CommDirection, CommLog, OTASession
+from .status_words import describe_status_word
+
+__all__ = ["ApduLogWriter", "apdu_logger", "normalize_hex"]
+
+logger = logging.getLogger("cardlink_lite.apdu")
+
+# Column order of a buffered row (and of every cached statement).
+_FIELDS = (CommLog.session, CommLog.timestamp, CommLog.latency_ms, CommLog.direction,
+           CommLog.raw_data, CommLog.decoded_data, CommLog.status_word, CommLog.status_message)
+_WIDTH = len(_FIELDS)
+_RAW, _DECODED, _MESSAGE = 4, 5, 7
+
+_MAX_ROWS_PER_STATEMENT = 1000   # measured: bigger statements stop paying off
+_SQLITE_SAFE_VARIABLES = 999     # SQLite < 3.32, and the floor when the limit is unknown
+_COPY_THRESHOLD = 2000           # PostgreSQL: COPY beats multi-row INSERT from here on
+_WAL_TRUNCATE_ROWS = 20000       # SQLite: a flush this big grows the -wal; shrink it after
+_BUSY_RETRIES = 8
+_ELISION = "..."
+
+_HEX = re.compile(r"[0-9A-F]+").fullmatch
+_SW = re.compile(r"[0-9A-F]{4}").fullmatch
+_BUSY = re.compile(r"database is locked|database is busy|deadlock|lock wait timeout|"
+                   r"could not serialize", re.I)
+_DIRECTIONS = {}
+for _member in CommDirection:
+    for _key in (_member.value, _member.name, _member.value.capitalize()):
+        _DIRECTIONS[_key] = _member.value
+_MESSAGES: dict[str, str] = {}
+_UTC = timezone.utc
+# Exactly what sqlite3 stores for a datetime (isoformat(" ")), so rows written by the
+# writer and by Model.save() sort and compare alike.
+_MILLIS = [""] + [f".{ms:03d}000" for ms in range(1, 1000)]
+_second = (None, "")
+
+
+def _stamp() -> str:
+    """Now, as the timestamp column stores it: naive UTC text with milliseconds.
+
+    The same value ``fields.utc_now()`` gives, but this runs once per logged APDU, so
+    the date text is only rebuilt when the second changes.
+    """
+    global _second
+    now = time.time()
+    sec = int(now)
+    cached = _second
+    if cached[0] != sec:
+        cached = _second = (sec, datetime.fromtimestamp(sec, _UTC).strftime("%Y-%m-%d %H:%M:%S"))
+    return cached[1] + _MILLIS[int((now - sec) * 1000)]
+
+
+def normalize_hex(value, field: str = "raw_data") -> str:
+    """Upper-case hex with spaces removed; a trailing ``...`` (an elided sample) is kept."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex().upper()
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"{field} must be a hex string such as '00A40400'; got {type(value).__name__}",
+            problems=[field],
+        )
+    text = value.upper()
+    if _HEX(text) and not len(text) & 1:
+        return text
+    text = "".join(text.split())
+    elided = text.endswith(_ELISION)
+    body = text[:-len(_ELISION)] if elided else text
+    # An elided sample may stop mid-byte; a complete value must be whole bytes.
+    if not body or not _HEX(body) or (len(body) & 1 and not elided):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise ValidationError(
+            f"{field} must be whole bytes of hex digits (spaces allowed, a trailing '...' "
+            f"marks an elided sample); got {shown!r}",
+            problems=[field],
+        )
+    return text
+
+
+def _message(sw: str) -> str:
+    text = _MESSAGES.get(sw)
+    if text is None:
+        text = _MESSAGES[sw] = describe_status_word(sw)[:128]
+    return text
+
+
+def _session_key(session_id) -> str:
+    if isinstance(session_id, OTASession):
+        session_id = session_id.id
+    try:
+        return OTASession.id.db_value(session_id)
+    except ValidationError:
+        raise ValidationError(
+            f"session_id must be an OTA session's UUID; got {session_id!r}",
+            problems=["session_id"],
+        ) from None
+
+
+class _Statements:
+    """Cached multi-row INSERTs for one database, and how many rows each may hold."""
+
+    def __init__(self, database: peewee.Database):
+        self.database = database
+        self.sql: dict[int, str] = {}
+        self.is_sqlite = isinstance(database, peewee.SqliteDatabase)
+        self.is_postgres = isinstance(database, peewee.PostgresqlDatabase)
+        self.is_mysql = isinstance(database, peewee.MySQLDatabase)
+        self.rows_per_statement = _MAX_ROWS_PER_STATEMENT
+        self.byte_budget = 0
+        if self.is_sqlite:
+            self.rows_per_statement = min(_MAX_ROWS_PER_STATEMENT,
+                                          _sqlite_variable_limit(database) // _WIDTH)
+        elif self.is_mysql:
+            packet = database.execute_sql("SELECT @@max_allowed_packet").fetchone()[0]
+            # Escaping can double a value; keep a statement well inside one packet.
+            self.byte_budget = int(packet) // 3
+        self.copy_sql = None
+
+    def insert(self, rows: int) -> str:
+        sql = self.sql.get(rows)
+        if sql is None:
+            query = CommLog.insert_many([(None,) * _WIDTH] * rows, fields=list(_FIELDS))
+            sql = self.sql[rows] = self.database.get_sql_context().sql(query).query()[0]
+        return sql
+
+    def copy(self) -> str:
+        if self.copy_sql is None:
+            ctx = self.database.get_sql_context()
+            columns = peewee.EnclosedNodeList([peewee.Entity(f.column_name) for f in _FIELDS])
+            ctx.literal("COPY ").sql(peewee.Entity(CommLog._meta.table_name)).literal(" ")
+            ctx.sql(columns).literal(" FROM STDIN")
+            self.copy_sql = ctx.query()[0]
+        return self.copy_sql
+
+
+def _sqlite_variable_limit(database) -> int:
+    import sqlite3
+
+    limit = _SQLITE_SAFE_VARIABLES
+    conn = database.connection()
+    if hasattr(conn, "getlimit"):  # Python >= 3.11
+        limit = max(limit, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    return limit
+
+
+_statements: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_statements_lock = threading.Lock()
+
+
+def _statements_for(database) -> _Statements:
+    plan = _statements.get(database)
+    if plan is None:
+        with _statements_lock:
+            plan = _statements.get(database)
+            if plan is None:
+                plan = _statements[database] = _Statements(database)
+    return plan
+
+
+def _copy_text(flat: list) -> io.StringIO:
+    # PostgreSQL COPY text format: tab-separated, \N for NULL, backslash escapes.
+    out = []
+    append = out.append
+    for i in range(0, len(flat), _WIDTH):
+        row = flat[i:i + _WIDTH]
+        fields = []
+        for value in row:
+            if value is None:
+                fields.append("\\N")
+            elif isinstance(value, str):
+                if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+                    value = (value.replace("\\", "\\\\").replace("\t", "\\t")
+                             .replace("\n", "\\n").replace("\r", "\\r"))
+                fields.append(value)
+            else:
+                fields.append(str(value))
+        append("\t".join(fields))
+    append("")
+    return io.StringIO("\n".join(out))
+
+
+class ApduLogWriter:
+    """Buffers APDU log rows and writes them in batches, one transaction per flush.
+
+    Rows are validated when logged (``direction`` command/response, ``raw_data`` hex
+    with spaces allowed and upper-cased, ``status_word`` four hex digits) so a bad row
+    raises :class:`ValidationError` at once and is never buffered. ``raw_data`` may end
+    with ``...`` (the user guide's elided samples, e.g. ``"00A4..."``); that marker is
+    stored verbatim. Timestamps are taken when a row is logged.
+
+    A flush happens when ``batch_size`` rows are buffered, every ``flush_interval``
+    seconds (a daemon thread; None disables it), on :meth:`flush`, on :meth:`close` /
+    context exit and at interpreter exit. A failed flush raises and keeps its rows for
+    the next attempt; a failure of the background flush is logged, kept in
+    :attr:`last_error`, and the next explicit flush retries (and raises if it fails too).
+    Safe to share between threads.
+    """
+
+    def __init__(self, database, session_id=None, batch_size: int = 1000,
+                 flush_interval: float | None = 1.0, on_flush=None,
+                 flush_at_exit: bool = True):
+        if batch_size is None or int(batch_size) < 1:
+            raise ValidationError(f"batch_size must be at least 1; got {batch_size!r}")
+        if flush_interval is not None and flush_interval <= 0:
+            raise ValidationError(
+                f"flush_interval must be a positive number of seconds or None; "
+                f"got {flush_interval!r}"
+            )
+        self._manager = None
+        if hasattr(database, "ensure_connection"):  # a DatabaseManager
+            self._manager = database
+            database = database.database
+        self.database = database
+        self.session_id = None if session_id is None else _session_key(session_id)
+        self.batch_size = int(batch_size)
+        self.flush_interval = flush_interval
+        self._on_flush = on_flush
+        self._flat: list = []            # buffered rows, flattened in column order
+        self._inflight = 0               # values taken by the flush under way
+        self._lock = threading.Lock()    # guards _flat
+        self._flush_lock = threading.RLock()
+        self._flush_at = self.batch_size * _WIDTH
+        self._last_session = (None, None)
+        self._thread = None
+        self._stop = threading.Event()
+        self._last_flush = time.monotonic()
+        self._suspect_connection = False
+        self.last_error: BaseException | None = None
+        self.closed = False
+        self.rows_written = 0
+        if flush_at_exit:
+            _live_writers.add(self)
+
+    def __repr__(self) -> str:
+        return f"<ApduLogWriter pending={self.pending} written={self.rows_written}>"
+
+    # -- logging ---------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Rows logged but not yet committed (a flush under way included)."""
+        return (len(self._flat) + self._inflight) // _WIDTH
+
+    def command(self, raw_data, decoded=None, *, timestamp=None, session_id=None) -> None:
+        """Log a command APDU sent to the card."""
+        self.add(self._session(session_id), "command", raw_data, decoded,
+                 timestamp=timestamp)
+
+    def response(self, raw_data, sw=None, latency_ms=None, decoded=None, *,
+                 status_message=None, timestamp=None, session_id=None) -> None:
+        """Log a response APDU; ``sw`` defaults to the last four hex digits of ``raw_data``."""
+        self.add(self._session(session_id), "response", raw_data, decoded, sw,
+                 status_message, latency_ms, timestamp=timestamp)
+
+    def add(self, session_id, direction, raw_data, decoded_data=None, status_word=None,
+            status_message=None, latency_ms=None, timestamp=None) -> None:
+        """Buffer one row (validated now); flushes when the buffer reaches ``batch_size``."""
+        row = self._row(session_id, direction, raw_data, decoded_data, status_word,
+                        status_message, latency_ms, timestamp)
+        if self.closed:
+            raise DatabaseError("this ApduLogWriter is closed; create a new one to log more")
+        with self._lock:
+            flat = self._flat
+            flat.extend(row)
+            full = len(flat) >= self._flush_at
+        if self._thread is None and self.flush_interval is not None:
+            self._start_timer()
+        if full:
+            self.flush()
+
+    def add_many(self, rows) -> int:
+        """Buffer many rows (tuples in :meth:`add` order, or dicts); all or none of them.
+
+        Every row is checked first: a bad one raises ValidationError naming its index and
+        field, and nothing of ``rows`` is buffered.
+        """
+        flat: list = []
+        problems = []
+        for index, row in enumerate(rows):
+            try:
+                if isinstance(row, dict):
+                    flat.extend(self._row(**_row_kwargs(row)))
+                elif isinstance(row, CommLog):
+                    flat.extend(self._row(**_model_kwargs(row)))
+                else:
+                    flat.extend(self._row(*row))
+            except ValidationError as exc:
+                problems.append(f"row {index}: {exc}")
+            except TypeError as exc:
+                problems.append(f"row {index}: {exc}")
+            if len(problems) >= 10:
+                break
+        if problems:
+            raise ValidationError(
+                f"{len(problems)} log row(s) rejected, none of this batch was buffered; "
+                f"first: {problems[0]}",
+                problems=problems,
+            )
+        self._buffer(flat)
+        return len(flat) // _WIDTH
+
+    def _session(self, session_id):
+        if session_id is not None:
+            return session_id
+        if self.session_id is None:
+            raise ValidationError(
+                "this writer has no session: pass session_id= or create it with "
+                "apdu_logger(manager, session_id)"
+            )
+        return self.session_id
+
+    def _row(self, session_id, direction, raw_data, decoded_data=None, status_word=None,
+             status_message=None, latency_ms=None, timestamp=None) -> tuple:
+        if timestamp is None:
+            timestamp = _stamp()
+        else:
+            timestamp = _timestamp(timestamp)
+        last = self._last_session
+        if session_id is last[0] or session_id == last[0]:
+            session = last[1]
+        else:
+            if session_id is None:
+                raise ValidationError("session_id is required for every log row",
+                                      problems=["session_id"])
+            session = _session_key(session_id)
+            self._last_session = (session_id, session)
+        direction_value = _DIRECTIONS.get(direction)
+        if direction_value is None:
+            direction_value = _DIRECTIONS.get(str(direction).lower())
+            if direction_value is None:
+                raise ValidationError(
+                    f"direction must be 'command' or 'response'; got {direction!r}",
+                    problems=["direction"],
+                )
+        if type(raw_data) is str:
+            raw = raw_data.upper()
+            if not _HEX(raw) or len(raw) & 1:
+                raw = normalize_hex(raw_data)
+        else:
+            raw = normalize_hex(raw_data)
+        if status_word is not None:
+            sw = status_word.upper() if type(status_word) is str else status_word
+            if type(sw) is not str or not _SW(sw):
+                from .status_words import normalize_status_word
+
+                sw = normalize_status_word(status_word)
+        elif direction_value == "response" and len(raw) >= 4 and raw[-1] != ".":
+            sw = raw[-4:]
+        else:
+            sw = None
+        if status_message is None:
+            if sw is not None:
+                status_message = _message(sw)
+        elif type(status_message) is not str or len(status_message) > 128:
+            raise ValidationError(
+                f"status_message must be text of at most 128 characters; got "
+                f"{str(status_message)[:40]!r}",
+                problems=["status_message"],
+            )
+        if decoded_data is not None and type(decoded_data) is not str:
+            raise ValidationError(
+                f"decoded_data must be text; got {type(decoded_data).__name__}",
+                problems=["decoded_data"],
+            )
+        if latency_ms is not None:
+            try:
+                latency_ms = float(latency_ms)
+            except (TypeError, ValueError):
+                latency_ms = -1.0
+            if not latency_ms >= 0:  # also refuses NaN
+                raise ValidationError(
+                    f"latency_ms must be a number of milliseconds >= 0; got {latency_ms!r}",
+                    problems=["latency_ms"],
+                )
+        return (session, timestamp, latency_ms, direction_value, raw, decoded_data, sw,
+                status_message)
+
+    def _buffer(self, values) -> None:
+        if self.closed:
+            raise DatabaseError("this ApduLogWriter is closed; create a new one to log more")
+        with self._lock:
+            self._flat.extend(values)
+            full = len(self._flat) >= self._flush_at
+        if self._thread is None and self.flush_interval is not None:
+            self._start_timer()
+        if full:
+            self.flush()
+
+    # -- flushing --------------------------------------------------------------
+    def flush(self) -> int:
+        """Write every buffered row in one transaction; returns how many were written.
+
+        On failure the rows stay buffered (in order, ahead of rows logged meanwhile) and
+        the error is raised, translated into a cardlink_lite error.
+        """
+        with self._flush_lock:
+            with self._lock:
+                flat, self._flat = self._flat, []
+                self._inflight = len(flat)
+            if not flat:
+                return 0
+            try:
+                self._write(flat)
+            except BaseException as exc:
+                with self._lock:
+                    self._flat[:0] = flat
+                    self._inflight = 0
+                if isinstance(exc, peewee.PeeweeException):
+                    raise self._translate(exc, flat) from exc
+                raise
+            self._inflight = 0
+            self.last_error = None
+            self._last_flush = time.monotonic()
+            count = len(flat) // _WIDTH
+            self.rows_written += count
+        self._announce(flat, count)
+        return count
+
+    def discard(self) -> int:
+        """Drop every buffered row without writing it; returns how many were dropped."""
+        with self._lock:
+            flat, self._flat = self._flat, []
+        return len(flat) // _WIDTH
+
+    def close(self) -> None:
+        """Flush, stop the background flusher and refuse further rows."""
+        self._stop.set()
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        _live_writers.discard(self)
+
+    def __enter__(self) -> ApduLogWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+            return False
+        # The block failed: still keep its log (often the most useful part), but do
+        # not hide the original error behind a flush error.
+        self._stop.set()
+        try:
+            self.close()
+        except Exception:
+            logger.exception("could not write %d buffered APDU log rows after an error; "
+                             "they stay buffered for the exit-time flush", self.pending)
+        return False
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self._stop.set()
+            if self._flat and not self.closed:
+                logger.warning("ApduLogWriter garbage-collected with %d unwritten rows; "
+                               "writing them now", self.pending)
+                self.flush()
+
+    def _write(self, flat: list) -> None:
+        database = self.database
+        top = not database.in_transaction()
+        delay = 0.02
+        for attempt in range(_BUSY_RETRIES):
+            try:
+                if top:
+                    self._connect()
+                # Driver errors become Peewee's (the raw cursor is not wrapped otherwise).
+                with database.atomic(), peewee.__exception_wrapper__:
+                    self._insert(flat)
+                self._suspect_connection = False
+                break
+            except (peewee.OperationalError, peewee.InterfaceError) as exc:
+                if top and _BUSY.search(str(exc)) and attempt < _BUSY_RETRIES - 1:
+                    time.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if top:
+                    self._suspect_connection = True
+                raise
+        if top and len(flat) >= _WAL_TRUNCATE_ROWS * _WIDTH:
+            _shrink_wal(database)
+
+    def _connect(self) -> None:
+        if self._suspect_connection and self._manager is not None:
+            self._manager.ensure_connection()
+        elif self._suspect_connection:
+            with contextlib.suppress(peewee.PeeweeException):
+                self.database.close()
+            self.database.connect(reuse_if_open=True)
+
+    def _insert(self, flat: list) -> None:
+        database = self.database
+        plan = _statements_for(database)
+        rows = len(flat) // _WIDTH
+        cursor = database.cursor()
+        if plan.is_postgres and rows >= _COPY_THRESHOLD and hasattr(cursor, "copy_expert"):
+            cursor.copy_expert(plan.copy(), _copy_text(flat))
+            return
+        full = plan.rows_per_statement
+        budget = plan.byte_budget
+        start = 0
+        while rows:
+            count = full if rows >= full else 1 << (rows.bit_length() - 1)
+            if budget:
+                while count > 1 and _size(flat, start, count) > budget:
+                    count >>= 1
+            end = start + count * _WIDTH
+            cursor.execute(plan.insert(count), flat[start:end])
+            start = end
+            rows -= count
+
+    def _translate(self, exc, flat) -> DatabaseError:
+        error = translate_error(exc, "APDU log")
+        if isinstance(exc, peewee.IntegrityError):
+            sessions = sorted(set(flat[0::_WIDTH]))
+            with contextlib.suppress(Exception):
+                if not self.database.in_transaction():
+                    found = {s for (s,) in OTASession.select(OTASession.id)
+                             .where(OTASession.id.in_(sessions)).tuples()}
+                    missing = [s for s in sessions if s not in found]
+                    if missing:
+                        error = type(error)(
+                            f"APDU log rows refer to OTA session {missing[0]!r}, which does "
+                            f"not exist; create the session first (the rows stay buffered; "
+                            f"discard() drops them)"
+                        )
+        return error
+
+    def _announce(self, flat: list, count: int) -> None:
+        sessions = Counter(flat[0::_WIDTH])
+        data = {"count": count, "sessions": dict(sessions)}
+        entity = next(iter(sessions)) if len(sessions) == 1 else None
+        try:
+            if self._on_flush is not None:
+                self._on_flush(entity, data)
+            else:
+                from .events import EventType, emit_after_commit
+
+                emit_after_commit(self.database, EventType.LOG_CREATED, "log", entity, data)
+        except Exception:
+            logger.exception("LOG_CREATED event delivery failed")
+
+    # -- background flusher ----------------------------------------------------
+    def _start_timer(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=_flusher, args=(weakref.ref(self), self._stop, self.flush_interval),
+                name="apdu-log-flusher", daemon=True,
+            )
+        self._thread.start()
+
+    def _background_flush(self) -> None:
+        if not self._flat or time.monotonic() - self._last_flush < self.flush_interval * 0.5:
+            return
+        if not self._flush_lock.acquire(blocking=False):
+            return  # someone is flushing right now
+        try:
+            self.flush()
+        except Exception as exc:
+            self.last_error = exc
+            logger.warning("background APDU log flush failed, %d rows kept for retry: %s",
+                           self.pending, exc)
+        finally:
+            self._flush_lock.release()
+            if not self.database.in_transaction():
+                # This thread's own connection: give it back (a pool would leak it).
+                with contextlib.suppress(peewee.PeeweeException):
+                    self.database.close()
+
+
+def _flusher(ref, stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        writer = ref()
+        if writer is None:
+            return
+        writer._background_flush()
+        del writer
+
+
+def _size(flat: list, start: int, count: int) -> int:
+    end = start + count * _WIDTH
+    total = 64 * count
+    for offset in (_RAW, _DECODED, _MESSAGE):
+        total += sum(map(len, filter(None, flat[start + offset:end:_WIDTH])))
+    return total
+
+
+def _shrink_wal(database) -> None:
+    if not isinstance(database, peewee.SqliteDatabase):
+        return
+    conn = database.connection()
+    # Never wait for readers here: if one is busy the journal_size_limit trims it later.
+    busy = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except Exception as exc:  # pragma: no cover - best effort
+        logger.debug("wal_checkpoint skipped: %s", exc)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
+
+
+def _timestamp(value) -> datetime:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(
+                f"timestamp must be a datetime or ISO 8601 text; got {value!r}",
+                problems=["timestamp"],
+            ) from None
+    if not isinstance(value, datetime):
+        raise ValidationError(f"timestamp must be a datetime; got {type(value).__name__}",
+                              problems=["timestamp"])
+    return CommLog.timestamp.db_value(value).isoformat(" ")
+
+
+_ROW_KEYS = ("session_id", "direction", "raw_data", "decoded_data", "status_word",
+             "status_message", "latency_ms", "timestamp")
+
+
+def _row_kwargs(row: dict) -> dict:
+    row = dict(row)
+    if "session" in row and "session_id" not in row:
+        row["session_id"] = row.pop("session")
+    unknown = set(row) - set(_ROW_KEYS)
+    if unknown:
+        raise ValidationError(
+            f"unknown log field {sorted(unknown)[0]!r}; use {', '.join(_ROW_KEYS)}",
+            problems=sorted(unknown),
+        )
+    return row
+
+
+def _model_kwargs(log: CommLog) -> dict:
+    data = log.__data__
+    return {"session_id": data.get("session"), "direction": data.get("direction"),
+            "raw_data": data.get("raw_data"), "decoded_data": data.get("decoded_data"),
+            "status_word": data.get("status_word"),
+            "status_message": data.get("status_message"),
+            "latency_ms": data.get("latency_ms"), "timestamp": data.get("timestamp")}
+
+
+_live_writers: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for writer in list(_live_writers):
+        try:
+            writer.close()
+        except Exception as exc:
+            logger.error("APDU log rows lost at exit: %d rows could not be written: %s",
+                         writer.pending, exc)
+
+
+@contextlib.contextmanager
+def apdu_logger(manager, session_id, **options):
+    """``with apdu_logger(manager, session_id) as log: log.command(...); log.response(...)``.
+
+    Options are :class:`ApduLogWriter`'s (``batch_size``, ``flush_interval``, ...); the
+    buffer is flushed on exit.
+    """
+    writer = ApduLogWriter(manager, session_id=session_id, **options)
+    with writer:
+        yield writer
+

@@ -1,0 +1,274 @@
+"""``export``, ``import``, ``purge``, ``stats``, ``backup`` and ``check``: the operator's data."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from .. import maintenance, retention
+from ..errors import ValidationError
+from ..fields import utc_now
+from ..transfer import DataExporter, DataImporter, resolve_tables
+from . import CliState, cli, echo_json, json_option, pass_state, warn, yes_option
+
+_FORMATS = click.Choice(["json", "yaml"], case_sensitive=False)
+_EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+_SHOWN_PROBLEMS = 20
+
+
+def _progress(length: int, label: str):
+    """A progress bar on stderr when it is a terminal; otherwise nothing at all."""
+    if not sys.stderr.isatty() or length <= 0:
+        return contextlib.nullcontext(None)
+    return click.progressbar(length=length, label=label, file=sys.stderr)
+
+
+def _format_for(path: str | None, given: str | None) -> str | None:
+    if given:
+        return given.lower()
+    return _EXTENSIONS.get(Path(path).suffix.lower()) if path else None
+
+
+def _counts_line(counts: dict) -> str:
+    return ", ".join(f"{table} {n:,}" for table, n in counts.items())
+
+
+@cli.command("export")
+@click.option("--format", "-f", "fmt", type=_FORMATS,
+              help="json or yaml (default: from the --output extension, else json).")
+@click.option("--tables", "-t", metavar="LIST",
+              help="Comma-separated tables: devices,cards,sessions,logs,tests,settings.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default: stdout).")
+@click.option("--include-keys", is_flag=True, help="Add decrypted PSK keys (hex): a secret file.")
+@pass_state
+def export_command(state: CliState, fmt, tables, output, include_keys):
+    """Export the database (all six tables by default) as JSON or YAML.
+
+    Example:
+
+        cardlink-db export --output backup.json
+        cardlink-db export --format yaml --tables devices,cards
+    """
+    try:
+        resolve_tables(tables)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tables") from None
+    fmt = _format_for(output, fmt) or "json"
+    exporter = DataExporter(state.manager())
+    if include_keys:
+        warn("Warning: this export holds decrypted PSK keys; store it like a secret "
+             "(the file is created mode 0600).")
+    total = sum(exporter.count_rows(tables).values())
+    with _progress(total, "Exporting") as bar:
+        def progress(_table, n):
+            if bar is not None:
+                bar.update(n)
+
+        if output:
+            counts = _write_atomically(output, lambda fh: exporter.write(
+                fh, tables=tables, format=fmt, include_keys=include_keys, progress=progress))
+        else:
+            stream = sys.stdout
+            counts = exporter.write(stream, tables=tables, format=fmt,
+                                    include_keys=include_keys, progress=progress)
+            stream.flush()
+    where = output or "stdout"
+    warn(f"Exported {sum(counts.values()):,} rows ({_counts_line(counts)}) to {where}")
+
+
+def _write_atomically(path: str, write):
+    """Write through a 0600 temp file in the same directory, renamed into place."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            result = write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return result
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--format", "-f", "fmt", type=_FORMATS,
+              help="json or yaml (default: from the extension, else from the content).")
+@click.option("--conflict", type=click.Choice(["skip", "overwrite", "merge"]), default="skip",
+              show_default=True,
+              help="Existing rows: skip them, overwrite them, or merge in non-null fields.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@json_option
+@pass_state
+def import_command(state: CliState, file, fmt, conflict, dry_run, as_json):
+    """Import a file written by export; all or nothing.
+
+    Example:
+
+        cardlink-db import backup.json
+        cardlink-db import --conflict merge --dry-run backup.yaml
+    """
+    with click.open_file(file, "rb") as fh:
+        data = fh.read()
+    importer = DataImporter(state.manager())
+    try:
+        result = importer.import_data(data, format=_format_for(file, fmt),
+                                      conflict_mode=conflict, dry_run=dry_run)
+    except ValidationError as exc:
+        problems = exc.problems
+        for line in problems[:_SHOWN_PROBLEMS]:
+            warn(f"  {line}")
+        if len(problems) > _SHOWN_PROBLEMS:
+            warn(f"  ... {len(problems) - _SHOWN_PROBLEMS} more")
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        echo_json(result.to_dict())
+    verb = "Would import" if dry_run else "Imported"
+    warn(f"{verb} {file} ({conflict}): {result.created:,} created, "
+         f"{result.updated:,} updated, {result.skipped:,} skipped")
+    for table, counts in result.tables.items():
+        warn(f"  {table}: {counts['created']:,} created, {counts['updated']:,} updated, "
+             f"{counts['skipped']:,} skipped")
+    if dry_run:
+        warn("Dry run: nothing was changed.")
+
+
+@cli.command()
+@click.option("--older-than", "days", type=click.IntRange(min=0), required=True,
+              metavar="DAYS", help="Delete rows older than this many days.")
+@click.option("--tables", "-t", default="logs", show_default=True, metavar="LIST",
+              help="Comma-separated: logs,sessions,tests (a session takes its logs along).")
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.option("--vacuum", is_flag=True, help="SQLite: run a full VACUUM afterwards.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Rows deleted per short transaction.")
+@yes_option
+@json_option
+@pass_state
+def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_json):
+    """Delete old logs, sessions or test results, in short chunks.
+
+    Example:
+
+        cardlink-db purge --older-than 90 --tables logs
+        cardlink-db purge --older-than 30 --tables sessions,logs --yes
+    """
+    try:
+        retention.resolve_purge_tables(tables)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tables") from None
+    manager = state.manager()
+    manager.ensure_connection()
+    database = manager.database
+    cutoff = utc_now() - timedelta(days=days)
+    planned = retention.plan_purge(database, tables, cutoff)
+    report = {"cutoff": cutoff.isoformat(), "dry_run": dry_run, "would_delete": planned}
+    total = sum(planned.values())
+    if dry_run or total == 0:
+        if as_json:
+            echo_json(report)
+        else:
+            _print_plan(planned, cutoff)
+            click.echo("Dry run: nothing was deleted." if dry_run else "Nothing to purge.")
+        return
+    if not yes:
+        _print_plan(planned, cutoff, err=True)
+        click.confirm("Delete these rows?", abort=True, err=True)
+    with _progress(total, "Purging") as bar:
+        deleted = retention.purge(
+            database, tables, cutoff, chunk_size,
+            progress=(lambda _t, n: bar.update(n)) if bar is not None else None)
+    report["deleted"] = deleted
+    if manager.config.is_sqlite:
+        report["space"] = retention.reclaim_space(database, full=vacuum)
+    if as_json:
+        echo_json(report)
+        return
+    click.echo(f"Deleted {sum(deleted.values()):,} rows ({_counts_line(deleted)}).")
+    space = report.get("space")
+    if space:
+        freed = max(0, space["bytes_before"] - space["bytes_after"])
+        click.echo(f"Reclaimed {freed / (1024 * 1024):.2f} MB ({space['method']}).")
+
+
+def _print_plan(planned: dict, cutoff, err: bool = False) -> None:
+    click.echo(f"Rows older than {cutoff:%Y-%m-%d %H:%M} UTC:", err=err)
+    for table, n in planned.items():
+        label = "logs of those sessions" if table == "logs_of_sessions" else table
+        click.echo(f"  {label}: {n:,}", err=err)
+
+
+@cli.command()
+@json_option
+@pass_state
+def stats(state: CliState, as_json):
+    """Row counts, database size, recent activity and session success rate.
+
+    Example:
+
+        cardlink-db stats --json
+    """
+    info = maintenance.collect_stats(state.manager())
+    if as_json:
+        echo_json(info)
+        return
+    click.echo("Tables:")
+    for table, n in info["tables"].items():
+        click.echo(f"  {table}: {n:,}")
+    click.echo(f"Database size: {info['database_size_mb']:.2f} MB")
+    recent = info["recent_activity"]
+    click.echo(f"Last 24 h: {recent['sessions_last_24h']:,} sessions, "
+               f"{recent['tests_last_24h']:,} tests")
+    rate = info["session_success_rate"]
+    click.echo("Session success rate: " + ("n/a" if rate is None else f"{rate:.1f}%"))
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+@json_option
+@pass_state
+def backup(state: CliState, path, force, as_json):
+    """Copy a live SQLite database to PATH (mode 0600) with SQLite's online backup.
+
+    Example:
+
+        cardlink-db backup backups/cardlink-$(date +%F).db
+    """
+    info = maintenance.backup_database(state.manager(), path, overwrite=force)
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(f"Backed up to {info['path']} ({info['bytes'] / (1024 * 1024):.2f} MB)")
+
+
+@cli.command()
+@json_option
+@pass_state
+def check(state: CliState, as_json):
+    """Check integrity (SQLite), expected indexes and the schema revision; exit 1 on problems.
+
+    Example:
+
+        cardlink-db check --json
+    """
+    report = maintenance.check_database(state.manager(check_schema=False))
+    if as_json:
+        echo_json(report)
+    else:
+        for line in report["problems"]:
+            click.echo(f"PROBLEM: {line}")
+        if report["ok"]:
+            click.echo(f"OK: {report['backend']} database passed every check")
+    if not report["ok"]:
+        raise click.ClickException(f"{len(report['problems'])} problem(s) found")

@@ -1,0 +1,99 @@
+"""``keys generate|rotate|check``: the Fernet keys that encrypt PSKs."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .. import crypto
+from . import CliState, cli, echo_json, json_option, pass_state
+
+
+@cli.group()
+def keys():
+    """Manage the encryption keys of stored PSKs.
+
+    Keys come from CARDLINK_ENCRYPTION_KEYS (several, newest first),
+    CARDLINK_ENCRYPTION_KEY, or the file named by CARDLINK_ENCRYPTION_KEY_FILE.
+
+    Example:
+
+        export CARDLINK_ENCRYPTION_KEY="$(cardlink-db keys generate)"
+    """
+
+
+@keys.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the key to a new file with mode 0600 instead of printing it.")
+def generate(output):
+    """Print a new random Fernet key.
+
+    Example:
+
+        cardlink-db keys generate
+        cardlink-db keys generate --output ~/.cardlink.key
+    """
+    key = crypto.generate_key()
+    if not output:
+        click.echo(key)
+        return
+    try:
+        fd = os.open(output, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        raise click.ClickException(
+            f"{output} already exists; choose another path (a key file is never overwritten)"
+        ) from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    click.echo(f"Wrote a new key to {output} (mode 0600); use it with:")
+    click.echo(f"  export CARDLINK_ENCRYPTION_KEY_FILE={output}")
+
+
+@keys.command()
+@pass_state
+def rotate(state: CliState):
+    """Re-encrypt every stored PSK with the newest key, in one transaction.
+
+    Put the new key first and the old ones after it, rotate, then drop the
+    old keys once `keys check` shows the newest key opens everything.
+
+    Example:
+
+        export CARDLINK_ENCRYPTION_KEYS="$NEW_KEY,$OLD_KEY"
+        cardlink-db keys rotate
+    """
+    newest = crypto.configured_keys()[0]
+    count = crypto.rotate_psks(state.manager())
+    click.echo(
+        f"Re-encrypted {count} PSK(s) with key 1 ({newest['source']}, "
+        f"fingerprint {newest['fingerprint']})."
+    )
+
+
+@keys.command()
+@json_option
+@pass_state
+@click.pass_context
+def check(ctx, state: CliState, as_json: bool):
+    """Report how many PSKs each configured key opens; exit 1 if some open with none.
+
+    Example:
+
+        cardlink-db keys check --json
+    """
+    report = crypto.check_keys(state.manager())
+    if as_json:
+        echo_json(report)
+    else:
+        click.echo(f"{report['total']} stored PSK(s)")
+        for entry in report["keys"]:
+            click.echo(f"  key {entry['position']} ({entry['source']}, fingerprint "
+                       f"{entry['fingerprint']}): opens {entry['opens']}")
+        if report["unreadable"]:
+            click.echo(f"  no key opens {len(report['unreadable'])} PSK(s): "
+                       + ", ".join(report["unreadable"]))
+        else:
+            click.echo("  every PSK can be opened")
+    if report["unreadable"]:
+        ctx.exit(1)

@@ -1,0 +1,172 @@
+"""``runs list|show|compare|junit``: the test runs the pytest plugin and lab scripts record."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..unit_of_work import UnitOfWork
+from . import CliState, cli, echo_json, json_option, pass_state
+
+__all__ = ["runs_group"]
+
+_MESSAGE_WIDTH = 100
+
+
+@cli.group("runs")
+def runs_group():
+    """Test runs: list them, show one, compare two, export JUnit XML.
+
+    Example:
+
+        cardlink-db runs list --suite integration
+    """
+
+
+@runs_group.command("list")
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Newest runs to list.")
+@click.option("--suite", "-s", "suite_name", metavar="NAME", help="Only runs of this suite.")
+@json_option
+@pass_state
+def list_command(state: CliState, limit, suite_name, as_json):
+    """List recorded runs, newest first, with counts per status.
+
+    Example:
+
+        cardlink-db runs list -n 5 --json
+    """
+    with UnitOfWork(state.manager()) as uow:
+        runs = uow.tests.list_runs(limit=limit, suite_name=suite_name)
+    if as_json:
+        echo_json(runs)
+        return
+    if not runs:
+        click.echo("no runs recorded")
+        return
+    click.echo(f"{'RUN ID':<38} {'SUITE':<20} {'STARTED':<20} {'TOTAL':>6} {'PASS':>6} "
+               f"{'FAIL':>6} {'ERR':>5} {'SKIP':>5} {'RATE':>6}")
+    for run in runs:
+        started = run["started_at"].strftime("%Y-%m-%d %H:%M:%S") if run["started_at"] else ""
+        click.echo(f"{run['run_id']:<38} {run['suite_name'][:20]:<20} {started:<20} "
+                   f"{run['total']:>6} {run['passed']:>6} {run['failed']:>6} "
+                   f"{run['error']:>5} {run['skipped']:>5} {run['success_rate']:>5.1f}%")
+
+
+@runs_group.command("show")
+@click.argument("run_id")
+@json_option
+@pass_state
+def show_command(state: CliState, run_id, as_json):
+    """Show a run's summary and its failed and errored tests.
+
+    Example:
+
+        cardlink-db runs show 5f56c8b2-134d-4e2f-a4f8-c20f5474508d
+    """
+    with UnitOfWork(state.manager()) as uow:
+        summary = _summary_or_fail(uow, run_id)
+        results = uow.tests.find_by_run(run_id) if as_json else uow.tests.find_failures(run_id)
+        rows = [_result_dict(r) for r in results]
+    if as_json:
+        echo_json({"summary": summary, "results": rows})
+        return
+    click.echo(f"run {run_id}: {summary['total']} tests, {summary['passed']} passed, "
+               f"{summary['failed']} failed, {summary['error']} error, "
+               f"{summary['skipped']} skipped ({summary['success_rate']:.1f}% passed), "
+               f"{summary['duration_ms'] / 1000:.2f} s")
+    for row in rows:
+        message = (row["error_message"] or "").splitlines()[0:1]
+        click.echo(f"  {row['status'].upper():<6} {row['test_name']}"
+                   + (f" - {message[0][:_MESSAGE_WIDTH]}" if message else ""))
+
+
+@runs_group.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@json_option
+@pass_state
+def compare_command(state: CliState, run_a, run_b, as_json):
+    """Compare run A (before) with run B (after): regressions, fixes, new and removed tests.
+
+    Example:
+
+        cardlink-db runs compare nightly-41 nightly-42
+    """
+    with UnitOfWork(state.manager()) as uow:
+        _summary_or_fail(uow, run_a)
+        _summary_or_fail(uow, run_b)
+        comparison = uow.tests.compare_runs(run_a, run_b)
+    if as_json:
+        echo_json(comparison)
+        return
+    for key, label in (("regressions", "regressions (passed -> failed/error)"),
+                       ("fixed", "fixed (failed/error -> passed)"),
+                       ("new_tests", "new tests"), ("removed_tests", "removed tests")):
+        names = comparison[key]
+        click.echo(f"{label}: {len(names)}")
+        for name in names:
+            click.echo(f"  {name}")
+
+
+@runs_group.command("junit")
+@click.argument("run_id")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write to this file (mode 0600) instead of stdout.")
+@pass_state
+def junit_command(state: CliState, run_id, output):
+    """Export a run as JUnit XML (the Jenkins xUnit junit-10 schema).
+
+    Example:
+
+        cardlink-db runs junit nightly-42 -o results.xml
+    """
+    with UnitOfWork(state.manager()) as uow:
+        _summary_or_fail(uow, run_id)
+        xml = uow.tests.export_junit_xml(run_id)
+    if output is None:
+        click.echo(xml, nl=not xml.endswith("\n"))
+        return
+    _write_private(Path(output), xml)
+    click.echo(f"wrote {output}", err=True)
+
+
+def _summary_or_fail(uow, run_id: str) -> dict:
+    summary = uow.tests.get_run_summary(run_id)
+    if not summary["total"]:
+        raise click.ClickException(
+            f"no results recorded for run {run_id!r}; see the run ids with: cardlink-db runs list"
+        )
+    return summary
+
+
+def _result_dict(result) -> dict:
+    return {
+        "id": result.id,
+        "test_name": result.test_name,
+        "status": getattr(result.status, "value", result.status),
+        "started_at": result.started_at.isoformat() if result.started_at else None,
+        "ended_at": result.ended_at.isoformat() if result.ended_at else None,
+        "duration_ms": result.duration_ms,
+        "device_id": result.device_id,
+        "card_iccid": result.card_iccid,
+        "error_message": result.error_message,
+        "assertions": result.assertions,
+        "metadata": result.metadata,
+    }
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600, replacing it whole (never half written)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
+                               prefix=f".{path.name}.", suffix=".tmp")  # mkstemp: 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

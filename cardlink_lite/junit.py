@@ -1,0 +1,106 @@
+"""JUnit XML (the Jenkins xUnit ``junit-10.xsd`` dialect) for one test run."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+
+__all__ = ["build_junit_xml", "xml_safe"]
+
+# What XML 1.0 allows in a document (the Char production); anything else is replaced,
+# since one stray control character from a card's decoded output would make the whole
+# report unreadable to CI.
+_NOT_XML_CHAR = re.compile(
+    "[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+_MESSAGE_MAX = 1000
+_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+def xml_safe(text) -> str:
+    """``text`` with characters XML 1.0 cannot carry written as ``\\xNN`` / ``\\uNNNN``."""
+    if text is None:
+        return ""
+    return _NOT_XML_CHAR.sub(_escape_char, str(text))
+
+
+def _escape_char(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _seconds(ms) -> str:
+    return f"{max(0, ms or 0) / 1000:.3f}"
+
+
+def _status(result) -> str:
+    status = result.status
+    return getattr(status, "value", status)
+
+
+def build_junit_xml(run_id: str, results: Iterable) -> str:
+    """The XML text for ``results`` (TestResult rows in run order): one testsuite per suite.
+
+    Failures and errors carry the first line of the message as ``message`` and the whole
+    text as element text; skips carry their reason. Non-ASCII characters are written as
+    character references, so the text is the same in any file encoding.
+    """
+    suites: dict[str, list] = {}
+    for result in results:
+        suites.setdefault(result.suite_name, []).append(result)
+
+    root = ET.Element("testsuites", name=xml_safe(run_id))
+    totals = {"tests": 0, "failures": 0, "errors": 0, "time": 0}
+    for index, (suite_name, rows) in enumerate(suites.items()):
+        counts = {s: sum(1 for r in rows if _status(r) == s)
+                  for s in ("failed", "error", "skipped")}
+        duration = sum(max(0, r.duration_ms or 0) for r in rows)
+        started = [r.started_at for r in rows if r.started_at is not None]
+        suite = ET.SubElement(root, "testsuite", {
+            "name": xml_safe(suite_name),
+            "tests": str(len(rows)),
+            "failures": str(counts["failed"]),
+            "errors": str(counts["error"]),
+            "skipped": str(counts["skipped"]),
+            "time": _seconds(duration),
+            "id": str(index),
+        })
+        if started:
+            suite.set("timestamp", min(started).isoformat(timespec="milliseconds"))
+        properties = ET.SubElement(suite, "properties")
+        ET.SubElement(properties, "property", name="run_id", value=xml_safe(run_id))
+        for row in rows:
+            _testcase(suite, suite_name, row)
+        totals["tests"] += len(rows)
+        totals["failures"] += counts["failed"]
+        totals["errors"] += counts["error"]
+        totals["time"] += duration
+
+    root.set("tests", str(totals["tests"]))
+    root.set("failures", str(totals["failures"]))
+    root.set("errors", str(totals["errors"]))
+    root.set("time", _seconds(totals["time"]))
+    ET.indent(root)
+    body = ET.tostring(root, encoding="us-ascii", xml_declaration=False).decode("ascii")
+    return _DECLARATION + body + "\n"
+
+
+def _testcase(suite: ET.Element, suite_name: str, row) -> None:
+    case = ET.SubElement(suite, "testcase", {
+        "name": xml_safe(row.test_name),
+        "classname": xml_safe(suite_name),
+        "time": _seconds(row.duration_ms),
+    })
+    status = _status(row)
+    tag = {"failed": "failure", "error": "error", "skipped": "skipped"}.get(status)
+    if tag is None:
+        return
+    element = ET.SubElement(case, tag)
+    text = xml_safe(row.error_message)
+    if text:
+        first_line = text.strip().splitlines()[0] if text.strip() else text
+        element.set("message", first_line[:_MESSAGE_MAX])
+    if tag != "skipped":
+        element.set("type", tag)
+        element.text = text

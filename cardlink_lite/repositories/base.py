@@ -1,0 +1,338 @@
+"""The generic repository every entity repository extends: CRUD, counting, pagination."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import peewee
+
+from ..errors import NotFoundError, ValidationError, translate_error
+from ..events import EventType
+from ..fields import utc_now
+
+__all__ = ["BaseRepository", "Page"]
+
+# SQLite before 3.32 allows 999 bound variables per statement; stay under it everywhere.
+_MAX_VARIABLES = 999
+_MAX_BATCH = 500
+
+
+@dataclass
+class Page:
+    """One page of results and where it sits among all pages."""
+
+    items: list
+    total: int
+    page: int
+    per_page: int
+    pages: int
+
+    @property
+    def total_items(self) -> int:
+        return self.total
+
+    @property
+    def total_pages(self) -> int:
+        return self.pages
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class BaseRepository:
+    """CRUD over one model inside a unit of work; events are queued until it commits."""
+
+    model: type[peewee.Model] = None
+    entity_type = "row"
+    # Fields copied into the data of this entity's events (never secrets).
+    event_fields: tuple[str, ...] = ()
+    # True: create_all() emits one <ENTITY>_CREATED event with the count, not one per row.
+    bulk_event = False
+
+    def __init__(self, uow=None):
+        self._uow = uow
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+    # -- plumbing ------------------------------------------------------------
+    @property
+    def database(self) -> peewee.Database:
+        if self._uow is not None:
+            return self._uow.database
+        return self.model._meta.database
+
+    def _touch(self) -> None:
+        # A unit of work used without ``with`` opens its transaction on first use.
+        if self._uow is not None and hasattr(self._uow, "_begin_if_needed"):
+            self._uow._begin_if_needed()
+
+    def _event(self, suffix: str) -> EventType | None:
+        return EventType.__members__.get(f"{self.entity_type.upper()}_{suffix}")
+
+    def _emit(self, event_type, entity_id, data=None) -> None:
+        """Queue an event for delivery after the unit of work commits."""
+        if event_type is None:
+            return
+        if self._uow is not None:
+            self._uow.queue_event(event_type, self.entity_type, entity_id, data)
+        else:
+            from ..events import get_emitter
+
+            get_emitter().emit(event_type, self.entity_type, entity_id, data)
+
+    def _event_data(self, obj) -> dict:
+        return {name: _plain(getattr(obj, name, None)) for name in self.event_fields}
+
+    def _field(self, name: str) -> peewee.Field:
+        """The model field called ``name`` (or its alias / foreign-key id name)."""
+        if isinstance(name, peewee.Field):
+            return name
+        meta = self.model._meta
+        real = getattr(self.model, "aliases", {}).get(name, name)
+        field = meta.fields.get(real)
+        if field is None:
+            field = next((f for f in meta.refs if f.object_id_name == real), None)
+        if field is None:
+            known = sorted(set(meta.fields) | set(getattr(self.model, "aliases", {})))
+            raise ValidationError(
+                f"{self.model.__name__} has no field {name!r}; use one of: {', '.join(known)}",
+                problems=[name],
+            )
+        return field
+
+    @contextlib.contextmanager
+    def _wrap(self, key=None):
+        """Translate Peewee/driver errors into cardlink_lite errors naming the entity."""
+        try:
+            yield
+        except peewee.PeeweeException as exc:
+            raise translate_error(exc, self.entity_type, key) from exc
+
+    def _write(self, key=None):
+        """A savepoint around one write, so a refused write leaves the transaction usable.
+
+        (PostgreSQL aborts the whole transaction on any error otherwise.)
+        """
+        self._touch()
+        stack = contextlib.ExitStack()
+        stack.enter_context(self._wrap(key))
+        stack.enter_context(self.database.atomic())
+        return stack
+
+    def _pk(self, obj):
+        return obj._pk
+
+    def _where(self, query, criteria: dict):
+        for name, value in criteria.items():
+            field = self._field(name)
+            if value is None:
+                query = query.where(field.is_null())
+            elif isinstance(value, list | tuple | set | frozenset):
+                query = query.where(field.in_(list(value)))
+            else:
+                query = query.where(field == value)
+        return query
+
+    def _order(self, order_by, descending: bool = False):
+        if order_by is None:
+            field = self.model._meta.primary_key
+        else:
+            name = order_by
+            if isinstance(name, str) and name.startswith("-"):
+                name, descending = name[1:], not descending
+            field = self._field(name)
+        return field.desc() if descending else field.asc()
+
+    def _select(self, *criteria_exprs):
+        self._touch()
+        query = self.model.select()
+        for expr in criteria_exprs:
+            query = query.where(expr)
+        return query
+
+    def _update_where(self, key, expr, **values) -> int:
+        """One UPDATE of the rows matching ``expr`` (bumping updated_at); returns the count."""
+        if "updated_at" in self.model._meta.fields:
+            values.setdefault("updated_at", utc_now())
+        with self._write(key):
+            return self.model.update(**values).where(expr).execute()
+
+    def _list(self, query) -> list:
+        with self._wrap():
+            return list(query)
+
+    # -- reading -------------------------------------------------------------
+    def get_by_id(self, id) -> Any | None:
+        """The row with primary key ``id``, or None."""
+        with self._wrap(id):
+            return self._select(self.model._meta.primary_key == id).get_or_none()
+
+    def get(self, id):
+        """The row with primary key ``id``; NotFoundError if there is none."""
+        obj = self.get_by_id(id)
+        if obj is None:
+            raise NotFoundError(
+                f"{self.entity_type} {id!r} not found; check the id "
+                f"(list them with get_all() or search())"
+            )
+        return obj
+
+    def get_all(self, limit: int | None = None) -> list:
+        """Every row (the first ``limit`` ones), in primary-key order."""
+        query = self._select().order_by(self._order(None))
+        if limit is not None:
+            query = query.limit(_positive("limit", limit, allow_zero=True))
+        return self._list(query)
+
+    def find_by(self, **criteria) -> list:
+        """Rows whose fields equal the given values (None matches NULL, a list means IN)."""
+        query = self._where(self._select(), criteria).order_by(self._order(None))
+        return self._list(query)
+
+    def find_one_by(self, **criteria):
+        """The first row matching ``criteria``, or None."""
+        query = self._where(self._select(), criteria).order_by(self._order(None)).limit(1)
+        rows = self._list(query)
+        return rows[0] if rows else None
+
+    def exists(self, id) -> bool:
+        with self._wrap(id):
+            return self._select(self.model._meta.primary_key == id).exists()
+
+    def count(self) -> int:
+        with self._wrap():
+            return self._select().count()
+
+    def count_by(self, **criteria) -> int:
+        query = self._where(self._select(), criteria)
+        with self._wrap():
+            return query.count()
+
+    def paginate(self, page: int = 1, per_page: int = 20, order_by=None,
+                 descending: bool = False) -> Page:
+        """Page ``page`` (from 1) of ``per_page`` rows ordered by ``order_by`` (default: key)."""
+        page = _positive("page", page)
+        per_page = _positive("per_page", per_page)
+        order = [self._order(order_by, descending)]
+        if order_by is not None:
+            order.append(self.model._meta.primary_key)  # ties: a stable order across pages
+        with self._wrap():
+            total = self._select().count()
+            items = list(self._select().order_by(*order).paginate(page, per_page))
+        return Page(items=items, total=total, page=page, per_page=per_page,
+                    pages=math.ceil(total / per_page))
+
+    # -- writing -------------------------------------------------------------
+    def _coerce(self, obj=None, fields: dict | None = None):
+        if obj is None:
+            obj = dict(fields or {})
+        elif fields:
+            raise ValidationError(
+                f"pass either a {self.model.__name__} or keyword fields to create(), not both"
+            )
+        if isinstance(obj, dict):
+            obj = self.model(**obj)
+        if not isinstance(obj, self.model):
+            raise ValidationError(
+                f"expected a {self.model.__name__}, got {type(obj).__name__}; "
+                f"build one with {self.model.__name__}(...)"
+            )
+        return obj
+
+    def create(self, obj=None, **fields):
+        """Insert ``obj`` (a model instance, or keyword fields); returns it."""
+        obj = self._coerce(obj, fields)
+        with self._write(self._pk(obj)):
+            obj.save(force_insert=True)
+        self._emit(self._event("CREATED"), self._pk(obj), self._event_data(obj))
+        return obj
+
+    def create_all(self, objs) -> list:
+        """Insert many rows in one transaction with multi-row INSERTs; returns them.
+
+        Auto-increment ids are not read back (use create() when you need them).
+        """
+        objs = [self._coerce(o) for o in objs]
+        if not objs:
+            return objs
+        meta = self.model._meta
+        pk = meta.primary_key
+        fields = [f for f in meta.sorted_fields
+                  if not (f is pk and isinstance(f, peewee.AutoField)
+                          and all(o.__data__.get(f.name) is None for o in objs))]
+        batch = max(1, min(_MAX_BATCH, _MAX_VARIABLES // len(fields)))
+        rows = [tuple(o.__data__.get(f.name) for f in fields) for o in objs]
+        with self._write():
+            for chunk in peewee.chunked(rows, batch):
+                self.model.insert_many(chunk, fields=fields).execute()
+        for o in objs:
+            o._dirty.clear()
+        event = self._event("CREATED")
+        if self.bulk_event:
+            self._emit(event, None, {"count": len(objs)})
+        else:
+            for o in objs:
+                self._emit(event, self._pk(o), self._event_data(o))
+        return objs
+
+    def update(self, obj):
+        """Save the changes made to ``obj``; NotFoundError if its row is gone."""
+        obj = self._coerce(obj)
+        key = self._pk(obj)
+        with self._write(key):
+            rows = obj.save()
+        if not rows:
+            raise NotFoundError(
+                f"{self.entity_type} {key!r} not found; create() it before updating it"
+            )
+        self._emit(self._event("UPDATED"), key, self._event_data(obj))
+        return obj
+
+    def delete(self, obj) -> bool:
+        """Delete ``obj``'s row; True if a row was deleted."""
+        obj = self._coerce(obj)
+        return self.delete_by_id(self._pk(obj))
+
+    def delete_by_id(self, id) -> bool:
+        """Delete the row with primary key ``id``; False if there was none."""
+        with self._write(id):
+            rows = self.model.delete().where(self.model._meta.primary_key == id).execute()
+        if rows:
+            self._emit(self._event("DELETED"), id)
+        return bool(rows)
+
+
+def _contains(field, text: str):
+    """Case-insensitive substring match on every backend; LIKE wildcards in ``text`` are literal."""
+    return peewee.fn.LOWER(field).contains(text.lower())
+
+
+def _positive(name: str, value, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        low = 0 if allow_zero else 1
+        raise ValidationError(f"{name} must be an integer >= {low}; got {value!r}")
+    return value
+
+
+def _plain(value):
+    # Event data stays JSON-friendly: enums as their value, datetimes as ISO text.
+    if hasattr(value, "value") and isinstance(value, str):
+        return value.value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value

@@ -1,0 +1,103 @@
+"""Card profiles and their PSKs, which are stored only Fernet-encrypted."""
+
+from __future__ import annotations
+
+from ..crypto import decrypt_psk, encrypt_psk
+from ..errors import ValidationError
+from ..models import CardProfile
+from .base import BaseRepository, _plain
+
+__all__ = ["CardRepository"]
+
+_EXPORTED = ("iccid", "imsi", "card_type", "atr", "psk_identity", "admin_url",
+             "trigger_config", "bip_config", "security_domains", "notes",
+             "created_at", "updated_at")
+# What may follow a URL prefix given to find_by_admin_url (a port, a path, a query).
+_URL_BOUNDARIES = (":", "/", "?")
+
+
+class CardRepository(BaseRepository):
+    """Card profiles: PSK storage (encrypted with CARDLINK_ENCRYPTION_KEY) and lookups."""
+
+    model = CardProfile
+    entity_type = "card"
+    event_fields = ("card_type", "psk_identity")
+
+    def create_with_psk(self, card: CardProfile, psk_key: bytes) -> CardProfile:
+        """Encrypt ``psk_key`` into the profile and insert it (EncryptionError with no key)."""
+        card = self._coerce(card)
+        card.psk_key_encrypted = encrypt_psk(psk_key)
+        return self.create(card)
+
+    def get_psk_key(self, iccid: str) -> bytes | None:
+        """The decrypted PSK of card ``iccid``; None if the card or its PSK does not exist."""
+        query = (self._select(CardProfile.iccid == iccid)
+                 .select(CardProfile.psk_key_encrypted).tuples())
+        rows = self._list(query)
+        if not rows or rows[0][0] is None:
+            return None
+        return decrypt_psk(rows[0][0])
+
+    def update_psk(self, iccid: str, identity: str | None = None, key: bytes | None = None,
+                   *, psk_identity: str | None = None, psk_key: bytes | None = None) -> bool:
+        """Set a new PSK identity and/or key (either spelling); False if no such card."""
+        identity = _one_of("identity", identity, "psk_identity", psk_identity)
+        key = _one_of("key", key, "psk_key", psk_key)
+        if identity is None and key is None:
+            raise ValidationError("update_psk() needs identity=..., key=... or both")
+        values = {}
+        if identity is not None:
+            values["psk_identity"] = identity
+        if key is not None:
+            values["psk_key_encrypted"] = encrypt_psk(key)
+        changed = self._update_where(iccid, CardProfile.iccid == iccid, **values)
+        if changed:
+            data = {"psk_identity": identity} if identity is not None else {}
+            data["psk_key_changed"] = key is not None
+            self._emit(self._event("UPDATED"), iccid, data)
+        return bool(changed)
+
+    def find_by_type(self, card_type) -> list[CardProfile]:
+        """Cards of ``card_type`` (a CardType, or its value/name)."""
+        return self.find_by(card_type=CardProfile.card_type.coerce_member(card_type))
+
+    def find_with_psk(self) -> list[CardProfile]:
+        """Cards that have a PSK key stored."""
+        return self._list(self._select(CardProfile.psk_key_encrypted.is_null(False))
+                          .order_by(CardProfile.iccid))
+
+    def find_by_admin_url(self, url: str) -> list[CardProfile]:
+        """Cards whose admin URL is ``url`` or continues it after ``:``, ``/`` or ``?``.
+
+        So ``https://admin.example.com`` finds ``https://admin.example.com:8443/api`` but
+        not ``https://admin.example.community``.
+        """
+        if not url:
+            raise ValidationError("find_by_admin_url() needs a URL or URL prefix")
+        field = CardProfile.admin_url
+        match = field == url
+        if url.endswith(("/", ":", "?")):
+            match |= field.startswith(url)
+        else:
+            for sep in _URL_BOUNDARIES:
+                match |= field.startswith(url + sep)
+        # startswith() is ILIKE on PostgreSQL; keep the exact-case prefix only.
+        rows = self._list(self._select(match).order_by(CardProfile.iccid))
+        return [c for c in rows if c.admin_url == url or c.admin_url.startswith(url)]
+
+    def export_profile(self, iccid: str, include_key: bool = False) -> dict | None:
+        """The profile as a plain dict; the PSK (hex) only with ``include_key=True``."""
+        card = self.get_by_id(iccid)
+        if card is None:
+            return None
+        data = {name: _plain(getattr(card, name)) for name in _EXPORTED}
+        data["has_psk"] = card.has_psk
+        if include_key and card.has_psk:
+            data["psk_key"] = decrypt_psk(card.psk_key_encrypted).hex()
+        return data
+
+
+def _one_of(name: str, value, alias: str, alias_value):
+    if value is not None and alias_value is not None and value != alias_value:
+        raise ValidationError(f"pass {name}= or {alias}=, not both")
+    return value if value is not None else alias_value

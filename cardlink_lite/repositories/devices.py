@@ -1,0 +1,137 @@
+"""Phones and modems of the bench: lookups, search, discovery and liveness."""
+
+from __future__ import annotations
+
+import operator
+from datetime import timedelta
+from functools import reduce
+from numbers import Real
+
+from ..errors import ValidationError
+from ..fields import utc_now
+from ..models import Device, DeviceType
+from .base import BaseRepository, _contains
+
+__all__ = ["DeviceMatches", "DeviceRepository"]
+
+_SEARCHED = ("id", "name", "manufacturer", "model", "imei", "imsi", "iccid")
+
+
+class DeviceMatches(list):
+    """The devices holding one ICCID: a list whose attributes read through to ``first``.
+
+    ``for d in devices.find_by_iccid(x)`` sees every match (design), while
+    ``device = devices.find_by_iccid(x); device.id`` reads the most recently seen one
+    (guide). An empty result is falsy and has no device attributes.
+    """
+
+    @property
+    def first(self) -> Device | None:
+        return self[0] if self else None
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if not self:
+            raise AttributeError(
+                f"no device holds this ICCID, so there is no {name!r}; test the result "
+                "(`if devices:`) before reading device fields"
+            )
+        return getattr(self[0], name)
+
+
+class DeviceRepository(BaseRepository):
+    """Devices: find by type, activity, recency, ICCID; search; register on discovery."""
+
+    model = Device
+    entity_type = "device"
+    event_fields = ("device_type", "name")
+
+    def find_by_type(self, device_type) -> list[Device]:
+        """Devices of ``device_type`` (a DeviceType, or its value/name)."""
+        return self.find_by(device_type=Device.device_type.coerce_member(device_type))
+
+    def find_phones(self) -> list[Device]:
+        return self.find_by_type(DeviceType.PHONE)
+
+    def find_modems(self) -> list[Device]:
+        return self.find_by_type(DeviceType.MODEM)
+
+    def find_active(self) -> list[Device]:
+        return self.find_by(is_active=True)
+
+    def find_recent(self, hours: float = 24) -> list[Device]:
+        """Devices seen within the last ``hours`` hours, most recent first."""
+        if isinstance(hours, bool) or not isinstance(hours, Real) or hours < 0:
+            raise ValidationError(f"hours must be a number >= 0; got {hours!r}")
+        cutoff = utc_now() - timedelta(hours=hours)
+        query = (self._select(Device.last_seen >= cutoff)
+                 .order_by(Device.last_seen.desc(), Device.id))
+        return self._list(query)
+
+    def search(self, query: str) -> list[Device]:
+        """Devices whose id, name, manufacturer, model, IMEI, IMSI or ICCID contains ``query``.
+
+        Case-insensitive; ``%`` and ``_`` in ``query`` match themselves.
+        """
+        if not isinstance(query, str):
+            raise ValidationError(f"search text must be a string; got {type(query).__name__}")
+        match = reduce(operator.or_,
+                              [_contains(getattr(Device, f), query) for f in _SEARCHED])
+        return self._list(self._select(match).order_by(Device.id))
+
+    def find_by_iccid(self, iccid: str) -> DeviceMatches:
+        """Devices holding card ``iccid``, most recently seen first (see DeviceMatches)."""
+        query = (self._select(Device.iccid == iccid)
+                 .order_by(Device.last_seen.desc(nulls="LAST"), Device.id))
+        return DeviceMatches(self._list(query))
+
+    def update_last_seen(self, device_id: str, when=None) -> bool:
+        """Stamp ``last_seen`` (now, or ``when``); False if there is no such device."""
+        when = when or utc_now()
+        changed = self._update_where(device_id, Device.id == device_id, last_seen=when)
+        if changed:
+            self._emit(self._event("UPDATED"), device_id, {"last_seen": _iso(when)})
+        return bool(changed)
+
+    def deactivate(self, device_id: str) -> bool:
+        """Mark a device inactive; False if there is no such device."""
+        return self._set_active(device_id, False)
+
+    def activate(self, device_id: str) -> bool:
+        """Mark a device active again; False if there is no such device."""
+        return self._set_active(device_id, True)
+
+    def _set_active(self, device_id: str, active: bool) -> bool:
+        changed = self._update_where(device_id, Device.id == device_id, is_active=active)
+        if changed:
+            self._emit(self._event("UPDATED"), device_id, {"is_active": active})
+        return bool(changed)
+
+    def register(self, id: str, **info) -> Device:  # noqa: A002 - the column's name
+        """Create or update a device as a controller discovers it; stamps ``last_seen``.
+
+        ``info`` holds Device fields (``device_type`` is required for a new device); a
+        known device gets the given fields updated and is marked active again.
+        """
+        if not id:
+            raise ValidationError("a device id is required to register a device (e.g. its serial)")
+        info.pop("id", None)
+        Device._check_kwargs(info)  # unknown fields -> ValidationError before any query
+        now = utc_now()
+        device = self.get_by_id(id)
+        if device is None:
+            if info.get("device_type") is None:
+                raise ValidationError(
+                    f"device {id!r} is new: pass device_type='phone' or 'modem' to register it"
+                )
+            return self.create(Device(id=id, last_seen=now, is_active=True, **info))
+        for name, value in Device._check_kwargs(info).items():
+            setattr(device, name, value)
+        device.last_seen = now
+        device.is_active = True
+        return self.update(device)
+
+
+def _iso(value):
+    return value.isoformat() if hasattr(value, "isoformat") else value

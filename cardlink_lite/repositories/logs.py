@@ -1,0 +1,367 @@
+"""APDU command/response logs: batched writes through the APDU writer, trace queries, export."""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+
+import peewee
+
+from ..apdu import ApduLogWriter, _session_key
+from ..errors import ValidationError
+from ..events import EventType
+from ..models import CommDirection, CommLog
+from ..status_words import normalize_status_word
+from .base import BaseRepository
+
+__all__ = ["EXPORT_FIELDS", "LogRepository", "SessionLogExport"]
+
+# Keys of an exported log row (the design's), in order.
+EXPORT_FIELDS = ("timestamp", "direction", "raw_data", "decoded_data", "status_word",
+                 "status_message", "latency_ms")
+_EXPORT_COLUMNS = (CommLog.id, CommLog.timestamp, CommLog.direction, CommLog.raw_data,
+                   CommLog.decoded_data, CommLog.status_word, CommLog.status_message,
+                   CommLog.latency_ms)
+_PAGE = 5000           # rows per keyset page when streaming (flat memory on every backend)
+_PURGE_CHUNK = 5000
+_SUCCESS_WITH_DATA = ("61", "9F", "91")
+
+
+def _iso(value) -> str | None:
+    """The timestamp as ``log.timestamp.isoformat()`` gives it (UTC, ``+00:00``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite hands back the stored text
+        return value.replace(" ", "T", 1) + "+00:00"
+    return value.replace(tzinfo=None).isoformat() + "+00:00"
+
+
+class SessionLogExport(Sequence):
+    """A session's logs as export dicts, read lazily: iterating streams them in pages.
+
+    Behaves like the list the design returns (``len``, indexing, ``==`` a list) without
+    holding the rows; ``list(export)`` materialises it (e.g. for ``json.dumps``).
+    """
+
+    def __init__(self, repository: LogRepository, session_id):
+        self._repo = repository
+        self.session_id = session_id
+
+    def __iter__(self) -> Iterator[dict]:
+        return self._repo.iter_logs(self.session_id)
+
+    def __len__(self) -> int:
+        return self._repo.count_by_session(self.session_id)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += len(self)
+        for i, row in enumerate(self):
+            if i == index:
+                return row
+        raise IndexError("log export index out of range")
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, SessionLogExport | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"<SessionLogExport session={self.session_id!r}>"
+
+    def write_jsonl(self, fp) -> int:
+        """Write one JSON object per line to the text file ``fp``; returns the row count."""
+        count = 0
+        for row in self:
+            fp.write(json.dumps(row))
+            fp.write("\n")
+            count += 1
+        return count
+
+
+class LogRepository(BaseRepository):
+    """APDU logs. Batched rows go through one :class:`ApduLogWriter` inside the unit of work.
+
+    Queries flush this repository's pending rows first, and order a session's rows by
+    (timestamp, id): logging order, even within one millisecond.
+    """
+
+    model = CommLog
+    entity_type = "log"
+    batch_size = 1000
+
+    def __init__(self, uow=None, batch_size: int | None = None):
+        super().__init__(uow)
+        if batch_size is not None:
+            self.batch_size = batch_size
+        self._writer: ApduLogWriter | None = None
+
+    # -- writing ---------------------------------------------------------------
+    @property
+    def writer(self) -> ApduLogWriter:
+        """The writer buffering this repository's batched rows (no timer: the unit of
+        work's transaction decides when they commit)."""
+        if self._writer is None:
+            self._writer = ApduLogWriter(self.database, batch_size=self.batch_size,
+                                         flush_interval=None, on_flush=self._flushed,
+                                         flush_at_exit=False)
+        return self._writer
+
+    @property
+    def pending(self) -> int:
+        """Rows added with add_log_batch() and not yet flushed."""
+        return 0 if self._writer is None else self._writer.pending
+
+    def add_log(self, session_id, direction, raw_data, decoded_data=None, status_word=None,
+                status_message=None, latency_ms=None, timestamp=None) -> CommLog:
+        """Write one log row now (validated like batched rows); returns it with its id."""
+        row = self.writer._row(session_id, direction, raw_data, decoded_data, status_word,
+                               status_message, latency_ms, timestamp)
+        self._flush_own()  # earlier batched rows keep their place in the trace
+        log = CommLog(session=row[0], timestamp=row[1], latency_ms=row[2],
+                      direction=row[3], raw_data=row[4], decoded_data=row[5],
+                      status_word=row[6], status_message=row[7])
+        with self._write():
+            log.save(force_insert=True)
+        log.__data__["timestamp"] = CommLog.timestamp.python_value(row[1])
+        log.__data__["direction"] = CommDirection(row[3])
+        self._emit(EventType.LOG_CREATED, log.id, {"count": 1, "session_id": row[0]})
+        return log
+
+    def add_log_batch(self, *args, **kwargs) -> int:
+        """Buffer rows for a batched write; returns how many were buffered.
+
+        Accepts the design's single row (``add_log_batch(session_id=..., direction=...,
+        raw_data=..., **fields)``) or the guide's list of rows: tuples ``(session_id,
+        direction, raw_data[, decoded_data[, status_word[, status_message[,
+        latency_ms]]]])``, dicts or CommLog objects. A list is checked whole first: one bad
+        row raises ValidationError and none of it is buffered. Reaching the batch size
+        writes the buffer inside the unit of work's transaction.
+        """
+        self._touch()
+        if len(args) == 1 and not kwargs and not isinstance(args[0], str | bytes) \
+                and hasattr(args[0], "__iter__"):
+            return self.writer.add_many(args[0])
+        self.writer.add(*args, **kwargs)
+        return 1
+
+    def flush_batch(self) -> int:
+        """Write the buffered rows now (one savepoint in the unit of work); returns the count."""
+        if self._writer is None or not self._writer.pending:
+            return 0
+        self._touch()
+        with self._wrap():
+            return self._writer.flush()
+
+    def _flushed(self, session_id, data) -> None:
+        self._emit(EventType.LOG_CREATED, session_id, data)
+
+    # Unit-of-work hooks: write pending rows before commit, forget them on rollback.
+    def _flush_pending(self) -> int:
+        return self.flush_batch()
+
+    def _discard_pending(self) -> int:
+        return 0 if self._writer is None else self._writer.discard()
+
+    def _flush_own(self) -> None:
+        if self._writer is not None and self._writer.pending:
+            self.flush_batch()
+
+    # -- queries ---------------------------------------------------------------
+    def session_query(self, session_id, direction=None) -> peewee.ModelSelect:
+        """A session's rows in logging order, as a Peewee query to refine or stream.
+
+        For big sessions use ``.iterator()``, ``.tuples()`` or ``.dicts()`` on it instead
+        of building every model object at once.
+        """
+        self._flush_own()
+        query = self._select(CommLog.session == _session_key(session_id))
+        if direction is not None:
+            query = query.where(CommLog.direction == _direction(direction))
+        return query.order_by(CommLog.timestamp, CommLog.id)
+
+    def session_rows(self, session_id, as_dicts: bool = False) -> list:
+        """A session's rows in logging order as tuples (model field order) or dicts.
+
+        The fast path for reading traces: the statement is built by Peewee once per
+        database and reused; timestamps come back as aware UTC datetimes, directions as
+        their text.
+        """
+        self._flush_own()
+        self._touch()
+        database = self.database
+        sql = _SESSION_SQL.get(database)
+        if sql is None:
+            placeholder = peewee.Value("", converter=False)
+            query = CommLog.select().where(CommLog.session == placeholder).order_by(
+                CommLog.timestamp, CommLog.id)
+            sql = _SESSION_SQL[database] = database.get_sql_context().sql(query).query()[0]
+        with self._wrap():
+            rows = database.execute_sql(sql, (_session_key(session_id),)).fetchall()
+        convert = _to_datetime
+        if as_dicts:
+            names = CommLog._meta.sorted_field_names
+            return [dict(zip(names, (r[0], r[1], convert(r[2])) + r[3:], strict=True))
+                    for r in rows]
+        return [(r[0], r[1], convert(r[2])) + r[3:] for r in rows]
+
+    def find_by_session(self, session_id, limit: int | None = None,
+                        offset: int | None = None) -> list[CommLog]:
+        """A session's rows in logging order (``limit``/``offset`` page through big ones)."""
+        query = self.session_query(session_id)
+        if limit is not None:
+            query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
+        return self._list(query)
+
+    def find_by_direction(self, session_id, direction) -> list[CommLog]:
+        """A session's commands or responses, in logging order."""
+        return self._list(self.session_query(session_id, direction))
+
+    def find_commands(self, session_id) -> list[CommLog]:
+        return self.find_by_direction(session_id, CommDirection.COMMAND)
+
+    def find_responses(self, session_id) -> list[CommLog]:
+        return self.find_by_direction(session_id, CommDirection.RESPONSE)
+
+    def find_by_status(self, session_id, status_word) -> list[CommLog]:
+        """A session's rows with this status word (``"9000"``, ``"6a82"``...)."""
+        sw = normalize_status_word(status_word)
+        return self._list(self.session_query(session_id).where(CommLog.status_word == sw))
+
+    def find_errors(self, session_id, include_success_with_data: bool = True) -> list[CommLog]:
+        """A session's responses whose status word is not 9000.
+
+        As the design says, that includes 61xx/9Fxx/91xx ("success, more data to fetch");
+        pass ``include_success_with_data=False`` to leave those out.
+        """
+        query = self.session_query(session_id, CommDirection.RESPONSE).where(
+            CommLog.status_word.is_null(False), CommLog.status_word != "9000")
+        if not include_success_with_data:
+            for prefix in _SUCCESS_WITH_DATA:
+                query = query.where(~CommLog.status_word.startswith(prefix))
+        return self._list(query)
+
+    def count_by_session(self, session_id) -> int:
+        self._flush_own()
+        with self._wrap():
+            return self._select(CommLog.session == _session_key(session_id)).count()
+
+    def search_hex(self, pattern, session_id=None, limit: int | None = None) -> list[CommLog]:
+        """Rows whose raw APDU contains the hex ``pattern`` (any case, spaces ignored)."""
+        text = "".join(str(pattern).split()).upper()
+        if not text or any(c not in "0123456789ABCDEF" for c in text):
+            raise ValidationError(
+                f"search pattern must be hex digits such as 'A4' or '00A40400'; got {pattern!r}",
+                problems=["pattern"],
+            )
+        self._flush_own()
+        # Stored hex is upper case and the pattern is plain hex: no wildcard to escape.
+        query = self._select(CommLog.raw_data.contains(text))
+        if session_id is not None:
+            query = query.where(CommLog.session == _session_key(session_id))
+        query = query.order_by(CommLog.timestamp, CommLog.id)
+        if limit is not None:
+            query = query.limit(limit)
+        return self._list(query)
+
+    # -- export ----------------------------------------------------------------
+    def export_session_logs(self, session_id) -> SessionLogExport:
+        """A session's logs as dicts (the design's keys), streamed when iterated."""
+        self._flush_own()
+        return SessionLogExport(self, _session_key(session_id))
+
+    def iter_logs(self, session_id=None, page_size: int = _PAGE) -> Iterator[dict]:
+        """Export dicts of one session (logging order) or of every log (id order).
+
+        Reads in keyset pages of ``page_size`` rows, so memory stays flat on every backend.
+        """
+        self._flush_own()
+        database = self.database
+        if session_id is None:
+            base = self._select().order_by(CommLog.id)
+        else:
+            base = self._select(CommLog.session == _session_key(session_id)) \
+                .order_by(CommLog.timestamp, CommLog.id)
+        base = base.select(*_EXPORT_COLUMNS)
+        last = None
+        while True:
+            query = base
+            if last is not None:
+                if session_id is None:
+                    query = query.where(CommLog.id > last[0])
+                else:
+                    query = query.where(
+                        (CommLog.timestamp > last[1])
+                        | ((CommLog.timestamp == last[1]) & (CommLog.id > last[0])))
+            # The driver's own values: the per-row conversion is ours and cheap.
+            with self._wrap():
+                rows = database.execute(query.limit(page_size)).fetchall()
+            for row in rows:
+                yield {"timestamp": _iso(row[1]), "direction": row[2], "raw_data": row[3],
+                       "decoded_data": row[4], "status_word": row[5],
+                       "status_message": row[6], "latency_ms": row[7]}
+            if len(rows) < page_size:
+                return
+            row = rows[-1]
+            # The stored value itself (no conversion), so the comparison is exact.
+            last = (row[0], peewee.Value(row[1], converter=False))
+
+    def write_jsonl(self, fp, session_id=None) -> int:
+        """Stream logs (one session, or all) to ``fp`` as JSON lines; returns the count."""
+        count = 0
+        dumps = json.dumps
+        write = fp.write
+        for row in self.iter_logs(session_id):
+            write(dumps(row))
+            write("\n")
+            count += 1
+        return count
+
+    # -- retention -------------------------------------------------------------
+    def purge_old(self, days: int, chunk_size: int = _PURGE_CHUNK) -> int:
+        """Delete logs older than ``days`` days in chunks of ``chunk_size``; returns the count.
+
+        Outside a transaction each chunk commits on its own, so a bench writing logs
+        meanwhile never waits long; inside a unit of work the chunks join its transaction.
+        """
+        if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
+            raise ValidationError(f"days must be a number >= 0; got {days!r}")
+        from ..retention import purge_older_than
+
+        self._flush_own()
+        cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+        with self._wrap():
+            deleted = purge_older_than(self.database, CommLog, CommLog.timestamp, cutoff,
+                                       chunk_size=chunk_size)
+        if deleted:
+            self._emit(EventType.LOG_DELETED, None, {"count": deleted, "older_than_days": days})
+        return deleted
+
+
+_SESSION_SQL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_UTC = timezone.utc
+_fromisoformat = datetime.fromisoformat
+
+
+def _to_datetime(value):
+    if type(value) is str:
+        return _fromisoformat(value).replace(tzinfo=_UTC)
+    if value is None:
+        return None
+    return value.replace(tzinfo=_UTC)
+
+
+def _direction(direction) -> str:
+    try:
+        return CommLog.direction.coerce_member(direction).value
+    except ValidationError:
+        raise ValidationError(
+            f"direction must be 'command' or 'response'; got {direction!r}",
+            problems=["direction"],
+        ) from None

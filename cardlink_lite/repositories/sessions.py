@@ -1,0 +1,267 @@
+"""SessionRepository: the OTA session lifecycle, session queries and session statistics."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, time, timedelta, timezone
+
+import peewee
+from peewee import fn
+
+from ..errors import ValidationError
+from ..events import EventType
+from ..fields import to_utc_ms, utc_now
+from ..models import OTASession, SessionStatus
+from .base import BaseRepository, _positive
+
+__all__ = ["SessionRepository"]
+
+logger = logging.getLogger("cardlink_lite.sessions")
+
+# A session may only move forward: pending -> active -> one of the terminal states.
+_OPEN = (SessionStatus.PENDING, SessionStatus.ACTIVE)
+_TERMINAL = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.TIMEOUT)
+_ERROR_CODE_MAX = OTASession.error_code.max_length
+
+
+class SessionRepository(BaseRepository):
+    """OTA sessions: create, start, record TLS details, end; query and summarise them.
+
+    Lifecycle methods answer True when they changed the session and False when the id is
+    unknown or the transition is not allowed. Allowed moves: pending -> active (start),
+    pending/active -> completed, failed or timeout. An ended session is final: the first
+    recorded outcome wins and later calls change nothing (so a watchdog's timeout cannot
+    overwrite a completion, nor the reverse). Every transition is one conditional UPDATE,
+    so two racing callers cannot both win.
+    """
+
+    model = OTASession
+    entity_type = "session"
+    event_fields = ("status", "device_id", "card_iccid", "session_type")
+
+    # -- lifecycle -------------------------------------------------------------
+    def create_session(self, device_id: str | None = None, card_iccid: str | None = None,
+                       session_type: str | None = None) -> OTASession:
+        """A new pending session (emits SESSION_CREATED after commit)."""
+        if session_type is not None:
+            session_type = _checked_length(OTASession.session_type, "session_type",
+                                           session_type)
+        return self.create(OTASession(device_id=device_id, card_iccid=card_iccid,
+                                      session_type=session_type,
+                                      status=SessionStatus.PENDING))
+
+    def start_session(self, session_id) -> bool:
+        """pending -> active, stamping ``started_at``; emits SESSION_UPDATED."""
+        now = utc_now()
+        changed = self._transition(session_id, (SessionStatus.PENDING,),
+                                   status=SessionStatus.ACTIVE, started_at=now, updated_at=now)
+        if changed:
+            self._emit(EventType.SESSION_UPDATED, str(session_id),
+                       {"status": SessionStatus.ACTIVE.value, "started_at": now.isoformat()})
+        return changed
+
+    def set_tls_info(self, session_id, cipher_suite: str | None = None,
+                     psk_identity: str | None = None, *, cipher: str | None = None) -> bool:
+        """Record the negotiated cipher suite (``cipher`` is the guide's spelling) and PSK
+        identity; a None value leaves that column as it is. Allowed in any state."""
+        cipher_suite = _one_of("cipher_suite", cipher_suite, "cipher", cipher)
+        values = {}
+        if cipher_suite is not None:
+            values["tls_cipher_suite"] = _checked_length(OTASession.tls_cipher_suite,
+                                                         "cipher_suite", cipher_suite)
+        if psk_identity is not None:
+            values["tls_psk_identity"] = _checked_length(OTASession.tls_psk_identity,
+                                                         "psk_identity", psk_identity)
+        if not values:
+            raise ValidationError(
+                "set_tls_info() needs cipher_suite (or cipher) and/or psk_identity"
+            )
+        rows = self._update(session_id, None, **values)
+        # MySQL counts only rows whose values changed: an identical re-send reads 0.
+        found = bool(rows) or self.exists(session_id)
+        if found:
+            self._emit(EventType.SESSION_UPDATED, str(session_id),
+                       {"cipher_suite": cipher_suite, "psk_identity": psk_identity})
+        return found
+
+    def complete_session(self, session_id) -> bool:
+        """-> completed, stamping ``ended_at`` and ``duration_ms`` (from ``started_at``)."""
+        return self._finish(session_id, SessionStatus.COMPLETED)
+
+    def fail_session(self, session_id, error_code: str | None = None,
+                     message: str | None = None, *, error_message: str | None = None) -> bool:
+        """-> failed with an error code and message (``error_message`` is the design's name).
+
+        Codes longer than the column (32 characters) are cut, so that recording a failure
+        named after a long exception class never fails itself.
+        """
+        message = _one_of("message", message, "error_message", error_message)
+        return self._finish(session_id, SessionStatus.FAILED, error_code=_code(error_code),
+                            error_message=_storable(message))
+
+    def timeout_session(self, session_id, message: str | None = None) -> bool:
+        """-> timeout, with error code ``TIMEOUT`` and an optional message."""
+        return self._finish(session_id, SessionStatus.TIMEOUT, error_code="TIMEOUT",
+                            error_message=_storable(message))
+
+    # -- queries -----------------------------------------------------------------
+    def find_by_device(self, device_id: str, limit: int | None = 100) -> list[OTASession]:
+        """The device's sessions, newest first."""
+        return self._recent(OTASession.device == device_id, limit)
+
+    def find_by_card(self, iccid: str, limit: int | None = 100) -> list[OTASession]:
+        """The card's sessions, newest first."""
+        return self._recent(OTASession.card == iccid, limit)
+
+    def find_by_status(self, status, limit: int | None = None) -> list[OTASession]:
+        """Sessions in ``status`` (member, value or name), newest first."""
+        status = OTASession.status.coerce_member(status)
+        return self._recent(OTASession.status == status, limit)
+
+    def find_active(self) -> list[OTASession]:
+        """Sessions currently active, newest first."""
+        return self.find_by_status(SessionStatus.ACTIVE)
+
+    def find_by_date_range(self, start: datetime | date | None = None,
+                           end: datetime | date | None = None,
+                           limit: int | None = None) -> list[OTASession]:
+        """Sessions created between ``start`` and ``end`` inclusive, newest first.
+
+        Naive datetimes are UTC; aware ones are converted to UTC; a date is a whole UTC day
+        (``start`` from its midnight, ``end`` up to the next). None leaves that end open.
+        """
+        conditions = []
+        if start is not None:
+            conditions.append(OTASession.created_at >= _as_utc("start", start))
+        if end is not None:
+            if isinstance(end, date) and not isinstance(end, datetime):
+                # A date as the end means the whole of that day.
+                conditions.append(OTASession.created_at < _as_utc("end", end + timedelta(1)))
+            else:
+                conditions.append(OTASession.created_at <= _as_utc("end", end))
+        return self._recent(conditions, limit)
+
+    # -- statistics ----------------------------------------------------------------
+    def get_statistics(self, days: int | None = 7) -> dict:
+        """Counts per status, average duration and success rate of recent sessions.
+
+        Covers sessions created in the last ``days`` days (None: all of them), in one
+        GROUP BY query. ``success_rate`` is a percentage (0-100) of ended sessions:
+        completed / (completed + failed + timeout); pending and active ones are still
+        running and do not count. ``avg_duration_ms`` averages completed sessions that
+        have a duration. Both are 0.0 when there is nothing to measure.
+        """
+        since = None
+        query = (OTASession
+                 .select(OTASession.status, fn.COUNT(OTASession.id),
+                         fn.SUM(OTASession.duration_ms), fn.COUNT(OTASession.duration_ms))
+                 .group_by(OTASession.status))
+        if days is not None:
+            since = utc_now() - timedelta(days=_positive("days", days, allow_zero=True))
+            query = query.where(OTASession.created_at >= since)
+        self._touch()
+        by_status = {s.value: 0 for s in SessionStatus}
+        duration_sum = duration_count = 0
+        for status, count, total_ms, timed in self._list(query.tuples()):
+            key = OTASession.status.coerce_member(status).value
+            by_status[key] += int(count)
+            if key == SessionStatus.COMPLETED.value:
+                duration_sum, duration_count = int(total_ms or 0), int(timed or 0)
+        total = sum(by_status.values())
+        ended = sum(by_status[s.value] for s in _TERMINAL)
+        completed = by_status[SessionStatus.COMPLETED.value]
+        return {
+            "period_days": days,
+            "since": since,
+            "total": total,
+            "total_sessions": total,
+            "by_status": by_status,
+            "avg_duration_ms": duration_sum / duration_count if duration_count else 0.0,
+            "success_rate": 100.0 * completed / ended if ended else 0.0,
+        }
+
+    # -- internals -----------------------------------------------------------------
+    def _recent(self, conditions, limit) -> list[OTASession]:
+        if not isinstance(conditions, list):
+            conditions = [conditions]
+        query = self._select(*conditions).order_by(OTASession.created_at.desc(),
+                                                   OTASession.id.desc())
+        if limit is not None:
+            query = query.limit(_positive("limit", limit, allow_zero=True))
+        return self._list(query)
+
+    def _update(self, session_id, allowed, **values) -> int:
+        values["updated_at"] = values.get("updated_at") or utc_now()
+        query = OTASession.update(**values).where(OTASession.id == session_id)
+        if allowed is not None:
+            query = query.where(OTASession.status.in_(list(allowed)))
+        with self._write(session_id):
+            return query.execute()
+
+    def _transition(self, session_id, allowed, **values) -> bool:
+        return bool(self._update(session_id, allowed, **values))
+
+    def _finish(self, session_id, status: SessionStatus, **values) -> bool:
+        self._touch()
+        with self._wrap(session_id):
+            row = (OTASession.select(OTASession.status, OTASession.started_at)
+                   .where(OTASession.id == session_id).tuples().first())
+        if row is None:
+            return False
+        current, started_at = OTASession.status.coerce_member(row[0]), row[1]
+        if current in _TERMINAL:
+            logger.info("session %s is already %s; %s ignored", session_id, current.value,
+                        status.value)
+            return False
+        now = utc_now()
+        duration = None
+        if started_at is not None:
+            duration = max(0, round((now - started_at).total_seconds() * 1000))
+        changed = self._transition(session_id, _OPEN, status=status, ended_at=now,
+                                   duration_ms=duration, updated_at=now, **values)
+        if changed:
+            data = {"status": status.value, "ended_at": now.isoformat(),
+                    "duration_ms": duration}
+            if "error_code" in values:
+                data["error_code"] = values["error_code"]
+            self._emit(EventType.SESSION_COMPLETED, str(session_id), data)
+        return changed
+
+
+def _one_of(name: str, value, other_name: str, other):
+    """The value given under either spelling; both, and different, is a mistake."""
+    if value is not None and other is not None and value != other:
+        raise ValidationError(f"give {name} or {other_name}, not both with different values")
+    return value if value is not None else other
+
+
+def _checked_length(field: peewee.CharField, name: str, value) -> str:
+    value = str(value)
+    if len(value) > field.max_length:
+        raise ValidationError(
+            f"{name} is {len(value)} characters long; the column holds at most "
+            f"{field.max_length}, so shorten it"
+        )
+    return value
+
+
+def _code(error_code) -> str | None:
+    if error_code is None:
+        return None
+    return _storable(str(error_code))[:_ERROR_CODE_MAX]
+
+
+def _storable(text):
+    # PostgreSQL text cannot hold NUL (an exception's message may); store the same
+    # escape on every backend.
+    if text is None:
+        return None
+    return str(text).replace("\x00", "\\x00")
+
+
+def _as_utc(name: str, value) -> datetime:
+    if isinstance(value, datetime):
+        return to_utc_ms(value)
+    if isinstance(value, date):
+        return datetime.combine(value, time(), tzinfo=timezone.utc)
+    raise ValidationError(f"{name} must be a datetime or a date; got {value!r}")

@@ -1,0 +1,285 @@
+"""TestRepository: test results grouped by run, run summaries, comparisons and JUnit XML."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from peewee import Case, fn
+
+from ..errors import ValidationError
+from ..fields import to_utc_ms, utc_now
+from ..junit import build_junit_xml
+from ..models import TestResult, TestStatus
+from .base import BaseRepository, _positive
+
+__all__ = ["TestRepository"]
+
+_FAILING = (TestStatus.FAILED, TestStatus.ERROR)
+_COUNTED = ("passed", "failed", "skipped", "error")
+
+
+class TestRepository(BaseRepository):
+    """Results of test runs. A run is every result sharing one ``run_id``.
+
+    Rates are percentages (0-100) of all results in the run that passed
+    (``success_rate`` and ``pass_rate`` are the same number under the guide's and the
+    design's names). "Failures" means failed *and* error results: both are tests that did
+    not pass for a reason other than being skipped.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    model = TestResult
+    entity_type = "test_result"
+    event_fields = ("run_id", "suite_name", "test_name", "status")
+
+    # -- writing -----------------------------------------------------------------
+    def create_result(self, run_id: str, suite_name: str, test_name: str, status,
+                      started_at: datetime | None = None, device_id: str | None = None,
+                      card_iccid: str | None = None, ended_at: datetime | None = None,
+                      duration_ms: int | None = None, error_message: str | None = None,
+                      assertions=None, metadata=None) -> TestResult:
+        """Record one result (emits TEST_RESULT_CREATED after commit).
+
+        Missing times are filled in from what is given: ``ended_at`` defaults to
+        ``started_at + duration_ms`` or now, ``started_at`` to ``ended_at - duration_ms``,
+        and ``duration_ms`` to the time between them. NUL characters in ``error_message``
+        are stored as the text ``\\x00`` (PostgreSQL cannot store them).
+        """
+        for name, value in (("run_id", run_id), ("suite_name", suite_name),
+                            ("test_name", test_name)):
+            _check_text(name, value)
+        if duration_ms is not None:
+            duration_ms = _milliseconds(duration_ms)
+        started_at, ended_at, duration_ms = _timing(started_at, ended_at, duration_ms)
+        return self.create(TestResult(
+            run_id=run_id, suite_name=suite_name, test_name=test_name, status=status,
+            device_id=device_id, card_iccid=card_iccid, started_at=started_at,
+            ended_at=ended_at, duration_ms=duration_ms, error_message=_storable(error_message),
+            assertions=assertions, metadata=metadata,
+        ))
+
+    # -- queries -------------------------------------------------------------------
+    def find_by_run(self, run_id: str) -> list[TestResult]:
+        """The run's results in the order they started."""
+        return self._list(self._select(TestResult.run_id == run_id).order_by(*_RUN_ORDER))
+
+    def find_by_suite(self, suite_name: str, limit: int | None = 100) -> list[TestResult]:
+        """The suite's results, newest first."""
+        query = (self._select(TestResult.suite_name == suite_name)
+                 .order_by(TestResult.started_at.desc(), TestResult.created_at.desc(),
+                           TestResult.id.desc()))
+        if limit is not None:
+            query = query.limit(_positive("limit", limit, allow_zero=True))
+        return self._list(query)
+
+    def find_by_status(self, status, run_id: str | None = None) -> list[TestResult]:
+        """Results with ``status`` (member, value or name), of one run if given."""
+        status = TestResult.status.coerce_member(status)
+        return self._in_order(TestResult.status == status, run_id)
+
+    def find_failures(self, run_id: str | None = None) -> list[TestResult]:
+        """Failed and errored results (of one run if given), in the order they started."""
+        return self._in_order(TestResult.status.in_(list(_FAILING)), run_id)
+
+    # -- analysis ------------------------------------------------------------------
+    def get_run_summary(self, run_id: str) -> dict:
+        """Counts per status, summed ``duration_ms``, first start, last end and pass rate.
+
+        One GROUP BY query. An unknown run gives zeros (and None times).
+        """
+        query = (TestResult
+                 .select(TestResult.status, fn.COUNT(TestResult.id),
+                         fn.SUM(TestResult.duration_ms), fn.MIN(TestResult.started_at),
+                         fn.MAX(TestResult.ended_at))
+                 .where(TestResult.run_id == run_id)
+                 .group_by(TestResult.status))
+        self._touch()
+        summary = {"run_id": run_id, **dict.fromkeys(_COUNTED, 0), "duration_ms": 0}
+        starts, ends = [], []
+        for status, count, total_ms, first, last in self._list(query.tuples()):
+            summary[TestResult.status.coerce_member(status).value] += int(count)
+            summary["duration_ms"] += int(total_ms or 0)
+            starts += [first] if first is not None else []
+            ends += [last] if last is not None else []
+        summary["total"] = sum(summary[s] for s in _COUNTED)
+        summary["started_at"] = _aware(min(starts)) if starts else None
+        summary["ended_at"] = _aware(max(ends)) if ends else None
+        rate = _percent(summary["passed"], summary["total"])
+        summary["success_rate"] = summary["pass_rate"] = rate
+        return summary
+
+    def compare_runs(self, run_id1: str, run_id2: str) -> dict:
+        """What changed from run ``run_id1`` to run ``run_id2``, by test name.
+
+        ``regressions`` (alias ``new_failures``): passed before, failed or error now.
+        ``improvements`` (alias ``fixed``): failed or error before, passed now.
+        ``new_tests`` / ``removed_tests``: names in only one of the runs. A name recorded
+        twice in a run (a rerun) counts with its last result. Lists are sorted.
+        """
+        query = (TestResult.select(TestResult.run_id, TestResult.test_name, TestResult.status)
+                 .where(TestResult.run_id.in_([run_id1, run_id2]))
+                 .order_by(*_RUN_ORDER))
+        self._touch()
+        before: dict[str, TestStatus] = {}
+        after: dict[str, TestStatus] = {}
+        for run_id, name, status in self._list(query.tuples()):
+            status = TestResult.status.coerce_member(status)
+            # The same id twice: compare the run with itself (all unchanged).
+            if run_id == run_id1:
+                before[name] = status
+            if run_id == run_id2:
+                after[name] = status
+        common = before.keys() & after.keys()
+        regressions = sorted(n for n in common
+                             if before[n] == TestStatus.PASSED and after[n] in _FAILING)
+        improvements = sorted(n for n in common
+                              if before[n] in _FAILING and after[n] == TestStatus.PASSED)
+        return {
+            "run_id1": run_id1,
+            "run_id2": run_id2,
+            "regressions": regressions,
+            "new_failures": list(regressions),
+            "improvements": improvements,
+            "fixed": list(improvements),
+            "new_tests": sorted(after.keys() - before.keys()),
+            "removed_tests": sorted(before.keys() - after.keys()),
+        }
+
+    def list_runs(self, limit: int | None = 20, suite_name: str | None = None) -> list[dict]:
+        """One summary per run, newest first (by first start), in one GROUP BY query.
+
+        With ``suite_name`` only runs with results in that suite are listed, and their
+        counts cover that suite only. ``suite_name`` of a run spanning several suites is
+        the first by name; ``suites`` says how many there are.
+        """
+        started = fn.MIN(TestResult.started_at)
+        query = (TestResult
+                 .select(TestResult.run_id, fn.MIN(TestResult.suite_name),
+                         fn.COUNT(TestResult.suite_name.distinct()), started,
+                         fn.MAX(TestResult.ended_at), fn.COUNT(TestResult.id),
+                         fn.SUM(TestResult.duration_ms),
+                         *[_count_status(s) for s in _COUNTED])
+                 .group_by(TestResult.run_id)
+                 .order_by(started.desc(), TestResult.run_id.desc()))
+        if suite_name is not None:
+            query = query.where(TestResult.suite_name == suite_name)
+        if limit is not None:
+            query = query.limit(_positive("limit", limit, allow_zero=True))
+        self._touch()
+        runs = []
+        for row in self._list(query.tuples()):
+            run_id, first_suite, suites, first, last, total, total_ms, *counts = row
+            run = {"run_id": run_id, "suite_name": first_suite, "suites": int(suites),
+                   "started_at": _aware(first), "ended_at": _aware(last),
+                   "total": int(total), "duration_ms": int(total_ms or 0)}
+            run.update({s: int(c or 0) for s, c in zip(_COUNTED, counts, strict=True)})
+            run["success_rate"] = run["pass_rate"] = _percent(run["passed"], run["total"])
+            runs.append(run)
+        return runs
+
+    def flaky_tests(self, suite_name: str, window: int = 5) -> list[str]:
+        """Names of the suite's tests that both passed and failed (or errored) within its
+        last ``window`` runs — a rerun inside one run counts too. Two queries."""
+        window = _positive("window", window)
+        self._touch()
+        recent = (TestResult.select(TestResult.run_id)
+                  .where(TestResult.suite_name == suite_name)
+                  .group_by(TestResult.run_id)
+                  .order_by(fn.MAX(TestResult.started_at).desc(), TestResult.run_id.desc())
+                  .limit(window))
+        # Fetched first: MariaDB refuses LIMIT inside an IN (...) subquery.
+        run_ids = [r for (r,) in self._list(recent.tuples())]
+        if not run_ids:
+            return []
+        passed = _count_status("passed")
+        failing = fn.SUM(Case(None, [(TestResult.status.in_(list(_FAILING)), 1)], 0))
+        query = (TestResult.select(TestResult.test_name)
+                 .where((TestResult.suite_name == suite_name)
+                        & TestResult.run_id.in_(run_ids))
+                 .group_by(TestResult.test_name)
+                 .having((passed > 0) & (failing > 0))
+                 .order_by(TestResult.test_name))
+        return [name for (name,) in self._list(query.tuples())]
+
+    def export_junit_xml(self, run_id: str) -> str:
+        """The run as JUnit XML valid against the Jenkins xUnit junit-10.xsd (one testsuite
+        per suite name); an unknown run gives an empty ``<testsuites>``."""
+        # Only the columns the report shows: assertions/metadata JSON can be large.
+        query = (TestResult.select(TestResult.suite_name, TestResult.test_name,
+                                   TestResult.status, TestResult.duration_ms,
+                                   TestResult.error_message, TestResult.started_at)
+                 .where(TestResult.run_id == run_id).order_by(*_RUN_ORDER))
+        self._touch()
+        return build_junit_xml(run_id, self._list(query))
+
+    # -- internals -----------------------------------------------------------------
+    def _in_order(self, condition, run_id) -> list[TestResult]:
+        query = self._select(condition)
+        if run_id is not None:
+            query = query.where(TestResult.run_id == run_id)
+        return self._list(query.order_by(*_RUN_ORDER))
+
+
+_RUN_ORDER = (TestResult.started_at, TestResult.created_at, TestResult.id)
+
+
+def _count_status(status: str):
+    return fn.SUM(Case(None, [(TestResult.status == status, 1)], 0))
+
+
+def _percent(part: int, whole: int) -> float:
+    return 100.0 * part / whole if whole else 0.0
+
+
+def _aware(value):
+    # Aggregates over a datetime column come back converted by the field, but only
+    # when the driver returns a datetime or text; be sure they are aware UTC.
+    return to_utc_ms(value) if isinstance(value, datetime) else value
+
+
+def _storable(text):
+    # PostgreSQL text cannot hold NUL; store the same escape everywhere.
+    return text.replace("\x00", "\\x00") if isinstance(text, str) else text
+
+
+def _milliseconds(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValidationError(f"duration_ms must be a number >= 0; got {value!r}")
+    return round(value)
+
+
+def _check_text(name: str, value) -> None:
+    field = getattr(TestResult, name)
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ValidationError(
+            f"{name} must be a non-empty string without NUL characters; got {value!r}"
+        )
+    if len(value) > field.max_length:
+        raise ValidationError(
+            f"{name} is {len(value)} characters long; the column holds at most "
+            f"{field.max_length}, so shorten it"
+        )
+
+
+def _timing(started_at, ended_at, duration_ms):
+    """Fill in whichever of start, end and duration is missing."""
+    if started_at is not None:
+        started_at = to_utc_ms(started_at)
+    if ended_at is not None:
+        ended_at = to_utc_ms(ended_at)
+    if ended_at is None:
+        if started_at is not None and duration_ms is not None:
+            ended_at = started_at + timedelta(milliseconds=duration_ms)
+        else:
+            ended_at = utc_now()
+    if started_at is None:
+        started_at = ended_at - timedelta(milliseconds=duration_ms or 0)
+    if duration_ms is None:
+        duration_ms = round((ended_at - started_at).total_seconds() * 1000)
+        if duration_ms < 0:
+            raise ValidationError(
+                f"ended_at ({ended_at.isoformat()}) is before started_at "
+                f"({started_at.isoformat()}); swap them or pass duration_ms"
+            )
+    return started_at, ended_at, duration_ms

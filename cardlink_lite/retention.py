@@ -1,0 +1,214 @@
+"""Retention: delete old rows in short primary-key chunks, then give SQLite's space back.
+
+A bench may be writing APDU logs while a purge runs, so no single transaction
+holds the write lock for long: each chunk of at most ``chunk_size`` rows is
+selected by primary key and deleted in its own transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from datetime import datetime
+
+import peewee
+
+from .db import database_proxy
+from .errors import ValidationError
+from .fields import to_utc_ms
+
+__all__ = [
+    "PURGEABLE",
+    "count_older_than",
+    "database_file_size",
+    "plan_purge",
+    "purge",
+    "purge_older_than",
+    "reclaim_space",
+    "resolve_purge_tables",
+]
+
+# What ``purge --tables`` accepts, and the column that dates each row; purged in this
+# order so a session's logs that are old enough go in their own (logs) pass first.
+PURGEABLE = {"logs": ("comm_logs", "timestamp"), "tests": ("test_results", "created_at"),
+             "sessions": ("ota_sessions", "created_at")}
+
+
+def count_older_than(database, model, field, cutoff: datetime) -> int:
+    """How many rows of ``model`` have ``field`` strictly before ``cutoff``."""
+    field = _field(model, field)
+    with _bound(database, [model]):
+        return model.select().where(field < to_utc_ms(cutoff)).count()
+
+
+def purge_older_than(database, model, field, cutoff: datetime, chunk_size: int = 5000,
+                     progress=None) -> int:
+    """Delete rows of ``model`` whose ``field`` is before ``cutoff``; returns how many went.
+
+    Children that cascade (a session's logs) are deleted first, in chunks too, so
+    one chunk never hides a huge cascading delete. ``progress(n)`` gets each chunk's count.
+    """
+    if chunk_size < 1:
+        raise ValidationError(f"chunk_size must be at least 1; got {chunk_size!r}")
+    field = _field(model, field)
+    cutoff = to_utc_ms(cutoff)
+    pk = model._meta.primary_key
+    children = [ref for ref in model._meta.backrefs
+                if (ref.on_delete or "").upper() == "CASCADE"]
+    total = 0
+    with _bound(database, [model, *(c.model for c in children)]):
+        while True:
+            with database.atomic():
+                ids = [row[0] for row in model.select(pk).where(field < cutoff)
+                       .order_by(pk).limit(chunk_size).tuples()]
+                if not ids:
+                    break
+            for child in children:
+                _purge_children(database, child, ids, chunk_size)
+            with database.atomic():
+                deleted = model.delete().where(pk.in_(ids)).execute()
+            total += deleted
+            if progress is not None:
+                progress(deleted)
+    return total
+
+
+def resolve_purge_tables(tables) -> list[str]:
+    """The short names (logs, tests, sessions) in purge order; ValidationError if unknown."""
+    if isinstance(tables, str):
+        tables = tables.split(",")
+    by_any = {**{k: k for k in PURGEABLE}, **{v[0]: k for k, v in PURGEABLE.items()}}
+    chosen = set()
+    for name in tables:
+        key = by_any.get(str(name).strip().lower())
+        if key is None:
+            raise ValidationError(
+                f"cannot purge table {name!r}; choose from {', '.join(PURGEABLE)}")
+        chosen.add(key)
+    if not chosen:
+        raise ValidationError(f"no table to purge; choose from {', '.join(PURGEABLE)}")
+    return [k for k in PURGEABLE if k in chosen]
+
+
+def _target(name: str):
+    from .models import ALL_MODELS
+
+    table, column = PURGEABLE[name]
+    model = next(m for m in ALL_MODELS if m._meta.table_name == table)
+    return model, model._meta.fields[column]
+
+
+def plan_purge(database, tables, cutoff: datetime) -> dict[str, int]:
+    """Rows a purge with this cutoff would delete, per short table name.
+
+    ``logs_of_sessions`` counts the newer logs that go with purged sessions.
+    """
+    from .models import CommLog, OTASession
+
+    names = resolve_purge_tables(tables)
+    counts = {name: count_older_than(database, *_target(name), cutoff) for name in names}
+    if "sessions" in names:
+        with _bound(database, [CommLog, OTASession]):
+            query = (CommLog.select().join(OTASession)
+                     .where(OTASession.created_at < to_utc_ms(cutoff)))
+            if "logs" in names:
+                query = query.where(CommLog.timestamp >= to_utc_ms(cutoff))
+            counts["logs_of_sessions"] = query.count()
+    return counts
+
+
+def purge(database, tables, cutoff: datetime, chunk_size: int = 5000,
+          progress=None) -> dict[str, int]:
+    """Delete rows older than ``cutoff`` from each table, in chunks; counts per table."""
+    done = {}
+    for name in resolve_purge_tables(tables):
+        model, column = _target(name)
+        step = None if progress is None else (lambda n, name=name: progress(name, n))
+        done[name] = purge_older_than(database, model, column, cutoff, chunk_size, step)
+    return done
+
+
+def reclaim_space(database, full: bool = False) -> dict:
+    """Return freed SQLite pages to the file system; a no-op on server backends.
+
+    With ``auto_vacuum=INCREMENTAL`` an incremental vacuum frees every free page
+    quickly. A database created without it (or ``full=True``) needs one VACUUM,
+    which also switches it to incremental mode for the next purges.
+    """
+    if not isinstance(database, peewee.SqliteDatabase):
+        return {"reclaimed": False, "method": None}
+    before = database_file_size(database)
+    free_before = _pragma(database, "freelist_count")
+    incremental = _pragma(database, "auto_vacuum") == 2
+    conn = database.connection()
+    if full or not incremental:
+        # Takes effect at the VACUUM: auto_vacuum cannot change on a populated file otherwise.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("VACUUM")
+        method = "vacuum"
+    else:
+        # executescript steps the pragma to completion; execute() frees one page only.
+        conn.executescript("PRAGMA incremental_vacuum;")
+        method = "incremental_vacuum"
+    # In WAL mode the file only shrinks once the log is checkpointed.
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    return {
+        "reclaimed": True,
+        "method": method,
+        "free_pages_before": free_before,
+        "free_pages_after": _pragma(database, "freelist_count"),
+        "bytes_before": before,
+        "bytes_after": database_file_size(database),
+    }
+
+
+def database_file_size(database) -> int:
+    """Size in bytes of a SQLite database file with its WAL (0 for an in-memory one)."""
+    name = database.database
+    if name == ":memory:" or name.startswith("file::memory"):
+        return 0
+    size = 0
+    for suffix in ("", "-wal"):
+        try:
+            size += os.path.getsize(name + suffix)
+        except OSError:
+            pass
+    return size
+
+
+def _purge_children(database, fk, parent_ids, chunk_size: int) -> None:
+    child = fk.model
+    pk = child._meta.primary_key
+    for start in range(0, len(parent_ids), chunk_size):
+        parents = parent_ids[start:start + chunk_size]
+        while True:
+            with database.atomic():
+                ids = [row[0] for row in child.select(pk).where(fk.in_(parents))
+                       .order_by(pk).limit(chunk_size).tuples()]
+                if not ids:
+                    break
+                child.delete().where(pk.in_(ids)).execute()
+
+
+def _bound(database, models):
+    # Binding is class-wide (other threads see it), so only rebind when the proxy
+    # points somewhere else, e.g. a second manager in the same process.
+    if database_proxy.obj is database:
+        return contextlib.nullcontext()
+    return database.bind_ctx(models)
+
+
+def _pragma(database, name: str):
+    return database.connection().execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def _field(model, field):
+    if isinstance(field, str):
+        found = model._meta.fields.get(field)
+        if found is None:
+            raise ValidationError(
+                f"{model.__name__} has no field {field!r}; use one of "
+                f"{', '.join(model._meta.sorted_field_names)}"
+            )
+        return found
+    return field

@@ -1,0 +1,320 @@
+"""Benchmark the APDU log writer against the raw drivers, in the same run, and print ratios.
+
+    python scripts/bench_apdu.py            # full size: SQLite 1,000,000 rows, servers 200,000
+    python scripts/bench_apdu.py --quick    # a tenth of that
+    python scripts/bench_apdu.py --rows 300000 --backends sqlite
+
+Targets (issue 5): SQLite writer >= 1.0x raw sqlite3 executemany; PostgreSQL >= 0.9x
+execute_values; MariaDB >= 0.9x pymysql executemany; a 200-row session read as
+tuples/dicts <= 1.5x raw, as models <= 3x; JSON-lines export of every row: peak RSS
+growth < 50 MB and >= 0.7x a raw cursor stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+TXN_ROWS = 10_000  # both sides commit every this many rows
+_COLUMNS = ("session_id, timestamp, latency_ms, direction, raw_data, decoded_data, "
+            "status_word, status_message")
+
+
+def _rows(n: int, session_id: str) -> list[tuple]:
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            out.append((session_id, "command", f"00A4040008A0000001510000{i % 256:02X}",
+                        "SELECT ISD", None, None, None))
+        else:
+            out.append((session_id, "response", "6F108408A000000151000000A5049F6501FF9000",
+                        None, "9000", "Success: normal ending of the command", 12.5))
+    return out
+
+
+def _manager(url: str):
+    from cardlink_lite import DatabaseManager, OTASession
+
+    manager = DatabaseManager(url).initialize(check_schema=False)
+    manager.drop_tables()
+    manager.create_tables()
+    session_id = OTASession.create(session_type="bench").id
+    return manager, session_id
+
+
+def _writer_run(manager, rows) -> float:
+    from cardlink_lite.apdu import ApduLogWriter
+
+    writer = ApduLogWriter(manager, batch_size=TXN_ROWS, flush_interval=None)
+    add = writer.add
+    start = time.perf_counter()
+    for r in rows:
+        add(*r)
+    writer.close()
+    return time.perf_counter() - start
+
+
+def _raw_tuples(rows):
+    from cardlink_lite.apdu import _stamp
+
+    # A raw logger stamps rows too: same cheap timestamp text as the writer.
+    return [(r[0], _stamp(), r[6], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+
+def bench_sqlite(n: int, workdir: str) -> dict:
+    import sqlite3
+
+    rows = None
+    results = {}
+    for label in ("raw", "writer"):
+        path = os.path.join(workdir, f"{label}.db")
+        manager, sid = _manager(f"sqlite:///{path}")
+        rows = _rows(n, sid)
+        if label == "writer":
+            results[label] = _writer_run(manager, rows)
+        else:
+            manager.close()
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            sql = f"INSERT INTO comm_logs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            start = time.perf_counter()
+            data = _raw_tuples(rows)
+            for i in range(0, n, TXN_ROWS):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(sql, data[i:i + TXN_ROWS])
+                conn.execute("COMMIT")
+            results[label] = time.perf_counter() - start
+            conn.close()
+        manager.close()
+    return _ratio("sqlite insert", n, results["raw"], results["writer"],
+                  "raw sqlite3 executemany", 1.0)
+
+
+def bench_postgresql(n: int) -> dict:
+    import psycopg2
+    import psycopg2.extras
+
+    from tests import servers
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    servers.create_database("postgresql", name)
+    try:
+        url = servers.url("postgresql", name)
+        manager, sid = _manager(url)
+        rows = _rows(n, sid)
+        conn = psycopg2.connect(dbname=name, user="postgres", host="127.0.0.1")
+        data = _raw_tuples(rows)
+        start = time.perf_counter()
+        with conn.cursor() as cur:
+            for i in range(0, n, TXN_ROWS):
+                psycopg2.extras.execute_values(
+                    cur, f"INSERT INTO comm_logs ({_COLUMNS}) VALUES %s", data[i:i + TXN_ROWS],
+                    page_size=1000)
+                conn.commit()
+        raw = time.perf_counter() - start
+        conn.close()
+        writer = _writer_run(manager, rows)
+        manager.close()
+    finally:
+        servers.drop_database("postgresql", name)
+    return _ratio("postgresql insert", n, raw, writer, "psycopg2 execute_values", 0.9)
+
+
+def bench_mysql(n: int) -> dict:
+    import pymysql
+
+    from tests import servers
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    servers.create_database("mysql", name)
+    try:
+        manager, sid = _manager(servers.url("mysql", name))
+        rows = _rows(n, sid)
+        conn = pymysql.connect(host="127.0.0.1", user="root", database=name)
+        data = _raw_tuples(rows)
+        sql = f"INSERT INTO comm_logs ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        start = time.perf_counter()
+        with conn.cursor() as cur:
+            for i in range(0, n, TXN_ROWS):
+                cur.executemany(sql, data[i:i + TXN_ROWS])
+                conn.commit()
+        raw = time.perf_counter() - start
+        conn.close()
+        writer = _writer_run(manager, rows)
+        manager.close()
+    finally:
+        servers.drop_database("mysql", name)
+    return _ratio("mariadb insert", n, raw, writer, "pymysql executemany", 0.9)
+
+
+def bench_session_read(workdir: str, repeat: int = 300) -> list[dict]:
+    import sqlite3
+
+    from cardlink_lite import UnitOfWork
+    from cardlink_lite.apdu import ApduLogWriter
+
+    path = os.path.join(workdir, "read.db")
+    manager, sid = _manager(f"sqlite:///{path}")
+    writer = ApduLogWriter(manager, batch_size=10_000, flush_interval=None)
+    for _other in range(50):  # other sessions around it, as in a real store
+        from cardlink_lite import OTASession
+
+        osid = OTASession.create().id
+        writer.add_many(_rows(200, osid))
+    writer.add_many(_rows(200, sid))
+    writer.close()
+    conn = sqlite3.connect(path)
+    raw_sql = (f"SELECT id, {_COLUMNS} FROM comm_logs WHERE session_id = ? "
+               "ORDER BY timestamp, id")
+
+    def timed(fn):
+        samples = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
+
+    raw = timed(lambda: conn.execute(raw_sql, (sid,)).fetchall())
+    out = []
+    with UnitOfWork(manager) as uow:
+        logs = uow.logs
+        assert len(logs.session_query(sid).tuples()) == 200
+        for label, fn, target in (
+            ("tuples (session_rows)", lambda: logs.session_rows(sid), 1.5),
+            ("dicts (session_rows)", lambda: logs.session_rows(sid, as_dicts=True), 1.5),
+            ("tuples (peewee .tuples())", lambda: list(logs.session_query(sid).tuples()), 1.5),
+            ("models", lambda: logs.find_by_session(sid), 3.0),
+        ):
+            t = timed(fn)
+            out.append({"bench": f"read 200 rows as {label}", "raw_ms": round(raw * 1e3, 3),
+                        "cardlink_ms": round(t * 1e3, 3), "time_ratio": round(t / raw, 2),
+                        "target_max_time_ratio": target, "ok": t / raw <= target})
+    conn.close()
+    manager.close()
+    return out
+
+
+_peak = [0]
+
+
+def _rss_kb() -> int:
+    # Current resident set (VmRSS); ru_maxrss cannot give a baseline after start-up.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _sample_rss(stop) -> None:
+    while not stop.wait(0.05):
+        _peak[0] = max(_peak[0], _rss_kb())
+
+
+def _export_child(path: str, mode: str) -> None:
+    import threading
+
+    stop = threading.Event()
+    threading.Thread(target=_sample_rss, args=(stop,), daemon=True).start()
+    import sqlite3
+
+    base = _rss_kb()
+    out = open(os.devnull, "w")  # noqa: SIM115
+    start = time.perf_counter()
+    if mode == "raw":
+        conn = sqlite3.connect(path)
+        cur = conn.execute("SELECT timestamp, direction, raw_data, decoded_data, status_word, "
+                           "status_message, latency_ms FROM comm_logs ORDER BY id")
+        keys = ("timestamp", "direction", "raw_data", "decoded_data", "status_word",
+                "status_message", "latency_ms")
+        count = 0
+        for row in cur:
+            out.write(json.dumps(dict(zip(keys, row, strict=True))))
+            out.write("\n")
+            count += 1
+    else:
+        from cardlink_lite import DatabaseManager, UnitOfWork
+
+        manager = DatabaseManager(f"sqlite:///{path}").initialize()
+        with UnitOfWork(manager) as uow:
+            count = uow.logs.write_jsonl(out)
+    seconds = time.perf_counter() - start
+    stop.set()
+    peak = max(_peak[0], _rss_kb())
+    print(json.dumps({"count": count, "seconds": seconds, "rss_growth_mb": (peak - base) / 1024}))
+
+
+def bench_export(n: int, workdir: str) -> dict:
+    path = os.path.join(workdir, "export.db")
+    manager, sid = _manager(f"sqlite:///{path}")
+    from cardlink_lite.apdu import ApduLogWriter
+
+    writer = ApduLogWriter(manager, batch_size=50_000, flush_interval=None)
+    for start in range(0, n, 50_000):
+        writer.add_many(_rows(min(50_000, n - start), sid))
+    writer.close()
+    manager.close()
+    got = {}
+    for mode in ("raw", "cardlink"):
+        proc = subprocess.run([sys.executable, __file__, "--export-child", path, mode],
+                              capture_output=True, text=True, check=True)
+        got[mode] = json.loads(proc.stdout)
+    raw, ours = got["raw"], got["cardlink"]
+    return {"bench": "export to JSON lines", "rows": n,
+            "raw_rows_per_s": round(n / raw["seconds"]),
+            "cardlink_rows_per_s": round(n / ours["seconds"]),
+            "throughput_ratio": round(raw["seconds"] / ours["seconds"], 2),
+            "raw_rss_growth_mb": round(raw["rss_growth_mb"], 1),
+            "cardlink_rss_growth_mb": round(ours["rss_growth_mb"], 1),
+            "target": ">= 0.7x and < 50 MB",
+            "ok": raw["seconds"] / ours["seconds"] >= 0.7 and ours["rss_growth_mb"] < 50}
+
+
+def _ratio(name, n, raw, ours, baseline, target) -> dict:
+    ratio = raw / ours  # throughput ratio
+    return {"bench": name, "rows": n, "baseline": baseline,
+            "raw_rows_per_s": round(n / raw), "cardlink_rows_per_s": round(n / ours),
+            "throughput_ratio": round(ratio, 2), "target": f">= {target}x",
+            "ok": ratio >= target}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, help="SQLite rows (servers get a fifth)")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the full size")
+    parser.add_argument("--backends", default="sqlite,postgresql,mysql")
+    parser.add_argument("--export-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.export_child:
+        _export_child(*args.export_child)
+        return
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sqlite_rows = args.rows or (100_000 if args.quick else 1_000_000)
+    server_rows = max(1, sqlite_rows // 5)
+    backends = args.backends.split(",")
+    with tempfile.TemporaryDirectory() as workdir:
+        results = []
+        if "sqlite" in backends:
+            results.append(bench_sqlite(sqlite_rows, workdir))
+        if "postgresql" in backends:
+            results.append(bench_postgresql(server_rows))
+        if "mysql" in backends:
+            results.append(bench_mysql(server_rows))
+        if "sqlite" in backends:
+            results.extend(bench_session_read(workdir))
+            results.append(bench_export(sqlite_rows, workdir))
+    for r in results:
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Overhead of the cardlink pytest plugin on a generated suite of trivial tests.
+
+Runs the same suite with recording disabled and enabled (SQLite, schema already created)
+and prints the per-test overhead and the ratio. Example:
+
+    python scripts/bench_plugin.py --tests 2000 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_MS_PER_TEST = 0.3
+TARGET_RATIO = 1.05
+
+
+def _generate(root: Path, tests: int, per_file: int = 100) -> None:
+    for start in range(0, tests, per_file):
+        count = min(per_file, tests - start)
+        body = "".join(f"def test_{start + i}():\n    assert {start + i} >= 0\n\n"
+                       for i in range(count))
+        (root / f"test_gen_{start // per_file:03d}.py").write_text(body)
+
+
+def _run(root: Path, extra: list[str]) -> float:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+           "--no-header", *extra]
+    env = {k: v for k, v in os.environ.items() if k != "CARDLINK_PYTEST_DB"}
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"pytest failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    if extra and "not recorded" in done.stdout:
+        sys.exit(f"results were not recorded:\n{done.stdout[-2000:]}")
+    return elapsed
+
+
+def _measure_hooks(suite: str, url: str) -> None:
+    """In this process: run the suite and print the seconds spent inside the recorder."""
+    import functools
+
+    import pytest
+
+    from cardlink_lite import pytest_plugin
+
+    spent = [0.0]
+
+    def timed(method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+        return wrapper
+
+    cls = pytest_plugin.CardlinkRecorder
+    for name in ("pytest_runtest_logreport", "pytest_sessionfinish", "close"):
+        setattr(cls, name, timed(getattr(cls, name)))
+    code = pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", suite,
+                        "--cardlink-db", url])
+    print(f"HOOKS {spent[0]:.6f} {int(code)}")
+
+
+def _hook_seconds(suite: Path, url: str) -> float:
+    done = subprocess.run([sys.executable, __file__, "--measure-hooks", str(suite), url],
+                          capture_output=True, text=True)
+    line = [ln for ln in done.stdout.splitlines() if ln.startswith("HOOKS ")]
+    if not line or not line[-1].endswith(" 0"):
+        sys.exit(f"in-process run failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return float(line[-1].split()[1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--measure-hooks", nargs=2, metavar=("SUITE", "URL"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure_hooks:
+        _measure_hooks(*args.measure_hooks)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="cardlink-bench-") as tmp:
+        root = Path(tmp)
+        (root / "suite").mkdir()
+        _generate(root / "suite", args.tests)
+        enabled = ["--cardlink-db", f"sqlite:///{root}/results.db"]
+        _run(root / "suite", enabled)  # warm-up: creates the schema, fills OS caches
+        _run(root / "suite", [])
+        off, on = [], []
+        for _ in range(args.repeat):  # interleaved, so drift hits both alike
+            off.append(_run(root / "suite", []))
+            on.append(_run(root / "suite", enabled))
+        hooks = statistics.median(_hook_seconds(root / "suite", enabled[1])
+                                  for _ in range(args.repeat))
+    t_off, t_on = statistics.median(off), statistics.median(on)
+    per_test_ms = (t_on - t_off) * 1000 / args.tests
+    ratio = t_on / t_off
+    print(f"{args.tests} trivial tests, median of {args.repeat} runs")
+    print(f"  disabled: {t_off:.3f} s   ({t_off * 1000 / args.tests:.3f} ms/test)")
+    print(f"  enabled:  {t_on:.3f} s   ({t_on * 1000 / args.tests:.3f} ms/test)")
+    print(f"  wall-clock overhead: {per_test_ms:.3f} ms/test, ratio enabled/disabled "
+          f"{ratio:.3f} (noisy on a shared machine)")
+    hook_ms = hooks * 1000 / args.tests
+    hook_ratio = (t_off + hooks) / t_off
+    print(f"  time inside the recorder (in-process, reports + batched commits): "
+          f"{hooks * 1000:.1f} ms = {hook_ms:.3f} ms/test (target < {TARGET_MS_PER_TEST})")
+    print(f"  ratio (disabled + recorder time) / disabled: {hook_ratio:.3f} "
+          f"(target < {TARGET_RATIO})")
+    ok = hook_ms < TARGET_MS_PER_TEST and hook_ratio < TARGET_RATIO
+    print("PASS" if ok else "ABOVE TARGET")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The batched APDU writer: validation, ordering, flush policy, failures, threads, WAL."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import peewee
+import pytest
+
+from cardlink_lite import CommLog, DatabaseError, OTASession, ValidationError
+from cardlink_lite.apdu import ApduLogWriter, _statements_for, apdu_logger, normalize_hex
+from cardlink_lite.events import EventType, get_emitter
+
+
+@pytest.fixture
+def session(manager):
+    return OTASession.create(session_type="test")
+
+
+def _trace(session_id):
+    return list(CommLog.select().where(CommLog.session == session_id)
+                .order_by(CommLog.timestamp, CommLog.id))
+
+
+def test_logger_writes_commands_and_responses_in_order(manager, session):
+    with apdu_logger(manager, session.id) as log:
+        log.command("00 a4 04 00 08 a0 00 00 01 51 00 00 00", "SELECT ISD")
+        log.response("6F10 8408 A000000151000000 9000", latency_ms=15.2)
+        log.response("6A82")
+        log.command("00A4...")  # the guide's elided sample
+        assert CommLog.select().count() == 0  # still buffered
+    rows = _trace(session.id)
+    assert [r.raw_data for r in rows] == [
+        "00A4040008A000000151000000", "6F108408A0000001510000009000", "6A82", "00A4..."]
+    assert rows[0].direction.value == "command" and rows[0].status_word is None
+    assert rows[1].status_word == "9000" and rows[1].latency_ms == 15.2
+    assert rows[1].status_message.startswith("Success")
+    assert rows[2].status_word == "6A82"
+    assert rows[2].status_message == "File or application not found"
+    assert rows[0].decoded_data == "SELECT ISD"
+
+
+def test_rows_sharing_a_millisecond_keep_logging_order(manager, session):
+    stamp = "2024-11-29T10:00:00.123+00:00"
+    with apdu_logger(manager, session.id, batch_size=7) as log:
+        for i in range(20):
+            log.add(session.id, "command", f"{i:04X}", timestamp=stamp)
+    assert [r.raw_data for r in _trace(session.id)] == [f"{i:04X}" for i in range(20)]
+    assert {r.timestamp.isoformat() for r in _trace(session.id)} == {
+        "2024-11-29T10:00:00.123000+00:00"}
+
+
+def test_timestamp_is_taken_when_logged_not_when_flushed(manager, session):
+    with apdu_logger(manager, session.id, flush_interval=None) as log:
+        log.command("00B0000000")
+        time.sleep(0.05)
+        before_flush = time.time()
+    (row,) = _trace(session.id)
+    assert row.timestamp.timestamp() < before_flush - 0.04
+    assert row.timestamp.microsecond % 1000 == 0
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"direction": "sideways"}, "direction"),
+    ({"raw_data": "00A4ZZ"}, "raw_data"),
+    ({"raw_data": "00A"}, "raw_data"),
+    ({"raw_data": ""}, "raw_data"),
+    ({"status_word": "90"}, "status_word"),
+    ({"status_word": "90XY"}, "status_word"),
+    ({"latency_ms": -1}, "latency_ms"),
+    ({"latency_ms": "fast"}, "latency_ms"),
+    ({"session_id": "not-a-uuid"}, "session_id"),
+])
+def test_bad_row_is_refused_naming_the_field_and_poisons_nothing(manager, session, kwargs,
+                                                                  field):
+    writer = ApduLogWriter(manager, flush_interval=None)
+    writer.add(session.id, "command", "00A40400")
+    row = {"session_id": session.id, "direction": "response", "raw_data": "9000", **kwargs}
+    with pytest.raises(ValidationError, match=field) as info:
+        writer.add(**row)
+    assert field in info.value.problems
+    writer.add(session.id, "response", "9000")
+    assert writer.flush() == 2
+    assert [r.raw_data for r in _trace(session.id)] == ["00A40400", "9000"]
+
+
+def test_add_many_is_all_or_nothing_before_any_write(manager, session):
+    writer = ApduLogWriter(manager, batch_size=2, flush_interval=None)
+    rows = [(session.id, "command", "00A4"), (session.id, "response", "9000"),
+            (session.id, "response", "nothex")]
+    with pytest.raises(ValidationError, match="row 2.*raw_data"):
+        writer.add_many(rows)
+    assert writer.pending == 0 and CommLog.select().count() == 0
+    assert writer.add_many(rows[:2] + [{"session_id": session.id, "direction": "command",
+                                         "raw_data": "80CA"}]) == 3
+    writer.close()
+    assert CommLog.select().count() == 3
+
+
+def test_normalize_hex():
+    assert normalize_hex("00 a4\t04 00") == "00A40400"
+    assert normalize_hex(b"\x90\x00") == "9000"
+    assert normalize_hex("3B9F9...") == "3B9F9..."  # an elided sample may stop mid-byte
+    with pytest.raises(ValidationError):
+        normalize_hex("...")
+
+
+def test_flush_when_batch_is_full(manager, session):
+    writer = ApduLogWriter(manager, session_id=session.id, batch_size=5, flush_interval=None)
+    for _ in range(4):
+        writer.command("00B0")
+    assert CommLog.select().count() == 0
+    writer.command("00B0")
+    assert CommLog.select().count() == 5 and writer.pending == 0
+    writer.close()
+
+
+def test_background_flush_after_interval(manager, session):
+    writer = ApduLogWriter(manager, session_id=session.id, flush_interval=0.1)
+    writer.command("00B0")
+    deadline = time.monotonic() + 5
+    while writer.pending and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert writer.pending == 0
+    manager.database.close()  # see the other connection's commit on every backend
+    assert CommLog.select().count() == 1
+    writer.close()
+
+
+def test_statement_is_built_once_per_size_and_chunks_follow_the_limit(manager, session):
+    plan = _statements_for(manager.database)
+    if manager.backend == "sqlite":
+        import sqlite3
+
+        limit = manager.database.connection().getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        assert plan.rows_per_statement == min(1000, max(999, limit) // 8)
+    writer = ApduLogWriter(manager, session_id=session.id, batch_size=10_000,
+                           flush_interval=None)
+    for i in range(plan.rows_per_statement + 37):
+        writer.command(f"{i:08X}")
+    writer.flush()
+    # A full chunk, then 37 = 32 + 4 + 1 from cached power-of-two statements.
+    sizes = sorted(k for k in plan.sql)
+    assert plan.rows_per_statement in sizes or manager.backend == "postgresql"
+    if manager.backend != "postgresql":  # PostgreSQL used COPY for this many rows
+        assert {32, 4, 1} <= set(sizes)
+    first = plan.sql.get(32)
+    writer.add_many([(session.id, "command", "00")] * 32)
+    writer.flush()
+    assert plan.sql[32] is first  # reused, not rebuilt
+    assert len(_trace(session.id)) == plan.rows_per_statement + 37 + 32
+
+
+def test_failed_flush_raises_and_keeps_rows_for_retry(manager, session):
+    writer = ApduLogWriter(manager, session_id=session.id, flush_interval=None)
+    writer.command("00A4")
+    writer.response("9000")
+    database = manager.database
+    database.execute_sql("ALTER TABLE comm_logs RENAME TO comm_logs_away")
+    try:
+        with pytest.raises(DatabaseError):
+            writer.flush()
+        assert writer.pending == 2
+        writer.command("00B0")  # logged while the table is gone: kept after the others
+    finally:
+        database.execute_sql("ALTER TABLE comm_logs_away RENAME TO comm_logs")
+    assert writer.flush() == 3
+    assert [r.raw_data for r in _trace(session.id)] == ["00A4", "9000", "00B0"]
+
+
+def test_unknown_session_is_named_and_rows_kept(manager, session):
+    ghost = "123e4567-e89b-12d3-a456-426614174000"
+    writer = ApduLogWriter(manager, flush_interval=None)
+    writer.add(ghost, "command", "00A4")
+    with pytest.raises(DatabaseError, match=ghost):
+        writer.flush()
+    assert writer.pending == 1
+    assert writer.discard() == 1
+
+
+def test_one_event_per_flush_with_the_count(manager, session):
+    seen = []
+    handler = get_emitter().on(EventType.LOG_CREATED, seen.append)
+    try:
+        with apdu_logger(manager, session.id, batch_size=3) as log:
+            for _ in range(7):
+                log.command("00B0")
+    finally:
+        get_emitter().off(EventType.LOG_CREATED, handler)
+    assert [e.data["count"] for e in seen] == [3, 3, 1]
+    assert seen[0].entity_id == session.id
+
+
+def test_threads_share_one_writer(manager, session):
+    writer = ApduLogWriter(manager, session_id=session.id, batch_size=50, flush_interval=0.05)
+
+    def work(n):
+        for i in range(200):
+            writer.command(f"{n:02X}{i:04X}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    rows = _trace(session.id)
+    assert len(rows) == 800
+    for n in range(4):  # each thread's rows in its own logging order
+        mine = [r.raw_data for r in rows if r.raw_data.startswith(f"{n:02X}")]
+        assert mine == [f"{n:02X}{i:04X}" for i in range(200)]
+
+
+def test_context_exit_after_an_error_still_writes_the_log(manager, session):
+    with pytest.raises(RuntimeError), apdu_logger(manager, session.id) as log:
+        log.command("00A4")
+        raise RuntimeError("card removed")
+    assert len(_trace(session.id)) == 1
+    with pytest.raises(DatabaseError, match="closed"):
+        log.command("00A4")
+
+
+def test_large_flush_leaves_no_big_wal(sqlite_manager):
+    session = OTASession.create()
+    writer = ApduLogWriter(sqlite_manager, session_id=session.id, batch_size=100_000,
+                           flush_interval=None)
+    for i in range(25_000):
+        writer.command("00D6000080" + "AB" * 128, f"UPDATE BINARY #{i}")
+    writer.close()
+    wal = sqlite_manager.database.database + "-wal"
+    assert CommLog.select().count() == 25_000
+    assert not os.path.exists(wal) or os.path.getsize(wal) < 1_000_000
+
+
+def test_atexit_flushes_a_writer_left_open(tmp_path):
+    url = f"sqlite:///{tmp_path}/exit.db"
+    script = textwrap.dedent(f"""
+        from cardlink_lite import DatabaseManager, OTASession
+        from cardlink_lite.apdu import ApduLogWriter
+        m = DatabaseManager({url!r}); m.initialize(check_schema=False); m.create_tables()
+        s = OTASession.create()
+        w = ApduLogWriter(m, session_id=s.id, flush_interval=None)
+        for i in range(10):
+            w.command("00B0")
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    db = peewee.SqliteDatabase(f"{tmp_path}/exit.db")
+    assert db.execute_sql("SELECT COUNT(*) FROM comm_logs").fetchone()[0] == 10

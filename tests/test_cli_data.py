@@ -1,0 +1,262 @@
+"""export, import, purge, stats, backup and check through the real CLI, on every backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from cardlink_lite.cli import cli
+from cardlink_lite.crypto import generate_key
+from cardlink_lite.fields import utc_now
+from cardlink_lite.models import CommLog, OTASession, TestResult
+from tests.transfer_helpers import PSK, checksums, extra_manager, populate, without_timestamp
+
+
+@pytest.fixture
+def run(db_url):
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(cli, ["--database", db_url, *args], input=input)
+
+    return invoke
+
+
+@pytest.fixture
+def bench(manager):
+    populate(manager)
+    return manager
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_export_to_stdout_is_pipeable(bench, run):
+    result = run("export")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert len(doc["comm_logs"]) == 6 and len(doc["test_results"]) == 1
+    assert "Exported 13 rows" in result.stderr
+    only = run("export", "--tables", "devices,cards", "--format", "yaml")
+    assert list(yaml.safe_load(only.stdout))[2:] == ["devices", "card_profiles"]
+
+
+def test_export_to_file_is_0600_and_format_follows_extension(bench, run, tmp_path):
+    target = tmp_path / "backup.yaml"
+    result = run("export", "-o", str(target))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert _mode(target) == 0o600
+    assert yaml.safe_load(target.read_text())["format_version"] == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".backup")] == []
+
+
+def test_failed_export_leaves_no_file(manager, run, tmp_path, monkeypatch):
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", generate_key())
+    populate(manager, psk=True)
+    monkeypatch.delenv("CARDLINK_ENCRYPTION_KEY")
+    target = tmp_path / "keys.json"
+    target.write_text("previous backup")
+    result = run("export", "--include-keys", "-o", str(target))
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: CARDLINK_ENCRYPTION_KEY")
+    assert "Traceback" not in result.output
+    assert target.read_text() == "previous backup"
+    assert sorted(p.name for p in tmp_path.iterdir() if "keys.json" in p.name) == ["keys.json"]
+
+
+def test_include_keys_warns(manager, run, tmp_path, monkeypatch):
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", generate_key())
+    populate(manager, psk=True)
+    result = run("export", "--include-keys", "--tables", "cards")
+    assert result.exit_code == 0, result.output
+    assert "holds decrypted PSK keys" in result.stderr
+    assert json.loads(result.stdout)["card_profiles"][0]["psk_key"] == PSK.hex()
+
+
+def test_export_unknown_table_is_a_usage_error(bench, run):
+    result = run("export", "--tables", "devices,phones")
+    assert result.exit_code == 2
+    assert "unknown table 'phones'" in result.stderr
+
+
+def test_import_dry_run_then_import_then_skip(bench, run, backend, tmp_path):
+    exported = tmp_path / "dump.json"
+    assert run("export", "-o", str(exported)).exit_code == 0
+    with extra_manager(backend, tmp_path) as target:
+        runner = CliRunner()
+        url = target.config.url
+
+        def imp(*args):
+            return runner.invoke(cli, ["--database", url, "import", *args])
+
+        dry = imp("--dry-run", str(exported))
+        assert dry.exit_code == 0, dry.output
+        assert "Would import" in dry.stderr and "13 created" in dry.stderr
+        assert "Dry run: nothing was changed." in dry.stderr
+        target.bind()
+        assert sum(target.table_counts().values()) == 0
+        done = imp("--json", str(exported))
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["tables"]["comm_logs"]["created"] == 6
+        before = checksums(target)
+        again = imp("--conflict", "skip", str(exported))
+        assert "0 created, 0 updated, 13 skipped" in again.stderr
+        assert checksums(target) == before
+        merged = imp("--conflict", "merge", "--format", "json", str(exported))
+        assert "13 updated" in merged.stderr, merged.output
+        over = imp("--conflict", "overwrite", str(exported))
+        assert over.exit_code == 0
+        again = runner.invoke(cli, ["--database", url, "export"])
+        assert without_timestamp(again.stdout) == without_timestamp(exported.read_text())
+
+
+def test_import_yaml_by_extension_and_content(bench, run, tmp_path):
+    text = run("export", "--format", "yaml").stdout
+    for name in ("dump.yml", "dump.txt"):
+        path = tmp_path / name
+        path.write_text(text)
+        result = run("import", str(path))
+        assert result.exit_code == 0, result.output
+        assert "13 skipped" in result.stderr
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("", "the import document is empty"),
+    ('{"devices": [}', "not valid JSON"),
+    ("[1, 2, 3]", "must be a mapping"),
+    ('{"ota_sessions": [{"status": "exploded"}]}', "ota_sessions[0].status: must be one of"),
+])
+def test_broken_import_file_exits_1_and_changes_nothing(bench, run, tmp_path, content,
+                                                        expected):
+    path = tmp_path / "broken.json"
+    path.write_text(content)
+    before = checksums(bench)
+    result = run("import", str(path))
+    assert result.exit_code == 1
+    assert expected in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: ")
+    assert "Traceback" not in result.output
+    assert checksums(bench) == before
+
+
+def _age(manager, days=100):
+    """Everything recent, except logs 1-4, the test result and the failed session."""
+    manager.bind()
+    now, old = utc_now(), utc_now() - timedelta(days=days)
+    CommLog.update(timestamp=now).execute()
+    OTASession.update(created_at=now).execute()
+    CommLog.update(timestamp=old).where(CommLog.id <= 4).execute()
+    TestResult.update(created_at=old).execute()
+    OTASession.update(created_at=old).where(OTASession.status == "failed").execute()
+
+
+def test_purge_prompts_and_honours_dry_run_and_yes(bench, run):
+    _age(bench)
+    dry = run("purge", "--older-than", "30", "--tables", "logs,sessions,tests", "--dry-run")
+    assert dry.exit_code == 0
+    assert "logs: 4" in dry.stdout and "sessions: 1" in dry.stdout and "tests: 1" in dry.stdout
+    bench.bind()  # the CLI closed its own manager, which unbinds the models
+    assert CommLog.select().count() == 6
+    refused = run("purge", "--older-than", "30", "--tables", "logs", input="n\n")
+    assert refused.exit_code == 1
+    assert "logs: 4" in refused.stderr and "Delete these rows?" in refused.stderr
+    bench.bind()
+    assert CommLog.select().count() == 6
+    accepted = run("purge", "--older-than", "30", "--tables", "logs", input="y\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert "Deleted 4 rows (logs 4)" in accepted.stdout
+    bench.bind()
+    assert CommLog.select().count() == 2
+    done = run("purge", "--older-than", "30", "--tables", "sessions,tests", "--yes", "--json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["deleted"] == {"tests": 1, "sessions": 1}
+    assert ("space" in report) == bench.config.is_sqlite
+    nothing = run("purge", "--older-than", "30", "--tables", "logs", "--vacuum")
+    assert "Nothing to purge." in nothing.stdout
+    bad = run("purge", "--older-than", "30", "--tables", "devices")
+    assert bad.exit_code == 2 and "cannot purge table 'devices'" in bad.stderr
+
+
+def test_stats(bench, run):
+    _age(bench)
+    result = run("stats", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["tables"] == {"devices": 2, "cards": 1, "sessions": 2, "logs": 6, "tests": 1,
+                              "settings": 1}
+    assert info["recent_activity"] == {"sessions_last_24h": 1, "tests_last_24h": 0}
+    assert info["session_success_rate"] == 50.0
+    assert info["database_size_mb"] > 0
+    text = run("stats")
+    assert "logs: 6" in text.stdout and "Session success rate: 50.0%" in text.stdout
+
+
+def test_backup(bench, run, tmp_path):
+    target = tmp_path / "copy.db"
+    result = run("backup", str(target))
+    if not bench.config.is_sqlite:
+        assert result.exit_code == 1
+        tool = "pg_dump" if bench.backend == "postgresql" else "mariadb-dump"
+        assert tool in result.stderr and "Traceback" not in result.output
+        return
+    assert result.exit_code == 0, result.output
+    assert _mode(target) == 0o600
+    copy = sqlite3.connect(target)
+    assert copy.execute("SELECT COUNT(*) FROM comm_logs").fetchone() == (6,)
+    assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    copy.close()
+    again = run("backup", str(target))
+    assert again.exit_code == 1 and "already exists" in again.stderr
+    os.chmod(target, 0o644)
+    forced = run("backup", "--force", "--json", str(target))
+    assert json.loads(forced.stdout)["bytes"] > 0 and _mode(target) == 0o600
+
+
+def test_check_passes_then_finds_a_missing_index(bench, run):
+    ok = run("check")
+    assert ok.exit_code == 0, ok.output
+    assert "passed every check" in ok.stdout
+    bench.bind()
+    if bench.backend == "mysql":
+        bench.database.execute_sql("DROP INDEX idx_log_direction ON comm_logs")
+    else:
+        bench.database.execute_sql("DROP INDEX idx_log_direction")
+    bad = run("check", "--json")
+    assert bad.exit_code == 1
+    report = json.loads(bad.stdout)
+    assert report["checks"]["missing_indexes"] == ["idx_log_direction"]
+    assert any("idx_log_direction" in p for p in report["problems"])
+
+
+def test_real_subprocess_export_import(bench, db_url, backend, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLINK")}
+    dump = tmp_path / "sub.json"
+    exported = subprocess.run(
+        [sys.executable, "-m", "cardlink_lite", "--database", db_url, "export", "-o",
+         str(dump)], capture_output=True, text=True, env=env, timeout=120)
+    assert exported.returncode == 0, exported.stderr
+    assert _mode(dump) == 0o600
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("devices: !!python/object/apply:os.system ['touch pwned']\n")
+    failed = subprocess.run(
+        [sys.executable, "-m", "cardlink_lite", "--database", db_url, "import", str(broken)],
+        capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("Error: not valid YAML")
+    assert not (tmp_path / "pwned").exists()
+    imported = subprocess.run(
+        [sys.executable, "-m", "cardlink_lite", "--database", db_url, "import", str(dump)],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert imported.returncode == 0 and "13 skipped" in imported.stderr

@@ -1,0 +1,363 @@
+"""TestRepository on every backend: results, summaries, comparisons, run lists, JUnit XML."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from cardlink_lite import (
+    CardProfile,
+    Device,
+    DeviceType,
+    TestResult,
+    TestStatus,
+    UnitOfWork,
+    ValidationError,
+    get_emitter,
+)
+from cardlink_lite.events import EventType
+from cardlink_lite.junit import build_junit_xml, xml_safe
+
+XSD = Path("/work/shared/testdata/junit-10.xsd")
+if not XSD.exists():  # the repository's copy, when the shared tree is not mounted
+    XSD = Path(__file__).parent / "data" / "junit-10.xsd"
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+NASTY = "assert '<a & b>' == \"c\"\x00\x07\x1b\x0b\ufffe tab\tcr\r nl\n é ✓ 💳 ]]>"
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return etree.XMLSchema(etree.parse(str(XSD)))
+
+
+@pytest.fixture
+def events():
+    seen = []
+    handler = get_emitter().on("*", seen.append)
+    yield seen
+    get_emitter().off("*", handler)
+
+
+@contextlib.contextmanager
+def count_queries(manager):
+    statements: list[str] = []
+
+    def hook(event):
+        statements.append(event.sql)
+
+    manager.database.query_hooks.append(hook)
+    try:
+        yield statements
+    finally:
+        manager.database.query_hooks.remove(hook)
+
+
+def _record(repo, run_id, name, status, minute=0, suite="suite_a", **kw):
+    kw.setdefault("duration_ms", 1000)
+    return repo.create_result(run_id, suite, name, status,
+                              started_at=T0 + timedelta(minutes=minute), **kw)
+
+
+def _parse(xml: str, schema) -> etree._Element:
+    root = etree.fromstring(xml.encode("utf-8"))
+    assert schema.validate(root), schema.error_log
+    return root
+
+
+# -- creating ---------------------------------------------------------------------
+def test_create_result_fills_in_timing_and_emits_after_commit(manager, events):
+    with UnitOfWork(manager) as uow:
+        repo = uow.tests
+        both = repo.create_result("r1", "s", "both", TestStatus.PASSED, started_at=T0,
+                                  ended_at=T0 + timedelta(seconds=2.5))
+        start_dur = repo.create_result("r1", "s", "start_dur", "PASSED", started_at=T0,
+                                       duration_ms=750)
+        only_dur = repo.create_result("r1", "s", "only_dur", "failed", duration_ms=120.4)
+        aware = repo.create_result(
+            "r1", "s", "aware", "skipped",
+            started_at=datetime(2025, 3, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+            ended_at=datetime(2025, 3, 1, 12, 0, 1))  # naive: UTC
+        assert events == []
+    assert both.duration_ms == 2500
+    assert start_dur.ended_at == T0 + timedelta(milliseconds=750)
+    assert only_dur.duration_ms == 120
+    assert only_dur.ended_at - only_dur.started_at == timedelta(milliseconds=120)
+    assert (aware.started_at, aware.duration_ms) == (T0, 1000)
+    stored = TestResult.get_by_id(start_dur.id)
+    assert stored.status is TestStatus.PASSED and stored.ended_at == start_dur.ended_at
+    assert [e.event_type for e in events] == [EventType.TEST_RESULT_CREATED] * 4
+    assert events[0].entity_type == "test_result"
+    assert events[0].data == {"run_id": "r1", "suite_name": "s", "test_name": "both",
+                              "status": "passed"}
+
+
+def test_create_result_refuses_bad_input(manager, events):
+    with UnitOfWork(manager) as uow:
+        repo = uow.tests
+        with pytest.raises(ValidationError, match="status must be one of"):
+            repo.create_result("r", "s", "t", "exploded")
+        with pytest.raises(ValidationError, match="before started_at"):
+            repo.create_result("r", "s", "t", "passed", started_at=T0,
+                               ended_at=T0 - timedelta(seconds=1))
+        with pytest.raises(ValidationError, match="duration_ms"):
+            repo.create_result("r", "s", "t", "passed", duration_ms=-5)
+        with pytest.raises(ValidationError, match="test_name must be a non-empty"):
+            repo.create_result("r", "s", "", "passed")
+        with pytest.raises(ValidationError, match="suite_name must be a non-empty"):
+            repo.create_result("r", "s\x00", "t", "passed")
+        with pytest.raises(ValidationError, match="test_name is 513 characters"):
+            repo.create_result("r", "s", "x" * 513, "passed")
+        assert repo.count() == 0
+    assert events == []
+
+
+def test_guide_test_repository_sample_runs(manager, schema):
+    with UnitOfWork(manager) as uow:
+        uow.devices.create(Device(id="RF8M33XXXXX", device_type=DeviceType.PHONE))
+        uow.cards.create(CardProfile(iccid="8901..."))
+    printed = []
+    print_ = printed.append
+    # The guide's sample, verbatim but for print -> print_.
+    with UnitOfWork(manager) as uow:
+        result = uow.tests.create_result(
+            run_id="test_run_001",
+            suite_name="integration",
+            test_name="test_ota_session",
+            device_id="RF8M33XXXXX",
+            card_iccid="8901...",
+            status=TestStatus.PASSED,
+            started_at=datetime.now(),
+            ended_at=datetime.now(),
+            duration_ms=1500,
+            assertions={"connected": True},
+            metadata={"env": "staging"}
+        )
+        run_results = uow.tests.find_by_run("test_run_001")
+        suite_results = uow.tests.find_by_suite("integration", limit=50)
+        failures = uow.tests.find_failures("test_run_001")
+        summary = uow.tests.get_run_summary("test_run_001")
+        print_(f"Passed: {summary['passed']}")
+        print_(f"Failed: {summary['failed']}")
+        print_(f"Success rate: {summary['success_rate']:.1f}%")
+        comparison = uow.tests.compare_runs("run_001", "run_002")
+        print_(f"New failures: {len(comparison['new_failures'])}")
+        print_(f"Fixed tests: {len(comparison['fixed'])}")
+        junit_xml = uow.tests.export_junit_xml("test_run_001")
+        with open("results.xml", "w") as f:
+            f.write(junit_xml)
+        uow.commit()
+    assert [r.id for r in run_results] == [result.id] == [r.id for r in suite_results]
+    assert failures == []
+    assert printed == ["Passed: 1", "Failed: 0", "Success rate: 100.0%", "New failures: 0",
+                       "Fixed tests: 0"]
+    assert TestResult.get_by_id(result.id).assertions == {"connected": True}
+    root = _parse(Path("results.xml").read_text(), schema)
+    assert root.find("testsuite/testcase").get("time") == "1.500"
+
+
+# -- queries ------------------------------------------------------------------------
+def test_find_queries(manager):
+    with UnitOfWork(manager) as uow:
+        repo = uow.tests
+        assert repo.find_by_run("r1") == [] and repo.find_failures() == []
+        c = _record(repo, "r1", "c", "passed", minute=2)
+        a = _record(repo, "r1", "a", "failed", minute=0)
+        b = _record(repo, "r1", "b", "error", minute=1)
+        d = _record(repo, "r1", "d", "skipped", minute=3, suite="suite_b")
+        e = _record(repo, "r2", "a", "failed", minute=10)
+
+        assert [r.id for r in repo.find_by_run("r1")] == [a.id, b.id, c.id, d.id]
+        assert [r.id for r in repo.find_by_suite("suite_a")] == [e.id, c.id, b.id, a.id]
+        assert [r.id for r in repo.find_by_suite("suite_a", limit=2)] == [e.id, c.id]
+        assert [r.id for r in repo.find_by_status("FAILED")] == [a.id, e.id]
+        assert [r.id for r in repo.find_by_status(TestStatus.FAILED, run_id="r2")] == [e.id]
+        # Failures are failed and error results.
+        assert [r.id for r in repo.find_failures("r1")] == [a.id, b.id]
+        assert [r.id for r in repo.find_failures()] == [a.id, b.id, e.id]
+        assert repo.find_failures("nope") == []
+
+
+# -- summaries ---------------------------------------------------------------------
+def test_run_summary_is_one_query_with_percent_rates(manager):
+    with UnitOfWork(manager) as uow:
+        repo = uow.tests
+        for i, status in enumerate(["passed"] * 5 + ["failed", "failed", "error", "skipped"]):
+            _record(repo, "r1", f"t{i}", status, minute=i, duration_ms=100 * (i + 1))
+        _record(repo, "other", "t0", "failed", minute=99)
+        with count_queries(manager) as statements:
+            summary = repo.get_run_summary("r1")
+    assert len(statements) == 1 and "GROUP BY" in statements[0].upper()
+    assert {k: summary[k] for k in ("passed", "failed", "skipped", "error", "total")} == {
+        "passed": 5, "failed": 2, "skipped": 1, "error": 1, "total": 9}
+    assert summary["duration_ms"] == 100 * sum(range(1, 10))
+    assert summary["started_at"] == T0
+    assert summary["ended_at"] == T0 + timedelta(minutes=8, milliseconds=900)
+    assert summary["success_rate"] == summary["pass_rate"] == pytest.approx(500 / 9)
+    assert summary["run_id"] == "r1"
+
+
+def test_run_summary_of_unknown_run_is_zeros(manager):
+    with UnitOfWork(manager) as uow:
+        summary = uow.tests.get_run_summary("never-ran")
+    assert summary == {"run_id": "never-ran", "passed": 0, "failed": 0, "skipped": 0,
+                       "error": 0, "total": 0, "duration_ms": 0, "started_at": None,
+                       "ended_at": None, "success_rate": 0.0, "pass_rate": 0.0}
+    assert f"{summary['success_rate']:.1f}%" == "0.0%"
+
+
+def test_compare_runs_categories_in_one_query(manager):
+    before = {"stays_green": "passed", "breaks": "passed", "errors_now": "passed",
+              "gets_fixed": "failed", "error_fixed": "error", "skip_to_fail": "skipped",
+              "still_red": "failed", "dropped": "passed", "flaky_rerun": "failed"}
+    after = {"stays_green": "passed", "breaks": "failed", "errors_now": "error",
+             "gets_fixed": "passed", "error_fixed": "passed", "skip_to_fail": "failed",
+             "still_red": "failed", "brand_new": "failed", "flaky_rerun": "failed"}
+    with UnitOfWork(manager) as uow:
+        repo = uow.tests
+        for i, (name, status) in enumerate(before.items()):
+            _record(repo, "run_1", name, status, minute=i)
+        for i, (name, status) in enumerate(after.items()):
+            _record(repo, "run_2", name, status, minute=100 + i)
+        # A rerun later in run_2 passes: the last result of a name counts.
+        _record(repo, "run_2", "flaky_rerun", "passed", minute=200)
+        with count_queries(manager) as statements:
+            diff = repo.compare_runs("run_1", "run_2")
+        same = repo.compare_runs("run_1", "run_1")
+        none = repo.compare_runs("x", "y")
+    assert len(statements) == 1
+    assert diff["regressions"] == diff["new_failures"] == ["breaks", "errors_now"]
+    assert diff["improvements"] == diff["fixed"] == ["error_fixed", "flaky_rerun",
+                                                     "gets_fixed"]
+    assert diff["new_tests"] == ["brand_new"]
+    assert diff["removed_tests"] == ["dropped"]
+    diff["new_failures"].append("x")
+    assert diff["regressions"] == ["breaks", "errors_now"]  # separate lists
+    for result in (same, none):
+        assert all(result[k] == [] for k in ("regressions", "new_failures", "improvements",
+                                             "fixed", "new_tests", "removed_tests"))
+
+
+def test_list_runs_newest_first_in_one_query(manager):
+    with UnitOfWork(manager) as uow:
+        repo = uow.tests
+        assert repo.list_runs() == []
+        for day, statuses in enumerate([["passed", "failed"], ["passed", "passed", "skipped"],
+                                        ["error"]]):
+            for i, status in enumerate(statuses):
+                _record(repo, f"run_{day}", f"t{i}", status, minute=day * 1440 + i,
+                        duration_ms=10)
+        _record(repo, "run_1", "other_suite_test", "failed", minute=1440 + 30,
+                suite="suite_b")
+        with count_queries(manager) as statements:
+            runs = repo.list_runs()
+        suite_runs = repo.list_runs(suite_name="suite_b")
+        latest = repo.list_runs(limit=1)
+    assert len(statements) == 1
+    assert [r["run_id"] for r in runs] == ["run_2", "run_1", "run_0"]
+    run1 = runs[1]
+    assert {k: run1[k] for k in ("passed", "failed", "skipped", "error", "total")} == {
+        "passed": 2, "failed": 1, "skipped": 1, "error": 0, "total": 4}
+    assert run1["suite_name"] == "suite_a" and run1["suites"] == 2
+    assert run1["started_at"] == T0 + timedelta(days=1)
+    assert run1["ended_at"] == T0 + timedelta(days=1, minutes=30, seconds=1)
+    assert run1["duration_ms"] == 3 * 10 + 1000
+    assert run1["success_rate"] == run1["pass_rate"] == 50.0
+    assert [(r["run_id"], r["total"], r["failed"]) for r in suite_runs] == [("run_1", 1, 1)]
+    assert [r["run_id"] for r in latest] == ["run_2"]
+
+
+def test_flaky_tests_within_the_window(manager):
+    history = [  # oldest run first
+        {"steady": "passed", "old_flip": "failed", "recent_flip": "passed", "erratic": "error"},
+        {"steady": "passed", "old_flip": "passed", "recent_flip": "passed", "erratic": "passed"},
+        {"steady": "passed", "old_flip": "passed", "recent_flip": "passed", "erratic": "error"},
+        {"steady": "passed", "old_flip": "passed", "recent_flip": "failed", "erratic": "passed",
+         "skips": "skipped"},
+        {"steady": "passed", "old_flip": "passed", "recent_flip": "passed", "skips": "failed"},
+    ]
+    with UnitOfWork(manager) as uow:
+        repo = uow.tests
+        assert repo.flaky_tests("suite_a") == []
+        for n, run in enumerate(history):
+            for i, (name, status) in enumerate(run.items()):
+                _record(repo, f"run_{n}", name, status, minute=n * 100 + i)
+        _record(repo, "run_4", "rerun_in_one_run", "failed", minute=450)
+        _record(repo, "run_4", "rerun_in_one_run", "passed", minute=451)
+        _record(repo, "other_suite_run", "steady", "failed", minute=999, suite="suite_b")
+        with count_queries(manager) as statements:
+            last_five = repo.flaky_tests("suite_a", window=5)
+        last_three = repo.flaky_tests("suite_a", window=3)
+        with pytest.raises(ValidationError, match="window"):
+            repo.flaky_tests("suite_a", window=0)
+    assert len(statements) == 2
+    assert last_five == ["erratic", "old_flip", "recent_flip", "rerun_in_one_run"]
+    assert last_three == ["erratic", "recent_flip", "rerun_in_one_run"]
+
+
+# -- JUnit XML ------------------------------------------------------------------------
+def test_junit_export_validates_and_carries_messages(manager, schema):
+    with UnitOfWork(manager) as uow:
+        repo = uow.tests
+        _record(repo, "r1", "test_ok", "passed", minute=0, duration_ms=1234)
+        _record(repo, "r1", "test_<bad> & \"quoted\"", "failed", minute=1, duration_ms=5,
+                error_message=NASTY)
+        _record(repo, "r1", "test_crash", "error", minute=2, duration_ms=0,
+                error_message="RuntimeError: card removed\nTraceback line")
+        _record(repo, "r1", "test_skip", "skipped", minute=3, error_message="no eUICC")
+        _record(repo, "r1", "test_💳", "failed", minute=4, suite="suite <b>",
+                duration_ms=61_000)
+        xml = repo.export_junit_xml("r1")
+        empty = repo.export_junit_xml("no-such-run")
+
+    assert xml.isascii()  # non-ASCII goes as character references: any file encoding works
+    root = _parse(xml, schema)
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("5", "2", "1")
+    assert root.get("time") == "63.239"
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["suite_a", "suite <b>"]
+    first = suites[0]
+    assert {k: first.get(k) for k in ("tests", "failures", "errors", "skipped", "time")} == {
+        "tests": "4", "failures": "1", "errors": "1", "skipped": "1", "time": "2.239"}
+    assert first.get("timestamp").startswith("2025-03-01T12:00:00")
+    cases = {c.get("name"): c for c in first.iter("testcase")}
+    assert cases["test_ok"].get("time") == "1.234" and len(cases["test_ok"]) == 0
+    failure = cases["test_<bad> & \"quoted\""].find("failure")
+    assert failure.get("message").startswith("assert '<a & b>' == \"c\"\\x00\\x07\\x1b\\x0b")
+    assert "é ✓ 💳 ]]>" in failure.text and "\\ufffe" in failure.text
+    error = cases["test_crash"].find("error")
+    assert error.get("message") == "RuntimeError: card removed"
+    assert error.text == "RuntimeError: card removed\nTraceback line"
+    assert cases["test_skip"].find("skipped").get("message") == "no eUICC"
+    assert suites[1].find("testcase").get("name") == "test_💳"
+    assert suites[1].find("testcase").get("time") == "61.000"
+
+    empty_root = _parse(empty, schema)
+    assert empty_root.get("tests") == "0" and len(empty_root) == 0
+
+
+_any_text = st.text(st.characters(codec="utf-8"), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(names=st.lists(st.tuples(_any_text, _any_text, _any_text), min_size=1, max_size=4),
+       statuses=st.lists(st.sampled_from(list(TestStatus)), min_size=4, max_size=4),
+       durations=st.lists(st.none() | st.integers(0, 10**9), min_size=4, max_size=4))
+def test_junit_builder_is_valid_for_any_text(schema, names, statuses, durations):
+    rows = [SimpleNamespace(suite_name=suite, test_name=test, error_message=message,
+                            status=statuses[i], duration_ms=durations[i], started_at=T0)
+            for i, (suite, test, message) in enumerate(names)]
+    root = _parse(build_junit_xml("run", rows), schema)
+    assert sum(int(s.get("tests")) for s in root) == len(rows)
+
+
+def test_xml_safe_keeps_legal_text():
+    assert xml_safe(None) == ""
+    assert xml_safe("tab\tnl\ncr\r é 💳") == "tab\tnl\ncr\r é 💳"
+    assert xml_safe("a\x00b\x1fc\ud800") == "a\\x00b\\x1fc\\ud800"

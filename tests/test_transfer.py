@@ -1,0 +1,298 @@
+"""DataExporter / DataImporter on every backend: content, conflict modes, all-or-nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import tracemalloc
+
+import pytest
+import yaml
+
+from cardlink_lite import (
+    CardProfile,
+    CommLog,
+    ConflictMode,
+    DataExporter,
+    DataImporter,
+    Device,
+    EncryptionError,
+    ExportFormat,
+    ImportResult,
+    OTASession,
+    UnitOfWork,
+    ValidationError,
+)
+from cardlink_lite.crypto import decrypt_psk, generate_key
+from tests.transfer_helpers import (
+    PSK,
+    SESSION_A,
+    TEST_ID,
+    checksums,
+    extra_manager,
+    populate,
+    without_timestamp,
+)
+
+TABLES = ["devices", "card_profiles", "ota_sessions", "comm_logs", "test_results", "settings"]
+
+
+@pytest.fixture
+def store(manager):
+    populate(manager)
+    return manager
+
+
+@pytest.fixture
+def target(backend, tmp_path):
+    """A second, empty database on the same backend."""
+    with extra_manager(backend, tmp_path, schema=False) as manager:
+        yield manager
+
+
+def _doc(manager, **kwargs) -> dict:
+    return json.loads(DataExporter(manager).export_all(**kwargs))
+
+
+def test_export_has_all_six_tables_in_portable_form(store):
+    doc = _doc(store)
+    assert list(doc) == ["format_version", "exported_at", *TABLES]
+    assert doc["format_version"] == 1
+    assert doc["exported_at"].endswith("Z") and len(doc["exported_at"]) == 24
+    assert [len(doc[t]) for t in TABLES] == [2, 1, 2, 6, 1, 1]
+    device = doc["devices"][0]
+    assert device["id"] == "RF8M33XXXXX"
+    assert device["device_type"] == "phone"
+    assert device["last_seen"] == "2024-11-29T10:00:00.123Z"
+    assert device["connection_settings"] == {"adb": {"serial": "RF8M"}, "ports": [1, 2]}
+    assert device["is_active"] is True
+    session = next(s for s in doc["ota_sessions"] if s["id"] == SESSION_A)
+    assert session["status"] == "completed"
+    assert session["device_id"] == "RF8M33XXXXX"
+    assert session["tls_cipher_suite"] == "TLS_PSK_WITH_AES_128_CBC_SHA256"
+    logs = doc["comm_logs"]
+    assert [log["id"] for log in logs] == sorted(log["id"] for log in logs)
+    assert logs[1]["direction"] == "response" and logs[1]["latency_ms"] == 1.25
+    assert logs[1]["timestamp"] == "2024-11-29T10:00:00.124Z"
+    assert doc["test_results"][0]["metadata"]["nested"] == {"k": [1, "two", None]}
+    setting = doc["settings"][0]
+    assert setting.pop("updated_at").endswith("Z")  # save() stamps it
+    assert setting == {
+        "key": "log_retention_days", "created_at": "2024-11-29T10:00:00.123Z", "value": 90,
+        "description": "Days to retain APDU logs", "category": "retention"}
+
+
+def test_keys_are_never_exported_unless_asked(manager, monkeypatch):
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", generate_key())
+    populate(manager, psk=True)
+    text = DataExporter(manager).export_all()
+    assert "psk_key" not in text
+    card = _doc(manager, include_keys=True)["card_profiles"][0]
+    assert card["psk_key"] == PSK.hex()
+    assert "psk_key_encrypted" not in card
+
+
+def test_selective_export_accepts_short_and_table_names(store):
+    exporter = DataExporter(store)
+    short = json.loads(exporter.export_selective(["devices", "cards", "logs"], ExportFormat.JSON))
+    assert list(short)[2:] == ["devices", "card_profiles", "comm_logs"]
+    long = json.loads(exporter.export_selective(["comm_logs", "card_profiles"], "json"))
+    assert list(long)[2:] == ["card_profiles", "comm_logs"]
+    with pytest.raises(ValidationError) as info:
+        exporter.export_selective(["devices", "phones"], ExportFormat.JSON)
+    assert "'phones'" in str(info.value) and "cards" in str(info.value)
+
+
+def test_yaml_export_is_the_same_data(store):
+    exporter = DataExporter(store)
+    from_yaml = yaml.safe_load(exporter.export_all(ExportFormat.YAML))
+    from_json = json.loads(exporter.export_all(ExportFormat.JSON))
+    from_yaml.pop("exported_at"), from_json.pop("exported_at")
+    assert from_yaml == from_json
+
+
+def _export_peak(manager) -> tuple[int, int]:
+    class Sink(io.TextIOBase):
+        size = 0
+
+        def write(self, text):
+            self.size += len(text)
+            return len(text)
+
+    sink = Sink()
+    tracemalloc.start()
+    try:
+        DataExporter(manager).write(sink, tables=["logs"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, sink.size
+
+
+def test_export_streams_with_flat_memory(manager):
+    populate(manager, logs=3000)
+    small_peak, small_size = _export_peak(manager)
+    manager.bind()
+    rows = [{"session": SESSION_A, "direction": "command", "raw_data": "00B0000010"}] * 100
+    with manager.atomic():
+        for _ in range(90):
+            CommLog.insert_many(rows).execute()
+    big_peak, big_size = _export_peak(manager)
+    assert big_size > 3 * small_size
+    # One page of rows at a time: four times the rows, about the same peak memory.
+    assert big_peak < 1.5 * small_peak, (small_peak, big_peak)
+    assert big_peak < big_size / 3, (big_peak, big_size)
+
+
+def test_import_into_empty_database_then_skip_changes_nothing(store, target):
+    text = DataExporter(store).export_all()
+    target.create_tables()
+    result = DataImporter(target).import_data(text)
+    assert isinstance(result, ImportResult)
+    assert (result.created, result.updated, result.skipped, result.errors) == (13, 0, 0, [])
+    assert result.tables["comm_logs"] == {"created": 6, "updated": 0, "skipped": 0}
+    before = checksums(target)
+    again = DataImporter(target).import_data(text, conflict_mode=ConflictMode.SKIP)
+    assert (again.created, again.updated, again.skipped) == (0, 0, 13)
+    assert checksums(target) == before
+    assert without_timestamp(DataExporter(target).export_all()) == without_timestamp(text)
+    # Explicit log ids moved the id sequence on (PostgreSQL needs a setval for that).
+    target.bind()
+    new = CommLog.create(session=SESSION_A, direction="command", raw_data="00")
+    assert new.id == 7
+
+
+def test_overwrite_and_merge(store):
+    doc = _doc(store)
+    doc["devices"] = [{"id": "RF8M33XXXXX", "device_type": "modem", "name": None,
+                       "notes": "moved"}]
+    merged = DataImporter(store).import_data(
+        {"devices": doc["devices"]}, conflict_mode=ConflictMode.MERGE)
+    assert merged.updated == 1
+    store.bind()
+    device = Device.get_by_id("RF8M33XXXXX")
+    assert (device.device_type.value, device.name, device.notes) == ("modem", "Galaxy", "moved")
+    assert device.manufacturer == "Samsung"
+    over = DataImporter(store).import_data(
+        json.dumps({"devices": doc["devices"]}), conflict_mode="overwrite")
+    assert (over.created, over.updated) == (0, 1)
+    device = Device.get_by_id("RF8M33XXXXX")
+    assert (device.name, device.notes, device.manufacturer) == (None, "moved", None)
+    assert device.created_at.year == 2024  # kept: not in the input
+
+
+def test_dry_run_reports_and_changes_nothing(store):
+    doc = _doc(store)
+    doc["devices"].append({"id": "new-device", "device_type": "phone"})
+    before = checksums(store)
+    result = DataImporter(store).import_data(doc, conflict_mode="overwrite", dry_run=True)
+    assert result.dry_run
+    assert result.tables["devices"] == {"created": 1, "updated": 2, "skipped": 0}
+    assert (result.created, result.updated) == (1, 13)
+    assert checksums(store) == before
+
+
+def test_psk_key_is_encrypted_on_the_way_in(store, monkeypatch):
+    row = {"iccid": "89000000000000000001", "psk_key": PSK.hex()}
+    before = checksums(store)
+    with pytest.raises(EncryptionError):
+        DataImporter(store).import_data({"card_profiles": [row]})
+    assert checksums(store) == before
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", generate_key())
+    DataImporter(store).import_data({"card_profiles": [row]})
+    store.bind()
+    card = CardProfile.get_by_id("89000000000000000001")
+    assert decrypt_psk(card.psk_key_encrypted) == PSK
+
+
+def test_guide_sample_inside_a_unit_of_work(store):
+    with UnitOfWork(store) as uow:
+        data = DataExporter(uow).export_all(ExportFormat.JSON)
+    store.drop_tables()
+    store.create_tables()
+    with UnitOfWork(store) as uow:
+        result = DataImporter(uow).import_data(data, format=ExportFormat.JSON,
+                                               conflict_mode=ConflictMode.SKIP)
+        uow.commit()
+    assert result.created == 13
+    store.bind()
+    assert OTASession.select().count() == 2
+
+
+def _large_logs_document(store, count=3000) -> dict:
+    logs = [{"id": 1000 + i, "session_id": SESSION_A, "direction": "command",
+             "raw_data": "00B0000010", "timestamp": "2024-11-29T10:00:00.123Z"}
+            for i in range(count)]
+    logs[-1]["direction"] = "sideways"
+    return {"format_version": 1, "comm_logs": logs}
+
+
+BROKEN = {
+    "bad json": ('{"devices": [', "not valid JSON"),
+    "bad yaml": ("devices:\n  - id: [unclosed\n", "not valid YAML"),
+    "python object yaml": ("devices: !!python/object/apply:os.system ['true']\n",
+                           "not valid YAML"),
+    "empty file": ("   \n", "is empty"),
+    "not a mapping": ("[1, 2, 3]", "must be a mapping"),
+    "scalar yaml": ("just text", "must be a mapping"),
+    "wrong types": ({"devices": [{"id": 5, "device_type": "phone", "is_active": "yes"}]},
+                    "devices[0].id: must be text"),
+    "unknown enum": ({"ota_sessions": [{"id": SESSION_A, "status": "exploded"}]},
+                     "ota_sessions[0].status: must be one of"),
+    "dangling fk": ({"comm_logs": [{"session_id": "99999999-9999-4999-8999-999999999999",
+                                    "direction": "command", "raw_data": "00"}]},
+                    "comm_logs[0].session_id: no ota_sessions row"),
+    "missing required": ({"test_results": [{"run_id": "r", "suite_name": "s",
+                                            "status": "passed"}]},
+                         "test_results[0].test_name: required field is missing"),
+    "bad hex": ({"comm_logs": [{"session_id": SESSION_A, "direction": "command",
+                                "raw_data": "zz"}]}, "comm_logs[0].raw_data: must be hex"),
+    "encrypted key": ({"card_profiles": [{"iccid": "1", "psk_key_encrypted": "gAAA"}]},
+                      "card_profiles[0].psk_key_encrypted: unknown field"),
+    "unknown table": ({"phones": []}, "phones: unknown table"),
+    "newer format": ({"format_version": 99}, "format_version"),
+}
+
+
+def test_broken_documents_change_nothing(store):
+    before = checksums(store)
+    importer = DataImporter(store)
+    cases = dict(BROKEN)
+    cases["bad record at the end of a large file"] = (
+        json.dumps(_large_logs_document(store)), "comm_logs[2999].direction: must be one of")
+    for name, (data, expected) in cases.items():
+        with pytest.raises(ValidationError) as info:
+            importer.import_data(data, conflict_mode="overwrite")
+        message = str(info.value)
+        assert expected in message or any(expected in p for p in info.value.problems), \
+            (name, message)
+        assert "\n" not in message, name
+        assert checksums(store) == before, name
+
+
+def test_every_problem_is_listed_with_table_index_and_field(store):
+    doc = {"devices": [{"id": "a", "device_type": "tablet"},
+                       {"id": "b", "device_type": "phone", "last_seen": "yesterday"},
+                       {"id": "a", "device_type": "phone"}],
+           "ota_sessions": [{"id": "not-a-uuid"}]}
+    with pytest.raises(ValidationError) as info:
+        DataImporter(store).import_data(doc)
+    problems = info.value.problems
+    assert any(p.startswith("devices[0].device_type: must be one of") for p in problems)
+    assert any(p.startswith("devices[1].last_seen: must be an ISO-8601") for p in problems)
+    assert any(p.startswith("devices[2].id: 'a' appears twice") for p in problems)
+    assert any(p.startswith("ota_sessions[0].id: must be a UUID") for p in problems)
+    assert "4 problem(s)" in str(info.value)
+
+
+def test_format_detection_and_yaml_datetimes(store):
+    yaml_text = ("devices:\n- id: yaml-device\n  device_type: MODEM\n"
+                 "  last_seen: 2024-11-29 10:00:00.5\n")
+    result = DataImporter(store).import_data(yaml_text)
+    assert result.created == 1
+    store.bind()
+    device = Device.get_by_id("yaml-device")
+    assert device.last_seen.isoformat() == "2024-11-29T10:00:00.500000+00:00"
+    with pytest.raises(ValidationError, match="not valid JSON"):
+        DataImporter(store).import_data(yaml_text, format="json")
+    assert TEST_ID in DataExporter(store).export_selective("tests", "yaml")
