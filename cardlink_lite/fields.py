@@ -87,11 +87,17 @@ class UTCDateTimeField(peewee.DateTimeField):
         return value
 
     def python_value(self, value):
+        # Hot path for reads: stored values are already naive UTC with milliseconds.
         if value is None:
             return None
         if isinstance(value, str):
-            value = self.adapt(value)
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                value = self.adapt(value)
         if isinstance(value, datetime):
+            if value.tzinfo is None:
+                return value.replace(tzinfo=timezone.utc)
             return to_utc_ms(value)
         return value
 
