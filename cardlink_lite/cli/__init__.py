@@ -69,8 +69,8 @@ def yes_option(f):
     return click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")(f)
 
 
-def echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
+def echo_json(payload) -> None:
+    click.echo(json.dumps(payload, indent=2, default=str, sort_keys=False))
 
 
 def warn(message: str) -> None:
@@ -95,19 +95,8 @@ def cli(ctx, database_url, verbose):
     ctx.obj = CliState(database_url, verbose)
 
 
-def _register() -> None:
-    # Command modules attach themselves to ``cli`` on import.
-    from . import schema  # noqa: F401
-
-    for name in ("demo", "keys", "data", "logs", "runs"):
-        try:
-            __import__(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-
-
-_register()
+# Command modules attach themselves to ``cli`` on import.
+from . import data, demo, keys, logs, runs, schema  # noqa: E402,F401
 
 
 def main(argv=None) -> None:
