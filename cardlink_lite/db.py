@@ -246,8 +246,6 @@ class DatabaseManager:
             return peewee.SqliteDatabase(
                 name,
                 pragmas={
-                    # auto_vacuum only takes on a new file, and only before WAL is set.
-                    "auto_vacuum": "incremental",
                     "journal_mode": "memory" if memory else "wal",
                     "foreign_keys": 1,
                     "synchronous": "normal",
@@ -307,6 +305,7 @@ def _prepare_sqlite_file(path: Path) -> None:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             os.close(fd)
+            _init_sqlite_file(path)
         except FileExistsError:
             pass
         except OSError as exc:
@@ -314,6 +313,19 @@ def _prepare_sqlite_file(path: Path) -> None:
                 f"cannot create SQLite database {str(path)!r}: {exc.strerror}; check the "
                 "directory exists and is writable"
             ) from None
+
+
+def _init_sqlite_file(path: Path) -> None:
+    # auto_vacuum only takes on a new file, before WAL. Not a per-connection pragma:
+    # setting it waits for the write lock, so connecting would block behind any writer.
+    import sqlite3
+
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()
+    finally:
+        conn.close()
 
 
 def _discard_connection(database: peewee.Database) -> None:

@@ -37,7 +37,8 @@ class UnitOfWork:
     ``with UnitOfWork(manager) as uow:`` commits on a clean exit and rolls back on an
     exception; ``commit()``/``rollback()`` may be called inside, and work then continues in
     a new transaction. Without ``with`` the transaction opens on first repository use and
-    ends with ``commit()``, ``rollback()`` or ``close()`` (which rolls back what is left).
+    ends with ``commit()``, ``rollback()`` or ``close()`` (which rolls back what is left);
+    after the ``with`` block or ``close()``, repository calls run in autocommit mode.
     A unit of work opened while another transaction is open on the same thread works in a
     savepoint and never commits the outer one; re-entering the same unit of work only
     counts depth. One unit of work belongs to one thread.
@@ -56,6 +57,7 @@ class UnitOfWork:
         self._opened_connection = False
         self._depth = 0
         self._thread = None
+        self._ended = False       # after `with` or close(): statements run in autocommit
 
     def __repr__(self) -> str:
         state = "open" if self._txn is not None else "idle"
@@ -72,14 +74,17 @@ class UnitOfWork:
     # -- context manager -----------------------------------------------------
     def __enter__(self) -> UnitOfWork:
         if self._depth == 0 and self._txn is None:
+            self._ended = False
             self._begin()
         self._depth += 1
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self._depth -= 1
-        if self._depth == 0 and self._txn is not None:
-            self._end(commit=exc_type is None, release=True)
+        if self._depth == 0:
+            self._ended = True
+            if self._txn is not None:
+                self._end(commit=exc_type is None, release=True)
         return False
 
     # -- transaction control ----------------------------------------------------
@@ -95,6 +100,7 @@ class UnitOfWork:
 
     def close(self) -> None:
         """Roll back anything uncommitted and give the connection back."""
+        self._ended = True
         if self._txn is not None:
             self._end(commit=False, release=True)
         elif self._opened_connection:
@@ -112,7 +118,10 @@ class UnitOfWork:
 
     def _begin_if_needed(self) -> None:
         if self._txn is None:
-            self._begin()
+            # Used after its end (e.g. a lazy result read after the `with` block): run
+            # in autocommit rather than open a transaction nobody will ever end.
+            if not self._ended:
+                self._begin()
         elif self._thread != threading.get_ident():
             raise DatabaseError(
                 "this UnitOfWork was opened in another thread; create one UnitOfWork per "
@@ -142,6 +151,15 @@ class UnitOfWork:
         _stack(database).append(self)
 
     def _end(self, commit: bool, release: bool) -> None:
+        # Rows a repository still buffers (APDU logs) belong to this transaction.
+        if commit:
+            try:
+                self._call_repositories("_flush_pending")
+            except BaseException:
+                self._end(commit=False, release=release)
+                raise
+        else:
+            self._call_repositories("_discard_pending")
         database, txn, nested = self.database, self._txn, self._nested
         events, self._events = self._events, []
         self._txn = None
@@ -190,8 +208,11 @@ class UnitOfWork:
         _deliver(events)
 
     def _transaction_ended(self) -> None:
-        for repo in self._repos.values():
-            hook = getattr(repo, "_transaction_ended", None)
+        self._call_repositories("_transaction_ended")
+
+    def _call_repositories(self, hook_name: str) -> None:
+        for repo in list(self._repos.values()):
+            hook = getattr(repo, hook_name, None)
             if hook is not None:
                 hook()
 

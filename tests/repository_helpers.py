@@ -1,14 +1,10 @@
-"""Fixtures shared by the repository, unit-of-work and event tests (import them by name)."""
+"""Helpers shared by the repository, unit-of-work and event tests."""
 
 from __future__ import annotations
 
 import threading
 
-import pytest
-from cryptography.fernet import Fernet
-
 from cardlink_lite import Device, DeviceType, UnitOfWork
-from cardlink_lite.events import get_emitter
 
 
 class EventRecorder:
@@ -30,21 +26,6 @@ class EventRecorder:
 
     def clear(self) -> None:
         self.events.clear()
-
-
-@pytest.fixture
-def events():
-    recorder = EventRecorder()
-    get_emitter().on("*", recorder)
-    yield recorder
-    get_emitter().off("*", recorder)
-
-
-@pytest.fixture
-def fernet_key(monkeypatch) -> str:
-    key = Fernet.generate_key().decode()
-    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", key)
-    return key
 
 
 def add_devices(manager, *ids, **fields):

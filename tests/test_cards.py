@@ -19,7 +19,7 @@ from tests.repository_helpers import committed_ids
 
 PSK = b"my_secret_psk_key_16"
 
-pytest_plugins = ["tests.repository_helpers"]
+pytest_plugins = ["tests.repository_fixtures"]
 
 
 def _iccids(rows) -> list[str]:

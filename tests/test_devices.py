@@ -10,7 +10,7 @@ from cardlink_lite import Device, DeviceType, UnitOfWork, ValidationError
 from cardlink_lite.repositories import DeviceMatches
 from tests.repository_helpers import add_devices, committed_ids
 
-pytest_plugins = ["tests.repository_helpers"]
+pytest_plugins = ["tests.repository_fixtures"]
 
 
 def _ids(rows) -> list[str]:
@@ -101,7 +101,7 @@ def test_find_by_iccid_serves_list_and_single_use(bench):
         missing = uow.devices.find_by_iccid("0000")
         assert missing == [] and not missing and missing.first is None
         with pytest.raises(AttributeError, match="no device holds this ICCID"):
-            missing.name
+            _ = missing.name
 
 
 def test_update_last_seen_and_deactivate(bench, events):

@@ -22,7 +22,7 @@ from cardlink_lite import (
 from cardlink_lite.events import emit_after_commit
 from tests.repository_helpers import committed_ids
 
-pytest_plugins = ["tests.repository_helpers"]
+pytest_plugins = ["tests.repository_fixtures"]
 
 
 def test_event_types_of_the_guide():
@@ -136,7 +136,7 @@ def test_every_change_emits_after_commit_only(manager, events, fernet_key):
         with UnitOfWork(manager) as uow:
             uow.devices.deactivate("D1")
             uow.cards.delete_by_id("8901")
-            1 / 0
+            raise ZeroDivisionError("abort")
     assert events.events == []
 
 

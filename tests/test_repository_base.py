@@ -19,7 +19,7 @@ from cardlink_lite import (
 from cardlink_lite.repositories import BaseRepository
 from tests.repository_helpers import add_devices, committed_ids
 
-pytest_plugins = ["tests.repository_helpers"]
+pytest_plugins = ["tests.repository_fixtures"]
 
 
 class _LogRows(BaseRepository):

@@ -141,8 +141,16 @@ def _freelist(database) -> int:
     return database.execute_sql("PRAGMA freelist_count").fetchone()[0]
 
 
+def test_new_sqlite_files_use_incremental_auto_vacuum(sqlite_manager):
+    assert sqlite_manager.database.execute_sql("PRAGMA auto_vacuum").fetchone()[0] == 2
+
+
 def test_sqlite_space_comes_back(sqlite_manager):
     database = sqlite_manager.database
+    # Start from a file made before auto_vacuum was set (as older stores are).
+    database.execute_sql("PRAGMA auto_vacuum = NONE")
+    database.connection().execute("VACUUM")
+    assert database.execute_sql("PRAGMA auto_vacuum").fetchone()[0] == 0
     _fill(sqlite_manager)
     purge(database, "sessions", CUTOFF)
     assert _freelist(database) > 100

@@ -11,7 +11,7 @@ from cardlink_lite import Setting, UnitOfWork, ValidationError
 from cardlink_lite.repositories import SettingRepository, SettingsRepository
 from tests.repository_helpers import committed_ids
 
-pytest_plugins = ["tests.repository_helpers"]
+pytest_plugins = ["tests.repository_fixtures"]
 
 
 def test_defaults_on_an_empty_table(manager):

@@ -24,7 +24,7 @@ from cardlink_lite.repositories import (
 from cardlink_lite.unit_of_work import current_unit_of_work
 from tests.repository_helpers import add_devices, committed_ids
 
-pytest_plugins = ["tests.repository_helpers"]
+pytest_plugins = ["tests.repository_fixtures"]
 
 
 def phone(device_id: str) -> Device:
@@ -289,3 +289,35 @@ def test_events_are_delivered_outside_the_transaction(manager, events):
     finally:
         get_emitter().off("device_created", check)
     assert seen == [("D1", False, True)]
+
+
+def test_use_after_the_block_runs_in_autocommit(manager, events):
+    with UnitOfWork(manager) as uow:
+        uow.devices.create(phone("D1"))
+    assert uow.devices.count() == 1              # e.g. a lazy result read after the block
+    assert not manager.database.in_transaction()  # no transaction left open behind us
+    uow.devices.create(phone("D2"))              # a write commits at once, event at once
+    assert committed_ids(manager) == {"D1", "D2"}
+    assert [e.entity_id for e in events.events] == ["D1", "D2"]
+    uow.close()
+    assert uow.devices.exists("D2") and not manager.database.in_transaction()
+    with uow:                                    # entering again opens a new transaction
+        uow.devices.create(phone("D3"))
+        assert uow.in_transaction
+    assert committed_ids(manager) == {"D1", "D2", "D3"}
+
+
+def test_buffered_log_rows_are_written_at_commit_and_dropped_at_rollback(manager):
+    from cardlink_lite import CommLog, UnitOfWork
+
+    with UnitOfWork(manager) as uow:
+        session = uow.sessions.create_session(session_type="triggered")
+        uow.logs.add_log_batch([(session.id, "command", "00A4040000", "SELECT")])
+    assert CommLog.select().count() == 1
+    with pytest.raises(RuntimeError), UnitOfWork(manager) as uow:
+        uow.logs.add_log_batch([(session.id, "response", "9000", "OK")])
+        raise RuntimeError("abort")
+    with UnitOfWork(manager) as uow:
+        uow.logs.add_log_batch([(session.id, "command", "00B0000000", None)])
+        uow.rollback()
+    assert CommLog.select().count() == 1

@@ -1,0 +1,24 @@
+"""Fixtures of the repository tests, loaded with ``pytest_plugins``: events, fernet_key."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.fernet import Fernet
+
+from cardlink_lite.events import get_emitter
+from tests.repository_helpers import EventRecorder
+
+
+@pytest.fixture
+def events():
+    recorder = EventRecorder()
+    get_emitter().on("*", recorder)
+    yield recorder
+    get_emitter().off("*", recorder)
+
+
+@pytest.fixture
+def fernet_key(monkeypatch) -> str:
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", key)
+    return key
