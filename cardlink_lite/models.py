@@ -35,12 +35,22 @@ __all__ = [
 ]
 
 
-class DeviceType(str, enum.Enum):
+class _ValueEnum(str, enum.Enum):
+    """A str enum that prints as its value (``f"{DeviceType.PHONE}"`` gives ``phone``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class DeviceType(_ValueEnum):
     PHONE = "phone"
     MODEM = "modem"
 
 
-class CardType(str, enum.Enum):
+class CardType(_ValueEnum):
     SIM = "SIM"
     USIM = "USIM"
     ISIM = "ISIM"
@@ -48,7 +58,7 @@ class CardType(str, enum.Enum):
     EUICC = "EUICC"
 
 
-class SessionStatus(str, enum.Enum):
+class SessionStatus(_ValueEnum):
     PENDING = "pending"
     ACTIVE = "active"
     COMPLETED = "completed"
@@ -56,7 +66,7 @@ class SessionStatus(str, enum.Enum):
     TIMEOUT = "timeout"
 
 
-class TestStatus(str, enum.Enum):
+class TestStatus(_ValueEnum):
     __test__ = False  # not a pytest test class
 
     PASSED = "passed"
@@ -65,7 +75,7 @@ class TestStatus(str, enum.Enum):
     ERROR = "error"
 
 
-class CommDirection(str, enum.Enum):
+class CommDirection(_ValueEnum):
     COMMAND = "command"
     RESPONSE = "response"
 

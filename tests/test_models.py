@@ -150,3 +150,9 @@ def test_plaintext_psk_assigned_by_hand_is_refused(manager):
     with pytest.raises(EncryptionError, match="create_with_psk"):
         card.save(force_insert=True)
     assert CardProfile.select().count() == 0
+
+
+def test_enums_print_as_their_values():
+    assert f"{DeviceType.MODEM}" == "modem" and str(CardType.USIM) == "USIM"
+    assert f"{TestStatus.PASSED:>8}" == "  passed"
+    assert DeviceType.PHONE == "phone"
