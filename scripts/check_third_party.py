@@ -24,7 +24,7 @@ from lxml import etree
 from cardlink_lite import DatabaseConfig, DatabaseManager
 from cardlink_lite.unit_of_work import UnitOfWork
 
-XSD = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "junit-10.xsd"
+XSD = Path(__file__).resolve().parents[1] / "tests" / "data" / "junit-10.xsd"
 _KINDS = ("failed", "error", "skipped")
 
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from cardlink_lite.cli import cli
 from cardlink_lite.models import TestResult
 
-XSD = Path("/work/shared/testdata/junit-10.xsd")
+XSD = Path(__file__).parent / "data" / "junit-10.xsd"  # copy of shared/testdata
 T0 = datetime(2024, 11, 29, 10, 0, tzinfo=timezone.utc)
 
 
