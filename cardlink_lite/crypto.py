@@ -173,6 +173,11 @@ def _load_keys() -> list[tuple[str, str]]:
     many = os.environ.get(ENV_KEYS, "").strip()
     if many:
         keys = [k for k in _SPLIT.split(many) if k]
+        if not keys:
+            raise EncryptionError(
+                f"{ENV_KEYS} is set but holds no key; put keys from `cardlink-db keys "
+                "generate` in it, newest first, separated by commas"
+            )
         return [(f"{ENV_KEYS} key #{i}", k) for i, k in enumerate(keys, start=1)]
     one = os.environ.get(ENV_KEY, "").strip()
     if one:

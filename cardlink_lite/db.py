@@ -13,7 +13,7 @@ import peewee
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 
 from .config import DatabaseConfig
-from .errors import ConfigurationError, ConnectionError, DatabaseError
+from .errors import ConfigurationError, ConnectionError, DatabaseError, first_line
 from .fields import DATETIME_MS, JSON_TEXT
 from .redaction import install_sql_redaction
 
@@ -197,7 +197,7 @@ class DatabaseManager:
                 if attempt == _RECONNECT_ATTEMPTS - 1:
                     raise ConnectionError(
                         f"cannot reach {self.config.safe_url} after {_RECONNECT_ATTEMPTS} "
-                        f"attempts ({_first_line(exc)}); check that the server is running"
+                        f"attempts ({first_line(exc)}); check that the server is running"
                     ) from exc
                 logger.warning("database connection lost; reconnecting (attempt %d)",
                                attempt + 2)
@@ -219,7 +219,7 @@ class DatabaseManager:
             info["status"] = "healthy"
         except (DatabaseError, peewee.PeeweeException) as exc:
             info["status"] = "unhealthy"
-            info["error"] = _first_line(exc).replace(self.config.url, self.config.safe_url)
+            info["error"] = first_line(exc).replace(self.config.url, self.config.safe_url)
         return info
 
     def table_counts(self) -> dict[str, int]:
@@ -286,23 +286,27 @@ class DatabaseManager:
             if not self.config.is_sqlite:
                 database.close()
         except peewee.PeeweeException as exc:
-            text = _first_line(exc)
+            text = first_line(exc)
             pw = self.config.connect_kwargs().get("password")
             if pw:
                 text = text.replace(pw, "***")
+            hint = (
+                "check the path points at a cardlink SQLite file you can read and write"
+                if self.config.is_sqlite else
+                "check that the server is running and the URL (host, port, user, database "
+                "name) is right"
+            )
             raise ConnectionError(
-                f"unable to connect to database {self.config.safe_url}: {text}; check that the "
-                "server is running and the URL (host, port, user, database name) is right"
+                f"unable to connect to database {self.config.safe_url}: {text}; {hint}"
             ) from None
 
 
 def _prepare_sqlite_file(path: Path) -> None:
     # Create the file 0600 before SQLite opens it: its -wal/-shm copy its mode.
-    directory = path.parent
-    if not directory.exists():
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not path.exists():
         try:
+            if not path.parent.exists():
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             os.close(fd)
             _init_sqlite_file(path)
@@ -338,9 +342,7 @@ def _discard_connection(database: peewee.Database) -> None:
     database._state.reset()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+
 
 
 def _enable_echo() -> None:

@@ -16,6 +16,7 @@ __all__ = [
     "NotFoundError",
     "SchemaVersionMismatch",
     "ValidationError",
+    "first_line",
     "translate_error",
 ]
 
@@ -60,6 +61,12 @@ class EncryptionError(DatabaseError):
     """A PSK could not be encrypted or decrypted."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 _DUPLICATE = re.compile(r"duplicate|unique", re.I)
 _FK = re.compile(r"foreign key", re.I)
 _LOST = re.compile(r"connect|server|closed|gone away|terminat|broken pipe", re.I)
@@ -70,7 +77,7 @@ def translate_error(exc: Exception, entity: str = "row", key: object = None) -> 
     if isinstance(exc, DatabaseError):
         return exc
     what = f"{entity} {key!r}" if key is not None else entity
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = first_line(exc)
     if isinstance(exc, peewee.IntegrityError):
         if _DUPLICATE.search(text):
             return IntegrityError(f"duplicate {what}: a {entity} with that key already exists")

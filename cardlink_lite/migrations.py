@@ -11,7 +11,7 @@ import peewee
 from playhouse.migrations import MigrationError as _PlayhouseMigrationError
 from playhouse.migrations import Runner
 
-from .errors import MigrationError, SchemaVersionMismatch
+from .errors import MigrationError, SchemaVersionMismatch, first_line
 
 __all__ = [
     "HISTORY_TABLE",
@@ -86,11 +86,11 @@ class _Runner(Runner):
             super()._run(name, module, direction, fake)
         except Exception as exc:
             self.database.query_hooks.remove(record)
-            (journal.update(operations=json.dumps(done), error=_first_line(exc))
+            (journal.update(operations=json.dumps(done), error=first_line(exc))
              .where(journal.name == name).execute())
             raise MigrationError(
                 f"migration {name} ({direction}) failed after {len(done)} of its statements "
-                f"had been applied and committed by the server: {_first_line(exc)}. "
+                f"had been applied and committed by the server: {first_line(exc)}. "
                 f"{_RESOLVE_HINT.format(name=name)}"
             ) from exc
         self.database.query_hooks.remove(record)
@@ -230,7 +230,7 @@ def run_migrations(target: str | None = None, manager=None, directory=None) -> l
     except MigrationError:
         raise
     except Exception as exc:
-        raise MigrationError(f"migration failed and was rolled back: {_first_line(exc)}") \
+        raise MigrationError(f"migration failed and was rolled back: {first_line(exc)}") \
             from exc
 
 
@@ -249,7 +249,7 @@ def downgrade(steps: int = 1, manager=None, directory=None) -> list[str]:
     except MigrationError:
         raise
     except Exception as exc:
-        raise MigrationError(f"downgrade failed and was rolled back: {_first_line(exc)}") \
+        raise MigrationError(f"downgrade failed and was rolled back: {first_line(exc)}") \
             from exc
 
 
@@ -330,8 +330,3 @@ def drop_schema(manager) -> None:
 
 def _stamp() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

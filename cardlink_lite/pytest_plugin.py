@@ -20,7 +20,7 @@ import pytest
 from . import db as _db
 from .config import DatabaseConfig
 from .db import DatabaseManager, database_proxy
-from .errors import DatabaseError
+from .errors import DatabaseError, first_line
 from .models import CardProfile, Device, TestResult, TestStatus
 
 try:  # pytest >= 9 ships subtests
@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - older pytest
     _SubtestReport = None
 
 __all__ = [
-    "ENV_VAR",
     "CardlinkRecorder",
+    "ENV_VAR",
     "ResultRecord",
     "cardlink_manager",
     "cardlink_result",
@@ -394,7 +394,7 @@ class CardlinkRecorder:
             self._note_error(exc)
 
     def _note_error(self, exc: BaseException) -> None:
-        text = _first_line(exc)
+        text = first_line(exc)
         if text not in self.write_errors:
             self.write_errors.append(text)
 
@@ -549,7 +549,7 @@ def _open_store(url: str) -> DatabaseManager:
         except (DatabaseError, peewee.PeeweeException) as exc:
             with contextlib.suppress(Exception):
                 manager.close()
-            text = _first_line(exc)
+            text = first_line(exc)
             if config.safe_url not in text:
                 text = f"{config.safe_url}: {text}"
             raise pytest.UsageError(
@@ -595,7 +595,7 @@ def _write_summary(recorder: CardlinkRecorder, tr) -> None:
         with _borrowed_binding(recorder.manager):
             report = _history(recorder)
     except Exception as exc:  # noqa: BLE001 - the summary must not break the run
-        tr.write_line(f"cannot compare with earlier runs: {_first_line(exc)}", yellow=True)
+        tr.write_line(f"cannot compare with earlier runs: {first_line(exc)}", yellow=True)
         return
     previous, comparison, flaky = report
     if previous:
@@ -650,8 +650,3 @@ def _long_repr(report) -> str | None:
 
 def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, timezone.utc)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -7,6 +7,7 @@ import threading
 
 import peewee
 
+from .db import _discard_connection
 from .errors import DatabaseError, translate_error
 from .events import DatabaseEvent, _key, get_emitter
 from .fields import utc_now
@@ -269,7 +270,8 @@ def _rollback_quietly(txn) -> None:
         txn.rollback(begin=False)
     except peewee.PeeweeException:
         # The connection died with the transaction; the server has rolled it back.
-        pass
+        # Drop it so the next unit of work (or plain Peewee call) gets a fresh one.
+        _discard_connection(txn.db)
 
 
 def _deliver(events: list) -> None:

@@ -16,7 +16,7 @@ import peewee
 from .. import __version__
 from ..config import DatabaseConfig
 from ..db import DatabaseManager
-from ..errors import DatabaseError
+from ..errors import DatabaseError, first_line
 
 
 class CliState:
@@ -51,11 +51,17 @@ class _Group(click.Group):
         except (DatabaseError, peewee.PeeweeException, OSError) as exc:
             if ctx.obj is not None and getattr(ctx.obj, "verbose", False):
                 raise
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise click.ClickException(text) from None
+            raise click.ClickException(_one_line(exc)) from None
         finally:
             if isinstance(ctx.obj, CliState):
                 ctx.obj.close()
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return (f"cannot use {str(exc.filename)!r}: {exc.strerror or exc}; check that the "
+                "directory exists and is writable")
+    return first_line(exc)
 
 
 pass_state = click.make_pass_decorator(CliState)

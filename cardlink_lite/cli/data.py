@@ -62,8 +62,9 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
     fmt = _format_for(output, fmt) or "json"
     exporter = DataExporter(state.manager())
     if include_keys:
-        warn("Warning: this export holds decrypted PSK keys; store it like a secret "
-             "(the file is created mode 0600).")
+        where_to = "the file is created mode 0600" if output else "it goes to stdout"
+        warn(f"Warning: this export holds decrypted PSK keys; store it like a secret "
+             f"({where_to}).")
     total = sum(exporter.count_rows(tables).values())
     with _progress(total, "Exporting") as bar:
         def progress(_table, n):
@@ -86,6 +87,10 @@ def _write_atomically(path: str, write):
     """Write through a 0600 temp file in the same directory, renamed into place."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise click.BadParameter(
+            f"directory {str(directory)!r} does not exist; create it or choose another path",
+            param_hint="--output")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:

@@ -123,16 +123,15 @@ class BaseRepository:
         except peewee.PeeweeException as exc:
             raise translate_error(exc, self.entity_type, key) from exc
 
+    @contextlib.contextmanager
     def _write(self, key=None):
         """A savepoint around one write, so a refused write leaves the transaction usable.
 
         (PostgreSQL aborts the whole transaction on any error otherwise.)
         """
         self._touch()
-        stack = contextlib.ExitStack()
-        stack.enter_context(self._wrap(key))
-        stack.enter_context(self.database.atomic())
-        return stack
+        with self._wrap(key), self.database.atomic():
+            yield
 
     def _pk(self, obj):
         return obj._pk

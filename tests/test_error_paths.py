@@ -1,0 +1,60 @@
+"""Failures a user meets: each is one clear error, and nothing is left broken behind it."""
+
+import pytest
+from click.testing import CliRunner
+
+from cardlink_lite import ConnectionError, Device, DeviceType, EncryptionError, UnitOfWork
+from cardlink_lite.cli import cli
+from cardlink_lite.crypto import encrypt_psk
+from tests import servers
+
+
+def test_keys_variable_with_only_separators_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEYS", " , ,")
+    with pytest.raises(EncryptionError, match="holds no key"):
+        encrypt_psk(b"0123456789abcdef")
+    result = CliRunner().invoke(cli, ["--database", f"sqlite:///{tmp_path}/k.db", "keys",
+                                      "rotate"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("Error: CARDLINK_ENCRYPTION_KEYS")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--database", "sqlite:////proc/no/such/dir.db", "status"],
+         "Error: cannot create SQLite database"),
+        (["export", "--output", "/nonexistent/dir/x.json"],
+         "directory '/nonexistent/dir' does not exist"),
+        (["backup", "/nonexistent/dir/x.db"], "Error: cannot use '/nonexistent/dir/x.db'"),
+    ],
+)
+def test_unusable_paths_give_one_line_errors(args, expected, tmp_path):
+    if args[0] != "--database":
+        args = ["--database", f"sqlite:///{tmp_path}/ok.db", *args]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0
+    assert expected in result.output and "Traceback" not in result.output
+    assert ".tmp" not in result.output
+
+
+def test_not_a_database_file_gets_a_sqlite_hint(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("these are not the pages you are looking for")
+    result = CliRunner().invoke(cli, ["--database", f"sqlite:///{path}", "status"])
+    assert result.exit_code == 1
+    assert "file is not a database" in result.output and "server is running" not in result.output
+
+
+@pytest.mark.parametrize("backend", ["mysql", "postgresql"], indirect=True)
+def test_connection_killed_inside_a_unit_of_work(manager, backend):
+    from tests.test_db import _kill, _server_pid
+
+    with pytest.raises(ConnectionError), UnitOfWork(manager) as uow:
+        uow.devices.create(Device(id="a", device_type=DeviceType.PHONE))
+        _kill(backend, _server_pid(manager))
+        uow.devices.create(Device(id="b", device_type=DeviceType.PHONE))
+    # Nothing half-written, and plain Peewee calls work again on this thread.
+    assert Device.select().count() == 0
+    manager.drop_tables()
+    assert servers.probe(backend) is None
