@@ -32,10 +32,19 @@ def test_keys_variable_with_only_separators_says_so(monkeypatch, tmp_path):
 def test_unusable_paths_give_one_line_errors(args, expected, tmp_path):
     if args[0] != "--database":
         args = ["--database", f"sqlite:///{tmp_path}/ok.db", *args]
+        assert CliRunner().invoke(cli, [*args[:2], "init"]).exit_code == 0
     result = CliRunner().invoke(cli, args)
     assert result.exit_code != 0
     assert expected in result.output and "Traceback" not in result.output
     assert ".tmp" not in result.output
+
+
+def test_commands_on_an_empty_database_say_to_init(tmp_path):
+    result = CliRunner().invoke(cli, ["--database", f"sqlite:///{tmp_path}/new.db", "export"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: sqlite:///{tmp_path}/new.db has no cardlink schema yet; create it with: "
+        "cardlink-db init")
 
 
 def test_not_a_database_file_gets_a_sqlite_hint(tmp_path):

@@ -17,6 +17,7 @@ from .. import __version__
 from ..config import DatabaseConfig
 from ..db import DatabaseManager
 from ..errors import DatabaseError, first_line
+from ..migrations import get_current_revision
 
 
 class CliState:
@@ -32,9 +33,15 @@ class CliState:
         return DatabaseConfig(self.database_url, echo=self.verbose)
 
     def manager(self, check_schema: bool = True) -> DatabaseManager:
+        """The open manager; with ``check_schema`` the store must exist and not be newer."""
         if self._manager is None:
             self._manager = DatabaseManager(self.config)
             self._manager.initialize(check_schema=check_schema)
+            if check_schema and get_current_revision(manager=self._manager) is None:
+                raise click.ClickException(
+                    f"{self._manager.config.safe_url} has no cardlink schema yet; "
+                    "create it with: cardlink-db init"
+                )
         return self._manager
 
     def close(self) -> None:

@@ -22,7 +22,9 @@ def init(state: CliState, force: bool, yes: bool):
         cardlink-db init
         cardlink-db --database postgresql://bench@db/cardlink init --force --yes
     """
-    manager = state.manager(check_schema=not force)
+    manager = state.manager(check_schema=False)
+    if not force:
+        migrations.check_schema_version(manager=manager)
     if force:
         if not yes:
             click.confirm(
