@@ -63,7 +63,7 @@ def collect_stats(manager, hours: int = 24) -> dict:
             f"tests_last_{hours}h": TestResult.select()
             .where(TestResult.created_at >= since).count(),
         },
-        "session_success_rate": round(100.0 * completed / finished, 1) if finished else None,
+        "session_success_rate": round(100.0 * completed / finished, 1) if finished else 0.0,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from datetime import datetime, timezone
@@ -223,15 +224,8 @@ def run_migrations(target: str | None = None, manager=None, directory=None) -> l
     check_schema_version(manager, directory)
     _refuse_unsafe_state(manager)
     target = _resolve_target(target, directory)
-    try:
+    with _translated("migration"):
         return _runner(manager, directory).up(target)
-    except _PlayhouseMigrationError as exc:
-        raise MigrationError(str(exc)) from exc
-    except MigrationError:
-        raise
-    except Exception as exc:
-        raise MigrationError(f"migration failed and was rolled back: {first_line(exc)}") \
-            from exc
 
 
 def downgrade(steps: int = 1, manager=None, directory=None) -> list[str]:
@@ -242,15 +236,20 @@ def downgrade(steps: int = 1, manager=None, directory=None) -> list[str]:
     if steps < 1 or not applied:
         return []
     target = applied[-min(steps, len(applied))]
-    try:
+    with _translated("downgrade"):
         return _runner(manager, directory).down(target)
+
+
+@contextlib.contextmanager
+def _translated(action: str):
+    try:
+        yield
     except _PlayhouseMigrationError as exc:
         raise MigrationError(str(exc)) from exc
     except MigrationError:
         raise
     except Exception as exc:
-        raise MigrationError(f"downgrade failed and was rolled back: {first_line(exc)}") \
-            from exc
+        raise MigrationError(f"{action} failed and was rolled back: {first_line(exc)}") from exc
 
 
 class _DryRun(Exception):

@@ -58,11 +58,11 @@ def purge_older_than(database, model, field, cutoff: datetime, chunk_size: int =
     total = 0
     with _bound(database, [model, *(c.model for c in children)]):
         while True:
-            with database.atomic():
-                ids = [row[0] for row in model.select(pk).where(field < cutoff)
-                       .order_by(pk).limit(chunk_size).tuples()]
-                if not ids:
-                    break
+            # A plain read: no write lock is needed to pick the next chunk.
+            ids = [row[0] for row in model.select(pk).where(field < cutoff)
+                   .order_by(pk).limit(chunk_size).tuples()]
+            if not ids:
+                break
             for child in children:
                 _purge_children(database, child, ids, chunk_size)
             with database.atomic():

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from cardlink_lite import OTASession
 from cardlink_lite.apdu import apdu_logger
 from cardlink_lite.cli import cli
+from cardlink_lite.config import redact_url
 
 
 @pytest.fixture
@@ -50,8 +51,14 @@ def test_unknown_session_is_one_error_line(manager, db_url):
     result = CliRunner().invoke(cli, ["--database", db_url, "logs", "show", missing])
     assert result.exit_code == 1
     assert result.output.strip() == (
-        f"Error: session {missing} not found; list sessions with `cardlink-db stats` "
-        "or check the id")
+        f"Error: session {missing} not found in {redact_url(db_url)}; check the id and the "
+        "--database URL")
+
+
+def test_malformed_session_id_is_a_usage_error(manager, db_url):
+    result = CliRunner().invoke(cli, ["--database", db_url, "logs", "show", "not-a-uuid"])
+    assert result.exit_code == 2
+    assert "'not-a-uuid' is not a session id" in result.output
 
 
 def test_show_in_a_real_process(traced, backend):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import click
 
 from ..status_words import describe_status_word
@@ -33,12 +35,18 @@ def show(state: CliState, session_id, errors_only, as_json):
         cardlink-db logs show 3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f
         cardlink-db logs show 3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f --errors --json
     """
+    try:
+        session_id = str(uuid.UUID(session_id))
+    except ValueError:
+        raise click.BadParameter(
+            f"{session_id!r} is not a session id; session ids are UUIDs like "
+            "3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f", param_hint="SESSION_ID") from None
     manager = state.manager()
     with UnitOfWork(manager) as uow:
         if not uow.sessions.exists(session_id):
             raise click.ClickException(
-                f"session {session_id} not found; list sessions with `cardlink-db stats` "
-                "or check the id"
+                f"session {session_id} not found in {manager.config.safe_url}; check the id "
+                "and the --database URL"
             )
         if errors_only:
             rows = uow.logs.find_errors(session_id)
