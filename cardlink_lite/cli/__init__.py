@@ -19,6 +19,17 @@ from ..db import DatabaseManager
 from ..errors import DatabaseError, first_line
 from ..migrations import get_current_revision
 
+__all__ = [
+    "CliState",
+    "cli",
+    "echo_json",
+    "json_option",
+    "main",
+    "pass_state",
+    "warn",
+    "yes_option",
+]
+
 
 class CliState:
     """What the global options chose; opens the manager on first use."""

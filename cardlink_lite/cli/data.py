@@ -17,6 +17,8 @@ from ..fields import utc_now
 from ..transfer import DataExporter, DataImporter, resolve_tables
 from . import CliState, cli, echo_json, json_option, pass_state, warn, yes_option
 
+__all__ = ["backup", "check", "export_command", "import_command", "purge", "stats"]
+
 _FORMATS = click.Choice(["json", "yaml"], case_sensitive=False)
 _EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 _SHOWN_PROBLEMS = 20

@@ -9,6 +9,8 @@ import click
 
 from . import CliState, cli, pass_state
 
+__all__ = ["demo"]
+
 # A GlobalPlatform card-content-management exchange over the admin channel.
 _EXCHANGE = [
     ("00A4040008A000000151000000", "SELECT ISD", "6F108408A000000151000000A5049F6501FF9000",

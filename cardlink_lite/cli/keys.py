@@ -9,6 +9,8 @@ import click
 from .. import crypto
 from . import CliState, cli, echo_json, json_option, pass_state
 
+__all__ = ["keys"]
+
 
 @cli.group()
 def keys():

@@ -9,6 +9,8 @@ from ..errors import SchemaVersionMismatch
 from ..models import ALL_MODELS
 from . import CliState, cli, echo_json, json_option, pass_state, yes_option
 
+__all__ = ["init", "migrate", "status"]
+
 
 @cli.command()
 @click.option("--force", is_flag=True, help="Drop every table first (asks for confirmation).")
