@@ -27,6 +27,8 @@ from .status_words import describe_status_word
 
 __all__ = ["ApduLogWriter", "apdu_logger", "normalize_hex"]
 
+_UNSET = object()  # no session seen yet (None is itself refused)
+
 logger = logging.getLogger("cardlink_lite.apdu")
 
 # Column order of a buffered row (and of every cached statement).
@@ -242,7 +244,8 @@ class ApduLogWriter:
         self._lock = threading.Lock()    # guards _flat
         self._flush_lock = threading.RLock()
         self._flush_at = self.batch_size * _WIDTH
-        self._last_session = (None, None)
+        self._last_session = (_UNSET, None)
+        self._caller_in_transaction = False
         self._thread = None
         self._stop = threading.Event()
         self._last_flush = time.monotonic()
@@ -280,14 +283,7 @@ class ApduLogWriter:
                         status_message, latency_ms, timestamp)
         if self.closed:
             raise DatabaseError("this ApduLogWriter is closed; create a new one to log more")
-        with self._lock:
-            flat = self._flat
-            flat.extend(row)
-            full = len(flat) >= self._flush_at
-        if self._thread is None and self.flush_interval is not None:
-            self._start_timer()
-        if full:
-            self.flush()
+        self._buffer(row)
 
     def add_many(self, rows) -> int:
         """Buffer many rows (tuples in :meth:`add` order, or dicts); all or none of them.
@@ -337,7 +333,7 @@ class ApduLogWriter:
         else:
             timestamp = _timestamp(timestamp)
         last = self._last_session
-        if session_id is last[0] or session_id == last[0]:
+        if session_id is not None and (session_id is last[0] or session_id == last[0]):
             session = last[1]
         else:
             if session_id is None:
@@ -400,6 +396,10 @@ class ApduLogWriter:
         if self.closed:
             raise DatabaseError("this ApduLogWriter is closed; create a new one to log more")
         with self._lock:
+            if not self._flat:
+                # Rows logged inside the caller's transaction belong to it: the timer
+                # thread must not write them (nor wait on the caller's write lock).
+                self._caller_in_transaction = self.database.in_transaction()
             self._flat.extend(values)
             full = len(self._flat) >= self._flush_at
         if self._thread is None and self.flush_interval is not None:
@@ -429,7 +429,8 @@ class ApduLogWriter:
                 if isinstance(exc, peewee.PeeweeException):
                     raise self._translate(exc, flat) from exc
                 raise
-            self._inflight = 0
+            with self._lock:
+                self._inflight = 0
             self.last_error = None
             self._last_flush = time.monotonic()
             count = len(flat) // _WIDTH
@@ -575,6 +576,8 @@ class ApduLogWriter:
     def _background_flush(self) -> None:
         if not self._flat or time.monotonic() - self._last_flush < self.flush_interval * 0.5:
             return
+        if self._caller_in_transaction:
+            return  # the caller's commit (or flush/close) writes them
         if not self._flush_lock.acquire(blocking=False):
             return  # someone is flushing right now
         try:

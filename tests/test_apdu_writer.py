@@ -249,3 +249,37 @@ def test_atexit_flushes_a_writer_left_open(tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     db = peewee.SqliteDatabase(f"{tmp_path}/exit.db")
     assert db.execute_sql("SELECT COUNT(*) FROM comm_logs").fetchone()[0] == 10
+
+
+def test_none_session_is_refused_and_does_not_block_later_rows(manager):
+    from cardlink_lite import OTASession, ValidationError
+    from cardlink_lite.apdu import ApduLogWriter
+
+    session = OTASession.create()
+    writer = ApduLogWriter(manager, flush_interval=None)
+    with pytest.raises(ValidationError, match="session_id"):
+        writer.add(None, "command", "00A4")
+    writer.add(session.id, "command", "00A4")
+    assert writer.flush() == 1
+    writer.close()
+
+
+def test_timer_does_not_write_rows_logged_inside_a_unit_of_work(manager):
+    import time
+
+    from cardlink_lite import CommLog, UnitOfWork
+    from cardlink_lite.apdu import ApduLogWriter
+
+    with UnitOfWork(manager) as uow:
+        session = uow.sessions.create_session()
+    writer = ApduLogWriter(manager, flush_interval=0.05)
+    start = time.monotonic()
+    with UnitOfWork(manager) as uow:
+        uow.devices.count()
+        writer.add(session.id, "command", "00A4")
+        time.sleep(0.3)  # several timer ticks while the transaction is open
+        uow.rollback()
+        writer.discard()
+    writer.close()
+    assert time.monotonic() - start < 5
+    assert CommLog.select().count() == 0
