@@ -25,7 +25,7 @@ from .errors import DatabaseError, ValidationError, translate_error
 from .models import CommDirection, CommLog, OTASession
 from .status_words import describe_status_word
 
-__all__ = ["ApduLogWriter", "apdu_logger", "normalize_hex"]
+__all__ = ["ApduLogWriter", "apdu_logger", "normalize_hex", "small_page_cache"]
 
 _UNSET = object()  # no session seen yet (None is itself refused)
 
@@ -165,6 +165,36 @@ def _sqlite_variable_limit(database) -> int:
     if hasattr(conn, "getlimit"):  # Python >= 3.11
         limit = max(limit, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
     return limit
+
+
+_STREAM_CACHE_KIB = 2048  # SQLite page cache while streaming a whole table out
+
+
+@contextlib.contextmanager
+def small_page_cache(database, kib: int = _STREAM_CACHE_KIB):
+    """On SQLite, shrink this connection's page cache to ``kib`` KiB meanwhile.
+
+    A table read once from end to end gains nothing from the 64 MB cache the manager
+    gives each connection, yet would fill it: that is most of an export's memory. The
+    previous size comes back afterwards (also when an iterator using this is closed).
+    Other backends: nothing to do.
+    """
+    if not isinstance(database, peewee.SqliteDatabase):
+        yield
+        return
+    conn = database.connection()
+    previous = conn.execute("PRAGMA cache_size").fetchone()[0]
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    current = -previous * 1024 if previous < 0 else previous * page
+    if current <= kib * 1024:
+        yield
+        return
+    conn.execute(f"PRAGMA cache_size = {-int(kib)}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # the connection may be closed by now
+            conn.execute(f"PRAGMA cache_size = {int(previous)}")
 
 
 _statements: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -274,6 +274,11 @@ class DatabaseManager:
             "field_types": field_types,
         }
         if cfg.is_mysql:
+            from pymysql.constants import CLIENT
+
+            # Report rows matched, not rows changed, as SQLite and PostgreSQL do: an
+            # update that rewrites the same values still found its row.
+            kwargs.setdefault("client_flag", CLIENT.FOUND_ROWS)
             kwargs.setdefault("charset", "utf8mb4")
             kwargs.setdefault("connect_timeout", 10)
             return PooledMySQLDatabase(name, **pool, **kwargs)

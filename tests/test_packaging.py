@@ -37,3 +37,14 @@ def test_installed_wheel_can_init_and_migrate(tmp_path):
          "import cardlink_lite.migrations as m; print(m.MIGRATIONS_DIR)"],
         cwd=elsewhere, env=env, capture_output=True, text=True, check=True).stdout
     assert str(venv) in where
+    # every subpackage made it into the wheel: the repositories work from the install
+    use = ("from cardlink_lite import init_database, UnitOfWork\n"
+           "m = init_database('sqlite:///bench.db')\n"
+           "with UnitOfWork(m) as uow:\n"
+           "    s = uow.sessions.create_session(session_type='t')\n"
+           "    uow.logs.add_log(session_id=s.id, direction='command', raw_data='00A4')\n"
+           "    print(uow.logs.count_by_session(s.id), uow.devices.count())\n")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", use], cwd=elsewhere, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "0"]

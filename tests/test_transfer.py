@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import tracemalloc
 
 import pytest
@@ -296,3 +298,140 @@ def test_format_detection_and_yaml_datetimes(store):
     with pytest.raises(ValidationError, match="not valid JSON"):
         DataImporter(store).import_data(yaml_text, format="json")
     assert TEST_ID in DataExporter(store).export_selective("tests", "yaml")
+
+
+# -- streamed import of the export's own layout -----------------------------------------
+
+def _import_peak(manager, data) -> tuple[int, ImportResult]:
+    # An earlier test's echo=True may have left Peewee's logger at DEBUG, and captured
+    # records of every statement would count here.
+    peewee_logger = logging.getLogger("peewee")
+    level = peewee_logger.level
+    peewee_logger.setLevel(logging.WARNING)
+    try:
+        return _traced_import(manager, data)
+    finally:
+        peewee_logger.setLevel(level)
+
+
+def _traced_import(manager, data) -> tuple[int, ImportResult]:
+    tracemalloc.start()
+    try:
+        result = DataImporter(manager).import_data(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, result
+
+
+def test_import_streams_an_exported_file_with_bounded_memory(store, backend, tmp_path):
+    from cardlink_lite.transfer import _line_document
+
+    files = []
+    store.bind()
+    rows = [{"session": SESSION_A, "direction": "command", "raw_data": "00B0000010"}] * 100
+    for size in (2000, 8000):
+        with store.atomic():
+            while CommLog.select().count() < size:
+                CommLog.insert_many(rows).execute()
+        files.append(tmp_path / f"{size}.json")
+        files[-1].write_text(DataExporter(store).export_all())
+        store.bind()
+    with open(files[1], "rb") as fh, contextlib.ExitStack() as stack:
+        document, _ = _line_document(fh, None, stack)
+        assert len(document["comm_logs"]) == 8006  # read line by line, not parsed whole
+    peaks = []
+    for path in files:
+        with extra_manager(backend, tmp_path) as target, open(path, "rb") as fh:
+            peak, result = _import_peak(target, fh)
+            peaks.append(peak)
+            assert result.tables["comm_logs"]["created"] == CommLog.select().count()
+            assert without_timestamp(DataExporter(target).export_all()) == \
+                without_timestamp(path.read_text())
+            store.bind()
+    # A chunk of rows at a time: four times the rows, about the same peak memory, and
+    # well under what merely parsing the whole file takes.
+    tracemalloc.start()
+    try:
+        json.loads(files[1].read_bytes())
+        _, parse_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peaks[1] < 1.3 * peaks[0], peaks
+    assert peaks[1] < parse_peak / 2, (peaks, parse_peak)
+
+
+def test_streamed_import_refuses_a_bad_last_row_and_changes_nothing(store, target):
+    target.create_tables()
+    lines = DataExporter(store).export_all().splitlines()
+    last = max(i for i, line in enumerate(lines) if '"direction": "response"' in line)
+    lines[last] = lines[last].replace('"direction": "response"', '"direction": "sideways"')
+    text = "\n".join(lines) + "\n"
+    before = checksums(target)
+    with pytest.raises(ValidationError) as info:
+        DataImporter(target).import_data(text.encode())
+    assert info.value.problems == [
+        "comm_logs[5].direction: must be one of command, response, got 'sideways'"]
+    assert checksums(target) == before
+
+
+def test_streamed_import_lists_dangling_keys_up_to_the_limit(store):
+    bad = "99999999-9999-4999-8999-999999999999"
+    logs = ",\n".join(
+        "    " + json.dumps({"id": 5000 + i, "session_id": SESSION_A if i % 3 else bad,
+                             "direction": "command", "raw_data": "00B0"})
+        for i in range(900))
+    text = f'{{\n  "format_version": 1,\n  "comm_logs": [\n{logs}\n  ]\n}}\n'
+    before = checksums(store)
+    with pytest.raises(ValidationError) as info:
+        DataImporter(store).import_data(text)
+    problems = info.value.problems
+    assert "300 problem(s)" in str(info.value)
+    assert problems[0] == (f"comm_logs[0].session_id: no ota_sessions row '{bad}' in the "
+                           "file or the database")
+    assert problems[1].startswith("comm_logs[3].session_id")
+    assert problems[-1] == "... and 100 more problems"
+    assert checksums(store) == before
+
+
+class _Pipe(io.RawIOBase):
+    """A binary stream that cannot seek, like stdin."""
+
+    def __init__(self, data: bytes):
+        self._data = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        chunk = self._data.read(len(buffer))
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_every_input_kind_and_layout_gives_the_same_import(store, target):
+    text = DataExporter(store).export_all()
+    doc = json.loads(text)
+    parts = []  # the export's layout, tables in reverse (children before parents)
+    for key, value in reversed(list(doc.items())):
+        if isinstance(value, list) and value:
+            parts.append(f"  {json.dumps(key)}: [\n"
+                         + ",\n".join("    " + json.dumps(r) for r in value) + "\n  ]")
+        else:
+            parts.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    inputs = {
+        "text": text, "bytes": text.encode(), "binary file": io.BytesIO(text.encode()),
+        "pipe": io.BufferedReader(_Pipe(text.encode())), "text file": io.StringIO(text),
+        "indented json": json.dumps(doc, indent=2), "compact json": json.dumps(doc),
+        "with BOM and CRLF": ("\ufeff" + text.replace("\n", "\r\n")).encode(),
+        "reordered": "{\n" + ",\n".join(parts) + "\n}\n", "mapping": doc,
+    }
+    for name, data in inputs.items():
+        target.drop_tables()
+        target.create_tables()
+        result = DataImporter(target).import_data(data)
+        assert (result.created, result.skipped) == (13, 0), name
+        assert without_timestamp(DataExporter(target).export_all()) == \
+            without_timestamp(text), name
+        again = DataImporter(target).import_data(text, dry_run=True)
+        assert (again.created, again.skipped) == (0, 13), name

@@ -125,12 +125,11 @@ def import_command(state: CliState, file, fmt, conflict, dry_run, as_json):
         cardlink-db import backup.json
         cardlink-db import --conflict merge --dry-run backup.yaml
     """
-    with click.open_file(file, "rb") as fh:
-        data = fh.read()
     importer = DataImporter(state.manager())
     try:
-        result = importer.import_data(data, format=_format_for(file, fmt),
-                                      conflict_mode=conflict, dry_run=dry_run)
+        with click.open_file(file, "rb") as fh:  # streamed: a large file is read twice
+            result = importer.import_data(fh, format=_format_for(file, fmt),
+                                          conflict_mode=conflict, dry_run=dry_run)
     except ValidationError as exc:
         problems = exc.problems
         for line in problems[:_SHOWN_PROBLEMS]:

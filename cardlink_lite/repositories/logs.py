@@ -9,10 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 import peewee
 
-from ..apdu import ApduLogWriter, _session_key
+from ..apdu import ApduLogWriter, _session_key, small_page_cache
 from ..errors import ValidationError
 from ..events import EventType
-from ..models import CommDirection, CommLog
+from ..fields import EnumField, UTCDateTimeField, UUIDStrField, utc_from_text
+from ..models import BaseModel, CommDirection, CommLog
 from ..status_words import normalize_status_word
 from .base import BaseRepository
 
@@ -178,11 +179,28 @@ class LogRepository(BaseRepository):
         For big sessions use ``.iterator()``, ``.tuples()`` or ``.dicts()`` on it instead
         of building every model object at once.
         """
+        params = self._trace_params(session_id, direction)
+        query = _trace_query(*params)
+        # Run as is, it reuses the statement Peewee built for this shape the first time;
+        # any refinement (a clone) drops that and Peewee builds its SQL as usual.
+        query._trace_params = params
+        return query
+
+    def _trace_params(self, session_id, direction=None) -> tuple:
         self._flush_own()
-        query = self._select(CommLog.session == _session_key(session_id))
+        self._touch()
+        params = (_session_key(session_id),)
         if direction is not None:
-            query = query.where(CommLog.direction == _direction(direction))
-        return query.order_by(CommLog.timestamp, CommLog.id)
+            params += (_direction(direction),)
+        return params
+
+    def _select(self, *criteria_exprs):
+        # CommLog queries that build their rows with compiled converters (same values).
+        self._touch()
+        query = _LogSelect(CommLog, CommLog._meta.sorted_fields, is_default=True)
+        for expr in criteria_exprs:
+            query = query.where(expr)
+        return query
 
     def session_rows(self, session_id, as_dicts: bool = False) -> list:
         """A session's rows in logging order as tuples (model field order) or dicts.
@@ -191,23 +209,10 @@ class LogRepository(BaseRepository):
         database and reused; timestamps come back as aware UTC datetimes, directions as
         their text.
         """
-        self._flush_own()
-        self._touch()
-        database = self.database
-        sql = _SESSION_SQL.get(database)
-        if sql is None:
-            placeholder = peewee.Value("", converter=False)
-            query = CommLog.select().where(CommLog.session == placeholder).order_by(
-                CommLog.timestamp, CommLog.id)
-            sql = _SESSION_SQL[database] = database.get_sql_context().sql(query).query()[0]
+        params = self._trace_params(session_id)
         with self._wrap():
-            rows = database.execute_sql(sql, (_session_key(session_id),)).fetchall()
-        convert = _to_datetime
-        if as_dicts:
-            names = CommLog._meta.sorted_field_names
-            return [dict(zip(names, (r[0], r[1], convert(r[2])) + r[3:], strict=True))
-                    for r in rows]
-        return [(r[0], r[1], convert(r[2])) + r[3:] for r in rows]
+            rows = _trace_cursor(self.database, params).fetchall()
+        return _TEXT_BUILDERS[as_dicts](rows)
 
     def find_by_session(self, session_id, limit: int | None = None,
                         offset: int | None = None) -> list[CommLog]:
@@ -279,10 +284,15 @@ class LogRepository(BaseRepository):
     def iter_logs(self, session_id=None, page_size: int = _PAGE) -> Iterator[dict]:
         """Export dicts of one session (logging order) or of every log (id order).
 
-        Reads in keyset pages of ``page_size`` rows, so memory stays flat on every backend.
+        Reads in keyset pages of ``page_size`` rows, so memory stays flat on every backend
+        (on SQLite with a small page cache while it runs: see :func:`small_page_cache`).
         """
         self._flush_own()
         database = self.database
+        with small_page_cache(database):
+            yield from self._iter_pages(database, session_id, page_size)
+
+    def _iter_pages(self, database, session_id, page_size: int) -> Iterator[dict]:
         if session_id is None:
             base = self._select().order_by(CommLog.id)
         else:
@@ -345,16 +355,296 @@ class LogRepository(BaseRepository):
 
 
 _SESSION_SQL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_UTC = timezone.utc
-_fromisoformat = datetime.fromisoformat
 
 
-def _to_datetime(value):
-    if type(value) is str:
-        return _fromisoformat(value).replace(tzinfo=_UTC)
-    if value is None:
+def _trace_query(session, direction=None):
+    """A session's rows (one direction's) in logging order."""
+    query = _LogSelect(CommLog, CommLog._meta.sorted_fields, is_default=True).where(
+        CommLog.session == session)
+    if direction is not None:
+        query = query.where(CommLog.direction == direction)
+    return query.order_by(CommLog.timestamp, CommLog.id)
+
+
+def _trace_cursor(database, params: tuple):
+    """Run the trace statement for ``params`` (session[, direction]); Peewee builds its
+    SQL once per database and shape."""
+    if isinstance(database, peewee.DatabaseProxy):  # the SQL differs per real database
+        database = database.obj
+    statements = _SESSION_SQL.get(database)
+    if statements is None:
+        statements = _SESSION_SQL[database] = {}
+    sql = statements.get(len(params))
+    if sql is None:
+        placeholder = peewee.Value("", converter=False)
+        query = _trace_query(*(placeholder for _ in params))
+        sql = statements[len(params)] = database.get_sql_context().sql(query).query()[0]
+    return database.execute_sql(sql, params)
+
+
+# -- rows built by compiled converters -----------------------------------------------------
+#
+# Peewee turns each fetched row into a model (or dict, tuple) column by column: a Python
+# call per converter, then setattr() per field through its descriptor. For a trace of
+# thousands of APDUs that is most of the read time. The wrapper below produces the same
+# values: per result shape it compiles one function holding the converters Peewee would
+# use, skips a converter where Peewee's would give the driver's value back unchanged
+# (an int for an IntegerField, a str for a CharField...), and fills ``__data__`` the way
+# ``Model.__init__`` and the field descriptors do. Anything else falls back to Peewee.
+
+_KINDS = {peewee.ROW.MODEL: "model", peewee.ROW.TUPLE: "tuple", peewee.ROW.DICT: "dict"}
+_FETCH = 500           # rows per fetchmany() when iterating
+_BUILDERS: dict = {}   # (kind, model, keys, converters) -> compiled builder
+_MAX_BUILDERS = 256
+
+
+class _LogSelect(peewee.ModelSelect):
+    """A CommLog select whose model/tuple/dict rows come from :class:`_FastRows`.
+
+    A session trace query (``_trace_params`` set) runs the statement cached for its
+    shape until it is refined: every refinement clones, and a clone forgets it.
+    """
+
+    _trace_params = None
+
+    def clone(self):
+        query = super().clone()
+        query._trace_params = None
+        return query
+
+    def _row_type_clone(self, name, *args):
+        query = getattr(super(), name)(*args)
+        query._trace_params = self._trace_params  # same statement, other row type
+        return query
+
+    def tuples(self, as_tuple=True):
+        return self._row_type_clone("tuples", as_tuple)
+
+    def dicts(self, as_dict=True):
+        return self._row_type_clone("dicts", as_dict)
+
+    def namedtuples(self, as_namedtuple=True):
+        return self._row_type_clone("namedtuples", as_namedtuple)
+
+    def objects(self, constructor=None):
+        return self._row_type_clone("objects", constructor)
+
+    def _execute(self, database):
+        if self._cursor_wrapper is None and self._trace_params is not None:
+            cursor = _trace_cursor(database, self._trace_params)
+            self._cursor_wrapper = self._get_cursor_wrapper(cursor)
+        return super()._execute(database)
+
+    def _get_cursor_wrapper(self, cursor):
+        kind = _KINDS.get(self._row_type or self.default_row_type)
+        if kind is None or len(self._from_list) != 1 or self._joins:
+            return super()._get_cursor_wrapper(cursor)
+        return _FastRows(cursor, self.model, self._returning, kind)
+
+
+class _FastRows(peewee.ModelDictCursorWrapper):
+    """Peewee's cursor wrapper with rows built a batch at a time by a compiled function."""
+
+    def __init__(self, cursor, model, select, kind: str):
+        super().__init__(cursor, model, select)
+        self.kind = kind
+        # Model rows use identifier-safe keys (as ModelObjectCursorWrapper), dicts do not.
+        self.valid_identifiers = kind == "model"
+
+    def initialize(self):
+        super().initialize()
+        self._build = _builder(self.kind, self.model, self.unique_columns, self.converters)
+
+    def process_row(self, row):
+        return self._build((row,))[0]
+
+    def _take(self, rows, done: bool) -> None:
+        if rows:
+            if not self.initialized:
+                self.initialize()
+                self.initialized = True
+            built = self._build(rows)
+            self.row_cache.extend(built)
+            self.count += len(built)
+        if done:
+            self.populated = True
+            self.cursor.close()
+
+    def fill_cache(self, n=0):
+        if n < 0:
+            raise ValueError("Negative values are not supported.")
+        if self.populated or (n and n <= self.count):
+            return
+        if not n:
+            self._take(self.cursor.fetchall(), True)
+        else:
+            want = n - self.count
+            rows = self.cursor.fetchmany(want)
+            self._take(rows, len(rows) < want)
+
+    def __iter__(self):
+        if self.populated:
+            return iter(self.row_cache)
+        return self._iter_cached()
+
+    def _iter_cached(self):
+        index = 0
+        while True:
+            cache = self.row_cache
+            while index < self.count:
+                yield cache[index]
+                index += 1
+            if self.populated:
+                return
+            self.fill_cache(self.count + _FETCH)
+
+    def iterator(self):
+        cursor = self.cursor
+        while True:
+            rows = cursor.fetchmany(_FETCH)
+            if rows:
+                if not self.initialized:
+                    self.initialize()
+                    self.initialized = True
+                built = self._build(rows)
+                self.count += len(built)
+                yield from built
+            if len(rows) < _FETCH:
+                self.populated = True
+                cursor.close()
+                return
+
+
+def _native_type(converter):
+    """The driver type a Peewee converter hands back unchanged (or None: always call it)."""
+    field = getattr(converter, "__self__", None)
+    func = getattr(converter, "__func__", None)
+    if not isinstance(field, peewee.Field) or func is not type(field).python_value:
         return None
-    return value.replace(tzinfo=_UTC)
+    if isinstance(field, peewee.ForeignKeyField):
+        if func is not peewee.ForeignKeyField.python_value:
+            return None
+        return _native_type(field.rel_field.python_value)
+    if isinstance(field, UUIDStrField):
+        return str if func is UUIDStrField.python_value else None
+    if func is not peewee.Field.python_value:
+        return None
+    adapt = type(field).adapt
+    if adapt is peewee.IntegerField.adapt:
+        return int
+    if adapt is peewee.FloatField.adapt:
+        return float
+    if adapt is peewee._StringField.adapt:
+        return str
+    return None
+
+
+def _expression(i: int, converter, names: dict) -> str:
+    """Source for column ``i``'s value, given the row's values as v0, v1, ..."""
+    v = f"v{i}"
+    if converter is None:
+        return v
+    names[f"c{i}"] = converter
+    field = getattr(converter, "__self__", None)
+    func = getattr(converter, "__func__", None)
+    if isinstance(field, UTCDateTimeField) and func is UTCDateTimeField.python_value:
+        names["utc_from_text"] = utc_from_text
+        return f"(utc_from_text({v}) if {v}.__class__ is str else c{i}({v}))"
+    if isinstance(field, EnumField) and func is EnumField.python_value:
+        # EnumField.python_value looks up str(value).lower(): the same for lower-case text.
+        names[f"e{i}"] = dict(field._lookup)
+        return (f"(e{i}[{v}] if {v}.__class__ is str and {v} in e{i} else c{i}({v}))")
+    native = _native_type(converter)
+    if native is not None:
+        names[f"t{i}"] = native
+        return f"({v} if {v} is None or {v}.__class__ is t{i} else c{i}({v}))"
+    return f"c{i}({v})"
+
+
+def _compile(kind: str, model, keys, converters):
+    names: dict = {}
+    values = [_expression(i, c, names) for i, c in enumerate(converters)]
+    unpack = "".join(f"v{i}, " for i in range(len(converters)))
+    for i, key in enumerate(keys):
+        names[f"k{i}"] = key
+    if kind == "tuple":
+        item = "(" + "".join(f"{v}, " for v in values) + ")"
+    else:
+        item = "{" + ", ".join(f"k{i}: {v}" for i, v in enumerate(values)) + "}"
+    if kind != "model":
+        source = f"def build(rows):\n    return [{item} for ({unpack}) in rows]\n"
+    elif _plain_model(model, keys):
+        names["new"] = model.__new__
+        names["M"] = model
+        source = (
+            "def build(rows):\n"
+            "    out = []\n"
+            "    append = out.append\n"
+            f"    for ({unpack}) in rows:\n"
+            "        obj = new(M)\n"
+            f"        obj.__data__ = {item}\n"
+            "        obj._dirty = set()\n"
+            "        obj.__rel__ = {}\n"
+            "        append(obj)\n"
+            "    return out\n")
+    else:
+        names["M"] = model
+        source = (
+            "def build(rows):\n"
+            "    out = []\n"
+            f"    for ({unpack}) in rows:\n"
+            f"        obj = M(__no_default__=1, **{item})\n"
+            "        obj._dirty.clear()\n"
+            "        out.append(obj)\n"
+            "    return out\n")
+    exec(compile(source, f"<cardlink_lite rows {kind}>", "exec"), names)  # noqa: S102
+    return names["build"]
+
+
+def _builder(kind: str, model, keys, converters):
+    key = (kind, model, tuple(keys), tuple(converters))
+    try:
+        build = _BUILDERS.get(key)
+    except TypeError:  # an unhashable converter: compile, do not cache
+        return _compile(kind, model, keys, converters)
+    if build is None:
+        if len(_BUILDERS) >= _MAX_BUILDERS:
+            _BUILDERS.clear()
+        build = _BUILDERS[key] = _compile(kind, model, keys, converters)
+    return build
+
+
+def _plain_model(model, keys) -> bool:
+    """True when building ``model`` from ``keys`` needs only what ``Model.__init__`` and
+    the fields' descriptors do: fill ``__data__`` (no custom constructor, every key a
+    plain field or a foreign key holding a raw id)."""
+    if model.__init__ not in (BaseModel.__init__, peewee.Model.__init__):
+        return False
+    fields = model._meta.fields
+    for key in keys:
+        if key not in fields:
+            return False
+        accessor = None
+        for klass in model.__mro__:
+            if key in klass.__dict__:
+                accessor = klass.__dict__[key]
+                break
+        if type(accessor) not in (peewee.FieldAccessor, peewee.ForeignKeyAccessor):
+            return False
+    return _INSTANCE_STATE == {"__data__", "_dirty", "__rel__"}
+
+
+# What Peewee puts on a model instance it builds from a row; if a later Peewee adds
+# anything, model rows go back to its own constructor.
+_INSTANCE_STATE = set(vars(peewee.Model(__no_default__=1)))
+
+_TEXT_CONVERTERS = [None if f is CommLog.direction else f.python_value
+                    for f in CommLog._meta.sorted_fields]
+# session_rows(): directions stay text; everything else as Peewee converts it.
+_TEXT_BUILDERS = {
+    False: _compile("tuple", CommLog, (), _TEXT_CONVERTERS),
+    True: _compile("dict", CommLog, CommLog._meta.sorted_field_names, _TEXT_CONVERTERS),
+}
 
 
 def _direction(direction) -> str:
