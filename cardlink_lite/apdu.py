@@ -21,11 +21,12 @@ from datetime import datetime, timezone
 
 import peewee
 
+from .db import max_rows_per_statement
 from .errors import DatabaseError, ValidationError, translate_error
 from .models import CommDirection, CommLog, OTASession
 from .status_words import describe_status_word
 
-__all__ = ["ApduLogWriter", "apdu_logger", "normalize_hex", "small_page_cache"]
+__all__ = ["ApduLogWriter", "apdu_logger", "normalize_hex"]
 
 _UNSET = object()  # no session seen yet (None is itself refused)
 
@@ -38,7 +39,6 @@ _WIDTH = len(_FIELDS)
 _RAW, _DECODED, _MESSAGE = 4, 5, 7
 
 _MAX_ROWS_PER_STATEMENT = 1000   # measured: bigger statements stop paying off
-_SQLITE_SAFE_VARIABLES = 999     # SQLite < 3.32, and the floor when the limit is unknown
 _COPY_THRESHOLD = 2000           # PostgreSQL: COPY beats multi-row INSERT from here on
 _WAL_TRUNCATE_ROWS = 20000       # SQLite: a flush this big grows the -wal; shrink it after
 _BUSY_RETRIES = 8
@@ -132,8 +132,8 @@ class _Statements:
         self.rows_per_statement = _MAX_ROWS_PER_STATEMENT
         self.byte_budget = 0
         if self.is_sqlite:
-            self.rows_per_statement = min(_MAX_ROWS_PER_STATEMENT,
-                                          _sqlite_variable_limit(database) // _WIDTH)
+            self.rows_per_statement = max_rows_per_statement(database, _WIDTH,
+                                                             _MAX_ROWS_PER_STATEMENT)
         elif self.is_mysql:
             packet = database.execute_sql("SELECT @@max_allowed_packet").fetchone()[0]
             # Escaping can double a value; keep a statement well inside one packet.
@@ -155,46 +155,6 @@ class _Statements:
             ctx.sql(columns).literal(" FROM STDIN")
             self.copy_sql = ctx.query()[0]
         return self.copy_sql
-
-
-def _sqlite_variable_limit(database) -> int:
-    import sqlite3
-
-    limit = _SQLITE_SAFE_VARIABLES
-    conn = database.connection()
-    if hasattr(conn, "getlimit"):  # Python >= 3.11
-        limit = max(limit, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-    return limit
-
-
-_STREAM_CACHE_KIB = 2048  # SQLite page cache while streaming a whole table out
-
-
-@contextlib.contextmanager
-def small_page_cache(database, kib: int = _STREAM_CACHE_KIB):
-    """On SQLite, shrink this connection's page cache to ``kib`` KiB meanwhile.
-
-    A table read once from end to end gains nothing from the 64 MB cache the manager
-    gives each connection, yet would fill it: that is most of an export's memory. The
-    previous size comes back afterwards (also when an iterator using this is closed).
-    Other backends: nothing to do.
-    """
-    if not isinstance(database, peewee.SqliteDatabase):
-        yield
-        return
-    conn = database.connection()
-    previous = conn.execute("PRAGMA cache_size").fetchone()[0]
-    page = conn.execute("PRAGMA page_size").fetchone()[0]
-    current = -previous * 1024 if previous < 0 else previous * page
-    if current <= kib * 1024:
-        yield
-        return
-    conn.execute(f"PRAGMA cache_size = {-int(kib)}")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):  # the connection may be closed by now
-            conn.execute(f"PRAGMA cache_size = {int(previous)}")
 
 
 _statements: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -17,7 +17,15 @@ from .errors import ConfigurationError, ConnectionError, DatabaseError, first_li
 from .fields import DATETIME_MS, JSON_TEXT
 from .redaction import install_sql_redaction
 
-__all__ = ["DatabaseManager", "database_proxy", "get_manager", "init_database"]
+__all__ = [
+    "DatabaseManager",
+    "bound_models",
+    "database_proxy",
+    "get_manager",
+    "init_database",
+    "max_rows_per_statement",
+    "small_page_cache",
+]
 
 logger = logging.getLogger("cardlink_lite")
 
@@ -28,6 +36,9 @@ _FIELD_TYPES = {
 }
 _DRIVERS = {"mysql": ("pymysql", "mysql"), "postgresql": ("psycopg2", "postgresql")}
 _RECONNECT_ATTEMPTS = 4
+_SQLITE_SAFE_VARIABLES = 999    # SQLite < 3.32, and the floor when the limit is unknown
+_SERVER_VARIABLES = 20000       # MariaDB/PostgreSQL take far more; this keeps packets modest
+_STREAM_CACHE_KIB = 2048        # SQLite page cache while streaming a whole table out
 
 
 class _UnboundProxyError(ConfigurationError, AttributeError):
@@ -348,6 +359,61 @@ def _discard_connection(database: peewee.Database) -> None:
 
 
 
+
+
+def bound_models(database: peewee.Database, models):
+    """Bind ``models`` to ``database`` meanwhile, unless the proxy already points there.
+
+    Binding is class-wide (other threads see it), so it only happens when needed, e.g.
+    for a second manager in the same process.
+    """
+    if database_proxy.obj is database:
+        return contextlib.nullcontext()
+    return database.bind_ctx(models)
+
+
+def max_rows_per_statement(database, columns: int, cap: int = 1000) -> int:
+    """How many rows of ``columns`` values one multi-row statement may bind (at most
+    ``cap``): within SQLite's own variable limit, or a generous server default."""
+    if isinstance(database, peewee.DatabaseProxy):
+        database = database.obj
+    if isinstance(database, peewee.SqliteDatabase):
+        import sqlite3
+
+        variables = _SQLITE_SAFE_VARIABLES
+        conn = database.connection()
+        if hasattr(conn, "getlimit"):  # Python >= 3.11
+            variables = max(variables, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    else:
+        variables = _SERVER_VARIABLES
+    return max(1, min(cap, variables // max(1, columns)))
+
+
+@contextlib.contextmanager
+def small_page_cache(database, kib: int = _STREAM_CACHE_KIB):
+    """On SQLite, shrink this connection's page cache to ``kib`` KiB meanwhile.
+
+    A table read once from end to end gains nothing from the 64 MB cache the manager
+    gives each connection, yet would fill it: that is most of an export's memory. The
+    previous size comes back afterwards (also when an iterator using this is closed).
+    Other backends: nothing to do.
+    """
+    if not isinstance(database, peewee.SqliteDatabase):
+        yield
+        return
+    conn = database.connection()
+    previous = conn.execute("PRAGMA cache_size").fetchone()[0]
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    current = -previous * 1024 if previous < 0 else previous * page
+    if current <= kib * 1024:
+        yield
+        return
+    conn.execute(f"PRAGMA cache_size = {-int(kib)}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # the connection may be closed by now
+            conn.execute(f"PRAGMA cache_size = {int(previous)}")
 
 
 def _enable_echo() -> None:

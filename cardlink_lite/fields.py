@@ -17,6 +17,7 @@ __all__ = [
     "JSONField",
     "UTCDateTimeField",
     "UUIDStrField",
+    "iso_utc",
     "utc_from_text",
     "utc_now",
 ]
@@ -38,6 +39,25 @@ def to_utc_ms(value: datetime) -> datetime:
     else:
         value = value.astimezone(timezone.utc)
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def iso_utc(value, millis: bool = False) -> str | None:
+    """A UTC timestamp (a datetime, or the text SQLite stored) as ISO-8601 text.
+
+    By default as ``datetime.isoformat()`` writes an aware UTC value (``+00:00``);
+    with ``millis`` in the export's fixed form, ``2024-11-29T10:00:00.123Z``.
+    """
+    if value is None:
+        return None
+    if millis:
+        value = to_utc_ms(value)
+        return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+                f"{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z")
+    if isinstance(value, str):  # SQLite hands back the stored text (naive UTC)
+        return value.replace(" ", "T", 1) + "+00:00"
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.replace(tzinfo=None).isoformat() + "+00:00"
 
 
 class EnumField(peewee.CharField):

@@ -7,13 +7,12 @@ selected by primary key and deleted in its own transaction.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from datetime import datetime
 
 import peewee
 
-from .db import database_proxy
+from .db import bound_models
 from .errors import ValidationError
 from .fields import to_utc_ms
 
@@ -37,7 +36,7 @@ PURGEABLE = {"logs": ("comm_logs", "timestamp"), "tests": ("test_results", "crea
 def count_older_than(database, model, field, cutoff: datetime) -> int:
     """How many rows of ``model`` have ``field`` strictly before ``cutoff``."""
     field = _field(model, field)
-    with _bound(database, [model]):
+    with bound_models(database, [model]):
         return model.select().where(field < to_utc_ms(cutoff)).count()
 
 
@@ -56,7 +55,7 @@ def purge_older_than(database, model, field, cutoff: datetime, chunk_size: int =
     children = [ref for ref in model._meta.backrefs
                 if (ref.on_delete or "").upper() == "CASCADE"]
     total = 0
-    with _bound(database, [model, *(c.model for c in children)]):
+    with bound_models(database, [model, *(c.model for c in children)]):
         while True:
             # A plain read: no write lock is needed to pick the next chunk.
             ids = [row[0] for row in model.select(pk).where(field < cutoff)
@@ -108,7 +107,7 @@ def plan_purge(database, tables, cutoff: datetime) -> dict[str, int]:
     names = resolve_purge_tables(tables)
     counts = {name: count_older_than(database, *_target(name), cutoff) for name in names}
     if "sessions" in names:
-        with _bound(database, [CommLog, OTASession]):
+        with bound_models(database, [CommLog, OTASession]):
             query = (CommLog.select().join(OTASession)
                      .where(OTASession.created_at < to_utc_ms(cutoff)))
             if "logs" in names:
@@ -188,14 +187,6 @@ def _purge_children(database, fk, parent_ids, chunk_size: int) -> None:
                 if not ids:
                     break
                 child.delete().where(pk.in_(ids)).execute()
-
-
-def _bound(database, models):
-    # Binding is class-wide (other threads see it), so only rebind when the proxy
-    # points somewhere else, e.g. a second manager in the same process.
-    if database_proxy.obj is database:
-        return contextlib.nullcontext()
-    return database.bind_ctx(models)
 
 
 def _pragma(database, name: str):

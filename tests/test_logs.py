@@ -260,7 +260,7 @@ def test_peewee_built_models_keep_their_semantics(manager, session):
 
 
 def test_stream_export_uses_a_small_sqlite_page_cache(sqlite_manager):
-    from cardlink_lite.apdu import small_page_cache
+    from cardlink_lite.db import small_page_cache
 
     session = OTASession.create()
     database = sqlite_manager.database

@@ -6,8 +6,10 @@ import contextlib
 import io
 import json
 import logging
+import sqlite3
 import tracemalloc
 
+import peewee
 import pytest
 import yaml
 
@@ -15,6 +17,8 @@ from cardlink_lite import (
     CardProfile,
     CommLog,
     ConflictMode,
+    DatabaseConfig,
+    DatabaseManager,
     DataExporter,
     DataImporter,
     Device,
@@ -325,7 +329,7 @@ def _traced_import(manager, data) -> tuple[int, ImportResult]:
 
 
 def test_import_streams_an_exported_file_with_bounded_memory(store, backend, tmp_path):
-    from cardlink_lite.transfer import _line_document
+    from cardlink_lite.import_reader import _line_document
 
     files = []
     store.bind()
@@ -435,3 +439,81 @@ def test_every_input_kind_and_layout_gives_the_same_import(store, target):
             without_timestamp(text), name
         again = DataImporter(target).import_data(text, dry_run=True)
         assert (again.created, again.skipped) == (0, 13), name
+
+
+# -- concurrent writers -------------------------------------------------------------------
+
+def test_import_decides_and_writes_in_one_transaction(store, backend, monkeypatch):
+    """A writer racing the import cannot make its decisions stale: on SQLite it waits for
+    the import's write lock; on a server the clash is a translated IntegrityError and the
+    import keeps nothing."""
+    from playhouse.db_url import connect
+
+    from cardlink_lite import IntegrityError
+    from cardlink_lite.importer import _Plan
+
+    other = connect(store.config.url, **({"timeout": 0.2} if backend == "sqlite" else {}))
+    p = other.param
+    raced = []
+    # SQLite: the other writer strikes once the plan is checked, and must find the
+    # import's write lock already held. Servers: it strikes after the import looked up
+    # which keys exist, just before the insert.
+    hook = "validate" if backend == "sqlite" else "_insert"
+    original = getattr(_Plan, hook)
+
+    def race(plan, *args):
+        if hook == "validate":
+            original(plan, *args)
+        try:
+            other.execute_sql(
+                f"INSERT INTO devices (id, device_type, is_active, created_at, updated_at) "
+                f"VALUES ({p}, {p}, {p}, {p}, {p})",
+                ["raced", "phone", True, "2024-01-01 00:00:00", "2024-01-01 00:00:00"])
+            raced.append("inserted")
+        except peewee.OperationalError as exc:
+            raced.append(str(exc))
+        if hook == "_insert":
+            original(plan, *args)
+
+    monkeypatch.setattr(_Plan, hook, race)
+    doc = {"devices": [{"id": "new-device", "device_type": "phone"},
+                       {"id": "raced", "device_type": "modem"}]}
+    try:
+        if backend == "sqlite":
+            result = DataImporter(store).import_data(doc)
+            assert raced == ["database is locked"]
+            assert result.tables["devices"] == {"created": 2, "updated": 0, "skipped": 0}
+            store.bind()
+            assert Device.get_by_id("raced").device_type == "modem"
+        else:
+            with pytest.raises(IntegrityError, match=r"^duplicate devices row") as info:
+                DataImporter(store).import_data(doc)
+            assert isinstance(info.value.__cause__, peewee.IntegrityError)
+            assert raced == ["inserted"]
+            store.bind()
+            assert Device.get_or_none(Device.id == "new-device") is None
+            assert Device.get_by_id("raced").device_type == "phone"
+    finally:
+        other.close()
+
+
+def test_dry_run_needs_no_write_lock(tmp_path):
+    """A dry run reads from a snapshot: it works while another writer holds the lock."""
+    manager = DatabaseManager(DatabaseConfig(f"sqlite:///{tmp_path}/dry.db"))
+    manager.initialize(check_schema=False)
+    manager.create_tables()
+    populate(manager)
+    doc = _doc(manager)
+    doc["devices"].append({"id": "new-device", "device_type": "phone"})
+    writer = sqlite3.connect(tmp_path / "dry.db", isolation_level=None, timeout=0.2)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE devices SET name = 'locked' WHERE id = 'modem-1'")
+        result = DataImporter(manager).import_data(doc, dry_run=True)
+        assert result.tables["devices"] == {"created": 1, "updated": 0, "skipped": 2}
+        writer.execute("ROLLBACK")
+        manager.bind()
+        assert Device.get_or_none(Device.id == "new-device") is None
+    finally:
+        writer.close()
+        manager.close()

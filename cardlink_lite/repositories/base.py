@@ -9,14 +9,13 @@ from typing import Any
 
 import peewee
 
+from ..db import max_rows_per_statement
 from ..errors import NotFoundError, ValidationError, translate_error
 from ..events import EventType
 from ..fields import utc_now
 
 __all__ = ["BaseRepository", "Page"]
 
-# SQLite before 3.32 allows 999 bound variables per statement; stay under it everywhere.
-_MAX_VARIABLES = 999
 _MAX_BATCH = 500
 
 
@@ -274,7 +273,7 @@ class BaseRepository:
         fields = [f for f in meta.sorted_fields
                   if not (f is pk and isinstance(f, peewee.AutoField)
                           and all(o.__data__.get(f.name) is None for o in objs))]
-        batch = max(1, min(_MAX_BATCH, _MAX_VARIABLES // len(fields)))
+        batch = max_rows_per_statement(self.database, len(fields), _MAX_BATCH)
         rows = [tuple(o.__data__.get(f.name) for f in fields) for o in objs]
         with self._write():
             for chunk in peewee.chunked(rows, batch):

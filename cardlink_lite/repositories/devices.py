@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import operator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import reduce
 from numbers import Real
 
 from ..errors import ValidationError
-from ..fields import utc_now
+from ..fields import iso_utc, utc_now
 from ..models import Device, DeviceType
 from .base import BaseRepository, _contains
 
@@ -91,7 +91,8 @@ class DeviceRepository(BaseRepository):
         when = when or utc_now()
         changed = self._update_where(device_id, Device.id == device_id, last_seen=when)
         if changed:
-            self._emit(self._event("UPDATED"), device_id, {"last_seen": _iso(when)})
+            stamp = iso_utc(when) if isinstance(when, datetime) else str(when)
+            self._emit(self._event("UPDATED"), device_id, {"last_seen": stamp})
         return bool(changed)
 
     def deactivate(self, device_id: str) -> bool:
@@ -131,7 +132,3 @@ class DeviceRepository(BaseRepository):
         device.last_seen = now
         device.is_active = True
         return self.update(device)
-
-
-def _iso(value):
-    return value.isoformat() if hasattr(value, "isoformat") else value

@@ -9,10 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 import peewee
 
-from ..apdu import ApduLogWriter, _session_key, small_page_cache
+from ..apdu import ApduLogWriter, _session_key
+from ..db import small_page_cache
 from ..errors import ValidationError
 from ..events import EventType
-from ..fields import EnumField, UTCDateTimeField, UUIDStrField, utc_from_text
+from ..fields import EnumField, UTCDateTimeField, UUIDStrField, iso_utc, utc_from_text
 from ..models import BaseModel, CommDirection, CommLog
 from ..status_words import normalize_status_word
 from .base import BaseRepository
@@ -28,15 +29,6 @@ _EXPORT_COLUMNS = (CommLog.id, CommLog.timestamp, CommLog.direction, CommLog.raw
 _PAGE = 5000           # rows per keyset page when streaming (flat memory on every backend)
 _PURGE_CHUNK = 5000
 _SUCCESS_WITH_DATA = ("61", "9F", "91")
-
-
-def _iso(value) -> str | None:
-    """The timestamp as ``log.timestamp.isoformat()`` gives it (UTC, ``+00:00``)."""
-    if value is None:
-        return None
-    if isinstance(value, str):  # SQLite hands back the stored text
-        return value.replace(" ", "T", 1) + "+00:00"
-    return value.replace(tzinfo=None).isoformat() + "+00:00"
 
 
 class SessionLogExport(Sequence):
@@ -313,7 +305,7 @@ class LogRepository(BaseRepository):
             with self._wrap():
                 rows = database.execute(query.limit(page_size)).fetchall()
             for row in rows:
-                yield {"timestamp": _iso(row[1]), "direction": row[2], "raw_data": row[3],
+                yield {"timestamp": iso_utc(row[1]), "direction": row[2], "raw_data": row[3],
                        "decoded_data": row[4], "status_word": row[5],
                        "status_message": row[6], "latency_ms": row[7]}
             if len(rows) < page_size:
