@@ -51,6 +51,10 @@ def _manager(url: str):
     return manager, session_id
 
 
+def _empty_logs(manager) -> None:
+    manager.database.execute_sql("TRUNCATE TABLE comm_logs")
+
+
 def _writer_run(manager, rows) -> float:
     from cardlink_lite.apdu import ApduLogWriter
 
@@ -122,6 +126,7 @@ def bench_postgresql(n: int) -> dict:
                 conn.commit()
         raw = time.perf_counter() - start
         conn.close()
+        _empty_logs(manager)  # both sides start from an empty table
         writer = _writer_run(manager, rows)
         manager.close()
     finally:
@@ -149,6 +154,7 @@ def bench_mysql(n: int) -> dict:
                 conn.commit()
         raw = time.perf_counter() - start
         conn.close()
+        _empty_logs(manager)  # both sides start from an empty table
         writer = _writer_run(manager, rows)
         manager.close()
     finally:
