@@ -84,52 +84,6 @@ def test_lifecycle_sets_times_and_duration_and_emits_after_commit(manager, event
     assert events[-1].data["duration_ms"] == done.duration_ms
 
 
-def test_guide_session_repository_sample_runs(manager):
-    with UnitOfWork(manager) as uow:
-        _add_targets(uow)
-    # The guide's sample, verbatim but for the surrounding test.
-    with UnitOfWork(manager) as uow:
-        session = uow.sessions.create_session(
-            device_id="RF8M33XXXXX",
-            card_iccid="8901...",
-            session_type="profile_download"
-        )
-        uow.sessions.start_session(session.id)
-        uow.sessions.set_tls_info(
-            session.id,
-            cipher="TLS_PSK_WITH_AES_128_CBC_SHA256",
-            psk_identity="card_001"
-        )
-        uow.sessions.complete_session(session.id)
-        uow.sessions.fail_session(
-            session.id,
-            error_code="E001",
-            message="Connection timeout"
-        )
-        device_sessions = uow.sessions.find_by_device("RF8M33XXXXX", limit=10)
-        card_sessions = uow.sessions.find_by_card("8901...", limit=10)
-        active = uow.sessions.find_active()
-        failed = uow.sessions.find_by_status(SessionStatus.FAILED)
-        sessions = uow.sessions.find_by_date_range(
-            start=datetime(2024, 11, 1),
-            end=datetime(2024, 11, 30)
-        )
-        stats = uow.sessions.get_statistics(days=30)
-        lines = [f"Total: {stats['total']}",
-                 f"Success rate: {stats['success_rate']:.1f}%",
-                 f"Avg duration: {stats['avg_duration_ms']:.0f}ms"]
-        uow.commit()
-    assert [s.id for s in device_sessions] == [session.id] == [s.id for s in card_sessions]
-    assert active == [] and sessions == []
-    # Completed first: the later fail_session() is refused, the outcome stays.
-    assert failed == []
-    assert lines[:2] == ["Total: 1", "Success rate: 100.0%"]
-    stored = OTASession.get_by_id(session.id)
-    assert stored.status is SessionStatus.COMPLETED and stored.error_code is None
-    assert stored.cipher_suite == "TLS_PSK_WITH_AES_128_CBC_SHA256"
-    assert stored.tls_psk_identity == "card_001"
-
-
 def test_ended_sessions_are_final_and_unknown_ids_answer_false(manager, events, caplog):
     with UnitOfWork(manager) as uow:
         repo = uow.sessions

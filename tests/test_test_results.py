@@ -13,9 +13,6 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from cardlink_lite import (
-    CardProfile,
-    Device,
-    DeviceType,
     TestResult,
     TestStatus,
     UnitOfWork,
@@ -116,51 +113,6 @@ def test_create_result_refuses_bad_input(manager, events):
     assert events == []
 
 
-def test_guide_test_repository_sample_runs(manager, schema):
-    with UnitOfWork(manager) as uow:
-        uow.devices.create(Device(id="RF8M33XXXXX", device_type=DeviceType.PHONE))
-        uow.cards.create(CardProfile(iccid="8901..."))
-    printed = []
-    print_ = printed.append
-    # The guide's sample, verbatim but for print -> print_.
-    with UnitOfWork(manager) as uow:
-        result = uow.tests.create_result(
-            run_id="test_run_001",
-            suite_name="integration",
-            test_name="test_ota_session",
-            device_id="RF8M33XXXXX",
-            card_iccid="8901...",
-            status=TestStatus.PASSED,
-            started_at=datetime.now(),
-            ended_at=datetime.now(),
-            duration_ms=1500,
-            assertions={"connected": True},
-            metadata={"env": "staging"}
-        )
-        run_results = uow.tests.find_by_run("test_run_001")
-        suite_results = uow.tests.find_by_suite("integration", limit=50)
-        failures = uow.tests.find_failures("test_run_001")
-        summary = uow.tests.get_run_summary("test_run_001")
-        print_(f"Passed: {summary['passed']}")
-        print_(f"Failed: {summary['failed']}")
-        print_(f"Success rate: {summary['success_rate']:.1f}%")
-        comparison = uow.tests.compare_runs("run_001", "run_002")
-        print_(f"New failures: {len(comparison['new_failures'])}")
-        print_(f"Fixed tests: {len(comparison['fixed'])}")
-        junit_xml = uow.tests.export_junit_xml("test_run_001")
-        with open("results.xml", "w") as f:
-            f.write(junit_xml)
-        uow.commit()
-    assert [r.id for r in run_results] == [result.id] == [r.id for r in suite_results]
-    assert failures == []
-    assert printed == ["Passed: 1", "Failed: 0", "Success rate: 100.0%", "New failures: 0",
-                       "Fixed tests: 0"]
-    assert TestResult.get_by_id(result.id).assertions == {"connected": True}
-    root = _parse(Path("results.xml").read_text(), schema)
-    assert root.find("testsuite/testcase").get("time") == "1.500"
-
-
-# -- queries ------------------------------------------------------------------------
 def test_find_queries(manager):
     with UnitOfWork(manager) as uow:
         repo = uow.tests
