@@ -14,7 +14,6 @@ __all__ = [
     "DeviceMatches",
     "DeviceRepository",
     "LogRepository",
-    "LogRepository",
     "Page",
     "SessionRepository",
     "SettingRepository",
