@@ -1,4 +1,4 @@
-"""The batched APDU log writer: validation on the way in, one transaction per flush.
+"""The batched APDU log writer: rows checked on the way in (apdu_rows), one transaction per flush.
 
 Statements come from Peewee's ``insert_many`` (Peewee's quoting, column order and
 dialect) but each is built once per (database, rows per statement) and reused; later
@@ -17,14 +17,24 @@ import threading
 import time
 import weakref
 from collections import Counter
-from datetime import datetime, timezone
 
 import peewee
 
+from .apdu_rows import (
+    is_hex,
+    is_status_word,
+    model_kwargs,
+    normalize_hex,
+    now_text,
+    row_kwargs,
+    session_key,
+    stored_direction,
+    sw_message,
+    timestamp_text,
+)
 from .db import max_rows_per_statement
 from .errors import DatabaseError, ValidationError, translate_error
-from .models import CommDirection, CommLog, OTASession
-from .status_words import describe_status_word
+from .models import CommLog, OTASession
 
 __all__ = ["ApduLogWriter", "apdu_logger", "normalize_hex"]
 
@@ -42,82 +52,9 @@ _MAX_ROWS_PER_STATEMENT = 1000   # measured: bigger statements stop paying off
 _COPY_THRESHOLD = 2000           # PostgreSQL: COPY beats multi-row INSERT from here on
 _WAL_TRUNCATE_ROWS = 20000       # SQLite: a flush this big grows the -wal; shrink it after
 _BUSY_RETRIES = 8
-_ELISION = "..."
 
-_HEX = re.compile(r"[0-9A-F]+").fullmatch
-_SW = re.compile(r"[0-9A-F]{4}").fullmatch
 _BUSY = re.compile(r"database is locked|database is busy|deadlock|lock wait timeout|"
                    r"could not serialize", re.I)
-_DIRECTIONS = {}
-for _member in CommDirection:
-    for _key in (_member.value, _member.name, _member.value.capitalize()):
-        _DIRECTIONS[_key] = _member.value
-_MESSAGES: dict[str, str] = {}
-_UTC = timezone.utc
-# Exactly what sqlite3 stores for a datetime (isoformat(" ")), so rows written by the
-# writer and by Model.save() sort and compare alike.
-_MILLIS = [""] + [f".{ms:03d}000" for ms in range(1, 1000)]
-_second = (None, "")
-
-
-def _stamp() -> str:
-    """Now, as the timestamp column stores it: naive UTC text with milliseconds.
-
-    The same value ``fields.utc_now()`` gives, but this runs once per logged APDU, so
-    the date text is only rebuilt when the second changes.
-    """
-    global _second
-    now = time.time()
-    sec = int(now)
-    cached = _second
-    if cached[0] != sec:
-        cached = _second = (sec, datetime.fromtimestamp(sec, _UTC).strftime("%Y-%m-%d %H:%M:%S"))
-    return cached[1] + _MILLIS[int((now - sec) * 1000)]
-
-
-def normalize_hex(value, field: str = "raw_data") -> str:
-    """Upper-case hex with spaces removed; a trailing ``...`` (an elided sample) is kept."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex().upper()
-    if not isinstance(value, str):
-        raise ValidationError(
-            f"{field} must be a hex string such as '00A40400'; got {type(value).__name__}",
-            problems=[field],
-        )
-    text = value.upper()
-    if _HEX(text) and not len(text) & 1:
-        return text
-    text = "".join(text.split())
-    elided = text.endswith(_ELISION)
-    body = text[:-len(_ELISION)] if elided else text
-    # An elided sample may stop mid-byte; a complete value must be whole bytes.
-    if not body or not _HEX(body) or (len(body) & 1 and not elided):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        raise ValidationError(
-            f"{field} must be whole bytes of hex digits (spaces allowed, a trailing '...' "
-            f"marks an elided sample); got {shown!r}",
-            problems=[field],
-        )
-    return text
-
-
-def _message(sw: str) -> str:
-    text = _MESSAGES.get(sw)
-    if text is None:
-        text = _MESSAGES[sw] = describe_status_word(sw)[:128]
-    return text
-
-
-def _session_key(session_id) -> str:
-    if isinstance(session_id, OTASession):
-        session_id = session_id.id
-    try:
-        return OTASession.id.db_value(session_id)
-    except ValidationError:
-        raise ValidationError(
-            f"session_id must be an OTA session's UUID; got {session_id!r}",
-            problems=["session_id"],
-        ) from None
 
 
 class _Statements:
@@ -225,7 +162,7 @@ class ApduLogWriter:
             self._manager = database
             database = database.database
         self.database = database
-        self.session_id = None if session_id is None else _session_key(session_id)
+        self.session_id = None if session_id is None else session_key(session_id)
         self.batch_size = int(batch_size)
         self.flush_interval = flush_interval
         self._on_flush = on_flush
@@ -286,9 +223,9 @@ class ApduLogWriter:
         for index, row in enumerate(rows):
             try:
                 if isinstance(row, dict):
-                    flat.extend(self._row(**_row_kwargs(row)))
+                    flat.extend(self._row(**row_kwargs(row)))
                 elif isinstance(row, CommLog):
-                    flat.extend(self._row(**_model_kwargs(row)))
+                    flat.extend(self._row(**model_kwargs(row)))
                 else:
                     flat.extend(self._row(*row))
             except ValidationError as exc:
@@ -319,9 +256,9 @@ class ApduLogWriter:
     def _row(self, session_id, direction, raw_data, decoded_data=None, status_word=None,
              status_message=None, latency_ms=None, timestamp=None) -> tuple:
         if timestamp is None:
-            timestamp = _stamp()
+            timestamp = now_text()
         else:
-            timestamp = _timestamp(timestamp)
+            timestamp = timestamp_text(timestamp)
         last = self._last_session
         if session_id is not None and (session_id is last[0] or session_id == last[0]):
             session = last[1]
@@ -329,11 +266,11 @@ class ApduLogWriter:
             if session_id is None:
                 raise ValidationError("session_id is required for every log row",
                                       problems=["session_id"])
-            session = _session_key(session_id)
+            session = session_key(session_id)
             self._last_session = (session_id, session)
-        direction_value = _DIRECTIONS.get(direction)
+        direction_value = stored_direction(direction)
         if direction_value is None:
-            direction_value = _DIRECTIONS.get(str(direction).lower())
+            direction_value = stored_direction(str(direction).lower())
             if direction_value is None:
                 raise ValidationError(
                     f"direction must be 'command' or 'response'; got {direction!r}",
@@ -341,13 +278,13 @@ class ApduLogWriter:
                 )
         if type(raw_data) is str:
             raw = raw_data.upper()
-            if not _HEX(raw) or len(raw) & 1:
+            if not is_hex(raw) or len(raw) & 1:
                 raw = normalize_hex(raw_data)
         else:
             raw = normalize_hex(raw_data)
         if status_word is not None:
             sw = status_word.upper() if type(status_word) is str else status_word
-            if type(sw) is not str or not _SW(sw):
+            if type(sw) is not str or not is_status_word(sw):
                 from .status_words import normalize_status_word
 
                 sw = normalize_status_word(status_word)
@@ -357,7 +294,7 @@ class ApduLogWriter:
             sw = None
         if status_message is None:
             if sw is not None:
-                status_message = _message(sw)
+                status_message = sw_message(sw)
         elif type(status_message) is not str or len(status_message) > 128:
             raise ValidationError(
                 f"status_message must be text of at most 128 characters; got "
@@ -614,47 +551,6 @@ def _shrink_wal(database) -> None:
         logger.debug("wal_checkpoint skipped: %s", exc)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
-
-
-def _timestamp(value) -> datetime:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValidationError(
-                f"timestamp must be a datetime or ISO 8601 text; got {value!r}",
-                problems=["timestamp"],
-            ) from None
-    if not isinstance(value, datetime):
-        raise ValidationError(f"timestamp must be a datetime; got {type(value).__name__}",
-                              problems=["timestamp"])
-    return CommLog.timestamp.db_value(value).isoformat(" ")
-
-
-_ROW_KEYS = ("session_id", "direction", "raw_data", "decoded_data", "status_word",
-             "status_message", "latency_ms", "timestamp")
-
-
-def _row_kwargs(row: dict) -> dict:
-    row = dict(row)
-    if "session" in row and "session_id" not in row:
-        row["session_id"] = row.pop("session")
-    unknown = set(row) - set(_ROW_KEYS)
-    if unknown:
-        raise ValidationError(
-            f"unknown log field {sorted(unknown)[0]!r}; use {', '.join(_ROW_KEYS)}",
-            problems=sorted(unknown),
-        )
-    return row
-
-
-def _model_kwargs(log: CommLog) -> dict:
-    data = log.__data__
-    return {"session_id": data.get("session"), "direction": data.get("direction"),
-            "raw_data": data.get("raw_data"), "decoded_data": data.get("decoded_data"),
-            "status_word": data.get("status_word"),
-            "status_message": data.get("status_message"),
-            "latency_ms": data.get("latency_ms"), "timestamp": data.get("timestamp")}
 
 
 _live_writers: weakref.WeakSet = weakref.WeakSet()

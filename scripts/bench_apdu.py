@@ -68,10 +68,10 @@ def _writer_run(manager, rows) -> float:
 
 
 def _raw_tuples(rows):
-    from cardlink_lite.apdu import _stamp
+    from cardlink_lite.apdu_rows import now_text
 
     # A raw logger stamps rows too: same cheap timestamp text as the writer.
-    return [(r[0], _stamp(), r[6], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    return [(r[0], now_text(), r[6], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
 
 def bench_sqlite(n: int, workdir: str) -> dict:
