@@ -392,11 +392,51 @@ class _Plan:
 
     def _decide(self, model, chunk, existing):
         pk = self._pk(model)
+        if model is CommLog:
+            existing = self._match_logs(chunk, existing)
         for row in chunk:
             if pk in row and row[pk] in existing:
                 yield ("skipped" if self.mode is ConflictMode.SKIP else "updated"), row
             else:
                 yield "created", row
+
+    def _match_logs(self, chunk, stored_ids) -> set:
+        """Ids of ``chunk`` rows already stored as the same APDU; the others become new rows.
+
+        Log ids are per-store counters, so an equal id from another store is a different
+        row: a log is the same when session, time, direction and data are (the file's id
+        is then replaced by the stored one), otherwise it is added under a new id.
+        """
+        if not stored_ids:
+            return set()
+        fields = [CommLog.session, CommLog.timestamp, CommLog.direction, CommLog.raw_data]
+
+        def identity(values):
+            return tuple(f.db_value(v) for f, v in zip(fields, values, strict=True))
+
+        def stored(where):
+            return {identity(r[1:]): r[0] for r in
+                    CommLog.select(CommLog.id, *fields).where(where).tuples()}
+
+        by_id = {i: ident for ident, i in stored(CommLog.id.in_(list(stored_ids))).items()}
+        same, clashing = set(), []
+        for row in chunk:
+            if row.get("id") in by_id:
+                if identity([row.get(f.name) for f in fields]) == by_id[row["id"]]:
+                    same.add(row["id"])
+                else:
+                    clashing.append(row)
+        if clashing:
+            sessions = {identity([r.get(f.name) for f in fields])[0] for r in clashing}
+            elsewhere = stored(CommLog.session.in_(list(sessions)))
+            for row in clashing:
+                found = elsewhere.get(identity([row.get(f.name) for f in fields]))
+                if found is None:
+                    del row["id"]
+                else:
+                    row["id"] = found
+                    same.add(found)
+        return same
 
     def count(self, result: ImportResult) -> None:
         for model in ALL_MODELS:
@@ -435,12 +475,15 @@ class _Plan:
             self._insert(model, creates)
             created += len(creates)
         result._count(table, "created", created)
-        if model is CommLog and created and isinstance(self.database,
-                                                       peewee.PostgresqlDatabase):
-            # Explicit ids leave the sequence behind: the next logged APDU would collide.
+        if model is CommLog and created:
+            self._resync_log_ids()
+
+    def _resync_log_ids(self) -> None:
+        # Explicit ids leave PostgreSQL's sequence behind: the next new row would collide.
+        if isinstance(self.database, peewee.PostgresqlDatabase):
             self.database.execute_sql(
                 "SELECT setval(pg_get_serial_sequence('comm_logs', 'id'), "
-                "(SELECT MAX(id) FROM comm_logs))")
+                "(SELECT COALESCE(MAX(id), 1) FROM comm_logs))")
 
     @staticmethod
     def _encrypt_psks(rows) -> None:
@@ -462,7 +505,14 @@ class _Plan:
         groups: dict[frozenset, list] = {}
         for row in rows:
             groups.setdefault(frozenset(row), []).append(row)
-        for names, group in groups.items():
+        pk = model._meta.primary_key.name
+        # Rows keeping their ids first, so ids the database hands out come after them.
+        ordered = sorted(groups.items(), key=lambda item: pk not in item[0])
+        resynced = False
+        for names, group in ordered:
+            if pk not in names and model is CommLog and not resynced:
+                self._resync_log_ids()
+                resynced = True
             fields = [f for f in model._meta.sorted_fields if f.name in names]
             converters = [(f.name, f.db_value) for f in fields]
             batch = max_rows_per_statement(self.database, len(fields))

@@ -517,3 +517,54 @@ def test_dry_run_needs_no_write_lock(tmp_path):
     finally:
         writer.close()
         manager.close()
+
+
+def test_logs_from_another_store_are_added_not_merged(backend, db_url, tmp_path):
+    """Log ids are per-store counters: store B's log 1 is not store A's log 1."""
+    from cardlink_lite import (
+        CommLog,
+        ConflictMode,
+        DatabaseManager,
+        DataExporter,
+        DataImporter,
+        OTASession,
+        UnitOfWork,
+    )
+
+    other = DatabaseManager(f"sqlite:///{tmp_path}/other.db").initialize(check_schema=False)
+    other.create_tables()
+    with UnitOfWork(other) as uow:
+        s1 = uow.sessions.create_session(session_type="from_a")
+        uow.logs.add_log_batch([(s1.id, "command", "00A40400", "A1"),
+                                (s1.id, "response", "9000", "A2")])
+    with UnitOfWork(other) as uow:
+        document = DataExporter(uow).export_all("json")
+    other.close()
+
+    target = DatabaseManager(db_url).initialize(check_schema=False)
+    target.create_tables()
+    try:
+        with UnitOfWork(target) as uow:
+            s2 = uow.sessions.create_session(session_type="own")
+            uow.logs.add_log_batch([(s2.id, "command", "00B00000", "B1"),
+                                    (s2.id, "response", "6A82", "B2")])
+        counts = []
+        for mode in (ConflictMode.SKIP, ConflictMode.OVERWRITE):
+            with UnitOfWork(target) as uow:
+                result = DataImporter(uow).import_data(document, conflict_mode=mode)
+            counts.append(result.tables["comm_logs"])
+        # First import: A's logs are new rows (their ids clash with B's). Second: the same
+        # two rows are found again and overwritten with themselves; B's logs are untouched.
+        assert counts == [{"created": 2, "updated": 0, "skipped": 0},
+                          {"created": 0, "updated": 2, "skipped": 0}]
+        target.bind()
+        by_session = {s.id: sorted(log.decoded_data for log in
+                                   CommLog.select().where(CommLog.session == s.id))
+                      for s in OTASession.select()}
+        # The first import added A's two logs; the second recognised them as the same rows.
+        assert by_session == {s1.id: ["A1", "A2"], s2.id: ["B1", "B2"]}
+        with UnitOfWork(target) as uow:
+            uow.logs.add_log_batch([(s2.id, "command", "00C00000", "B3")])  # ids still free
+        assert CommLog.select().count() == 5
+    finally:
+        target.close()
