@@ -28,6 +28,7 @@ __all__ = [
     "half_applied",
     "plan_sql",
     "resolve_half_applied",
+    "resolve_revision",
     "run_migrations",
 ]
 
@@ -205,7 +206,8 @@ def _refuse_unsafe_state(manager) -> None:
         )
 
 
-def _resolve_target(target: str | None, directory=None) -> str | None:
+def resolve_revision(target: str | None, directory=None) -> str | None:
+    """The full revision name for ``target`` (a name, its number, or a unique prefix)."""
     if target is None:
         return None
     names = _revisions(directory)
@@ -223,7 +225,7 @@ def run_migrations(target: str | None = None, manager=None, directory=None) -> l
     manager = _manager(manager)
     check_schema_version(manager, directory)
     _refuse_unsafe_state(manager)
-    target = _resolve_target(target, directory)
+    target = resolve_revision(target, directory)
     with _translated("migration"):
         return _runner(manager, directory).up(target)
 
@@ -261,7 +263,7 @@ def plan_sql(target: str | None = None, manager=None, directory=None) -> list[tu
     manager = _manager(manager)
     check_schema_version(manager, directory)
     _refuse_unsafe_state(manager)
-    target = _resolve_target(target, directory)
+    target = resolve_revision(target, directory)
     database = manager.database
     captured: list[tuple[str, list]] = []
     runner = _runner(manager, directory)

@@ -549,11 +549,9 @@ def _open_store(url: str) -> DatabaseManager:
         except (DatabaseError, peewee.PeeweeException) as exc:
             with contextlib.suppress(Exception):
                 manager.close()
-            text = first_line(exc)
-            if config.safe_url not in text:
-                text = f"{config.safe_url}: {text}"
             raise pytest.UsageError(
-                f"cannot record test results in {text}; fix --cardlink-db "
+                f"cannot record test results in {config.safe_url} ({first_line(exc)}); "
+                "fix --cardlink-db "
                 f"(or cardlink_db / {ENV_VAR}) or leave it out to run without recording"
             ) from None
     return manager
@@ -601,7 +599,7 @@ def _write_summary(recorder: CardlinkRecorder, tr) -> None:
     if previous:
         regressions = comparison.get("regressions", [])
         fixed = comparison.get("fixed", [])
-        tr.write_line(f"against run {previous}: {len(regressions)} regressions, "
+        tr.write_line(f"against run {previous}: {_plural(len(regressions), 'regression')}, "
                       f"{len(fixed)} fixed, {len(comparison.get('new_tests', []))} new tests")
         for entry in regressions[:20]:
             tr.write_line(f"  REGRESSION {entry}", red=True)
@@ -650,3 +648,7 @@ def _long_repr(report) -> str | None:
 
 def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, timezone.utc)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")

@@ -136,3 +136,16 @@ def test_every_command_has_help_with_an_example():
     for path, command in walk(group, []):
         assert command.help, f"{' '.join(path)} has no help"
         assert "Example" in command.help, f"{' '.join(path)} help has no Example"
+
+
+def test_migrate_back_to_an_earlier_revision_asks_first(db_url):
+    run("--database", db_url, "init")
+    refused = run("--database", db_url, "migrate", "--revision", "0001", input="n\n")
+    assert refused.exit_code == 1 and "Revert" in refused.output
+    reverted = run("--database", db_url, "migrate", "--revision", "0001", "--yes")
+    assert reverted.exit_code == 0, reverted.output
+    assert "After: revision 0001_initial, 1 pending" in reverted.output
+    again = run("--database", db_url, "migrate", "--revision", "0001")
+    assert "Nothing to do: already at 0001." in again.output
+    forward = run("--database", db_url, "migrate")
+    assert f"After: revision {mig.get_head_revision()}, 0 pending" in forward.output

@@ -22,7 +22,7 @@ def test_keys_variable_with_only_separators_says_so(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--database", "sqlite:////proc/no/such/dir.db", "status"],
+        (["--database", "sqlite:////proc/no/such/dir.db", "init"],
          "Error: cannot create SQLite database"),
         (["export", "--output", "/nonexistent/dir/x.json"],
          "directory '/nonexistent/dir' does not exist"),
@@ -40,6 +40,7 @@ def test_unusable_paths_give_one_line_errors(args, expected, tmp_path):
 
 
 def test_commands_on_an_empty_database_say_to_init(tmp_path):
+    (tmp_path / "new.db").touch()  # an empty SQLite file: no tables yet
     result = CliRunner().invoke(cli, ["--database", f"sqlite:///{tmp_path}/new.db", "export"])
     assert result.exit_code == 1
     assert result.output.strip() == (
@@ -67,3 +68,32 @@ def test_connection_killed_inside_a_unit_of_work(manager, backend):
     assert Device.select().count() == 0
     manager.drop_tables()
     assert servers.probe(backend) is None
+
+
+@pytest.mark.parametrize("command", [["status"], ["stats"], ["check"], ["export"],
+                                     ["runs", "list"]])
+def test_read_only_commands_never_create_a_database(tmp_path, command):
+    path = tmp_path / "sub" / "missing.db"
+    result = CliRunner().invoke(cli, ["--database", f"sqlite:///{path}", *command])
+    assert result.exit_code == 1
+    assert "no database at" in result.output and "cardlink-db --database" in result.output
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_keys_check_failure_ends_with_an_error_line(tmp_path, monkeypatch):
+    from cryptography.fernet import Fernet
+
+    from cardlink_lite import CardProfile, DatabaseManager, UnitOfWork
+
+    url = f"sqlite:///{tmp_path}/k.db"
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", Fernet.generate_key().decode())
+    manager = DatabaseManager(url).initialize(check_schema=False)
+    manager.create_tables()
+    with UnitOfWork(manager) as uow:
+        uow.cards.create_with_psk(CardProfile(iccid="8901"), b"0123456789abcdef")
+    manager.close()
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", Fernet.generate_key().decode())
+    result = CliRunner().invoke(cli, ["--database", url, "keys", "check"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith(
+        "Error: 1 PSK(s) cannot be opened with the configured keys")

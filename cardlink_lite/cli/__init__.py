@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
@@ -43,10 +44,20 @@ class CliState:
     def config(self) -> DatabaseConfig:
         return DatabaseConfig(self.database_url, echo=self.verbose)
 
-    def manager(self, check_schema: bool = True) -> DatabaseManager:
-        """The open manager; with ``check_schema`` the store must exist and not be newer."""
+    def manager(self, check_schema: bool = True, create: bool = False) -> DatabaseManager:
+        """The open manager; with ``check_schema`` the store must exist and not be newer.
+
+        Only commands that build a store (``create``) may create a missing SQLite file.
+        """
         if self._manager is None:
-            self._manager = DatabaseManager(self.config)
+            config = self.config
+            path = config.sqlite_path
+            if path is not None and not create and not path.exists():
+                raise click.ClickException(
+                    f"no database at {str(path)!r}; create it with: cardlink-db "
+                    f"--database {config.safe_url} init"
+                )
+            self._manager = DatabaseManager(config)
             self._manager.initialize(check_schema=check_schema)
             if check_schema and get_current_revision(manager=self._manager) is None:
                 raise click.ClickException(
@@ -66,6 +77,8 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            raise  # the reader went away (``| head``): main() leaves quietly
         except (DatabaseError, peewee.PeeweeException, OSError) as exc:
             if ctx.obj is not None and getattr(ctx.obj, "verbose", False):
                 raise
@@ -125,7 +138,12 @@ from . import data, demo, keys, logs, runs, schema  # noqa: E402,F401
 
 def main(argv=None) -> None:
     """Console-script entry point."""
-    cli.main(args=argv, prog_name="cardlink-db", standalone_mode=True)
+    try:
+        cli.main(args=argv, prog_name="cardlink-db", standalone_mode=True)
+    except BrokenPipeError:
+        # Python would complain again while flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

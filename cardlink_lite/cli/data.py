@@ -195,6 +195,7 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
             database, tables, cutoff, chunk_size,
             progress=(lambda _t, n: bar.update(n)) if bar is not None else None)
     report["deleted"] = deleted
+    del report["would_delete"]
     if manager.config.is_sqlite:
         report["space"] = retention.reclaim_space(database, full=vacuum)
     if as_json:

@@ -50,7 +50,7 @@ def demo(ctx, state: CliState, device_id: str, iccid: str):
     from ..recording import record_session
     from ..unit_of_work import UnitOfWork
 
-    manager = state.manager(check_schema=False)
+    manager = state.manager(check_schema=False, create=True)
     if migrations.get_current_revision(manager=manager) is None:
         manager.create_tables()
     else:

@@ -98,4 +98,7 @@ def check(ctx, state: CliState, as_json: bool):
         else:
             click.echo("  every PSK can be opened")
     if report["unreadable"]:
-        ctx.exit(1)
+        raise click.ClickException(
+            f"{len(report['unreadable'])} PSK(s) cannot be opened with the configured keys; "
+            "add the old key to CARDLINK_ENCRYPTION_KEYS (after the new one) and rerun"
+        )

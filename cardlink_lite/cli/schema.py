@@ -24,7 +24,7 @@ def init(state: CliState, force: bool, yes: bool):
         cardlink-db init
         cardlink-db --database postgresql://bench@db/cardlink init --force --yes
     """
-    manager = state.manager(check_schema=False)
+    manager = state.manager(check_schema=False, create=True)
     if not force:
         migrations.check_schema_version(manager=manager)
     if force:
@@ -44,22 +44,24 @@ def init(state: CliState, force: bool, yes: bool):
 
 
 @cli.command()
-@click.option("--revision", "-r", metavar="REV", help="Stop at this revision (name or number).")
+@click.option("--revision", "-r", metavar="REV",
+              help="Go to this revision (name or number): forward, or back after asking.")
 @click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
 @click.option("--resolve", metavar="REV",
               help="Clear a half-applied migration after fixing it by hand (needs --as).")
 @click.option("--as", "resolved_as", type=click.Choice(["applied", "rolled-back"]),
               help="With --resolve: what you made of the half-applied migration.")
+@yes_option
 @pass_state
-def migrate(state: CliState, revision, dry_run, resolve, resolved_as):
-    """Apply pending schema migrations.
+def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
+    """Apply pending schema migrations (or go back to an earlier revision).
 
     Example:
 
         cardlink-db migrate --dry-run
         cardlink-db migrate --revision 0001
     """
-    manager = state.manager(check_schema=False)
+    manager = state.manager(check_schema=False, create=True)
     if resolve:
         if not resolved_as:
             raise click.UsageError("--resolve needs --as applied or --as rolled-back")
@@ -67,6 +69,10 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as):
         click.echo(f"Recorded {resolve} as {resolved_as}.")
         return
     _print_revision("Before", manager)
+    newer = _applied_after(revision, manager) if revision else []
+    if newer:
+        _revert(manager, revision, newer, dry_run, yes)
+        return
     if dry_run:
         statements = migrations.plan_sql(revision, manager=manager)
         if not statements:
@@ -79,7 +85,28 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as):
     for name in applied:
         click.echo(f"Applied {name}")
     if not applied:
-        click.echo("Nothing to do: the schema is up to date.")
+        target = f"already at {revision}" if revision else "the schema is up to date"
+        click.echo(f"Nothing to do: {target}.")
+    _print_revision("After", manager)
+
+
+def _applied_after(revision: str, manager) -> list[str]:
+    """Applied revisions newer than ``revision`` (empty when it is not applied yet)."""
+    target = migrations.resolve_revision(revision)
+    applied = migrations.get_applied_revisions(manager=manager)
+    return applied[applied.index(target) + 1:] if target in applied else []
+
+
+def _revert(manager, revision: str, newer: list[str], dry_run: bool, yes: bool) -> None:
+    names = ", ".join(reversed(newer))
+    if dry_run:
+        click.echo(f"-- dry run: would revert {names}; nothing was changed")
+        return
+    if not yes:
+        click.confirm(f"Revert {names} (their down() may drop columns and data)?",
+                      abort=True)
+    for name in migrations.downgrade(steps=len(newer), manager=manager):
+        click.echo(f"Reverted {name}")
     _print_revision("After", manager)
 
 
