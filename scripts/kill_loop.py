@@ -13,6 +13,7 @@ may be missing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -91,10 +92,19 @@ def kill_loop(path: str, kills: int, batch: int, min_s: float = 0.3,
             "problems": check(path, acknowledged, batch)}
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--kills", type=_positive, default=200,
+                        help="how many times to SIGKILL the logging process (default 200)")
+    parser.add_argument("--batch", type=_positive, default=500,
+                        help="rows per flush in the logging process (default 500)")
     parser.add_argument("--db", help="SQLite file (default: a temporary one)")
     parser.add_argument("--child", nargs=4, metavar=("URL", "SESSION", "RUN", "BATCH"),
                         help=argparse.SUPPRESS)
@@ -105,7 +115,7 @@ def main() -> None:
         return
     path = args.db or os.path.join(tempfile.mkdtemp(), "kill.db")
     report = kill_loop(path, args.kills, args.batch)
-    print(report)
+    print(json.dumps(report, indent=2, default=str))
     sys.exit(1 if report["problems"] else 0)
 
 
