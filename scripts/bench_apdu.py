@@ -103,26 +103,21 @@ def bench_sqlite(n: int, workdir: str) -> dict:
                   "raw sqlite3 executemany", 1.0)
 
 
-def bench_postgresql(n: int) -> dict:
-    import psycopg2
-    import psycopg2.extras
-
+def _server_insert(backend: str, n: int, connect, insert_chunk) -> tuple[float, float]:
+    """(raw seconds, writer seconds) for ``n`` rows into a fresh database on ``backend``."""
     from tests import servers
 
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    servers.create_database("postgresql", name)
+    servers.create_database(backend, name)
     try:
-        url = servers.url("postgresql", name)
-        manager, sid = _manager(url)
+        manager, sid = _manager(servers.url(backend, name))
         rows = _rows(n, sid)
-        conn = psycopg2.connect(dbname=name, user="postgres", host="127.0.0.1")
         data = _raw_tuples(rows)
+        conn = connect(name)
         start = time.perf_counter()
         with conn.cursor() as cur:
             for i in range(0, n, TXN_ROWS):
-                psycopg2.extras.execute_values(
-                    cur, f"INSERT INTO comm_logs ({_COLUMNS}) VALUES %s", data[i:i + TXN_ROWS],
-                    page_size=1000)
+                insert_chunk(cur, data[i:i + TXN_ROWS])
                 conn.commit()
         raw = time.perf_counter() - start
         conn.close()
@@ -130,35 +125,32 @@ def bench_postgresql(n: int) -> dict:
         writer = _writer_run(manager, rows)
         manager.close()
     finally:
-        servers.drop_database("postgresql", name)
+        servers.drop_database(backend, name)
+    return raw, writer
+
+
+def bench_postgresql(n: int) -> dict:
+    import psycopg2
+    import psycopg2.extras
+
+    def insert(cur, chunk):
+        psycopg2.extras.execute_values(
+            cur, f"INSERT INTO comm_logs ({_COLUMNS}) VALUES %s", chunk, page_size=1000)
+
+    raw, writer = _server_insert(
+        "postgresql", n,
+        lambda name: psycopg2.connect(dbname=name, user="postgres", host="127.0.0.1"), insert)
     return _ratio("postgresql insert", n, raw, writer, "psycopg2 execute_values", 0.9)
 
 
 def bench_mysql(n: int) -> dict:
     import pymysql
 
-    from tests import servers
-
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    servers.create_database("mysql", name)
-    try:
-        manager, sid = _manager(servers.url("mysql", name))
-        rows = _rows(n, sid)
-        conn = pymysql.connect(host="127.0.0.1", user="root", database=name)
-        data = _raw_tuples(rows)
-        sql = f"INSERT INTO comm_logs ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-        start = time.perf_counter()
-        with conn.cursor() as cur:
-            for i in range(0, n, TXN_ROWS):
-                cur.executemany(sql, data[i:i + TXN_ROWS])
-                conn.commit()
-        raw = time.perf_counter() - start
-        conn.close()
-        _empty_logs(manager)  # both sides start from an empty table
-        writer = _writer_run(manager, rows)
-        manager.close()
-    finally:
-        servers.drop_database("mysql", name)
+    sql = f"INSERT INTO comm_logs ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    raw, writer = _server_insert(
+        "mysql", n,
+        lambda name: pymysql.connect(host="127.0.0.1", user="root", database=name),
+        lambda cur, chunk: cur.executemany(sql, chunk))
     return _ratio("mariadb insert", n, raw, writer, "pymysql executemany", 0.9)
 
 

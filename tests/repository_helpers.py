@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
-from cardlink_lite import Device, DeviceType, UnitOfWork
+import pytest
+
+from cardlink_lite import Device, DeviceType, UnitOfWork, get_emitter
 
 
 class EventRecorder:
@@ -49,3 +52,27 @@ def committed_ids(manager, model=Device) -> set:
     thread.start()
     thread.join()
     return result["ids"]
+
+
+@pytest.fixture(name="events")
+def event_list():
+    """Every event delivered while the test runs, as a plain list."""
+    seen = []
+    handler = get_emitter().on("*", seen.append)
+    yield seen
+    get_emitter().off("*", handler)
+
+
+@contextlib.contextmanager
+def count_queries(manager):
+    """The SQL statements executed inside the block."""
+    statements: list[str] = []
+
+    def hook(event):
+        statements.append(event.sql)
+
+    manager.database.query_hooks.append(hook)
+    try:
+        yield statements
+    finally:
+        manager.database.query_hooks.remove(hook)

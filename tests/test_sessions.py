@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -17,34 +16,10 @@ from cardlink_lite import (
     SessionStatus,
     UnitOfWork,
     ValidationError,
-    get_emitter,
 )
 from cardlink_lite.events import EventType
 from cardlink_lite.fields import utc_now
-
-
-@pytest.fixture
-def events():
-    """Every event delivered while the test runs."""
-    seen = []
-    handler = get_emitter().on("*", seen.append)
-    yield seen
-    get_emitter().off("*", handler)
-
-
-@contextlib.contextmanager
-def count_queries(manager):
-    """The SQL statements executed inside the block."""
-    statements: list[str] = []
-
-    def hook(event):
-        statements.append(event.sql)
-
-    manager.database.query_hooks.append(hook)
-    try:
-        yield statements
-    finally:
-        manager.database.query_hooks.remove(hook)
+from tests.repository_helpers import count_queries, event_list  # noqa: F401 - fixture
 
 
 def _add_targets(uow, device_id="RF8M33XXXXX", iccid="8901..."):

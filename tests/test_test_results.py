@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,10 +16,10 @@ from cardlink_lite import (
     TestStatus,
     UnitOfWork,
     ValidationError,
-    get_emitter,
 )
 from cardlink_lite.events import EventType
 from cardlink_lite.junit import build_junit_xml, xml_safe
+from tests.repository_helpers import count_queries, event_list  # noqa: F401 - fixture
 
 XSD = Path(__file__).parent / "data" / "junit-10.xsd"  # copy of shared/testdata
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -32,26 +31,8 @@ def schema():
     return etree.XMLSchema(etree.parse(str(XSD)))
 
 
-@pytest.fixture
-def events():
-    seen = []
-    handler = get_emitter().on("*", seen.append)
-    yield seen
-    get_emitter().off("*", handler)
 
 
-@contextlib.contextmanager
-def count_queries(manager):
-    statements: list[str] = []
-
-    def hook(event):
-        statements.append(event.sql)
-
-    manager.database.query_hooks.append(hook)
-    try:
-        yield statements
-    finally:
-        manager.database.query_hooks.remove(hook)
 
 
 def _record(repo, run_id, name, status, minute=0, suite="suite_a", **kw):
