@@ -11,12 +11,14 @@ def test_demo_records_a_bench_session_and_prints_status(manager, db_url):
     result = CliRunner().invoke(cli, ["--database", db_url, "demo"])
     assert result.exit_code == 0, result.output
     assert "Recorded OTA session" in result.output and "Database Status" in result.output
-    assert "comm_logs: 14 rows" in result.output
     manager.bind()
-    session = OTASession.get()
+    session_id = result.output.split("Recorded OTA session ")[1].split()[0]
+    session = OTASession.get_by_id(session_id)
     assert session.status is SessionStatus.COMPLETED and session.duration_ms is not None
-    assert CommLog.select().where(CommLog.session == session.id).count() == 14
-    assert TestResult.select().count() == 5
+    assert CommLog.select().where(CommLog.session == session.id).count() == 24
+    # A week of history: eight runs of ten tests, earlier sessions on two devices.
+    assert TestResult.select().count() == 80
+    assert OTASession.select().count() > 20
     assert not CardProfile.get().has_psk  # no key configured: stored without a PSK
 
 
@@ -27,5 +29,10 @@ def test_demo_twice_with_key_keeps_one_device_and_card(sqlite_manager, tmp_path,
         result = CliRunner().invoke(cli, ["--database", url, "demo"])
         assert result.exit_code == 0, result.output
     sqlite_manager.bind()
-    assert CardProfile.select().count() == 1 and CardProfile.get().has_psk
-    assert OTASession.select().count() == 2
+    # The bench card (with its PSK) and the history's second card, each once.
+    assert CardProfile.select().count() == 2
+    assert CardProfile.get_by_id("89014103211118510720").has_psk
+    # The second demo adds one session and one run; the history is recorded once.
+    assert TestResult.select().count() == 90
+    assert OTASession.select().count() == 2 + OTASession.select().where(
+        OTASession.session_type == "remote_management").count()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
 import uuid
 
 import click
 
 from . import CliState, cli, pass_state
+from .demo_history import SUITE, newest_outcomes, record_history, record_run
 
 __all__ = ["demo"]
 
@@ -21,16 +23,14 @@ _EXCHANGE = [
     ("80F24000024F00", "GET STATUS (ISD)", "08A000000151000000019E9000", 6.2),
     ("80F21000024F00", "GET STATUS (load files)", "6A88", 3.9),
     ("80E602001507A0000000871002000000000000", "INSTALL [for load]", "009000", 11.4),
+    ("0070000001", "MANAGE CHANNEL (open)", "019000", 2.2),
+    ("01A4040007A0000000871002", "SELECT USIM ADF (channel 1)", "611C", 7.5),
+    ("01C000001C", "GET RESPONSE (channel 1)",
+     "621A8202782183027FF08410A0000000871002FF33FF01890000008A01059000", 3.1),
+    ("01B0000008", "READ BINARY (channel 1)", "98101432547698109000", 5.4),
     ("00A4040007A0000000871002", "SELECT USIM ADF", "6A82", 2.8),
+    ("0070800100", "MANAGE CHANNEL (close 1)", "9000", 1.9),
 ]
-_TESTS = [
-    ("test_select_isd", "passed", None),
-    ("test_secure_channel_scp02", "passed", None),
-    ("test_get_status_load_files", "failed", "expected 9000, card answered 6A88"),
-    ("test_install_for_load", "passed", None),
-    ("test_sms_pp_trigger", "skipped", "modem not attached"),
-]
-
 
 @cli.command()
 @click.option("--device-id", default="RF8M33DEMO01", show_default=True)
@@ -46,7 +46,8 @@ def demo(ctx, state: CliState, device_id: str, iccid: str):
         cardlink-db --database sqlite:///try.db demo
     """
     from .. import migrations
-    from ..models import CardProfile, CardType, DeviceType, TestStatus
+    from ..fields import utc_now
+    from ..models import CardProfile, CardType, DeviceType
     from ..recording import record_session
     from ..unit_of_work import UnitOfWork
 
@@ -84,22 +85,24 @@ def demo(ctx, state: CliState, device_id: str, iccid: str):
             session.command(command, decoded)
             session.response(response, latency_ms=latency)
 
+    record_history(manager, device_id, iccid, utc_now())
     run_id = f"demo-{uuid.uuid4().hex[:8]}"
     with UnitOfWork(manager) as uow:
-        for name, status, message in _TESTS:
-            uow.tests.create_result(run_id=run_id, suite_name="demo_ota_suite", test_name=name,
-                                    status=TestStatus(status), device_id=device_id,
-                                    card_iccid=iccid, duration_ms=120, error_message=message)
+        record_run(uow, run_id, device_id, iccid, utc_now(), newest_outcomes(),
+                   random.Random(run_id))
         summary = uow.tests.get_run_summary(run_id)
 
     click.echo(f"Recorded OTA session {session.session_id} with {len(_EXCHANGE) * 2} APDUs "
                f"on {device_id} / card {iccid}")
     click.echo(f"Recorded test run {run_id}: {summary['passed']} passed, "
-               f"{summary['failed']} failed, {summary['skipped']} skipped")
+               f"{summary['failed']} failed, {summary['error']} error, "
+               f"{summary['skipped']} skipped, after a week of earlier runs and sessions "
+               f"(suite {SUITE})")
     if not has_key:
         click.echo("(no CARDLINK_ENCRYPTION_KEY set: the demo card was stored without a PSK; "
                    "see `cardlink-db keys generate`)")
     click.echo(f"Try: cardlink-db logs show {session.session_id}")
+    click.echo("     cardlink-db report -o report.html")
     click.echo("")
     from .schema import status
 
