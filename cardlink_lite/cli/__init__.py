@@ -125,6 +125,7 @@ def cli(ctx, database_url, verbose):
 
     Example:
 
+    \b
         cardlink-db --database sqlite:///bench.db init
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,

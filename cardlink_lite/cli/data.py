@@ -54,6 +54,7 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
 
     Example:
 
+    \b
         cardlink-db export --output backup.json
         cardlink-db export --format yaml --tables devices,cards
     """
@@ -122,6 +123,7 @@ def import_command(state: CliState, file, fmt, conflict, dry_run, as_json):
 
     Example:
 
+    \b
         cardlink-db import backup.json
         cardlink-db import --conflict merge --dry-run backup.yaml
     """
@@ -166,6 +168,7 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
 
     Example:
 
+    \b
         cardlink-db purge --older-than 90 --tables logs
         cardlink-db purge --older-than 30 --tables sessions,logs --yes
     """
@@ -223,6 +226,7 @@ def stats(state: CliState, as_json):
 
     Example:
 
+    \b
         cardlink-db stats --json
     """
     info = maintenance.collect_stats(state.manager())
@@ -250,6 +254,7 @@ def backup(state: CliState, path, force, as_json):
 
     Example:
 
+    \b
         cardlink-db backup backups/cardlink-$(date +%F).db
     """
     info = maintenance.backup_database(state.manager(), path, overwrite=force)
@@ -267,6 +272,7 @@ def check(state: CliState, as_json):
 
     Example:
 
+    \b
         cardlink-db check --json
     """
     report = maintenance.check_database(state.manager(check_schema=False))

@@ -42,6 +42,7 @@ def demo(ctx, state: CliState, device_id: str, iccid: str):
 
     Example:
 
+    \b
         cardlink-db demo
         cardlink-db --database sqlite:///try.db demo
     """

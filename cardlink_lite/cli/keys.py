@@ -21,6 +21,7 @@ def keys():
 
     Example:
 
+    \b
         export CARDLINK_ENCRYPTION_KEY="$(cardlink-db keys generate)"
     """
 
@@ -33,6 +34,7 @@ def generate(output):
 
     Example:
 
+    \b
         cardlink-db keys generate
         cardlink-db keys generate --output ~/.cardlink.key
     """
@@ -62,6 +64,7 @@ def rotate(state: CliState):
 
     Example:
 
+    \b
         export CARDLINK_ENCRYPTION_KEYS="$NEW_KEY,$OLD_KEY"
         cardlink-db keys rotate
     """
@@ -82,6 +85,7 @@ def check(ctx, state: CliState, as_json: bool):
 
     Example:
 
+    \b
         cardlink-db keys check --json
     """
     report = crypto.check_keys(state.manager())

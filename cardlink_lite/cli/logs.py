@@ -17,6 +17,7 @@ def logs():
 
     Example:
 
+    \b
         cardlink-db logs show 3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f --errors
     """
 
@@ -32,6 +33,7 @@ def show(state: CliState, session_id, errors_only, as_json):
 
     Example:
 
+    \b
         cardlink-db logs show 3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f
         cardlink-db logs show 3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f --errors --json
     """

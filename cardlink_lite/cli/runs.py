@@ -22,6 +22,7 @@ def runs_group():
 
     Example:
 
+    \b
         cardlink-db runs list --suite integration
     """
 
@@ -37,6 +38,7 @@ def list_command(state: CliState, limit, suite_name, as_json):
 
     Example:
 
+    \b
         cardlink-db runs list -n 5 --json
     """
     with UnitOfWork(state.manager()) as uow:
@@ -65,6 +67,7 @@ def show_command(state: CliState, run_id, as_json):
 
     Example:
 
+    \b
         cardlink-db runs show 5f56c8b2-134d-4e2f-a4f8-c20f5474508d
     """
     with UnitOfWork(state.manager()) as uow:
@@ -94,6 +97,7 @@ def compare_command(state: CliState, run_a, run_b, as_json):
 
     Example:
 
+    \b
         cardlink-db runs compare nightly-41 nightly-42
     """
     with UnitOfWork(state.manager()) as uow:
@@ -122,6 +126,7 @@ def junit_command(state: CliState, run_id, output):
 
     Example:
 
+    \b
         cardlink-db runs junit nightly-42 -o results.xml
     """
     with UnitOfWork(state.manager()) as uow:

@@ -21,6 +21,7 @@ def init(state: CliState, force: bool, yes: bool):
 
     Example:
 
+    \b
         cardlink-db init
         cardlink-db --database postgresql://bench@db/cardlink init --force --yes
     """
@@ -58,6 +59,7 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
 
     Example:
 
+    \b
         cardlink-db migrate --dry-run
         cardlink-db migrate --revision 0001
     """
@@ -125,6 +127,7 @@ def status(state: CliState, detail: bool, as_json: bool):
 
     Example:
 
+    \b
         cardlink-db status --verbose
     """
     manager = state.manager(check_schema=False)
