@@ -26,21 +26,26 @@ def test_init_creates_schema_and_prints_next_steps(db_url):
     assert info["pending_migrations"] == []
 
 
-def test_init_force_asks_before_dropping(db_url):
-    run("--database", db_url, "init")
-    refused = run("--database", db_url, "init", "--force", input="n\n")
-    assert refused.exit_code == 1 and "Aborted" in refused.output
-    accepted = run("--database", db_url, "init", "--force", "--yes")
-    assert accepted.exit_code == 0, accepted.output
-
-
-def test_init_force_really_drops_data(manager, db_url):
+def test_init_force_is_the_explicit_request_and_asks_nothing(manager, db_url):
     from cardlink_lite import Device
 
     Device.create(id="old", device_type="phone")
-    assert run("--database", db_url, "init", "--force", "--yes").exit_code == 0
+    result = run("--database", db_url, "init", "--force")  # scripted: no terminal, no --yes
+    assert result.exit_code == 0, result.output
+    assert "Aborted" not in result.output
     manager.bind()
     assert Device.select().count() == 0
+    assert run("--database", db_url, "init", "--force", "--yes").exit_code == 0  # still taken
+
+
+def test_init_without_force_keeps_data_and_asks_nothing(manager, db_url):
+    from cardlink_lite import Device
+
+    Device.create(id="kept", device_type="phone")
+    result = run("--database", db_url, "init")
+    assert result.exit_code == 0, result.output
+    manager.bind()
+    assert [d.id for d in Device.select()] == ["kept"]
 
 
 def test_migrate_shows_status_before_and_after(db_url):

@@ -13,27 +13,23 @@ __all__ = ["init", "migrate", "status"]
 
 
 @cli.command()
-@click.option("--force", is_flag=True, help="Drop every table first (asks for confirmation).")
-@yes_option
+@click.option("--force", is_flag=True,
+              help="Drop every table and all data first (the explicit request: no question).")
+@click.option("--yes", "-y", is_flag=True, hidden=True)  # accepted: older scripts pass it
 @pass_state
 def init(state: CliState, force: bool, yes: bool):
-    """Create the database and its schema.
+    """Create the database and its schema; without --force existing data is kept.
 
     Example:
 
     \b
         cardlink-db init
-        cardlink-db --database postgresql://bench@db/cardlink init --force --yes
+        cardlink-db --database postgresql://bench@db/cardlink init --force
     """
     manager = state.manager(check_schema=False, create=True)
     if not force:
         migrations.check_schema_version(manager=manager)
     if force:
-        if not yes:
-            click.confirm(
-                f"Drop every table in {manager.config.safe_url} and all data in them?",
-                abort=True,
-            )
         manager.drop_tables()
     manager.create_tables()
     revision = migrations.get_current_revision(manager=manager)
