@@ -260,3 +260,26 @@ def test_real_subprocess_export_import(bench, db_url, backend, tmp_path):
         [sys.executable, "-m", "cardlink_lite", "--database", db_url, "import", str(dump)],
         capture_output=True, text=True, env=env, timeout=120)
     assert imported.returncode == 0 and "13 skipped" in imported.stderr
+
+
+def test_export_include_keys_without_a_key_writes_nothing_to_stdout(manager, run, monkeypatch):
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", generate_key())
+    populate(manager, psk=True)
+    monkeypatch.delenv("CARDLINK_ENCRYPTION_KEY")
+    result = run("export", "--include-keys")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: CARDLINK_ENCRYPTION_KEY")
+
+
+def test_export_include_keys_with_a_wrong_key_writes_nothing_to_stdout(manager, run,
+                                                                         monkeypatch):
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", generate_key())
+    populate(manager, psk=True)
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", generate_key())
+    result = run("export", "--include-keys")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: 1 PSK(s) cannot be opened with the configured keys; add the old key to "
+        "CARDLINK_ENCRYPTION_KEYS (see cardlink-db keys check)")

@@ -125,3 +125,12 @@ def _validate(xml: bytes, **counts):
     for key, value in counts.items():
         assert suite.get(key) == str(value), key
     assert len(suite.findall("testcase")) == counts["tests"]
+
+
+def test_junit_to_a_missing_directory_names_the_users_path_only(runs, tmp_path):
+    result = _run(runs, "junit", "r2", "-o", str(tmp_path / "missing" / "x.xml"))
+    assert result.exit_code == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error == (f"Error: Invalid value for --output: directory "
+                     f"'{tmp_path / 'missing'}' does not exist; create it or choose another path")
+    assert ".tmp" not in result.stderr and "Traceback" not in result.output

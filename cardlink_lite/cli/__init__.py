@@ -6,10 +6,13 @@ function, and prints. Library errors become one ``Error:`` line on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 import peewee
@@ -28,6 +31,7 @@ __all__ = [
     "main",
     "pass_state",
     "warn",
+    "write_atomically",
     "yes_option",
 ]
 
@@ -112,6 +116,33 @@ def echo_json(payload) -> None:
 
 def warn(message: str) -> None:
     click.echo(message, err=True)
+
+
+def write_atomically(path, write, param_hint: str = "--output"):
+    """Write through a 0600 temp file in the same directory, renamed into place."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise click.BadParameter(
+            f"directory {str(directory)!r} does not exist; create it or choose another path",
+            param_hint=param_hint)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:  # name the user's path, never our temp file
+        raise click.ClickException(
+            f"cannot write {str(target)!r}: {exc.strerror}; check that the directory "
+            "is writable or choose another path") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            result = write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return result
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 
 import click
 
-from .. import maintenance, retention
+from .. import crypto, maintenance, retention
 from ..errors import ValidationError
 from ..fields import utc_now
 from ..transfer import DataExporter, DataImporter, resolve_tables
-from . import CliState, cli, echo_json, json_option, pass_state, warn, yes_option
+from . import (
+    CliState,
+    cli,
+    echo_json,
+    json_option,
+    pass_state,
+    warn,
+    write_atomically,
+    yes_option,
+)
 
 __all__ = ["backup", "check", "export_command", "import_command", "purge", "stats"]
 
@@ -63,8 +70,15 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
     except ValidationError as exc:
         raise click.BadParameter(str(exc), param_hint="--tables") from None
     fmt = _format_for(output, fmt) or "json"
-    exporter = DataExporter(state.manager())
+    manager = state.manager()
+    exporter = DataExporter(manager)
     if include_keys:
+        # Decide before the first byte: stdout cannot be taken back.
+        opened = crypto.check_keys(manager)
+        if opened["unreadable"]:
+            raise click.ClickException(
+                f"{len(opened['unreadable'])} PSK(s) cannot be opened with the configured "
+                "keys; add the old key to CARDLINK_ENCRYPTION_KEYS (see cardlink-db keys check)")
         where_to = "the file is created mode 0600" if output else "it goes to stdout"
         warn(f"Warning: this export holds decrypted PSK keys; store it like a secret "
              f"({where_to}).")
@@ -75,7 +89,7 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
                 bar.update(n)
 
         if output:
-            counts = _write_atomically(output, lambda fh: exporter.write(
+            counts = write_atomically(output, lambda fh: exporter.write(
                 fh, tables=tables, format=fmt, include_keys=include_keys, progress=progress))
         else:
             stream = sys.stdout
@@ -84,28 +98,6 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
             stream.flush()
     where = output or "stdout"
     warn(f"Exported {sum(counts.values()):,} rows ({_counts_line(counts)}) to {where}")
-
-
-def _write_atomically(path: str, write):
-    """Write through a 0600 temp file in the same directory, renamed into place."""
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise click.BadParameter(
-            f"directory {str(directory)!r} does not exist; create it or choose another path",
-            param_hint="--output")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            result = write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return result
 
 
 @cli.command("import")

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import click
 
 from ..unit_of_work import UnitOfWork
-from . import CliState, cli, echo_json, json_option, pass_state
+from . import CliState, cli, echo_json, json_option, pass_state, write_atomically
 
 __all__ = ["runs_group"]
 
@@ -135,7 +131,7 @@ def junit_command(state: CliState, run_id, output):
     if output is None:
         click.echo(xml, nl=not xml.endswith("\n"))
         return
-    _write_private(Path(output), xml)
+    write_atomically(output, lambda handle: handle.write(xml))
     click.echo(f"wrote {output}", err=True)
 
 
@@ -162,16 +158,3 @@ def _result_dict(result) -> dict:
         "assertions": result.assertions,
         "metadata": result.metadata,
     }
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600, replacing it whole (never half written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
-                               prefix=f".{path.name}.", suffix=".tmp")  # mkstemp: 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
