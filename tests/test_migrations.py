@@ -1,7 +1,9 @@
 """Schema versions: playhouse.migrations scripts, dry runs, failures, half-applied state."""
 
+import re
 import shutil
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -89,13 +91,38 @@ def test_newer_database_is_refused_naming_both_revisions(manager):
         run_migrations(manager=manager)
 
 
-def _migration_dir(tmp_path, body: str):
+# Far above any real revision and the README's example, and on columns of its own.
+FIXTURE = "8000_test_fixture"
+
+
+def _migration_dir(tmp_path, body: str, extra: dict | None = None):
     directory = tmp_path / "migs"
     directory.mkdir()
     for path in mig.MIGRATIONS_DIR.glob("[0-9]*.py"):
         shutil.copy(path, directory)
-    (directory / "0099_test.py").write_text(textwrap.dedent(body))
+    for name, text in (extra or {}).items():
+        (directory / f"{name}.py").write_text(text)
+    (directory / f"{FIXTURE}.py").write_text(textwrap.dedent(body))
     return directory
+
+
+def _readme_example_migration() -> tuple[str, str]:
+    """The file name and code of the README's example migration."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    name = re.search(r"`schema_migrations/(\d{4}_\w+)\.py`", readme).group(1)
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    return name, next(code for code in blocks if "def up(migrator, db)" in code)
+
+
+def test_readme_example_migration_and_the_test_fixture_do_not_collide(manager, tmp_path):
+    name, code = _readme_example_migration()
+    assert not name.startswith(FIXTURE[:4])
+    real = {p.stem[:4] for p in mig.MIGRATIONS_DIR.glob("[0-9]*.py")}
+    assert int(name[:4]) > int(max(real)) + 50, f"{name} could become a real migration"
+    directory = _migration_dir(tmp_path, FAILING.format(fail_at=3), extra={name: code})
+    assert get_pending_revisions(manager=manager, directory=directory) == [name, FIXTURE]
+    with pytest.raises(MigrationError, match="deliberate failure after the last operation"):
+        run_migrations(manager=manager, directory=directory)
 
 
 FAILING = """
@@ -105,9 +132,9 @@ FAIL_AT = {fail_at}
 
 def up(migrator, db):
     ops = [
-        migrator.add_column('devices', 'owner', CharField(max_length=50, null=True)),
-        migrator.add_index('devices', ('owner',), False),
-        migrator.add_column('card_profiles', 'slot', IntegerField(null=True)),
+        migrator.add_column('devices', 'fixture_note', CharField(max_length=50, null=True)),
+        migrator.add_index('devices', ('fixture_note',), False),
+        migrator.add_column('card_profiles', 'fixture_slot', IntegerField(null=True)),
     ]
     for n, op in enumerate(ops):
         if n == FAIL_AT:
@@ -125,7 +152,7 @@ def down(migrator, db):
 def test_failed_migration_leaves_schema_and_history_or_reports_half_applied(
         manager, tmp_path, fail_at, backend):
     directory = _migration_dir(tmp_path, FAILING.format(fail_at=fail_at))
-    assert get_pending_revisions(manager=manager, directory=directory) == ["0099_test"]
+    assert get_pending_revisions(manager=manager, directory=directory) == [FIXTURE]
     before = schema_dump(manager)
     with pytest.raises(MigrationError) as info:
         run_migrations(manager=manager, directory=directory)
@@ -137,11 +164,11 @@ def test_failed_migration_leaves_schema_and_history_or_reports_half_applied(
         return
     # MariaDB commits DDL as it goes: the state is recorded as half-applied.
     entries = mig.half_applied(manager)
-    assert [e["name"] for e in entries] == ["0099_test"]
+    assert [e["name"] for e in entries] == [FIXTURE]
     assert len(entries[0]["operations"]) >= min(fail_at, 3)
     with pytest.raises(MigrationError, match="half-applied"):
         run_migrations(manager=manager, directory=directory)
-    mig.resolve_half_applied("0099_test", applied=False, manager=manager)
+    mig.resolve_half_applied(FIXTURE, applied=False, manager=manager)
     assert mig.half_applied(manager) == []
 
 
