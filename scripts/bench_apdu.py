@@ -375,6 +375,19 @@ def main() -> None:
                 results.append(bench_export(sqlite_rows, workdir))
     for r in results:
         print(json.dumps(r))
+    sys.exit(exit_code(results))
+
+
+def exit_code(results: list[dict]) -> int:
+    """0 only when something was measured and every line met its target."""
+    if not results:
+        print("nothing was measured: check --only and --backends", file=sys.stderr)
+        return 1
+    missed = [r.get("bench", r.get("backend", "?")) for r in results if r.get("ok") is not True]
+    if missed:
+        print(f"missed target: {', '.join(map(str, missed))}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -88,8 +88,13 @@ def kill_loop(path: str, kills: int, batch: int, min_s: float = 0.3,
         out, _ = proc.communicate()
         acked = [int(line.split(":")[1]) for line in out.split()]
         acknowledged[run] = acked[-1] if acked else -1
-    return {"kills": kills, "acknowledged_flushes": sum(v + 1 for v in acknowledged.values()),
-            "problems": check(path, acknowledged, batch)}
+    acked_total = sum(v + 1 for v in acknowledged.values())
+    problems = check(path, acknowledged, batch)
+    if acked_total == 0:
+        # Every kill came before the first flush: nothing was put to the test.
+        problems.append(f"no flush was acknowledged in {kills} kills, so nothing was checked; "
+                        "give the logging process longer before the kill or a smaller --batch")
+    return {"kills": kills, "acknowledged_flushes": acked_total, "problems": problems}
 
 
 def _positive(text: str) -> int:

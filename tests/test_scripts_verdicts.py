@@ -1,0 +1,35 @@
+"""The check scripts exit non-zero when they measured nothing or missed a target."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, _SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("results,code", [
+    ([], 1),
+    ([{"bench": "insert", "ok": True}, {"bench": "read", "ok": False}], 1),
+    ([{"bench": "insert", "ok": True}, {"bench": "read"}], 1),
+    ([{"bench": "insert", "ok": True}, {"bench": "read", "ok": True}], 0),
+])
+def test_bench_apdu_exit_code(results, code):
+    assert _load("bench_apdu").exit_code(results) == code
+
+
+def test_kill_loop_that_acknowledged_no_flush_fails(tmp_path):
+    # Killed at once: the child cannot even have imported the library, let alone flushed.
+    report = _load("kill_loop").kill_loop(str(tmp_path / "k.db"), kills=2, batch=10,
+                                          min_s=0, max_s=0)
+    assert report["acknowledged_flushes"] == 0
+    assert report["problems"] == [
+        "no flush was acknowledged in 2 kills, so nothing was checked; give the logging "
+        "process longer before the kill or a smaller --batch"]
