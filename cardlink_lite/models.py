@@ -20,6 +20,7 @@ from .fields import (
 
 __all__ = [
     "ALL_MODELS",
+    "AdminScriptStatus",
     "BaseModel",
     "CardProfile",
     "CardType",
@@ -28,10 +29,14 @@ __all__ = [
     "Device",
     "DeviceType",
     "OTASession",
+    "PoRStatus",
+    "ReplayCounter",
     "SessionStatus",
+    "SessionTrigger",
     "Setting",
     "TestResult",
     "TestStatus",
+    "TraceSource",
 ]
 
 
@@ -76,8 +81,50 @@ class TestStatus(_ValueEnum):
 
 
 class CommDirection(_ValueEnum):
+    """The kind of an APDU log row: a command, its response, or a card event."""
+
     COMMAND = "command"
     RESPONSE = "response"
+    ATR = "atr"  # the card's Answer To Reset
+    RESET = "reset"  # a reset seen without an ATR
+
+
+class SessionTrigger(_ValueEnum):
+    """What started an OTA session."""
+
+    SMS_PP = "sms-pp"
+    PUSH_SMS = "push-sms"
+    BIP = "bip"
+    MANUAL = "manual"
+    SCHEDULED = "scheduled"
+    OTHER = "other"
+
+
+class AdminScriptStatus(_ValueEnum):
+    """The ``X-Admin-Script-Status`` an SCP81 admin agent reports (GlobalPlatform Amd B)."""
+
+    OK = "ok"
+    UNKNOWN_APPLICATION = "unknown-application"
+    NOT_A_SECURITY_DOMAIN = "not-a-security-domain"
+    SECURITY_ERROR = "security-error"
+
+
+class PoRStatus(_ValueEnum):
+    """Response status of an SCP80 Proof of Receipt (ETSI TS 102 225, codes 00-0C)."""
+
+    POR_OK = "por-ok"
+    RC_CC_DS_FAILED = "rc-cc-ds-failed"
+    COUNTER_LOW = "counter-low"
+    COUNTER_HIGH = "counter-high"
+    COUNTER_BLOCKED = "counter-blocked"
+    CIPHERING_ERROR = "ciphering-error"
+    UNDEFINED_SECURITY_ERROR = "undefined-security-error"
+    INSUFFICIENT_MEMORY = "insufficient-memory"
+    MORE_TIME = "more-time"
+    TAR_UNKNOWN = "tar-unknown"
+    INSUFFICIENT_SECURITY_LEVEL = "insufficient-security-level"
+    RESPONSE_VIA_SMS_SUBMIT = "response-via-sms-submit"
+    RESPONSE_VIA_PROCESS_DATA = "response-via-process-data"
 
 
 def _new_uuid() -> str:
@@ -251,6 +298,19 @@ class OTASession(_Timestamped):
     tls_psk_identity = peewee.CharField(max_length=128, null=True)
     error_code = peewee.CharField(max_length=32, null=True)
     error_message = peewee.TextField(null=True)
+    # Schema 0003: how the session started and what the OTA layers said.
+    trigger = EnumField(SessionTrigger, max_length=16, null=True)
+    tls_version = peewee.CharField(max_length=16, null=True)
+    tls_handshake_ms = peewee.DoubleField(null=True)
+    tls_alert_code = peewee.SmallIntegerField(null=True)
+    tls_alert = peewee.CharField(max_length=64, null=True)
+    admin_script_status = EnumField(AdminScriptStatus, max_length=32, null=True)
+    tar = peewee.CharField(max_length=6, null=True)  # SCP80 TAR, 3 bytes hex
+    spi = peewee.CharField(max_length=4, null=True)  # 2 bytes hex
+    kic = peewee.CharField(max_length=2, null=True)  # 1 byte hex
+    kid = peewee.CharField(max_length=2, null=True)  # 1 byte hex
+    counter = peewee.BigIntegerField(null=True)  # the 5-byte replay counter used
+    por_status = EnumField(PoRStatus, max_length=32, null=True)
 
     aliases = {"cipher_suite": "tls_cipher_suite", "psk_identity": "tls_psk_identity"}
     _repr_fields = frozenset({"id", "status", "session_type"})
@@ -275,6 +335,23 @@ class OTASession(_Timestamped):
         self.tls_psk_identity = value
 
 
+class TraceSource(BaseModel):
+    """A capture or log file imported into the store (schema 0003)."""
+
+    id = peewee.AutoField()
+    path = peewee.CharField(max_length=512)
+    format = peewee.CharField(max_length=32)
+    sha256 = peewee.CharField(max_length=64, unique=True)
+    size_bytes = peewee.BigIntegerField(null=True)
+    imported_at = UTCDateTimeField(default=utc_now)
+    summary = JSONField(null=True)
+
+    _repr_fields = frozenset({"id", "path", "format"})
+
+    class Meta:
+        table_name = "trace_sources"
+
+
 class CommLog(BaseModel):
     id = peewee.BigAutoField()
     session = peewee.ForeignKeyField(
@@ -288,6 +365,12 @@ class CommLog(BaseModel):
     decoded_data = peewee.TextField(null=True)
     status_word = peewee.CharField(max_length=4, null=True)
     status_message = peewee.CharField(max_length=128, null=True)
+    # Schema 0003: logical channel (from CLA), instruction byte of a command, origin file.
+    channel = peewee.SmallIntegerField(null=True)
+    ins = peewee.SmallIntegerField(null=True)
+    # The id of a TraceSource row; no foreign-key constraint, so APDU inserts stay cheap and
+    # a trace's rows can be read without it.
+    source_id = peewee.IntegerField(null=True)
 
     _repr_fields = frozenset({"id", "direction", "raw_data", "status_word"})
 
@@ -324,6 +407,25 @@ class TestResult(_Timestamped):
         table_name = "test_results"
 
 
+class ReplayCounter(BaseModel):
+    """The last SCP80 counter used per (card, keyset, TAR) (schema 0003)."""
+
+    id = peewee.AutoField()
+    card = peewee.ForeignKeyField(
+        CardProfile, column_name="card_iccid", object_id_name="card_iccid",
+        on_delete="CASCADE", backref="replay_counters", index=False,
+    )
+    keyset = peewee.CharField(max_length=32)  # e.g. "kic=12,kid=12" or a key version
+    tar = peewee.CharField(max_length=6)
+    counter = peewee.BigIntegerField(default=0)
+    updated_at = UTCDateTimeField(default=utc_now)
+
+    _repr_fields = frozenset({"card", "keyset", "tar", "counter"})
+
+    class Meta:
+        table_name = "replay_counters"
+
+
 class Setting(_Timestamped):
     key = peewee.CharField(max_length=128, primary_key=True)
     value = JSONField(null=True)
@@ -342,18 +444,24 @@ _INDEXES = {
              ("idx_device_last_seen", "last_seen")],
     CardProfile: [("idx_card_type", "card_type"), ("idx_card_psk_identity", "psk_identity")],
     OTASession: [("idx_session_device", "device"), ("idx_session_card", "card"),
-                 ("idx_session_status", "status"), ("idx_session_created", "created_at")],
+                 ("idx_session_status", "status"), ("idx_session_created", "created_at"),
+                 ("idx_session_trigger", "trigger"), ("idx_session_por_status", "por_status")],
     CommLog: [("idx_log_session", "session"), ("idx_log_timestamp", "timestamp"),
               ("idx_log_direction", "direction"),
-              ("idx_log_session_time", ("session", "timestamp"))],  # a session's trace, in order
+              ("idx_log_session_time", ("session", "timestamp")),  # a session's trace, in order
+              ("idx_log_ins", "ins"), ("idx_log_source", "source_id")],
     TestResult: [("idx_test_run", "run_id"), ("idx_test_suite", "suite_name"),
                  ("idx_test_status", "status"), ("idx_test_created", "created_at")],
     Setting: [("idx_setting_category", "category")],
+    ReplayCounter: [("idx_counter_key", ("card", "keyset", "tar"))],
 }
+_UNIQUE_INDEXES = {"idx_counter_key"}
 for _model, _specs in _INDEXES.items():
     for _name, _field in _specs:
         _columns = _field if isinstance(_field, tuple) else (_field,)
-        _model.add_index(_model.index(*(getattr(_model, c) for c in _columns), name=_name))
+        _model.add_index(_model.index(*(getattr(_model, c) for c in _columns), name=_name,
+                                      unique=_name in _UNIQUE_INDEXES))
 
-ALL_MODELS = [Device, CardProfile, OTASession, CommLog, TestResult, Setting]
+ALL_MODELS = [Device, CardProfile, OTASession, TraceSource, CommLog, TestResult, Setting,
+              ReplayCounter]
 EXPECTED_INDEXES = {m._meta.table_name: [n for n, _ in s] for m, s in _INDEXES.items()}

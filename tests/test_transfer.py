@@ -40,7 +40,8 @@ from tests.transfer_helpers import (
     without_timestamp,
 )
 
-TABLES = ["devices", "card_profiles", "ota_sessions", "comm_logs", "test_results", "settings"]
+TABLES = ["devices", "card_profiles", "ota_sessions", "trace_sources", "comm_logs", "test_results",
+          "settings", "replay_counters"]
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def test_export_has_all_six_tables_in_portable_form(store):
     assert list(doc) == ["format_version", "exported_at", *TABLES]
     assert doc["format_version"] == 1
     assert doc["exported_at"].endswith("Z") and len(doc["exported_at"]) == 24
-    assert [len(doc[t]) for t in TABLES] == [2, 1, 2, 6, 1, 1]
+    assert [len(doc[t]) for t in TABLES] == [2, 1, 2, 0, 6, 1, 1, 0]
     device = doc["devices"][0]
     assert device["id"] == "RF8M33XXXXX"
     assert device["device_type"] == "phone"
@@ -375,7 +376,7 @@ def test_streamed_import_refuses_a_bad_last_row_and_changes_nothing(store, targe
     with pytest.raises(ValidationError) as info:
         DataImporter(target).import_data(text.encode())
     assert info.value.problems == [
-        "comm_logs[5].direction: must be one of command, response, got 'sideways'"]
+        "comm_logs[5].direction: must be one of command, response, atr, reset, got 'sideways'"]
     assert checksums(target) == before
 
 
