@@ -165,7 +165,7 @@ def cli(ctx, database_url, verbose):
 
 
 # Command modules attach themselves to ``cli`` on import.
-from . import data, demo, keys, logs, runs, schema  # noqa: E402,F401
+from . import data, demo, keys, logs, report, runs, schema  # noqa: E402,F401
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,64 @@
+"""``report``: one self-contained HTML file of run trends, sessions and APDU timelines."""
+
+from __future__ import annotations
+
+import uuid
+
+import click
+
+from . import CliState, cli, pass_state
+
+try:  # the report's template engine is the optional extra cardlink-lite[report]
+    from ..report import REPORT_DEFAULTS, write_report
+except ModuleNotFoundError as exc:
+    if exc.name not in ("jinja2", "markupsafe"):
+        raise
+    REPORT_DEFAULTS, write_report = {"runs": 20}, None
+
+__all__ = ["report"]
+
+_DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
+                 "%Y-%m-%d %H:%M:%S"]
+
+
+@cli.command()
+@click.option("--suite", "-s", metavar="NAME",
+              help="Suite whose runs are shown (default: the one with the newest result).")
+@click.option("--runs", "-n", default=REPORT_DEFAULTS["runs"], show_default=True,
+              type=click.IntRange(min=1, max=1000), help="Newest runs of the suite to show.")
+@click.option("--since", type=click.DateTime(formats=_DATE_FORMATS), metavar="DATE",
+              help="Leave out runs and sessions before this UTC date or time "
+                   "(2024-11-29 or 2024-11-29T08:00).")
+@click.option("--session", "sessions", multiple=True, metavar="ID",
+              help="Draw this session's APDU timeline (repeatable; default: the newest "
+                   "session and the newest failed one).")
+@click.option("--output", "-o", default="report.html", show_default=True,
+              type=click.Path(dir_okay=False, writable=True), help="The HTML file to write.")
+@click.option("--title", metavar="TEXT", help="Heading of the page.")
+@pass_state
+def report(state: CliState, suite, runs, since, sessions, output, title):
+    """Write one HTML file that opens offline: run trends, flaky and slow tests, session
+    outcomes per device and card, latency per command and APDU timelines.
+
+    Example:
+
+    \b
+        cardlink-db report -o report.html
+        cardlink-db report --suite nightly --runs 50 --since 2024-11-01
+        cardlink-db report --session 3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f -o session.html
+    """
+    if write_report is None:
+        raise click.ClickException(
+            "the HTML report needs Jinja2; install it with: pip install 'cardlink-lite[report]'"
+        )
+    for value in sessions:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise click.BadParameter(
+                f"{value[:40]!r} is not a session id; session ids are UUIDs like "
+                "3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f", param_hint="--session") from None
+    path = write_report(state.manager(), output, suite=suite, runs=runs, since=since,
+                        sessions=list(sessions) or None, title=title)
+    size = path.stat().st_size
+    click.echo(f"wrote {output} ({size / 1024:,.0f} KiB); open it in a browser")

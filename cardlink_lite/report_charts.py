@@ -1,0 +1,193 @@
+"""Chart geometry for the HTML report: scales, ticks and shapes as numbers for SVG.
+
+Pure functions over the report's small aggregates; the templates turn the numbers into
+SVG elements. Coordinates are pixels in the chart's own ``viewBox``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+
+__all__ = [
+    "day_chart",
+    "format_ms",
+    "nice_ticks",
+    "sparkline",
+    "timeline",
+    "trend_chart",
+]
+
+_STACK = ("passed", "failed", "error", "skipped")
+_OUTCOMES = ("completed", "failed", "timeout", "open")
+
+
+def nice_ticks(top: float, count: int = 4) -> list[float]:
+    """Round tick values from 0 up to at least ``top`` (about ``count`` steps)."""
+    if top <= 0:
+        return [0.0, 1.0]
+    raw = top / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    return [i * step for i in range(int(math.ceil(top / step - 1e-9)) + 1)]
+
+
+def format_ms(ms) -> str:
+    """A duration for people: ``850 ms``, ``4.2 s``, ``3 min 20 s``."""
+    if ms is None:
+        return "–"
+    ms = float(ms)
+    if ms < 1000:
+        return f"{ms:.1f} ms" if ms < 10 and ms != int(ms) else f"{ms:.0f} ms"
+    seconds = ms / 1000
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    if minutes < 120:
+        return f"{minutes} min {seconds} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def trend_chart(runs: list[dict], width: int = 960, height: int = 300) -> dict:
+    """Stacked status bars (share of each run's tests) and the total-duration line."""
+    left, right, top, bottom = 48, 64, 16, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    n = max(len(runs), 1)
+    band = plot_w / n
+    bar_w = max(min(band * 0.7, 48), 2)
+    peak = max((r["duration_ms"] for r in runs), default=0)
+    d_ticks = nice_ticks(peak / 1000 if peak else 1)
+    d_top = d_ticks[-1] * 1000 or 1
+    bars = []
+    for i, run in enumerate(runs):
+        x = left + band * i + (band - bar_w) / 2
+        y = top + plot_h
+        segments = []
+        for status in _STACK:
+            share = run[status] / run["total"] if run["total"] else 0
+            h = share * plot_h
+            y -= h
+            if h > 0:
+                segments.append({"status": status, "y": round(y, 1), "h": round(h, 1)})
+        cy = top + plot_h - run["duration_ms"] / d_top * plot_h
+        bars.append({"run": run, "x": round(x, 1), "w": round(bar_w, 1),
+                     "cx": round(x + bar_w / 2, 1), "cy": round(cy, 1),
+                     "segments": segments, "empty": not run["total"]})
+    every = max(1, math.ceil(n / max(plot_w // 90, 1)))
+    labels = [{"x": b["cx"], "text": b["run"]["started_at"].strftime("%m-%d %H:%M")
+               if b["run"]["started_at"] else "", "index": i}
+              for i, b in enumerate(bars) if (len(bars) - 1 - i) % every == 0]
+    return {
+        "width": width, "height": height, "left": left, "right": width - right,
+        "top": top, "bottom": top + plot_h, "bars": bars, "labels": labels,
+        "rate_ticks": [{"y": round(top + plot_h - p / 100 * plot_h, 1), "text": f"{p}%"}
+                       for p in (0, 25, 50, 75, 100)],
+        "duration_ticks": [{"y": round(top + plot_h - t * 1000 / d_top * plot_h, 1),
+                            "text": f"{t:g} s"} for t in d_ticks],
+        "line": " ".join(f"{b['cx']},{b['cy']}" for b in bars),
+    }
+
+
+def day_chart(days: list[dict], width: int = 960, height: int = 220) -> dict:
+    """Stacked bars of session outcomes per day; days without sessions are kept as gaps."""
+    left, right, top, bottom = 48, 16, 16, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    filled = _fill_days(days)
+    n = max(len(filled), 1)
+    band = plot_w / n
+    bar_w = max(min(band * 0.7, 40), 1.5)
+    ticks = nice_ticks(max((d["total"] for d in filled), default=0) or 1)
+    peak = ticks[-1] or 1
+    bars = []
+    for i, day in enumerate(filled):
+        x = left + band * i + (band - bar_w) / 2
+        y = top + plot_h
+        segments = []
+        for outcome in _OUTCOMES:
+            h = day[outcome] / peak * plot_h
+            y -= h
+            if h > 0:
+                segments.append({"outcome": outcome, "y": round(y, 1), "h": round(h, 1)})
+        bars.append({"day": day, "x": round(x, 1), "w": round(bar_w, 1), "segments": segments})
+    every = max(1, math.ceil(n / max(plot_w // 70, 1)))
+    return {
+        "width": width, "height": height, "left": left, "right": width - right,
+        "top": top, "bottom": top + plot_h, "bars": bars,
+        "labels": [{"x": round(b["x"] + b["w"] / 2, 1), "text": b["day"]["day"][5:]}
+                   for i, b in enumerate(bars) if (n - 1 - i) % every == 0],
+        "ticks": [{"y": round(top + plot_h - t / peak * plot_h, 1), "text": f"{t:g}"}
+                  for t in ticks],
+    }
+
+
+def _fill_days(days: list[dict]) -> list[dict]:
+    if not days:
+        return []
+    by_day = {d["day"]: d for d in days}
+    first, last = date.fromisoformat(days[0]["day"]), date.fromisoformat(days[-1]["day"])
+    out = []
+    for i in range((last - first).days + 1):
+        key = (first + timedelta(days=i)).isoformat()
+        out.append(by_day.get(key) or {"day": key, "total": 0, **dict.fromkeys(_OUTCOMES, 0)})
+    return out
+
+
+def sparkline(values: list, width: int = 160, height: int = 28) -> dict:
+    """A small line of ``values`` (None: a gap) scaled from 0 to the largest value."""
+    pad = 3
+    peak = max((v for v in values if v is not None), default=0) or 1
+    n = len(values)
+    step = (width - 2 * pad) / max(n - 1, 1)
+    lines, current, dots = [], [], []
+    for i, value in enumerate(values):
+        if value is None:
+            if current:
+                lines.append(" ".join(current))
+            current = []
+            continue
+        x = round(pad + i * step, 1)
+        y = round(height - pad - value / peak * (height - 2 * pad), 1)
+        current.append(f"{x},{y}")
+        dots.append({"x": x, "y": y})
+    if current:
+        lines.append(" ".join(current))
+    return {"width": width, "height": height, "lines": lines, "last": dots[-1] if dots else None}
+
+
+def timeline(exchanges: list[dict], target_width: int = 1180, lane_height: int = 34) -> dict:
+    """One lane per logical channel; exchanges one after the other (the card answers one
+    command at a time), each bar as wide as its response latency (at least 3 px)."""
+    left, top, min_w, gap = 96, 24, 3.0, 1.0
+    items = [e for e in exchanges if "more" not in e]
+    total_ms = sum(e["latency_ms"] or 0 for e in items)
+    scale = (target_width - left - 16) / total_ms if total_ms else 0
+    lanes = sorted({e["channel"] for e in items}, key=lambda c: (c is None, c or 0))
+    lane_y = {c: top + i * lane_height for i, c in enumerate(lanes)}
+    bars, x, elapsed, ticks = [], float(left), 0.0, []
+    next_tick = left
+    for index, e in enumerate(items):
+        w = max((e["latency_ms"] or 0) * scale, min_w)
+        if x >= next_tick:
+            ticks.append({"x": round(x, 1), "text": format_ms(elapsed) if elapsed else "0"})
+            next_tick = x + 110
+        bars.append({"e": e, "index": index + 1, "x": round(x, 1), "w": round(w, 1),
+                     "y": lane_y[e["channel"]] + 5, "h": lane_height - 10,
+                     "label": _fit(e.get("name") or e.get("sw") or "", w - 8)})
+        x += w + gap
+        elapsed += e["latency_ms"] or 0
+    width = int(x + 16)
+    return {
+        "width": max(width, 320), "height": top + lane_height * max(len(lanes), 1) + 28,
+        "left": left, "top": top, "bars": bars, "ticks": ticks, "total_ms": total_ms,
+        "lanes": [{"channel": c, "y": lane_y[c], "label": "no CLA" if c is None
+                   else f"channel {c}"} for c in lanes],
+        "lane_height": lane_height, "axis_y": top + lane_height * max(len(lanes), 1) + 4,
+    }
+
+
+def _fit(text: str, width: float) -> str:
+    """``text`` cut to what fits in ``width`` pixels of the bar label font (or nothing)."""
+    chars = int(width / 6.2)
+    if chars < 4:
+        return ""
+    return text if len(text) <= chars else text[:chars - 1] + "…"

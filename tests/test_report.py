@@ -1,0 +1,234 @@
+"""The HTML report, read back with a real HTML parser, from stores filled through the API."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+from lxml import html as lxml_html
+
+from cardlink_lite import ValidationError
+from cardlink_lite.report import build_report, write_report
+from tests.report_store import add_big_run, add_card, add_device, add_run, add_session
+from tests.repository_helpers import count_queries
+
+
+def parse(manager, **options):
+    page = build_report(manager, **options)
+    return page, lxml_html.fromstring(page)
+
+
+def texts(doc, xpath: str) -> list[str]:
+    return [" ".join(e.text_content().split()) for e in doc.xpath(xpath)]
+
+
+def runs_table(doc) -> list[list[str]]:
+    return [[" ".join(c.text_content().split()) for c in row.xpath("./th|./td")]
+            for row in doc.xpath("//tr[contains(@class, 'run-row')]")]
+
+
+def assert_offline(page: str, doc) -> None:
+    """Nothing in the page points outside it: no external scripts, styles, images, fonts."""
+    assert not doc.xpath("//link | //img | //iframe | //object | //embed | //script[@src]")
+    for attr in doc.xpath("//@href | //@src | //@xlink:href",
+                          namespaces={"xlink": "http://www.w3.org/1999/xlink"}):
+        assert attr.startswith("#"), attr
+    assert "url(http" not in page and "@import" not in page
+    assert len(doc.xpath("//script")) == 1  # ours, allowed by its hash in the CSP
+
+
+def test_empty_store_says_what_to_record(manager):
+    page, doc = parse(manager)
+    assert_offline(page, doc)
+    assert "No test results" in page and "No OTA sessions" in page
+    assert not doc.xpath("//svg[contains(@class, 'trend')]//g[contains(@class, 'run')]")
+    assert not doc.xpath("//section[contains(@class, 'session')]")
+
+
+def test_one_run_has_its_counts_and_no_comparison(manager):
+    add_run(manager, "r1", {"test_a": "passed", "test_b": "failed", "test_c": "skipped",
+                            "test_d": "error"})
+    page, doc = parse(manager)
+    assert runs_table(doc) == [["r1", "2024-11-01 08:00", "–", "–", "4", "1", "1", "1", "1",
+                                "25%", "400 ms", "3.1 s"]]
+    assert len(doc.xpath("//svg[contains(@class, 'trend')]//g[contains(@class, 'run')]")) == 1
+    assert "Newest run against the one before" not in page
+    assert "No test changed between pass and fail" in page
+
+
+def test_regressions_fixes_and_flaky_tests_of_the_newest_runs(manager):
+    add_run(manager, "r1", {"a": "passed", "b": "failed", "c": "passed"}, day=0)
+    add_run(manager, "r2", {"a": "passed", "b": "passed", "c": "failed"}, day=1)
+    add_run(manager, "r3", {"a": "failed", "b": "error", "c": "passed", "d": "passed"}, day=2)
+    add_run(manager, "r4", {"a": "error", "b": "passed", "c": "passed", "d": "passed"}, day=3)
+    _, doc = parse(manager)
+    assert [r[0] for r in runs_table(doc)] == ["r4", "r3", "r2", "r1"]  # newest first
+    assert texts(doc, "//ul[contains(@class, 'regressions')]/li") == []  # a: error -> error
+    assert texts(doc, "//ul[contains(@class, 'fixed')]/li") == ["✓ b"]
+    flaky = {r.xpath("./th")[0].text_content(): r for r in
+             doc.xpath("//table[@aria-labelledby='flaky-h']/tbody/tr")}
+    assert set(flaky) == {"a", "b", "c"}  # d never failed
+    strip = flaky["b"].xpath(".//span[contains(@class, 'strip')]")[0]
+    assert strip.get("aria-label") == "failed, passed, error, passed"
+    assert [c.get("class") for c in strip.xpath("./span")] == [
+        "cell failed", "cell passed", "cell error", "cell passed"]
+    assert flaky["b"].xpath("./td")[0].text_content() == "3"  # flips
+    # The window: only the newest two runs, compared with each other.
+    _, doc = parse(manager, runs=2)
+    assert [r[0] for r in runs_table(doc)] == ["r4", "r3"]
+    assert texts(doc, "//ul[contains(@class, 'fixed')]/li") == ["✓ b"]
+
+
+def test_regression_of_the_newest_run_is_listed(manager):
+    add_run(manager, "before", {"test_select": "passed", "test_install": "failed"}, day=0)
+    add_run(manager, "after", {"test_select": "failed", "test_install": "passed"}, day=1)
+    _, doc = parse(manager)
+    assert texts(doc, "//ul[contains(@class, 'regressions')]/li") == ["✗ test_select"]
+    assert texts(doc, "//ul[contains(@class, 'fixed')]/li") == ["✓ test_install"]
+    cards = texts(doc, "//div[@class='cards']/div")
+    assert cards[1].startswith("1 regression")
+
+
+def test_suite_since_and_device_labels(manager):
+    add_device(manager, "DEV-1", "Bench phone")
+    add_card(manager, "8901000000000000001")
+    add_run(manager, "old", {"t": "passed"}, day=0, device="DEV-1")
+    add_run(manager, "new", {"t": "failed"}, day=5, device="DEV-1",
+            card="8901000000000000001")
+    add_run(manager, "other", {"x": "passed"}, suite="smoke", day=1)
+    page, doc = parse(manager, suite="nightly", since=date(2024, 11, 3))
+    assert [r[0] for r in runs_table(doc)] == ["new"]
+    row = doc.xpath("//tr[contains(@class, 'run-row')]")[0]
+    assert json.loads(row.get("data-devices")) == ["DEV-1"]
+    assert json.loads(row.get("data-cards")) == ["8901000000000000001"]
+    assert "DEV-1 (Bench phone)" in texts(doc, "//select[@id='filter-device']/option")
+    assert "smoke" in texts(doc, "//p[@class='note']/code")
+    with pytest.raises(ValidationError, match="no results for suite 'nope'"):
+        build_report(manager, suite="nope")
+    with pytest.raises(ValidationError, match="runs must be"):
+        build_report(manager, runs=0)
+
+
+def test_ten_thousand_tests_in_one_run(manager):
+    add_big_run(manager, "big", 10_000, failing_every=100)
+    page, doc = parse(manager)
+    assert runs_table(doc)[0][4:9] == ["10000", "9900", "100", "0", "0"]
+    slowest = doc.xpath("//table[@aria-labelledby='slow-h']/tbody/tr")
+    assert len(slowest) == 10  # the ten slowest, not ten thousand rows
+    assert len(page) < 200_000
+
+
+def test_hostile_and_non_ascii_names_are_text(manager):
+    names = ['<script>alert("x")</script>', "it's \"quoted\" & <b>bold</b>",
+             "Prüfung_ÄÖÜ_测试_🙂", "<img src=x onerror=alert(1)>"]
+    device = "dev\"'<i>"
+    add_device(manager, device)
+    add_run(manager, "r1", dict.fromkeys(names, "passed"), device=device)
+    add_run(manager, "r2", dict.fromkeys(names, "failed"), day=1, device=device)
+    add_session(manager, device=device, status="failed", error_code="<svg onload=x>",
+                exchanges=[("00A4040000", "<b>SELECT</b> ü", "6A82", 2.0)])
+    page, doc = parse(manager, title="<i>title</i>")
+    assert_offline(page, doc)
+    assert not doc.xpath("//b | //i | //img | //svg[@onload]")
+    assert not doc.xpath("//@*[starts-with(name(), 'on')]")
+    assert sorted(texts(doc, "//ul[contains(@class, 'regressions')]/li")) == sorted(
+        f"✗ {' '.join(n.split())}" for n in names)
+    assert json.loads(doc.xpath("//tr[contains(@class, 'run-row')]")[0]
+                      .get("data-devices")) == [device]
+    assert doc.xpath("//h1")[0].text_content() == "<i>title</i>"
+    assert "<b>SELECT</b> ü" in texts(doc, "//table[contains(@class, 'apdus')]//th")
+    assert "<svg onload=x>" in page.replace("&lt;", "<").replace("&gt;", ">")
+
+
+def test_sessions_per_day_matrix_and_latency(manager):
+    for device in ("PHONE", "MODEM"):
+        add_device(manager, device)
+    add_card(manager, "8901000000000000001")
+    select = ("00A4040008A000000151000000", "SELECT ISD", "9000")
+    for i in range(10):  # latencies 1..10 ms: median 5 (rank 5), p95 10 (rank 10)
+        add_session(manager, device="PHONE", card="8901000000000000001", day=i % 2,
+                    exchanges=[(*select, float(i + 1))])
+    add_session(manager, device="MODEM", card="8901000000000000001", status="timeout", day=1)
+    add_session(manager, device="MODEM", card="8901000000000000001", status="timeout", day=1)
+    add_session(manager, device="MODEM", card="8901000000000000001", status="failed",
+                error_code="TLS_ALERT_40", day=1)
+    add_session(manager, device="MODEM", card="8901000000000000001", day=1)
+    _, doc = parse(manager)
+    days = {r[0]: r[1:] for r in (
+        [c.text_content() for c in tr.xpath("./th|./td")]
+        for tr in doc.xpath("//section[@id='sessions']//details//tbody/tr"))}
+    assert days == {"2024-11-01": ["5", "0", "0", "0"], "2024-11-02": ["6", "1", "2", "0"]}
+    cells = {tr.xpath("./th")[0].text_content(): " ".join(" ".join(tr.xpath("./td")[0]
+                                                                     .itertext()).split())
+             for tr in doc.xpath("//table[contains(@class, 'matrix')]/tbody/tr")}
+    assert cells["PHONE"] == "100% (10/10)"
+    assert cells["MODEM"] == "25% (1/4) TIMEOUT ×2"
+    latency = [[c.text_content() for c in tr.xpath("./th|./td")][:4]
+               for tr in doc.xpath("//table[@aria-labelledby='latency-h']/tbody/tr")]
+    assert latency == [["SELECT ISD", "10", "5 ms", "10 ms"]]
+
+
+def test_session_timeline_lanes_status_word_kinds_and_facts(manager):
+    add_device(manager, "PHONE")
+    sid = add_session(manager, device="PHONE", exchanges=[
+        ("00A4040008A000000151000000", "SELECT ISD", "9000", 4.0),
+        ("0070000001", None, "019000", 2.0),
+        ("01A4040007A0000000871002", "SELECT USIM", "611C", 7.5),
+        ("01C000001C", None, "621A82027821" + "9000", 3.0),
+        ("00B0000010", "READ BINARY", "6282", 1.0),
+        ("80F21000024F00", "GET STATUS", "6A88", 3.9),
+    ])
+    add_session(manager, device="PHONE")  # newer, without APDUs
+    _, doc = parse(manager, sessions=[sid])
+    section = doc.xpath(f"//section[@id='session-{sid}']")[0]
+    lanes = [t.text_content() for t in section.xpath(".//svg//text[@class='lane-label']")]
+    assert lanes == ["channel 0", "channel 1"]
+    bars = section.xpath(".//svg[contains(@class, 'timeline')]//rect[contains(@class, 'bar')]")
+    assert [b.get("class") for b in bars] == [
+        "bar success", "bar success", "bar more", "bar success", "bar warning", "bar error"]
+    widths = [float(b.get("width")) for b in bars]
+    assert widths[2] == max(widths) and widths[4] == min(widths)  # sized by latency
+    assert "MANAGE CHANNEL (INS 70)" in bars[1].xpath("./title")[0].text
+    assert "01A4040007A0000000871002 → 611C" in bars[2].xpath("./title")[0].text
+    rows = section.xpath(".//table[contains(@class, 'apdus')]/tbody/tr")
+    assert len(rows) == 6
+    assert "Success: 28 response bytes still available" in rows[2].text_content()
+    assert "GET RESPONSE (INS C0)" in rows[3].text_content()
+    facts = dict(zip(texts(section, ".//dl[1]/dt"), texts(section, ".//dl[1]/dd"),
+                     strict=True))
+    assert facts["Device"].startswith("PHONE") and facts["Status"] == "completed"
+    # The table of newest sessions links to the timeline.
+    assert doc.xpath(f"//a[@href='#session-{sid}']")
+
+
+def test_default_timelines_newest_and_newest_failed(manager):
+    ok = add_session(manager, day=0, exchanges=[("00A40400", "SELECT", "9000", 1.0)])
+    bad = add_session(manager, day=1, status="failed", error_code="X",
+                      exchanges=[("00A40400", "SELECT", "6A82", 1.0)])
+    newest = add_session(manager, day=2, exchanges=[("00A40400", "SELECT", "9000", 1.0)])
+    _, doc = parse(manager)
+    shown = [s.get("id") for s in doc.xpath("//section[contains(@class, 'session')]")]
+    assert shown == [f"session-{newest}", f"session-{bad}"] and ok not in " ".join(shown)
+    with pytest.raises(ValidationError, match="no OTA session"):
+        build_report(manager, sessions=["3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f"])
+
+
+def test_queries_do_not_grow_with_the_apdus(manager):
+    sid = add_session(manager, exchanges=[("00A40400", "SELECT", "9000", 1.0)] * 5)
+    with count_queries(manager) as few:
+        build_report(manager, sessions=[sid])
+    sid = add_session(manager, exchanges=[("00A40400", "SELECT", "9000", 1.0)] * 500)
+    with count_queries(manager) as many:
+        build_report(manager, sessions=[sid])
+    assert len(many) == len(few)
+
+
+def test_write_report_replaces_the_file_whole(manager, tmp_path):
+    add_run(manager, "r1", {"t": "passed"})
+    target = tmp_path / "out" / "report.html"
+    target.parent.mkdir()
+    target.write_text("old")
+    assert write_report(manager, target) == target
+    assert target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert [p.name for p in target.parent.iterdir()] == ["report.html"]

@@ -1,0 +1,96 @@
+"""``cardlink-db report``: options, one-line errors, the missing extra, the shipped templates."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from lxml import html as lxml_html
+
+from cardlink_lite.cli import cli
+from tests.report_store import add_run, add_session
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(db_url, *args):
+    return CliRunner().invoke(cli, ["--database", db_url, "report", *args])
+
+
+def test_report_command_writes_the_file(manager, db_url, tmp_path):
+    add_run(manager, "r1", {"t": "passed"}, suite="smoke")
+    add_run(manager, "r2", {"t": "failed"}, suite="nightly", day=1)
+    sid = add_session(manager, exchanges=[("00A40400", "SELECT", "9000", 1.0)])
+    out = tmp_path / "r.html"
+    result = run(db_url, "--suite", "smoke", "-n", "5", "--since", "2024-10-01",
+                 "--session", sid, "-o", str(out), "--title", "Lab 3")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"wrote {out} (")
+    doc = lxml_html.fromstring(out.read_text(encoding="utf-8"))
+    assert doc.xpath("//h1")[0].text_content() == "Lab 3"
+    assert [r.xpath("./th")[0].text_content() for r in
+            doc.xpath("//tr[contains(@class, 'run-row')]")] == ["r1"]
+    assert doc.xpath(f"//section[@id='session-{sid}']")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("args", "message"), [
+    (["--suite", "nope"], "Error: no results for suite 'nope'; suites: nightly"),
+    (["--session", "not-a-uuid"], "Error: Invalid value for --session: 'not-a-uuid' is not a "
+                                  "session id"),
+    (["--session", "3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f"],
+     "Error: no OTA session '3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f'"),
+    (["--since", "yesterday"], "Error: Invalid value for '--since'"),
+    (["--runs", "0"], "Error: Invalid value for '--runs' / '-n'"),
+])
+def test_bad_input_is_one_error_line_and_no_file(manager, db_url, tmp_path, args, message):
+    add_run(manager, "r1", {"t": "passed"})
+    out = tmp_path / "r.html"
+    result = run(db_url, *args, "-o", str(out))
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists() and list(tmp_path.glob(".r.html*")) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_missing_store_is_not_created(db_url, tmp_path):
+    result = run(f"sqlite:///{tmp_path}/none.db", "-o", str(tmp_path / "r.html"))
+    assert result.exit_code == 1 and "no database at" in result.output
+    assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_without_jinja2_the_cli_names_the_extra(manager, db_url, tmp_path):
+    # Jinja2 made unimportable, as in an install without the [report] extra.
+    code = ("import sys; sys.modules['jinja2'] = None\n"
+            "from cardlink_lite.cli import main\n"
+            f"main(['--database', {db_url!r}, 'report'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("Error: the HTML report needs Jinja2; install it with: "
+                                   "pip install 'cardlink-lite[report]'")
+    # The other commands work without it.
+    proc = subprocess.run([sys.executable, "-c", code.replace("'report'", "'status'")],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_templates(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("cardlink_lite-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("report.html.j2", "charts.html.j2", "report.css", "report.js"):
+        assert f"cardlink_lite/templates/{name}" in names
+    metadata = next(n for n in names if n.endswith("METADATA"))
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    assert "Requires-Dist: jinja2>=3.1; extra == \"report\"" in text
