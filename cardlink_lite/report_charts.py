@@ -19,6 +19,8 @@ __all__ = [
 ]
 
 _STACK = ("passed", "failed", "error", "skipped")
+_TYPICAL_PX = 8.0      # width of a median-latency exchange in a long timeline
+_MAX_WIDTH = 30000.0   # pixels of latency in the widest timeline
 _OUTCOMES = ("completed", "failed", "timeout", "open")
 
 
@@ -50,7 +52,7 @@ def format_ms(ms) -> str:
 
 def trend_chart(runs: list[dict], width: int = 960, height: int = 300) -> dict:
     """Stacked status bars (share of each run's tests) and the total-duration line."""
-    left, right, top, bottom = 48, 64, 16, 44
+    left, right, top, bottom = 48, 64, 22, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     n = max(len(runs), 1)
     band = plot_w / n
@@ -72,7 +74,8 @@ def trend_chart(runs: list[dict], width: int = 960, height: int = 300) -> dict:
         cy = top + plot_h - run["duration_ms"] / d_top * plot_h
         bars.append({"run": run, "x": round(x, 1), "w": round(bar_w, 1),
                      "cx": round(x + bar_w / 2, 1), "cy": round(cy, 1),
-                     "segments": segments, "empty": not run["total"]})
+                     "segments": segments, "empty": not run["total"],
+                     "failing": run["failed"] + run["error"]})
     every = max(1, math.ceil(n / max(plot_w // 90, 1)))
     labels = [{"x": b["cx"], "text": b["run"]["started_at"].strftime("%m-%d %H:%M")
                if b["run"]["started_at"] else "", "index": i}
@@ -159,8 +162,12 @@ def timeline(exchanges: list[dict], target_width: int = 1180, lane_height: int =
     command at a time), each bar as wide as its response latency (at least 3 px)."""
     left, top, min_w, gap = 96, 24, 3.0, 1.0
     items = [e for e in exchanges if "more" not in e]
-    total_ms = sum(e["latency_ms"] or 0 for e in items)
+    latencies = sorted(e["latency_ms"] for e in items if e["latency_ms"])
+    total_ms = sum(latencies)
     scale = (target_width - left - 16) / total_ms if total_ms else 0
+    if latencies:  # long sessions scroll: a typical exchange stays a few pixels wide
+        typical = latencies[len(latencies) // 2]
+        scale = max(scale, min(_TYPICAL_PX / typical, _MAX_WIDTH / total_ms))
     lanes = sorted({e["channel"] for e in items}, key=lambda c: (c is None, c or 0))
     lane_y = {c: top + i * lane_height for i, c in enumerate(lanes)}
     bars, x, elapsed, ticks = [], float(left), 0.0, []

@@ -237,26 +237,25 @@ def device_card_matrix(start: datetime) -> list[dict]:
     return out
 
 
-def command_latency(start: datetime) -> list[dict]:
-    """Per command (its logged name, else its INS byte): count, median and p95 of the
-    response latency, nearest-rank, computed with window functions in the database."""
-    order = [CommLog.session, CommLog.timestamp, CommLog.id]
-    over = {"partition_by": [CommLog.session], "order_by": order[1:]}
+def command_latency(start: datetime, limit: int = 40) -> list[dict]:
+    """Per command (its INS byte): responses, median and p95 of the response latency,
+    nearest-rank, computed with window functions in the database (at most two rows per
+    command come back). The ``limit`` commands with the most responses, slowest first."""
+    over = {"partition_by": [CommLog.session], "order_by": [CommLog.timestamp, CommLog.id]}
     paired = (CommLog
               .select(CommLog.direction, CommLog.latency_ms,
                       fn.LAG(CommLog.direction).over(**over).alias("prev_direction"),
-                      fn.LAG(CommLog.decoded_data).over(**over).alias("command"),
-                      fn.LAG(fn.SUBSTR(CommLog.raw_data, 3, 2)).over(**over).alias("ins"))
+                      fn.LAG(fn.UPPER(fn.SUBSTR(CommLog.raw_data, 3, 2))).over(**over)
+                      .alias("ins"))
               .join(OTASession, on=(CommLog.session == OTASession.id))
               .where(OTASession.created_at >= start)
               .alias("paired"))
-    key = [paired.c.command, paired.c.ins]
     ranked = (peewee.Select(
         from_list=[paired],
-        columns=[paired.c.command, paired.c.ins, paired.c.latency_ms,
-                 fn.ROW_NUMBER().over(partition_by=key,
+        columns=[paired.c.ins, paired.c.latency_ms,
+                 fn.ROW_NUMBER().over(partition_by=[paired.c.ins],
                                       order_by=[paired.c.latency_ms]).alias("rn"),
-                 fn.COUNT(peewee.SQL("*")).over(partition_by=key).alias("n")])
+                 fn.COUNT(peewee.SQL("*")).over(partition_by=[paired.c.ins]).alias("n")])
         .where((paired.c.direction == "response") & paired.c.latency_ms.is_null(False)
                & (paired.c.prev_direction == "command"))
         .alias("ranked"))
@@ -264,19 +263,17 @@ def command_latency(start: datetime) -> list[dict]:
     median = (rn * 2 >= n) & ((rn - 1) * 2 < n)
     p95 = (rn * 100 >= n * 95) & ((rn - 1) * 100 < n * 95)
     picked = peewee.Select(
-        from_list=[ranked],
-        columns=[ranked.c.command, ranked.c.ins, ranked.c.latency_ms, rn, n],
+        from_list=[ranked], columns=[ranked.c.ins, ranked.c.latency_ms, rn, n],
     ).where(median | p95).bind(CommLog._meta.database)
-    rows: dict[tuple, dict] = {}
-    for command, ins, latency, rank, count in picked.tuples():
-        row = rows.setdefault((command, ins), {
-            "command": command or _ins_name(ins), "count": int(count)})
+    rows: dict[str, dict] = {}
+    for ins, latency, rank, count in picked.tuples():
+        row = rows.setdefault(ins, {"command": _ins_name(ins), "count": int(count)})
         rank, count = int(rank), int(count)
         if rank * 2 >= count and (rank - 1) * 2 < count:
             row["median_ms"] = float(latency)
         if rank * 100 >= count * 95 and (rank - 1) * 100 < count * 95:
             row["p95_ms"] = float(latency)
-    out = list(rows.values())
+    out = sorted(rows.values(), key=lambda r: (-r["count"], r["command"]))[:limit]
     out.sort(key=lambda r: (-r.get("p95_ms", 0), r["command"]))
     return out
 
@@ -361,11 +358,12 @@ _FACT_FIELDS = [
 ]
 
 
-def _fact_text(name: str, value) -> str:
+def _fact_text(name: str, value):
+    """Times as text; durations stay numbers (the report formats them)."""
     if isinstance(value, datetime):
         return _aware(value).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
     if name.endswith("_ms"):
-        return f"{float(value):,.1f} ms"
+        return float(value)
     return str(value)
 
 

@@ -166,7 +166,7 @@ def test_sessions_per_day_matrix_and_latency(manager):
     assert cells["MODEM"] == "25% (1/4) TIMEOUT ×2"
     latency = [[c.text_content() for c in tr.xpath("./th|./td")][:4]
                for tr in doc.xpath("//table[@aria-labelledby='latency-h']/tbody/tr")]
-    assert latency == [["SELECT ISD", "10", "5 ms", "10 ms"]]
+    assert latency == [["SELECT (INS A4)", "10", "5 ms", "10 ms"]]
 
 
 def test_session_timeline_lanes_status_word_kinds_and_facts(manager):
