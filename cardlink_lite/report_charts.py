@@ -194,7 +194,7 @@ def timeline(exchanges: list[dict], target_width: int = 1180, lane_height: int =
 
 def _fit(text: str, width: float) -> str:
     """``text`` cut to what fits in ``width`` pixels of the bar label font (or nothing)."""
-    chars = int(width / 6.2)
+    chars = int(width / 7.0)
     if chars < 4:
         return ""
     return text if len(text) <= chars else text[:chars - 1] + "…"
