@@ -7,11 +7,13 @@ function, and prints. Library errors become one ``Error:`` line on stderr.
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 import os
 import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -27,6 +29,7 @@ __all__ = [
     "CliState",
     "cli",
     "echo_json",
+    "iso_timestamp",
     "json_option",
     "main",
     "pass_state",
@@ -110,8 +113,26 @@ def yes_option(f):
     return click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")(f)
 
 
+def iso_timestamp(value: datetime) -> str:
+    """The one time format of all output: ISO 8601 UTC, milliseconds, ``T`` and ``Z``.
+
+    Naive values are the store's UTC.
+    """
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _json_value(value):
+    if isinstance(value, datetime):
+        return iso_timestamp(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    return str(value)
+
+
 def echo_json(payload) -> None:
-    click.echo(json.dumps(payload, indent=2, default=str, sort_keys=False))
+    click.echo(json.dumps(payload, indent=2, default=_json_value, sort_keys=False))
 
 
 def warn(message: str) -> None:

@@ -173,7 +173,7 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
     database = manager.database
     cutoff = utc_now() - timedelta(days=days)
     planned = retention.plan_purge(database, tables, cutoff)
-    report = {"cutoff": cutoff.isoformat(), "dry_run": dry_run, "would_delete": planned}
+    report = {"cutoff": cutoff, "dry_run": dry_run, "would_delete": planned}
     total = sum(planned.values())
     if dry_run or total == 0:
         if as_json:

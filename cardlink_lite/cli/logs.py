@@ -68,7 +68,7 @@ def show(state: CliState, session_id, errors_only, as_json):
 def _as_dict(row) -> dict:
     return {
         "id": row.id,
-        "timestamp": row.timestamp.isoformat(),
+        "timestamp": row.timestamp,
         "direction": row.direction.value,
         "raw_data": row.raw_data,
         "decoded_data": row.decoded_data,

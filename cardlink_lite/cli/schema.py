@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 
 from .. import migrations
 from ..errors import SchemaVersionMismatch
 from ..models import ALL_MODELS
-from . import CliState, cli, echo_json, json_option, pass_state, yes_option
+from . import CliState, cli, echo_json, iso_timestamp, json_option, pass_state, yes_option
 
 __all__ = ["init", "migrate", "status"]
 
@@ -76,7 +78,8 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
         if not statements:
             click.echo("Nothing to do: the schema is up to date.")
         for sql, params in statements:
-            click.echo(sql + ";" + (f"  -- params: {params}" if params else ""))
+            shown = [iso_timestamp(p) if isinstance(p, datetime) else p for p in params or ()]
+            click.echo(sql + ";" + (f"  -- params: {shown}" if shown else ""))
         click.echo(f"-- dry run: {len(statements)} statements, nothing was changed")
         return
     applied = migrations.run_migrations(revision, manager=manager)
@@ -140,6 +143,8 @@ def status(state: CliState, detail: bool, as_json: bool):
         "pending_migrations": migrations.get_pending_revisions(manager=manager),
         "half_applied": migrations.half_applied(manager=manager),
     }
+    for entry in info["half_applied"]:
+        entry["started_at"] = _stamp_text(entry["started_at"])
     if detail or state.verbose:
         info["tables"] = manager.table_counts()
     if as_json:
@@ -170,3 +175,11 @@ def status(state: CliState, detail: bool, as_json: bool):
             "a migration is half-applied; fix it by hand, then run "
             "cardlink-db migrate --resolve REV --as applied|rolled-back"
         )
+
+
+def _stamp_text(text: str) -> str:
+    """A stored ISO timestamp in the output's one format (left as is if unreadable)."""
+    try:
+        return iso_timestamp(datetime.fromisoformat(text))
+    except (TypeError, ValueError):
+        return text
