@@ -26,8 +26,10 @@ from ..errors import DatabaseError, first_line
 from ..migrations import get_current_revision
 
 __all__ = [
+    "TABLE_NAMES",
     "CliState",
     "cli",
+    "display_tables",
     "echo_json",
     "iso_timestamp",
     "json_option",
@@ -111,6 +113,16 @@ def json_option(f):
 
 def yes_option(f):
     return click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")(f)
+
+
+# The guide's names for the tables: the one spelling in all output (SQL names are input too).
+TABLE_NAMES = {"devices": "devices", "card_profiles": "cards", "ota_sessions": "sessions",
+               "comm_logs": "logs", "test_results": "tests", "settings": "settings"}
+
+
+def display_tables(per_table: dict) -> dict:
+    """``per_table`` keyed by the guide's table names instead of the SQL ones."""
+    return {TABLE_NAMES.get(name, name): value for name, value in per_table.items()}
 
 
 def iso_timestamp(value: datetime) -> str:

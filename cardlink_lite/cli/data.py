@@ -16,6 +16,7 @@ from ..transfer import DataExporter, DataImporter, resolve_tables
 from . import (
     CliState,
     cli,
+    display_tables,
     echo_json,
     json_option,
     pass_state,
@@ -97,7 +98,8 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
                                     include_keys=include_keys, progress=progress)
             stream.flush()
     where = output or "stdout"
-    warn(f"Exported {sum(counts.values()):,} rows ({_counts_line(counts)}) to {where}")
+    warn(f"Exported {sum(counts.values()):,} rows ({_counts_line(display_tables(counts))}) "
+         f"to {where}")
 
 
 @cli.command("import")
@@ -132,11 +134,11 @@ def import_command(state: CliState, file, fmt, conflict, dry_run, as_json):
             warn(f"  ... {len(problems) - _SHOWN_PROBLEMS} more")
         raise click.ClickException(str(exc)) from None
     if as_json:
-        echo_json(result.to_dict())
+        echo_json({**result.to_dict(), "tables": display_tables(result.tables)})
     verb = "Would import" if dry_run else "Imported"
     warn(f"{verb} {file} ({conflict}): {result.created:,} created, "
          f"{result.updated:,} updated, {result.skipped:,} skipped")
-    for table, counts in result.tables.items():
+    for table, counts in display_tables(result.tables).items():
         warn(f"  {table}: {counts['created']:,} created, {counts['updated']:,} updated, "
              f"{counts['skipped']:,} skipped")
     if dry_run:

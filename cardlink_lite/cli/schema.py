@@ -9,7 +9,16 @@ import click
 from .. import migrations
 from ..errors import SchemaVersionMismatch
 from ..models import ALL_MODELS
-from . import CliState, cli, echo_json, iso_timestamp, json_option, pass_state, yes_option
+from . import (
+    CliState,
+    cli,
+    display_tables,
+    echo_json,
+    iso_timestamp,
+    json_option,
+    pass_state,
+    yes_option,
+)
 
 __all__ = ["init", "migrate", "status"]
 
@@ -146,7 +155,7 @@ def status(state: CliState, detail: bool, as_json: bool):
     for entry in info["half_applied"]:
         entry["started_at"] = _stamp_text(entry["started_at"])
     if detail or state.verbose:
-        info["tables"] = manager.table_counts()
+        info["tables"] = display_tables(manager.table_counts())
     if as_json:
         echo_json(info)
     else:
