@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import peewee
 
-from .errors import DatabaseError, ValidationError
+from .db import bound_models
+from .errors import DatabaseError, SchemaVersionMismatch, ValidationError
 from .fields import utc_now
+from .migrations import (
+    check_schema_version,
+    get_current_revision,
+    get_head_revision,
+    half_applied,
+)
 from .models import (
     ALL_MODELS,
     EXPECTED_INDEXES,
@@ -24,10 +33,17 @@ from .models import (
 )
 from .retention import database_file_size
 
-__all__ = ["backup_database", "check_database", "collect_stats", "database_size"]
+__all__ = [
+    "backup_database",
+    "check_database",
+    "collect_stats",
+    "database_size",
+    "repair_database",
+]
 
 _SHORT = {"devices": Device, "cards": CardProfile, "sessions": OTASession, "logs": CommLog,
           "tests": TestResult, "settings": Setting}
+_DISPLAY = {model._meta.table_name: short for short, model in _SHORT.items()}
 _FINISHED = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.TIMEOUT)
 
 
@@ -119,40 +135,116 @@ def _dump_hint(manager, path) -> str:
             f"server's dump tool, e.g. {tool} (or cardlink-db export)")
 
 
-def check_database(manager) -> dict:
-    """Integrity (SQLite), expected indexes, schema revision; ``problems`` lists failures."""
-    from .migrations import get_current_revision, get_head_revision
+def check_database(manager, quick: bool = False) -> dict:
+    """Integrity (SQLite), expected tables and indexes, schema revision; how long it took.
 
+    ``quick`` runs SQLite's ``quick_check`` (no index-content cross-check) instead of the
+    full ``integrity_check``: for big stores. Each entry of ``problems`` ends with the
+    command or statement that fixes it.
+    """
+    start = time.perf_counter()
     manager.ensure_connection()
     database = manager.database
-    problems = []
-    checks = {}
+    problems: list[str] = []
+    checks: dict = {"mode": "quick" if quick else "full"}
     if isinstance(database, peewee.SqliteDatabase):
-        rows = [r[0] for r in database.execute_sql("PRAGMA integrity_check").fetchall()]
-        checks["integrity_check"] = rows
-        if rows != ["ok"]:
-            problems.extend(f"integrity_check: {r}" for r in rows[:20])
-        fk = database.execute_sql("PRAGMA foreign_key_check").fetchall()
-        checks["foreign_key_check"] = len(fk)
-        problems.extend(f"foreign_key_check: {r[0]} row {r[1]} refers to a missing {r[2]} row"
-                        for r in fk[:20])
+        _check_sqlite_file(database, quick, checks, problems)
+    revision_problem = _check_revision(manager, checks)
     existing = set(database.get_tables())
-    missing_indexes = []
+    missing_tables, missing_indexes = [], []
     for model in ALL_MODELS:
         table = model._meta.table_name
         if table not in existing:
-            problems.append(f"table {table} is missing; run cardlink-db migrate")
+            missing_tables.append(table)
+            continue
+        have = {index.name for index in database.get_indexes(table)}
+        missing_indexes.extend((table, name) for name in EXPECTED_INDEXES.get(table, [])
+                               if name not in have)
+    checks["missing_tables"] = missing_tables
+    checks["missing_indexes"] = [name for _, name in missing_indexes]
+    if revision_problem:
+        problems.append(revision_problem)
+    elif checks["revision"]["current"] is not None:
+        # At the code's revision: a missing table or index is damage migrate cannot see.
+        problems.extend(f"table {_display(t)} is missing; recreate it with: cardlink-db "
+                        "check --repair" for t in missing_tables)
+        problems.extend(f"index {name} on {_display(table)} is missing; recreate it with: "
+                        f"cardlink-db check --repair (or run: {_index_sql(database, name)})"
+                        for table, name in missing_indexes)
+    return {"ok": not problems, "backend": manager.config.backend_name,
+            "problems": problems, "checks": checks,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def repair_database(manager) -> list[str]:
+    """Recreate missing tables and expected indexes (the damage ``check`` reports).
+
+    Returns what was created. Data in a dropped table is gone: restore it from a backup.
+    """
+    manager.ensure_connection()
+    database = manager.database
+    created = []
+    existing = set(database.get_tables())
+    for model in ALL_MODELS:
+        table = model._meta.table_name
+        if table not in existing:
+            with bound_models(database, [model]):
+                model.create_table(safe=True)
+            created.append(f"table {_display(table)}")
             continue
         have = {index.name for index in database.get_indexes(table)}
         for name in EXPECTED_INDEXES.get(table, []):
             if name not in have:
-                missing_indexes.append(name)
-                problems.append(f"index {name} on {table} is missing; run cardlink-db migrate")
-    checks["missing_indexes"] = missing_indexes
+                database.execute_sql(_index_sql(database, name))
+                created.append(f"index {name}")
+    return created
+
+
+def _check_sqlite_file(database, quick: bool, checks: dict, problems: list) -> None:
+    pragma = "quick_check" if quick else "integrity_check"
+    rows = [r[0] for r in database.execute_sql(f"PRAGMA {pragma}").fetchall()]
+    checks[pragma] = rows
+    if rows != ["ok"]:
+        problems.extend(f"{pragma}: {r}; the file is damaged: restore the newest backup, or "
+                        "save what can be read with cardlink-db export -o rescue.json and "
+                        "import it into a new store" for r in rows[:20])
+    fk = database.execute_sql("PRAGMA foreign_key_check").fetchall()
+    checks["foreign_key_check"] = len(fk)
+    problems.extend(
+        f"foreign_key_check: {_display(r[0])} row {r[1]} refers to a missing {_display(r[2])} "
+        f"row; delete it with: DELETE FROM {r[0]} WHERE rowid = {r[1]}" for r in fk[:20])
+
+
+def _check_revision(manager, checks: dict) -> str | None:
     current, head = get_current_revision(manager=manager), get_head_revision()
     checks["revision"] = {"current": current, "head": head}
+    try:
+        check_schema_version(manager)
+    except SchemaVersionMismatch:
+        return (f"the store is at schema revision {current}, newer than this cardlink_lite "
+                f"knows ({head}); upgrade the package: pip install --upgrade cardlink-lite")
+    stuck = half_applied(manager)
+    if stuck:
+        return (f"migration {stuck[0]['name']} is half-applied; fix it by hand, then run: "
+                f"cardlink-db migrate --resolve {stuck[0]['name']} --as applied|rolled-back")
+    if current is None:
+        return "the store has no cardlink schema; create it with: cardlink-db init"
     if current != head:
-        problems.append(f"schema revision is {current or '(none)'} but this cardlink_lite "
-                        f"expects {head}; run cardlink-db migrate")
-    return {"ok": not problems, "backend": manager.config.backend_name,
-            "problems": problems, "checks": checks}
+        return (f"schema revision is {current} but this cardlink_lite expects {head}; "
+                "run: cardlink-db migrate")
+    return None
+
+
+def _index_sql(database, name: str) -> str:
+    """The CREATE INDEX statement of expected index ``name`` on this backend."""
+    for model in ALL_MODELS:
+        for index in model._meta.fields_to_index():
+            sql, _ = database.get_sql_context().sql(index).query()
+            sql = sql.replace(" IF NOT EXISTS", "")
+            if re.search(rf"INDEX [`\"]?{re.escape(name)}[`\"]? ", sql):
+                return sql
+    raise ValidationError(f"{name} is not an index cardlink_lite creates")
+
+
+def _display(table: str) -> str:
+    return _DISPLAY.get(table, table)

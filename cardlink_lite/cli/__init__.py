@@ -92,6 +92,14 @@ class _Group(click.Group):
             if ctx.obj is not None and getattr(ctx.obj, "verbose", False):
                 raise
             raise click.ClickException(_one_line(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug: still one line, the traceback with -v
+            if ctx.obj is not None and getattr(ctx.obj, "verbose", False):
+                raise
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {_one_line(exc)}; rerun with -v for the "
+                "traceback and report it") from None
         finally:
             if isinstance(ctx.obj, CliState):
                 ctx.obj.close()

@@ -259,23 +259,37 @@ def backup(state: CliState, path, force, as_json):
 
 
 @cli.command()
+@click.option("--quick", is_flag=True,
+              help="SQLite quick_check instead of the full integrity check (big stores).")
+@click.option("--repair", is_flag=True, help="Recreate missing tables and indexes first.")
 @json_option
 @pass_state
-def check(state: CliState, as_json):
-    """Check integrity (SQLite), expected indexes and the schema revision; exit 1 on problems.
+def check(state: CliState, quick, repair, as_json):
+    """Check integrity (SQLite), tables, indexes and the schema revision; exit 1 on problems.
+
+    Each problem names the command or statement that fixes it.
 
     Example:
 
     \b
-        cardlink-db check --json
+        cardlink-db check
+        cardlink-db check --quick --json
+        cardlink-db check --repair
     """
-    report = maintenance.check_database(state.manager(check_schema=False))
+    manager = state.manager(check_schema=False)
+    repaired = maintenance.repair_database(manager) if repair else []
+    report = maintenance.check_database(manager, quick=quick)
+    if repair:
+        report["repaired"] = repaired
     if as_json:
         echo_json(report)
     else:
+        for what in repaired:
+            click.echo(f"REPAIRED: recreated {what}")
         for line in report["problems"]:
             click.echo(f"PROBLEM: {line}")
         if report["ok"]:
             click.echo(f"OK: {report['backend']} database passed every check")
+        click.echo(f"Checked in {report['seconds']:.2f} s ({report['checks']['mode']} check)")
     if not report["ok"]:
         raise click.ClickException(f"{len(report['problems'])} problem(s) found")
