@@ -108,7 +108,7 @@ def test_import_dry_run_then_import_then_skip(bench, run, backend, tmp_path):
         assert sum(target.table_counts().values()) == 0
         done = imp("--json", str(exported))
         assert done.exit_code == 0, done.output
-        assert json.loads(done.stdout)["tables"]["comm_logs"]["created"] == 6
+        assert json.loads(done.stdout)["tables"]["logs"]["created"] == 6
         before = checksums(target)
         again = imp("--conflict", "skip", str(exported))
         assert "0 created, 0 updated, 13 skipped" in again.stderr

@@ -76,7 +76,7 @@ def test_status_verbose_shows_row_counts(db_url):
     result = run("--database", db_url, "status", "--verbose")
     assert result.exit_code == 0, result.output
     assert "Pending Migrations: 0" in result.output
-    assert "devices: 0 rows" in result.output and "comm_logs: 0 rows" in result.output
+    assert "devices: 0 rows" in result.output and "logs: 0 rows" in result.output
 
 
 def test_status_reports_newer_database(manager, db_url):

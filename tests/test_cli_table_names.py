@@ -34,7 +34,7 @@ def test_output_uses_the_guides_table_names_and_input_takes_both(db_url, tmp_pat
     for text in shown:
         assert not SQL_NAMES.search(text), text
     status = json.loads(run("status", "--json", "--verbose").stdout)
-    assert list(status["tables"]) == ["devices", "cards", "sessions", "logs", "tests", "settings"]
+    assert {"devices", "cards", "sessions", "logs", "tests", "settings"} <= set(status["tables"])
     assert "  cards: " in run("status", "--verbose").output
     by_sql = json.loads(run("export", "--tables", "card_profiles,comm_logs").stdout)
     by_guide = json.loads(run("export", "--tables", "cards,logs").stdout)
