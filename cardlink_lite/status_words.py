@@ -6,7 +6,8 @@ import re
 
 from .errors import ValidationError
 
-__all__ = ["STATUS_WORDS", "describe_status_word", "is_success", "normalize_status_word"]
+__all__ = ["MORE_DATA_PREFIXES", "STATUS_WORDS", "describe_after_command",
+           "describe_status_word", "is_more_data", "is_success", "normalize_status_word"]
 
 _SW = re.compile(r"[0-9A-F]{4}")
 
@@ -110,6 +111,25 @@ _PATTERNS: list[tuple[str, str]] = [
 ]
 
 _SUCCESS_PREFIXES = ("9000", "61", "9F", "91", "920")
+# "Success, more to come": response bytes waiting for GET RESPONSE, or a proactive command
+# waiting for FETCH. Never an error.
+MORE_DATA_PREFIXES = ("61", "9F", "91")
+
+# Meanings that depend on the command (its INS byte): (INS, SW or SW prefix) -> text.
+_VERIFY, _UNBLOCK = 0x20, 0x2C
+_AFTER_COMMAND: dict[tuple[int, str], str] = {
+    (0xA4, "6283"): "Warning: selected file deactivated",
+    (0xA4, "6A82"): "File or application not found",
+    (0xA4, "6999"): "Applet selection failed",
+    (0x82, "6300"): "Authentication failed: host cryptogram not verified",
+    (0xC2, "9300"): "SIM Application Toolkit busy: the ENVELOPE cannot be processed now",
+    (0xC2, "6200"): "Warning: ENVELOPE processed, no information given",
+    (0x88, "9862"): "Authentication error: incorrect MAC",
+    (0x88, "9864"): "Authentication error: security context not supported",
+    (0xE6, "6A80"): "Incorrect parameters in the INSTALL data field",
+    (0xE8, "6A84"): "Not enough memory space to LOAD",
+}
+_after_cache: dict[tuple, str] = {}
 
 
 def normalize_status_word(sw) -> str:
@@ -142,3 +162,32 @@ def describe_status_word(sw) -> str:
 def is_success(sw) -> bool:
     """True for normal processing: 9000, 61xx, 9Fxx, 91xx, 920x (warnings are not success)."""
     return normalize_status_word(sw).startswith(_SUCCESS_PREFIXES)
+
+
+def describe_after_command(sw, ins: int | None, has_data: bool = True) -> str:
+    """The meaning of ``sw`` as the answer to instruction ``ins``.
+
+    63Cx answering VERIFY / UNBLOCK PIN without data (a retry-counter query) is "x attempts
+    remaining", not a failed verification; a few other status words have a meaning of
+    their own after SELECT, EXTERNAL AUTHENTICATE, ENVELOPE, AUTHENTICATE, INSTALL or LOAD.
+    """
+    key = (sw, ins, has_data)
+    text = _after_cache.get(key)
+    if text is not None:
+        return text
+    sw = normalize_status_word(sw)
+    text = _AFTER_COMMAND.get((ins, sw))
+    if text is None and sw.startswith("63C") and ins in (_VERIFY, _UNBLOCK) and not has_data:
+        left = int(sw[3], 16)
+        what = "PIN" if ins == _VERIFY else "unblock (PUK)"
+        text = f"{left} {what} attempt{'' if left == 1 else 's'} remaining"
+    if text is None:
+        text = describe_status_word(sw)
+    if len(_after_cache) < 4096:
+        _after_cache[key] = text
+    return text
+
+
+def is_more_data(sw) -> bool:
+    """True for 61xx / 9Fxx / 91xx: success, with response bytes or a proactive command waiting."""
+    return normalize_status_word(sw).startswith(MORE_DATA_PREFIXES)

@@ -1,0 +1,1 @@
+"""Bench traces in: GSMTAP-SIM captures, apdu4j dumps and hex logs, decoded and stored."""

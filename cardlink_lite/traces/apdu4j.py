@@ -1,0 +1,63 @@
+"""apdu4j dumps: ``# ATR:`` header, alternating C-APDU / R-APDU lines, ``# Received in NNms``."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from .records import ATR
+from .textlines import COMMAND, LATENCY, RESPONSE, hex_bytes, read_lines
+
+__all__ = ["looks_like_apdu4j", "read_apdu4j"]
+
+_GENERATED = re.compile(r"#\s*Generated on (.+?) by apdu4j", re.I)
+_RECEIVED = re.compile(r"#\s*Received in (\d+(?:\.\d+)?)\s*ms", re.I)
+_ATR = re.compile(r"#\s*ATR:\s*([0-9A-Fa-f ]+)\s*$")
+
+
+def looks_like_apdu4j(head: list[str]) -> bool:
+    """True when the first lines carry apdu4j's header or its Sent/Received comments."""
+    return any(_GENERATED.match(line) or _ATR.match(line) or _RECEIVED.match(line)
+               or line.strip() == "# Sent" for line in head)
+
+
+def _parser():
+    expect_command = True
+
+    def parse(text: str):
+        nonlocal expect_command
+        if text.startswith("#"):
+            match = _RECEIVED.match(text)
+            if match:
+                return LATENCY, float(match.group(1))
+            match = _ATR.match(text)
+            if match:
+                atr = hex_bytes(match.group(1))
+                return (ATR, atr) if atr else "ATR comment without hex"
+            match = _GENERATED.match(text)
+            if match:
+                try:
+                    when = datetime.strptime(match.group(1).strip(), "%a, %d %b %Y %H:%M:%S %z")
+                except ValueError:
+                    return None
+                return "time", int(when.timestamp()) * 1_000_000_000
+            if text.strip() == "# Sent":
+                expect_command = True
+            return None
+        data = hex_bytes(text)
+        if data is None:
+            return f"not hex: {text[:24]!r}"
+        kind = COMMAND if expect_command else RESPONSE
+        expect_command = not expect_command
+        return kind, data
+
+    return parse
+
+
+def read_apdu4j(lines, stats, start):
+    """Trace records of an apdu4j dump; latency from its ``# Received in`` comments.
+
+    apdu4j writes no per-APDU time: rows are timed from the ``# Generated on`` header (or
+    ``start``) advanced by each response's latency.
+    """
+    yield from read_lines(lines, _parser(), stats, start, timestamps=False)

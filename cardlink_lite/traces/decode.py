@@ -1,0 +1,198 @@
+"""Name APDU commands: ISO 7816-4, ETSI TS 102 221, GlobalPlatform and TS 102 223 (CAT)."""
+
+from __future__ import annotations
+
+from ..status_words import describe_after_command
+from .cat import describe_envelope, describe_proactive, describe_terminal_response
+
+__all__ = [
+    "channel_of",
+    "command_body",
+    "command_name",
+    "decode_exchange",
+    "split_t0_exchange",
+]
+
+# Instructions of the interindustry classes (CLA 0x, 4x, 6x) and of GSM (Ax).
+_ISO: dict[int, str] = {
+    0x04: "DEACTIVATE FILE", 0x0E: "ERASE BINARY", 0x10: "TERMINAL PROFILE", 0x12: "FETCH",
+    0x14: "TERMINAL RESPONSE", 0x20: "VERIFY", 0x24: "CHANGE PIN", 0x26: "DISABLE PIN",
+    0x28: "ENABLE PIN", 0x2C: "UNBLOCK PIN", 0x32: "INCREASE", 0x44: "ACTIVATE FILE",
+    0x70: "MANAGE CHANNEL", 0x73: "MANAGE SECURE CHANNEL", 0x75: "TRANSACT DATA",
+    0x76: "SUSPEND UICC", 0x78: "GET IDENTITY", 0x82: "EXTERNAL AUTHENTICATE",
+    0x84: "GET CHALLENGE", 0x88: "AUTHENTICATE", 0x89: "AUTHENTICATE", 0xA2: "SEARCH RECORD",
+    0xA4: "SELECT", 0xAA: "TERMINAL CAPABILITY", 0xB0: "READ BINARY", 0xB1: "READ BINARY",
+    0xB2: "READ RECORD", 0xB3: "READ RECORD", 0xC0: "GET RESPONSE", 0xC2: "ENVELOPE",
+    0xCA: "GET DATA", 0xCB: "GET DATA", 0xD6: "UPDATE BINARY", 0xD7: "UPDATE BINARY",
+    0xDC: "UPDATE RECORD", 0xDD: "UPDATE RECORD", 0xE0: "CREATE FILE", 0xE2: "APPEND RECORD",
+    0xE4: "DELETE FILE", 0xF2: "STATUS",
+}
+# Proprietary classes (8x, 9x, Cx-Ex): GlobalPlatform first, then the UICC names above.
+_GP: dict[int, str] = {
+    0x50: "INITIALIZE UPDATE", 0x78: "END R-MAC SESSION", 0x7A: "BEGIN R-MAC SESSION",
+    0xD8: "PUT KEY", 0xE2: "STORE DATA", 0xE4: "DELETE", 0xE6: "INSTALL", 0xE8: "LOAD",
+    0xF0: "SET STATUS",
+}
+_INSTALL_FOR = {0x02: "load", 0x04: "install", 0x08: "make selectable",
+                0x0C: "install and make selectable", 0x10: "extradition",
+                0x20: "personalization", 0x40: "registry update"}
+_GET_STATUS_OF = {0x80: "issuer security domain", 0x40: "applications",
+                  0x20: "load files", 0x10: "load files and modules"}
+_SECURITY_LEVEL = {0x00: "no security", 0x01: "C-MAC", 0x03: "C-DECRYPTION and C-MAC",
+                   0x11: "C-MAC and R-MAC", 0x13: "C-DECRYPTION, C-MAC and R-MAC",
+                   0x33: "C-DECRYPTION, R-ENCRYPTION, C-MAC and R-MAC"}
+_GSM_CLASS = 0xA0
+
+
+def channel_of(cla: int) -> int | None:
+    """The logical channel a CLA byte addresses (ISO 7816-4 §5.4.1 / TS 102 221 §10.1.1)."""
+    if cla == 0xFF:
+        return None  # PPS, not an APDU
+    if (cla & 0xF0) == _GSM_CLASS:
+        return 0  # GSM 11.11 class: no logical channels
+    if cla & 0x40:
+        return 4 + (cla & 0x0F)  # further interindustry / proprietary: channels 4-19
+    return cla & 0x03
+
+
+def command_body(cmd: bytes) -> tuple[bytes, int | None]:
+    """(command data, Le) of a command APDU in short or extended form (ISO 7816-4 §5.1).
+
+    A T=0 TPDU (``CLA INS P1 P2 P3 data``) reads as the short form.
+    """
+    n = len(cmd)
+    if n <= 4:
+        return b"", None
+    p3 = cmd[4]
+    if n == 5:
+        return b"", p3 or 256
+    if p3:
+        if n == 5 + p3:
+            return cmd[5:], None
+        if n == 6 + p3:
+            return cmd[5:-1], cmd[-1] or 256
+        return cmd[5:], None
+    # P3 = 00 and more bytes: extended length
+    if n == 7:
+        return b"", (cmd[5] << 8 | cmd[6]) or 65536
+    lc = cmd[5] << 8 | cmd[6]
+    if n == 7 + lc:
+        return cmd[7:], None
+    if n == 9 + lc:
+        return cmd[7:-2], (cmd[-2] << 8 | cmd[-1]) or 65536
+    return cmd[5:], None
+
+
+def _base_name(cla: int, ins: int) -> str:
+    if cla & 0x80 and (cla & 0xF0) != _GSM_CLASS:
+        name = _GP.get(ins)
+        if name is not None:
+            return name
+    elif (cla & 0xF0) == _GSM_CLASS and ins == 0x88:
+        return "RUN GSM ALGORITHM"
+    return _ISO.get(ins) or f"INS {ins:02X}"
+
+
+def _select(p1: int, data: bytes) -> str:
+    if not data:
+        return "SELECT"
+    if p1 == 0x04:
+        return f"SELECT AID {data.hex().upper()}"
+    text = data.hex().upper()
+    if p1 in (0x08, 0x09) and len(data) % 2 == 0:
+        return "SELECT path " + "/".join(text[i:i + 4] for i in range(0, len(text), 4))
+    return f"SELECT {text}"
+
+
+def command_name(cmd: bytes, response_data: bytes = b"") -> str:
+    """What the command is, e.g. ``"SELECT AID A0000001510000"`` or ``"FETCH: OPEN CHANNEL"``.
+
+    ``response_data`` (without the status word) names what a FETCH returned.
+    """
+    if len(cmd) < 4:
+        return "malformed command"
+    cla, ins, p1, p2 = cmd[0], cmd[1], cmd[2], cmd[3]
+    name = _base_name(cla, ins)
+    if name == "SELECT":
+        return _select(p1, command_body(cmd)[0])
+    if name == "FETCH":
+        proactive = describe_proactive(response_data) if response_data else None
+        return f"FETCH: {proactive}" if proactive else "FETCH"
+    if name == "TERMINAL RESPONSE":
+        text = describe_terminal_response(command_body(cmd)[0])
+        return f"TERMINAL RESPONSE: {text}" if text else name
+    if name == "ENVELOPE":
+        text = describe_envelope(command_body(cmd)[0])
+        return f"ENVELOPE: {text}" if text else name
+    if name == "STATUS" and cla & 0x80 and p1 in _GET_STATUS_OF:
+        return f"GET STATUS {_GET_STATUS_OF[p1]}"
+    if name == "INSTALL":
+        purpose = _INSTALL_FOR.get(p1 & 0x7E)
+        return f"INSTALL [for {purpose}]" if purpose else name
+    if name in ("LOAD", "STORE DATA"):
+        return f"{name} block {p2}" + (" (last)" if p1 & 0x80 else "")
+    if name == "PUT KEY":
+        return f"PUT KEY version {p1:02X} key {p2 & 0x7F:02X}"
+    if name == "INITIALIZE UPDATE":
+        return f"INITIALIZE UPDATE key version {p1:02X}"
+    if name == "EXTERNAL AUTHENTICATE" and cla & 0x80:
+        level = _SECURITY_LEVEL.get(p1, f"level {p1:02X}")
+        return f"EXTERNAL AUTHENTICATE ({level})"
+    if name == "MANAGE CHANNEL":
+        return "MANAGE CHANNEL open" if p1 == 0x00 else f"MANAGE CHANNEL close {p2}"
+    if name in ("VERIFY", "UNBLOCK PIN", "ENABLE PIN", "DISABLE PIN", "CHANGE PIN"):
+        text = f"{name} {p2:02X}"
+        if name in ("VERIFY", "UNBLOCK PIN") and not command_body(cmd)[0]:
+            text += " (retry counter query)"
+        return text
+    if name in ("READ RECORD", "UPDATE RECORD"):
+        return f"{name} {p1}"
+    return name
+
+
+def _response_text(name: str, cmd: bytes, response_data: bytes) -> str | None:
+    if name.startswith("FETCH: "):
+        return f"proactive command {name[7:]}"
+    if name == "MANAGE CHANNEL open" and len(response_data) == 1:
+        return f"channel {response_data[0]} opened"
+    return None
+
+
+def decode_exchange(cmd: bytes, response: bytes) -> tuple[str, str | None, str | None]:
+    """(command text, response text, status message) of a command and its response."""
+    response_data = response[:-2]
+    name = command_name(cmd, response_data)
+    sw = response[-2:].hex().upper() if len(response) >= 2 else None
+    message = None
+    if sw is not None and len(cmd) >= 2:
+        message = describe_after_command(sw, cmd[1], bool(command_body(cmd)[0]))
+    return name, _response_text(name, cmd, response_data), message
+
+
+# Instructions whose T=0 data travels from the card (ISO case 2): the P3 bytes after the
+# header of a GSMTAP-SIM packet belong to the response.
+_OUTGOING = frozenset({0x12, 0x70, 0x84, 0xB0, 0xB1, 0xB2, 0xB3, 0xC0, 0xCA, 0xCB})
+
+
+def split_t0_exchange(body: bytes) -> tuple[bytes, bytes]:
+    """(command, response) of a whole T=0 exchange ``CLA INS P1 P2 P3 [data] [data] SW1 SW2``.
+
+    Whether the data after the header is the command's or the card's depends on the
+    instruction (as pySim-trace decides it); STATUS (``F2``) without GlobalPlatform's
+    search criteria and an unknown instruction whose length only fits outgoing data are
+    read as outgoing. An extended-length command (P3 = 00, Lc in two bytes) is kept whole.
+    """
+    if len(body) < 7:
+        return body[:-2], body[-2:]
+    ins, p3 = body[1], body[4]
+    rest = len(body) - 5 - 2
+    outgoing = ins in _OUTGOING or (ins == 0xF2 and not (body[0] & 0x80 and body[2] in
+                                                          _GET_STATUS_OF))
+    if not outgoing:
+        if p3 == 0 and rest >= 2:
+            lc = body[5] << 8 | body[6]
+            if lc and 2 + lc <= rest:
+                return body[:7 + lc], body[7 + lc:]
+        if p3 <= rest:
+            return body[:5 + p3], body[5 + p3:]
+    return body[:5], body[5:]

@@ -1,0 +1,92 @@
+"""From a captured frame to its UDP payload: link layer, IPv4/IPv6, UDP (standard library only)."""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = ["GSMTAP_PORT", "LINK_TYPES", "udp_payload"]
+
+GSMTAP_PORT = 4729
+
+# Link types we unwrap (tcpdump.org/linktypes.html).
+LINK_TYPES = {0: "BSD loopback", 1: "Ethernet", 12: "raw IP", 14: "raw IP", 101: "raw IP",
+              113: "Linux cooked (SLL)", 228: "raw IPv4", 229: "raw IPv6",
+              276: "Linux cooked v2 (SLL2)"}
+_ETH, _SLL, _SLL2, _NULL = 1, 113, 276, 0
+_RAW = frozenset({12, 14, 101, 228, 229})
+_VLAN = frozenset({0x8100, 0x88A8, 0x9100})
+_IPV6_EXTENSIONS = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
+_u16 = struct.Struct("!H").unpack_from
+_u16x2 = struct.Struct("!HH").unpack_from
+_NULL_V6 = frozenset({24, 28, 30})
+
+
+def _ip(frame: bytes, off: int, port: int) -> bytes | str:
+    if off >= len(frame):
+        return "truncated frame"
+    version = frame[off] >> 4
+    if version == 4:
+        ihl = (frame[off] & 0x0F) * 4
+        if ihl < 20 or len(frame) < off + ihl + 8:
+            return "truncated IPv4 packet"
+        if frame[off + 9] != 17:
+            return "not UDP"
+        if _u16(frame, off + 6)[0] & 0x3FFF:
+            return "IP fragment"
+        off += ihl
+    elif version == 6:
+        nxt = frame[off + 6] if len(frame) > off + 6 else None
+        off += 40
+        while nxt in _IPV6_EXTENSIONS and len(frame) >= off + 8:
+            nxt, size = frame[off], (frame[off + 1] + 1) * 8
+            off += size
+        if nxt == 44:
+            return "IP fragment"
+        if nxt != 17:
+            return "not UDP"
+        if len(frame) < off + 8:
+            return "truncated IPv6 packet"
+    else:
+        return "not IP"
+    sport, dport = _u16x2(frame, off)
+    if sport != port and dport != port:
+        return "not GSMTAP (UDP port)"
+    length = _u16(frame, off + 4)[0]
+    end = off + length if length >= 8 else len(frame)
+    return frame[off + 8:end]
+
+
+def udp_payload(linktype: int, frame: bytes, port: int = GSMTAP_PORT) -> bytes | str:
+    """The payload of a UDP datagram to or from ``port`` in ``frame``, or why there is none."""
+    if linktype == _ETH:
+        if len(frame) < 14:
+            return "truncated frame"
+        ethertype = _u16(frame, 12)[0]
+        off = 14
+        while ethertype in _VLAN and len(frame) >= off + 4:
+            ethertype = _u16(frame, off + 2)[0]
+            off += 4
+    elif linktype == _SLL:
+        if len(frame) < 16:
+            return "truncated frame"
+        ethertype, off = _u16(frame, 14)[0], 16
+    elif linktype == _SLL2:
+        if len(frame) < 20:
+            return "truncated frame"
+        ethertype, off = _u16(frame, 0)[0], 20
+    elif linktype in _RAW:
+        return _ip(frame, 0, port)
+    elif linktype == _NULL:
+        if len(frame) < 4:
+            return "truncated frame"
+        family = struct.unpack_from("<I", frame)[0]
+        if family > 0xFFFF:  # written on a big-endian host
+            family = struct.unpack_from(">I", frame)[0]
+        if family != 2 and family not in _NULL_V6:
+            return "not IP"
+        return _ip(frame, 4, port)
+    else:
+        return f"unsupported link type {linktype}"
+    if ethertype != 0x0800 and ethertype != 0x86DD:
+        return "not IP"
+    return _ip(frame, off, port)

@@ -1,0 +1,34 @@
+"""What every trace reader yields, and what it reports besides: the shared record shapes."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..errors import ValidationError
+
+__all__ = ["ATR", "EXCHANGE", "RESET", "ReadStats", "TraceFormatError"]
+
+# A record is a plain tuple (the readers make millions of them):
+#   (EXCHANGE, timestamp, command bytes, response bytes incl. SW1 SW2, latency ms or None)
+#   (ATR, timestamp, ATR bytes, None, None)
+#   (RESET, timestamp, b"", None, None)
+# timestamp: nanoseconds since the epoch (UTC), or None when the format has no time.
+EXCHANGE, ATR, RESET = "exchange", "atr", "reset"
+
+
+class TraceFormatError(ValidationError):
+    """The file is not in the format asked for (or in none of the formats tried)."""
+
+
+class ReadStats:
+    """What a reader met besides records: skipped input by reason, damage, a truncated tail."""
+
+    def __init__(self):
+        self.skipped: Counter = Counter()
+        self.corrupt: list[str] = []
+        self.leftover_bytes = 0
+        self.open_exchange = False  # the trace ends with a command and no response
+        self.container = None
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1

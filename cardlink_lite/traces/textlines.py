@@ -1,0 +1,161 @@
+"""Shared machinery of the line-based trace formats: leading timestamps, hex, pairing.
+
+A format is a function from one line (its leading timestamp already taken off) to an
+event; :func:`pair_events` turns the events into trace records.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import datetime, timedelta, timezone
+
+from .records import ATR, EXCHANGE, RESET, ReadStats
+
+__all__ = ["COMMAND", "EXCHANGE_LINE", "LATENCY", "RESPONSE", "hex_bytes", "read_lines",
+           "split_timestamp", "text_lines"]
+
+# Events a line parser returns: (kind, value).
+COMMAND, RESPONSE, EXCHANGE_LINE, LATENCY = "C", "R", "X", "L"
+
+_TIMESTAMP = re.compile(
+    r"\s*\[?(?:(?P<date>\d{4}-\d{2}-\d{2})[T ])?(?P<time>\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?)"
+    r"(?P<zone>Z|[+-]\d{2}:?\d{2})?\]?\s*[|:-]?\s+"
+    r"|\s*\[?(?P<epoch>\d{9,10}\.\d{1,9})\]?\s*[|:-]?\s+"
+)
+_NOT_HEX = re.compile(r"[^0-9A-Fa-f]")
+_UTC = timezone.utc
+
+
+def hex_bytes(text: str) -> bytes | None:
+    """Bytes of hex text with spaces (``"00 A4 04 00"``), or None if it is not whole hex bytes."""
+    text = text.replace(" ", "").replace("\t", "")
+    try:
+        return bytes.fromhex(text) if text and not _NOT_HEX.search(text) else None
+    except ValueError:
+        return None
+
+
+class _Clock:
+    """Turns the timestamps of a text trace into ns since the epoch; time-only stamps take
+    the day of ``start`` and roll over at midnight."""
+
+    def __init__(self, start: datetime):
+        self.day = start.astimezone(_UTC).date()
+        self.last = None
+
+    def ns(self, match: re.Match) -> int:
+        if match.group("epoch"):
+            seconds, _, frac = match.group("epoch").partition(".")
+            return int(seconds) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+        clock = match.group("time").replace(",", ".")
+        clock, _, frac = clock.partition(".")
+        zone = match.group("zone") or "+00:00"
+        if zone == "Z":
+            zone = "+00:00"
+        elif ":" not in zone:
+            zone = zone[:3] + ":" + zone[3:]
+        date = match.group("date")
+        when = datetime.fromisoformat(f"{date or self.day.isoformat()}T{clock}{zone}")
+        if date is not None:
+            self.day = when.astimezone(_UTC).date()
+        elif self.last is not None and when < self.last - timedelta(hours=12):
+            self.day += timedelta(days=1)
+            when += timedelta(days=1)
+        self.last = when
+        seconds = int(when.timestamp())
+        return seconds * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+
+
+def split_timestamp(line: str, clock: _Clock | None):
+    """(ns or None, rest of the line) for a line that may begin with a timestamp."""
+    if clock is None or not line[:1].isdigit() and line[:1] not in "[ ":
+        return None, line
+    match = _TIMESTAMP.match(line)
+    if match is None:
+        return None, line
+    try:
+        return clock.ns(match), line[match.end():]
+    except ValueError:
+        return None, line
+
+
+def text_lines(fp, first: bytes = b""):
+    """Decoded lines of a binary file (UTF-8, undecodable bytes replaced), streamed."""
+    stream = io.TextIOWrapper(_Prefixed(fp, first), encoding="utf-8", errors="replace",
+                              newline=None)
+    yield from stream
+
+
+class _Prefixed(io.RawIOBase):
+    """A binary stream that returns ``first`` before the rest of ``fp``."""
+
+    def __init__(self, fp, first: bytes):
+        self.fp, self.first = fp, first
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.first:
+            n = min(len(b), len(self.first))
+            b[:n], self.first = self.first[:n], self.first[n:]
+            return n
+        data = self.fp.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool = True):
+    """Trace records from ``lines``; ``parse(text)`` gives an event, None to ignore the
+    line, or a string naming what is wrong with it (counted and reported with its number).
+
+    Events: (COMMAND, bytes), (RESPONSE, bytes incl. SW), (EXCHANGE_LINE, (cmd, rsp)),
+    (ATR, bytes), (RESET, None), (LATENCY, ms for the next response), ("time", ns).
+    """
+    clock = _Clock(start) if timestamps else None
+    pending = None       # (ts, command) waiting for its response
+    latency = None
+    base_ns = None       # the format's own start time (apdu4j header), advanced by latency
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        ts, text = split_timestamp(line, clock)
+        event = parse(text)
+        if event is None:
+            continue
+        if type(event) is str:
+            stats.skip("unreadable line")
+            if len(stats.corrupt) < 100:
+                stats.corrupt.append(f"line {number}: {event}")
+            continue
+        kind, value = event
+        if ts is None and base_ns is not None:
+            ts = base_ns
+        if kind == COMMAND:
+            if pending is not None:
+                yield EXCHANGE, pending[0], pending[1], None, None
+            pending = (ts, value)
+        elif kind == RESPONSE:
+            if pending is None:
+                stats.skip("response without a command")
+                continue
+            if latency is not None and base_ns is not None:
+                base_ns += int(latency * 1_000_000)
+            yield EXCHANGE, pending[0], pending[1], value, latency
+            pending = latency = None
+        elif kind == EXCHANGE_LINE:
+            yield EXCHANGE, ts, value[0], value[1], None
+        elif kind == LATENCY:
+            latency = value
+        elif kind == "time":
+            base_ns = value
+        elif kind in (ATR, RESET):
+            if pending is not None:
+                yield EXCHANGE, pending[0], pending[1], None, None
+                pending = None
+            yield kind, ts, value if kind == ATR else b"", None, None
+    if pending is not None:
+        stats.open_exchange = True
+        yield EXCHANGE, pending[0], pending[1], None, None

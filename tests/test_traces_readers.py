@@ -1,0 +1,265 @@
+"""Trace readers without a store: pcap/pcapng in every variant, GSMTAP-SIM, apdu4j, hex logs,
+format detection, damage. The captures are written here, by the tests."""
+
+import io
+import struct
+from pathlib import Path
+
+import pytest
+
+from cardlink_lite.traces.pcapwrite import CaptureWriter, gsmtap_sim, udp_frame
+from cardlink_lite.traces.reading import read_trace
+from cardlink_lite.traces.records import TraceFormatError
+
+DATA = Path(__file__).parent / "data" / "traces"
+T0 = 1_732_874_400_123_456_789  # 2024-11-29 10:00:00.123456789 UTC
+
+ATR_HEX = "3B9F96801FC78031A073BE21136743200718000001A5"
+# (packet body, expected command, expected response): whole T=0 exchanges as GSMTAP carries them
+EXCHANGES = [
+    ("00A40004023F006121", "00A40004023F00", "6121"),                      # case 3, data to card
+    ("00C0000004" + "62028202" + "9000", "00C0000004", "620282029000"),   # case 2, data from card
+    ("01A4000C022F00" + "9000", "01A4000C022F00", "9000"),                 # channel 1
+    ("82F2000010" + "AB" * 16 + "9000", "82F2000010", "AB" * 16 + "9000"),  # STATUS, channel 2
+    ("03B0000002" + "1234" + "9000", "03B0000002", "12349000"),            # channel 3
+    # extended Lc (0003), then a stray 00 the split gives to the response
+    ("80E2900000000301020300" + "9000", "80E29000000003010203", "009000"),
+]
+
+
+def _capture(container="pcapng", link="ethernet", nanoseconds=False, big_endian=False,
+             ipv6=False, extra=()):
+    out = io.BytesIO()
+    writer = CaptureWriter(out, container, link, nanoseconds, big_endian)
+    writer.gsmtap(T0, bytes.fromhex(ATR_HEX), sub_type=1, ipv6=ipv6)
+    for i, (body, _, _) in enumerate(EXCHANGES, 1):
+        writer.gsmtap(T0 + i * 1_000_000, bytes.fromhex(body), ipv6=ipv6)
+    for ts, frame in extra:
+        writer.packet(ts, frame)
+    return out.getvalue()
+
+
+def _read(data: bytes, fmt="auto"):
+    found, records, stats = read_trace(io.BytesIO(data), fmt)
+    return found, list(records), stats
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+@pytest.mark.parametrize("link", ["ethernet", "sll", "sll2", "raw", "null"])
+@pytest.mark.parametrize("nanoseconds", [False, True], ids=["us", "ns"])
+@pytest.mark.parametrize("big_endian", [False, True], ids=["le", "be"])
+def test_every_capture_variant_reads_the_same_records(container, link, nanoseconds, big_endian):
+    ipv6 = link in ("sll2", "null")  # IPv6 under two link types, IPv4 under the others
+    found, records, stats = _read(_capture(container, link, nanoseconds, big_endian, ipv6))
+    assert found == container and stats.container == container
+    step = 1 if nanoseconds else 1000
+    expected = [("atr", T0 // step * step, ATR_HEX, None, None)] + [
+        ("exchange", (T0 + i * 1_000_000) // step * step, cmd, rsp, None)
+        for i, (_, cmd, rsp) in enumerate(EXCHANGES, 1)]
+    got = [(k, ts, d.hex().upper(), r.hex().upper() if r is not None else None, lat)
+           for k, ts, d, r, lat in records]
+    assert got == expected
+    assert stats.skipped == {} and stats.corrupt == [] and stats.leftover_bytes == 0
+
+
+def test_a_pcap_written_by_hand_reads(tmp_path):
+    # Independent of CaptureWriter: a big-endian ns pcap, raw IPv4, one GSMTAP-SIM APDU.
+    gsmtap = bytes([2, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    gsmtap += bytes.fromhex("0070000001019000")
+    udp = struct.pack("!HHHH", 1234, 4729, 8 + len(gsmtap), 0) + gsmtap
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                     b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02") + udp
+    data = struct.pack(">IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 101)
+    data += struct.pack(">IIII", 1_700_000_000, 5_000_123, len(ip), len(ip)) + ip
+    _, records, _ = _read(data)
+    assert records == [("exchange", 1_700_000_000_005_000_123, bytes.fromhex("0070000001"),
+                        bytes.fromhex("019000"), None)]
+
+
+def test_packets_that_are_not_gsmtap_sim_are_skipped_and_counted():
+    other_port = udp_frame(b"hello", dport=53)
+    not_sim = udp_frame(bytes([2, 4, 1, 0]) + bytes(12) + b"\x01\x02")  # GSMTAP type 1 (Um)
+    pps = udp_frame(gsmtap_sim(b"\xff\x10\x94\x7b", sub_type=2))
+    arp = b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + bytes(28)
+    tcp = bytearray(udp_frame(b"x" * 8))
+    tcp[14 + 9] = 6
+    extra = [(T0 + 9_000_000 + i, f) for i, f in enumerate([other_port, not_sim, pps, arp,
+                                                            bytes(tcp)])]
+    _, records, stats = _read(_capture(extra=extra))
+    assert len(records) == 1 + len(EXCHANGES)
+    assert stats.skipped == {"not GSMTAP (UDP port)": 1, "GSMTAP type 1 (not SIM)": 1,
+                             "GSMTAP-SIM PPS request": 1, "not IP": 1, "not UDP": 1}
+
+
+def test_a_truncated_capture_reads_what_is_complete_and_counts_the_rest():
+    data = _capture("pcap")
+    cut = data[:-7]
+    _, records, stats = _read(cut)
+    assert len(records) == len(EXCHANGES)  # the last packet is incomplete
+    last_packet = 16 + 14 + 20 + 8 + 16 + len(bytes.fromhex(EXCHANGES[-1][0]))
+    assert stats.leftover_bytes == last_packet - 7
+    _, records, stats = _read(_capture("pcapng")[:-3])
+    assert len(records) == len(EXCHANGES) and stats.leftover_bytes > 0
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+def test_a_corrupt_block_in_the_middle_is_reported_with_its_offset(container):
+    data = bytearray(_capture(container))
+    # find the third packet (second exchange) and wreck its length field
+    marker = bytes.fromhex(EXCHANGES[1][0])
+    at = data.index(marker)
+    if container == "pcap":
+        header = at - (14 + 20 + 8 + 16) - 16
+        struct.pack_into("<I", data, header + 8, 0x7FFFFFF0)
+    else:
+        header = at - (14 + 20 + 8 + 16) - 28
+        struct.pack_into("<I", data, header + 4, 0x7FFFFFF0)
+    _, records, stats = _read(bytes(data))
+    assert [r[2].hex().upper() for r in records[1:]] == [c for _, c, _ in EXCHANGES
+                                                        if c != EXCHANGES[1][1]]
+    assert len(stats.corrupt) == 1 and stats.corrupt[0].startswith(f"offset {header}:")
+
+
+@pytest.mark.parametrize("data, what", [
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(200), "a binary file"),
+    (b'{"format": "cardlink-export", "devices": []}\n', "a text file"),
+    (b"", "an empty file"),
+])
+def test_another_kind_of_file_is_refused_naming_the_formats_tried(data, what):
+    with pytest.raises(TraceFormatError) as info:
+        _read(data)
+    assert str(info.value) == (
+        f"not a trace this tool can read ({what}); tried: pcapng, pcap, apdu4j, pysim-shell, "
+        "pyscard, tca-loader, hex-lines, pysim-hex. Pass --format to name it if it is one "
+        "of them")
+
+
+def test_asking_for_pcap_on_a_text_file_says_what_it_looks_like():
+    with pytest.raises(TraceFormatError, match="not a pcap file .*looks like hex-lines"):
+        _read(b"00A40004023F00\n9000\n", "pcap")
+
+
+def test_apdu4j_session_with_latency_and_header_time():
+    with open(DATA / "apdu4j-gp-scp02-session.dump", "rb") as fp:
+        found, records, stats = read_trace(fp)
+        records = list(records)
+    assert found == "apdu4j"
+    start = 1_422_205_863_000_000_000  # Sun, 25 Jan 2015 19:11:03 +0200
+    assert records[0] == ("atr", start, bytes.fromhex("3BF91300008131FE454A434F503234325232A3"),
+                          None, None)
+    exchanges = records[1:]
+    assert [r[4] for r in exchanges] == [40.0, 50.0, 49.0, 37.0, 33.0, 37.0, 40.0, 35.0, 166.0]
+    assert [r[1] - start for r in exchanges[:3]] == [0, 40_000_000, 90_000_000]
+    assert exchanges[4][3] == bytes.fromhex("6A88")
+    assert exchanges[-1][2].hex().upper().startswith("84D80181")
+    assert stats.open_exchange is False and stats.corrupt == []
+
+
+def test_apdu4j_without_latency_lines():
+    with open(DATA / "apdu4j-multi-channel.dump", "rb") as fp:
+        found, records, _ = read_trace(fp)
+        records = list(records)
+    assert found == "apdu4j"
+    assert [(r[0], r[1], r[4]) for r in records] == [("atr", None, None),
+                                                   ("exchange", None, None)]
+    assert records[1][2] == bytes.fromhex("00A4040000")
+    assert records[1][3].hex().upper().endswith("029000")
+
+
+HEX_LOGS = {
+    "pyscard": (
+        "connecting to Gemalto USB Reader 00 00\n"
+        "> 00 A4 04 00 07 A0 00 00 00 87 10 02\n"
+        "< 61 2C\n"
+        "> 00 C0 00 00 02\n"
+        "< 62 2A 90 00\n"
+        "> 00 70 00 00 01\n"
+        "<  [] 90 00\n"
+        "reconnecting to Gemalto USB Reader 00 00\n"),
+    "pysim-shell": (
+        "-> 00A4040007 A0000000871002\n"
+        "<- 612C: \n"
+        "-> 00C0000002 \n"
+        "<- 9000: 622a\n"
+        "-> 0070000001 \n"
+        "<- 9000: \n"),
+    "tca-loader": (
+        "TCA Loader v2 log\n"
+        "Command 00A4040007A0000000871002\n"
+        "Response 612C\n"
+        "Command 00C0000002\n"
+        "Response 622A9000\n"
+        "Command 0070000001\n"
+        "Response 9000\n"),
+    "hex-lines": (
+        "00A4040007A0000000871002\n612C\n00C0000002\n622A9000\n0070000001\n9000\n"),
+    "pysim-hex": (
+        "00A4040007A0000000871002612C\n00C0000002622A9000\n00700000019000\n"),
+}
+EXPECTED_HEX = [("00A4040007A0000000871002", "612C"), ("00C0000002", "622A9000"),
+                ("0070000001", "9000")]
+
+
+@pytest.mark.parametrize("fmt", sorted(HEX_LOGS))
+def test_hex_logs_are_detected_by_content_and_read(fmt):
+    found, records, stats = _read(HEX_LOGS[fmt].encode())
+    assert found == fmt
+    exchanges = [(r[2].hex().upper(), r[3].hex().upper()) for r in records if r[0] == "exchange"]
+    assert exchanges == EXPECTED_HEX
+    assert all(r[1] is None and r[4] is None for r in records)  # no time, no latency
+    kinds = [r[0] for r in records]
+    assert kinds == ["exchange"] * 3 + (["reset"] if fmt == "pyscard" else [])
+    assert stats.corrupt == [] and stats.open_exchange is False
+
+
+@pytest.mark.parametrize("stamp, expected_ns", [
+    ("2024-11-29 10:00:00.123 ", T0 // 1_000_000 * 1_000_000),
+    ("[2024-11-29T10:00:00.123456Z] ", T0 // 1000 * 1000),
+    ("2024-11-29T11:00:00.123+01:00 | ", T0 // 1_000_000 * 1_000_000),
+    ("1732874400.123456789 ", T0),
+])
+def test_leading_timestamps(stamp, expected_ns):
+    text = f"{stamp}> 00 B0 00 00 02\n{stamp}< 12 34 90 00\n"
+    _, records, _ = _read(text.encode())
+    assert [(r[1], r[2].hex(), r[3].hex()) for r in records] == [
+        (expected_ns, "00b0000002", "12349000")]
+
+
+def test_time_only_stamps_take_the_last_date_and_roll_over_midnight():
+    text = ("2024-11-29 23:59:59.500 -> 00B0000001 \n23:59:59.900 <- 9000: 01\n"
+            "00:00:00.100 -> 00B0000001 \n00:00:00.200 <- 9000: 02\n")
+    _, records, _ = _read(text.encode())
+    day = 1_732_924_799_500_000_000  # 2024-11-29 23:59:59.5 UTC
+    assert [r[1] for r in records] == [day, day + 600_000_000]
+
+
+def test_a_log_ending_with_a_command_is_an_open_exchange():
+    _, records, stats = _read(b"00A40004023F00\n9000\n00B0000010\n")
+    assert records[-1][2:4] == (bytes.fromhex("00B0000010"), None)
+    assert stats.open_exchange is True
+
+
+def test_an_unreadable_line_is_reported_with_its_number():
+    _, records, stats = _read(b"> 00 A4 00 00 02 3F 00\n< 90 00\n> 00 ZZ\n> 00 B0 00 00 01\n"
+                              b"< 01 90 00\n", "pyscard")
+    assert len(records) == 2
+    assert stats.corrupt == ["line 3: command not hex: '> 00 ZZ'"]
+    assert stats.skipped == {"unreadable line": 1}
+
+
+def test_reading_streams_a_big_capture_in_flat_memory():
+    import tracemalloc
+
+    out = io.BytesIO()
+    writer = CaptureWriter(out)
+    body = bytes.fromhex("00B0000010") + bytes(16) + b"\x90\x00"
+    for i in range(40_000):
+        writer.gsmtap(T0 + i, body)
+    out.seek(0)
+    tracemalloc.start()
+    _, records, _ = read_trace(out)
+    count = sum(1 for _ in records)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 40_000
+    assert peak < 4 * (1 << 20) < len(out.getvalue())  # well under the file's 4.5 MB
