@@ -17,7 +17,7 @@ from ..events import EventType
 from ..fastrows import ROW_KINDS, FastRows, compile_builder
 from ..fields import iso_utc
 from ..models import CommDirection, CommLog
-from ..status_words import normalize_status_word
+from ..status_words import MORE_DATA_PREFIXES, normalize_status_word
 from .base import BaseRepository
 
 __all__ = ["EXPORT_FIELDS", "LogRepository", "SessionLogExport"]
@@ -30,7 +30,6 @@ _EXPORT_COLUMNS = (CommLog.id, CommLog.timestamp, CommLog.direction, CommLog.raw
                    CommLog.latency_ms)
 _PAGE = 5000           # rows per keyset page when streaming (flat memory on every backend)
 _PURGE_CHUNK = 5000
-_SUCCESS_WITH_DATA = ("61", "9F", "91")
 
 
 class SessionLogExport(Sequence):
@@ -233,16 +232,16 @@ class LogRepository(BaseRepository):
         sw = normalize_status_word(status_word)
         return self._list(self.session_query(session_id).where(CommLog.status_word == sw))
 
-    def find_errors(self, session_id, include_success_with_data: bool = True) -> list[CommLog]:
+    def find_errors(self, session_id, include_success_with_data: bool = False) -> list[CommLog]:
         """A session's responses whose status word is not 9000.
 
-        As the design says, that includes 61xx/9Fxx/91xx ("success, more data to fetch");
-        pass ``include_success_with_data=False`` to leave those out.
+        61xx/9Fxx/91xx ("success, more data to fetch") are not errors and are left out;
+        pass ``include_success_with_data=True`` for every non-9000 response.
         """
         query = self.session_query(session_id, CommDirection.RESPONSE).where(
             CommLog.status_word.is_null(False), CommLog.status_word != "9000")
         if not include_success_with_data:
-            for prefix in _SUCCESS_WITH_DATA:
+            for prefix in MORE_DATA_PREFIXES:
                 query = query.where(~CommLog.status_word.startswith(prefix))
         return self._list(query)
 

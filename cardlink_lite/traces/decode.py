@@ -93,15 +93,96 @@ def _base_name(cla: int, ins: int) -> str:
     return _ISO.get(ins) or f"INS {ins:02X}"
 
 
-def _select(p1: int, data: bytes) -> str:
+# The base name of every (CLA, INS), built once: naming runs once per imported exchange.
+_NAMES = [[_base_name(cla, ins) for ins in range(256)] for cla in range(256)]
+
+
+def _select(cmd, data, rdata):
     if not data:
         return "SELECT"
+    p1 = cmd[2]
     if p1 == 0x04:
         return f"SELECT AID {data.hex().upper()}"
     text = data.hex().upper()
     if p1 in (0x08, 0x09) and len(data) % 2 == 0:
         return "SELECT path " + "/".join(text[i:i + 4] for i in range(0, len(text), 4))
     return f"SELECT {text}"
+
+
+def _fetch(cmd, data, rdata):
+    proactive = describe_proactive(rdata) if rdata else None
+    return f"FETCH: {proactive}" if proactive else "FETCH"
+
+
+def _terminal_response(cmd, data, rdata):
+    text = describe_terminal_response(data)
+    return f"TERMINAL RESPONSE: {text}" if text else "TERMINAL RESPONSE"
+
+
+def _envelope(cmd, data, rdata):
+    text = describe_envelope(data)
+    return f"ENVELOPE: {text}" if text else "ENVELOPE"
+
+
+def _status(cmd, data, rdata):
+    if cmd[0] & 0x80 and cmd[2] in _GET_STATUS_OF:
+        return f"GET STATUS {_GET_STATUS_OF[cmd[2]]}"
+    return "STATUS"
+
+
+def _install(cmd, data, rdata):
+    purpose = _INSTALL_FOR.get(cmd[2] & 0x7E)
+    return f"INSTALL [for {purpose}]" if purpose else "INSTALL"
+
+
+def _blocks(name):
+    def named(cmd, data, rdata):
+        return f"{name} block {cmd[3]}" + (" (last)" if cmd[2] & 0x80 else "")
+    return named
+
+
+def _put_key(cmd, data, rdata):
+    return f"PUT KEY version {cmd[2]:02X} key {cmd[3] & 0x7F:02X}"
+
+
+def _initialize_update(cmd, data, rdata):
+    return f"INITIALIZE UPDATE key version {cmd[2]:02X}"
+
+
+def _external_authenticate(cmd, data, rdata):
+    if not cmd[0] & 0x80:
+        return "EXTERNAL AUTHENTICATE"
+    return f"EXTERNAL AUTHENTICATE ({_SECURITY_LEVEL.get(cmd[2], f'level {cmd[2]:02X}')})"
+
+
+def _manage_channel(cmd, data, rdata):
+    return "MANAGE CHANNEL open" if cmd[2] == 0x00 else f"MANAGE CHANNEL close {cmd[3]}"
+
+
+def _pin(name, query):
+    def named(cmd, data, rdata):
+        text = f"{name} {cmd[3]:02X}"
+        return text + " (retry counter query)" if query and not data else text
+    return named
+
+
+def _record(name):
+    def named(cmd, data, rdata):
+        return f"{name} {cmd[2]}"
+    return named
+
+
+# Base names whose text depends on P1/P2, the data or (FETCH) the card's answer.
+_DETAILS = {
+    "SELECT": _select, "FETCH": _fetch, "TERMINAL RESPONSE": _terminal_response,
+    "ENVELOPE": _envelope, "STATUS": _status, "INSTALL": _install,
+    "LOAD": _blocks("LOAD"), "STORE DATA": _blocks("STORE DATA"), "PUT KEY": _put_key,
+    "INITIALIZE UPDATE": _initialize_update, "EXTERNAL AUTHENTICATE": _external_authenticate,
+    "MANAGE CHANNEL": _manage_channel, "VERIFY": _pin("VERIFY", True),
+    "UNBLOCK PIN": _pin("UNBLOCK PIN", True), "ENABLE PIN": _pin("ENABLE PIN", False),
+    "DISABLE PIN": _pin("DISABLE PIN", False), "CHANGE PIN": _pin("CHANGE PIN", False),
+    "READ RECORD": _record("READ RECORD"), "UPDATE RECORD": _record("UPDATE RECORD"),
+}
 
 
 def command_name(cmd: bytes, response_data: bytes = b"") -> str:
@@ -111,62 +192,40 @@ def command_name(cmd: bytes, response_data: bytes = b"") -> str:
     """
     if len(cmd) < 4:
         return "malformed command"
-    cla, ins, p1, p2 = cmd[0], cmd[1], cmd[2], cmd[3]
-    name = _base_name(cla, ins)
-    if name == "SELECT":
-        return _select(p1, command_body(cmd)[0])
-    if name == "FETCH":
-        proactive = describe_proactive(response_data) if response_data else None
-        return f"FETCH: {proactive}" if proactive else "FETCH"
-    if name == "TERMINAL RESPONSE":
-        text = describe_terminal_response(command_body(cmd)[0])
-        return f"TERMINAL RESPONSE: {text}" if text else name
-    if name == "ENVELOPE":
-        text = describe_envelope(command_body(cmd)[0])
-        return f"ENVELOPE: {text}" if text else name
-    if name == "STATUS" and cla & 0x80 and p1 in _GET_STATUS_OF:
-        return f"GET STATUS {_GET_STATUS_OF[p1]}"
-    if name == "INSTALL":
-        purpose = _INSTALL_FOR.get(p1 & 0x7E)
-        return f"INSTALL [for {purpose}]" if purpose else name
-    if name in ("LOAD", "STORE DATA"):
-        return f"{name} block {p2}" + (" (last)" if p1 & 0x80 else "")
-    if name == "PUT KEY":
-        return f"PUT KEY version {p1:02X} key {p2 & 0x7F:02X}"
-    if name == "INITIALIZE UPDATE":
-        return f"INITIALIZE UPDATE key version {p1:02X}"
-    if name == "EXTERNAL AUTHENTICATE" and cla & 0x80:
-        level = _SECURITY_LEVEL.get(p1, f"level {p1:02X}")
-        return f"EXTERNAL AUTHENTICATE ({level})"
-    if name == "MANAGE CHANNEL":
-        return "MANAGE CHANNEL open" if p1 == 0x00 else f"MANAGE CHANNEL close {p2}"
-    if name in ("VERIFY", "UNBLOCK PIN", "ENABLE PIN", "DISABLE PIN", "CHANGE PIN"):
-        text = f"{name} {p2:02X}"
-        if name in ("VERIFY", "UNBLOCK PIN") and not command_body(cmd)[0]:
-            text += " (retry counter query)"
-        return text
-    if name in ("READ RECORD", "UPDATE RECORD"):
-        return f"{name} {p1}"
-    return name
+    name = _NAMES[cmd[0]][cmd[1]]
+    details = _DETAILS.get(name)
+    if details is None:
+        return name
+    return details(cmd, command_body(cmd)[0], response_data)
 
 
-def _response_text(name: str, cmd: bytes, response_data: bytes) -> str | None:
-    if name.startswith("FETCH: "):
-        return f"proactive command {name[7:]}"
-    if name == "MANAGE CHANNEL open" and len(response_data) == 1:
-        return f"channel {response_data[0]} opened"
-    return None
+_messages: dict[tuple, str] = {}
 
 
 def decode_exchange(cmd: bytes, response: bytes) -> tuple[str, str | None, str | None]:
     """(command text, response text, status message) of a command and its response."""
+    if len(cmd) < 4:
+        return "malformed command", None, None
     response_data = response[:-2]
-    name = command_name(cmd, response_data)
-    sw = response[-2:].hex().upper() if len(response) >= 2 else None
-    message = None
-    if sw is not None and len(cmd) >= 2:
-        message = describe_after_command(sw, cmd[1], bool(command_body(cmd)[0]))
-    return name, _response_text(name, cmd, response_data), message
+    name = _NAMES[cmd[0]][cmd[1]]
+    details = _DETAILS.get(name)
+    data = command_body(cmd)[0] if len(cmd) > 5 else b""
+    if details is not None:
+        name = details(cmd, data, response_data)
+    rtext = None
+    if name[:7] == "FETCH: ":
+        rtext = f"proactive command {name[7:]}"
+    elif name == "MANAGE CHANNEL open" and len(response_data) == 1:
+        rtext = f"channel {response_data[0]} opened"
+    if len(response) < 2:
+        return name, rtext, None
+    key = (response[-2:], cmd[1], not data)
+    message = _messages.get(key)
+    if message is None:
+        message = describe_after_command(key[0].hex().upper(), cmd[1], bool(data))
+        if len(_messages) < 8192:
+            _messages[key] = message
+    return name, rtext, message
 
 
 # Instructions whose T=0 data travels from the card (ISO case 2): the P3 bytes after the
