@@ -57,7 +57,7 @@ def test_every_capture_variant_reads_the_same_records(container, link, nanosecon
         ("exchange", (T0 + i * 1_000_000) // step * step, cmd, rsp, None)
         for i, (_, cmd, rsp) in enumerate(EXCHANGES, 1)]
     got = [(k, ts, d.hex().upper(), r.hex().upper() if r is not None else None, lat)
-           for k, ts, d, r, lat in records]
+           for k, ts, d, r, lat, _ in records]
     assert got == expected
     assert stats.skipped == {} and stats.corrupt == [] and stats.leftover_bytes == 0
 
@@ -73,7 +73,7 @@ def test_a_pcap_written_by_hand_reads(tmp_path):
     data += struct.pack(">IIII", 1_700_000_000, 5_000_123, len(ip), len(ip)) + ip
     _, records, _ = _read(data)
     assert records == [("exchange", 1_700_000_000_005_000_123, bytes.fromhex("0070000001"),
-                        bytes.fromhex("019000"), None)]
+                        bytes.fromhex("019000"), None, None)]
 
 
 def test_packets_that_are_not_gsmtap_sim_are_skipped_and_counted():
@@ -146,7 +146,7 @@ def test_apdu4j_session_with_latency_and_header_time():
     assert found == "apdu4j"
     start = 1_422_205_863_000_000_000  # Sun, 25 Jan 2015 19:11:03 +0200
     assert records[0] == ("atr", start, bytes.fromhex("3BF91300008131FE454A434F503234325232A3"),
-                          None, None)
+                          None, None, None)
     exchanges = records[1:]
     assert [r[4] for r in exchanges] == [40.0, 50.0, 49.0, 37.0, 33.0, 37.0, 40.0, 35.0, 166.0]
     assert [r[1] - start for r in exchanges[:3]] == [0, 40_000_000, 90_000_000]
@@ -221,8 +221,8 @@ def test_hex_logs_are_detected_by_content_and_read(fmt):
 def test_leading_timestamps(stamp, expected_ns):
     text = f"{stamp}> 00 B0 00 00 02\n{stamp}< 12 34 90 00\n"
     _, records, _ = _read(text.encode())
-    assert [(r[1], r[2].hex(), r[3].hex()) for r in records] == [
-        (expected_ns, "00b0000002", "12349000")]
+    assert [(r[1], r[2].hex(), r[3].hex(), r[5]) for r in records] == [
+        (expected_ns, "00b0000002", "12349000", expected_ns)]
 
 
 def test_time_only_stamps_take_the_last_date_and_roll_over_midnight():
@@ -230,7 +230,8 @@ def test_time_only_stamps_take_the_last_date_and_roll_over_midnight():
             "00:00:00.100 -> 00B0000001 \n00:00:00.200 <- 9000: 02\n")
     _, records, _ = _read(text.encode())
     day = 1_732_924_799_500_000_000  # 2024-11-29 23:59:59.5 UTC
-    assert [r[1] for r in records] == [day, day + 600_000_000]
+    assert [(r[1], r[5]) for r in records] == [(day, day + 400_000_000),
+                                               (day + 600_000_000, day + 700_000_000)]
 
 
 def test_a_log_ending_with_a_command_is_an_open_exchange():

@@ -43,12 +43,12 @@ def read_gsmtap(fp, stats: ReadStats, first: bytes = b""):
                     skip("GSMTAP-SIM APDU too short")
                     continue
                 cmd, rsp = split_t0_exchange(body)
-                yield EXCHANGE, ts, cmd, rsp, None
+                yield EXCHANGE, ts, cmd, rsp, None, None
             elif sub == _SUB_ATR:
                 if not body:
                     skip("GSMTAP-SIM ATR empty")
                     continue
-                yield ATR, ts, body, None, None
+                yield ATR, ts, body, None, None, None
             else:
                 skip(f"GSMTAP-SIM {_SUB_TYPES.get(sub, f'sub-type {sub}')}")
     finally:

@@ -9,9 +9,10 @@ from ..errors import ValidationError
 __all__ = ["ATR", "EXCHANGE", "RESET", "ReadStats", "TraceFormatError"]
 
 # A record is a plain tuple (the readers make millions of them):
-#   (EXCHANGE, timestamp, command bytes, response bytes incl. SW1 SW2, latency ms or None)
-#   (ATR, timestamp, ATR bytes, None, None)
-#   (RESET, timestamp, b"", None, None)
+#   (EXCHANGE, timestamp, command bytes, response bytes incl. SW1 SW2 (None: no answer),
+#    latency ms or None, the response's own timestamp or None)
+#   (ATR, timestamp, ATR bytes, None, None, None)
+#   (RESET, timestamp, b"", None, None, None)
 # timestamp: nanoseconds since the epoch (UTC), or None when the format has no time.
 EXCHANGE, ATR, RESET = "exchange", "atr", "reset"
 

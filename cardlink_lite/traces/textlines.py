@@ -135,7 +135,7 @@ def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool
             ts = base_ns
         if kind == COMMAND:
             if pending is not None:
-                yield EXCHANGE, pending[0], pending[1], None, None
+                yield EXCHANGE, pending[0], pending[1], None, None, None
             pending = (ts, value)
         elif kind == RESPONSE:
             if pending is None:
@@ -143,19 +143,19 @@ def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool
                 continue
             if latency is not None and base_ns is not None:
                 base_ns += int(latency * 1_000_000)
-            yield EXCHANGE, pending[0], pending[1], value, latency
+            yield EXCHANGE, pending[0], pending[1], value, latency, ts
             pending = latency = None
         elif kind == EXCHANGE_LINE:
-            yield EXCHANGE, ts, value[0], value[1], None
+            yield EXCHANGE, ts, value[0], value[1], None, None
         elif kind == LATENCY:
             latency = value
         elif kind == "time":
             base_ns = value
         elif kind in (ATR, RESET):
             if pending is not None:
-                yield EXCHANGE, pending[0], pending[1], None, None
+                yield EXCHANGE, pending[0], pending[1], None, None, None
                 pending = None
-            yield kind, ts, value if kind == ATR else b"", None, None
+            yield kind, ts, value if kind == ATR else b"", None, None, None
     if pending is not None:
         stats.open_exchange = True
-        yield EXCHANGE, pending[0], pending[1], None, None
+        yield EXCHANGE, pending[0], pending[1], None, None, None
