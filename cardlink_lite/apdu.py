@@ -21,6 +21,7 @@ from collections import Counter
 import peewee
 
 from .apdu_rows import (
+    check_small_ints,
     is_hex,
     is_status_word,
     model_kwargs,
@@ -44,7 +45,8 @@ logger = logging.getLogger("cardlink_lite.apdu")
 
 # Column order of a buffered row (and of every cached statement).
 _FIELDS = (CommLog.session, CommLog.timestamp, CommLog.latency_ms, CommLog.direction,
-           CommLog.raw_data, CommLog.decoded_data, CommLog.status_word, CommLog.status_message)
+           CommLog.raw_data, CommLog.decoded_data, CommLog.status_word, CommLog.status_message,
+           CommLog.channel, CommLog.ins, CommLog.source_id)
 _WIDTH = len(_FIELDS)
 _RAW, _DECODED, _MESSAGE = 4, 5, 7
 
@@ -204,10 +206,11 @@ class ApduLogWriter:
                  status_message, latency_ms, timestamp=timestamp)
 
     def add(self, session_id, direction, raw_data, decoded_data=None, status_word=None,
-            status_message=None, latency_ms=None, timestamp=None) -> None:
+            status_message=None, latency_ms=None, timestamp=None, channel=None, ins=None,
+            source_id=None) -> None:
         """Buffer one row (validated now); flushes when the buffer reaches ``batch_size``."""
         row = self._row(session_id, direction, raw_data, decoded_data, status_word,
-                        status_message, latency_ms, timestamp)
+                        status_message, latency_ms, timestamp, channel, ins, source_id)
         if self.closed:
             raise DatabaseError("this ApduLogWriter is closed; create a new one to log more")
         self._buffer(row)
@@ -254,7 +257,8 @@ class ApduLogWriter:
         return self.session_id
 
     def _row(self, session_id, direction, raw_data, decoded_data=None, status_word=None,
-             status_message=None, latency_ms=None, timestamp=None) -> tuple:
+             status_message=None, latency_ms=None, timestamp=None, channel=None, ins=None,
+             source_id=None) -> tuple:
         if timestamp is None:
             timestamp = now_text()
         else:
@@ -279,7 +283,8 @@ class ApduLogWriter:
         if type(raw_data) is str:
             raw = raw_data.upper()
             if not is_hex(raw) or len(raw) & 1:
-                raw = normalize_hex(raw_data)
+                # A reset seen without an ATR carries no bytes.
+                raw = "" if raw == "" and direction_value == "reset" else normalize_hex(raw_data)
         else:
             raw = normalize_hex(raw_data)
         if status_word is not None:
@@ -316,8 +321,10 @@ class ApduLogWriter:
                     f"latency_ms must be a number of milliseconds >= 0; got {latency_ms!r}",
                     problems=["latency_ms"],
                 )
+        if channel is not None or ins is not None or source_id is not None:
+            check_small_ints(channel, ins, source_id)
         return (session, timestamp, latency_ms, direction_value, raw, decoded_data, sw,
-                status_message)
+                status_message, channel, ins, source_id)
 
     def _buffer(self, values) -> None:
         if self.closed:

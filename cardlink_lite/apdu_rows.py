@@ -10,8 +10,9 @@ from .errors import ValidationError
 from .models import CommDirection, CommLog, OTASession
 from .status_words import describe_status_word
 
-__all__ = ["is_hex", "is_status_word", "model_kwargs", "normalize_hex", "now_text",
-           "row_kwargs", "session_key", "stored_direction", "sw_message", "timestamp_text"]
+__all__ = ["check_small_ints", "is_hex", "is_status_word", "model_kwargs", "normalize_hex",
+           "now_text", "row_kwargs", "session_key", "stored_direction", "sw_message",
+           "timestamp_text"]
 
 _ELISION = "..."
 
@@ -115,7 +116,18 @@ def timestamp_text(value) -> str:
 
 
 _ROW_KEYS = ("session_id", "direction", "raw_data", "decoded_data", "status_word",
-             "status_message", "latency_ms", "timestamp")
+             "status_message", "latency_ms", "timestamp", "channel", "ins", "source_id")
+# Schema 0003's integer columns: name -> (lowest, highest) accepted.
+_INT_RANGES = {"channel": (0, 19), "ins": (0, 255), "source_id": (1, 2**31 - 1)}
+
+
+def check_small_ints(channel, ins, source_id) -> None:
+    """Refuse a logical channel outside 0-19, an INS byte outside 0-255 or a bad source id."""
+    for name, value in (("channel", channel), ("ins", ins), ("source_id", source_id)):
+        low, high = _INT_RANGES[name]
+        if value is not None and (type(value) is not int or not low <= value <= high):
+            raise ValidationError(f"{name} must be a whole number {low}..{high}; got "
+                                  f"{str(value)[:20]!r}", problems=[name])
 
 
 def row_kwargs(row: dict) -> dict:
@@ -139,4 +151,6 @@ def model_kwargs(log: CommLog) -> dict:
             "raw_data": data.get("raw_data"), "decoded_data": data.get("decoded_data"),
             "status_word": data.get("status_word"),
             "status_message": data.get("status_message"),
-            "latency_ms": data.get("latency_ms"), "timestamp": data.get("timestamp")}
+            "latency_ms": data.get("latency_ms"), "timestamp": data.get("timestamp"),
+            "channel": data.get("channel"), "ins": data.get("ins"),
+            "source_id": data.get("source_id")}

@@ -1,14 +1,19 @@
-"""``logs show``: a session's APDU trace, readable or as JSON."""
+"""``logs show``: a session's APDU trace, readable or as JSON; ``logs import``: trace files in."""
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 
 import click
 
+from ..models import CommLog, TraceSource
 from ..status_words import describe_status_word
+from ..traces import FORMATS, TraceFormatError, import_trace
 from ..unit_of_work import UnitOfWork
 from . import CliState, cli, echo_json, json_option, pass_state
+from .data import _progress
 
 
 @cli.group()
@@ -19,13 +24,15 @@ def logs():
 
     \b
         cardlink-db logs show 3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f --errors
+        cardlink-db logs import capture.pcapng
     """
 
 
 @logs.command()
 @click.argument("session_id")
 @click.option("--errors", "errors_only", is_flag=True,
-              help="Only responses whose status word is not 9000.")
+              help="Only responses whose status word is not 9000 (61xx/9Fxx/91xx, "
+                   "\"more data\", are not errors).")
 @json_option
 @pass_state
 def show(state: CliState, session_id, errors_only, as_json):
@@ -54,41 +61,181 @@ def show(state: CliState, session_id, errors_only, as_json):
             rows = uow.logs.find_errors(session_id)
         else:
             rows = uow.logs.session_query(session_id).iterator()
+        sources = _sources(session_id)
         if as_json:
-            echo_json([_as_dict(r) for r in rows])
+            echo_json([_as_dict(r, sources) for r in rows])
             return
+        for source in sources.values():
+            click.echo(f"From {source.path} ({source.format}, imported "
+                       f"{source.imported_at:%Y-%m-%d %H:%M:%S} UTC)")
         count = 0
+        fold = _BipFold()
         for row in rows:
-            click.echo(_line(row))
+            for line in fold.lines(row, _line(row)):
+                click.echo(line)
             count += 1
         if not count:
             click.echo("No errors in this session." if errors_only else "No logs in this session.")
 
 
-def _as_dict(row) -> dict:
+def _sources(session_id) -> dict:
+    """The trace files a session's rows came from, by id."""
+    used = CommLog.select(CommLog.source_id).where(CommLog.session == session_id,
+                                                   CommLog.source_id.is_null(False)).distinct()
+    return {s.id: s for s in TraceSource.select().where(TraceSource.id.in_(used))
+            .order_by(TraceSource.id)}
+
+
+def _as_dict(row, sources) -> dict:
+    source = sources.get(row.source_id)
     return {
         "id": row.id,
         "timestamp": row.timestamp,
         "direction": row.direction.value,
+        "channel": row.channel,
         "raw_data": row.raw_data,
         "decoded_data": row.decoded_data,
         "status_word": row.status_word,
         "status_message": row.status_message,
-        "status_meaning": describe_status_word(row.status_word) if row.status_word else None,
+        "status_meaning": _meaning(row),
         "latency_ms": row.latency_ms,
+        "source": None if source is None else {"path": source.path, "format": source.format},
     }
 
 
+def _meaning(row) -> str | None:
+    # The stored message knows the command (63Cx after a VERIFY query...); the table does not.
+    if not row.status_word:
+        return None
+    return row.status_message or describe_status_word(row.status_word)
+
+
+_ARROWS = {"command": ">>", "response": "<<", "atr": "**", "reset": "**"}
+
+
 def _line(row) -> str:
-    arrow = ">>" if row.direction.value == "command" else "<<"
-    parts = [row.timestamp.strftime("%H:%M:%S.%f")[:-3], arrow, row.raw_data]
+    kind = row.direction.value
+    parts = [row.timestamp.strftime("%H:%M:%S.%f")[:-3], _ARROWS.get(kind, "??")]
+    if row.channel is not None:
+        parts.append(f"ch{row.channel}")
+    parts.append(row.raw_data or "-")
     if row.decoded_data:
         parts.append(f"[{row.decoded_data}]")
     if row.status_word:
-        parts.append(f"SW={row.status_word} ({describe_status_word(row.status_word)})")
+        parts.append(f"SW={row.status_word} ({_meaning(row)})")
     if row.latency_ms is not None:
         parts.append(f"{row.latency_ms:.1f} ms")
     return "  ".join(parts)
 
 
-__all__ = ["logs", "show"]
+class _BipFold:
+    """Indents a BIP exchange, from ``FETCH: OPEN CHANNEL`` to the terminal's answer to
+    ``CLOSE CHANNEL``, between two marker lines."""
+
+    def __init__(self):
+        self.open = False
+        self.closing = False
+
+    def lines(self, row, text: str) -> list[str]:
+        decoded = row.decoded_data or ""
+        kind = row.direction.value
+        out = []
+        if not self.open and kind == "command" and decoded.startswith("FETCH: OPEN CHANNEL"):
+            self.open = True
+            out.append("+-- BIP: OPEN CHANNEL")
+        if not self.open:
+            return [text]
+        out.append("|   " + text)
+        if kind == "command" and decoded.startswith("TERMINAL RESPONSE: CLOSE CHANNEL"):
+            self.closing = True
+        elif kind == "response" and self.closing:
+            out.append("+-- BIP: CLOSE CHANNEL")
+            self.open = self.closing = False
+        return out
+
+
+@logs.command("import")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--format", "fmt", type=click.Choice(("auto",) + FORMATS), default="auto",
+              show_default=True, help="The files' format; auto recognises it by content.")
+@click.option("--session", "session_id", metavar="ID",
+              help="Append to this existing session instead of creating one per file.")
+@click.option("--split-on-reset", is_flag=True,
+              help="Start a new session at every ATR / card reset.")
+@click.option("--device", "device_id", metavar="ID", help="Link the sessions to this device.")
+@click.option("--card", "card_iccid", metavar="ICCID", help="Link the sessions to this card.")
+@click.option("--dry-run", is_flag=True, help="Read and decode; write nothing.")
+@json_option
+@pass_state
+def import_command(state: CliState, files, fmt, session_id, split_on_reset, device_id,
+                   card_iccid, dry_run, as_json):
+    """Import GSMTAP-SIM captures (pcap/pcapng), apdu4j dumps and hex logs, decoded.
+
+    Each file is one transaction and, unless --session is given, one new session
+    (type trace-import). A file imported before (same SHA-256) changes nothing.
+
+    \b
+    Example:
+        cardlink-db logs import simtrace.pcapng --card 8988211000000000001
+        cardlink-db logs import gp.dump pyscard.log --device RF8M33 --json
+        cardlink-db logs import bench.log --format pysim-shell --split-on-reset
+    """
+    if session_id is not None and split_on_reset:
+        raise click.UsageError("use either --session or --split-on-reset, not both")
+    if session_id is not None:
+        try:
+            session_id = str(uuid.UUID(session_id))
+        except ValueError:
+            raise click.BadParameter(f"{session_id[:40]!r} is not a session id (a UUID)",
+                                     param_hint="--session") from None
+    manager = state.manager()
+    results = []
+    for index, path in enumerate(files):
+        size = os.path.getsize(path)
+        with _progress(size if not as_json and sys.stdout.isatty() else 0,
+                       f"{os.path.basename(path)}") as bar:
+            try:
+                summary = import_trace(
+                    manager, path, fmt, session_id=session_id, split_on_reset=split_on_reset,
+                    device_id=device_id, card_iccid=card_iccid, dry_run=dry_run,
+                    progress=bar.update if bar is not None else None)
+            except TraceFormatError as exc:
+                done = f" ({index} file(s) before it imported)" if index else ""
+                raise click.ClickException(f"{path}: {exc}{done}") from None
+        results.append(summary)
+        if not as_json:
+            for line in _summary_lines(summary):
+                click.echo(line)
+    if as_json:
+        echo_json([s.as_dict() for s in results])
+
+
+def _summary_lines(s) -> list[str]:
+    head = f"{s.path} ({s.format})"
+    if s.already_imported:
+        return [f"{head}: already imported as trace source {s.source_id}; nothing changed"]
+    counts = (f"{s.exchanges:,} exchanges, {s.atrs:,} ATRs, {s.resets:,} resets, "
+              f"{s.rows:,} rows")
+    if s.dry_run:
+        lines = [f"{head}: would import {counts} into {s.sessions_created or 'no'} new "
+                 f"session(s); nothing written (dry run)"]
+    else:
+        where = ", ".join(s.sessions) if s.sessions else "no session (nothing to store)"
+        lines = [f"{head}: {counts} into {where}"]
+    if s.skipped:
+        reasons = ", ".join(f"{why}: {n:,}" for why, n in sorted(s.skipped.items()))
+        lines.append(f"  skipped {s.packets_skipped:,} ({reasons})")
+    for problem in s.corrupt[:10]:
+        lines.append(f"  damaged: {problem}")
+    if len(s.corrupt) > 10:
+        lines.append(f"  ... and {len(s.corrupt) - 10} more damaged places")
+    if s.leftover_bytes:
+        lines.append(f"  truncated: the last {s.leftover_bytes:,} bytes are an incomplete "
+                     "record and were left out")
+    if s.ends_mid_exchange:
+        lines.append("  the trace ends with a command that has no response: session failed")
+    return lines
+
+
+__all__ = ["import_command", "logs", "show"]

@@ -1,1 +1,20 @@
 """Bench traces in: GSMTAP-SIM captures, apdu4j dumps and hex logs, decoded and stored."""
+
+from .decode import channel_of, command_name, decode_exchange, split_t0_exchange
+from .detect import FORMATS, detect_format
+from .load import ImportSummary, import_trace
+from .reading import read_trace
+from .records import TraceFormatError
+
+__all__ = [
+    "FORMATS",
+    "ImportSummary",
+    "TraceFormatError",
+    "channel_of",
+    "command_name",
+    "decode_exchange",
+    "detect_format",
+    "import_trace",
+    "read_trace",
+    "split_t0_exchange",
+]

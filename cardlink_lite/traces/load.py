@@ -1,0 +1,315 @@
+"""``import_trace``: one trace file into the store, decoded, in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from itertools import islice
+
+from ..apdu import ApduLogWriter
+from ..apdu_rows import session_key
+from ..errors import NotFoundError, ValidationError
+from ..models import CardProfile, Device, OTASession, SessionStatus, TraceSource
+from .decode import channel_of, decode_exchange
+from .reading import read_trace
+from .records import ATR, EXCHANGE
+
+__all__ = ["ImportSummary", "import_trace", "rows_of_records"]
+
+SESSION_TYPE = "trace-import"
+_UTC = timezone.utc
+_MILLIS = [f".{ms:03d}000" for ms in range(1000)]
+_CHUNK_ROWS = 2000
+
+
+@dataclass
+class ImportSummary:
+    """What one ``import_trace`` call did (or, with ``dry_run``, would do)."""
+
+    path: str
+    format: str = ""
+    sha256: str = ""
+    size_bytes: int = 0
+    source_id: int | None = None
+    sessions: list[str] = field(default_factory=list)   # sessions written to, in order
+    sessions_created: int = 0
+    exchanges: int = 0
+    atrs: int = 0
+    resets: int = 0
+    rows: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)   # reason -> packets/lines
+    corrupt: list[str] = field(default_factory=list)         # "offset N: ..." / "line N: ..."
+    leftover_bytes: int = 0
+    ends_mid_exchange: bool = False
+    already_imported: bool = False
+    dry_run: bool = False
+
+    @property
+    def packets_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["packets_skipped"] = self.packets_skipped
+        return data
+
+
+class _Reader:
+    """A binary file that hashes and counts what is read through it."""
+
+    def __init__(self, fp, progress):
+        self.fp = fp
+        self.sha = hashlib.sha256()
+        self.count = 0
+        self.progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fp.read(n)
+        self.sha.update(data)
+        self.count += len(data)
+        if self.progress is not None and data:
+            self.progress(len(data))
+        return data
+
+
+def _stamp(ns: int, cache: list) -> str:
+    """ns since the epoch as the timestamp column stores it (naive UTC, milliseconds)."""
+    sec, rest = divmod(ns, 1_000_000_000)
+    if cache[0] != sec:
+        cache[0] = sec
+        cache[1] = datetime.fromtimestamp(sec, _UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return cache[1] + _MILLIS[rest // 1_000_000]
+
+
+def _file_hash(fp) -> tuple[str, int]:
+    sha = hashlib.sha256()
+    size = 0
+    while True:
+        chunk = fp.read(1 << 20)
+        if not chunk:
+            break
+        sha.update(chunk)
+        size += len(chunk)
+    fp.seek(0)
+    return sha.hexdigest(), size
+
+
+def _check_links(session_id, device_id, card_iccid, split_on_reset) -> str | None:
+    if session_id is not None and split_on_reset:
+        raise ValidationError("--session and --split-on-reset exclude each other: a trace "
+                              "either goes into one existing session or into new ones")
+    if device_id is not None and Device.get_or_none(Device.id == device_id) is None:
+        raise NotFoundError(f"device {device_id!r} is not in the store; add it first "
+                            "(cardlink-db import, or DeviceRepository.create)")
+    if card_iccid is not None and CardProfile.get_or_none(CardProfile.iccid == card_iccid) is None:
+        raise NotFoundError(f"card {card_iccid!r} is not in the store; add its profile first")
+    if session_id is None:
+        return None
+    key = session_key(session_id)
+    if OTASession.get_or_none(OTASession.id == key) is None:
+        raise NotFoundError(f"session {key} not found; check the id (cardlink-db logs show) "
+                            "or leave out --session to create a new one")
+    return key
+
+
+def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 - the CLI's name
+                 session_id=None, split_on_reset: bool = False, device_id: str | None = None,
+                 card_iccid: str | None = None, dry_run: bool = False,
+                 start: datetime | None = None, name: str | None = None,
+                 progress=None) -> ImportSummary:
+    """Import one trace file (a path or a binary file object); returns an ImportSummary.
+
+    The whole file is one transaction: it is stored completely or not at all. A file whose
+    SHA-256 is already in ``trace_sources`` changes nothing (``already_imported``). Rows
+    without a time of their own are timed at ``start`` (default: the file's modification
+    time, or now for a file object). ``progress(n)`` is called with each chunk's size.
+    """
+    if isinstance(path_or_file, str | os.PathLike):
+        path = os.fspath(path_or_file)
+        with open(path, "rb") as fp:
+            if start is None:
+                start = datetime.fromtimestamp(os.stat(fp.fileno()).st_mtime, _UTC)
+            return import_trace(manager, fp, format, session_id=session_id,
+                                split_on_reset=split_on_reset, device_id=device_id,
+                                card_iccid=card_iccid, dry_run=dry_run, start=start,
+                                name=name or path, progress=progress)
+    fp = path_or_file
+    summary = ImportSummary(path=name or getattr(fp, "name", None) or "<stream>",
+                            dry_run=dry_run)
+    start = start or datetime.now(_UTC)
+    database = manager.database
+    known_hash = None
+    if fp.seekable():
+        known_hash, summary.size_bytes = _file_hash(fp)
+        existing = TraceSource.get_or_none(TraceSource.sha256 == known_hash)
+        if existing is not None:
+            return _already(summary, existing, known_hash)
+    reader = _Reader(fp, progress)
+    if dry_run:
+        _check_links(session_id, device_id, card_iccid, split_on_reset)
+        fmt, records, stats = read_trace(reader, format, start)
+        _Importer(summary, None, None, device_id, card_iccid, split_on_reset, start).run(records)
+        return _finish(summary, fmt, stats, reader, known_hash)
+    with database.atomic() as transaction:
+        target = _check_links(session_id, device_id, card_iccid, split_on_reset)
+        fmt, records, stats = read_trace(reader, format, start)
+        source = TraceSource.create(path=summary.path[-512:], format=fmt,
+                                    sha256=known_hash or "pending-" + os.urandom(8).hex(),
+                                    size_bytes=summary.size_bytes)
+        writer = ApduLogWriter(database, batch_size=2000, flush_interval=None,
+                               flush_at_exit=False)
+        importer = _Importer(summary, writer, source.id, device_id, card_iccid,
+                             split_on_reset, start, target)
+        importer.run(records)
+        writer.close()
+        _finish(summary, fmt, stats, reader, known_hash)
+        if known_hash is None:
+            existing = TraceSource.get_or_none(TraceSource.sha256 == summary.sha256)
+            if existing is not None:
+                transaction.rollback()
+                return _already(summary, existing, summary.sha256)
+        importer.close_sessions(stats.open_exchange)
+        summary.source_id = source.id
+        source.sha256 = summary.sha256
+        source.size_bytes = summary.size_bytes
+        source.summary = {k: v for k, v in summary.as_dict().items()
+                          if k not in ("path", "sha256", "source_id", "dry_run")}
+        source.save()
+    return summary
+
+
+def _already(summary: ImportSummary, source, sha: str) -> ImportSummary:
+    summary.already_imported = True
+    summary.sha256 = sha
+    summary.source_id = source.id
+    summary.format = source.format
+    data = source.summary or {}
+    summary.sessions = list(data.get("sessions", []))
+    return summary
+
+
+def _finish(summary, fmt, stats, reader, known_hash) -> ImportSummary:
+    summary.format = fmt
+    summary.sha256 = known_hash or reader.sha.hexdigest()
+    summary.size_bytes = summary.size_bytes or reader.count
+    summary.skipped = dict(stats.skipped)
+    summary.corrupt = list(stats.corrupt)
+    summary.leftover_bytes = stats.leftover_bytes
+    summary.ends_mid_exchange = stats.open_exchange
+    return summary
+
+
+class _Importer:
+    """Turns records into log rows (tuples in ``ApduLogWriter.add`` order), session by session."""
+
+    def __init__(self, summary, writer, source_id, device_id, card_iccid, split_on_reset,
+                 start, target=None):
+        self.summary = summary
+        self.writer = writer
+        self.source_id = source_id
+        self.device_id = device_id
+        self.card_iccid = card_iccid
+        self.split = split_on_reset
+        self.default_ns = int(start.timestamp() * 1000) * 1_000_000
+        self.session = target         # stored key of the session rows go to
+        self.appending = target is not None
+        self.created: list[dict] = []  # sessions made here: id, first and last ns
+        self.rows_in_session = 0
+
+    def _new_session(self, ns: int) -> None:
+        self.summary.sessions_created += 1
+        if self.writer is None:
+            self.session = f"dry-run-{self.summary.sessions_created}"
+        else:
+            when = datetime.fromtimestamp(ns / 1e9, _UTC)
+            session = OTASession.create(session_type=SESSION_TYPE, status=SessionStatus.ACTIVE,
+                                        started_at=when, device=self.device_id,
+                                        card=self.card_iccid)
+            self.session = session.id
+        self.created.append({"id": self.session, "first": ns, "last": ns})
+        self.summary.sessions.append(self.session)
+        self.rows_in_session = 0
+
+    def run(self, records) -> None:
+        """Write (or, without a writer, only count) the rows of ``records``."""
+        if self.appending:
+            self.summary.sessions.append(self.session)
+        rows = self.rows(records)
+        if self.writer is None:
+            for _ in rows:
+                pass
+            return
+        add_many = self.writer.add_many
+        while True:
+            chunk = list(islice(rows, _CHUNK_ROWS))
+            if not chunk:
+                break
+            add_many(chunk)
+
+    def rows(self, records):
+        """Yield the writer rows of ``records``; counts them in the summary as it goes."""
+        summary = self.summary
+        source = self.source_id
+        cache = [None, ""]
+        default_ns = self.default_ns
+        created = self.created
+        for kind, ns, data, response, latency, response_ns in records:
+            if ns is None:
+                ns = default_ns
+            if kind == EXCHANGE:
+                if self.session is None:
+                    self._new_session(ns)
+                session = self.session
+                summary.exchanges += 1
+                stamp = _stamp(ns, cache)
+                text, response_text, message = decode_exchange(data, response or b"")
+                channel = channel_of(data[0]) if data else None
+                yield (session, "command", data.hex().upper(), text, None, None, None, stamp,
+                       channel, data[1] if len(data) > 1 else None, source)
+                summary.rows += 1
+                if response is not None:
+                    if latency is not None:
+                        stamp = _stamp(ns + int(latency * 1_000_000), cache)
+                    elif response_ns is not None and response_ns != ns:
+                        stamp = _stamp(response_ns, cache)
+                    yield (session, "response", response.hex().upper(), response_text, None,
+                           message, latency, stamp, channel, None, source)
+                    summary.rows += 1
+            else:  # ATR / RESET
+                if self.session is None or (self.split and self.rows_in_session):
+                    self._new_session(ns)
+                if kind == ATR:
+                    summary.atrs += 1
+                else:
+                    summary.resets += 1
+                yield (self.session, kind, data.hex().upper(),
+                       "ATR" if kind == ATR else "card reset", None, None, None,
+                       _stamp(ns, cache), None, None, source)
+                summary.rows += 1
+            self.rows_in_session += 1
+            if created and not self.appending:
+                created[-1]["last"] = ns
+
+    def close_sessions(self, open_exchange: bool) -> None:
+        """Give the sessions made here their end, duration and status."""
+        for index, made in enumerate(self.created):
+            failed = open_exchange and index == len(self.created) - 1
+            (OTASession.update(
+                status=SessionStatus.FAILED if failed else SessionStatus.COMPLETED,
+                started_at=datetime.fromtimestamp(made["first"] / 1e9, _UTC),
+                ended_at=datetime.fromtimestamp(made["last"] / 1e9, _UTC),
+                duration_ms=max(0, (made["last"] - made["first"]) // 1_000_000),
+                error_code="TRACE_ENDS_MID_EXCHANGE" if failed else None,
+                error_message=("the trace ends with a command that has no response"
+                               if failed else None))
+             .where(OTASession.id == made["id"]).execute())
+
+
+def rows_of_records(records, session_id, source_id=None, start: datetime | None = None):
+    """The writer rows ``import_trace`` makes of ``records``, all in one existing session
+    (``scripts/bench_traces.py`` feeds them to the writer to compare)."""
+    importer = _Importer(ImportSummary(path=""), None, source_id, None, None, False,
+                         start or datetime.now(_UTC), session_key(session_id))
+    return importer.rows(records)

@@ -1,0 +1,160 @@
+"""``cardlink-db logs import`` and how ``logs show`` / ``export`` present an imported trace."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cardlink_lite.cli import cli
+from cardlink_lite.db import database_proxy
+from cardlink_lite.models import CommLog, OTASession, TraceSource
+from cardlink_lite.traces.pcapwrite import CaptureWriter
+from tests.test_traces_import import ATR, BENCH, T0
+
+DATA = Path(__file__).parent / "data" / "traces"
+
+
+@pytest.fixture
+def run(db_url, manager):
+    runner = CliRunner()
+
+    def invoke(*args):
+        result = runner.invoke(cli, ["--database", db_url, *args])
+        database_proxy.initialize(manager.database)  # the CLI unbinds its own on exit
+        return result
+
+    return invoke
+
+
+@pytest.fixture
+def capture(tmp_path):
+    out = io.BytesIO()
+    writer = CaptureWriter(out, "pcapng")
+    writer.gsmtap(T0 - 1_000_000, bytes.fromhex(ATR), sub_type=1)
+    for i, row in enumerate(BENCH):
+        writer.gsmtap(T0 + i * 2_000_000, bytes.fromhex(row[0]))
+    path = tmp_path / "bench.pcapng"
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def test_import_then_show_folds_bip_and_names_commands(run, capture):
+    result = run("logs", "import", str(capture))
+    assert result.exit_code == 0, result.output
+    session_id = OTASession.get().id
+    assert result.output.splitlines() == [
+        f"{capture} (pcapng): {len(BENCH)} exchanges, 1 ATRs, 0 resets, "
+        f"{1 + 2 * len(BENCH)} rows into {session_id}"]
+    shown = run("logs", "show", session_id)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].startswith(f"From {capture} (pcapng, imported ")
+    assert lines[1] == f"10:00:00.122  **  {ATR}  [ATR]"
+    assert lines[2] == "10:00:00.123  >>  ch0  00A40004023F00  [SELECT 3F00]"
+    assert lines[4] == ("10:00:00.125  >>  ch1  01A4040007A0000000871002  "
+                        "[SELECT AID A0000000871002]")
+    assert lines[5] == ("10:00:00.125  <<  ch1  6A82  SW=6A82 (File or application not found)")
+    assert "ch3  83F2000002  [STATUS]" in lines[8]
+    start = lines.index("+-- BIP: OPEN CHANNEL")
+    end = lines.index("+-- BIP: CLOSE CHANNEL")
+    folded = lines[start + 1:end]
+    assert len(folded) == 10 and all(line.startswith("|   ") for line in folded)
+    assert "[FETCH: OPEN CHANNEL]" in folded[0]
+    assert "[TERMINAL RESPONSE: CLOSE CHANNEL, result 00" in folded[-2]
+    assert lines[end + 1] == ("10:00:00.141  >>  ch0  0020000100  "
+                              "[VERIFY 01 (retry counter query)]")
+    assert lines[end + 2].endswith("SW=63C3 (3 PIN attempts remaining)")
+
+
+def test_show_errors_leaves_out_more_data_and_json_has_channel_and_source(run, capture):
+    assert run("logs", "import", str(capture)).exit_code == 0
+    session_id = OTASession.get().id
+    result = run("logs", "show", session_id, "--errors", "--json")
+    rows = json.loads(result.output)
+    assert [(r["status_word"], r["status_meaning"], r["channel"]) for r in rows] == [
+        ("6A82", "File or application not found", 1),
+        ("63C3", "3 PIN attempts remaining", 0),
+        ("6A80", "Incorrect parameters in the data field", 0)]
+    assert rows[0]["source"] == {"path": str(capture), "format": "pcapng"}
+
+
+def test_import_json_dry_run_and_reimport(run, capture):
+    dry = run("logs", "import", str(capture), "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    [summary] = json.loads(dry.output)
+    assert (summary["dry_run"], summary["exchanges"], summary["sessions_created"]) == (
+        True, len(BENCH), 1)
+    assert OTASession.select().count() == 0
+    assert run("logs", "import", str(capture)).exit_code == 0
+    again = run("logs", "import", str(capture))
+    assert again.exit_code == 0
+    assert again.output.strip() == (f"{capture} (pcapng): already imported as trace source "
+                                    f"{TraceSource.get().id}; nothing changed")
+    assert CommLog.select().count() == 1 + 2 * len(BENCH)
+
+
+def test_another_kind_of_file_is_one_error_line(run, tmp_path):
+    path = tmp_path / "export.json"
+    path.write_text('{"format": "cardlink-export", "devices": []}\n')
+    result = run("logs", "import", str(path))
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: {path}: not a trace this tool can read (a text file); tried: pcapng, pcap, "
+        "apdu4j, pysim-shell, pyscard, tca-loader, hex-lines, pysim-hex. Pass --format to "
+        "name it if it is one of them")
+
+
+def test_truncated_and_damaged_captures_are_reported(run, capture, tmp_path):
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes(capture.read_bytes()[:-9])
+    result = run("logs", "import", str(cut))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].startswith("  truncated: the last ")
+
+
+def test_session_and_split_exclude_each_other(run, capture):
+    result = run("logs", "import", str(capture), "--session",
+                 "123e4567-e89b-12d3-a456-426614174000", "--split-on-reset")
+    assert result.exit_code == 2
+    assert "use either --session or --split-on-reset, not both" in result.output
+
+
+def test_unknown_session_is_one_error_line(run, capture):
+    missing = "123e4567-e89b-12d3-a456-426614174000"
+    result = run("logs", "import", str(capture), "--session", missing)
+    assert result.exit_code == 1
+    assert result.output.strip().startswith(f"Error: session {missing} not found")
+    assert OTASession.select().count() == 0
+
+
+def test_import_show_export_in_a_real_process(db_url, manager, tmp_path, backend):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLINK")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    dump = DATA / "apdu4j-gp-scp02-session.dump"
+
+    def cardlink(*args):
+        return subprocess.run(["cardlink-db", "--database", db_url, *args],
+                              capture_output=True, text=True, env=env, timeout=120,
+                              cwd=tmp_path)
+
+    imported = cardlink("logs", "import", str(dump), "--json")
+    assert imported.returncode == 0, imported.stderr
+    [summary] = json.loads(imported.stdout)
+    assert (summary["format"], summary["exchanges"], summary["atrs"]) == ("apdu4j", 9, 1)
+    shown = cardlink("logs", "show", summary["sessions"][0])
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"From {dump} (apdu4j")
+    assert lines[2] == "17:11:03.000  >>  ch0  00A4040000  [SELECT]"
+    assert lines[3].endswith("SW=9000 (Success: normal ending of the command)  40.0 ms")
+    assert any("[PUT KEY version 01 key 01]" in line for line in lines)
+    exported = cardlink("export", "--tables", "logs", "-o", str(tmp_path / "out.json"))
+    assert exported.returncode == 0, exported.stderr
+    logs = json.loads((tmp_path / "out.json").read_text())
+    text = json.dumps(logs)
+    assert "INITIALIZE UPDATE key version 00" in text and "84D80181" in text

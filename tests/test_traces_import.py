@@ -1,0 +1,289 @@
+"""import_trace into a real store on every backend: rows, kinds, channels, times, names, status
+words, sessions, sources, re-import, bad input, nothing half-written."""
+
+import io
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from cardlink_lite import (
+    CardProfile,
+    CommLog,
+    Device,
+    DeviceType,
+    NotFoundError,
+    OTASession,
+    SessionStatus,
+    UnitOfWork,
+)
+from cardlink_lite.models import TraceSource
+from cardlink_lite.traces import TraceFormatError, import_trace
+from cardlink_lite.traces.pcapwrite import CaptureWriter
+
+DATA = Path(__file__).parent / "data" / "traces"
+T0 = 1_732_874_400_123_456_789  # 2024-11-29 10:00:00.123456789 UTC
+UTC = timezone.utc
+ATR = "3B9F96801FC78031A073BE21136743200718000001A5"
+OPEN_CHANNEL = "D016810301400182028182350702030403041F0239020578"
+
+# (GSMTAP body, command, response, channel, ins, command text, response text, SW meaning)
+BENCH = [
+    ("00A40004023F006121", "00A40004023F00", "6121", 0, 0xA4, "SELECT 3F00", None,
+     "Success: 33 response bytes still available (use GET RESPONSE)"),
+    ("01A4040007A00000008710026A82", "01A4040007A0000000871002", "6A82", 1, 0xA4,
+     "SELECT AID A0000000871002", None, "File or application not found"),
+    ("02B0000002" + "ABCD" + "9000", "02B0000002", "ABCD9000", 2, 0xB0, "READ BINARY", None,
+     "Success: normal ending of the command"),
+    ("83F2000002" + "0102" + "9000", "83F2000002", "01029000", 3, 0xF2, "STATUS", None,
+     "Success: normal ending of the command"),
+    ("8012000018" + OPEN_CHANNEL + "9000", "8012000018", OPEN_CHANNEL + "9000", 0, 0x12,
+     "FETCH: OPEN CHANNEL", "proactive command OPEN CHANNEL",
+     "Success: normal ending of the command"),
+    ("801400000C810301400182028281830100910F", "801400000C810301400182028281830100", "910F",
+     0, 0x14, "TERMINAL RESPONSE: OPEN CHANNEL, result 00 (command performed successfully)",
+     None, "Success: a proactive command of 15 bytes is pending (use FETCH)"),
+    ("80C2000009D60799010982028281" + "9000", "80C2000009D60799010982028281", "9000", 0, 0xC2,
+     "ENVELOPE: EVENT DOWNLOAD: DATA AVAILABLE", None, "Success: normal ending of the command"),
+    ("8012000009D009810301410082028121" + "9000", "8012000009", "D0098103014100820281219000",
+     0, 0x12, "FETCH: CLOSE CHANNEL", "proactive command CLOSE CHANNEL",
+     "Success: normal ending of the command"),
+    ("801400000C810301410082028281830100" + "9000", "801400000C810301410082028281830100",
+     "9000", 0, 0x14,
+     "TERMINAL RESPONSE: CLOSE CHANNEL, result 00 (command performed successfully)", None,
+     "Success: normal ending of the command"),
+    ("0020000100" + "63C3", "0020000100", "63C3", 0, 0x20, "VERIFY 01 (retry counter query)",
+     None, "3 PIN attempts remaining"),
+    ("80E29000000003010203" + "6A80", "80E29000000003010203", "6A80", 0, 0xE2,
+     "STORE DATA block 0 (last)", None, "Incorrect parameters in the data field"),
+]
+
+
+def _capture(path, atrs=(0,), container="pcapng", truncate=0, **options):
+    out = io.BytesIO()
+    writer = CaptureWriter(out, container, **options)
+    for i, row in enumerate(BENCH):
+        if i in atrs:
+            writer.gsmtap(T0 + i * 2_000_000 - 1_000_000, bytes.fromhex(ATR), sub_type=1)
+        writer.gsmtap(T0 + i * 2_000_000, bytes.fromhex(row[0]))
+    data = out.getvalue()
+    path.write_bytes(data[:len(data) - truncate])
+    return path
+
+
+def _ms(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns // 1_000_000 / 1000, UTC)
+
+
+def _rows(session_id):
+    return [(r.direction.value, r.channel, r.ins, r.raw_data, r.decoded_data, r.status_word,
+             r.status_message, r.latency_ms, r.timestamp)
+            for r in CommLog.select().where(CommLog.session == session_id)
+            .order_by(CommLog.timestamp, CommLog.id)]
+
+
+def _expected_rows():
+    out = [("atr", None, None, ATR, "ATR", None, None, None, _ms(T0 - 1_000_000))]
+    for i, (_, cmd, rsp, ch, ins, text, rtext, meaning) in enumerate(BENCH):
+        when = _ms(T0 + i * 2_000_000)
+        out.append(("command", ch, ins, cmd, text, None, None, None, when))
+        out.append(("response", ch, None, rsp, rtext, rsp[-4:], meaning, None, when))
+    return out
+
+
+def test_gsmtap_capture_rows_exactly(manager, tmp_path):
+    path = _capture(tmp_path / "bench.pcapng")
+    summary = import_trace(manager, path)
+    assert (summary.format, summary.exchanges, summary.atrs, summary.rows,
+            summary.sessions_created, summary.skipped, summary.leftover_bytes) == (
+        "pcapng", len(BENCH), 1, 1 + 2 * len(BENCH), 1, {}, 0)
+    [session_id] = summary.sessions
+    assert _rows(session_id) == _expected_rows()
+    session = OTASession.get_by_id(session_id)
+    assert (session.session_type, session.status, session.started_at, session.ended_at,
+            session.duration_ms) == (
+        "trace-import", SessionStatus.COMPLETED, _ms(T0 - 1_000_000),
+        _ms(T0 + (len(BENCH) - 1) * 2_000_000), 2 * (len(BENCH) - 1) + 1)
+    source = TraceSource.get()
+    assert (source.path, source.format, source.size_bytes, source.sha256) == (
+        str(path), "pcapng", path.stat().st_size, summary.sha256)
+    assert source.summary["exchanges"] == len(BENCH) and summary.source_id == source.id
+    assert {r.source_id for r in CommLog.select()} == {source.id}
+
+
+def test_find_errors_leaves_out_more_data(manager, tmp_path):
+    summary = import_trace(manager, _capture(tmp_path / "bench.pcapng"))
+    with UnitOfWork(manager) as uow:
+        errors = uow.logs.find_errors(summary.sessions[0])
+    assert [r.status_word for r in errors] == ["6A82", "63C3", "6A80"]
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+def test_truncated_capture_imports_what_is_complete(manager, tmp_path, container):
+    summary = import_trace(manager, _capture(tmp_path / "cut", container=container,
+                                             truncate=5))
+    assert summary.exchanges == len(BENCH) - 1 and summary.leftover_bytes > 0
+    assert TraceSource.get().summary["leftover_bytes"] == summary.leftover_bytes
+    assert len(_rows(summary.sessions[0])) == 1 + 2 * (len(BENCH) - 1)
+
+
+def test_apdu4j_latency_and_times(manager):
+    summary = import_trace(manager, DATA / "apdu4j-gp-scp02-session.dump")
+    rows = _rows(summary.sessions[0])
+    start = datetime(2015, 1, 25, 17, 11, 3, tzinfo=UTC)
+    assert rows[0][:4] == ("atr", None, None, "3BF91300008131FE454A434F503234325232A3")
+    assert rows[1] == ("command", 0, 0xA4, "00A4040000", "SELECT", None, None, None, start)
+    assert rows[2][0] == "response" and rows[2][7] == 40.0
+    assert rows[2][8] == start + timedelta(milliseconds=40)
+    assert rows[3][3:5] == ("80500000088D767EAB341C1E1A", "INITIALIZE UPDATE key version 00")
+    assert rows[3][8] == start + timedelta(milliseconds=40)
+    names = [r[4] for r in rows if r[0] == "command"]
+    assert names == ["SELECT", "INITIALIZE UPDATE key version 00",
+                     "EXTERNAL AUTHENTICATE (C-MAC)", "GET STATUS issuer security domain",
+                     "GET STATUS applications", "GET STATUS load files",
+                     "GET STATUS load files and modules", "GET DATA",
+                     "PUT KEY version 01 key 01"]
+    assert [r[7] for r in rows if r[0] == "response"] == [40.0, 50.0, 49.0, 37.0, 33.0, 37.0,
+                                                         40.0, 35.0, 166.0]
+    not_found = [r for r in rows if r[5] == "6A88"]
+    assert [r[6] for r in not_found] == ["Referenced data or reference data not found"]
+
+
+def test_apdu4j_without_header_time_uses_start(manager):
+    start = datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    summary = import_trace(manager, DATA / "apdu4j-multi-channel.dump", start=start)
+    rows = _rows(summary.sessions[0])
+    assert [(r[0], r[8]) for r in rows] == [("atr", start), ("command", start),
+                                           ("response", start)]
+    assert rows[2][7] is None  # no latency line, no latency
+
+
+def test_reimporting_the_same_file_changes_nothing(manager, tmp_path):
+    path = _capture(tmp_path / "bench.pcapng")
+    first = import_trace(manager, path)
+    copy = tmp_path / "copy.pcapng"
+    copy.write_bytes(path.read_bytes())
+    again = import_trace(manager, copy)
+    assert again.already_imported and again.source_id == first.source_id
+    assert again.sessions == first.sessions
+    assert (OTASession.select().count(), CommLog.select().count(),
+            TraceSource.select().count()) == (1, 1 + 2 * len(BENCH), 1)
+
+
+def test_reimport_from_a_stream_is_detected_too(manager, tmp_path):
+    data = _capture(tmp_path / "bench.pcapng").read_bytes()
+
+    class Pipe(io.BytesIO):
+        def seekable(self):
+            return False
+
+    import_trace(manager, Pipe(data))
+    again = import_trace(manager, Pipe(data))
+    assert again.already_imported
+    assert (OTASession.select().count(), TraceSource.select().count()) == (1, 1)
+
+
+def test_append_to_an_existing_session(manager, tmp_path):
+    session = OTASession.create(session_type="triggered", status=SessionStatus.ACTIVE)
+    summary = import_trace(manager, _capture(tmp_path / "b.pcapng"), session_id=session.id)
+    assert summary.sessions == [session.id] and summary.sessions_created == 0
+    assert OTASession.select().count() == 1
+    assert OTASession.get_by_id(session.id).status == SessionStatus.ACTIVE
+    assert len(_rows(session.id)) == 1 + 2 * len(BENCH)
+
+
+def test_split_on_reset_starts_a_session_at_each_atr(manager, tmp_path):
+    summary = import_trace(manager, _capture(tmp_path / "b.pcapng", atrs=(0, 4, 9)),
+                           split_on_reset=True)
+    assert summary.sessions_created == 3 and summary.atrs == 3
+    firsts = [_rows(s)[0][0] for s in summary.sessions]
+    assert firsts == ["atr", "atr", "atr"]
+    assert [len(_rows(s)) for s in summary.sessions] == [1 + 8, 1 + 10, 1 + 4]
+
+
+def test_device_and_card_are_linked(manager, tmp_path):
+    Device.create(id="RF8M33", device_type=DeviceType.PHONE)
+    CardProfile.create(iccid="8988211000000000001")
+    summary = import_trace(manager, _capture(tmp_path / "b.pcapng"), device_id="RF8M33",
+                           card_iccid="8988211000000000001")
+    session = OTASession.get_by_id(summary.sessions[0])
+    assert (session.device_id, session.card_iccid) == ("RF8M33", "8988211000000000001")
+
+
+def test_unknown_device_writes_nothing(manager, tmp_path):
+    with pytest.raises(NotFoundError, match="device 'nope' is not in the store"):
+        import_trace(manager, _capture(tmp_path / "b.pcapng"), device_id="nope")
+    assert (OTASession.select().count(), TraceSource.select().count()) == (0, 0)
+
+
+def test_dry_run_writes_nothing(manager, tmp_path):
+    summary = import_trace(manager, _capture(tmp_path / "b.pcapng"), dry_run=True)
+    assert (summary.exchanges, summary.rows, summary.sessions_created) == (
+        len(BENCH), 1 + 2 * len(BENCH), 1)
+    assert (OTASession.select().count(), CommLog.select().count(),
+            TraceSource.select().count()) == (0, 0, 0)
+
+
+def test_a_trace_ending_mid_exchange_fails_its_session(manager, tmp_path):
+    path = tmp_path / "log.txt"
+    path.write_text("00A40004023F00\n9000\n00B0000010\n")
+    summary = import_trace(manager, path)
+    assert summary.ends_mid_exchange
+    session = OTASession.get_by_id(summary.sessions[0])
+    assert (session.status, session.error_code) == (SessionStatus.FAILED,
+                                                    "TRACE_ENDS_MID_EXCHANGE")
+    assert [r[0] for r in _rows(session.id)] == ["command", "response", "command"]
+
+
+def test_another_kind_of_file_writes_nothing(manager, tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(300))
+    with pytest.raises(TraceFormatError, match=r"tried: pcapng, pcap, apdu4j"):
+        import_trace(manager, path)
+    assert (OTASession.select().count(), TraceSource.select().count()) == (0, 0)
+
+
+def test_a_read_error_midway_leaves_nothing_half_written(manager, tmp_path):
+    data = _capture(tmp_path / "b.pcapng").read_bytes() * 1
+
+    class Failing(io.BytesIO):
+        served = 0
+
+        def seekable(self):
+            return False
+
+        def read(self, n=-1):
+            if self.served > 300:
+                raise OSError("device went away")
+            chunk = super().read(min(n, 200) if n and n > 0 else 200)
+            self.served += len(chunk)
+            return chunk
+
+    with pytest.raises(OSError, match="went away"):
+        import_trace(manager, Failing(data))
+    assert (OTASession.select().count(), CommLog.select().count(),
+            TraceSource.select().count()) == (0, 0, 0)
+
+
+def test_hex_log_with_timestamps_and_channels(manager, tmp_path):
+    path = tmp_path / "shell.log"
+    path.write_text(
+        "2024-11-29 10:00:00.100 -> 0070000001 \n"
+        "2024-11-29 10:00:00.150 <- 9000: 01\n"
+        "2024-11-29 10:00:00.200 -> 01A4000C022F00\n"
+        "2024-11-29 10:00:00.250 <- 9000: \n"
+        "2024-11-29 10:00:00.300 -> 0070800100 \n"
+        "2024-11-29 10:00:00.350 <- 9000: \n")
+    summary = import_trace(manager, path)
+    assert summary.format == "pysim-shell"
+    rows = _rows(summary.sessions[0])
+    base = datetime(2024, 11, 29, 10, 0, 0, tzinfo=UTC)
+    assert [(r[0], r[1], r[3], r[4], r[8]) for r in rows] == [
+        ("command", 0, "0070000001", "MANAGE CHANNEL open", base + timedelta(milliseconds=100)),
+        ("response", 0, "019000", "channel 1 opened", base + timedelta(milliseconds=150)),
+        ("command", 1, "01A4000C022F00", "SELECT 2F00", base + timedelta(milliseconds=200)),
+        ("response", 1, "9000", None, base + timedelta(milliseconds=250)),
+        ("command", 0, "0070800100", "MANAGE CHANNEL close 1",
+         base + timedelta(milliseconds=300)),
+        ("response", 0, "9000", None, base + timedelta(milliseconds=350)),
+    ]
