@@ -1,7 +1,9 @@
 """cardlink_lite: the data store of a SIM/UICC over-the-air test bench, built on Peewee."""
 
+from .apdu import ApduLogWriter, apdu_logger
 from .config import DatabaseConfig
-from .db import DatabaseManager, database_proxy, get_manager, init_database
+from .crypto import generate_key
+from .db import database_proxy, get_manager
 from .errors import (
     ConfigurationError,
     ConnectionError,
@@ -13,6 +15,8 @@ from .errors import (
     SchemaVersionMismatch,
     ValidationError,
 )
+from .events import DatabaseEvent, DatabaseEventEmitter, EventType, get_emitter
+from .manager import DatabaseManager, init_database
 from .migrations import downgrade, get_current_revision, get_pending_revisions, run_migrations
 from .models import (
     CardProfile,
@@ -27,52 +31,23 @@ from .models import (
     TestResult,
     TestStatus,
 )
+from .recording import record_session
+from .repositories import (
+    BaseRepository,
+    CardRepository,
+    DeviceRepository,
+    LogRepository,
+    Page,
+    SessionRepository,
+    SettingRepository,
+    SettingsRepository,
+    TestRepository,
+)
+from .status_words import describe_status_word
+from .transfer import ConflictMode, DataExporter, DataImporter, ExportFormat, ImportResult
+from .unit_of_work import UnitOfWork
 
 __version__ = "0.1.0"
-
-# Names served by modules that are imported on first use (keeps ``import
-# cardlink_lite`` light, and lets the CLI and plugin load only what they need).
-_LAZY = {
-    "UnitOfWork": "unit_of_work",
-    "record_session": "recording",
-    "BaseRepository": "repositories",
-    "Page": "repositories",
-    "DeviceRepository": "repositories",
-    "CardRepository": "repositories",
-    "SessionRepository": "repositories",
-    "LogRepository": "repositories",
-    "TestRepository": "repositories",
-    "SettingsRepository": "repositories",
-    "SettingRepository": "repositories",
-    "get_emitter": "events",
-    "EventType": "events",
-    "DatabaseEvent": "events",
-    "DatabaseEventEmitter": "events",
-    "DataExporter": "transfer",
-    "DataImporter": "transfer",
-    "ExportFormat": "transfer",
-    "ConflictMode": "transfer",
-    "ImportResult": "transfer",
-    "ApduLogWriter": "apdu",
-    "apdu_logger": "apdu",
-    "generate_key": "crypto",
-    "describe_status_word": "status_words",
-}
-
-
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cardlink_lite' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "ApduLogWriter",

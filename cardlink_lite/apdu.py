@@ -35,7 +35,9 @@ from .apdu_rows import (
 )
 from .db import max_rows_per_statement
 from .errors import DatabaseError, ValidationError, translate_error
+from .events import EventType, emit_after_commit
 from .models import CommLog, OTASession
+from .status_words import normalize_status_word
 
 __all__ = ["ApduLogWriter", "apdu_logger", "normalize_hex"]
 
@@ -290,8 +292,6 @@ class ApduLogWriter:
         if status_word is not None:
             sw = status_word.upper() if type(status_word) is str else status_word
             if type(sw) is not str or not is_status_word(sw):
-                from .status_words import normalize_status_word
-
                 sw = normalize_status_word(status_word)
         elif direction_value == "response" and len(raw) >= 4 and raw[-1] != ".":
             sw = raw[-4:]
@@ -490,8 +490,6 @@ class ApduLogWriter:
             if self._on_flush is not None:
                 self._on_flush(entity, data)
             else:
-                from .events import EventType, emit_after_commit
-
                 emit_after_commit(self.database, EventType.LOG_CREATED, "log", entity, data)
         except Exception:
             logger.exception("LOG_CREATED event delivery failed")

@@ -6,6 +6,7 @@ import re
 import time
 from datetime import datetime, timezone
 
+from ._peewee import field_values
 from .errors import ValidationError
 from .models import CommDirection, CommLog, OTASession
 from .status_words import describe_status_word
@@ -146,7 +147,7 @@ def row_kwargs(row: dict) -> dict:
 
 def model_kwargs(log: CommLog) -> dict:
     """A CommLog object as keyword arguments of ``ApduLogWriter.add``."""
-    data = log.__data__
+    data = field_values(log)
     return {"session_id": data.get("session"), "direction": data.get("direction"),
             "raw_data": data.get("raw_data"), "decoded_data": data.get("decoded_data"),
             "status_word": data.get("status_word"),

@@ -14,6 +14,7 @@ import stat
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from .errors import EncryptionError, ValidationError
+from .models import CardProfile
 
 __all__ = [
     "ENV_KEY",
@@ -79,8 +80,6 @@ def rotate_psks(manager, progress=None) -> int:
     ``progress(n)`` is called after each PSK. If anything fails or the run is
     interrupted the transaction rolls back and every PSK keeps its old token.
     """
-    from .models import CardProfile
-
     cipher = _cipher()
     manager.ensure_connection()
     count = 0
@@ -114,8 +113,6 @@ def rotate_psks(manager, progress=None) -> int:
 
 def check_keys(manager) -> dict:
     """How many stored PSKs each configured key opens, and which no key opens."""
-    from .models import CardProfile
-
     keys = _load_keys()
     ciphers = [_single(label, key) for label, key in keys]
     report = [

@@ -15,9 +15,12 @@ from .fields import utc_now
 __all__ = [
     "DatabaseEvent",
     "DatabaseEventEmitter",
+    "EventQueue",
     "EventType",
+    "deliver_all",
     "emit_after_commit",
     "get_emitter",
+    "new_event",
 ]
 
 logger = logging.getLogger("cardlink_lite.events")
@@ -114,8 +117,7 @@ class DatabaseEventEmitter:
     def emit(self, event_type, entity_type: str, entity_id: Any,
              data: dict[str, Any] | None = None) -> DatabaseEvent:
         """Build an event and deliver it now (use it only after the change is committed)."""
-        event = DatabaseEvent(_key(event_type), entity_type, entity_id, utc_now(),
-                              dict(data or {}))
+        event = new_event(event_type, entity_type, entity_id, data)
         self.deliver(event)
         return event
 
@@ -140,6 +142,64 @@ def get_emitter() -> DatabaseEventEmitter:
     return _emitter
 
 
+class EventQueue:
+    """Events of one unit of work, held until its transaction ends.
+
+    Queues stack per thread and database: :func:`emit_after_commit` adds to the innermost
+    open one. Ending a queue with ``commit`` hands its events to the enclosing queue, or
+    else to the database's ``after_commit`` hook (delivered when the outermost
+    transaction commits, dropped if it rolls back); ending it without commit drops them.
+    """
+
+    def __init__(self, database):
+        self.database = _real(database)
+        self.events: list[DatabaseEvent] = []
+
+    def open(self) -> None:
+        _queues(self.database).append(self)
+
+    def add(self, event: DatabaseEvent) -> None:
+        self.events.append(event)
+
+    def close(self, commit: bool) -> None:
+        events, self.events = self.events, []
+        queues = _queues(self.database)
+        if self in queues:
+            queues.remove(self)
+        if not commit or not events:
+            return
+        if queues:
+            queues[-1].events.extend(events)
+        else:
+            self.database.after_commit(lambda: deliver_all(events))
+
+
+_local = threading.local()
+
+
+def _real(database):
+    return getattr(database, "obj", None) or database  # a DatabaseProxy: what it points at
+
+
+def _queues(database) -> list[EventQueue]:
+    stacks = getattr(_local, "stacks", None)
+    if stacks is None:
+        stacks = _local.stacks = {}
+    return stacks.setdefault(id(database), [])
+
+
+def deliver_all(events) -> None:
+    """Deliver committed events in order through the process-wide emitter."""
+    for event in events:
+        _emitter.deliver(event)
+
+
+def new_event(event_type, entity_type: str, entity_id: Any,
+              data: dict[str, Any] | None = None) -> DatabaseEvent:
+    """An event stamped now, its type normalised (member, value or name)."""
+    return DatabaseEvent(_key(event_type), entity_type, entity_id, utc_now(), dict(data or {}))
+
+
 def emit_after_commit(database, event_type, entity_type: str, entity_id: Any,
                       data: dict[str, Any] | None = None) -> None:
     """Emit once the current transaction of ``database`` (in this thread) commits.
@@ -149,12 +209,12 @@ def emit_after_commit(database, event_type, entity_type: str, entity_id: Any,
     for that transaction's commit (dropped on its rollback); with no transaction it is
     delivered now.
     """
-    from .unit_of_work import current_unit_of_work
-
-    uow = current_unit_of_work(database)
-    if uow is not None and uow.in_transaction:
-        uow.queue_event(event_type, entity_type, entity_id, data)
+    database = _real(database)
+    event = new_event(event_type, entity_type, entity_id, data)
+    queues = _queues(database)
+    if queues:
+        queues[-1].add(event)
     elif database.in_transaction():
-        database.after_commit(lambda: _emitter.emit(event_type, entity_type, entity_id, data))
+        database.after_commit(lambda: _emitter.deliver(event))
     else:
-        _emitter.emit(event_type, entity_type, entity_id, data)
+        _emitter.deliver(event)

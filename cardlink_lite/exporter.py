@@ -11,6 +11,7 @@ import json
 import peewee
 import yaml
 
+from .crypto import decrypt_psk
 from .db import bound_models, small_page_cache
 from .fields import (
     EnumField,
@@ -136,8 +137,6 @@ def _exporter_for(f: peewee.Field):
     if isinstance(f, JSONField):
         return lambda v: v
     if f is CardProfile.psk_key_encrypted:
-        from .crypto import decrypt_psk
-
         return lambda v: decrypt_psk(bytes(v)).hex()
     if isinstance(f, peewee.BooleanField):
         return bool

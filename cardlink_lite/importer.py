@@ -16,6 +16,8 @@ from datetime import date, datetime, timezone
 
 import peewee
 
+from .apdu import normalize_hex
+from .crypto import encrypt_psk
 from .db import bound_models, max_rows_per_statement
 from .errors import ValidationError, translate_error
 from .fields import (
@@ -231,8 +233,6 @@ class _Plan:
         self.keys.clear()
         self.refs.clear()
         if self.first_psk is not None:
-            from .crypto import encrypt_psk
-
             encrypt_psk(self.first_psk)  # EncryptionError (no key) before any write
 
     def _raise_problems(self) -> None:
@@ -487,8 +487,6 @@ class _Plan:
 
     @staticmethod
     def _encrypt_psks(rows) -> None:
-        from .crypto import encrypt_psk
-
         for row in rows:
             if "psk_key" in row:
                 row["psk_key_encrypted"] = encrypt_psk(bytes.fromhex(row.pop("psk_key")))
@@ -609,8 +607,6 @@ def _convert(f: peewee.Field, value):
     if f is CommLog.raw_data:
         # The APDU writer's own rule (upper-case hex, whole bytes, '...' for an elided
         # sample), so anything it stored comes back in unchanged.
-        from .apdu import normalize_hex
-
         try:
             value = normalize_hex(value)
         except ValidationError:

@@ -12,7 +12,9 @@ import peewee
 from playhouse.migrations import MigrationError as _PlayhouseMigrationError
 from playhouse.migrations import Runner
 
+from .db import get_manager
 from .errors import MigrationError, SchemaVersionMismatch, first_line
+from .models import ALL_MODELS
 
 __all__ = [
     "HISTORY_TABLE",
@@ -107,8 +109,6 @@ _RESOLVE_HINT = (
 
 def _manager(manager):
     if manager is None:
-        from .db import get_manager
-
         return get_manager()
     return manager
 
@@ -303,8 +303,6 @@ def plan_sql(target: str | None = None, manager=None, directory=None) -> list[tu
 
 def create_schema(manager) -> None:
     """Build the newest schema from the models and record every migration as applied."""
-    from .models import ALL_MODELS
-
     database = manager.database
     manager.bind()
     runner = _runner(manager)
@@ -319,8 +317,6 @@ def create_schema(manager) -> None:
 
 def drop_schema(manager) -> None:
     """Drop the store's tables, its migration history and any journal."""
-    from .models import ALL_MODELS
-
     database = manager.database
     manager.bind()
     database.drop_tables(ALL_MODELS, safe=True)

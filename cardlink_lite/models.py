@@ -7,6 +7,7 @@ import uuid
 
 import peewee
 
+from ._peewee import ROW_FLAG, field_values
 from .db import database_proxy
 from .errors import ValidationError
 from .fields import (
@@ -144,29 +145,10 @@ class BaseModel(peewee.Model):
         legacy_table_names = False
 
     def __init__(self, *args, **kwargs):
-        if "__no_default__" not in kwargs:
-            super().__init__(*args, **self._check_kwargs(kwargs))
-            return
-        if not kwargs.pop("__no_default__"):
-            super().__init__(*args, **kwargs)
-            return
-        # Peewee building a row it has read: its own field names, values already
-        # converted, nothing to check. Plain fields go straight into __data__, which is
-        # all their descriptor's __set__ would do; anything else still uses setattr().
-        self.__data__ = data = {}
-        self.__rel__ = {}
-        plain, foreign = _plain_fields(type(self))
-        simple = kwargs.keys() <= plain
-        for name in foreign:
-            if simple and isinstance(kwargs.get(name), peewee.Model):
-                simple = False
-        if simple:
-            data.update(kwargs)
-            self._dirty = set(kwargs)
-        else:
-            self._dirty = set()
-            for key, value in kwargs.items():
-                setattr(self, key, value)
+        # Rows Peewee builds from a fetch carry its own field names, already converted.
+        if not kwargs.get(ROW_FLAG):
+            kwargs = self._check_kwargs(kwargs)
+        super().__init__(*args, **kwargs)
 
     @classmethod
     def _check_kwargs(cls, kwargs: dict) -> dict:
@@ -195,34 +177,13 @@ class BaseModel(peewee.Model):
     def __str__(self) -> str:
         # Peewee's repr() is "<Model: str(self)>"; secrets show only as set/unset.
         shown = []
+        data = field_values(self)
         for name in self._meta.sorted_field_names:
             if name in self.secret_fields:
-                shown.append(f"{name}={'<set>' if self.__data__.get(name) else None}")
-            elif name in self._repr_fields and name in self.__data__:
-                shown.append(f"{name}={self.__data__[name]!r}")
+                shown.append(f"{name}={'<set>' if data.get(name) else None}")
+            elif name in self._repr_fields and name in data:
+                shown.append(f"{name}={data[name]!r}")
         return " ".join(shown)
-
-
-_PLAIN_FIELDS: dict[type, tuple] = {}
-
-
-def _plain_fields(model: type) -> tuple[frozenset, tuple]:
-    """Field names whose descriptor only stores the value into ``__data__``, and those
-    of them that are foreign keys (they do the same for a raw id, but cache a model
-    instance in ``__rel__``)."""
-    fields = model._meta.fields
-    cached = _PLAIN_FIELDS.get(model)
-    if cached is None or cached[0] != len(fields):  # fields can be added at run time
-        plain, foreign = set(), []
-        for name in fields:
-            accessor = next((k.__dict__[name] for k in model.__mro__ if name in k.__dict__),
-                            None)
-            if type(accessor) in (peewee.FieldAccessor, peewee.ForeignKeyAccessor):
-                plain.add(name)
-                if type(accessor) is peewee.ForeignKeyAccessor:
-                    foreign.append(name)
-        cached = _PLAIN_FIELDS[model] = (len(fields), frozenset(plain), tuple(foreign))
-    return cached[1], cached[2]
 
 
 def _is_fk_id(meta, name: str) -> bool:

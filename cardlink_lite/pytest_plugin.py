@@ -19,8 +19,9 @@ import pytest
 
 from . import db as _db
 from .config import DatabaseConfig
-from .db import DatabaseManager, database_proxy
+from .db import database_proxy
 from .errors import DatabaseError, first_line
+from .manager import DatabaseManager
 from .models import CardProfile, Device, TestResult, TestStatus
 
 try:  # pytest >= 9 ships subtests

@@ -6,6 +6,10 @@ import contextlib
 import socket
 from collections.abc import Iterator
 
+from .apdu import apdu_logger
+from .db import get_manager
+from .unit_of_work import UnitOfWork
+
 __all__ = ["SessionRecorder", "record_session"]
 
 _TIMEOUTS = (TimeoutError, socket.timeout)
@@ -26,8 +30,6 @@ class SessionRecorder:
     def set_tls_info(self, cipher_suite: str | None = None, psk_identity: str | None = None,
                      *, cipher: str | None = None) -> None:
         """Record the negotiated cipher suite and PSK identity (committed at once)."""
-        from .unit_of_work import UnitOfWork
-
         with UnitOfWork(self.manager) as uow:
             uow.sessions.set_tls_info(self.session_id, cipher_suite=cipher_suite or cipher,
                                       psk_identity=psk_identity)
@@ -54,10 +56,6 @@ def record_session(manager=None, device_id: str | None = None, card_iccid: str |
             s.command("00A4040008A000000151000000", "SELECT ISD")
             s.response("9000", latency_ms=12.5)
     """
-    from .apdu import apdu_logger
-    from .db import get_manager
-    from .unit_of_work import UnitOfWork
-
     manager = manager or get_manager()
     with UnitOfWork(manager) as uow:
         session = uow.sessions.create_session(device_id=device_id, card_iccid=card_iccid,

@@ -15,6 +15,7 @@ import peewee
 from .db import bound_models
 from .errors import ValidationError
 from .fields import to_utc_ms
+from .models import ALL_MODELS, CommLog, OTASession
 
 __all__ = [
     "PURGEABLE",
@@ -90,8 +91,6 @@ def resolve_purge_tables(tables) -> list[str]:
 
 
 def _target(name: str):
-    from .models import ALL_MODELS
-
     table, column = PURGEABLE[name]
     model = next(m for m in ALL_MODELS if m._meta.table_name == table)
     return model, model._meta.fields[column]
@@ -102,8 +101,6 @@ def plan_purge(database, tables, cutoff: datetime) -> dict[str, int]:
 
     ``logs_of_sessions`` counts the newer logs that go with purged sessions.
     """
-    from .models import CommLog, OTASession
-
     names = resolve_purge_tables(tables)
     counts = {name: count_older_than(database, *_target(name), cutoff) for name in names}
     if "sessions" in names:

@@ -1,4 +1,4 @@
-"""UnitOfWork: one transaction, six repositories sharing it, events delivered after commit."""
+"""UnitOfWork: one ``atomic()`` block, six repositories sharing it, events after commit."""
 
 from __future__ import annotations
 
@@ -7,19 +7,30 @@ import threading
 
 import peewee
 
-from .db import _discard_connection
+from ._peewee import discard_connection
+from .db import get_manager
 from .errors import DatabaseError, translate_error
-from .events import DatabaseEvent, _key, get_emitter
-from .fields import utc_now
+from .events import EventQueue, deliver_all, new_event
+from .repositories import (
+    CardRepository,
+    DeviceRepository,
+    LogRepository,
+    SessionRepository,
+    SettingsRepository,
+    TestRepository,
+)
 
 __all__ = ["UnitOfWork", "current_unit_of_work"]
 
 _local = threading.local()
 
 
+class _Rollback(Exception):
+    """Handed to the atomic block's exit to make it roll back."""
+
+
 def _stack(database) -> list:
-    if isinstance(database, peewee.DatabaseProxy):
-        database = database.obj
+    database = getattr(database, "obj", None) or database  # a DatabaseProxy: its target
     stacks = getattr(_local, "stacks", None)
     if stacks is None:
         stacks = _local.stacks = {}
@@ -33,7 +44,7 @@ def current_unit_of_work(database) -> UnitOfWork | None:
 
 
 class UnitOfWork:
-    """A transaction plus the repositories that work inside it.
+    """A transaction (``database.atomic()``) plus the repositories that work inside it.
 
     ``with UnitOfWork(manager) as uow:`` commits on a clean exit and rolls back on an
     exception; ``commit()``/``rollback()`` may be called inside, and work then continues in
@@ -46,14 +57,10 @@ class UnitOfWork:
     """
 
     def __init__(self, manager=None):
-        if manager is None:
-            from .db import get_manager
-
-            manager = get_manager()
-        self.manager = manager
-        self._repos: dict[str, object] = {}
-        self._events: list[DatabaseEvent] = []
-        self._txn = None          # peewee _transaction (outermost) or _savepoint (nested)
+        self.manager = manager if manager is not None else get_manager()
+        self._repos: dict[type, object] = {}
+        self._scope: contextlib.ExitStack | None = None   # holds the open atomic() block
+        self._queue: EventQueue | None = None
         self._nested = False
         self._opened_connection = False
         self._depth = 0
@@ -61,7 +68,7 @@ class UnitOfWork:
         self._ended = False       # after `with` or close(): statements run in autocommit
 
     def __repr__(self) -> str:
-        state = "open" if self._txn is not None else "idle"
+        state = "open" if self._scope is not None else "idle"
         return f"<UnitOfWork {state} on {self.manager!r}>"
 
     @property
@@ -70,11 +77,11 @@ class UnitOfWork:
 
     @property
     def in_transaction(self) -> bool:
-        return self._txn is not None
+        return self._scope is not None
 
     # -- context manager -----------------------------------------------------
     def __enter__(self) -> UnitOfWork:
-        if self._depth == 0 and self._txn is None:
+        if self._depth == 0 and self._scope is None:
             self._ended = False
             self._begin()
         self._depth += 1
@@ -84,25 +91,25 @@ class UnitOfWork:
         self._depth -= 1
         if self._depth == 0:
             self._ended = True
-            if self._txn is not None:
+            if self._scope is not None:
                 self._end(commit=exc_type is None, release=True)
         return False
 
     # -- transaction control ----------------------------------------------------
     def commit(self) -> None:
         """Commit the work so far and deliver its events; later work gets a new transaction."""
-        if self._txn is not None:
+        if self._scope is not None:
             self._end(commit=True, release=False)
 
     def rollback(self) -> None:
         """Discard the work (and the events) since the last commit."""
-        if self._txn is not None:
+        if self._scope is not None:
             self._end(commit=False, release=False)
 
     def close(self) -> None:
         """Roll back anything uncommitted and give the connection back."""
         self._ended = True
-        if self._txn is not None:
+        if self._scope is not None:
             self._end(commit=False, release=True)
         elif self._opened_connection:
             self._release_connection()
@@ -110,15 +117,14 @@ class UnitOfWork:
 
     def queue_event(self, event_type, entity_type: str, entity_id, data=None) -> None:
         """Deliver this event once the transaction commits (never if it rolls back)."""
-        event = DatabaseEvent(_key(event_type), entity_type, entity_id, utc_now(),
-                              dict(data or {}))
-        if self._txn is None:
-            get_emitter().deliver(event)
+        event = new_event(event_type, entity_type, entity_id, data)
+        if self._queue is None:
+            deliver_all([event])
         else:
-            self._events.append(event)
+            self._queue.add(event)
 
     def _begin_if_needed(self) -> None:
-        if self._txn is None:
+        if self._scope is None:
             # Used after its end (e.g. a lazy result read after the `with` block): run
             # in autocommit rather than open a transaction nobody will ever end.
             if not self._ended:
@@ -132,22 +138,22 @@ class UnitOfWork:
     def _begin(self) -> None:
         database = self.database
         self.manager.bind()
-        if database.in_transaction():
-            if isinstance(database.top_transaction(), peewee._manual):
-                raise DatabaseError(
-                    "cannot open a UnitOfWork inside database.manual_commit(); "
-                    "leave the manual block first"
-                )
-            txn, nested = database.savepoint(), True
-            with self._translated():
-                txn.__enter__()
-        else:
+        nested = database.in_transaction()
+        if not nested:
             self._opened_connection = self._opened_connection or database.is_closed()
             self.manager.ensure_connection()
-            txn, nested = database.transaction(), False
+        scope = contextlib.ExitStack()
+        try:
             with self._translated():
-                txn.__enter__()
-        self._txn, self._nested = txn, nested
+                scope.enter_context(database.atomic())
+        except ValueError:  # Peewee refuses atomic() inside manual_commit()
+            raise DatabaseError(
+                "cannot open a UnitOfWork inside database.manual_commit(); "
+                "leave the manual block first"
+            ) from None
+        self._scope, self._nested = scope, nested
+        self._queue = EventQueue(database)
+        self._queue.open()
         self._thread = threading.get_ident()
         _stack(database).append(self)
 
@@ -161,55 +167,41 @@ class UnitOfWork:
                 raise
         else:
             self._call_repositories("_discard_pending")
-        database, txn, nested = self.database, self._txn, self._nested
-        events, self._events = self._events, []
-        self._txn = None
+        database, scope, nested = self.database, self._scope, self._nested
+        queue, self._queue, self._scope = self._queue, None, None
         stack = _stack(database)
         if self in stack:
             stack.remove(self)
         try:
-            if nested:
-                self._end_savepoint(txn, commit, events)
+            # Still inside the transaction: committed events wait for the outermost
+            # commit (database.after_commit), or join the enclosing unit of work.
+            queue.close(commit)
+            if commit:
+                self._exit(scope, None, nested)
             else:
-                self._end_transaction(database, txn, commit, events)
+                self._exit(scope, _Rollback(), nested)
         finally:
-            self._transaction_ended()
+            self._call_repositories("_transaction_ended")
             if release and not nested and self._opened_connection:
                 self._release_connection()
 
-    def _end_savepoint(self, txn, commit: bool, events: list) -> None:
-        with self._translated():
-            if not commit:
-                txn.rollback(begin=False)
-                return
-            try:
-                txn.commit(begin=False)
-            except Exception:
-                txn.rollback(begin=False)
-                raise
-        parent = current_unit_of_work(self.database)
-        if parent is not None and parent._txn is not None:
-            parent._events.extend(events)
-        elif events:
-            # Inside a bare database.atomic(): wait for that transaction's commit.
-            self.database.after_commit(lambda: _deliver(events))
-
-    def _end_transaction(self, database, txn, commit: bool, events: list) -> None:
-        if database.top_transaction() is txn:
-            database.pop_transaction()
-        with self._translated():
-            if not commit:
-                _rollback_quietly(txn)
-                return
-            try:
-                txn.commit(begin=False)
-            except Exception:
-                _rollback_quietly(txn)
-                raise
-        _deliver(events)
-
-    def _transaction_ended(self) -> None:
-        self._call_repositories("_transaction_ended")
+    def _exit(self, scope: contextlib.ExitStack, error, nested: bool) -> None:
+        try:
+            if error is None:
+                scope.close()                          # COMMIT (or RELEASE SAVEPOINT)
+            else:
+                scope.__exit__(type(error), error, None)  # ROLLBACK (TO SAVEPOINT)
+        except peewee.PeeweeException as exc:
+            failed_rollback = error is not None or isinstance(exc.__context__,
+                                                              peewee.PeeweeException)
+            if failed_rollback and not nested:
+                # The connection died with the transaction; the server has rolled it back.
+                # Drop it so the next unit of work (or plain Peewee call) gets a fresh one.
+                discard_connection(self.database)
+                if error is not None:
+                    return
+                exc = exc.__context__
+            raise translate_error(exc, "transaction") from exc
 
     def _call_repositories(self, hook_name: str) -> None:
         for repo in list(self._repos.values()):
@@ -232,50 +224,32 @@ class UnitOfWork:
             raise translate_error(exc, "transaction") from exc
 
     # -- repositories ----------------------------------------------------------
-    def _repo(self, name: str):
-        repo = self._repos.get(name)
+    def _repo(self, cls):
+        repo = self._repos.get(cls)
         if repo is None:
-            from . import repositories
-
-            repo = self._repos[name] = getattr(repositories, name)(self)
+            repo = self._repos[cls] = cls(self)
         return repo
 
     @property
-    def devices(self):
-        return self._repo("DeviceRepository")
+    def devices(self) -> DeviceRepository:
+        return self._repo(DeviceRepository)
 
     @property
-    def cards(self):
-        return self._repo("CardRepository")
+    def cards(self) -> CardRepository:
+        return self._repo(CardRepository)
 
     @property
-    def sessions(self):
-        return self._repo("SessionRepository")
+    def sessions(self) -> SessionRepository:
+        return self._repo(SessionRepository)
 
     @property
-    def logs(self):
-        return self._repo("LogRepository")
+    def logs(self) -> LogRepository:
+        return self._repo(LogRepository)
 
     @property
-    def tests(self):
-        return self._repo("TestRepository")
+    def tests(self) -> TestRepository:
+        return self._repo(TestRepository)
 
     @property
-    def settings(self):
-        return self._repo("SettingsRepository")
-
-
-def _rollback_quietly(txn) -> None:
-    try:
-        txn.rollback(begin=False)
-    except peewee.PeeweeException:
-        # The connection died with the transaction; the server has rolled it back.
-        # Drop it so the next unit of work (or plain Peewee call) gets a fresh one.
-        _discard_connection(txn.db)
-
-
-def _deliver(events: list) -> None:
-    emitter = get_emitter()
-    for event in events:
-        emitter.deliver(event)
-
+    def settings(self) -> SettingsRepository:
+        return self._repo(SettingsRepository)

@@ -13,7 +13,7 @@ from .. import crypto, maintenance, retention
 from ..errors import ValidationError
 from ..fields import utc_now
 from ..transfer import DataExporter, DataImporter, resolve_tables
-from . import (
+from .base import (
     CliState,
     cli,
     display_tables,

@@ -8,7 +8,7 @@ import uuid
 
 import click
 
-from . import CliState, cli, pass_state
+from .base import CliState, cli, pass_state
 from .demo_history import SUITE, newest_outcomes, record_history, record_run
 
 __all__ = ["demo"]

@@ -7,7 +7,7 @@ import os
 import click
 
 from .. import crypto
-from . import CliState, cli, echo_json, json_option, pass_state
+from .base import CliState, cli, echo_json, json_option, pass_state
 
 __all__ = ["keys"]
 

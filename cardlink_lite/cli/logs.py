@@ -12,7 +12,7 @@ from ..models import CommLog, TraceSource
 from ..status_words import describe_status_word
 from ..traces import FORMATS, TraceFormatError, import_trace
 from ..unit_of_work import UnitOfWork
-from . import CliState, cli, echo_json, json_option, pass_state
+from .base import CliState, cli, echo_json, json_option, pass_state
 from .data import _progress
 
 

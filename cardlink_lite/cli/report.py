@@ -6,7 +6,7 @@ import uuid
 
 import click
 
-from . import CliState, cli, pass_state
+from .base import CliState, cli, pass_state
 
 try:  # the report's template engine is the optional extra cardlink-lite[report]
     from ..report import REPORT_DEFAULTS, write_report

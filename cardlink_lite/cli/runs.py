@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..unit_of_work import UnitOfWork
-from . import CliState, cli, echo_json, json_option, pass_state, write_atomically
+from .base import CliState, cli, echo_json, json_option, pass_state, write_atomically
 
 __all__ = ["runs_group"]
 

@@ -9,7 +9,7 @@ import click
 from .. import migrations
 from ..errors import SchemaVersionMismatch
 from ..models import ALL_MODELS
-from . import (
+from .base import (
     CliState,
     cli,
     display_tables,

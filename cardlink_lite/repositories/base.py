@@ -9,9 +9,10 @@ from typing import Any
 
 import peewee
 
+from .._peewee import field_values, mark_clean
 from ..db import max_rows_per_statement
 from ..errors import NotFoundError, ValidationError, translate_error
-from ..events import EventType
+from ..events import EventType, get_emitter
 from ..fields import utc_now
 
 __all__ = ["BaseRepository", "Page"]
@@ -90,8 +91,6 @@ class BaseRepository:
         if self._uow is not None:
             self._uow.queue_event(event_type, self.entity_type, entity_id, data)
         else:
-            from ..events import get_emitter
-
             get_emitter().emit(event_type, self.entity_type, entity_id, data)
 
     def _event_data(self, obj) -> dict:
@@ -270,16 +269,17 @@ class BaseRepository:
             return objs
         meta = self.model._meta
         pk = meta.primary_key
+        data = [field_values(o) for o in objs]
         fields = [f for f in meta.sorted_fields
                   if not (f is pk and isinstance(f, peewee.AutoField)
-                          and all(o.__data__.get(f.name) is None for o in objs))]
+                          and all(d.get(f.name) is None for d in data))]
         batch = max_rows_per_statement(self.database, len(fields), _MAX_BATCH)
-        rows = [tuple(o.__data__.get(f.name) for f in fields) for o in objs]
+        rows = [tuple(d.get(f.name) for f in fields) for d in data]
         with self._write():
             for chunk in peewee.chunked(rows, batch):
                 self.model.insert_many(chunk, fields=fields).execute()
         for o in objs:
-            o._dirty.clear()
+            mark_clean(o)
         event = self._event("CREATED")
         if self.bulk_event:
             self._emit(event, None, {"count": len(objs)})

@@ -9,14 +9,15 @@ from datetime import datetime, timedelta, timezone
 
 import peewee
 
+from .._peewee import mark_clean
 from ..apdu import ApduLogWriter
 from ..apdu_rows import session_key
 from ..db import small_page_cache
 from ..errors import ValidationError
 from ..events import EventType
-from ..fastrows import ROW_KINDS, FastRows, compile_builder
 from ..fields import iso_utc
 from ..models import CommDirection, CommLog
+from ..retention import purge_older_than
 from ..status_words import MORE_DATA_PREFIXES, normalize_status_word
 from .base import BaseRepository
 
@@ -121,8 +122,9 @@ class LogRepository(BaseRepository):
                       status_word=row[6], status_message=row[7])
         with self._write():
             log.save(force_insert=True)
-        log.__data__["timestamp"] = CommLog.timestamp.python_value(row[1])
-        log.__data__["direction"] = CommDirection(row[3])
+        log.timestamp = CommLog.timestamp.python_value(row[1])
+        log.direction = CommDirection(row[3])
+        mark_clean(log)
         self._emit(EventType.LOG_CREATED, log.id, {"count": 1, "session_id": row[0]})
         return log
 
@@ -172,12 +174,7 @@ class LogRepository(BaseRepository):
         For big sessions use ``.iterator()``, ``.tuples()`` or ``.dicts()`` on it instead
         of building every model object at once.
         """
-        params = self._trace_params(session_id, direction)
-        query = _trace_query(*params)
-        # Run as is, it reuses the statement Peewee built for this shape the first time;
-        # any refinement (a clone) drops that and Peewee builds its SQL as usual.
-        query._trace_params = params
-        return query
+        return _trace_query(*self._trace_params(session_id, direction))
 
     def _trace_params(self, session_id, direction=None) -> tuple:
         self._flush_own()
@@ -186,14 +183,6 @@ class LogRepository(BaseRepository):
         if direction is not None:
             params += (_direction(direction),)
         return params
-
-    def _select(self, *criteria_exprs):
-        # CommLog queries that build their rows with compiled converters (same values).
-        self._touch()
-        query = _LogSelect(CommLog, CommLog._meta.sorted_fields, is_default=True)
-        for expr in criteria_exprs:
-            query = query.where(expr)
-        return query
 
     def session_rows(self, session_id, as_dicts: bool = False) -> list:
         """A session's rows in logging order as tuples (model field order) or dicts.
@@ -205,7 +194,7 @@ class LogRepository(BaseRepository):
         params = self._trace_params(session_id)
         with self._wrap():
             rows = _trace_cursor(self.database, params).fetchall()
-        return _TEXT_BUILDERS[as_dicts](rows)
+        return _trace_rows(rows, as_dicts)
 
     def find_by_session(self, session_id, limit: int | None = None,
                         offset: int | None = None) -> list[CommLog]:
@@ -335,8 +324,6 @@ class LogRepository(BaseRepository):
         """
         if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
             raise ValidationError(f"days must be a number >= 0; got {days!r}")
-        from ..retention import purge_older_than
-
         self._flush_own()
         cutoff = datetime.now(timezone.utc) - timedelta(days=days)
         with self._wrap():
@@ -352,8 +339,7 @@ _SESSION_SQL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _trace_query(session, direction=None):
     """A session's rows (one direction's) in logging order."""
-    query = _LogSelect(CommLog, CommLog._meta.sorted_fields, is_default=True).where(
-        CommLog.session == session)
+    query = CommLog.select().where(CommLog.session == session)
     if direction is not None:
         query = query.where(CommLog.direction == direction)
     return query.order_by(CommLog.timestamp, CommLog.id)
@@ -375,60 +361,20 @@ def _trace_cursor(database, params: tuple):
     return database.execute_sql(sql, params)
 
 
-# -- CommLog selects whose rows come from cardlink_lite.fastrows ---------------------------
+_NAMES = tuple(CommLog._meta.sorted_field_names)
+_UTC = CommLog.timestamp.python_value
 
 
-class _LogSelect(peewee.ModelSelect):
-    """A CommLog select whose model/tuple/dict rows come from :class:`FastRows`.
-
-    A session trace query (``_trace_params`` set) runs the statement cached for its
-    shape until it is refined: every refinement clones, and a clone forgets it.
-    """
-
-    _trace_params = None
-
-    def clone(self):
-        query = super().clone()
-        query._trace_params = None
-        return query
-
-    def _row_type_clone(self, name, *args):
-        query = getattr(super(), name)(*args)
-        query._trace_params = self._trace_params  # same statement, other row type
-        return query
-
-    def tuples(self, as_tuple=True):
-        return self._row_type_clone("tuples", as_tuple)
-
-    def dicts(self, as_dict=True):
-        return self._row_type_clone("dicts", as_dict)
-
-    def namedtuples(self, as_namedtuple=True):
-        return self._row_type_clone("namedtuples", as_namedtuple)
-
-    def objects(self, constructor=None):
-        return self._row_type_clone("objects", constructor)
-
-    def _execute(self, database):
-        if self._cursor_wrapper is None and self._trace_params is not None:
-            cursor = _trace_cursor(database, self._trace_params)
-            self._cursor_wrapper = self._get_cursor_wrapper(cursor)
-        return super()._execute(database)
-
-    def _get_cursor_wrapper(self, cursor):
-        kind = ROW_KINDS.get(self._row_type or self.default_row_type)
-        if kind is None or len(self._from_list) != 1 or self._joins:
-            return super()._get_cursor_wrapper(cursor)
-        return FastRows(cursor, self.model, self._returning, kind)
-
-
-_TEXT_CONVERTERS = [None if f is CommLog.direction else f.python_value
-                    for f in CommLog._meta.sorted_fields]
-# session_rows(): directions stay text; everything else as Peewee converts it.
-_TEXT_BUILDERS = {
-    False: compile_builder("tuple", CommLog, (), _TEXT_CONVERTERS),
-    True: compile_builder("dict", CommLog, CommLog._meta.sorted_field_names, _TEXT_CONVERTERS),
-}
+def _trace_rows(rows, as_dicts: bool) -> list:
+    """Fetched trace rows (model field order) with timestamps as aware UTC datetimes;
+    every other column is already what the driver gives (directions stay text)."""
+    utc = _UTC
+    tuples = [(i, s, utc(t), lat, d, raw, dec, sw, msg)
+              for (i, s, t, lat, d, raw, dec, sw, msg) in rows]
+    if not as_dicts:
+        return tuples
+    names = _NAMES
+    return [dict(zip(names, row, strict=True)) for row in tuples]
 
 
 def _direction(direction) -> str:

@@ -1,0 +1,199 @@
+"""Shared pieces of the CLI: the ``cli`` group, its state object and common helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import logging
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+import peewee
+
+from .. import __version__
+from ..config import DatabaseConfig
+from ..errors import DatabaseError, first_line
+from ..manager import DatabaseManager
+from ..migrations import get_current_revision
+
+__all__ = [
+    "TABLE_NAMES",
+    "CliState",
+    "cli",
+    "display_tables",
+    "echo_json",
+    "iso_timestamp",
+    "json_option",
+    "pass_state",
+    "warn",
+    "write_atomically",
+    "yes_option",
+]
+
+
+class CliState:
+    """What the global options chose; opens the manager on first use."""
+
+    def __init__(self, database_url: str | None, verbose: bool):
+        self.database_url = database_url
+        self.verbose = verbose
+        self._manager: DatabaseManager | None = None
+
+    @property
+    def config(self) -> DatabaseConfig:
+        return DatabaseConfig(self.database_url, echo=self.verbose)
+
+    def manager(self, check_schema: bool = True, create: bool = False) -> DatabaseManager:
+        """The open manager; with ``check_schema`` the store must exist and not be newer.
+
+        Only commands that build a store (``create``) may create a missing SQLite file.
+        """
+        if self._manager is None:
+            config = self.config
+            path = config.sqlite_path
+            if path is not None and not create and not path.exists():
+                raise click.ClickException(
+                    f"no database at {str(path)!r}; create it with: cardlink-db "
+                    f"--database {config.safe_url} init"
+                )
+            self._manager = DatabaseManager(config)
+            self._manager.initialize(check_schema=check_schema)
+            if check_schema and get_current_revision(manager=self._manager) is None:
+                raise click.ClickException(
+                    f"{self._manager.config.safe_url} has no cardlink schema yet; "
+                    "create it with: cardlink-db init"
+                )
+        return self._manager
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
+
+
+class _Group(click.Group):
+    """Turns library errors into one-line ``Error:`` messages (tracebacks only with -v)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise  # the reader went away (``| head``): main() leaves quietly
+        except (DatabaseError, peewee.PeeweeException, OSError) as exc:
+            if ctx.obj is not None and getattr(ctx.obj, "verbose", False):
+                raise
+            raise click.ClickException(_one_line(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug: still one line, the traceback with -v
+            if ctx.obj is not None and getattr(ctx.obj, "verbose", False):
+                raise
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {_one_line(exc)}; rerun with -v for the "
+                "traceback and report it") from None
+        finally:
+            if isinstance(ctx.obj, CliState):
+                ctx.obj.close()
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return (f"cannot use {str(exc.filename)!r}: {exc.strerror or exc}; check that the "
+                "directory exists and is writable")
+    return first_line(exc)
+
+
+pass_state = click.make_pass_decorator(CliState)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def yes_option(f):
+    return click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")(f)
+
+
+# The guide's names for the tables: the one spelling in all output (SQL names are input too).
+TABLE_NAMES = {"devices": "devices", "card_profiles": "cards", "ota_sessions": "sessions",
+               "comm_logs": "logs", "test_results": "tests", "settings": "settings"}
+
+
+def display_tables(per_table: dict) -> dict:
+    """``per_table`` keyed by the guide's table names instead of the SQL ones."""
+    return {TABLE_NAMES.get(name, name): value for name, value in per_table.items()}
+
+
+def iso_timestamp(value: datetime) -> str:
+    """The one time format of all output: ISO 8601 UTC, milliseconds, ``T`` and ``Z``.
+
+    Naive values are the store's UTC.
+    """
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _json_value(value):
+    if isinstance(value, datetime):
+        return iso_timestamp(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    return str(value)
+
+
+def echo_json(payload) -> None:
+    click.echo(json.dumps(payload, indent=2, default=_json_value, sort_keys=False))
+
+
+def warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def write_atomically(path, write, param_hint: str = "--output"):
+    """Write through a 0600 temp file in the same directory, renamed into place."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise click.BadParameter(
+            f"directory {str(directory)!r} does not exist; create it or choose another path",
+            param_hint=param_hint)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:  # name the user's path, never our temp file
+        raise click.ClickException(
+            f"cannot write {str(target)!r}: {exc.strerror}; check that the directory "
+            "is writable or choose another path") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            result = write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return result
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--database", "-d", "database_url", envvar="DATABASE_URL", metavar="URL",
+              help="Database URL (default: $DATABASE_URL, else sqlite:///data/cardlink.db).")
+@click.option("--verbose", "-v", is_flag=True, help="Log SQL (secrets redacted); show tracebacks.")
+@click.version_option(__version__, prog_name="cardlink-db")
+@click.pass_context
+def cli(ctx, database_url, verbose):
+    """Manage a cardlink_lite OTA test-bench database.
+
+    Example:
+
+    \b
+        cardlink-db --database sqlite:///bench.db init
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = CliState(database_url, verbose)

@@ -1,0 +1,327 @@
+"""DatabaseManager: connects to the configured backend and binds the models' proxy to it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import peewee
+from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
+
+from ._peewee import discard_connection
+from .config import DatabaseConfig
+from .db import database_proxy, get_manager, register_default_manager, set_current_manager
+from .errors import ConfigurationError, ConnectionError, DatabaseError, first_line
+from .fields import DATETIME_MS, JSON_TEXT
+from .migrations import (
+    check_schema_version,
+    create_schema,
+    drop_schema,
+    get_current_revision,
+    run_migrations,
+)
+from .models import ALL_MODELS
+from .redaction import install_sql_redaction
+from .unit_of_work import UnitOfWork
+
+__all__ = ["DatabaseManager", "get_manager", "init_database"]
+
+logger = logging.getLogger("cardlink_lite")
+
+_FIELD_TYPES = {
+    "sqlite": {DATETIME_MS: "DATETIME", JSON_TEXT: "TEXT"},
+    "mysql": {DATETIME_MS: "DATETIME(3)", JSON_TEXT: "LONGTEXT"},
+    "postgresql": {DATETIME_MS: "TIMESTAMP(3)", JSON_TEXT: "TEXT"},
+}
+_DRIVERS = {"mysql": ("pymysql", "mysql"), "postgresql": ("psycopg2", "postgresql")}
+_RECONNECT_ATTEMPTS = 4
+
+
+def init_database(url: str | None = None, **config_options) -> DatabaseManager:
+    """Configure, connect and migrate to head in one call; returns the manager."""
+    manager = DatabaseManager(DatabaseConfig(url, **config_options))
+    manager.initialize(check_schema=False)
+    run_migrations(manager=manager)
+    return manager
+
+
+class DatabaseManager:
+    """Connects to the configured backend and binds ``database_proxy`` to it."""
+
+    def __init__(self, config: DatabaseConfig | str | None = None):
+        if config is None or isinstance(config, str):
+            config = DatabaseConfig(config)
+        self.config = config
+        self._database: peewee.Database | None = None
+
+    def __repr__(self) -> str:
+        return f"DatabaseManager({self.config.safe_url!r})"
+
+    # -- lifecycle -------------------------------------------------------
+    @property
+    def is_initialized(self) -> bool:
+        return self._database is not None
+
+    @property
+    def database(self) -> peewee.Database:
+        """The Peewee database this manager owns (initialising it on first use)."""
+        if self._database is None:
+            self.initialize()
+        return self._database
+
+    @property
+    def backend(self) -> str:
+        return self.config.backend
+
+    def initialize(self, check_schema: bool = True) -> DatabaseManager:
+        """Open the backend, check it answers, and bind the proxy to it."""
+        if self._database is None:
+            install_sql_redaction()
+            if self.config.echo:
+                _enable_echo()
+            database = self._build_database()
+            self._probe(database)
+            self._database = database
+            if self.config.slow_query_ms:
+                database.query_hooks.append(_slow_query_hook(self.config.slow_query_ms))
+        self.bind()
+        set_current_manager(self)
+        if check_schema:
+            check_schema_version(self)
+        return self
+
+    def bind(self) -> None:
+        """Point the models at this manager's database (after another manager was used)."""
+        if database_proxy.obj is not self._database:
+            database_proxy.initialize(self._database)
+
+    def close(self) -> None:
+        """Close every connection this manager opened."""
+        database = self._database
+        if database is None:
+            return
+        with contextlib.suppress(peewee.PeeweeException):
+            if not database.in_transaction():
+                database.close()
+        if hasattr(database, "close_all"):
+            database.close_all()
+        self._database = None
+        if database_proxy.obj is database:
+            database_proxy.initialize(None)
+
+    # -- schema ----------------------------------------------------------
+    def create_tables(self) -> None:
+        """Create the newest schema and record every migration as applied."""
+        create_schema(self)
+
+    def drop_tables(self) -> None:
+        """Drop every table of the store, migration history included."""
+        drop_schema(self)
+
+    # -- transactions ----------------------------------------------------
+    def atomic(self):
+        """A transaction (a savepoint when one is already open)."""
+        self.bind()
+        return self.database.atomic()
+
+    def create_session(self) -> UnitOfWork:
+        """A unit of work not entered yet (the guide's session): use it as ``with
+        manager.create_session() as uow:``, or call ``commit()``/``rollback()`` and
+        ``close()`` yourself."""
+        return UnitOfWork(self)
+
+    @contextlib.contextmanager
+    def session_scope(self):
+        """Commit on success, roll back on error; yields the Peewee database."""
+        self.ensure_connection()
+        with self.atomic():
+            yield self.database
+
+    def in_transaction(self) -> bool:
+        return self._database is not None and self._database.in_transaction()
+
+    def ensure_connection(self) -> None:
+        """Before a unit of work: replace a connection the server dropped, with backoff.
+
+        Never called inside a transaction, so work is never silently moved to a
+        new connection halfway.
+        """
+        database = self.database
+        self.bind()
+        if database.in_transaction():
+            return
+        if self.config.is_sqlite:
+            database.connect(reuse_if_open=True)
+            return
+        delay = 0.1
+        for attempt in range(_RECONNECT_ATTEMPTS):
+            try:
+                if not database.is_closed():
+                    database.execute_sql("SELECT 1").fetchall()
+                    return
+                database.connect()
+                return
+            except (peewee.OperationalError, peewee.InterfaceError) as exc:
+                discard_connection(database)
+                if attempt == _RECONNECT_ATTEMPTS - 1:
+                    raise ConnectionError(
+                        f"cannot reach {self.config.safe_url} after {_RECONNECT_ATTEMPTS} "
+                        f"attempts ({first_line(exc)}); check that the server is running"
+                    ) from exc
+                logger.warning("database connection lost; reconnecting (attempt %d)",
+                               attempt + 2)
+                time.sleep(delay)
+                delay *= 2
+
+    # -- information -----------------------------------------------------
+    def health_check(self) -> dict:
+        """Status, backend, redacted URL, schema revision and round-trip time."""
+        info = {"backend": self.config.backend_name, "url": self.config.safe_url}
+        try:
+            self.ensure_connection()
+            start = time.perf_counter()
+            self.database.execute_sql("SELECT 1").fetchall()
+            info["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)
+            info["revision"] = get_current_revision(manager=self)
+            info["status"] = "healthy"
+        except (DatabaseError, peewee.PeeweeException) as exc:
+            info["status"] = "unhealthy"
+            info["error"] = first_line(exc).replace(self.config.url, self.config.safe_url)
+        return info
+
+    def table_counts(self) -> dict[str, int]:
+        """Row count of every table of the store (0 for a missing table)."""
+        existing = set(self.database.get_tables())
+        return {
+            m._meta.table_name: (m.select().count() if m._meta.table_name in existing else 0)
+            for m in ALL_MODELS
+        }
+
+    # -- internals -------------------------------------------------------
+    def _build_database(self) -> peewee.Database:
+        cfg = self.config
+        kwargs = cfg.connect_kwargs()
+        name = kwargs.pop("database")
+        field_types = _FIELD_TYPES[cfg.backend]
+        if cfg.is_sqlite:
+            memory = name == ":memory:"
+            if not memory:
+                _prepare_sqlite_file(Path(name))
+            kwargs.setdefault("check_same_thread", False)
+            return peewee.SqliteDatabase(
+                name,
+                pragmas={
+                    "journal_mode": "memory" if memory else "wal",
+                    "foreign_keys": 1,
+                    "synchronous": "normal",
+                    "cache_size": -64000,
+                    "busy_timeout": int(cfg.busy_timeout * 1000),
+                    "journal_size_limit": 64 * 1024 * 1024,
+                },
+                timeout=cfg.busy_timeout,
+                lock_type="IMMEDIATE",
+                thread_safe=not memory,
+                field_types=field_types,
+                **kwargs,
+            )
+        module, extra = _DRIVERS[cfg.backend]
+        try:
+            __import__(module)
+        except ImportError:
+            raise ConfigurationError(
+                f"the {cfg.backend_name} driver ({module}) is not installed; "
+                f"run: pip install 'cardlink-lite[{extra}]'"
+            ) from None
+        pool = {
+            "max_connections": cfg.pool_size + cfg.max_overflow,
+            "timeout": cfg.pool_timeout,
+            "stale_timeout": 300,
+            "field_types": field_types,
+        }
+        if cfg.is_mysql:
+            from pymysql.constants import CLIENT
+
+            # Report rows matched, not rows changed, as SQLite and PostgreSQL do: an
+            # update that rewrites the same values still found its row.
+            kwargs.setdefault("client_flag", CLIENT.FOUND_ROWS)
+            kwargs.setdefault("charset", "utf8mb4")
+            kwargs.setdefault("connect_timeout", 10)
+            return PooledMySQLDatabase(name, **pool, **kwargs)
+        kwargs.setdefault("connect_timeout", 10)
+        return PooledPostgresqlDatabase(name, **pool, **kwargs)
+
+    def _probe(self, database: peewee.Database) -> None:
+        try:
+            database.connect(reuse_if_open=True)
+            if not self.config.is_sqlite:
+                database.close()
+        except peewee.PeeweeException as exc:
+            text = first_line(exc)
+            pw = self.config.connect_kwargs().get("password")
+            if pw:
+                text = text.replace(pw, "***")
+            hint = (
+                "check the path points at a cardlink SQLite file you can read and write"
+                if self.config.is_sqlite else
+                "check that the server is running and the URL (host, port, user, database "
+                "name) is right"
+            )
+            raise ConnectionError(
+                f"unable to connect to database {self.config.safe_url}: {text}; {hint}"
+            ) from None
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    # Create the file 0600 before SQLite opens it: its -wal/-shm copy its mode.
+    if not path.exists():
+        try:
+            if not path.parent.exists():
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+            _init_sqlite_file(path)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create SQLite database {str(path)!r}: {exc.strerror}; check the "
+                "directory exists and is writable"
+            ) from None
+
+
+def _init_sqlite_file(path: Path) -> None:
+    # auto_vacuum only takes on a new file, before WAL. Not a per-connection pragma:
+    # setting it waits for the write lock, so connecting would block behind any writer.
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()
+    finally:
+        conn.close()
+
+
+def _enable_echo() -> None:
+    sql_logger = logging.getLogger("peewee")
+    sql_logger.setLevel(logging.DEBUG)
+    if not sql_logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("SQL: %(message)s"))
+        sql_logger.addHandler(handler)
+
+
+def _slow_query_hook(threshold_ms: float):
+    slow = logging.getLogger("cardlink_lite.slow_query")
+
+    def hook(event) -> None:
+        elapsed = event.duration * 1000
+        if elapsed >= threshold_ms:
+            slow.warning("slow query (%.1f ms): %s", elapsed, event.sql)
+
+    return hook
+
+
+register_default_manager(DatabaseManager)

@@ -1,0 +1,90 @@
+"""Pins each Peewee behaviour cardlink_lite._peewee relies on (see pyproject's peewee pin)."""
+
+import peewee
+import pytest
+
+from cardlink_lite import _peewee
+
+
+class Item(peewee.Model):
+    name = peewee.CharField()
+    parent = peewee.ForeignKeyField("self", null=True)
+
+    class Meta:
+        database = peewee.SqliteDatabase(":memory:")
+
+
+@pytest.fixture
+def items():
+    db = Item._meta.database
+    db.connect(reuse_if_open=True)
+    db.create_tables([Item])
+    yield Item
+    db.drop_tables([Item])
+    db.close()
+
+
+def test_rows_are_built_with_the_row_flag(items, monkeypatch):
+    items.create(name="a")
+    seen = []
+    original = items.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(dict(kwargs))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(items, "__init__", spy)
+    assert [i.name for i in items.select()] == ["a"]
+    assert seen and seen[0].get(_peewee.ROW_FLAG)
+
+
+def test_field_values_are_the_stored_values_without_a_query(items):
+    parent = items.create(name="p")
+    child = items.create(name="c", parent=parent)
+    loaded = items.get_by_id(child.id)
+    assert _peewee.field_values(loaded) == {"id": child.id, "name": "c", "parent": parent.id}
+    assert "parent" not in loaded.__rel__  # no related row was fetched
+
+
+def test_mark_clean_forgets_pending_changes(items):
+    item = items(name="x")
+    assert item.is_dirty()
+    _peewee.mark_clean(item)
+    assert not item.is_dirty() and item.dirty_fields == []
+    item.name = "y"
+    assert [f.name for f in item.dirty_fields] == ["name"]
+
+
+def test_discard_connection_drops_a_dead_connection(items, tmp_path):
+    db = peewee.SqliteDatabase(str(tmp_path / "x.db"))
+    db.connect()
+    conn = db.connection()
+    _peewee.discard_connection(db)
+    assert db.is_closed()
+    db.connect()
+    assert db.connection() is not conn
+    db.close()
+
+
+def test_the_pool_keeps_its_connections_in_in_use(tmp_path):
+    from playhouse.pool import PooledSqliteDatabase
+
+    db = PooledSqliteDatabase(str(tmp_path / "q.db"), max_connections=2)
+    db.connect()
+    assert db.conn_key(db.connection()) in db._in_use
+    db.close()
+    db.close_all()
+
+
+def test_discard_connection_takes_a_pooled_connection_out_of_the_pool(tmp_path):
+    from playhouse.pool import PooledSqliteDatabase
+
+    db = PooledSqliteDatabase(str(tmp_path / "p.db"), max_connections=1, timeout=0.1)
+    db.connect()
+    conn = db.connection()
+    _peewee.discard_connection(db)
+    assert db.is_closed()
+    db.connect()                      # the pool has room again: the old one is gone
+    assert db.connection() is not conn
+    db.close()
+    db.close_all()
