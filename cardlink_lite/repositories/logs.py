@@ -362,15 +362,15 @@ def _trace_cursor(database, params: tuple):
 
 
 _NAMES = tuple(CommLog._meta.sorted_field_names)
+_TIME = _NAMES.index("timestamp")
 _UTC = CommLog.timestamp.python_value
 
 
 def _trace_rows(rows, as_dicts: bool) -> list:
     """Fetched trace rows (model field order) with timestamps as aware UTC datetimes;
     every other column is already what the driver gives (directions stay text)."""
-    utc = _UTC
-    tuples = [(i, s, utc(t), lat, d, raw, dec, sw, msg)
-              for (i, s, t, lat, d, raw, dec, sw, msg) in rows]
+    utc, at = _UTC, _TIME
+    tuples = [row[:at] + (utc(row[at]),) + row[at + 1:] for row in map(tuple, rows)]
     if not as_dicts:
         return tuples
     names = _NAMES
