@@ -115,6 +115,16 @@ def test_truncated_and_damaged_captures_are_reported(run, capture, tmp_path):
     result = run("logs", "import", str(cut))
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1].startswith("  truncated: the last ")
+    damaged = bytearray(capture.read_bytes())
+    at = damaged.index(bytes.fromhex(BENCH[2][0])) - (14 + 20 + 8 + 16) - 28
+    damaged[at + 4:at + 8] = b"\xf0\xff\xff\x7f"  # a block length no block has
+    bad = tmp_path / "damaged.pcapng"
+    bad.write_bytes(bytes(damaged))
+    result = run("logs", "import", str(bad))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] == [
+        f"  damaged: offset {at}: pcapng block length 2147483632 makes no sense"]
+    assert f"{len(BENCH) - 1} exchanges" in result.output.splitlines()[0]
 
 
 def test_session_and_split_exclude_each_other(run, capture):
