@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from playhouse.db_url import parseresult_to_dict
 
@@ -69,6 +69,7 @@ class DatabaseConfig:
         self.echo = bool(echo)
         self.slow_query_ms = slow_query_ms
         self.busy_timeout = busy_timeout
+        self.sqlite_uri_options: dict = {}  # SQLite URI parameters from ?mode=ro and the like
         if self.pool_size < 1 or self.max_overflow < 0:
             raise ConfigurationError(
                 "pool_size must be at least 1 and max_overflow at least 0; "
@@ -162,10 +163,14 @@ class DatabaseConfig:
                     "or sqlite:///:memory:"
                 )
             self._connect = {"database": path}
-            self._connect.update(_query_options(parts.query))
+            options = _query_options(parts.query, "sqlite", self.safe_url)
+            if "timeout" in options:
+                self.busy_timeout = options.pop("timeout")
+            self.sqlite_uri_options = options
             return
-        kwargs = parseresult_to_dict(parts._replace(scheme=backend), unquote_password=True,
-                                     unquote_user=True)
+        kwargs = parseresult_to_dict(parts._replace(scheme=backend, query=""),
+                                     unquote_password=True, unquote_user=True)
+        kwargs.update(_query_options(parts.query, backend, self.safe_url))
         if not kwargs.get("database"):
             raise ConfigurationError(
                 f"database URL {self.safe_url!r} names no database; add it after the host, "
@@ -176,13 +181,62 @@ class DatabaseConfig:
         self._connect = kwargs
 
 
-def _query_options(query: str) -> dict:
-    # Same value conversion db_url applies to server URLs (true/false/ints).
-    if not query:
-        return {}
-    opts = parseresult_to_dict(urlsplit("sqlite:///db?" + query))
-    opts.pop("database", None)
-    return opts
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1e6:
+        raise ValueError(text)
+    return value
+
+
+def _flag(text: str) -> bool:
+    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    return value[text.lower()]
+
+
+def _choice(*allowed: str):
+    def convert(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(text)
+        return text
+    convert.__doc__ = "one of " + ", ".join(allowed)
+    return convert
+
+
+# The query-string options each driver accepts, converted to the type it wants.
+_QUERY_OPTIONS = {
+    "sqlite": {"timeout": _seconds, "mode": _choice("ro", "rw", "rwc"),
+               "cache": _choice("shared", "private"), "immutable": _choice("0", "1")},
+    "mysql": {"connect_timeout": int, "read_timeout": int, "write_timeout": int,
+              "charset": str, "autocommit": _flag, "local_infile": _flag, "ssl_ca": str,
+              "ssl_cert": str, "ssl_key": str, "ssl_disabled": _flag, "unix_socket": str,
+              "init_command": str},
+    "postgresql": {"connect_timeout": int, "sslmode": _choice(
+        "disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+        "sslrootcert": str, "sslcert": str, "sslkey": str, "application_name": str,
+        "options": str, "keepalives": int, "keepalives_idle": int, "target_session_attrs": str},
+}
+_EXPECTED = {int: "a whole number", _seconds: "a number of seconds", _flag: "true or false",
+             str: "text"}
+
+
+def _query_options(query: str, backend: str, safe_url: str) -> dict:
+    """Query-string options the driver accepts, typed; ConfigurationError for the rest."""
+    accepted = _QUERY_OPTIONS[backend]
+    options = {}
+    for key, text in parse_qsl(query, keep_blank_values=True):
+        convert = accepted.get(key)
+        if convert is None:
+            raise ConfigurationError(
+                f"unsupported option {key[:30]!r} in the {_BACKEND_NAMES[backend]} URL "
+                f"{safe_url[:80]!r}; accepted: {', '.join(accepted)}")
+        try:
+            options[key] = convert(text)
+        except (KeyError, ValueError):
+            expected = _EXPECTED.get(convert) or convert.__doc__
+            raise ConfigurationError(
+                f"option {key} in the database URL must be {expected}; got "
+                f"{text[:20]!r}") from None
+    return options
 
 
 def _url_from_components() -> str | None:

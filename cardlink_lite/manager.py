@@ -8,6 +8,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import peewee
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
@@ -209,8 +210,11 @@ class DatabaseManager:
         field_types = _FIELD_TYPES[cfg.backend]
         if cfg.is_sqlite:
             memory = name == ":memory:"
-            if not memory:
+            if not memory and cfg.sqlite_uri_options.get("mode") != "ro":
                 _prepare_sqlite_file(Path(name))
+            if cfg.sqlite_uri_options:  # ?mode=ro and the like: SQLite's URI filename
+                name = f"file:{quote(name)}?{urlencode(cfg.sqlite_uri_options)}"
+                kwargs["uri"] = True
             kwargs.setdefault("check_same_thread", False)
             return peewee.SqliteDatabase(
                 name,
