@@ -39,6 +39,7 @@ def _invocations(tmp_path) -> dict[tuple, list[str]]:
         ("backup",): ["backup", str(tmp_path / "b.db")], ("check",): ["check"],
         ("demo",): ["demo"], ("keys", "rotate"): ["keys", "rotate"],
         ("keys", "check"): ["keys", "check"], ("logs", "show"): ["logs", "show", SESSION],
+        ("logs", "import"): ["logs", "import", str(dump)],
         ("report",): ["report", "-o", str(tmp_path / "r.html")],
         ("runs", "list"): ["runs", "list"], ("runs", "show"): ["runs", "show", "r1"],
         ("runs", "compare"): ["runs", "compare", "r1", "r2"],
