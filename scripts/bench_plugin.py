@@ -1,9 +1,12 @@
 """Overhead of the cardlink pytest plugin on a generated suite of trivial tests.
 
 Runs the same suite with recording disabled and enabled (SQLite, schema already created)
-and prints the per-test overhead and the ratio. Example:
+and prints the per-test overhead and the ratio. ``--startup`` instead measures what the
+installed but idle plugin costs a one-test run (wall time and peak RSS against
+``-p no:cardlink``). Examples:
 
     python scripts/bench_plugin.py --tests 2000 --repeat 5
+    python scripts/bench_plugin.py --startup --repeat 10
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 
 TARGET_MS_PER_TEST = 0.3
 TARGET_RATIO = 1.05
+IDLE_WALL_RATIO = 1.05    # idle plugin vs -p no:cardlink, one-test run
+IDLE_EXTRA_RSS_MB = 2.0
 
 
 def _generate(root: Path, tests: int, per_file: int = 100) -> None:
@@ -49,7 +54,7 @@ def _measure_hooks(suite: str, url: str) -> None:
 
     import pytest
 
-    from cardlink_lite import pytest_plugin
+    from cardlink_lite import pytest_recorder
 
     spent = [0.0]
 
@@ -63,7 +68,7 @@ def _measure_hooks(suite: str, url: str) -> None:
                 spent[0] += time.perf_counter() - start
         return wrapper
 
-    cls = pytest_plugin.CardlinkRecorder
+    cls = pytest_recorder.CardlinkRecorder
     for name in ("pytest_runtest_logreport", "pytest_sessionfinish", "close"):
         setattr(cls, name, timed(getattr(cls, name)))
     code = pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", suite,
@@ -80,16 +85,63 @@ def _hook_seconds(suite: Path, url: str) -> float:
     return float(line[-1].split()[1])
 
 
+def _one_run(root: Path, extra: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one pytest process on ``root``."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLINK")}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"pytest {' '.join(extra)} failed with exit status {proc.returncode}")
+    return elapsed, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def startup(repeat: int) -> int:
+    """One-test run with the plugin installed but idle vs the same run without it."""
+    with tempfile.TemporaryDirectory(prefix="cardlink-startup-") as tmp:
+        root = Path(tmp)
+        (root / "test_one.py").write_text("def test_one():\n    pass\n")
+        variants = {"idle": [], "without": ["-p", "no:cardlink"]}
+        for extra in variants.values():
+            _one_run(root, extra)  # warm-up: bytecode caches, OS page cache
+        samples: dict[str, list] = {name: [] for name in variants}
+        for _ in range(repeat):  # interleaved, so drift hits both alike
+            for name, extra in variants.items():
+                samples[name].append(_one_run(root, extra))
+    wall = {n: statistics.median(s[0] for s in v) for n, v in samples.items()}
+    rss = {n: statistics.median(s[1] for s in v) for n, v in samples.items()}
+    ratio, extra_mb = wall["idle"] / wall["without"], rss["idle"] - rss["without"]
+    print(f"one-test pytest run, median of {repeat} interleaved runs each")
+    print(f"  -p no:cardlink: {wall['without'] * 1000:.0f} ms, peak RSS {rss['without']:.1f} MB")
+    print(f"  plugin idle:    {wall['idle'] * 1000:.0f} ms, peak RSS {rss['idle']:.1f} MB")
+    print(f"  wall ratio idle/without {ratio:.3f} (target <= {IDLE_WALL_RATIO}); "
+          f"peak RSS {extra_mb:+.1f} MB (target <= +{IDLE_EXTRA_RSS_MB}) (noisy on a shared "
+          "machine)")
+    ok = ratio <= IDLE_WALL_RATIO and extra_mb <= IDLE_EXTRA_RSS_MB and repeat > 0
+    print("PASS" if ok else "ABOVE TARGET")
+    return 0 if ok else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--startup", action="store_true",
+                        help="measure the idle plugin's start-up cost instead")
     parser.add_argument("--measure-hooks", nargs=2, metavar=("SUITE", "URL"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure_hooks:
         _measure_hooks(*args.measure_hooks)
         return 0
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.startup:
+        return startup(args.repeat)
     with tempfile.TemporaryDirectory(prefix="cardlink-bench-") as tmp:
         root = Path(tmp)
         (root / "suite").mkdir()

@@ -1,0 +1,494 @@
+"""The pytest plugin's recorder: turns a session's reports into TestResult rows.
+
+Loaded by ``cardlink_lite.pytest_plugin`` only once a database is configured or a store
+fixture is requested, so an idle plugin imports nothing of the library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+
+import peewee
+import pytest
+
+from . import db as _db
+from .config import DatabaseConfig
+from .db import database_proxy
+from .errors import DatabaseError, first_line
+from .manager import DatabaseManager
+from .migrations import get_pending_revisions, run_migrations
+from .models import CardProfile, Device, TestResult, TestStatus
+from .pytest_keys import ENV_VAR, RESULT_PROPERTY, TARGET_PROPERTY
+from .unit_of_work import UnitOfWork
+
+try:  # pytest >= 9 ships subtests
+    from _pytest.subtests import SubtestReport as _SubtestReport
+except ImportError:  # pragma: no cover - older pytest
+    _SubtestReport = None
+
+__all__ = ["CardlinkRecorder", "fresh_manager"]
+
+_FLUSH_SECONDS = 1.0
+_MAX_MESSAGE = 500
+_MAX_LONGREPR = 20_000
+_MAX_TEST_NAME = 512
+
+
+@contextlib.contextmanager
+def fresh_manager(server: str | None, tmp_path_factory):
+    """A DatabaseManager on a fresh, migrated database (SQLite file or a new database on
+    ``server``), dropped afterwards."""
+    with _fresh_database(server, tmp_path_factory) as url:
+        manager = DatabaseManager(DatabaseConfig(url))
+        manager.initialize(check_schema=False)
+        try:
+            run_migrations(manager=manager)
+            yield manager
+        finally:
+            manager.close()
+
+
+@contextlib.contextmanager
+def _fresh_database(server: str | None, tmp_path_factory):
+    if not server:
+        yield f"sqlite:///{tmp_path_factory.mktemp('cardlink')}/cardlink.db"
+        return
+    config = DatabaseConfig(server)
+    if config.is_sqlite:
+        raise pytest.UsageError("--cardlink-test-db wants a MariaDB/MySQL or PostgreSQL URL; "
+                                "leave it out to use a temporary SQLite file")
+    name = f"cl_test_{uuid.uuid4().hex[:12]}"
+    quote = "`" if config.is_mysql else '"'
+    admin = _admin_database(config)
+    admin.execute_sql(f"CREATE DATABASE {quote}{name}{quote}")
+    try:
+        head, _, _ = config.url.partition("?")
+        yield head.rsplit("/", 1)[0] + "/" + name
+    finally:
+        admin.execute_sql(f"DROP DATABASE IF EXISTS {quote}{name}{quote}")
+        admin.close()
+
+
+def _admin_database(config: DatabaseConfig) -> peewee.Database:
+    kwargs = config.connect_kwargs()
+    name = kwargs.pop("database")
+    cls = peewee.MySQLDatabase if config.is_mysql else peewee.PostgresqlDatabase
+    database = cls(name, **kwargs)
+    database.connect()
+    if config.is_postgresql:
+        database.connection().autocommit = True  # CREATE DATABASE refuses transactions
+    return database
+
+
+# -- the recorder --------------------------------------------------------------------
+class _Item:
+    """What the reports of one test item said so far."""
+
+    __slots__ = ("start", "stop", "duration", "status", "message", "longrepr", "detail",
+                 "extra", "subtests", "attempts", "props", "location", "worker", "superseded")
+
+    def __init__(self):
+        self.start = self.stop = 0.0
+        self.duration = 0.0
+        self.status = None
+        self.message = self.longrepr = self.detail = None
+        self.extra: dict = {}
+        self.subtests: Counter | None = None
+        self.attempts = 1
+        self.props = ()
+        self.location = None
+        self.worker = None
+        self.superseded = None
+
+
+class CardlinkRecorder:
+    """Turns the reports of a session into TestResult rows, committed in batches."""
+
+    def __init__(self, config: pytest.Config, url: str):
+        self.config = config
+        self.run_id = config.getoption("cardlink_run_id") or str(uuid.uuid4())
+        self.suite = config.getoption("cardlink_suite") or config.rootpath.name
+        self.device = config.getoption("cardlink_device")
+        self.card = config.getoption("cardlink_card")
+        self.flaky_window = max(2, config.getoption("cardlink_flaky_window") or 5)
+        self.batch_size = max(1, config.getoption("cardlink_batch_size") or 200)
+        if len(self.run_id) > 64 or len(self.suite) > 128:
+            raise pytest.UsageError(
+                "--cardlink-run-id must be at most 64 characters and --cardlink-suite at most "
+                f"128; got {len(self.run_id)} and {len(self.suite)}"
+            )
+        self.manager = _open_store(url)
+        self.counts: Counter = Counter()
+        self.recorded = 0
+        self.not_recorded = 0
+        self.write_errors: list[str] = []
+        self.unknown_targets: set[tuple[str, str]] = set()
+        self._items: dict[str, _Item] = {}
+        self._rows: list[tuple] = []
+        self._last_flush = time.monotonic()
+        self._known: dict[tuple[str, str], bool] = {}
+        self._collect_seen: set[str] = set()
+        self._insert_sql = _insert_sql(self.manager.database)
+
+    # hooks ----------------------------------------------------------------------
+    def pytest_report_header(self, config):
+        return [f"cardlink: recording run {self.run_id} (suite {self.suite!r}) "
+                f"to {self.manager.config.safe_url}"]
+
+    def pytest_collectreport(self, report):
+        # Like junitxml, a module that failed to import or skipped whole is one testcase.
+        if report.passed or report.nodeid in self._collect_seen:
+            return
+        self._collect_seen.add(report.nodeid)
+        item = _Item()
+        item.start = item.stop = time.time()
+        if report.failed:
+            item.status, item.detail = TestStatus.ERROR, "collection error"
+            item.message, item.longrepr = _short_reason(report), _long_repr(report)
+        else:
+            item.status, item.detail = TestStatus.SKIPPED, "skipped module"
+            item.message = _short_reason(report)
+        self._finish_safely(report.nodeid, item)
+
+    def pytest_runtest_logreport(self, report):
+        nodeid = report.nodeid
+        item = self._items.get(nodeid)
+        if item is None:
+            item = self._items[nodeid] = _Item()
+            item.start = getattr(report, "start", 0) or time.time()
+            item.location = report.location
+            node = getattr(report, "node", None)  # the xdist worker that ran it
+            item.worker = getattr(getattr(node, "gateway", None), "id", None)
+        if _SubtestReport is not None and isinstance(report, _SubtestReport):
+            self._subtest(item, report)
+            return
+        when = report.when
+        item.duration += report.duration
+        attempt = getattr(report, "rerun", None)  # pytest-rerunfailures' attempt index
+        if report.outcome == "rerun":  # this attempt is superseded by another one
+            item.superseded = attempt
+            return
+        if attempt is not None and attempt == item.superseded:
+            if when == "teardown":  # the end of a superseded attempt: start afresh
+                item.status = item.message = item.longrepr = item.detail = None
+                item.subtests, item.extra, item.superseded = None, {}, None
+            return
+        if report.failed:
+            self._failed(item, report, when)
+        elif report.skipped:
+            if item.status in (None, TestStatus.PASSED):
+                item.status = TestStatus.SKIPPED
+                xfail = getattr(report, "wasxfail", None)
+                item.detail = "xfail" if xfail is not None else "skipped"
+                item.message = f"xfail: {xfail}" if xfail else _short_reason(report)
+        elif when == "call":
+            if item.status is None:
+                item.status = TestStatus.PASSED
+            if hasattr(report, "wasxfail"):
+                item.detail = "xpass"
+        elif item.status is None and when == "setup":
+            item.status = TestStatus.PASSED
+        if when == "teardown" or when not in ("setup", "call"):
+            item.props = report.user_properties
+            item.stop = getattr(report, "stop", 0) or time.time()
+            item.attempts = (getattr(report, "rerun", 0) or 0) + 1
+            del self._items[nodeid]
+            self._finish_safely(nodeid, item)
+
+    def pytest_sessionfinish(self, session):
+        self.flush()
+
+    def pytest_terminal_summary(self, terminalreporter):
+        self.flush()
+        _write_summary(self, terminalreporter)
+
+    # state ----------------------------------------------------------------------
+    def _failed(self, item: _Item, report, when: str) -> None:
+        reason = _short_reason(report)
+        if when == "call":
+            if item.status != TestStatus.ERROR:
+                item.status, item.message = TestStatus.FAILED, reason
+                item.longrepr, item.detail = _long_repr(report), "failed"
+        elif item.status in (TestStatus.FAILED, TestStatus.ERROR) and when == "teardown":
+            item.extra["teardown_error"] = reason  # keep the test's own failure first
+        else:
+            item.status, item.message = TestStatus.ERROR, reason
+            item.longrepr = _long_repr(report)
+            item.detail = f"error in {when}" if when in ("setup", "teardown") else "crashed"
+
+    def _subtest(self, item: _Item, report) -> None:
+        if item.subtests is None:
+            item.subtests = Counter()
+        item.subtests["total"] += 1
+        item.subtests[report.outcome] += 1
+        if report.failed and "first_subtest_failure" not in item.extra:
+            item.extra["first_subtest_failure"] = _short_reason(report)
+
+    def _finish_safely(self, nodeid: str, item: _Item) -> None:
+        try:
+            self._finish(nodeid, item)
+        except Exception as exc:  # noqa: BLE001 - recording must never break the user's run
+            self.not_recorded += 1
+            self._note_error(exc)
+
+    def _note_error(self, exc: BaseException) -> None:
+        text = first_line(exc)
+        if text not in self.write_errors:
+            self.write_errors.append(text)
+
+    def _finish(self, nodeid: str, item: _Item) -> None:
+        status = item.status or TestStatus.ERROR
+        message = item.message
+        metadata: dict = {"runner": "pytest"}
+        if item.subtests:
+            metadata["subtests"] = dict(item.subtests)
+            failed = item.subtests.get("failed", 0)
+            if failed and status == TestStatus.PASSED:
+                status = TestStatus.FAILED
+                message = f"{failed} subtest{'s' if failed > 1 else ''} failed: " \
+                          f"{item.extra.get('first_subtest_failure', '')}".rstrip(": ")
+        if item.detail:
+            metadata["outcome"] = item.detail
+        if item.attempts > 1:
+            metadata["attempts"] = item.attempts
+        if item.longrepr:
+            metadata["longrepr"] = item.longrepr
+        if item.location:
+            metadata["file"], metadata["line"] = item.location[0], item.location[1]
+        if item.worker:
+            metadata["worker"] = item.worker
+        for key in ("teardown_error",):
+            if key in item.extra:
+                metadata[key] = item.extra[key]
+        device, card, assertions = self.device, self.card, None
+        for name, value in item.props:
+            if name == TARGET_PROPERTY:
+                device, card = value.get("device", device), value.get("card", card)
+            elif name == RESULT_PROPERTY:
+                assertions = value.get("assertions") or None
+                metadata.update(value.get("metadata") or {})
+        test_name = nodeid
+        if len(nodeid) > _MAX_TEST_NAME:
+            digest = hashlib.sha1(nodeid.encode()).hexdigest()[:16]
+            test_name = f"{nodeid[:_MAX_TEST_NAME - 18]}~{digest}"
+            metadata["nodeid"] = nodeid
+        # Database values directly (see _COLUMNS): each conversion is done once.
+        started = _TIME(_utc(item.start))
+        ended = _TIME(_utc(item.stop or item.start))
+        self.counts[status.value] += 1
+        row = {
+            "id": str(uuid.uuid4()),
+            "run_id": self.run_id,
+            "suite_name": self.suite,
+            "test_name": test_name,
+            "device": self._target("device", device, metadata),
+            "card": self._target("card", card, metadata),
+            "started_at": started,
+            "ended_at": ended,
+            "duration_ms": int(round(item.duration * 1000)),
+            "status": status.value,
+            "error_message": (message or None) and message[:_MAX_MESSAGE],
+            "assertions": _json(assertions),
+            "metadata": _json(metadata),
+            "created_at": ended,
+            "updated_at": ended,
+        }
+        self._rows.append(tuple(row[name] for name in _COLUMNS))
+        if len(self._rows) >= self.batch_size \
+                or time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
+            self.flush()
+
+    def _target(self, kind: str, key: str | None, metadata: dict):
+        """The FK value when that device/card is in the store, else the id goes in metadata."""
+        if not key:
+            return None
+        known = self._known.get((kind, key))
+        if known is None:
+            model = Device if kind == "device" else CardProfile
+            try:
+                query = model.select().where(model._meta.primary_key == key)
+                known = query.exists(self.manager.database)
+            except Exception:  # noqa: BLE001 - an unreadable store is reported at flush
+                known = False
+            self._known[(kind, key)] = known
+        if known:
+            return key
+        metadata["device_id" if kind == "device" else "card_iccid"] = key
+        self.unknown_targets.add((kind, key))
+        return None
+
+    # writing --------------------------------------------------------------------
+    def flush(self) -> None:
+        """Commit the buffered results; a failure is counted, never raised."""
+        rows, self._rows = self._rows, []
+        self._last_flush = time.monotonic()
+        if not rows:
+            return
+        database = self.manager.database
+        try:
+            if not self.manager.config.is_sqlite:
+                with _borrowed_binding(self.manager):
+                    self.manager.ensure_connection()
+            with database.atomic():
+                cursor = database.cursor()
+                if self.manager.config.is_postgresql:
+                    from psycopg2.extras import execute_batch
+
+                    execute_batch(cursor, self._insert_sql, rows, page_size=100)
+                else:  # sqlite3 reuses one prepared statement; pymysql sends multi-row INSERTs
+                    cursor.executemany(self._insert_sql, rows)
+        except Exception as exc:  # noqa: BLE001 - recording must never break the user's run
+            self.not_recorded += len(rows)
+            self._note_error(exc)
+            return
+        self.recorded += len(rows)
+
+    def close(self) -> None:
+        self.flush()
+        with _borrowed_binding(self.manager):
+            self.manager.close()
+
+
+# Rows are tuples of database values in this order, sent with one cached INSERT through
+# the driver's executemany: building a Peewee query per row costs more than the test does.
+_COLUMNS = tuple(f.name for f in TestResult._meta.sorted_fields)
+_TIME = TestResult.started_at.db_value
+_JSON = TestResult.metadata.db_value
+
+
+def _json(value):
+    try:
+        return _JSON(value)
+    except DatabaseError:  # a value a test put in directly: keep its repr, not the error
+        return json.dumps(value, default=repr, sort_keys=True)
+
+
+def _insert_sql(database: peewee.Database) -> str:
+    query = TestResult.insert({getattr(TestResult, name): None for name in _COLUMNS})
+    sql, params = database.get_sql_context().sql(query).query()
+    if len(params) != len(_COLUMNS):  # pragma: no cover - a guard on Peewee's behaviour
+        raise RuntimeError("unexpected INSERT shape for test_results")
+    return sql
+
+
+def _open_store(url: str) -> DatabaseManager:
+    try:
+        config = DatabaseConfig(url)
+    except DatabaseError as exc:
+        raise pytest.UsageError(f"--cardlink-db: {exc}") from None
+    manager = DatabaseManager(config)
+    with _borrowed_binding(manager):
+        try:
+            manager.initialize(check_schema=False)
+            if get_pending_revisions(manager=manager):
+                run_migrations(manager=manager)
+        except (DatabaseError, peewee.PeeweeException) as exc:
+            with contextlib.suppress(Exception):
+                manager.close()
+            raise pytest.UsageError(
+                f"cannot record test results in {config.safe_url} ({first_line(exc)}); "
+                "fix --cardlink-db "
+                f"(or cardlink_db / {ENV_VAR}) or leave it out to run without recording"
+            ) from None
+    return manager
+
+
+@contextlib.contextmanager
+def _borrowed_binding(manager: DatabaseManager):
+    """Use ``manager`` through the shared proxy, then give the tests back their binding.
+
+    The recorder lives in the same process as the tests, which may bind the models to
+    their own database (``cardlink_manager``, ``init_database``).
+    """
+    saved_obj, saved_current = database_proxy.obj, _db._current
+    try:
+        if manager.is_initialized:
+            manager.bind()
+        yield manager
+    finally:
+        if database_proxy.obj is not saved_obj:
+            database_proxy.initialize(saved_obj)
+        _db._current = saved_current
+
+
+# -- summary -------------------------------------------------------------------------
+def _write_summary(recorder: CardlinkRecorder, tr) -> None:
+    tr.write_sep("-", "cardlink")
+    counts = ", ".join(f"{recorder.counts.get(s.value, 0)} {s.value}" for s in TestStatus)
+    tr.write_line(f"run {recorder.run_id} (suite {recorder.suite!r}): {counts}")
+    if recorder.not_recorded:
+        tr.write_line(
+            f"{recorder.not_recorded} results not recorded ({recorder.recorded} recorded): "
+            f"{'; '.join(recorder.write_errors[:3])}", red=True, bold=True)
+    for kind, key in sorted(recorder.unknown_targets):
+        tr.write_line(f"{kind} {key!r} is not in the store; its id is kept in the results' "
+                      "metadata only (add it to link the results)", yellow=True)
+    if recorder.recorded == 0:
+        return
+    try:
+        with _borrowed_binding(recorder.manager):
+            report = _history(recorder)
+    except Exception as exc:  # noqa: BLE001 - the summary must not break the run
+        tr.write_line(f"cannot compare with earlier runs: {first_line(exc)}", yellow=True)
+        return
+    previous, comparison, flaky = report
+    if previous:
+        regressions = comparison.get("regressions", [])
+        fixed = comparison.get("fixed", [])
+        tr.write_line(f"against run {previous}: {_plural(len(regressions), 'regression')}, "
+                      f"{len(fixed)} fixed, {len(comparison.get('new_tests', []))} new tests")
+        for entry in regressions[:20]:
+            tr.write_line(f"  REGRESSION {entry}", red=True)
+        for entry in fixed[:20]:
+            tr.write_line(f"  FIXED {entry}", green=True)
+    if flaky:
+        tr.write_line(f"flaky candidates (status flipped in the last {recorder.flaky_window} "
+                      f"runs): {len(flaky)}")
+        for entry in flaky[:20]:
+            tr.write_line(f"  FLAKY {entry}", yellow=True)
+    tr.write_line(f"run id: {recorder.run_id}")
+
+
+def _history(recorder: CardlinkRecorder):
+    with UnitOfWork(recorder.manager) as uow:
+        runs = uow.tests.list_runs(limit=2, suite_name=recorder.suite)
+        previous = next((r["run_id"] for r in runs if r["run_id"] != recorder.run_id), None)
+        comparison = uow.tests.compare_runs(previous, recorder.run_id) if previous else {}
+        flaky = uow.tests.flaky_tests(recorder.suite, window=recorder.flaky_window)
+    return previous, comparison, flaky
+
+
+# -- report text ---------------------------------------------------------------------
+def _short_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (path, line, reason)
+        text = str(longrepr[2]).removeprefix("Skipped: ")
+    else:
+        crash = getattr(longrepr, "reprcrash", None)
+        text = getattr(crash, "message", None) or ""
+        if not text:
+            lines = [ln for ln in report.longreprtext.splitlines() if ln.strip()]
+            errors = [ln for ln in lines if ln.startswith("E ")]
+            text = (errors or lines or [""])[-1 if not errors else 0]
+            text = text[1:].strip() if text.startswith("E ") else text
+    text = " ".join(text.split()) if "\n" in text else text.strip()
+    return text[:_MAX_MESSAGE]
+
+
+def _long_repr(report) -> str | None:
+    text = report.longreprtext
+    return text[:_MAX_LONGREPR] if text else None
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, timezone.utc)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
