@@ -405,6 +405,10 @@ class ApduLogWriter:
         return False
 
     def __del__(self):
+        if self.__dict__.get("closed", True):
+            # Closed already: at interpreter exit the frozen daemon flusher may still hold
+            # the stop event's lock, and setting it again here would hang the process.
+            return
         with contextlib.suppress(Exception):
             self._stop.set()
             if self._flat and not self.closed:
