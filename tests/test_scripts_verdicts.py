@@ -33,3 +33,14 @@ def test_kill_loop_that_acknowledged_no_flush_fails(tmp_path):
     assert report["problems"] == [
         "no flush was acknowledged in 2 kills, so nothing was checked; give the logging "
         "process longer before the kill or a smaller --batch"]
+
+
+@pytest.mark.parametrize("results,code", [
+    ([], 1),
+    ([{"bench": "cardlink-db --version", "ok": True},
+      {"bench": "cardlink-db --help", "ok": False}], 1),
+    ([{"bench": "cardlink-db --version", "ok": True},
+      {"bench": "cardlink-db --help", "ok": True}], 0),
+])
+def test_bench_startup_exit_code(results, code):
+    assert _load("bench_startup").exit_code(results) == code

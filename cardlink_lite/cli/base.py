@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import importlib
 import json
 import logging
 import os
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import click
-import peewee
 
 from .. import __version__
-from ..config import DatabaseConfig
-from ..errors import DatabaseError, first_line
-from ..manager import DatabaseManager
-from ..migrations import get_current_revision
+
+# Start-up stays light: ``--version``, ``--help`` and the command modules import click
+# only; the library (Peewee, drivers, cryptography) is imported when a command runs.
 
 __all__ = [
     "TABLE_NAMES",
     "CliState",
+    "LazyChoice",
     "cli",
     "display_tables",
     "echo_json",
@@ -41,18 +42,23 @@ class CliState:
     def __init__(self, database_url: str | None, verbose: bool):
         self.database_url = database_url
         self.verbose = verbose
-        self._manager: DatabaseManager | None = None
+        self._manager = None
 
     @property
-    def config(self) -> DatabaseConfig:
+    def config(self):
+        from ..config import DatabaseConfig
+
         return DatabaseConfig(self.database_url, echo=self.verbose)
 
-    def manager(self, check_schema: bool = True, create: bool = False) -> DatabaseManager:
+    def manager(self, check_schema: bool = True, create: bool = False):
         """The open manager; with ``check_schema`` the store must exist and not be newer.
 
         Only commands that build a store (``create``) may create a missing SQLite file.
         """
         if self._manager is None:
+            from ..manager import DatabaseManager
+            from ..migrations import get_current_revision
+
             config = self.config
             path = config.sqlite_path
             if path is not None and not create and not path.exists():
@@ -82,15 +88,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except BrokenPipeError:
             raise  # the reader went away (``| head``): main() leaves quietly
-        except (DatabaseError, peewee.PeeweeException, OSError) as exc:
-            if ctx.obj is not None and getattr(ctx.obj, "verbose", False):
-                raise
-            raise click.ClickException(_one_line(exc)) from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except Exception as exc:  # a bug: still one line, the traceback with -v
+        except Exception as exc:
             if ctx.obj is not None and getattr(ctx.obj, "verbose", False):
                 raise
+            if isinstance(exc, OSError) or _is_database_error(exc):
+                raise click.ClickException(_one_line(exc)) from None
+            # A bug: still one line; the traceback with -v.
             raise click.ClickException(
                 f"unexpected {type(exc).__name__}: {_one_line(exc)}; rerun with -v for the "
                 "traceback and report it") from None
@@ -99,14 +104,74 @@ class _Group(click.Group):
                 ctx.obj.close()
 
 
+def _is_database_error(exc: Exception) -> bool:
+    """A library or Peewee error (told apart without importing either up front)."""
+    return any(cls.__module__.split(".")[0] in ("cardlink_lite", "peewee")
+               for cls in type(exc).__mro__)
+
+
 def _one_line(exc: Exception) -> str:
+    from ..errors import first_line
+
     if isinstance(exc, OSError) and exc.filename:
         return (f"cannot use {str(exc.filename)!r}: {exc.strerror or exc}; check that the "
                 "directory exists and is writable")
     return first_line(exc)
 
 
+# Peewee (and playhouse.migrate, through postgres_ext) import every database driver
+# installed, each under ``try: ... except ImportError``; a CLI process serves one URL, so it
+# keeps the other backends' drivers out (their import alone costs ~50 ms).
+_DRIVERS = {"mysql": ("pymysql", "MySQLdb"),
+            "postgresql": ("psycopg2", "psycopg", "psycopg2cffi")}
+
+
+def _backend_of(url: str | None) -> str | None:
+    if not url:
+        url = os.environ.get("CARDLINK_DB_DRIVER") or "sqlite"
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme.startswith(("mysql", "mariadb")):
+        return "mysql"
+    if scheme.startswith("postgres"):
+        return "postgresql"
+    return None  # the config refuses it with the accepted schemes
+
+
+def _keep_other_drivers_out(url: str | None) -> None:
+    """Before Peewee is first imported: ``import`` of another backend's driver fails."""
+    backend = _backend_of(url)
+    if "peewee" in sys.modules or backend is None:
+        return  # too late to matter (e.g. a test process), or a URL the config refuses
+    for other, names in _DRIVERS.items():
+        if other != backend:
+            for name in names:
+                sys.modules.setdefault(name, None)  # None: ``import name`` raises ImportError
+
+
 pass_state = click.make_pass_decorator(CliState)
+
+
+class LazyChoice(click.Choice):
+    """A Choice of ``fixed`` values plus a library constant (``"module.NAME"``), loaded when
+    the option is used or its help shown, not when the CLI starts."""
+
+    def __init__(self, *fixed: str, source: str):
+        self._fixed, self._source, self._loaded = fixed, source, None
+        super().__init__(fixed)
+
+    @property
+    def choices(self):
+        if self._loaded is None:
+            module, name = self._source.rsplit(".", 1)
+            values = getattr(importlib.import_module(f"cardlink_lite.{module}"), name)
+            self._loaded = (*self._fixed, *values)
+        return self._loaded
+
+    @choices.setter
+    def choices(self, value):  # click.Choice.__init__ assigns the fixed values
+        pass
 
 
 def json_option(f):
@@ -196,4 +261,5 @@ def cli(ctx, database_url, verbose):
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    _keep_other_drivers_out(database_url)
     ctx.obj = CliState(database_url, verbose)

@@ -9,10 +9,6 @@ from pathlib import Path
 
 import click
 
-from .. import crypto, maintenance, retention
-from ..errors import ValidationError
-from ..fields import utc_now
-from ..transfer import DataExporter, DataImporter, resolve_tables
 from .base import (
     CliState,
     cli,
@@ -66,6 +62,11 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
         cardlink-db export --output backup.json
         cardlink-db export --format yaml --tables devices,cards
     """
+    from .. import crypto
+    from ..errors import ValidationError
+    from ..transfer import DataExporter, resolve_tables
+
+
     try:
         resolve_tables(tables)
     except ValidationError as exc:
@@ -121,6 +122,10 @@ def import_command(state: CliState, file, fmt, conflict, dry_run, as_json):
         cardlink-db import backup.json
         cardlink-db import --conflict merge --dry-run backup.yaml
     """
+    from ..errors import ValidationError
+    from ..transfer import DataImporter
+
+
     importer = DataImporter(state.manager())
     try:
         with click.open_file(file, "rb") as fh:  # streamed: a large file is read twice
@@ -166,6 +171,11 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
         cardlink-db purge --older-than 90 --tables logs
         cardlink-db purge --older-than 30 --tables sessions,logs --yes
     """
+    from .. import retention
+    from ..errors import ValidationError
+    from ..fields import utc_now
+
+
     try:
         retention.resolve_purge_tables(tables)
     except ValidationError as exc:
@@ -223,6 +233,9 @@ def stats(state: CliState, as_json):
     \b
         cardlink-db stats --json
     """
+    from .. import maintenance
+
+
     info = maintenance.collect_stats(state.manager())
     if as_json:
         echo_json(info)
@@ -251,6 +264,9 @@ def backup(state: CliState, path, force, as_json):
     \b
         cardlink-db backup backups/cardlink-$(date +%F).db
     """
+    from .. import maintenance
+
+
     info = maintenance.backup_database(state.manager(), path, overwrite=force)
     if as_json:
         echo_json(info)
@@ -276,6 +292,9 @@ def check(state: CliState, quick, repair, as_json):
         cardlink-db check --quick --json
         cardlink-db check --repair
     """
+    from .. import maintenance
+
+
     manager = state.manager(check_schema=False)
     repaired = maintenance.repair_database(manager) if repair else []
     report = maintenance.check_database(manager, quick=quick)

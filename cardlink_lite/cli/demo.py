@@ -9,7 +9,6 @@ import uuid
 import click
 
 from .base import CliState, cli, pass_state
-from .demo_history import SUITE, newest_outcomes, record_history, record_run
 
 __all__ = ["demo"]
 
@@ -51,6 +50,7 @@ def demo(ctx, state: CliState, device_id: str, iccid: str):
     from ..models import CardProfile, CardType, DeviceType
     from ..recording import record_session
     from ..unit_of_work import UnitOfWork
+    from .demo_history import SUITE, newest_outcomes, record_history, record_run
 
     manager = state.manager(check_schema=False, create=True)
     if migrations.get_current_revision(manager=manager) is None:

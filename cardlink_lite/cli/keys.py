@@ -6,7 +6,6 @@ import os
 
 import click
 
-from .. import crypto
 from .base import CliState, cli, echo_json, json_option, pass_state
 
 __all__ = ["keys"]
@@ -38,6 +37,9 @@ def generate(output):
         cardlink-db keys generate
         cardlink-db keys generate --output ~/.cardlink.key
     """
+    from .. import crypto
+
+
     key = crypto.generate_key()
     if not output:
         click.echo(key)
@@ -68,6 +70,9 @@ def rotate(state: CliState):
         export CARDLINK_ENCRYPTION_KEYS="$NEW_KEY,$OLD_KEY"
         cardlink-db keys rotate
     """
+    from .. import crypto
+
+
     newest = crypto.configured_keys()[0]
     count = crypto.rotate_psks(state.manager())
     click.echo(
@@ -88,6 +93,9 @@ def check(ctx, state: CliState, as_json: bool):
     \b
         cardlink-db keys check --json
     """
+    from .. import crypto
+
+
     report = crypto.check_keys(state.manager())
     if as_json:
         echo_json(report)

@@ -8,11 +8,7 @@ import uuid
 
 import click
 
-from ..models import CommLog, TraceSource
-from ..status_words import describe_status_word
-from ..traces import FORMATS, TraceFormatError, import_trace
-from ..unit_of_work import UnitOfWork
-from .base import CliState, cli, echo_json, json_option, pass_state
+from .base import CliState, LazyChoice, cli, echo_json, json_option, pass_state
 from .data import _progress
 
 
@@ -50,6 +46,8 @@ def show(state: CliState, session_id, errors_only, as_json):
         raise click.BadParameter(
             f"{session_id!r} is not a session id; session ids are UUIDs like "
             "3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f", param_hint="SESSION_ID") from None
+    from ..unit_of_work import UnitOfWork
+
     manager = state.manager()
     with UnitOfWork(manager) as uow:
         if not uow.sessions.exists(session_id):
@@ -80,6 +78,8 @@ def show(state: CliState, session_id, errors_only, as_json):
 
 def _sources(session_id) -> dict:
     """The trace files a session's rows came from, by id."""
+    from ..models import CommLog, TraceSource
+
     used = CommLog.select(CommLog.source_id).where(CommLog.session == session_id,
                                                    CommLog.source_id.is_null(False)).distinct()
     return {s.id: s for s in TraceSource.select().where(TraceSource.id.in_(used))
@@ -107,6 +107,8 @@ def _meaning(row) -> str | None:
     # The stored message knows the command (63Cx after a VERIFY query...); the table does not.
     if not row.status_word:
         return None
+    from ..status_words import describe_status_word
+
     return row.status_message or describe_status_word(row.status_word)
 
 
@@ -157,7 +159,7 @@ class _BipFold:
 @logs.command("import")
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, readable=True))
-@click.option("--format", "fmt", type=click.Choice(("auto",) + FORMATS), default="auto",
+@click.option("--format", "fmt", type=LazyChoice("auto", source="traces.FORMATS"), default="auto",
               show_default=True, help="The files' format; auto recognises it by content.")
 @click.option("--session", "session_id", metavar="ID",
               help="Append to this existing session instead of creating one per file.")
@@ -189,6 +191,8 @@ def import_command(state: CliState, files, fmt, session_id, split_on_reset, devi
         except ValueError:
             raise click.BadParameter(f"{session_id[:40]!r} is not a session id (a UUID)",
                                      param_hint="--session") from None
+    from ..traces import TraceFormatError, import_trace
+
     manager = state.manager()
     results = []
     for index, path in enumerate(files):

@@ -8,12 +8,7 @@ import click
 
 from .base import CliState, cli, pass_state
 
-try:  # the report's template engine is the optional extra cardlink-lite[report]
-    from ..report import REPORT_DEFAULTS, write_report
-except ModuleNotFoundError as exc:
-    if exc.name not in ("jinja2", "markupsafe"):
-        raise
-    REPORT_DEFAULTS, write_report = {"runs": 20}, None
+_RUNS = 20  # REPORT_DEFAULTS["runs"]; the library (and Jinja2) load when the command runs
 
 __all__ = ["report"]
 
@@ -24,7 +19,7 @@ _DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H
 @cli.command()
 @click.option("--suite", "-s", metavar="NAME",
               help="Suite whose runs are shown (default: the one with the newest result).")
-@click.option("--runs", "-n", default=REPORT_DEFAULTS["runs"], show_default=True,
+@click.option("--runs", "-n", default=_RUNS, show_default=True,
               type=click.IntRange(min=1, max=1000), help="Newest runs of the suite to show.")
 @click.option("--since", type=click.DateTime(formats=_DATE_FORMATS), metavar="DATE",
               help="Leave out runs and sessions before this UTC date or time "
@@ -47,10 +42,14 @@ def report(state: CliState, suite, runs, since, sessions, output, title):
         cardlink-db report --suite nightly --runs 50 --since 2024-11-01
         cardlink-db report --session 3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f -o session.html
     """
-    if write_report is None:
+    try:  # the report's template engine is the optional extra cardlink-lite[report]
+        from ..report import write_report
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("jinja2", "markupsafe"):
+            raise
         raise click.ClickException(
             "the HTML report needs Jinja2; install it with: pip install 'cardlink-lite[report]'"
-        )
+        ) from None
     for value in sessions:
         try:
             uuid.UUID(value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..unit_of_work import UnitOfWork
 from .base import CliState, cli, echo_json, json_option, pass_state, write_atomically
 
 __all__ = ["runs_group"]
@@ -37,6 +36,9 @@ def list_command(state: CliState, limit, suite_name, as_json):
     \b
         cardlink-db runs list -n 5 --json
     """
+    from ..unit_of_work import UnitOfWork
+
+
     with UnitOfWork(state.manager()) as uow:
         runs = uow.tests.list_runs(limit=limit, suite_name=suite_name)
     if as_json:
@@ -66,6 +68,9 @@ def show_command(state: CliState, run_id, as_json):
     \b
         cardlink-db runs show 5f56c8b2-134d-4e2f-a4f8-c20f5474508d
     """
+    from ..unit_of_work import UnitOfWork
+
+
     with UnitOfWork(state.manager()) as uow:
         summary = _summary_or_fail(uow, run_id)
         results = uow.tests.find_by_run(run_id) if as_json else uow.tests.find_failures(run_id)
@@ -96,6 +101,9 @@ def compare_command(state: CliState, run_a, run_b, as_json):
     \b
         cardlink-db runs compare nightly-41 nightly-42
     """
+    from ..unit_of_work import UnitOfWork
+
+
     with UnitOfWork(state.manager()) as uow:
         _summary_or_fail(uow, run_a)
         _summary_or_fail(uow, run_b)
@@ -125,6 +133,9 @@ def junit_command(state: CliState, run_id, output):
     \b
         cardlink-db runs junit nightly-42 -o results.xml
     """
+    from ..unit_of_work import UnitOfWork
+
+
     with UnitOfWork(state.manager()) as uow:
         _summary_or_fail(uow, run_id)
         xml = uow.tests.export_junit_xml(run_id)

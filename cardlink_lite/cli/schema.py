@@ -6,9 +6,6 @@ from datetime import datetime
 
 import click
 
-from .. import migrations
-from ..errors import SchemaVersionMismatch
-from ..models import ALL_MODELS
 from .base import (
     CliState,
     cli,
@@ -37,6 +34,10 @@ def init(state: CliState, force: bool, yes: bool):
         cardlink-db init
         cardlink-db --database postgresql://bench@db/cardlink init --force
     """
+    from .. import migrations
+    from ..models import ALL_MODELS
+
+
     manager = state.manager(check_schema=False, create=True)
     if not force:
         migrations.check_schema_version(manager=manager)
@@ -70,6 +71,9 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
         cardlink-db migrate --dry-run
         cardlink-db migrate --revision 0001
     """
+    from .. import migrations
+
+
     manager = state.manager(check_schema=False, create=True)
     if resolve:
         if not resolved_as:
@@ -102,12 +106,16 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
 
 def _applied_after(revision: str, manager) -> list[str]:
     """Applied revisions newer than ``revision`` (empty when it is not applied yet)."""
+    from .. import migrations
+
     target = migrations.resolve_revision(revision)
     applied = migrations.get_applied_revisions(manager=manager)
     return applied[applied.index(target) + 1:] if target in applied else []
 
 
 def _revert(manager, revision: str, newer: list[str], dry_run: bool, yes: bool) -> None:
+    from .. import migrations
+
     names = ", ".join(reversed(newer))
     if dry_run:
         click.echo(f"-- dry run: would revert {names}; nothing was changed")
@@ -121,6 +129,8 @@ def _revert(manager, revision: str, newer: list[str], dry_run: bool, yes: bool) 
 
 
 def _print_revision(label: str, manager) -> None:
+    from .. import migrations
+
     current = migrations.get_current_revision(manager=manager)
     pending = migrations.get_pending_revisions(manager=manager)
     click.echo(f"{label}: revision {current or '(none)'}, {len(pending)} pending")
@@ -138,6 +148,10 @@ def status(state: CliState, detail: bool, as_json: bool):
     \b
         cardlink-db status --verbose
     """
+    from .. import migrations
+    from ..errors import SchemaVersionMismatch
+
+
     manager = state.manager(check_schema=False)
     mismatch = None
     try:
