@@ -93,18 +93,23 @@ def record_history(manager, device_id: str, iccid: str, now: datetime) -> None:
     _record_sessions(manager, device_id, iccid, now, rng)
 
 
-# (device, card, outcome weights) -> sessions per day; the modem with the second card
-# times out now and then, the phone with it meets TLS alerts.
+# (device, card, outcome weights) -> sessions per day: the phone with the first card meets
+# a bad PoR now and then, with the second card TLS alerts; the modem times out waiting for
+# the card's OPEN CHANNEL, mostly with the second card.
 _SESSION_MIX = [
-    ("phone", "first", [("completed", 8), ("failed:CMD_6A88", 1)]),
-    ("phone", "second", [("completed", 5), ("failed:TLS_ALERT_40", 2)]),
+    ("phone", "first", [("completed", 8), ("failed:POR", 1)]),
+    ("phone", "second", [("completed", 5), ("failed:TLS_ALERT", 2)]),
     ("modem", "first", [("completed", 6), ("timeout:BIP_TIMEOUT", 1)]),
     ("modem", "second", [("completed", 3), ("timeout:BIP_TIMEOUT", 3)]),
 ]
-_MESSAGES = {
-    "CMD_6A88": "GET STATUS answered 6A88 (referenced data not found)",
-    "TLS_ALERT_40": "TLS alert 40 (handshake_failure) from the card",
-    "BIP_TIMEOUT": "no OPEN CHANNEL from the card within 30 s",
+_FAILURES = {
+    "POR": {"error_code": "POR_FAILED", "por_status": "rc-cc-ds-failed",
+            "error_message": "PoR: RC/CC/DS failed (wrong KID key?)"},
+    "TLS_ALERT": {"error_code": "TLS_ALERT", "tls_alert": "handshake_failure",
+                  "tls_alert_code": 40,
+                  "error_message": "TLS alert 40 (handshake_failure) from the card"},
+    "BIP_TIMEOUT": {"error_code": "BIP_TIMEOUT",
+                    "error_message": "no OPEN CHANNEL from the card within 30 s"},
 }
 _SHORT_EXCHANGE = [
     ("00A4040008A000000151000000", "SELECT ISD", "6F108408A000000151000000A5049F6501FF9000"),
@@ -133,13 +138,19 @@ def _record_sessions(manager, device_id, iccid, now, rng) -> None:
 
 def _past_session(uow, device_id, iccid, start, status, code, rng) -> OTASession:
     duration = int(rng.uniform(900, 2400)) if status == "completed" else 30000
+    sms = device_id != MODEM_ID  # the phone is woken by SMS-PP, the modem over BIP
+    facts = {"por_status": "por-ok"} if sms and status == "completed" else {}
+    facts.update(_FAILURES.get(code, {}))
     return uow.sessions.create(OTASession(
         device_id=device_id, card_iccid=iccid, session_type="remote_management",
         status=SessionStatus(status), created_at=start, updated_at=start, started_at=start,
         ended_at=start + timedelta(milliseconds=duration), duration_ms=duration,
+        trigger="sms-pp" if sms else "bip", tls_version="TLSv1.2",
+        tls_handshake_ms=round(rng.uniform(140, 420), 1),
         tls_cipher_suite="TLS_PSK_WITH_AES_128_CBC_SHA256",
         tls_psk_identity="demo_card_001" if iccid != SECOND_ICCID else "demo_card_002",
-        error_code=code or None, error_message=_MESSAGES.get(code)))
+        tar="B00010" if sms else None, spi="1621" if sms else None,
+        kic="12" if sms else None, kid="12" if sms else None, **facts))
 
 
 def _log_exchange(writer, session, start, rng, failed: bool) -> None:
