@@ -264,3 +264,26 @@ def test_reading_streams_a_big_capture_in_flat_memory():
     tracemalloc.stop()
     assert count == 40_000
     assert peak < 4 * (1 << 20) < len(out.getvalue())  # well under the file's 4.5 MB
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    body += b"\x00" * (-len(body) % 4)
+    return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def test_pcapng_simple_and_obsolete_packet_blocks_and_vlan_tags():
+    frame = udp_frame(gsmtap_sim(bytes.fromhex("00B00000020102" + "9000")))
+    tagged = frame[:12] + b"\x81\x00\x00\x05" + frame[12:]  # an 802.1Q VLAN tag
+    shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    # microsecond interface with a 10 s if_tsoffset
+    idb = _block(1, struct.pack("<HHI", 1, 0, 65535) + struct.pack("<HH", 14, 8)
+                 + struct.pack("<q", 10) + struct.pack("<HH", 0, 0))
+    spb = _block(3, struct.pack("<I", len(tagged)) + tagged)
+    units = 1_700_000_000_000_001
+    opb = _block(2, struct.pack("<HHIII", 0, 0, units >> 32, units & 0xFFFFFFFF, len(frame))
+                 + struct.pack("<I", len(frame)) + frame)
+    _, records, stats = _read(shb + idb + spb + opb)
+    assert [(r[1], r[2].hex(), r[3].hex()) for r in records] == [
+        (None, "00b0000002", "01029000"),
+        (1_700_000_010_000_001_000, "00b0000002", "01029000")]
+    assert stats.corrupt == []
