@@ -64,6 +64,10 @@ _LAZY = {
     "apdu_logger": "apdu",
     "generate_key": "crypto",
     "describe_status_word": "status_words",
+    "TraceSource": "models",
+    "ImportSummary": "traces",
+    "TraceFormatError": "traces",
+    "import_trace": "traces",
 }
 
 
@@ -104,6 +108,7 @@ __all__ = [
     "EventType",
     "ExportFormat",
     "ImportResult",
+    "ImportSummary",
     "IntegrityError",
     "LogRepository",
     "MigrationError",
@@ -119,6 +124,8 @@ __all__ = [
     "TestRepository",
     "TestResult",
     "TestStatus",
+    "TraceFormatError",
+    "TraceSource",
     "UnitOfWork",
     "ValidationError",
     "apdu_logger",
@@ -130,6 +137,7 @@ __all__ = [
     "get_emitter",
     "get_manager",
     "get_pending_revisions",
+    "import_trace",
     "init_database",
     "record_session",
     "run_migrations",

@@ -192,12 +192,14 @@ def _pcapng(buf: _Buffer, stats: CaptureStats):
     order = "<"
     interfaces: list[_Interface] = []
     header = struct.Struct("<II")
+    word = struct.Struct("<I")
     epb = struct.Struct("<IIIII")
     while True:
-        if not buf.need(12):
+        # Checks on len(data) first: need() is only called when a chunk boundary is near.
+        if len(buf.data) - buf.pos < 12 and not buf.need(12):
             break
         data, pos = buf.data, buf.pos
-        btype = header.unpack_from(data, pos)[0]
+        btype, length = header.unpack_from(data, pos)
         if btype == _SHB:
             bom = data[pos + 8:pos + 12]
             if bom == b"\x4d\x3c\x2b\x1a":
@@ -210,19 +212,20 @@ def _pcapng(buf: _Buffer, stats: CaptureStats):
                     break
                 continue
             header = struct.Struct(order + "II")
+            word = struct.Struct(order + "I")
             epb = struct.Struct(order + "IIIII")
             interfaces = []
-        btype, length = header.unpack_from(data, pos)
+            btype, length = header.unpack_from(data, pos)
         if length < 12 or length % 4 or length > _MAX_PACKET + 64:
             stats.damage(buf.offset, f"pcapng block length {length} makes no sense")
             if not _resync_pcapng(buf, order):
                 break
             continue
-        if not buf.need(length):
-            break
-        data, pos = buf.data, buf.pos
-        trailer = header.unpack_from(data, pos + length - 8)[1]
-        if trailer != length:
+        if pos + length > len(data):
+            if not buf.need(length):
+                break
+            data, pos = buf.data, buf.pos
+        if word.unpack_from(data, pos + length - 4)[0] != length:
             stats.damage(buf.offset, "pcapng block whose trailing length differs")
             if not _resync_pcapng(buf, order):
                 break

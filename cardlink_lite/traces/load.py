@@ -22,6 +22,7 @@ SESSION_TYPE = "trace-import"
 _UTC = timezone.utc
 _MILLIS = [f".{ms:03d}000" for ms in range(1000)]
 _CHUNK_ROWS = 2000
+_CHANNELS = [channel_of(cla) for cla in range(256)]
 
 
 @dataclass
@@ -74,13 +75,14 @@ class _Reader:
         return data
 
 
-def _stamp(ns: int, cache: list) -> str:
+def _second_text(sec: int) -> str:
+    return datetime.fromtimestamp(sec, _UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _stamp(ns: int) -> str:
     """ns since the epoch as the timestamp column stores it (naive UTC, milliseconds)."""
     sec, rest = divmod(ns, 1_000_000_000)
-    if cache[0] != sec:
-        cache[0] = sec
-        cache[1] = datetime.fromtimestamp(sec, _UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return cache[1] + _MILLIS[rest // 1_000_000]
+    return _second_text(sec) + _MILLIS[rest // 1_000_000]
 
 
 def _file_hash(fp) -> tuple[str, int]:
@@ -216,7 +218,6 @@ class _Importer:
         self.session = target         # stored key of the session rows go to
         self.appending = target is not None
         self.created: list[dict] = []  # sessions made here: id, first and last ns
-        self.rows_in_session = 0
 
     def _new_session(self, ns: int) -> None:
         self.summary.sessions_created += 1
@@ -230,7 +231,6 @@ class _Importer:
             self.session = session.id
         self.created.append({"id": self.session, "first": ns, "last": ns})
         self.summary.sessions.append(self.session)
-        self.rows_in_session = 0
 
     def run(self, records) -> None:
         """Write (or, without a writer, only count) the rows of ``records``."""
@@ -249,48 +249,70 @@ class _Importer:
             add_many(chunk)
 
     def rows(self, records):
-        """Yield the writer rows of ``records``; counts them in the summary as it goes."""
+        """Yield the writer rows of ``records``; counts them in the summary as it goes.
+
+        The per-record work is inlined (timestamps, channels): it runs a million times
+        for a big capture and is measured by ``scripts/bench_traces.py``.
+        """
         summary = self.summary
         source = self.source_id
-        cache = [None, ""]
         default_ns = self.default_ns
+        split = self.split
         created = self.created
-        for kind, ns, data, response, latency, response_ns in records:
-            if ns is None:
-                ns = default_ns
-            if kind == EXCHANGE:
-                if self.session is None:
-                    self._new_session(ns)
-                session = self.session
-                summary.exchanges += 1
-                stamp = _stamp(ns, cache)
-                text, response_text, message = decode_exchange(data, response or b"")
-                channel = channel_of(data[0]) if data else None
-                yield (session, "command", data.hex().upper(), text, None, None, None, stamp,
-                       channel, data[1] if len(data) > 1 else None, source)
-                summary.rows += 1
-                if response is not None:
-                    if latency is not None:
-                        stamp = _stamp(ns + int(latency * 1_000_000), cache)
-                    elif response_ns is not None and response_ns != ns:
-                        stamp = _stamp(response_ns, cache)
-                    yield (session, "response", response.hex().upper(), response_text, None,
-                           message, latency, stamp, channel, None, source)
-                    summary.rows += 1
-            else:  # ATR / RESET
-                if self.session is None or (self.split and self.rows_in_session):
-                    self._new_session(ns)
-                if kind == ATR:
-                    summary.atrs += 1
-                else:
-                    summary.resets += 1
-                yield (self.session, kind, data.hex().upper(),
-                       "ATR" if kind == ATR else "card reset", None, None, None,
-                       _stamp(ns, cache), None, None, source)
-                summary.rows += 1
-            self.rows_in_session += 1
-            if created and not self.appending:
-                created[-1]["last"] = ns
+        channels = _CHANNELS
+        millis = _MILLIS
+        cached_sec, cached_text = None, ""
+        exchanges = atrs = resets = rows = in_session = 0
+        last_ns = None
+        try:
+            for kind, ns, data, response, latency, response_ns in records:
+                if ns is None:
+                    ns = default_ns
+                sec = ns // 1_000_000_000
+                if sec != cached_sec:
+                    cached_sec, cached_text = sec, _second_text(sec)
+                stamp = cached_text + millis[ns % 1_000_000_000 // 1_000_000]
+                if kind == EXCHANGE:
+                    if self.session is None:
+                        self._new_session(ns)
+                    session = self.session
+                    exchanges += 1
+                    text, response_text, message = decode_exchange(data, response or b"")
+                    channel = channels[data[0]] if data else None
+                    yield (session, "command", data.hex().upper(), text, None, None, None,
+                           stamp, channel, data[1] if len(data) > 1 else None, source)
+                    rows += 1
+                    if response is not None:
+                        if latency is not None:
+                            stamp = _stamp(ns + int(latency * 1_000_000))
+                        elif response_ns is not None and response_ns != ns:
+                            stamp = _stamp(response_ns)
+                        yield (session, "response", response.hex().upper(), response_text,
+                               None, message, latency, stamp, channel, None, source)
+                        rows += 1
+                else:  # ATR / RESET
+                    if self.session is None or (split and in_session):
+                        if created and last_ns is not None and not self.appending:
+                            created[-1]["last"] = last_ns
+                        self._new_session(ns)
+                        in_session = 0
+                    if kind == ATR:
+                        atrs += 1
+                    else:
+                        resets += 1
+                    yield (self.session, kind, data.hex().upper(),
+                           "ATR" if kind == ATR else "card reset", None, None, None, stamp,
+                           None, None, source)
+                    rows += 1
+                in_session += 1
+                last_ns = ns
+        finally:
+            summary.exchanges += exchanges
+            summary.atrs += atrs
+            summary.resets += resets
+            summary.rows += rows
+            if created and last_ns is not None and not self.appending:
+                created[-1]["last"] = last_ns
 
     def close_sessions(self, open_exchange: bool) -> None:
         """Give the sessions made here their end, duration and status."""

@@ -18,6 +18,7 @@ _VLAN = frozenset({0x8100, 0x88A8, 0x9100})
 _IPV6_EXTENSIONS = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
 _u16 = struct.Struct("!H").unpack_from
 _u16x2 = struct.Struct("!HH").unpack_from
+_u16x3 = struct.Struct("!HHH").unpack_from
 _NULL_V6 = frozenset({24, 28, 30})
 
 
@@ -58,6 +59,13 @@ def _ip(frame: bytes, off: int, port: int) -> bytes | str:
 
 def udp_payload(linktype: int, frame: bytes, port: int = GSMTAP_PORT) -> bytes | str:
     """The payload of a UDP datagram to or from ``port`` in ``frame``, or why there is none."""
+    if linktype == _ETH and frame[12:15] == b"\x08\x00\x45" and len(frame) >= 42 \
+            and frame[23] == 17 and not _u16(frame, 20)[0] & 0x3FFF:
+        # The usual capture (Ethernet, IPv4 without options, UDP) without the general path.
+        sport, dport, length = _u16x3(frame, 34)
+        if sport != port and dport != port:
+            return "not GSMTAP (UDP port)"
+        return frame[42:34 + length] if length >= 8 else frame[42:]
     if linktype == _ETH:
         if len(frame) < 14:
             return "truncated frame"
