@@ -13,6 +13,7 @@ from .errors import DatabaseError, translate_error
 from .events import EventQueue, deliver_all, new_event
 from .repositories import (
     CardRepository,
+    CounterRepository,
     DeviceRepository,
     LogRepository,
     SessionRepository,
@@ -237,6 +238,10 @@ class UnitOfWork:
     @property
     def cards(self) -> CardRepository:
         return self._repo(CardRepository)
+
+    @property
+    def counters(self) -> CounterRepository:
+        return self._repo(CounterRepository)
 
     @property
     def sessions(self) -> SessionRepository:

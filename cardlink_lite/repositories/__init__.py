@@ -2,6 +2,7 @@
 
 from .base import BaseRepository, Page
 from .cards import CardRepository
+from .counters import CounterRepository
 from .devices import DeviceMatches, DeviceRepository
 from .logs import LogRepository
 from .sessions import SessionRepository
@@ -11,6 +12,7 @@ from .test_results import TestRepository
 __all__ = [
     "BaseRepository",
     "CardRepository",
+    "CounterRepository",
     "DeviceMatches",
     "DeviceRepository",
     "LogRepository",
