@@ -28,11 +28,34 @@ class SessionRecorder:
         return self.session_id
 
     def set_tls_info(self, cipher_suite: str | None = None, psk_identity: str | None = None,
-                     *, cipher: str | None = None) -> None:
-        """Record the negotiated cipher suite and PSK identity (committed at once)."""
+                     *, cipher: str | None = None, version: str | None = None,
+                     handshake_ms: float | None = None, alert=None) -> None:
+        """Record the PSK-TLS handshake: cipher suite, PSK identity, TLS version, handshake
+        time (ms) and the alert when it failed (committed at once)."""
+        self._session("set_tls_info", cipher_suite=cipher_suite or cipher,
+                      psk_identity=psk_identity, version=version, handshake_ms=handshake_ms,
+                      alert=alert)
+
+    def set_scp80(self, *, tar=None, spi=None, kic=None, kid=None,
+                  counter: int | None = None) -> None:
+        """Record the SCP80 TAR, SPI, KIc, KID and the counter used (committed at once)."""
+        self._session("set_scp80", tar=tar, spi=spi, kic=kic, kid=kid, counter=counter)
+
+    def set_por(self, status) -> None:
+        """Record the Proof-of-Receipt status (``"por-ok"``, ``"counter-low"``, a status byte)."""
+        self._session("set_por", status)
+
+    def set_admin_status(self, status) -> None:
+        """Record the SCP81 ``X-Admin-Script-Status`` (``"ok"``, ``"security-error"``...)."""
+        self._session("set_admin_status", status)
+
+    def set_trigger(self, trigger) -> None:
+        """Record what started the session (``"sms-pp"``, ``"push-sms"``, ``"bip"``...)."""
+        self._session("set_trigger", trigger)
+
+    def _session(self, method: str, *args, **kwargs) -> None:
         with UnitOfWork(self.manager) as uow:
-            uow.sessions.set_tls_info(self.session_id, cipher_suite=cipher_suite or cipher,
-                                      psk_identity=psk_identity)
+            getattr(uow.sessions, method)(self.session_id, *args, **kwargs)
 
     def command(self, raw_data: str, decoded: str | None = None) -> None:
         self.log.command(raw_data, decoded)
@@ -45,21 +68,25 @@ class SessionRecorder:
 @contextlib.contextmanager
 def record_session(manager=None, device_id: str | None = None, card_iccid: str | None = None,
                    session_type: str | None = None, *, cipher_suite: str | None = None,
-                   psk_identity: str | None = None, **logger_options) -> Iterator[SessionRecorder]:
+                   psk_identity: str | None = None, trigger=None,
+                   **logger_options) -> Iterator[SessionRecorder]:
     """Open an active OTA session; complete it on exit, or fail/time it out on an exception.
 
-    The exception is re-raised after the session is marked. Example::
+    The exception is re-raised after the session is marked; its ``error_code`` attribute,
+    if it has one, is the session's error code (else the exception's class name).
+    Example::
 
         with record_session(manager, device_id="RF8M33", card_iccid="8901...",
-                            session_type="triggered") as s:
-            s.set_tls_info("TLS_PSK_WITH_AES_128_CBC_SHA256", "card_001")
+                            session_type="triggered", trigger="push-sms") as s:
+            s.set_tls_info("TLS_PSK_WITH_AES_128_CBC_SHA256", "card_001",
+                           version="TLSv1.2", handshake_ms=41.5)
             s.command("00A4040008A000000151000000", "SELECT ISD")
             s.response("9000", latency_ms=12.5)
     """
     manager = manager or get_manager()
     with UnitOfWork(manager) as uow:
         session = uow.sessions.create_session(device_id=device_id, card_iccid=card_iccid,
-                                              session_type=session_type)
+                                              session_type=session_type, trigger=trigger)
         uow.sessions.start_session(session.id)
         if cipher_suite or psk_identity:
             uow.sessions.set_tls_info(session.id, cipher_suite=cipher_suite,
@@ -73,7 +100,8 @@ def record_session(manager=None, device_id: str | None = None, card_iccid: str |
             if isinstance(exc, _TIMEOUTS):
                 uow.sessions.timeout_session(session_id, message=str(exc) or "timed out")
             else:
-                uow.sessions.fail_session(session_id, error_code=type(exc).__name__,
+                code = getattr(exc, "error_code", None) or type(exc).__name__
+                uow.sessions.fail_session(session_id, error_code=code,
                                           message=str(exc) or type(exc).__name__)
         raise
     with UnitOfWork(manager) as uow:

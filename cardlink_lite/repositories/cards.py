@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..crypto import decrypt_psk, encrypt_psk
 from ..errors import ValidationError
 from ..models import CardProfile
 from .base import BaseRepository, _plain
 
-__all__ = ["CardRepository"]
+__all__ = ["CardRepository", "find_psk_by_identity"]
+
+logger = logging.getLogger("cardlink_lite.cards")
+# Rows read per identity lookup: MySQL compares case- and trailing-space-insensitively, so
+# a few near-matches may come back; the exact one is picked in Python.
+_IDENTITY_ROWS = 8
 
 _EXPORTED = ("iccid", "imsi", "card_type", "atr", "psk_identity", "admin_url",
              "trigger_config", "bip_config", "security_domains", "notes",
@@ -37,6 +44,28 @@ class CardRepository(BaseRepository):
         if not rows or rows[0][0] is None:
             return None
         return decrypt_psk(rows[0][0])
+
+    def get_psk_key_by_identity(self, identity: str) -> bytes | None:
+        """The decrypted PSK of the card with this PSK identity (exact, case-sensitive);
+        None if no card with a PSK has it. One indexed query and one decryption."""
+        self._touch()
+        with self._wrap():
+            found = find_psk_by_identity(self.database, identity)
+        return None if found is None else decrypt_psk(found[1])
+
+    def psk_identity_exists(self, identity: str) -> bool:
+        """True if a card with a stored PSK has this PSK identity (nothing is decrypted)."""
+        self._touch()
+        with self._wrap():
+            return find_psk_by_identity(self.database, identity) is not None
+
+    def get_all_psk_identities(self) -> list[str]:
+        """Every PSK identity that has a key, sorted (never the keys)."""
+        query = (self._select(CardProfile.psk_identity.is_null(False),
+                              CardProfile.psk_key_encrypted.is_null(False))
+                 .select(CardProfile.psk_identity).distinct()
+                 .order_by(CardProfile.psk_identity).tuples())
+        return sorted({row[0] for row in self._list(query)})
 
     def update_psk(self, iccid: str, identity: str | None = None, key: bytes | None = None,
                    *, psk_identity: str | None = None, psk_key: bytes | None = None) -> bool:
@@ -95,6 +124,30 @@ class CardRepository(BaseRepository):
         if include_key and card.has_psk:
             data["psk_key"] = decrypt_psk(card.psk_key_encrypted).hex()
         return data
+
+
+def find_psk_by_identity(database, identity) -> tuple[str, bytes] | None:
+    """(ICCID, encrypted PSK) of the card whose PSK identity is exactly ``identity``.
+
+    One query on idx_card_psk_identity, run on ``database`` as it is (no transaction of
+    its own), so a PSK-TLS server can call it from its handshake callback. Two cards
+    with one identity is ambiguous: refused (None) and logged, never a guess.
+    """
+    if not isinstance(identity, str) or not identity:
+        return None
+    query = (CardProfile.select(CardProfile.iccid, CardProfile.psk_identity,
+                                CardProfile.psk_key_encrypted)
+             .where(CardProfile.psk_identity == identity,
+                    CardProfile.psk_key_encrypted.is_null(False))
+             .order_by(CardProfile.iccid).limit(_IDENTITY_ROWS))
+    rows = [r for r in database.execute(query).fetchall() if r[1] == identity]
+    if not rows:
+        return None
+    if len(rows) > 1:
+        logger.warning("PSK identity %r belongs to %d cards (%s); refusing to pick one",
+                       identity[:64], len(rows), ", ".join(r[0] for r in rows))
+        return None
+    return rows[0][0], rows[0][2]
 
 
 def _one_of(name: str, value, alias: str, alias_value):

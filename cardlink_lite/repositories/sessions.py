@@ -11,8 +11,10 @@ from peewee import fn
 from ..errors import ValidationError
 from ..events import EventType
 from ..fields import to_utc_ms, utc_now
-from ..models import OTASession, SessionStatus
+from ..models import AdminScriptStatus, OTASession, PoRStatus, SessionStatus
+from ..tls_alerts import tls_alert
 from .base import BaseRepository, _positive
+from .counters import COUNTER_MAX
 
 __all__ = ["SessionRepository"]
 
@@ -41,13 +43,16 @@ class SessionRepository(BaseRepository):
 
     # -- lifecycle -------------------------------------------------------------
     def create_session(self, device_id: str | None = None, card_iccid: str | None = None,
-                       session_type: str | None = None) -> OTASession:
-        """A new pending session (emits SESSION_CREATED after commit)."""
+                       session_type: str | None = None, *, trigger=None) -> OTASession:
+        """A new pending session (emits SESSION_CREATED after commit).
+
+        ``trigger`` says what started it: sms-pp, push-sms, bip, manual, scheduled, other.
+        """
         if session_type is not None:
             session_type = _checked_length(OTASession.session_type, "session_type",
                                            session_type)
         return self.create(OTASession(device_id=device_id, card_iccid=card_iccid,
-                                      session_type=session_type,
+                                      session_type=session_type, trigger=trigger,
                                       status=SessionStatus.PENDING))
 
     def start_session(self, session_id) -> bool:
@@ -61,9 +66,14 @@ class SessionRepository(BaseRepository):
         return changed
 
     def set_tls_info(self, session_id, cipher_suite: str | None = None,
-                     psk_identity: str | None = None, *, cipher: str | None = None) -> bool:
-        """Record the negotiated cipher suite (``cipher`` is the guide's spelling) and PSK
-        identity; a None value leaves that column as it is. Allowed in any state."""
+                     psk_identity: str | None = None, *, cipher: str | None = None,
+                     version: str | None = None, handshake_ms: float | None = None,
+                     alert=None) -> bool:
+        """Record what the PSK-TLS handshake gave: the cipher suite (``cipher`` is the
+        guide's spelling), PSK identity, TLS version (``"TLSv1.2"``), handshake time in ms
+        and, when it failed, the TLS alert (a code, a name such as
+        ``"unknown_psk_identity"``, or both as a pair). None leaves a column as it is.
+        Allowed in any state."""
         cipher_suite = _one_of("cipher_suite", cipher_suite, "cipher", cipher)
         values = {}
         if cipher_suite is not None:
@@ -72,17 +82,66 @@ class SessionRepository(BaseRepository):
         if psk_identity is not None:
             values["tls_psk_identity"] = _checked_length(OTASession.tls_psk_identity,
                                                          "psk_identity", psk_identity)
+        if version is not None:
+            values["tls_version"] = _checked_length(OTASession.tls_version, "version", version)
+        if handshake_ms is not None:
+            values["tls_handshake_ms"] = _milliseconds("handshake_ms", handshake_ms)
+        if alert is not None:
+            values["tls_alert_code"], values["tls_alert"] = tls_alert(alert)
         if not values:
             raise ValidationError(
-                "set_tls_info() needs cipher_suite (or cipher) and/or psk_identity"
+                "set_tls_info() needs at least one of cipher_suite (or cipher), psk_identity, "
+                "version, handshake_ms, alert"
             )
-        rows = self._update(session_id, None, **values)
-        # MySQL counts only rows whose values changed: an identical re-send reads 0.
-        found = bool(rows) or self.exists(session_id)
-        if found:
-            self._emit(EventType.SESSION_UPDATED, str(session_id),
-                       {"cipher_suite": cipher_suite, "psk_identity": psk_identity})
-        return found
+        data = {"cipher_suite": cipher_suite, "psk_identity": psk_identity}
+        for key in ("tls_version", "tls_handshake_ms", "tls_alert_code", "tls_alert"):
+            if key in values:
+                data[key] = values[key]
+        return self._set(session_id, values, data)
+
+    def set_scp80(self, session_id, *, tar=None, spi=None, kic=None, kid=None,
+                  counter: int | None = None) -> bool:
+        """Record the SCP80 (ETSI TS 102 225) security parameters of the session's command
+        packet: TAR (3 bytes), SPI (2), KIc and KID (1 each) as hex text or bytes, and the
+        5-byte counter used. None leaves a column as it is."""
+        values = {}
+        for name, value, size in (("tar", tar, 3), ("spi", spi, 2), ("kic", kic, 1),
+                                  ("kid", kid, 1)):
+            if value is not None:
+                values[name] = _hex_bytes(name, value, size)
+        if counter is not None:
+            if isinstance(counter, bool) or not isinstance(counter, int) \
+                    or not 0 <= counter <= COUNTER_MAX:
+                raise ValidationError(
+                    f"counter must be an integer from 0 to {COUNTER_MAX} (5 bytes); "
+                    f"got {str(counter)[:24]!r}"
+                )
+            values["counter"] = counter
+        if not values:
+            raise ValidationError("set_scp80() needs at least one of tar, spi, kic, kid, counter")
+        return self._set(session_id, values, dict(values))
+
+    def set_por(self, session_id, status) -> bool:
+        """Record the Proof-of-Receipt response status: a PoRStatus, its value
+        (``"counter-low"``), its name, or the ETSI TS 102 225 status byte (0x00-0x0C)."""
+        member = _por_status(status)
+        return self._set(session_id, {"por_status": member}, {"por_status": member.value})
+
+    def set_admin_status(self, session_id, status) -> bool:
+        """Record the SCP81 ``X-Admin-Script-Status`` (ok, unknown-application,
+        not-a-security-domain, security-error)."""
+        member = OTASession.admin_script_status.coerce_member(status)
+        if member is None:
+            raise ValidationError("set_admin_status() needs a status such as 'ok'")
+        return self._set(session_id, {"admin_script_status": member},
+                         {"admin_script_status": member.value})
+
+    def set_trigger(self, session_id, trigger) -> bool:
+        """Record what started the session (sms-pp, push-sms, bip, manual, scheduled)."""
+        member = OTASession.trigger.coerce_member(trigger)
+        if member is None:
+            raise ValidationError("set_trigger() needs a trigger such as 'sms-pp'")
+        return self._set(session_id, {"trigger": member}, {"trigger": member.value})
 
     def complete_session(self, session_id) -> bool:
         """-> completed, stamping ``ended_at`` and ``duration_ms`` (from ``started_at``)."""
@@ -117,6 +176,15 @@ class SessionRepository(BaseRepository):
         """Sessions in ``status`` (member, value or name), newest first."""
         status = OTASession.status.coerce_member(status)
         return self._recent(OTASession.status == status, limit)
+
+    def find_by_trigger(self, trigger, limit: int | None = None) -> list[OTASession]:
+        """Sessions started by ``trigger`` (member, value or name), newest first."""
+        member = OTASession.trigger.coerce_member(trigger)
+        return self._recent(OTASession.trigger == member, limit)
+
+    def find_by_por_status(self, status, limit: int | None = None) -> list[OTASession]:
+        """Sessions whose Proof of Receipt said ``status``, newest first."""
+        return self._recent(OTASession.por_status == _por_status(status), limit)
 
     def find_active(self) -> list[OTASession]:
         """Sessions currently active, newest first."""
@@ -178,9 +246,48 @@ class SessionRepository(BaseRepository):
             "by_status": by_status,
             "avg_duration_ms": duration_sum / duration_count if duration_count else 0.0,
             "success_rate": 100.0 * completed / ended if ended else 0.0,
+            "failures_by_cause": self._failure_causes(since),
         }
 
+    def _failure_causes(self, since) -> dict:
+        """Failed and timed-out sessions by cause, each counted once: its TLS alert, else a
+        PoR status other than por-ok, else an admin script status other than ok, else
+        ``timeout`` for a timed-out session, else ``other``."""
+        columns = (OTASession.status, OTASession.tls_alert, OTASession.por_status,
+                   OTASession.admin_script_status)
+        query = (OTASession.select(*columns, fn.COUNT(OTASession.id))
+                 .where(OTASession.status.in_([SessionStatus.FAILED, SessionStatus.TIMEOUT]))
+                 .group_by(*columns))
+        if since is not None:
+            query = query.where(OTASession.created_at >= since)
+        causes = {"tls_alert": {}, "por_status": {}, "admin_script_status": {},
+                  "timeout": 0, "other": 0}
+        for status, alert, por, admin, count in self._list(query.tuples()):
+            count = int(count)
+            por = OTASession.por_status.python_value(por)
+            admin = OTASession.admin_script_status.python_value(admin)
+            if alert:
+                group, key = causes["tls_alert"], alert
+            elif por is not None and por is not PoRStatus.POR_OK:
+                group, key = causes["por_status"], str(por)
+            elif admin is not None and admin is not AdminScriptStatus.OK:
+                group, key = causes["admin_script_status"], str(admin)
+            else:
+                key = "timeout" if str(status) == SessionStatus.TIMEOUT.value else "other"
+                causes[key] += count
+                continue
+            group[key] = group.get(key, 0) + count
+        return causes
+
     # -- internals -----------------------------------------------------------------
+    def _set(self, session_id, values: dict, data: dict) -> bool:
+        rows = self._update(session_id, None, **values)
+        # MySQL counts only rows whose values changed: an identical re-send reads 0.
+        found = bool(rows) or self.exists(session_id)
+        if found:
+            self._emit(EventType.SESSION_UPDATED, str(session_id), data)
+        return found
+
     def _recent(self, conditions, limit) -> list[OTASession]:
         if not isinstance(conditions, list):
             conditions = [conditions]
@@ -257,6 +364,47 @@ def _storable(text):
     if text is None:
         return None
     return str(text).replace("\x00", "\\x00")
+
+
+def _milliseconds(name: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not number >= 0:  # also refuses NaN
+        raise ValidationError(f"{name} must be a number of milliseconds >= 0; "
+                              f"got {str(value)[:24]!r}")
+    return number
+
+
+def _hex_bytes(name: str, value, size: int) -> str:
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).hex()
+    elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 256 ** size:
+        value = f"{value:0{size * 2}X}"
+    text = "".join(str(value).split()).upper()
+    if len(text) != size * 2 or any(c not in "0123456789ABCDEF" for c in text):
+        raise ValidationError(
+            f"{name} must be {size} byte{'s' if size > 1 else ''} as {size * 2} hex digits; "
+            f"got {str(value)[:24]!r}"
+        )
+    return text
+
+
+_POR_BY_BYTE = list(PoRStatus)  # ETSI TS 102 225 response status 0x00-0x0C, in order
+
+
+def _por_status(status) -> PoRStatus:
+    if isinstance(status, int) and not isinstance(status, bool):
+        if 0 <= status < len(_POR_BY_BYTE):
+            return _POR_BY_BYTE[status]
+        raise ValidationError(
+            f"a PoR response status byte is 0x00-0x{len(_POR_BY_BYTE) - 1:02X}; got {status!r}"
+        )
+    member = OTASession.por_status.coerce_member(status)
+    if member is None:
+        raise ValidationError("a PoR status is needed, such as 'por-ok' or 'counter-low'")
+    return member
 
 
 def _as_utc(name: str, value) -> datetime:

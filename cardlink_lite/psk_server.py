@@ -1,0 +1,192 @@
+"""PSK keys for a PSK-TLS (SCP81) server: key lookup by identity at handshake time, a TLS 1.2
+PSK server context, and a handshake that records its OTA session."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import peewee
+
+from .crypto import decrypt_psk
+from .errors import DatabaseError
+from .recording import SessionRecorder, record_session
+from .repositories.cards import find_psk_by_identity
+from .tls_alerts import alert_from_ssl_error
+
+__all__ = [
+    "DEFAULT_PSK_CIPHERS",
+    "PskHandshakeError",
+    "PskKeyLookup",
+    "accept_psk_session",
+    "psk_key_lookup",
+    "psk_server_context",
+    "psk_tls_support",
+]
+
+logger = logging.getLogger("cardlink_lite.psk_server")
+
+# The SCP81 (GlobalPlatform Amd B) mandatory suite first, then its usual companions.
+DEFAULT_PSK_CIPHERS = "PSK-AES128-CBC-SHA256:PSK-AES128-CBC-SHA:PSK-AES128-GCM-SHA256"
+_NATIVE = hasattr(ssl.SSLContext, "set_psk_server_callback")  # Python >= 3.13
+
+
+class PskKeyLookup:
+    """``identity -> PSK bytes | None`` from the store: one indexed query, one decryption.
+
+    Call it directly, or give :attr:`server_callback` (``b""`` for an unknown identity, which
+    makes OpenSSL answer ``unknown_psk_identity``) to ``SSLContext.set_psk_server_callback``.
+    The identity and card of the last lookup in this thread are kept for the session record.
+    Keys never reach a log or an exception.
+    """
+
+    def __init__(self, manager):
+        self.manager = manager
+        self._last = threading.local()
+
+    def __repr__(self) -> str:
+        return f"<PskKeyLookup {self.manager.config.safe_url}>"
+
+    def __call__(self, identity) -> bytes | None:
+        self._last.identity, self._last.iccid = identity, None
+        found = self._find(identity)
+        if found is None:
+            return None
+        self._last.iccid = found[0]
+        return decrypt_psk(found[1])
+
+    def server_callback(self, identity) -> bytes:
+        """The PSK for an SSL server callback: ``b""`` refuses the identity."""
+        try:
+            return self(identity) or b""
+        except Exception as exc:  # an exception inside OpenSSL's callback is lost
+            logger.error("PSK lookup for identity %r failed: %s", str(identity)[:64],
+                         type(exc).__name__)
+            return b""
+
+    def forget(self) -> None:
+        """Clear this thread's last identity and card (before a new handshake)."""
+        self._last.identity = self._last.iccid = None
+
+    @property
+    def last_identity(self) -> str | None:
+        """The identity the client offered in this thread's last handshake."""
+        return getattr(self._last, "identity", None)
+
+    @property
+    def last_iccid(self) -> str | None:
+        """The card whose key answered this thread's last lookup, if one did."""
+        return getattr(self._last, "iccid", None)
+
+    def _find(self, identity):
+        database = self.manager.database
+        for attempt in (1, 2):
+            try:
+                if database.is_closed():
+                    database.connect(reuse_if_open=True)
+                return find_psk_by_identity(database, identity)
+            except (peewee.OperationalError, peewee.InterfaceError):
+                if attempt == 2 or database.in_transaction():
+                    raise
+                self.manager.ensure_connection()  # the server dropped us: reconnect once
+        return None
+
+
+def psk_key_lookup(manager) -> PskKeyLookup:
+    """A callable ``identity -> key bytes | None`` over the store's card profiles."""
+    return PskKeyLookup(manager)
+
+
+def psk_tls_support() -> str | None:
+    """None when this Python can run a PSK-TLS server, else why not."""
+    if _NATIVE:
+        return None
+    try:
+        importlib.import_module("sslpsk3")
+    except ImportError as exc:
+        return (f"Python {sys.version_info.major}.{sys.version_info.minor} has no "
+                f"ssl PSK callbacks (3.13+) and sslpsk3 is not importable ({exc}); "
+                "pip install 'cardlink-lite[test]' (needs libssl-dev to build)")
+    return None
+
+
+def psk_server_context(lookup, ciphers: str = DEFAULT_PSK_CIPHERS,
+                       identity_hint: str | None = None) -> ssl.SSLContext:
+    """A TLS 1.2 server context whose PSKs come from ``lookup`` (a PskKeyLookup or a
+    manager); Python's own PSK callbacks on 3.13+, the ``sslpsk3`` package before."""
+    if not isinstance(lookup, PskKeyLookup):
+        lookup = PskKeyLookup(lookup)
+    problem = psk_tls_support()
+    if problem:
+        raise DatabaseError(problem)
+    if _NATIVE:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    else:
+        context = importlib.import_module("sslpsk3").SSLPSKContext(ssl.PROTOCOL_TLS_SERVER)
+    # PSK identities are looked up by TLS 1.2's callback; SCP81 is TLS 1.2 (1.0/1.1 legacy).
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    context.set_psk_server_callback(lookup.server_callback, identity_hint)
+    context.cardlink_psk_lookup = lookup
+    return context
+
+
+class PskHandshakeError(Exception):
+    """A PSK-TLS handshake failed; ``alert`` is the (code, name) of its TLS alert."""
+
+    error_code = "TLS_HANDSHAKE"
+
+    def __init__(self, alert: tuple[int | None, str], identity: str | None):
+        self.alert, self.identity = alert, identity
+        code = "" if alert[0] is None else f" ({alert[0]})"
+        super().__init__(f"TLS handshake failed: alert {alert[1]}{code}")
+
+
+@contextlib.contextmanager
+def accept_psk_session(manager, context: ssl.SSLContext, sock, *, device_id=None,
+                       session_type: str = "scp81", trigger=None,
+                       **logger_options) -> Iterator[tuple[SessionRecorder, ssl.SSLSocket]]:
+    """Handshake on an accepted socket and record the OTA session around it.
+
+    Yields (recorder, TLS socket) once the handshake completed, with the cipher, TLS
+    version, PSK identity, card and handshake time already recorded. A failed handshake
+    records the identity offered, the time and the TLS alert, fails the session and raises
+    :class:`PskHandshakeError`; a timeout times the session out.
+    """
+    lookup = getattr(context, "cardlink_psk_lookup", None)
+    if lookup is None:
+        raise DatabaseError("build the context with psk_server_context() so that the "
+                            "session can name the PSK identity")
+    tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    lookup.forget()
+    started = time.perf_counter()
+    error = None
+    try:
+        tls.do_handshake()
+    except (ssl.SSLError, TimeoutError) as exc:
+        error = exc
+    handshake_ms = (time.perf_counter() - started) * 1000
+    with record_session(manager, device_id=device_id, card_iccid=lookup.last_iccid,
+                        session_type=session_type, trigger=trigger,
+                        **logger_options) as recorder:
+        identity = lookup.last_identity
+        if isinstance(error, TimeoutError):
+            recorder.set_tls_info(psk_identity=identity, handshake_ms=handshake_ms)
+            tls.close()
+            raise error
+        if error is not None:
+            alert = alert_from_ssl_error(error)
+            recorder.set_tls_info(psk_identity=identity, handshake_ms=handshake_ms,
+                                  alert=alert)
+            tls.close()
+            raise PskHandshakeError(alert, identity) from None
+        cipher = tls.cipher()
+        recorder.set_tls_info(cipher[0] if cipher else None, identity, version=tls.version(),
+                              handshake_ms=handshake_ms)
+        yield recorder, tls

@@ -1,0 +1,200 @@
+"""PSK keys by identity, and a real PSK-TLS 1.2 server whose keys come from the store,
+reached by the real ``openssl s_client``."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+
+import pytest
+
+from cardlink_lite import CardProfile, SessionStatus
+from cardlink_lite.psk_server import (
+    PskHandshakeError,
+    accept_psk_session,
+    psk_key_lookup,
+    psk_server_context,
+    psk_tls_support,
+)
+from cardlink_lite.unit_of_work import UnitOfWork
+from tests.repository_helpers import count_queries
+
+pytest_plugins = ["tests.repository_fixtures"]
+
+KEY = bytes.fromhex("0F1E2D3C4B5A69788796A5B4C3D2E1F0")
+IDENTITY = "card_001"
+CIPHER = "PSK-AES128-CBC-SHA256"
+
+
+def _tls_problem() -> str | None:
+    return psk_tls_support() or (None if shutil.which("openssl") else "no openssl on PATH")
+
+
+needs_psk_tls = pytest.mark.skipif(
+    _tls_problem() is not None and os.environ.get("CI", "").lower() != "true",
+    reason=f"cannot run a PSK-TLS server here: {_tls_problem()}",
+)
+
+
+@pytest.fixture
+def cards(manager, fernet_key):
+    with UnitOfWork(manager) as uow:
+        uow.cards.create_with_psk(CardProfile(iccid="8901001", psk_identity=IDENTITY), KEY)
+        uow.cards.create_with_psk(CardProfile(iccid="8901002", psk_identity="card_002"),
+                                  b"\x02" * 16)
+        uow.cards.create(CardProfile(iccid="8901003", psk_identity="no_key_yet"))
+    return manager
+
+
+def test_identity_lookups(cards):
+    with UnitOfWork(cards) as uow:
+        assert uow.cards.get_psk_key_by_identity(IDENTITY) == KEY
+        assert uow.cards.get_psk_key_by_identity("card_002") == b"\x02" * 16
+        # Exact match on every backend (MySQL's collation alone would ignore case/spaces).
+        assert uow.cards.get_psk_key_by_identity("CARD_001") is None
+        assert uow.cards.get_psk_key_by_identity("card_001 ") is None
+        assert uow.cards.get_psk_key_by_identity("no_key_yet") is None
+        assert uow.cards.get_psk_key_by_identity("") is None
+        assert uow.cards.psk_identity_exists(IDENTITY)
+        assert not uow.cards.psk_identity_exists("no_key_yet")
+        assert not uow.cards.psk_identity_exists("nobody")
+        assert uow.cards.get_all_psk_identities() == ["card_001", "card_002"]
+
+
+def test_an_identity_on_two_cards_is_refused_not_guessed(cards, caplog):
+    with UnitOfWork(cards) as uow:
+        uow.cards.create_with_psk(CardProfile(iccid="8901009", psk_identity=IDENTITY),
+                                  b"\x09" * 16)
+    lookup = psk_key_lookup(cards)
+    with caplog.at_level(logging.WARNING, logger="cardlink_lite.cards"):
+        assert lookup(IDENTITY) is None
+    assert "belongs to 2 cards (8901001, 8901009)" in caplog.text
+    assert KEY.hex() not in caplog.text.lower()
+
+
+def test_lookup_is_one_query_and_keeps_no_secret(cards):
+    lookup = psk_key_lookup(cards)
+    assert lookup(IDENTITY) == KEY  # connects
+    with count_queries(cards) as statements:
+        assert lookup(IDENTITY) == KEY
+        assert lookup("nobody") is None
+    assert len(statements) == 2
+    assert lookup.server_callback("nobody") == b""
+    assert KEY.hex() not in repr(lookup).lower()
+
+
+@needs_psk_tls
+@pytest.mark.slow
+@pytest.mark.parametrize("identity, psk, handshake", [
+    (IDENTITY, KEY.hex(), "completes"),
+    (IDENTITY, "AA" * 16, "bad_record_mac"),        # wrong key: Finished does not verify
+    ("nobody", KEY.hex(), "unknown_psk_identity"),  # no such identity in the store
+])
+def test_openssl_client_against_a_store_backed_psk_server(cards, identity, psk, handshake):
+    context = psk_server_context(psk_key_lookup(cards))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    outcome = {}
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.settimeout(30)
+        try:
+            with accept_psk_session(cards, context, conn, trigger="push-sms") as (s, tls):
+                outcome["session"] = s.session_id
+                outcome["received"] = tls.recv(64)
+                s.command("80F21000024F00", "GET STATUS")
+                s.response("9000", latency_ms=3.0)
+                tls.sendall(b"pong\n")
+                tls.close()
+        except PskHandshakeError as exc:
+            outcome["error"] = exc
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        client = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-psk_identity", identity,
+             "-psk", psk, "-tls1_2", "-cipher", CIPHER, "-brief"],
+            input=b"ping\n", capture_output=True, timeout=60)
+        server.join(timeout=60)
+    finally:
+        listener.close()
+    assert not server.is_alive()
+    stderr = client.stderr.decode(errors="replace")
+    with UnitOfWork(cards) as uow:
+        (session,) = uow.sessions.get_all()
+    assert session.trigger.value == "push-sms"
+    assert session.tls_psk_identity == identity
+    assert session.tls_handshake_ms is not None and session.tls_handshake_ms >= 0
+    if handshake == "completes":
+        assert client.returncode == 0, stderr
+        assert "Ciphersuite: PSK-AES128-CBC-SHA256" in stderr
+        assert outcome["received"] == b"ping\n"
+        assert session.status is SessionStatus.COMPLETED
+        assert (session.tls_cipher_suite, session.tls_version) == (CIPHER, "TLSv1.2")
+        assert session.card_iccid == "8901001"
+        assert (session.tls_alert_code, session.tls_alert) == (None, None)
+        with UnitOfWork(cards) as uow:
+            assert [r.raw_data for r in uow.logs.find_by_session(session.id)] == [
+                "80F21000024F00", "9000"]
+        return
+    assert client.returncode != 0
+    assert handshake.replace("_", " ") in stderr  # what the client was told
+    assert outcome["error"].alert[1] == handshake
+    assert session.status is SessionStatus.FAILED
+    assert session.error_code == "TLS_HANDSHAKE"
+    assert session.tls_alert == handshake
+    assert session.tls_alert_code == {"bad_record_mac": 20, "unknown_psk_identity": 115}[
+        handshake]
+    assert session.tls_cipher_suite is None
+
+
+def _python_client_context():
+    if hasattr(ssl.SSLContext, "set_psk_client_callback"):  # Python >= 3.13
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    else:
+        context = importlib.import_module("sslpsk3").SSLPSKContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(CIPHER)
+    context.set_psk_client_callback(lambda hint: (IDENTITY, KEY))
+    return context
+
+
+@needs_psk_tls
+def test_python_client_against_a_store_backed_psk_server(cards):
+    context = psk_server_context(cards)  # a manager is enough
+    listener = socket.create_server(("127.0.0.1", 0))
+    outcome = {}
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.settimeout(30)
+        with accept_psk_session(cards, context, conn, trigger="bip") as (s, tls):
+            outcome["version"] = tls.version()
+            tls.sendall(b"hello")
+            tls.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=30) as raw, \
+                _python_client_context().wrap_socket(raw) as tls:
+            assert tls.cipher()[0] == CIPHER
+            assert tls.recv(5) == b"hello"
+        server.join(timeout=60)
+    finally:
+        listener.close()
+    assert outcome == {"version": "TLSv1.2"}
+    with UnitOfWork(cards) as uow:
+        (session,) = uow.sessions.find_by_trigger("bip")
+    assert session.status is SessionStatus.COMPLETED
+    assert session.tls_cipher_suite == CIPHER
