@@ -211,30 +211,40 @@ class SessionRepository(BaseRepository):
 
     # -- statistics ----------------------------------------------------------------
     def get_statistics(self, days: int | None = 7) -> dict:
-        """Counts per status, average duration and success rate of recent sessions.
+        """Counts per status, average duration, success rate and failures by cause of
+        recent sessions.
 
         Covers sessions created in the last ``days`` days (None: all of them), in one
         GROUP BY query. ``success_rate`` is a percentage (0-100) of ended sessions:
         completed / (completed + failed + timeout); pending and active ones are still
         running and do not count. ``avg_duration_ms`` averages completed sessions that
         have a duration. Both are 0.0 when there is nothing to measure.
+        ``failures_by_cause`` counts failed and timed-out sessions once each: by their TLS
+        alert, else a PoR status other than por-ok, else an admin script status other than
+        ok, else ``timeout`` for a timed-out session, else ``other``.
         """
         since = None
+        causes = (OTASession.tls_alert, OTASession.por_status, OTASession.admin_script_status)
         query = (OTASession
-                 .select(OTASession.status, fn.COUNT(OTASession.id),
+                 .select(OTASession.status, *causes, fn.COUNT(OTASession.id),
                          fn.SUM(OTASession.duration_ms), fn.COUNT(OTASession.duration_ms))
-                 .group_by(OTASession.status))
+                 .group_by(OTASession.status, *causes))
         if days is not None:
             since = utc_now() - timedelta(days=_positive("days", days, allow_zero=True))
             query = query.where(OTASession.created_at >= since)
         self._touch()
         by_status = {s.value: 0 for s in SessionStatus}
+        failures = {"tls_alert": {}, "por_status": {}, "admin_script_status": {},
+                    "timeout": 0, "other": 0}
         duration_sum = duration_count = 0
-        for status, count, total_ms, timed in self._list(query.tuples()):
-            key = OTASession.status.coerce_member(status).value
-            by_status[key] += int(count)
-            if key == SessionStatus.COMPLETED.value:
-                duration_sum, duration_count = int(total_ms or 0), int(timed or 0)
+        for status, alert, por, admin, count, total_ms, timed in self._list(query.tuples()):
+            status = OTASession.status.coerce_member(status)
+            by_status[status.value] += int(count)
+            if status is SessionStatus.COMPLETED:
+                duration_sum += int(total_ms or 0)
+                duration_count += int(timed or 0)
+            elif status in (SessionStatus.FAILED, SessionStatus.TIMEOUT):
+                _count_failure(failures, status, alert, por, admin, int(count))
         total = sum(by_status.values())
         ended = sum(by_status[s.value] for s in _TERMINAL)
         completed = by_status[SessionStatus.COMPLETED.value]
@@ -246,38 +256,8 @@ class SessionRepository(BaseRepository):
             "by_status": by_status,
             "avg_duration_ms": duration_sum / duration_count if duration_count else 0.0,
             "success_rate": 100.0 * completed / ended if ended else 0.0,
-            "failures_by_cause": self._failure_causes(since),
+            "failures_by_cause": failures,
         }
-
-    def _failure_causes(self, since) -> dict:
-        """Failed and timed-out sessions by cause, each counted once: its TLS alert, else a
-        PoR status other than por-ok, else an admin script status other than ok, else
-        ``timeout`` for a timed-out session, else ``other``."""
-        columns = (OTASession.status, OTASession.tls_alert, OTASession.por_status,
-                   OTASession.admin_script_status)
-        query = (OTASession.select(*columns, fn.COUNT(OTASession.id))
-                 .where(OTASession.status.in_([SessionStatus.FAILED, SessionStatus.TIMEOUT]))
-                 .group_by(*columns))
-        if since is not None:
-            query = query.where(OTASession.created_at >= since)
-        causes = {"tls_alert": {}, "por_status": {}, "admin_script_status": {},
-                  "timeout": 0, "other": 0}
-        for status, alert, por, admin, count in self._list(query.tuples()):
-            count = int(count)
-            por = OTASession.por_status.python_value(por)
-            admin = OTASession.admin_script_status.python_value(admin)
-            if alert:
-                group, key = causes["tls_alert"], alert
-            elif por is not None and por is not PoRStatus.POR_OK:
-                group, key = causes["por_status"], str(por)
-            elif admin is not None and admin is not AdminScriptStatus.OK:
-                group, key = causes["admin_script_status"], str(admin)
-            else:
-                key = "timeout" if str(status) == SessionStatus.TIMEOUT.value else "other"
-                causes[key] += count
-                continue
-            group[key] = group.get(key, 0) + count
-        return causes
 
     # -- internals -----------------------------------------------------------------
     def _set(self, session_id, values: dict, data: dict) -> bool:
@@ -333,6 +313,21 @@ class SessionRepository(BaseRepository):
                 data["error_code"] = values["error_code"]
             self._emit(EventType.SESSION_COMPLETED, str(session_id), data)
         return changed
+
+
+def _count_failure(failures: dict, status, alert, por, admin, count: int) -> None:
+    por = OTASession.por_status.python_value(por)
+    admin = OTASession.admin_script_status.python_value(admin)
+    if alert:
+        group, key = failures["tls_alert"], alert
+    elif por is not None and por is not PoRStatus.POR_OK:
+        group, key = failures["por_status"], str(por)
+    elif admin is not None and admin is not AdminScriptStatus.OK:
+        group, key = failures["admin_script_status"], str(admin)
+    else:
+        failures["timeout" if status is SessionStatus.TIMEOUT else "other"] += count
+        return
+    group[key] = group.get(key, 0) + count
 
 
 def _one_of(name: str, value, other_name: str, other):
