@@ -46,7 +46,7 @@ def measure(rounds: int) -> list[dict]:
                 "cardlink-db --help": [cardlink, "--help"],
                 "sqlite-utils --version": [baseline, "--version"]}
     times: dict[str, list[float]] = {name: [] for name in commands}
-    for name, cmd in commands.items():  # warm the file cache once, unmeasured
+    for _name, cmd in commands.items():  # warm the file cache once, unmeasured
         _time(cmd)
     for _ in range(rounds):
         for name, cmd in commands.items():
