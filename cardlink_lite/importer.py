@@ -414,11 +414,12 @@ class _Plan:
         def identity(values):
             return tuple(f.db_value(v) for f, v in zip(fields, values, strict=True))
 
-        def stored(where):
-            return {identity(r[1:]): r[0] for r in
-                    CommLog.select(CommLog.id, *fields).where(where).tuples()}
+        def stored(where) -> list:
+            return [(r[0], identity(r[1:])) for r in
+                    CommLog.select(CommLog.id, *fields).where(where).tuples()]
 
-        by_id = {i: ident for ident, i in stored(CommLog.id.in_(list(stored_ids))).items()}
+        # By id first: two identical APDUs (same millisecond) are two rows, both matched.
+        by_id = dict(stored(CommLog.id.in_(list(stored_ids))))
         same, clashing = set(), []
         for row in chunk:
             if row.get("id") in by_id:
@@ -428,7 +429,7 @@ class _Plan:
                     clashing.append(row)
         if clashing:
             sessions = {identity([r.get(f.name) for f in fields])[0] for r in clashing}
-            elsewhere = stored(CommLog.session.in_(list(sessions)))
+            elsewhere = {ident: i for i, ident in stored(CommLog.session.in_(list(sessions)))}
             for row in clashing:
                 found = elsewhere.get(identity([row.get(f.name) for f in fields]))
                 if found is None:

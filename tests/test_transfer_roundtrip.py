@@ -134,3 +134,16 @@ def test_key_order_and_text_survive_each_backend(tmp_path, backend):
         text = DataExporter(source).export_all()
         DataImporter(other).import_data(text)
         assert without_timestamp(DataExporter(other).export_all()) == without_timestamp(text)
+
+
+def test_two_identical_apdus_in_one_millisecond_import_again_as_skipped(tmp_path):
+    """Found by the random round trip: the same APDU twice at one timestamp is two rows."""
+    session = "e3e70682-c209-4cac-a29f-6fbed82c07cd"
+    log = {"session_id": session, "direction": "command", "raw_data": "00",
+           "timestamp": "2000-01-01T00:00:00.000Z"}
+    store = {"ota_sessions": [{"id": session, "status": "pending"}],
+             "comm_logs": [{"id": 1, **log}, {"id": 2, **log}]}
+    with extra_manager("sqlite", tmp_path) as source:
+        DataImporter(source).import_data(store)
+        text = DataExporter(source).export_all()
+        assert DataImporter(source).import_data(text).skipped == 3
