@@ -42,11 +42,12 @@ def count_older_than(database, model, field, cutoff: datetime) -> int:
 
 
 def purge_older_than(database, model, field, cutoff: datetime, chunk_size: int = 5000,
-                     progress=None) -> int:
+                     progress=None, cascaded=None) -> int:
     """Delete rows of ``model`` whose ``field`` is before ``cutoff``; returns how many went.
 
     Children that cascade (a session's logs) are deleted first, in chunks too, so
-    one chunk never hides a huge cascading delete. ``progress(n)`` gets each chunk's count.
+    one chunk never hides a huge cascading delete. ``progress(n)`` gets each chunk's count,
+    ``cascaded(child_model, n)`` each chunk of children.
     """
     if chunk_size < 1:
         raise ValidationError(f"chunk_size must be at least 1; got {chunk_size!r}")
@@ -64,7 +65,7 @@ def purge_older_than(database, model, field, cutoff: datetime, chunk_size: int =
             if not ids:
                 break
             for child in children:
-                _purge_children(database, child, ids, chunk_size)
+                _purge_children(database, child, ids, chunk_size, cascaded)
             with database.atomic():
                 deleted = model.delete().where(pk.in_(ids)).execute()
             total += deleted
@@ -115,12 +116,29 @@ def plan_purge(database, tables, cutoff: datetime) -> dict[str, int]:
 
 def purge(database, tables, cutoff: datetime, chunk_size: int = 5000,
           progress=None) -> dict[str, int]:
-    """Delete rows older than ``cutoff`` from each table, in chunks; counts per table."""
-    done = {}
-    for name in resolve_purge_tables(tables):
+    """Delete rows older than ``cutoff`` from each table, in chunks; counts per table.
+
+    The keys are those of :func:`plan_purge`: ``logs_of_sessions`` counts the logs that
+    went with purged sessions. ``progress(key, n)`` sees every deleted row, cascade included.
+    """
+    names = resolve_purge_tables(tables)
+    done = {name: 0 for name in names}
+    if "sessions" in names:
+        done["logs_of_sessions"] = 0
+
+    def count(key: str, n: int) -> None:
+        done[key] += n
+        if progress is not None:
+            progress(key, n)
+
+    def cascade(child, n: int) -> None:
+        if child is CommLog:
+            count("logs_of_sessions", n)
+
+    for name in names:
         model, column = _target(name)
-        step = None if progress is None else (lambda n, name=name: progress(name, n))
-        done[name] = purge_older_than(database, model, column, cutoff, chunk_size, step)
+        purge_older_than(database, model, column, cutoff, chunk_size,
+                         progress=lambda n, name=name: count(name, n), cascaded=cascade)
     return done
 
 
@@ -172,7 +190,7 @@ def database_file_size(database) -> int:
     return size
 
 
-def _purge_children(database, fk, parent_ids, chunk_size: int) -> None:
+def _purge_children(database, fk, parent_ids, chunk_size: int, cascaded=None) -> None:
     child = fk.model
     pk = child._meta.primary_key
     for start in range(0, len(parent_ids), chunk_size):
@@ -183,7 +201,9 @@ def _purge_children(database, fk, parent_ids, chunk_size: int) -> None:
                        .order_by(pk).limit(chunk_size).tuples()]
                 if not ids:
                     break
-                child.delete().where(pk.in_(ids)).execute()
+                deleted = child.delete().where(pk.in_(ids)).execute()
+            if cascaded is not None:
+                cascaded(child, deleted)
 
 
 def _pragma(database, name: str):

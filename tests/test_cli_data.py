@@ -181,8 +181,8 @@ def test_purge_prompts_and_honours_dry_run_and_yes(bench, run):
     done = run("purge", "--older-than", "30", "--tables", "sessions,tests", "--yes", "--json")
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
-    assert report["deleted"] == {"tests": 1, "sessions": 1}
-    assert ("space" in report) == bench.config.is_sqlite
+    assert report["deleted"] == {"tests": 1, "sessions": 1, "logs_of_sessions": 1}
+    assert (report["space"] is not None) == bench.config.is_sqlite
     nothing = run("purge", "--older-than", "30", "--tables", "logs", "--vacuum")
     assert "Nothing to purge." in nothing.stdout
     bad = run("purge", "--older-than", "30", "--tables", "devices")
@@ -283,3 +283,41 @@ def test_export_include_keys_with_a_wrong_key_writes_nothing_to_stdout(manager, 
     assert result.stderr.strip().splitlines()[-1] == (
         "Error: 1 PSK(s) cannot be opened with the configured keys; add the old key to "
         "CARDLINK_ENCRYPTION_KEYS (see cardlink-db keys check)")
+
+
+PURGE_KEYS = ["cutoff", "dry_run", "would_delete", "deleted", "space"]
+
+
+def test_purge_of_sessions_counts_and_shows_the_logs_that_go_with_them(bench, run):
+    _age(bench)  # the failed session is old; its logs 3 and 5 are not (1 is)
+    bench.bind()
+    logs_of_old_session = (CommLog.select().join(OTASession)
+                           .where(OTASession.status == "failed").count())
+    assert logs_of_old_session == 3
+    dry = json.loads(run("purge", "--older-than", "30", "--tables", "sessions", "--dry-run",
+                         "--json").stdout)
+    assert list(dry) == PURGE_KEYS
+    assert dry["would_delete"] == {"sessions": 1, "logs_of_sessions": 3}
+    assert dry["deleted"] == {"sessions": 0, "logs_of_sessions": 0}
+    text = run("purge", "--older-than", "30", "--tables", "sessions", "--yes")
+    assert text.exit_code == 0, text.output
+    assert "Deleted 4 rows (sessions 1, logs of those sessions 3)." in text.stdout
+    bench.bind()
+    assert CommLog.select().count() == 3
+    nothing = json.loads(run("purge", "--older-than", "30", "--tables", "sessions",
+                             "--json").stdout)
+    assert list(nothing) == PURGE_KEYS
+    assert nothing["deleted"] == {"sessions": 0, "logs_of_sessions": 0}
+    assert nothing["space"] is None
+
+
+def test_purge_progress_counts_every_deleted_row(bench, db_url):
+    from cardlink_lite import retention
+
+    _age(bench)
+    seen = {}
+    bench.bind()
+    done = retention.purge(bench.database, "logs,sessions", utc_now() - timedelta(days=30),
+                           chunk_size=1,
+                           progress=lambda key, n: seen.__setitem__(key, seen.get(key, 0) + n))
+    assert done == seen == {"logs": 4, "sessions": 1, "logs_of_sessions": 1}

@@ -70,7 +70,7 @@ def test_purging_sessions_takes_their_logs_in_chunks(aged):
     assert plan == {"logs": 28, "sessions": 1, "logs_of_sessions": 4}
     assert plan_purge(database, ["sessions"], CUTOFF)["logs_of_sessions"] == 27
     done = purge(database, "sessions,logs,tests", CUTOFF, chunk_size=3)
-    assert done == {"logs": 28, "tests": 1, "sessions": 1}
+    assert done == {"logs": 28, "tests": 1, "sessions": 1, "logs_of_sessions": 4}
     assert [s.id for s in OTASession.select()] == [new_id]
     assert CommLog.select().count() == 7
     assert [t.test_name for t in TestResult.select()] == ["new"]

@@ -66,7 +66,6 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
     from ..errors import ValidationError
     from ..transfer import DataExporter, resolve_tables
 
-
     try:
         resolve_tables(tables)
     except ValidationError as exc:
@@ -125,7 +124,6 @@ def import_command(state: CliState, file, fmt, conflict, dry_run, as_json):
     from ..errors import ValidationError
     from ..transfer import DataImporter
 
-
     importer = DataImporter(state.manager())
     try:
         with click.open_file(file, "rb") as fh:  # streamed: a large file is read twice
@@ -175,7 +173,6 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
     from ..errors import ValidationError
     from ..fields import utc_now
 
-
     try:
         retention.resolve_purge_tables(tables)
     except ValidationError as exc:
@@ -185,7 +182,9 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
     database = manager.database
     cutoff = utc_now() - timedelta(days=days)
     planned = retention.plan_purge(database, tables, cutoff)
-    report = {"cutoff": cutoff, "dry_run": dry_run, "would_delete": planned}
+    # The same keys whatever happens: zeros and null where nothing was done.
+    report = {"cutoff": cutoff, "dry_run": dry_run, "would_delete": planned,
+              "deleted": dict.fromkeys(planned, 0), "space": None}
     total = sum(planned.values())
     if dry_run or total == 0:
         if as_json:
@@ -197,18 +196,18 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
     if not yes:
         _print_plan(planned, cutoff, err=True)
         click.confirm("Delete these rows?", abort=True, err=True)
-    with _progress(total, "Purging") as bar:
+    with _progress(total, "Purging") as bar:  # every row, a session's logs included
         deleted = retention.purge(
             database, tables, cutoff, chunk_size,
             progress=(lambda _t, n: bar.update(n)) if bar is not None else None)
     report["deleted"] = deleted
-    del report["would_delete"]
     if manager.config.is_sqlite:
         report["space"] = retention.reclaim_space(database, full=vacuum)
     if as_json:
         echo_json(report)
         return
-    click.echo(f"Deleted {sum(deleted.values()):,} rows ({_counts_line(deleted)}).")
+    shown = ", ".join(f"{_purge_label(key)} {n:,}" for key, n in deleted.items())
+    click.echo(f"Deleted {sum(deleted.values()):,} rows ({shown}).")
     space = report.get("space")
     if space:
         freed = max(0, space["bytes_before"] - space["bytes_after"])
@@ -218,8 +217,11 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
 def _print_plan(planned: dict, cutoff, err: bool = False) -> None:
     click.echo(f"Rows older than {cutoff:%Y-%m-%d %H:%M} UTC:", err=err)
     for table, n in planned.items():
-        label = "logs of those sessions" if table == "logs_of_sessions" else table
-        click.echo(f"  {label}: {n:,}", err=err)
+        click.echo(f"  {_purge_label(table)}: {n:,}", err=err)
+
+
+def _purge_label(key: str) -> str:
+    return "logs of those sessions" if key == "logs_of_sessions" else key
 
 
 @cli.command()
@@ -234,7 +236,6 @@ def stats(state: CliState, as_json):
         cardlink-db stats --json
     """
     from .. import maintenance
-
 
     info = maintenance.collect_stats(state.manager())
     if as_json:
@@ -266,7 +267,6 @@ def backup(state: CliState, path, force, as_json):
     """
     from .. import maintenance
 
-
     info = maintenance.backup_database(state.manager(), path, overwrite=force)
     if as_json:
         echo_json(info)
@@ -293,7 +293,6 @@ def check(state: CliState, quick, repair, as_json):
         cardlink-db check --repair
     """
     from .. import maintenance
-
 
     manager = state.manager(check_schema=False)
     repaired = maintenance.repair_database(manager) if repair else []

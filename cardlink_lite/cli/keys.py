@@ -39,7 +39,6 @@ def generate(output):
     """
     from .. import crypto
 
-
     key = crypto.generate_key()
     if not output:
         click.echo(key)
@@ -72,7 +71,6 @@ def rotate(state: CliState):
     """
     from .. import crypto
 
-
     newest = crypto.configured_keys()[0]
     count = crypto.rotate_psks(state.manager())
     click.echo(
@@ -94,7 +92,6 @@ def check(ctx, state: CliState, as_json: bool):
         cardlink-db keys check --json
     """
     from .. import crypto
-
 
     report = crypto.check_keys(state.manager())
     if as_json:

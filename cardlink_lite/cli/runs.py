@@ -38,7 +38,6 @@ def list_command(state: CliState, limit, suite_name, as_json):
     """
     from ..unit_of_work import UnitOfWork
 
-
     with UnitOfWork(state.manager()) as uow:
         runs = uow.tests.list_runs(limit=limit, suite_name=suite_name)
     if as_json:
@@ -69,7 +68,6 @@ def show_command(state: CliState, run_id, as_json):
         cardlink-db runs show 5f56c8b2-134d-4e2f-a4f8-c20f5474508d
     """
     from ..unit_of_work import UnitOfWork
-
 
     with UnitOfWork(state.manager()) as uow:
         summary = _summary_or_fail(uow, run_id)
@@ -103,7 +101,6 @@ def compare_command(state: CliState, run_a, run_b, as_json):
     """
     from ..unit_of_work import UnitOfWork
 
-
     with UnitOfWork(state.manager()) as uow:
         _summary_or_fail(uow, run_a)
         _summary_or_fail(uow, run_b)
@@ -134,7 +131,6 @@ def junit_command(state: CliState, run_id, output):
         cardlink-db runs junit nightly-42 -o results.xml
     """
     from ..unit_of_work import UnitOfWork
-
 
     with UnitOfWork(state.manager()) as uow:
         _summary_or_fail(uow, run_id)

@@ -37,7 +37,6 @@ def init(state: CliState, force: bool, yes: bool):
     from .. import migrations
     from ..models import ALL_MODELS
 
-
     manager = state.manager(check_schema=False, create=True)
     if not force:
         migrations.check_schema_version(manager=manager)
@@ -72,7 +71,6 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
         cardlink-db migrate --revision 0001
     """
     from .. import migrations
-
 
     manager = state.manager(check_schema=False, create=True)
     if resolve:
@@ -150,7 +148,6 @@ def status(state: CliState, detail: bool, as_json: bool):
     """
     from .. import migrations
     from ..errors import SchemaVersionMismatch
-
 
     manager = state.manager(check_schema=False)
     mismatch = None
