@@ -48,6 +48,7 @@ def test_every_json_output_has_one_time_format(store):
         "runs show": json.loads(store("runs", "show", run_id, "--json")),
         "logs show": json.loads(store("logs", "show", session_id, "--json")),
         "purge": json.loads(store("purge", "--older-than", "0", "--dry-run", "--json")),
+        "sessions list": json.loads(store("sessions", "list", "--json")),
     }
     seen = 0
     for command, payload in outputs.items():
@@ -56,7 +57,7 @@ def test_every_json_output_has_one_time_format(store):
             assert STAMP.match(value), f"{command} {path} = {value!r}"
     assert seen > 20
     assert {name for name, payload in outputs.items() if list(_times(payload))} >= {
-        "export", "runs list", "runs show", "logs show", "purge"}
+        "export", "runs list", "runs show", "logs show", "purge", "sessions list"}
 
 
 def test_migrate_dry_run_prints_times_in_the_same_format(db_url):

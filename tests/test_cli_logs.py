@@ -1,6 +1,7 @@
 """``cardlink-db logs show``: the readable trace, --errors and --json."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -28,7 +29,8 @@ def test_show_prints_a_readable_trace(traced):
     url, sid = traced
     result = CliRunner().invoke(cli, ["--database", url, "logs", "show", sid])
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    assert re.fullmatch(r"-- \d{4}-\d\d-\d\d \(UTC\) --", result.output.splitlines()[0])
+    lines = [line for line in result.output.splitlines() if not line.startswith("-- ")]
     assert len(lines) == 4
     assert ">>  00A4040008A000000151000000  [SELECT ISD]" in lines[0]
     assert "<<  6A82  SW=6A82 (File or application not found)  12.2 ms" in lines[1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import data, demo, keys, logs, report, runs, schema  # noqa: F401  (commands attach to cli)
+from . import data, demo, keys, logs, report, runs, schema, sessions  # noqa: F401  (commands attach)
 from .base import (
     TABLE_NAMES,
     CliState,

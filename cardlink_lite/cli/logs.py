@@ -68,7 +68,11 @@ def show(state: CliState, session_id, errors_only, as_json):
                        f"{source.imported_at:%Y-%m-%d %H:%M:%S} UTC)")
         count = 0
         fold = _BipFold()
+        day = None
         for row in rows:
+            if row.timestamp.date() != day:  # rows show the time; the date heads each day
+                day = row.timestamp.date()
+                click.echo(f"-- {day:%Y-%m-%d} (UTC) --")
             for line in fold.lines(row, _line(row)):
                 click.echo(line)
             count += 1
