@@ -52,7 +52,8 @@ def test_import_then_show_folds_bip_and_names_commands(run, capture):
         f"{1 + 2 * len(BENCH)} rows into {session_id}"]
     shown = run("logs", "show", session_id)
     assert shown.exit_code == 0, shown.output
-    lines = shown.output.splitlines()
+    assert "-- 2024-11-29 (UTC) --" in shown.output.splitlines()  # the date heads the day
+    lines = [line for line in shown.output.splitlines() if not line.startswith("-- 20")]
     assert lines[0].startswith(f"From {capture} (pcapng, imported ")
     assert lines[1] == f"10:00:00.122  **  {ATR}  [ATR]"
     assert lines[2] == "10:00:00.123  >>  ch0  00A40004023F00  [SELECT 3F00]"
@@ -158,7 +159,7 @@ def test_import_show_export_in_a_real_process(db_url, manager, tmp_path, backend
     assert (summary["format"], summary["exchanges"], summary["atrs"]) == ("apdu4j", 9, 1)
     shown = cardlink("logs", "show", summary["sessions"][0])
     assert shown.returncode == 0, shown.stderr
-    lines = shown.stdout.splitlines()
+    lines = [line for line in shown.stdout.splitlines() if not line.startswith("-- 20")]
     assert lines[0].startswith(f"From {dump} (apdu4j")
     assert lines[2] == "17:11:03.000  >>  ch0  00A4040000  [SELECT]"
     assert lines[3].endswith("SW=9000 (Success: normal ending of the command)  40.0 ms")
