@@ -21,9 +21,14 @@ from collections import Counter
 import peewee
 
 from .apdu_rows import (
+    MAX_DECODED_CHARS,
+    MAX_MESSAGE_CHARS,
+    MAX_RAW_HEX,
     check_small_ints,
+    check_text,
     is_hex,
     is_status_word,
+    latency_value,
     model_kwargs,
     normalize_hex,
     now_text,
@@ -34,7 +39,14 @@ from .apdu_rows import (
     timestamp_text,
 )
 from .db import max_rows_per_statement
-from .errors import DatabaseError, ValidationError, translate_error
+from .errors import (
+    DatabaseError,
+    RejectedRowsError,
+    ValidationError,
+    first_line,
+    is_transient,
+    translate_error,
+)
 from .events import EventType, emit_after_commit
 from .models import CommLog, OTASession
 from .status_words import normalize_status_word
@@ -56,9 +68,15 @@ _MAX_ROWS_PER_STATEMENT = 1000   # measured: bigger statements stop paying off
 _COPY_THRESHOLD = 2000           # PostgreSQL: COPY beats multi-row INSERT from here on
 _WAL_TRUNCATE_ROWS = 20000       # SQLite: a flush this big grows the -wal; shrink it after
 _BUSY_RETRIES = 8
+_MAX_PENDING = 100_000           # rows buffered while the database is away (default)
+_RETRY_AFTER = (0.5, 30.0)       # back-off of log.*'s own flush attempts after a failure
+_KEPT_REJECTIONS = 1000          # rejected rows remembered in ApduLogWriter.rejected
 
 _BUSY = re.compile(r"database is locked|database is busy|deadlock|lock wait timeout|"
                    r"could not serialize", re.I)
+# Failures tied to the rows themselves (a value or reference the database refuses),
+# as opposed to the connection, a lock or the schema: only these are isolated and dropped.
+_ROW_ERRORS = (peewee.IntegrityError, peewee.DataError, ValueError)
 
 
 class _Statements:
@@ -143,19 +161,36 @@ class ApduLogWriter:
     with ``...`` (the user guide's elided samples, e.g. ``"00A4..."``); that marker is
     stored verbatim. Timestamps are taken when a row is logged.
 
+    Every value accepted is one all three backends store and export: ``raw_data`` at
+    most ``MAX_RAW_HEX`` ASCII hex digits, ``decoded_data`` at most
+    ``MAX_DECODED_CHARS`` characters, no NUL or lone surrogate in any text, a finite
+    ``latency_ms`` >= 0 (a bool is not a number), a timestamp inside 0001..9999 in UTC.
+
     A flush happens when ``batch_size`` rows are buffered, every ``flush_interval``
     seconds (a daemon thread; None disables it), on :meth:`flush`, on :meth:`close` /
-    context exit and at interpreter exit. A failed flush raises and keeps its rows for
-    the next attempt; a failure of the background flush is logged, kept in
-    :attr:`last_error`, and the next explicit flush retries (and raises if it fails too).
+    context exit and at interpreter exit. A flush that fails for a transient reason
+    (lost connection, lock) keeps every row for the next attempt: :meth:`flush` raises,
+    while the flushes that ``log.*`` and the background thread start only log it and
+    keep it in :attr:`last_error`, and ``log.*`` never waits for a reconnect. Up to
+    ``max_pending`` rows are buffered that way; at that bound ``log.*`` flushes itself
+    (waiting for a reconnect) and raises that flush's error, the new row not buffered.
+
+    If the database refuses particular rows (a missing session, a value it cannot
+    hold), the batch is bisected: every other row is written, the refused ones are
+    dropped from the buffer, counted in :attr:`rows_rejected`, kept (the last 1000)
+    in :attr:`rejected` as ``(row, reason)``, and the next :meth:`flush` or
+    :meth:`close` raises :class:`RejectedRowsError` listing them (once).
     Safe to share between threads.
     """
 
     def __init__(self, database, session_id=None, batch_size: int = 1000,
                  flush_interval: float | None = 1.0, on_flush=None,
-                 flush_at_exit: bool = True):
+                 flush_at_exit: bool = True, max_pending: int = _MAX_PENDING):
         if batch_size is None or int(batch_size) < 1:
             raise ValidationError(f"batch_size must be at least 1; got {batch_size!r}")
+        if max_pending is None or int(max_pending) < int(batch_size):
+            raise ValidationError(
+                f"max_pending must be at least batch_size ({batch_size}); got {max_pending!r}")
         if flush_interval is not None and flush_interval <= 0:
             raise ValidationError(
                 f"flush_interval must be a positive number of seconds or None; "
@@ -181,6 +216,12 @@ class ApduLogWriter:
         self._stop = threading.Event()
         self._last_flush = time.monotonic()
         self._suspect_connection = False
+        self._max_flat = int(max_pending) * _WIDTH
+        self._retry_at = 0.0             # log.* makes no flush attempt before this
+        self._backoff = _RETRY_AFTER[0]
+        self._unreported: list = []      # rejections not raised by flush()/close() yet
+        self.rejected: list = []         # the last rejected rows, as (row, reason)
+        self.rows_rejected = 0
         self.last_error: BaseException | None = None
         self.closed = False
         self.rows_written = 0
@@ -282,16 +323,16 @@ class ApduLogWriter:
                     f"direction must be 'command' or 'response'; got {direction!r}",
                     problems=["direction"],
                 )
-        if type(raw_data) is str:
+        if type(raw_data) is str and raw_data.isascii():
             raw = raw_data.upper()
-            if not is_hex(raw) or len(raw) & 1:
+            if not is_hex(raw) or len(raw) & 1 or len(raw) > MAX_RAW_HEX:
                 # A reset seen without an ATR carries no bytes.
                 raw = "" if raw == "" and direction_value == "reset" else normalize_hex(raw_data)
         else:
             raw = normalize_hex(raw_data)
         if status_word is not None:
             sw = status_word.upper() if type(status_word) is str else status_word
-            if type(sw) is not str or not is_status_word(sw):
+            if type(sw) is not str or not status_word.isascii() or not is_status_word(sw):
                 sw = normalize_status_word(status_word)
         elif direction_value == "response" and len(raw) >= 4 and raw[-1] != ".":
             sw = raw[-4:]
@@ -300,27 +341,15 @@ class ApduLogWriter:
         if status_message is None:
             if sw is not None:
                 status_message = sw_message(sw)
-        elif type(status_message) is not str or len(status_message) > 128:
-            raise ValidationError(
-                f"status_message must be text of at most 128 characters; got "
-                f"{str(status_message)[:40]!r}",
-                problems=["status_message"],
-            )
-        if decoded_data is not None and type(decoded_data) is not str:
-            raise ValidationError(
-                f"decoded_data must be text; got {type(decoded_data).__name__}",
-                problems=["decoded_data"],
-            )
+        elif (type(status_message) is not str or "\x00" in status_message
+              or not status_message.isascii() or len(status_message) > MAX_MESSAGE_CHARS):
+            check_text(status_message, "status_message", MAX_MESSAGE_CHARS)
+        if decoded_data is not None and (
+                type(decoded_data) is not str or "\x00" in decoded_data
+                or not decoded_data.isascii() or len(decoded_data) > MAX_DECODED_CHARS):
+            check_text(decoded_data, "decoded_data", MAX_DECODED_CHARS)
         if latency_ms is not None:
-            try:
-                latency_ms = float(latency_ms)
-            except (TypeError, ValueError):
-                latency_ms = -1.0
-            if not latency_ms >= 0:  # also refuses NaN
-                raise ValidationError(
-                    f"latency_ms must be a number of milliseconds >= 0; got {latency_ms!r}",
-                    problems=["latency_ms"],
-                )
+            latency_ms = latency_value(latency_ms)
         if channel is not None or ins is not None or source_id is not None:
             check_small_ints(channel, ins, source_id)
         return (session, timestamp, latency_ms, direction_value, raw, decoded_data, sw,
@@ -329,6 +358,8 @@ class ApduLogWriter:
     def _buffer(self, values) -> None:
         if self.closed:
             raise DatabaseError("this ApduLogWriter is closed; create a new one to log more")
+        if len(self._flat) + self._inflight + len(values) > self._max_flat:
+            self._make_room(len(values))
         with self._lock:
             if not self._flat:
                 # Rows logged inside the caller's transaction belong to it: the timer
@@ -338,16 +369,51 @@ class ApduLogWriter:
             full = len(self._flat) >= self._flush_at
         if self._thread is None and self.flush_interval is not None:
             self._start_timer()
-        if full:
-            self.flush()
+        if full and time.monotonic() >= self._retry_at:
+            self._flush_quietly()
+
+    def _flush_quietly(self) -> None:
+        """log.*'s own flush: one quick attempt; a failure is logged, not raised."""
+        if not self._flush_lock.acquire(blocking=False):
+            return  # another thread is flushing: it takes these rows too, or retries
+        try:
+            self._flush(quick=True)
+        except Exception as exc:
+            self._note_failure(exc)
+        finally:
+            self._flush_lock.release()
+
+    def _note_failure(self, exc: BaseException) -> None:
+        self.last_error = exc
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, _RETRY_AFTER[1])
+        logger.warning("APDU log flush failed, %d rows kept for retry: %s",
+                       self.pending, first_line(exc))
+
+    def _make_room(self, values: int) -> None:
+        """The buffer is at ``max_pending``: flush now (waiting for a reconnect) and
+        raise its error, the new row not buffered."""
+        self.flush(report=False)
+        if len(self._flat) + self._inflight + values > self._max_flat:
+            raise ValidationError(
+                f"the APDU log buffer holds {self.pending:,} rows (max_pending); log "
+                "fewer rows at once")
 
     # -- flushing --------------------------------------------------------------
-    def flush(self) -> int:
+    def flush(self, report: bool = True) -> int:
         """Write every buffered row in one transaction; returns how many were written.
 
-        On failure the rows stay buffered (in order, ahead of rows logged meanwhile) and
-        the error is raised, translated into a cardlink_lite error.
+        On a transient failure the rows stay buffered (in order, ahead of rows logged
+        meanwhile) and the error is raised, translated into a cardlink_lite error. Rows
+        the database refuses are left out (see the class notes); with ``report`` a
+        :class:`RejectedRowsError` then lists every rejection not reported yet.
         """
+        count = self._flush()
+        if report and self._unreported:
+            self._raise_rejections()
+        return count
+
+    def _flush(self, quick: bool = False) -> int:
         with self._flush_lock:
             with self._lock:
                 flat, self._flat = self._flat, []
@@ -355,7 +421,7 @@ class ApduLogWriter:
             if not flat:
                 return 0
             try:
-                self._write(flat)
+                written, rejected = self._write(flat, quick)
             except BaseException as exc:
                 with self._lock:
                     self._flat[:0] = flat
@@ -366,11 +432,32 @@ class ApduLogWriter:
             with self._lock:
                 self._inflight = 0
             self.last_error = None
+            self._retry_at = 0.0
+            self._backoff = _RETRY_AFTER[0]
             self._last_flush = time.monotonic()
-            count = len(flat) // _WIDTH
+            count = len(written) // _WIDTH
             self.rows_written += count
-        self._announce(flat, count)
+            if rejected:
+                self._reject(rejected)
+        if count:
+            self._announce(written, count)
         return count
+
+    def _reject(self, rejected: list) -> None:
+        self.rows_rejected += len(rejected)
+        self._unreported.extend(rejected)
+        del self._unreported[:-_KEPT_REJECTIONS]
+        self.rejected.extend(rejected)
+        del self.rejected[:-_KEPT_REJECTIONS]
+        logger.warning("%d APDU log row(s) refused by the database and dropped; first: %s",
+                       len(rejected), rejected[0][1])
+
+    def _raise_rejections(self) -> None:
+        rejected, self._unreported = self._unreported, []
+        raise RejectedRowsError(
+            f"{len(rejected)} APDU log row(s) were refused by the database and not "
+            f"written (the others were); first: {rejected[0][1]}", rejected=rejected,
+            written=self.rows_written)
 
     def discard(self) -> int:
         """Drop every buffered row without writing it; returns how many were dropped."""
@@ -379,13 +466,18 @@ class ApduLogWriter:
         return len(flat) // _WIDTH
 
     def close(self) -> None:
-        """Flush, stop the background flusher and refuse further rows."""
+        """Flush, stop the background flusher and refuse further rows.
+
+        Raises like :meth:`flush`; rejected rows are reported once it is closed.
+        """
         self._stop.set()
         if self.closed:
             return
-        self.flush()
+        self.flush(report=False)
         self.closed = True
         _live_writers.discard(self)
+        if self._unreported:
+            self._raise_rejections()
 
     def __enter__(self) -> ApduLogWriter:
         return self
@@ -416,37 +508,82 @@ class ApduLogWriter:
                                "writing them now", self.pending)
                 self.flush()
 
-    def _write(self, flat: list) -> None:
+    def _write(self, flat: list, quick: bool = False) -> tuple[list, list]:
+        """Insert ``flat``; returns (values written, rejected rows with their reason)."""
         database = self.database
         top = not database.in_transaction()
         delay = 0.02
         for attempt in range(_BUSY_RETRIES):
             try:
                 if top:
-                    self._connect()
+                    self._connect(quick)
                 # Driver errors become Peewee's (the raw cursor is not wrapped otherwise).
                 with database.atomic(), peewee.__exception_wrapper__:
                     self._insert(flat)
                 self._suspect_connection = False
                 break
             except (peewee.OperationalError, peewee.InterfaceError) as exc:
-                if top and _BUSY.search(str(exc)) and attempt < _BUSY_RETRIES - 1:
+                busy = _BUSY.search(str(exc))
+                if top and busy and not quick and attempt < _BUSY_RETRIES - 1:
                     time.sleep(delay * (1 + random.random()))
                     delay = min(delay * 2, 1.0)
                     continue
-                if top:
+                if top and not busy:
                     self._suspect_connection = True
                 raise
+            except _ROW_ERRORS as exc:
+                if is_transient(exc):
+                    raise
+                return self._isolate(flat)
         if top and len(flat) >= _WAL_TRUNCATE_ROWS * _WIDTH:
             _shrink_wal(database)
+        return flat, []
 
-    def _connect(self) -> None:
-        if self._suspect_connection and self._manager is not None:
+    def _isolate(self, flat: list) -> tuple[list, list]:
+        """Bisect a refused batch in savepoints: write every row the database takes."""
+        database = self.database
+        written: list = []
+        rejected: list = []
+
+        def attempt(part: list) -> None:
+            try:
+                with database.atomic(), peewee.__exception_wrapper__:
+                    self._insert(part)
+                written.extend(part)
+                return
+            except _ROW_ERRORS as exc:
+                if is_transient(exc):
+                    raise
+                if len(part) == _WIDTH:
+                    rejected.append((_row_dict(part), exc))
+                    return
+            half = len(part) // _WIDTH // 2 * _WIDTH
+            attempt(part[:half])
+            attempt(part[half:])
+
+        with database.atomic():
+            attempt(flat)
+        return written, [(row, self._reason(row, exc)) for row, exc in rejected]
+
+    def _reason(self, row: dict, exc: Exception) -> str:
+        if isinstance(exc, peewee.IntegrityError) and not OTASession.select().where(
+                OTASession.id == row["session_id"]).exists():
+            return (f"OTA session {row['session_id']!r} does not exist; create the session "
+                    "first")
+        if isinstance(exc, peewee.PeeweeException):
+            return first_line(translate_error(exc, "APDU log row"))
+        return f"{type(exc).__name__}: {first_line(exc)}"[:200]
+
+    def _connect(self, quick: bool = False) -> None:
+        if not self._suspect_connection:
+            return
+        if self._manager is not None and not quick:
             self._manager.ensure_connection()
-        elif self._suspect_connection:
-            with contextlib.suppress(peewee.PeeweeException):
-                self.database.close()
-            self.database.connect(reuse_if_open=True)
+            return
+        # One attempt, no back-off: log.* never waits for a server that is away.
+        with contextlib.suppress(peewee.PeeweeException):
+            self.database.close()
+        self.database.connect(reuse_if_open=True)
 
     def _insert(self, flat: list) -> None:
         database = self.database
@@ -517,11 +654,9 @@ class ApduLogWriter:
         if not self._flush_lock.acquire(blocking=False):
             return  # someone is flushing right now
         try:
-            self.flush()
+            self._flush()
         except Exception as exc:
-            self.last_error = exc
-            logger.warning("background APDU log flush failed, %d rows kept for retry: %s",
-                           self.pending, exc)
+            self._note_failure(exc)
         finally:
             self._flush_lock.release()
             if not self.database.in_transaction():
@@ -540,11 +675,20 @@ def _flusher(ref, stop: threading.Event, interval: float) -> None:
 
 
 def _size(flat: list, start: int, count: int) -> int:
+    """Bytes the values may take in a statement (UTF-8: up to 4 per character)."""
     end = start + count * _WIDTH
     total = 64 * count
     for offset in (_RAW, _DECODED, _MESSAGE):
-        total += sum(map(len, filter(None, flat[start + offset:end:_WIDTH])))
+        for value in flat[start + offset:end:_WIDTH]:
+            if value:
+                total += len(value) if value.isascii() else 4 * len(value)
     return total
+
+
+def _row_dict(values: list) -> dict:
+    """A buffered row as ``add()``'s keyword arguments (what a caller may log again)."""
+    return {f.name if f is not CommLog.session else "session_id": value
+            for f, value in zip(_FIELDS, values, strict=True)}
 
 
 def _shrink_wal(database) -> None:

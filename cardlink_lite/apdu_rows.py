@@ -7,13 +7,20 @@ import time
 from datetime import datetime, timezone
 
 from ._peewee import field_values
-from .errors import ValidationError
+from .errors import ValidationError, quote
 from .models import CommDirection, CommLog, OTASession
 from .status_words import describe_status_word
 
-__all__ = ["check_small_ints", "is_hex", "is_status_word", "model_kwargs", "normalize_hex",
-           "now_text", "row_kwargs", "session_key", "stored_direction", "sw_message",
-           "timestamp_text"]
+__all__ = ["MAX_DECODED_CHARS", "MAX_MESSAGE_CHARS", "MAX_RAW_HEX", "check_small_ints",
+           "check_text", "is_hex", "is_status_word", "latency_value", "model_kwargs",
+           "normalize_hex", "now_text", "row_kwargs", "session_key", "stored_direction",
+           "sw_message", "timestamp_text"]
+
+# What every backend's comm_logs columns hold (MEDIUMTEXT on MariaDB, TEXT elsewhere):
+# an extended-length APDU (64 KiB of data plus header and status word) fits twice over.
+MAX_RAW_HEX = 262_144          # characters of hex: 131,072 bytes
+MAX_DECODED_CHARS = 1_048_576  # at most 4 MiB of UTF-8, well inside MEDIUMTEXT's 16 MiB
+MAX_MESSAGE_CHARS = 128
 
 _ELISION = "..."
 
@@ -62,21 +69,71 @@ def normalize_hex(value, field: str = "raw_data") -> str:
             f"{field} must be a hex string such as '00A40400'; got {type(value).__name__}",
             problems=[field],
         )
+    if not value.isascii():  # "ﬀ".upper() is "FF": only ASCII digits are hex digits
+        raise ValidationError(
+            f"{field} must be ASCII hex digits (0-9, A-F); got {quote(value)}",
+            problems=[field])
     text = value.upper()
     if is_hex(text) and not len(text) & 1:
-        return text
+        return _checked_length(text, field)
     text = "".join(text.split())
     elided = text.endswith(_ELISION)
     body = text[:-len(_ELISION)] if elided else text
     # An elided sample may stop mid-byte; a complete value must be whole bytes.
     if not body or not is_hex(body) or (len(body) & 1 and not elided):
-        shown = value if len(value) <= 40 else value[:37] + "..."
         raise ValidationError(
             f"{field} must be whole bytes of hex digits (spaces allowed, a trailing '...' "
-            f"marks an elided sample); got {shown!r}",
+            f"marks an elided sample); got {quote(value)}",
             problems=[field],
         )
+    return _checked_length(text, field)
+
+
+def _checked_length(text: str, field: str) -> str:
+    if len(text) > MAX_RAW_HEX:
+        raise ValidationError(
+            f"{field} is {len(text):,} hex digits long; at most {MAX_RAW_HEX:,} "
+            f"({MAX_RAW_HEX // 2:,} bytes) are stored", problems=[field])
     return text
+
+
+def check_text(value, field: str, limit: int) -> str:
+    """``value`` if it is text every backend stores: no NUL, valid UTF-8 (no lone
+    surrogates), at most ``limit`` characters; ValidationError otherwise."""
+    if type(value) is not str:
+        raise ValidationError(f"{field} must be text; got {type(value).__name__}",
+                              problems=[field])
+    if len(value) > limit:
+        raise ValidationError(
+            f"{field} is {len(value):,} characters long; at most {limit:,} are stored",
+            problems=[field])
+    if "\x00" in value:
+        raise ValidationError(
+            f"{field} must not contain NUL characters (PostgreSQL cannot store them); "
+            f"replace them, e.g. with '\\0'", problems=[field])
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                f"{field} is not valid Unicode text (lone surrogate at character "
+                f"{exc.start})", problems=[field]) from None
+    return value
+
+
+def latency_value(value) -> float:
+    """A latency as stored: a finite number of milliseconds >= 0 (a bool is not one)."""
+    number = -1.0
+    if type(value) is not bool:
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = -1.0
+    if not 0 <= number <= 1e300:  # also refuses NaN and infinity
+        raise ValidationError(
+            f"latency_ms must be a finite number of milliseconds >= 0; got {quote(value)}",
+            problems=["latency_ms"])
+    return number
 
 
 def sw_message(sw: str) -> str:
@@ -95,7 +152,7 @@ def session_key(session_id) -> str:
         return OTASession.id.db_value(session_id)
     except ValidationError:
         raise ValidationError(
-            f"session_id must be an OTA session's UUID; got {session_id!r}",
+            f"session_id must be an OTA session's UUID; got {quote(session_id)}",
             problems=["session_id"],
         ) from None
 
@@ -107,13 +164,18 @@ def timestamp_text(value) -> str:
             value = datetime.fromisoformat(value)
         except ValueError:
             raise ValidationError(
-                f"timestamp must be a datetime or ISO 8601 text; got {value!r}",
+                f"timestamp must be a datetime or ISO 8601 text; got {quote(value)}",
                 problems=["timestamp"],
             ) from None
     if not isinstance(value, datetime):
         raise ValidationError(f"timestamp must be a datetime; got {type(value).__name__}",
                               problems=["timestamp"])
-    return CommLog.timestamp.db_value(value).isoformat(" ")
+    try:
+        return CommLog.timestamp.db_value(value).isoformat(" ")
+    except OverflowError:
+        raise ValidationError(
+            f"timestamp {value.isoformat()} is outside 0001-01-01..9999-12-31 once "
+            "converted to UTC", problems=["timestamp"]) from None
 
 
 _ROW_KEYS = ("session_id", "direction", "raw_data", "decoded_data", "status_word",

@@ -14,9 +14,12 @@ __all__ = [
     "IntegrityError",
     "MigrationError",
     "NotFoundError",
+    "RejectedRowsError",
     "SchemaVersionMismatch",
     "ValidationError",
     "first_line",
+    "is_transient",
+    "quote",
     "translate_error",
 ]
 
@@ -57,8 +60,34 @@ class ValidationError(DatabaseError, ValueError):
         self.problems = list(problems or [])
 
 
+class RejectedRowsError(DatabaseError):
+    """The database refused some rows of a batch; the others were written.
+
+    ``rejected`` holds ``(row, reason)`` pairs (the row as a dict of field values),
+    ``written`` how many rows of the batch were stored.
+    """
+
+    def __init__(self, message: str, rejected: list | None = None, written: int = 0):
+        super().__init__(message)
+        self.rejected = list(rejected or [])
+        self.written = written
+
+
 class EncryptionError(DatabaseError):
     """A PSK could not be encrypted or decrypted."""
+
+
+_QUOTE_LIMIT = 40
+
+
+def quote(value, limit: int = _QUOTE_LIMIT) -> str:
+    """``repr(value)`` cut to a short prefix, so an error never echoes a huge value."""
+    if isinstance(value, str | bytes) and len(value) > limit:
+        return repr(value[:limit]) + f"... ({len(value):,} characters)"
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else (
+        f"an integer of {len(str(abs(value))) if value.bit_length() < 12000 else 'many'}"
+        " digits")
+    return text if len(text) <= limit + 2 else text[:limit] + "..."
 
 
 def first_line(exc: BaseException) -> str:
@@ -69,13 +98,46 @@ def first_line(exc: BaseException) -> str:
 
 _DUPLICATE = re.compile(r"duplicate|unique", re.I)
 _FK = re.compile(r"foreign key", re.I)
-_LOST = re.compile(r"connect|server|closed|gone away|terminat|broken pipe", re.I)
+_LOST = re.compile(r"connect|server|closed|gone away|terminat|broken pipe|^\(0, ''\)$",
+                   re.I)
+_BUSY = re.compile(r"database is locked|database is busy|deadlock|lock wait timeout|"
+                   r"could not serialize", re.I)
+
+
+def _original(exc: BaseException) -> BaseException:
+    """The failure that started it all: a rollback that fails while an error is being
+    handled (MySQL's savepoint rollback on a dead connection says only ``(0, '')``)
+    hides the real cause in ``__context__``; a lost connection there wins."""
+    seen = [exc]
+    current = exc
+    while len(seen) < 8:
+        current = current.__context__ or current.__cause__
+        if current is None or current in seen:
+            break
+        seen.append(current)
+    for candidate in seen:
+        if (isinstance(candidate, peewee.InterfaceError | peewee.OperationalError)
+                and _LOST.search(first_line(candidate))):
+            return candidate
+    return exc
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures not tied to the rows being written: a lost connection, a lock."""
+    exc = _original(exc)
+    if isinstance(exc, ConnectionError):
+        return True
+    if not isinstance(exc, peewee.InterfaceError | peewee.OperationalError):
+        return False
+    text = first_line(exc)
+    return bool(_LOST.search(text) or _BUSY.search(text))
 
 
 def translate_error(exc: Exception, entity: str = "row", key: object = None) -> DatabaseError:
     """Return the cardlink_lite error for a Peewee/driver error (caller raises it ``from exc``)."""
     if isinstance(exc, DatabaseError):
         return exc
+    exc = _original(exc)
     what = f"{entity} {key!r}" if key is not None else entity
     text = first_line(exc)
     if isinstance(exc, peewee.IntegrityError):

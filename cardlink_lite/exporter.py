@@ -7,6 +7,7 @@ import enum
 import functools
 import io
 import json
+import math
 
 import peewee
 import yaml
@@ -141,10 +142,17 @@ def _exporter_for(f: peewee.Field):
     if isinstance(f, peewee.BooleanField):
         return bool
     if isinstance(f, peewee.FloatField):
-        return float
+        return _finite_or_none
     if isinstance(f, peewee.IntegerField):  # BigAutoField too
         return int
     return str
+
+
+def _finite_or_none(value) -> float | None:
+    # SQLite stores infinity (an old writer let it through); no export format can carry
+    # it back in, and a latency of infinity means "unknown": it is exported as null.
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 class _JsonWriter:

@@ -12,6 +12,7 @@ import peewee
 from .errors import EncryptionError, ValidationError
 
 __all__ = [
+    "ApduTextField",
     "EncryptedBlobField",
     "EnumField",
     "JSONField",
@@ -25,6 +26,7 @@ __all__ = [
 # Column types the manager maps per backend (see db._FIELD_TYPES).
 DATETIME_MS = "DATETIME_MS"
 JSON_TEXT = "JSON_TEXT"
+APDU_TEXT = "APDU_TEXT"
 
 
 def utc_now() -> datetime:
@@ -197,6 +199,13 @@ class JSONField(peewee.TextField):
         if value is None or not isinstance(value, str | bytes):
             return value
         return json.loads(value)
+
+
+class ApduTextField(peewee.TextField):
+    """APDU hex and decoded text: MEDIUMTEXT on MySQL (TEXT's 64 KiB is too small for an
+    extended-length APDU), TEXT elsewhere."""
+
+    field_type = APDU_TEXT
 
 
 class EncryptedBlobField(peewee.BlobField):

@@ -17,7 +17,7 @@ from ._peewee import discard_connection
 from .config import DatabaseConfig
 from .db import database_proxy, get_manager, register_default_manager, set_current_manager
 from .errors import ConfigurationError, ConnectionError, DatabaseError, first_line
-from .fields import DATETIME_MS, JSON_TEXT
+from .fields import APDU_TEXT, DATETIME_MS, JSON_TEXT
 from .migrations import (
     check_schema_version,
     create_schema,
@@ -34,9 +34,9 @@ __all__ = ["DatabaseManager", "get_manager", "init_database"]
 logger = logging.getLogger("cardlink_lite")
 
 _FIELD_TYPES = {
-    "sqlite": {DATETIME_MS: "DATETIME", JSON_TEXT: "TEXT"},
-    "mysql": {DATETIME_MS: "DATETIME(3)", JSON_TEXT: "LONGTEXT"},
-    "postgresql": {DATETIME_MS: "TIMESTAMP(3)", JSON_TEXT: "TEXT"},
+    "sqlite": {DATETIME_MS: "DATETIME", JSON_TEXT: "TEXT", APDU_TEXT: "TEXT"},
+    "mysql": {DATETIME_MS: "DATETIME(3)", JSON_TEXT: "LONGTEXT", APDU_TEXT: "MEDIUMTEXT"},
+    "postgresql": {DATETIME_MS: "TIMESTAMP(3)", JSON_TEXT: "TEXT", APDU_TEXT: "TEXT"},
 }
 _DRIVERS = {"mysql": ("pymysql", "mysql"), "postgresql": ("psycopg2", "postgresql")}
 _RECONNECT_ATTEMPTS = 4

@@ -11,6 +11,7 @@ from ._peewee import ROW_FLAG, field_values
 from .db import database_proxy
 from .errors import ValidationError
 from .fields import (
+    ApduTextField,
     EncryptedBlobField,
     EnumField,
     JSONField,
@@ -322,8 +323,8 @@ class CommLog(BaseModel):
     timestamp = UTCDateTimeField(default=utc_now)
     latency_ms = peewee.DoubleField(null=True)
     direction = EnumField(CommDirection, max_length=10)
-    raw_data = peewee.TextField()
-    decoded_data = peewee.TextField(null=True)
+    raw_data = ApduTextField()
+    decoded_data = ApduTextField(null=True)
     status_word = peewee.CharField(max_length=4, null=True)
     status_message = peewee.CharField(max_length=128, null=True)
     # Schema 0003: logical channel (from CLA), instruction byte of a command, origin file.

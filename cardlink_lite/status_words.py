@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import ValidationError
+from .errors import ValidationError, quote
 
 __all__ = ["MORE_DATA_PREFIXES", "STATUS_WORDS", "describe_after_command",
            "describe_status_word", "is_more_data", "is_success", "normalize_status_word"]
@@ -139,9 +139,9 @@ def normalize_status_word(sw) -> str:
     elif isinstance(sw, int) and not isinstance(sw, bool) and 0 <= sw <= 0xFFFF:
         return f"{sw:04X}"
     text = str(sw).replace(" ", "").upper()
-    if not _SW.fullmatch(text):
+    if not text.isascii() or not _SW.fullmatch(text):  # "\ufb00".upper() is "FF"
         raise ValidationError(
-            f"status_word must be 4 hex digits such as 9000 or 6A82; got {sw!r}",
+            f"status_word must be 4 hex digits such as 9000 or 6A82; got {quote(sw)}",
             problems=["status_word"],
         )
     return text

@@ -171,14 +171,14 @@ def test_failed_flush_raises_and_keeps_rows_for_retry(manager, session):
     assert [r.raw_data for r in _trace(session.id)] == ["00A4", "9000", "00B0"]
 
 
-def test_unknown_session_is_named_and_rows_kept(manager, session):
+def test_unknown_session_is_named_and_its_rows_rejected(manager, session):
     ghost = "123e4567-e89b-12d3-a456-426614174000"
     writer = ApduLogWriter(manager, flush_interval=None)
     writer.add(ghost, "command", "00A4")
-    with pytest.raises(DatabaseError, match=ghost):
+    with pytest.raises(DatabaseError, match=ghost) as caught:
         writer.flush()
-    assert writer.pending == 1
-    assert writer.discard() == 1
+    assert writer.pending == 0
+    assert caught.value.rejected[0][0]["raw_data"] == "00A4"
 
 
 def test_one_event_per_flush_with_the_count(manager, session):
