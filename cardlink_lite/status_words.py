@@ -139,7 +139,7 @@ def normalize_status_word(sw) -> str:
     elif isinstance(sw, int) and not isinstance(sw, bool) and 0 <= sw <= 0xFFFF:
         return f"{sw:04X}"
     text = str(sw).replace(" ", "").upper()
-    if not text.isascii() or not _SW.fullmatch(text):  # "\ufb00".upper() is "FF"
+    if not str(sw).isascii() or not _SW.fullmatch(text):  # "\ufb00".upper() is "FF"
         raise ValidationError(
             f"status_word must be 4 hex digits such as 9000 or 6A82; got {quote(sw)}",
             problems=["status_word"],
