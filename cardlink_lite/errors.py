@@ -151,6 +151,8 @@ def translate_error(exc: Exception, entity: str = "row", key: object = None) -> 
             return IntegrityError(f"{what} is missing a required value: {_clean(text)}")
         return IntegrityError(f"{what} violates a constraint: {_clean(text)}")
     if isinstance(exc, peewee.InterfaceError | peewee.OperationalError) and _LOST.search(text):
+        if text == "(0, '')":  # PyMySQL on a connection an earlier failure closed
+            text = "the connection was closed by an earlier failure (the server dropped it)"
         return ConnectionError(f"lost the database connection while using {what}: {_clean(text)}")
     return DatabaseError(f"database error on {what}: {_clean(text)}")
 

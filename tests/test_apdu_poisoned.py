@@ -215,9 +215,12 @@ def test_connection_lost_inside_a_unit_of_work_reports_the_loss(manager, session
         uow.logs.add_log_batch([(session.id, "command", "00A4")] * 3)
         uow.logs.flush_batch()
         _kill(backend, _server_pid(manager))
+        with pytest.raises(ConnectionError):
+            uow.devices.count()  # the caller sees the loss, and logs on
         uow.logs.add_log_batch([(session.id, "command", "00B0")] * 3)
         uow.logs.flush_batch()
     assert isinstance(caught.value, ConnectionError), caught.value
     assert "(0, '')" not in str(caught.value)
+    assert "connection" in str(caught.value)
     manager.ensure_connection()
     assert CommLog.select().count() == 0
