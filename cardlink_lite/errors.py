@@ -81,13 +81,22 @@ _QUOTE_LIMIT = 40
 
 
 def quote(value, limit: int = _QUOTE_LIMIT) -> str:
-    """``repr(value)`` cut to a short prefix, so an error never echoes a huge value."""
-    if isinstance(value, str | bytes) and len(value) > limit:
-        return repr(value[:limit]) + f"... ({len(value):,} characters)"
-    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else (
-        f"an integer of {len(str(abs(value))) if value.bit_length() < 12000 else 'many'}"
-        " digits")
-    return text if len(text) <= limit + 2 else text[:limit] + "..."
+    """``value`` for an error message: a short prefix of its repr, so an error never
+    echoes a huge value (nor walks a deeply nested one)."""
+    if isinstance(value, str | bytes | bytearray):
+        if len(value) > limit:
+            return repr(value[:limit]) + f"... ({len(value):,} long)"
+        return repr(value)
+    if isinstance(value, bool | float) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        if value.bit_length() > 128:
+            return f"a {value.bit_length():,}-bit integer"
+        return repr(value)
+    if isinstance(value, dict | list | tuple | set):
+        return f"a {type(value).__name__} of {len(value):,} items"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def first_line(exc: BaseException) -> str:

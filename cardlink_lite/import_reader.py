@@ -11,12 +11,64 @@ import tempfile
 
 import yaml
 
-from .errors import ValidationError
+from .errors import ValidationError, first_line, quote
 from .transfer_format import ExportFormat, _export_format
 
-__all__ = ["parse_document"]
+__all__ = ["BadRow", "Duplicated", "parse_document"]
 
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class Duplicated(dict):
+    """A JSON object or YAML mapping that named a key twice (``duplicate`` is the key);
+    the importer refuses it, naming the row."""
+
+    duplicate = None
+
+
+class BadRow:
+    """A row line that could not become a row (``reason`` says why)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _pairs(pairs: list) -> dict:
+    """``object_pairs_hook``: a dict, or a :class:`Duplicated` when a key repeats."""
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen = set()
+        d = Duplicated(d)
+        for key, _ in pairs:
+            if key in seen:
+                d.duplicate = key
+                break
+            seen.add(key)
+    return d
+
+
+_decode = json.JSONDecoder(object_pairs_hook=_pairs).decode
+
+
+class _Loader(_SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                    seen.add(key)
+                except TypeError:
+                    continue  # unhashable: the base class says so
+                if repeated:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {quote(key)} appears twice in one mapping",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep)
 
 
 class _NotLineFormat(Exception):
@@ -77,13 +129,15 @@ class _LineRows:
     def __iter__(self):
         lines = self._lines
         lines.seek(self._start)
-        loads = json.loads
+        loads = _decode
         for _ in range(self._count):
             text = lines.readline().strip()
             if text.endswith(","):
                 text = text[:-1]
             try:
                 row = loads(text)
+            except RecursionError:
+                row = BadRow("nested too deeply to read")
             except ValueError:
                 raise _NotLineFormat from None
             yield row
@@ -151,7 +205,10 @@ def _scan(lines) -> dict:
         match = _KEY_LINE.fullmatch(lines.readline().strip())
         if not match:
             raise _NotLineFormat
-        key = json.loads(match.group(1))
+        try:
+            key = json.loads(match.group(1))
+        except ValueError:  # e.g. a raw control character: the whole parse says where
+            raise _NotLineFormat from None
         rest = match.group(2)
         more = rest.endswith(",")
         if more:
@@ -162,8 +219,8 @@ def _scan(lines) -> dict:
             document[key], more = _scan_rows(lines)
             continue
         try:
-            document[key] = json.loads(rest)
-        except ValueError:
+            document[key] = _decode(rest)
+        except (ValueError, RecursionError):
             raise _NotLineFormat from None
     if lines.readline().strip() != "}":
         raise _NotLineFormat
@@ -195,6 +252,56 @@ def _scan_rows(lines) -> tuple[_LineRows, bool]:
         count += 1
 
 
+def _parse_json(text: str):
+    try:
+        return _decode(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}; "
+            "fix the file or give the right --format"
+        ) from None
+    except RecursionError:
+        raise ValidationError("not valid JSON for an import: it is nested too deeply; "
+                              "give a file written by cardlink-db export") from None
+    except ValueError as exc:  # a number Python will not convert (over 4,300 digits)
+        what = ("a number has too many digits" if "digits" in str(exc)
+                else first_line(exc)[:100])
+        raise ValidationError(f"not valid JSON for an import: {what}; fix the file") from None
+
+
+def _parse_yaml(text: str):
+    if "*" in text:
+        # An alias repeats a value by reference: a kilobyte of aliases can stand for
+        # gigabytes of data (the "billion laughs"). Import files never need them.
+        try:
+            for event in yaml.parse(text, Loader=_SafeLoader):
+                if isinstance(event, yaml.AliasEvent):
+                    mark = event.start_mark
+                    raise ValidationError(
+                        f"YAML aliases are not accepted in an import (*{event.anchor[:40]} at "
+                        f"line {mark.line + 1} column {mark.column + 1}); write the value "
+                        "out in full")
+        except yaml.YAMLError:
+            pass  # the load below reports it
+    try:
+        # Safe loader only: a document can never construct Python objects.
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValidationError(
+            f"not valid YAML: {what[:200]}{where}; fix the file or give the right --format"
+        ) from None
+    except RecursionError:
+        raise ValidationError("not valid YAML for an import: it is nested too deeply; "
+                              "give a file written by cardlink-db export") from None
+    except (ValueError, OverflowError, TypeError) as exc:  # e.g. a date out of range
+        raise ValidationError(
+            f"not valid YAML for an import: a value cannot be read "
+            f"({type(exc).__name__}: {first_line(exc)[:100]}); fix the file") from None
+
+
 def parse_document(data, format=None) -> dict:
     """The mapping inside JSON/YAML ``data``; ValidationError with one clear line if none."""
     if isinstance(data, dict):
@@ -218,24 +325,9 @@ def parse_document(data, format=None) -> dict:
     fmt = _export_format(format) if format is not None else (
         ExportFormat.JSON if text.lstrip()[:1] in ("{", "[") else ExportFormat.YAML)
     if fmt is ExportFormat.JSON:
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(
-                f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}; "
-                "fix the file or give the right --format"
-            ) from None
+        document = _parse_json(text)
     else:
-        try:
-            # Safe loader only: a document can never construct Python objects.
-            document = yaml.load(text, Loader=_SafeLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-            what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ValidationError(
-                f"not valid YAML: {what}{where}; fix the file or give the right --format"
-            ) from None
+        document = _parse_yaml(text)
     if not isinstance(document, dict):
         kind = "empty document" if document is None else type(document).__name__
         raise ValidationError(

@@ -16,11 +16,12 @@ from datetime import date, datetime, timezone
 
 import peewee
 
-from .apdu import normalize_hex
+from .apdu_rows import MAX_DECODED_CHARS, MAX_RAW_HEX, check_text, normalize_hex
 from .crypto import encrypt_psk
 from .db import bound_models, max_rows_per_statement
-from .errors import ValidationError, translate_error
+from .errors import ValidationError, quote, translate_error
 from .fields import (
+    ApduTextField,
     EnumField,
     JSONField,
     UTCDateTimeField,
@@ -28,7 +29,14 @@ from .fields import (
     to_utc_ms,
     utc_now,
 )
-from .import_reader import _line_document, _LineRows, _NotLineFormat, parse_document
+from .import_reader import (
+    BadRow,
+    Duplicated,
+    _line_document,
+    _LineRows,
+    _NotLineFormat,
+    parse_document,
+)
 from .models import ALL_MODELS, CardProfile, CommLog
 from .transfer_format import (
     _BY_NAME,
@@ -44,6 +52,9 @@ from .transfer_format import (
 __all__ = ["ConflictMode", "DataImporter", "ImportResult"]
 
 _MAX_PROBLEMS = 200
+MAX_JSON_DEPTH = 32           # nesting of a JSON field (connection_settings, metadata...)
+MAX_JSON_CHARS = 1_048_576    # a JSON field's size, as stored
+MAX_TEXT_BYTES = 65_535       # a TEXT column on MySQL/MariaDB (notes, error_message)
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})*")
 _STATUS_WORD = re.compile(r"[0-9A-Fa-f]{4}")
 
@@ -194,6 +205,20 @@ class _Keys:
         return i < len(keys) and keys[i] == key
 
 
+class _LogIds:
+    """Log ids an import hands out: after every id stored or in the file, so a new row
+    never takes an id a later row of the file keeps (dry run and import alike)."""
+
+    def __init__(self, file_max: int):
+        self.before = CommLog.select(peewee.fn.MAX(CommLog.id)).scalar() or 0
+        self.next = max(self.before, file_max) + 1
+        self.claimed: set = set()   # stored ids a file row was matched to
+
+    def new(self) -> int:
+        self.next += 1
+        return self.next - 1
+
+
 class _Plan:
     """The document checked row by row, then written table by table, a chunk at a time.
 
@@ -212,6 +237,8 @@ class _Plan:
         self.keys: dict[type, _Keys] = {}          # model -> keys given in the file
         self.refs: dict = {}                       # (model, fk) -> {value: [count, indexes]}
         self.first_psk = None
+        self.max_file_log_id = 0                   # the highest log id the file gives
+        self.log_ids: _LogIds | None = None        # new log ids, stored ones matched
         self._by_key: dict = {}
         self._statements: dict = {}
 
@@ -247,25 +274,29 @@ class _Plan:
 
     def _tables(self) -> dict:
         tables = {}
+        if isinstance(self.document, Duplicated):
+            self.problem(f"{_name(self.document.duplicate)}: appears twice at the top of the "
+                         "document; give each table once")
         for key, value in self.document.items():
             if key in ("format_version", "exported_at"):
                 continue
             model = _BY_NAME.get(str(key).lower())
             if model is None:
-                self.problem(f"{key}: unknown table; use any of {', '.join(TABLES)} "
+                self.problem(f"{_name(key)}: unknown table; use any of {', '.join(TABLES)} "
                              f"(or {', '.join(_SHORT_NAMES)})")
                 continue
             if model in tables:
-                self.problem(f"{key}: table {model._meta.table_name} appears twice")
+                self.problem(f"{_name(key)}: table {model._meta.table_name} appears twice")
                 continue
             if not isinstance(value, list | _LineRows):
-                self.problem(f"{key}: must be a list of rows, got {type(value).__name__}")
+                self.problem(f"{_name(key)}: must be a list of rows, got "
+                             f"{type(value).__name__}")
                 continue
             tables[model] = value
         version = self.document.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             self.problem(f"format_version: this cardlink_lite reads version {FORMAT_VERSION}, "
-                         f"got {version!r}; export the data again with this version")
+                         f"got {quote(version)}; export the data again with this version")
         return tables
 
     @staticmethod
@@ -294,6 +325,8 @@ class _Plan:
                         entry[0] += 1
                         if len(entry[1]) < _MAX_PROBLEMS:
                             entry[1].append(index)
+            if model is CommLog and type(row.get("id")) is int:
+                self.max_file_log_id = max(self.max_file_log_id, row["id"])
             if model is CardProfile and self.first_psk is None and "psk_key" in row:
                 self.first_psk = bytes.fromhex(row["psk_key"])
 
@@ -302,9 +335,16 @@ class _Plan:
         if it is not a mapping; each bad value is recorded as a problem."""
         table = model._meta.table_name
         where = f"{table}[{index}]"
+        if isinstance(raw, BadRow):
+            self.problem(f"{where}: {raw.reason}")
+            return None
         if not isinstance(raw, dict):
             self.problem(f"{where}: must be a mapping of field names to values, "
                          f"got {type(raw).__name__}")
+            return None
+        if isinstance(raw, Duplicated):
+            self.problem(f"{where}: field {_name(raw.duplicate)} appears twice in the row; "
+                         "give each field once")
             return None
         by_key = self._by_key.get(model)
         if by_key is None:
@@ -325,14 +365,14 @@ class _Plan:
             if f is None:
                 hint = (" (keys are never imported encrypted: export with --include-keys "
                         "to get psk_key in hex)") if key == "psk_key_encrypted" else ""
-                self.problem(f"{where}.{key}: unknown field{hint}; known fields: "
+                self.problem(f"{where}.{_name(key)}: unknown field{hint}; known fields: "
                              f"{', '.join(by_key)}")
                 continue
             try:
                 row[f.name] = _convert(f, value)
             except ValueError as exc:
                 rejected.add(f.name)
-                self.problem(f"{where}.{key}: {exc}")
+                self.problem(f"{where}.{_name(key)}: {exc}")
         for f in by_key.values():
             if f.name in row or f.name in rejected or (
                     f is pk and isinstance(pk, peewee.AutoField)):
@@ -404,39 +444,53 @@ class _Plan:
         """Ids of ``chunk`` rows already stored as the same APDU; the others become new rows.
 
         Log ids are per-store counters, so an equal id from another store is a different
-        row: a log is the same when session, time, direction and data are (the file's id
-        is then replaced by the stored one), otherwise it is added under a new id.
+        row. A file row is the stored row of its id when session, time, direction and data
+        are equal; when its id holds another APDU it is matched to a stored row with that
+        content not matched yet (the file's id replaced by the stored one), else it is
+        added under a new id. Identical APDUs (a repeated STATUS in one millisecond) are
+        matched one to one, so a store's own export always re-imports unchanged.
         """
-        if not stored_ids:
-            return set()
+        ids = self.log_ids
+        if ids is None:
+            ids = self.log_ids = _LogIds(self.max_file_log_id)
         fields = [CommLog.session, CommLog.timestamp, CommLog.direction, CommLog.raw_data]
 
         def identity(values):
             return tuple(f.db_value(v) for f, v in zip(fields, values, strict=True))
 
-        def stored(where) -> list:
-            return [(r[0], identity(r[1:])) for r in
-                    CommLog.select(CommLog.id, *fields).where(where).tuples()]
-
-        # By id first: two identical APDUs (same millisecond) are two rows, both matched.
-        by_id = dict(stored(CommLog.id.in_(list(stored_ids))))
+        by_id = {}
+        if stored_ids:
+            by_id = {r[0]: identity(r[1:]) for r in
+                     CommLog.select(CommLog.id, *fields)
+                     .where(CommLog.id.in_(list(stored_ids))).tuples()}
         same, clashing = set(), []
         for row in chunk:
-            if row.get("id") in by_id:
-                if identity([row.get(f.name) for f in fields]) == by_id[row["id"]]:
-                    same.add(row["id"])
+            key = row.get("id")
+            if key is None:
+                row["id"] = ids.new()
+            elif key in by_id:
+                if identity([row.get(f.name) for f in fields]) == by_id[key]:
+                    same.add(key)
+                    ids.claimed.add(key)
                 else:
                     clashing.append(row)
         if clashing:
             sessions = {identity([r.get(f.name) for f in fields])[0] for r in clashing}
-            elsewhere = {ident: i for i, ident in stored(CommLog.session.in_(list(sessions)))}
+            candidates: dict = {}
+            query = (CommLog.select(CommLog.id, *fields)
+                     .where(CommLog.session.in_(list(sessions)) & (CommLog.id <= ids.before))
+                     .order_by(CommLog.id).tuples())
+            for r in query:
+                if r[0] not in ids.claimed:
+                    candidates.setdefault(identity(r[1:]), []).append(r[0])
             for row in clashing:
-                found = elsewhere.get(identity([row.get(f.name) for f in fields]))
-                if found is None:
-                    del row["id"]
+                found = candidates.get(identity([row.get(f.name) for f in fields]))
+                if found:
+                    row["id"] = found.pop(0)
+                    same.add(row["id"])
+                    ids.claimed.add(row["id"])
                 else:
-                    row["id"] = found
-                    same.add(found)
+                    row["id"] = ids.new()
         return same
 
     def count(self, result: ImportResult) -> None:
@@ -558,6 +612,13 @@ class _Plan:
             model.update(values).where(pk == row[pk.name]).execute()
 
 
+def _name(key) -> str:
+    """A key from the file, fit to print: plain names as they are, anything else quoted."""
+    if isinstance(key, str) and len(key) <= 64 and key.isascii() and key.isprintable():
+        return key
+    return quote(key)
+
+
 def _convert(f: peewee.Field, value):
     """The Python value for field ``f``; ValueError saying what was expected."""
     if value is None:
@@ -569,70 +630,122 @@ def _convert(f: peewee.Field, value):
     if isinstance(f, UTCDateTimeField):
         return _parse_datetime(value)
     if isinstance(f, JSONField):
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError):
-            raise ValueError("must hold only JSON values (objects, lists, text, numbers, "
-                             "true/false, null)") from None
-        return value
+        return _json_value(value)
     if isinstance(f, peewee.BooleanField):
         if not isinstance(value, bool):
-            raise ValueError(f"must be true or false, got {value!r}")
+            raise ValueError(f"must be true or false, got {quote(value)}")
         return value
     if isinstance(f, peewee.FloatField):
-        if isinstance(value, bool) or not isinstance(value, int | float) or (
-                isinstance(value, float) and not math.isfinite(value)):
-            raise ValueError(f"must be a number, got {value!r}")
-        return float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be a number, got {quote(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ValueError(f"must be a finite number, got {quote(value)}")
+        return number
     if isinstance(f, peewee.IntegerField):
         limit = 2**63 if isinstance(f, peewee.BigAutoField | peewee.BigIntegerField) else 2**31
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"must be a whole number, got {value!r}")
+            raise ValueError(f"must be a whole number, got {quote(value)}")
         if not -limit <= value < limit or (f.primary_key and value < 1):
-            raise ValueError(f"{value} is out of range")
+            raise ValueError(f"{quote(value)} is out of range")
         return value
     if not isinstance(value, str):
-        raise ValueError(f"must be text, got {type(value).__name__} {value!r}")
+        raise ValueError(f"must be text, got {type(value).__name__} {quote(value)}")
     if isinstance(f, EnumField):
         try:
             return f.coerce_member(value)
         except ValidationError:
             allowed = ", ".join(str(m.value) for m in f.enum_class)
-            raise ValueError(f"must be one of {allowed}, got {value!r}") from None
+            raise ValueError(f"must be one of {allowed}, got {quote(value)}") from None
     if isinstance(f, UUIDStrField):
         try:
             return str(uuid.UUID(value))
         except ValueError:
             raise ValueError(f"must be a UUID like 123e4567-e89b-12d3-a456-426614174000, "
-                             f"got {value!r}") from None
+                             f"got {quote(value)}") from None
     if f is CommLog.raw_data:
-        # The APDU writer's own rule (upper-case hex, whole bytes, '...' for an elided
-        # sample), so anything it stored comes back in unchanged.
+        # The APDU writer's own rule (upper-case ASCII hex, whole bytes, '...' for an
+        # elided sample, at most MAX_RAW_HEX digits), so anything it stored comes back in.
         try:
-            value = normalize_hex(value)
+            return normalize_hex(value)
         except ValidationError:
-            raise ValueError("must be hex digits, two per byte (e.g. 00A4040000)") from None
-    if f is CommLog.status_word and not _STATUS_WORD.fullmatch(value):
-        raise ValueError(f"must be four hex digits such as 9000, got {value!r}")
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    max_length = getattr(f, "max_length", None)
-    if max_length and len(value) > max_length:
-        raise ValueError(f"is {len(value)} characters long; at most {max_length} fit")
+            if len(value) > MAX_RAW_HEX:
+                raise ValueError(f"is {len(value):,} characters long; at most "
+                                 f"{MAX_RAW_HEX:,} hex digits are stored") from None
+            raise ValueError("must be hex digits (ASCII), two per byte (e.g. 00A4040000)"
+                             ) from None
+    if f is CommLog.status_word and not (value.isascii() and _STATUS_WORD.fullmatch(value)):
+        raise ValueError(f"must be four hex digits such as 9000, got {quote(value)}")
+    if isinstance(f, ApduTextField):
+        limit = MAX_DECODED_CHARS
+    else:
+        limit = getattr(f, "max_length", None) or MAX_TEXT_BYTES
+    try:
+        check_text(value, f.name, limit)
+    except ValidationError as exc:
+        raise ValueError(str(exc).removeprefix(f"{f.name} ")) from None
+    if not isinstance(f, ApduTextField) and not getattr(f, "max_length", None) and (
+            not value.isascii() and len(value.encode("utf-8")) > MAX_TEXT_BYTES):
+        raise ValueError(f"is {len(value.encode('utf-8')):,} bytes of UTF-8; at most "
+                         f"{MAX_TEXT_BYTES:,} fit (a TEXT column on MySQL)")
     return value
+
+
+def _json_value(value):
+    """A JSON field's value, if every backend stores it and every export carries it back:
+    plain JSON types, no key twice, at most MAX_JSON_DEPTH levels and MAX_JSON_CHARS."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item, Duplicated):
+                raise ValueError(f"key {quote(item.duplicate)} appears twice in one object")
+            children = item.values()
+            if any(not isinstance(k, str) for k in item):
+                raise ValueError("object keys must be text")
+        elif isinstance(item, list):
+            children = item
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"must hold only finite numbers, got {item!r}")
+        elif item is None or isinstance(item, str | int | float):
+            continue
+        else:
+            raise ValueError("must hold only JSON values (objects, lists, text, numbers, "
+                             f"true/false, null), got {type(item).__name__}")
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"is nested more than {MAX_JSON_DEPTH} levels deep")
+        stack.extend((child, depth + 1) for child in children)
+    try:
+        size = len(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError("must hold only JSON values (objects, lists, text, numbers, "
+                         "true/false, null)") from None
+    if size > MAX_JSON_CHARS:
+        raise ValueError(f"is {size:,} characters as JSON; at most {MAX_JSON_CHARS:,} are "
+                         "stored")
+    return value
+
+
+_ISO_HINT = "must be an ISO-8601 date and time like 2024-11-29T10:00:00.123Z"
 
 
 def _parse_datetime(value) -> datetime:
     if isinstance(value, datetime):  # YAML turns unquoted timestamps into datetimes
-        return to_utc_ms(value)
-    if isinstance(value, date) or not isinstance(value, str):
-        raise ValueError(f"must be an ISO-8601 date and time like 2024-11-29T10:00:00.123Z, "
-                         f"got {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(f"must be an ISO-8601 date and time like 2024-11-29T10:00:00.123Z, "
-                         f"got {value!r}") from None
+        parsed = value
+    elif isinstance(value, date) or not isinstance(value, str):
+        raise ValueError(f"{_ISO_HINT}, got {quote(value)}")
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{_ISO_HINT}, got {quote(value)}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return to_utc_ms(parsed)
+    try:
+        return to_utc_ms(parsed)
+    except OverflowError:
+        raise ValueError(f"{quote(value if isinstance(value, str) else parsed.isoformat())} "
+                         "is outside 0001-01-01..9999-12-31 once converted to UTC") from None
