@@ -77,8 +77,12 @@ def _refused(store, db_url, tmp_path, text, suffix="json", match=None):
     return errors[0]
 
 
-def test_control_character_in_a_key_of_a_row_line(store, base, db_url, tmp_path):
-    text = _lines(base).replace('{"id": "RF8M33XXXXX"', '{"i\x01d": "RF8M33XXXXX"', 1)
+@pytest.mark.parametrize("where", ["table", "row"])
+def test_control_character_in_a_key_of_the_line_layout(store, base, db_url, tmp_path, where):
+    if where == "table":
+        text = _lines(base).replace('  "devices": [', '  "devi\x01ces": [', 1)
+    else:
+        text = _lines(base).replace('{"id": "RF8M33XXXXX"', '{"i\x01d": "RF8M33XXXXX"', 1)
     assert "\x01" in text
     line = _refused(store, db_url, tmp_path, text)
     assert "Invalid control character" in line
