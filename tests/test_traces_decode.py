@@ -73,6 +73,13 @@ def test_command_names(cmd, response, name):
     assert command_name(H(cmd), H(response)) == name
 
 
+def test_malformed_commands_never_raise():
+    for cmd in ("", "00", "00A4", "14", "801400", "80140000", "8014000000FF", "80C2000000",
+                "80C2000001D1", "80C2000003D1FF01", "801400000381FF00"):
+        name, _, _ = decode_exchange(H(cmd), H("9000"))
+        assert isinstance(name, str)
+
+
 def test_fetch_names_the_proactive_command_on_both_rows():
     assert decode_exchange(H("8012000020"), H(OPEN_CHANNEL + "9000")) == (
         "FETCH: OPEN CHANNEL", "proactive command OPEN CHANNEL",
@@ -99,6 +106,8 @@ def test_logical_channel_from_cla(cla, channel):
     ("00B0000000FFFF", "", 0xFFFF),        # case 2E
     ("80E29000000003010203", "010203", None),    # case 3E
     ("80E290000000030102030000", "010203", 65536),  # case 4E, Le 0000
+    ("00A4000000FF", "FF", None),                   # P3 00 and one stray byte
+    ("00A40000000005AABB", "0005AABB", None),       # Lc 0005 but only 2 bytes follow
 ])
 def test_command_body_short_and_extended(cmd, data, le):
     assert command_body(H(cmd)) == (H(data), le)

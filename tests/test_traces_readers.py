@@ -287,3 +287,31 @@ def test_pcapng_simple_and_obsolete_packet_blocks_and_vlan_tags():
         (None, "00b0000002", "01029000"),
         (1_700_000_010_000_001_000, "00b0000002", "01029000")]
     assert stats.corrupt == []
+
+
+def test_damaged_files_never_raise_anything_but_a_format_error():
+    import random
+
+    from cardlink_lite.traces.decode import decode_exchange
+
+    rng = random.Random(13)
+    bases = [_capture(c, link) for c in ("pcap", "pcapng") for link in ("ethernet", "sll2")]
+    bases += [text.encode() for text in HEX_LOGS.values()]
+    for _ in range(400):
+        data = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 6)):
+            at = rng.randrange(len(data))
+            roll = rng.random()
+            if roll < 0.6:
+                data[at] = rng.randrange(256)
+            elif roll < 0.8:
+                del data[at:at + rng.randint(1, 20)]
+            else:
+                data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 20)))
+        try:
+            _, records, _ = read_trace(io.BytesIO(bytes(data)))
+            for record in records:
+                if record[0] == "exchange":
+                    decode_exchange(record[2], record[3] or b"")
+        except TraceFormatError:
+            pass

@@ -73,6 +73,8 @@ def command_body(cmd: bytes) -> tuple[bytes, int | None]:
             return cmd[5:-1], cmd[-1] or 256
         return cmd[5:], None
     # P3 = 00 and more bytes: extended length
+    if n == 6:
+        return cmd[5:], None  # one stray byte: not a well-formed APDU, kept as data
     if n == 7:
         return b"", (cmd[5] << 8 | cmd[6]) or 65536
     lc = cmd[5] << 8 | cmd[6]
