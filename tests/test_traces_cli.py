@@ -55,7 +55,7 @@ def test_import_then_show_folds_bip_and_names_commands(run, capture):
     assert "-- 2024-11-29 (UTC) --" in shown.output.splitlines()  # the date heads the day
     lines = [line for line in shown.output.splitlines() if not line.startswith("-- 20")]
     assert lines[0].startswith(f"From {capture} (pcapng, imported ")
-    assert lines[1] == f"10:00:00.122  **  {ATR}  [ATR]"
+    assert lines[1] == f"10:00:00.122  **  {ATR}  [ATR: T=0]"
     assert lines[2] == "10:00:00.123  >>  ch0  00A40004023F00  [SELECT 3F00]"
     assert lines[4] == ("10:00:00.125  >>  ch1  01A4040007A0000000871002  "
                         "[SELECT AID A0000000871002]")

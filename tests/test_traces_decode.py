@@ -9,6 +9,7 @@ from cardlink_lite.traces.decode import (
     command_body,
     command_name,
     decode_exchange,
+    describe_atr,
     split_t0_exchange,
 )
 
@@ -155,3 +156,14 @@ def test_verify_query_through_decode_exchange():
                                       ("9000", False), ("6A82", False), ("63C3", False)])
 def test_more_data_status_words(sw, more):
     assert is_more_data(sw) is more
+
+
+@pytest.mark.parametrize("atr, text", [
+    ("3B9F96801FC78031A073BE21136743200718000001A5", "ATR: T=0"),   # UICC: T=0, T=15 global
+    ("3BF91300008131FE454A434F503234325232A3", "ATR: T=1"),          # the apdu4j JCOP card
+    ("3B8F8001804F0CA000000306030001000000006A", "ATR: T=0, T=1"),  # PC/SC contactless
+    ("3B00", "ATR: T=0"),                                            # no TD1: T=0
+    ("3BFF", "ATR"), ("", "ATR"), ("00112233", "ATR"),               # cut short / not an ATR
+])
+def test_atr_protocols(atr, text):
+    assert describe_atr(H(atr)) == text

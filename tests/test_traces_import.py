@@ -84,7 +84,7 @@ def _rows(session_id):
 
 
 def _expected_rows():
-    out = [("atr", None, None, ATR, "ATR", None, None, None, _ms(T0 - 1_000_000))]
+    out = [("atr", None, None, ATR, "ATR: T=0", None, None, None, _ms(T0 - 1_000_000))]
     for i, (_, cmd, rsp, ch, ins, text, rtext, meaning) in enumerate(BENCH):
         when = _ms(T0 + i * 2_000_000)
         out.append(("command", ch, ins, cmd, text, None, None, None, when))
@@ -132,7 +132,8 @@ def test_apdu4j_latency_and_times(manager):
     summary = import_trace(manager, DATA / "apdu4j-gp-scp02-session.dump")
     rows = _rows(summary.sessions[0])
     start = datetime(2015, 1, 25, 17, 11, 3, tzinfo=UTC)
-    assert rows[0][:4] == ("atr", None, None, "3BF91300008131FE454A434F503234325232A3")
+    assert rows[0][:5] == ("atr", None, None, "3BF91300008131FE454A434F503234325232A3",
+                           "ATR: T=1")
     assert rows[1] == ("command", 0, 0xA4, "00A4040000", "SELECT", None, None, None, start)
     assert rows[2][0] == "response" and rows[2][7] == 40.0
     assert rows[2][8] == start + timedelta(milliseconds=40)

@@ -1,6 +1,6 @@
 """Bench traces in: GSMTAP-SIM captures, apdu4j dumps and hex logs, decoded and stored."""
 
-from .decode import channel_of, command_name, decode_exchange, split_t0_exchange
+from .decode import channel_of, command_name, decode_exchange, describe_atr, split_t0_exchange
 from .detect import FORMATS, detect_format
 from .load import ImportSummary, import_trace
 from .reading import read_trace
@@ -13,6 +13,7 @@ __all__ = [
     "channel_of",
     "command_name",
     "decode_exchange",
+    "describe_atr",
     "detect_format",
     "import_trace",
     "read_trace",

@@ -10,6 +10,7 @@ __all__ = [
     "command_body",
     "command_name",
     "decode_exchange",
+    "describe_atr",
     "split_t0_exchange",
 ]
 
@@ -53,6 +54,26 @@ def channel_of(cla: int) -> int | None:
     if cla & 0x40:
         return 4 + (cla & 0x0F)  # further interindustry / proprietary: channels 4-19
     return cla & 0x03
+
+
+def describe_atr(atr: bytes) -> str:
+    """``"ATR: T=0"`` / ``"ATR: T=0, T=1"``: the protocols an ATR offers (ISO 7816-3 §8.2)."""
+    if len(atr) < 2 or atr[0] not in (0x3B, 0x3F):
+        return "ATR"
+    protocols: list[int] = []
+    at, indicator = 1, atr[1] >> 4
+    while True:
+        at += 1 + bin(indicator & 0x7).count("1")  # TA, TB, TC present before TD
+        if not indicator & 0x8:
+            break
+        if at >= len(atr):
+            return "ATR"
+        td = atr[at]
+        if td & 0x0F not in protocols:
+            protocols.append(td & 0x0F)
+        indicator = td >> 4
+    offered = [t for t in protocols if t != 15] or [0]  # no TD1: T=0; T=15 is not one
+    return "ATR: " + ", ".join(f"T={t}" for t in offered)
 
 
 def command_body(cmd: bytes) -> tuple[bytes, int | None]:

@@ -12,7 +12,7 @@ from ..apdu import ApduLogWriter
 from ..apdu_rows import session_key
 from ..errors import NotFoundError, ValidationError
 from ..models import CardProfile, Device, OTASession, SessionStatus, TraceSource
-from .decode import channel_of, decode_exchange
+from .decode import channel_of, decode_exchange, describe_atr
 from .reading import read_trace
 from .records import ATR, EXCHANGE
 
@@ -301,8 +301,8 @@ class _Importer:
                     else:
                         resets += 1
                     yield (self.session, kind, data.hex().upper(),
-                           "ATR" if kind == ATR else "card reset", None, None, None, stamp,
-                           None, None, source)
+                           describe_atr(data) if kind == ATR else "card reset", None, None,
+                           None, stamp, None, None, source)
                     rows += 1
                 in_session += 1
                 last_ns = ns
