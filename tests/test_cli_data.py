@@ -113,9 +113,9 @@ def test_import_dry_run_then_import_then_skip(bench, run, backend, tmp_path):
         again = imp("--conflict", "skip", str(exported))
         assert "0 created, 0 updated, 13 skipped" in again.stderr
         assert checksums(target) == before
-        merged = imp("--conflict", "merge", "--format", "json", str(exported))
+        merged = imp("--conflict", "merge", "--yes", "--format", "json", str(exported))
         assert "13 updated" in merged.stderr, merged.output
-        over = imp("--conflict", "overwrite", str(exported))
+        over = imp("--conflict", "overwrite", "--yes", str(exported))
         assert over.exit_code == 0
         again = runner.invoke(cli, ["--database", url, "export"])
         assert without_timestamp(again.stdout) == without_timestamp(exported.read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -110,25 +111,43 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
               show_default=True,
               help="Existing rows: skip them, overwrite them, or merge in non-null fields.")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@yes_option
 @json_option
 @pass_state
-def import_command(state: CliState, file, fmt, conflict, dry_run, as_json):
+def import_command(state: CliState, file, fmt, conflict, dry_run, yes, as_json):
     """Import a file written by export; all or nothing.
+
+    With --conflict overwrite or merge, the changes are previewed first and, when
+    existing rows would change, confirmed (--yes skips the question).
 
     Example:
 
     \b
         cardlink-db import backup.json
         cardlink-db import --conflict merge --dry-run backup.yaml
+        cardlink-db import --conflict overwrite --yes backup.json
     """
     from ..errors import ValidationError
     from ..transfer import DataImporter
 
     importer = DataImporter(state.manager())
-    try:
+    fmt = _format_for(file, fmt)
+
+    def run(dry: bool, label: str):
         with click.open_file(file, "rb") as fh:  # streamed: a large file is read twice
-            result = importer.import_data(fh, format=_format_for(file, fmt),
-                                          conflict_mode=conflict, dry_run=dry_run)
+            size = os.fstat(fh.fileno()).st_size if fh.seekable() else 0
+            with _progress(2 * size, label) as bar:  # validation + writing: two passes
+                source = fh if bar is None else _ReadProgress(fh, bar)
+                return importer.import_data(source, format=fmt, conflict_mode=conflict,
+                                            dry_run=dry)
+
+    try:
+        if conflict != "skip" and not dry_run and not yes:
+            if file == "-":  # the file is stdin: read once, and no terminal to answer
+                raise click.UsageError(f"--conflict {conflict} from stdin cannot be "
+                                       "previewed and confirmed; pass --yes, or give a file")
+            _confirm_changes(file, conflict, run(True, "Previewing"))
+        result = run(dry_run, "Checking" if dry_run else "Importing")
     except ValidationError as exc:
         problems = exc.problems
         for line in problems[:_SHOWN_PROBLEMS]:
@@ -141,11 +160,55 @@ def import_command(state: CliState, file, fmt, conflict, dry_run, as_json):
     verb = "Would import" if dry_run else "Imported"
     warn(f"{verb} {file} ({conflict}): {result.created:,} created, "
          f"{result.updated:,} updated, {result.skipped:,} skipped")
+    _print_import_tables(result)
+    if dry_run:
+        warn("Dry run: nothing was changed.")
+
+
+def _print_import_tables(result) -> None:
     for table, counts in display_tables(result.tables).items():
         warn(f"  {table}: {counts['created']:,} created, {counts['updated']:,} updated, "
              f"{counts['skipped']:,} skipped")
-    if dry_run:
-        warn("Dry run: nothing was changed.")
+
+
+def _confirm_changes(file: str, conflict: str, preview) -> None:
+    """Show what an overwrite/merge would do; ask before it changes existing rows."""
+    if not preview.updated:
+        return  # only new rows: nothing existing is at stake
+    warn(f"Preview of {file} ({conflict}): {preview.created:,} to create, "
+         f"{preview.updated:,} existing to change, {preview.skipped:,} skipped")
+    _print_import_tables(preview)
+    if not sys.stdin.isatty():
+        raise click.ClickException(
+            f"--conflict {conflict} would change {preview.updated:,} existing row(s) and "
+            "there is no terminal to confirm it; rerun with --yes (or --dry-run to look first)")
+    click.confirm(f"Change {preview.updated:,} existing row(s)?", abort=True, err=True)
+
+
+class _ReadProgress:
+    """A binary file that moves a progress bar by the bytes read (readline/read/seek/tell)."""
+
+    def __init__(self, fh, bar):
+        self._fh, self._bar = fh, bar
+
+    def readline(self, *args) -> bytes:
+        line = self._fh.readline(*args)
+        self._bar.update(len(line))
+        return line
+
+    def read(self, *args) -> bytes:
+        data = self._fh.read(*args)
+        self._bar.update(len(data))
+        return data
+
+    def seek(self, *args):
+        return self._fh.seek(*args)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def seekable(self) -> bool:
+        return self._fh.seekable()
 
 
 @cli.command()
