@@ -169,3 +169,39 @@ def test_import_show_export_in_a_real_process(db_url, manager, tmp_path, backend
     logs = json.loads((tmp_path / "out.json").read_text())
     text = json.dumps(logs)
     assert "INITIALIZE UPDATE key version 00" in text and "84D80181" in text
+
+
+def test_progress_bar_on_a_terminal_only(db_url, manager, tmp_path, backend):
+    if backend != "sqlite":
+        pytest.skip("one terminal run is enough")
+    pty = pytest.importorskip("pty")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLINK")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    out = io.BytesIO()
+    writer = CaptureWriter(out)
+    for i in range(1000):
+        writer.gsmtap(T0 + i, bytes.fromhex(BENCH[2][0]))
+    path = tmp_path / "big.pcapng"
+    path.write_bytes(out.getvalue())
+    master, slave = pty.openpty()
+    process = subprocess.Popen(["cardlink-db", "--database", db_url, "logs", "import",
+                                str(path)], stdin=slave, stdout=slave, stderr=slave, env=env,
+                               cwd=tmp_path)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert process.wait(timeout=120) == 0
+    text = shown.decode(errors="replace")
+    assert "big.pcapng  [####################################]  100%" in text
+    assert "1,000 exchanges" in text
+    piped = subprocess.run(["cardlink-db", "--database", db_url, "logs", "import", str(path)],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert "%" not in piped.stdout + piped.stderr  # not a terminal: no bar
