@@ -15,6 +15,8 @@ __all__ = [
     "ApduTextField",
     "EncryptedBlobField",
     "EnumField",
+    "ExactCharField",
+    "ExactForeignKeyField",
     "JSONField",
     "UTCDateTimeField",
     "UUIDStrField",
@@ -27,6 +29,9 @@ __all__ = [
 DATETIME_MS = "DATETIME_MS"
 JSON_TEXT = "JSON_TEXT"
 APDU_TEXT = "APDU_TEXT"
+# Not a column type: the collation (with its character set) of exactly compared text, on the
+# backends whose default collation folds case (MySQL/MariaDB).
+EXACT_COLLATION = "EXACT_COLLATION"
 
 
 def utc_now() -> datetime:
@@ -152,6 +157,30 @@ def utc_from_text(text: str) -> datetime:
     if value.tzinfo is None:
         return _combine(value.date(), value.time(), timezone.utc)
     return to_utc_ms(value)
+
+
+def _exact(sql, ctx):
+    collation = ctx.state.field_types.get(EXACT_COLLATION) if ctx and ctx.state.field_types \
+        else None
+    return peewee.NodeList((sql, peewee.SQL(collation))) if collation and sql else sql
+
+
+class ExactCharField(peewee.CharField):
+    """An identifier or name compared exactly on every backend: ``[a]`` is not ``[A]``.
+
+    SQLite and PostgreSQL compare text byte for byte already; on MySQL/MariaDB the column
+    gets a binary collation (``utf8mb4_bin``) instead of the case-folding default.
+    """
+
+    def ddl_datatype(self, ctx):
+        return _exact(super().ddl_datatype(ctx), ctx)
+
+
+class ExactForeignKeyField(peewee.ForeignKeyField):
+    """A foreign key to an ``ExactCharField``: MySQL wants both columns in one collation."""
+
+    def ddl_datatype(self, ctx):
+        return _exact(super().ddl_datatype(ctx), ctx)
 
 
 class UUIDStrField(peewee.CharField):

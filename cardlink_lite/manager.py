@@ -17,7 +17,7 @@ from ._peewee import discard_connection
 from .config import DatabaseConfig
 from .db import database_proxy, get_manager, register_default_manager, set_current_manager
 from .errors import ConfigurationError, ConnectionError, DatabaseError, first_line
-from .fields import APDU_TEXT, DATETIME_MS, JSON_TEXT
+from .fields import APDU_TEXT, DATETIME_MS, EXACT_COLLATION, JSON_TEXT
 from .migrations import (
     check_schema_version,
     create_schema,
@@ -35,7 +35,8 @@ logger = logging.getLogger("cardlink_lite")
 
 _FIELD_TYPES = {
     "sqlite": {DATETIME_MS: "DATETIME", JSON_TEXT: "TEXT", APDU_TEXT: "TEXT"},
-    "mysql": {DATETIME_MS: "DATETIME(3)", JSON_TEXT: "LONGTEXT", APDU_TEXT: "MEDIUMTEXT"},
+    "mysql": {DATETIME_MS: "DATETIME(3)", JSON_TEXT: "LONGTEXT", APDU_TEXT: "MEDIUMTEXT",
+              EXACT_COLLATION: "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"},
     "postgresql": {DATETIME_MS: "TIMESTAMP(3)", JSON_TEXT: "TEXT", APDU_TEXT: "TEXT"},
 }
 _DRIVERS = {"mysql": ("pymysql", "mysql"), "postgresql": ("psycopg2", "postgresql")}

@@ -14,6 +14,8 @@ from .fields import (
     ApduTextField,
     EncryptedBlobField,
     EnumField,
+    ExactCharField,
+    ExactForeignKeyField,
     JSONField,
     UTCDateTimeField,
     UUIDStrField,
@@ -33,10 +35,12 @@ __all__ = [
     "OTASession",
     "PoRStatus",
     "ReplayCounter",
+    "RunEnding",
     "SessionStatus",
     "SessionTrigger",
     "Setting",
     "TestResult",
+    "TestRun",
     "TestStatus",
     "TraceSource",
 ]
@@ -80,6 +84,18 @@ class TestStatus(_ValueEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     ERROR = "error"
+
+
+class RunEnding(_ValueEnum):
+    """How a test run ended (``TestRun.ending``)."""
+
+    COMPLETE = "complete"                    # every selected test ran
+    PARTIAL = "partial"                      # ran to the end on a selection (--lf, -k, -m, ids)
+    STOPPED = "stopped"                      # -x / --maxfail / pytest.exit()
+    INTERRUPTED = "interrupted"              # Ctrl-C
+    COLLECTION_ERRORS = "collection-errors"  # some tests could not be collected
+    UNFINISHED = "unfinished"                # still running, or the process died
+    UNKNOWN = "unknown"                      # recorded before runs were records (backfilled)
 
 
 class CommDirection(_ValueEnum):
@@ -197,7 +213,7 @@ class _Timestamped(BaseModel):
 
 
 class Device(_Timestamped):
-    id = peewee.CharField(max_length=64, primary_key=True)
+    id = ExactCharField(max_length=64, primary_key=True)
     name = peewee.CharField(max_length=128, null=True)
     device_type = EnumField(DeviceType)
     manufacturer = peewee.CharField(max_length=64, null=True)
@@ -205,7 +221,7 @@ class Device(_Timestamped):
     firmware_version = peewee.CharField(max_length=64, null=True)
     imei = peewee.CharField(max_length=20, null=True)
     imsi = peewee.CharField(max_length=20, null=True)
-    iccid = peewee.CharField(max_length=22, null=True)
+    iccid = ExactCharField(max_length=22, null=True)
     connection_settings = JSONField(null=True)
     last_seen = UTCDateTimeField(null=True)
     is_active = peewee.BooleanField(default=True)
@@ -218,11 +234,11 @@ class Device(_Timestamped):
 
 
 class CardProfile(_Timestamped):
-    iccid = peewee.CharField(max_length=22, primary_key=True)
+    iccid = ExactCharField(max_length=22, primary_key=True)
     imsi = peewee.CharField(max_length=20, null=True)
     card_type = EnumField(CardType, default=CardType.UICC)
     atr = peewee.CharField(max_length=128, null=True)
-    psk_identity = peewee.CharField(max_length=128, null=True)
+    psk_identity = ExactCharField(max_length=128, null=True)
     psk_key_encrypted = EncryptedBlobField(null=True)
     admin_url = peewee.CharField(max_length=255, null=True)
     trigger_config = JSONField(null=True)
@@ -243,11 +259,11 @@ class CardProfile(_Timestamped):
 
 class OTASession(_Timestamped):
     id = UUIDStrField(primary_key=True, default=_new_uuid)
-    device = peewee.ForeignKeyField(
+    device = ExactForeignKeyField(
         Device, column_name="device_id", null=True, on_delete="SET NULL", backref="sessions",
         index=False,
     )
-    card = peewee.ForeignKeyField(
+    card = ExactForeignKeyField(
         CardProfile, column_name="card_iccid", object_id_name="card_iccid", null=True,
         on_delete="SET NULL", backref="sessions", index=False,
     )
@@ -257,7 +273,7 @@ class OTASession(_Timestamped):
     ended_at = UTCDateTimeField(null=True)
     duration_ms = peewee.IntegerField(null=True)
     tls_cipher_suite = peewee.CharField(max_length=64, null=True)
-    tls_psk_identity = peewee.CharField(max_length=128, null=True)
+    tls_psk_identity = ExactCharField(max_length=128, null=True)
     error_code = peewee.CharField(max_length=32, null=True)
     error_message = peewee.TextField(null=True)
     # Schema 0003: how the session started and what the OTA layers said.
@@ -344,14 +360,14 @@ class TestResult(_Timestamped):
     __test__ = False  # not a pytest test class
 
     id = UUIDStrField(primary_key=True, default=_new_uuid)
-    run_id = peewee.CharField(max_length=64)
-    suite_name = peewee.CharField(max_length=128)
-    test_name = peewee.CharField(max_length=512)
-    device = peewee.ForeignKeyField(
+    run_id = ExactCharField(max_length=64)
+    suite_name = ExactCharField(max_length=128)
+    test_name = ExactCharField(max_length=512)
+    device = ExactForeignKeyField(
         Device, column_name="device_id", null=True, on_delete="SET NULL",
         backref="test_results", index=False,
     )
-    card = peewee.ForeignKeyField(
+    card = ExactForeignKeyField(
         CardProfile, column_name="card_iccid", object_id_name="card_iccid", null=True,
         on_delete="SET NULL", backref="test_results", index=False,
     )
@@ -362,6 +378,13 @@ class TestResult(_Timestamped):
     error_message = peewee.TextField(null=True)
     assertions = JSONField(null=True)
     metadata = JSONField(null=True)
+    # Attempts it took (pytest-rerunfailures); a pass after a failed attempt is flaky.
+    attempts = peewee.SmallIntegerField(null=True)
+    # The OTA session the test drove (record_session inside the test, or cardlink_result).
+    session = peewee.ForeignKeyField(
+        OTASession, column_name="session_id", null=True, on_delete="SET NULL",
+        backref="test_results", index=False,
+    )
 
     _repr_fields = frozenset({"id", "run_id", "test_name", "status"})
 
@@ -373,7 +396,7 @@ class ReplayCounter(BaseModel):
     """The last SCP80 counter used per (card, keyset, TAR) (schema 0003)."""
 
     id = peewee.AutoField()
-    card = peewee.ForeignKeyField(
+    card = ExactForeignKeyField(
         CardProfile, column_name="card_iccid", object_id_name="card_iccid",
         on_delete="CASCADE", backref="replay_counters", index=False,
     )
@@ -388,8 +411,40 @@ class ReplayCounter(BaseModel):
         table_name = "replay_counters"
 
 
+class TestRun(_Timestamped):
+    """One test run as a whole: its results share ``TestResult.run_id == TestRun.id``.
+
+    ``ending`` says how it ended (a ``RunEnding``); ``selection`` what narrowed a partial
+    run (``--lf``, ``-k …``, ``-m …``, node ids); the counts are its results per status;
+    ``context`` holds host, python, pytest, git_commit, git_branch, xdist_workers;
+    ``labels`` what the user said it ran against (device, card, firmware, free labels).
+    """
+
+    __test__ = False  # not a pytest test class
+
+    id = ExactCharField(max_length=64, primary_key=True)
+    suite_name = ExactCharField(max_length=128)
+    started_at = UTCDateTimeField(default=utc_now)
+    finished_at = UTCDateTimeField(null=True)
+    ending = EnumField(RunEnding, default=RunEnding.UNFINISHED)
+    exit_status = peewee.IntegerField(null=True)
+    selection = peewee.CharField(max_length=255, null=True)
+    total = peewee.IntegerField(default=0)
+    passed = peewee.IntegerField(default=0)
+    failed = peewee.IntegerField(default=0)
+    skipped = peewee.IntegerField(default=0)
+    error = peewee.IntegerField(default=0)
+    context = JSONField(null=True)
+    labels = JSONField(null=True)
+
+    _repr_fields = frozenset({"id", "suite_name", "ending"})
+
+    class Meta:
+        table_name = "test_runs"
+
+
 class Setting(_Timestamped):
-    key = peewee.CharField(max_length=128, primary_key=True)
+    key = ExactCharField(max_length=128, primary_key=True)
     value = JSONField(null=True)
     description = peewee.CharField(max_length=256, null=True)
     category = peewee.CharField(max_length=64, default="general")
@@ -413,7 +468,9 @@ _INDEXES = {
               ("idx_log_session_time", ("session", "timestamp")),  # a session's trace, in order
               ("idx_log_ins", "ins"), ("idx_log_source", "source_id")],
     TestResult: [("idx_test_run", "run_id"), ("idx_test_suite", "suite_name"),
-                 ("idx_test_status", "status"), ("idx_test_created", "created_at")],
+                 ("idx_test_status", "status"), ("idx_test_created", "created_at"),
+                 ("idx_test_session", "session")],
+    TestRun: [("idx_run_suite_started", ("suite_name", "started_at"))],
     Setting: [("idx_setting_category", "category")],
     ReplayCounter: [("idx_counter_key", ("card", "keyset", "tar"))],
 }
@@ -425,5 +482,5 @@ for _model, _specs in _INDEXES.items():
                                       unique=_name in _UNIQUE_INDEXES))
 
 ALL_MODELS = [Device, CardProfile, OTASession, TraceSource, CommLog, TestResult, Setting,
-              ReplayCounter]
+              ReplayCounter, TestRun]
 EXPECTED_INDEXES = {m._meta.table_name: [n for n, _ in s] for m, s in _INDEXES.items()}

@@ -296,6 +296,8 @@ class CardlinkRecorder:
             "error_message": (message or None) and message[:_MAX_MESSAGE],
             "assertions": _json(assertions),
             "metadata": _json(metadata),
+            "attempts": item.attempts,
+            "session": None,
             "created_at": ended,
             "updated_at": ended,
         }

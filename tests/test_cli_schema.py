@@ -19,7 +19,7 @@ def run(*args, input=None):
 def test_init_creates_schema_and_prints_next_steps(db_url):
     result = run("--database", db_url, "init")
     assert result.exit_code == 0, result.output
-    assert "8 tables" in result.output and "Next steps" in result.output
+    assert "9 tables" in result.output and "Next steps" in result.output
     status = run("--database", db_url, "status", "--json")
     info = json.loads(status.output)
     assert info["current_revision"] == mig.get_head_revision()

@@ -41,7 +41,7 @@ from tests.transfer_helpers import (
 )
 
 TABLES = ["devices", "card_profiles", "ota_sessions", "trace_sources", "comm_logs", "test_results",
-          "settings", "replay_counters"]
+          "settings", "replay_counters", "test_runs"]
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_export_has_all_six_tables_in_portable_form(store):
     assert list(doc) == ["format_version", "exported_at", *TABLES]
     assert doc["format_version"] == 1
     assert doc["exported_at"].endswith("Z") and len(doc["exported_at"]) == 24
-    assert [len(doc[t]) for t in TABLES] == [2, 1, 2, 0, 6, 1, 1, 0]
+    assert [len(doc[t]) for t in TABLES] == [2, 1, 2, 0, 6, 1, 1, 0, 0]
     device = doc["devices"][0]
     assert device["id"] == "RF8M33XXXXX"
     assert device["device_type"] == "phone"
