@@ -348,40 +348,52 @@ class _Plan:
             return None
         by_key = self._by_key.get(model)
         if by_key is None:
-            by_key = self._by_key[model] = {_key(f): f for f in _columns(model)}
-        pk = model._meta.primary_key
+            by_key = self._by_key[model] = {
+                _key(f): (f, f.name, f.null, _converter(f)) for f in _columns(model)}
         row = {}
         rejected = set()
         for key, value in raw.items():
-            if model is CardProfile and key == "psk_key":
-                if value is not None:
-                    if not isinstance(value, str) or not value or not _HEX.fullmatch(value):
-                        self.problem(f"{where}.psk_key: must be the key in hex "
-                                     "(an even number of 0-9a-f digits)")
-                    else:
-                        row["psk_key"] = value
-                continue
-            f = by_key.get(key) or (by_key.get(model.aliases.get(key, key)))
-            if f is None:
-                hint = (" (keys are never imported encrypted: export with --include-keys "
-                        "to get psk_key in hex)") if key == "psk_key_encrypted" else ""
-                self.problem(f"{where}.{_name(key)}: unknown field{hint}; known fields: "
-                             f"{', '.join(by_key)}")
+            entry = by_key.get(key)
+            if entry is None:
+                if model is CardProfile and key == "psk_key":
+                    if value is not None:
+                        if not isinstance(value, str) or not value or not _HEX.fullmatch(value):
+                            self.problem(f"{where}.psk_key: must be the key in hex "
+                                         "(an even number of 0-9a-f digits)")
+                        else:
+                            row["psk_key"] = value
+                    continue
+                entry = by_key.get(model.aliases.get(key, key)) if type(key) is str else None
+                if entry is None:
+                    hint = (" (keys are never imported encrypted: export with --include-keys "
+                            "to get psk_key in hex)") if key == "psk_key_encrypted" else ""
+                    self.problem(f"{where}.{_name(key)}: unknown field{hint}; known fields: "
+                                 f"{', '.join(by_key)}")
+                    continue
+            f, name, null, convert = entry
+            if value is None and null:
+                row[name] = None
                 continue
             try:
-                row[f.name] = _convert(f, value)
+                row[name] = convert(value)
             except ValueError as exc:
-                rejected.add(f.name)
+                rejected.add(name)
                 self.problem(f"{where}.{_name(key)}: {exc}")
-        for f in by_key.values():
-            if f.name in row or f.name in rejected or (
+        if len(row) - ("psk_key" in row) < len(by_key):
+            self._fill_missing(model, where, by_key, row, rejected)
+        return row
+
+    def _fill_missing(self, model, where: str, by_key: dict, row: dict, rejected: set) -> None:
+        """New UUID keys for rows without one; a problem per required field missing."""
+        pk = model._meta.primary_key
+        for f, name, _, _ in by_key.values():
+            if name in row or name in rejected or (
                     f is pk and isinstance(pk, peewee.AutoField)):
                 continue
             if isinstance(f, UUIDStrField) and f.primary_key:
-                row[f.name] = str(uuid.uuid4())
+                row[name] = str(uuid.uuid4())
             elif not f.null and f.default is None:
                 self.problem(f"{where}.{_key(f)}: required field is missing")
-        return row
 
     def _check_foreign_keys(self) -> None:
         for (model, f), seen in self.refs.items():
@@ -617,6 +629,103 @@ def _name(key) -> str:
     if isinstance(key, str) and len(key) <= 64 and key.isascii() and key.isprintable():
         return key
     return quote(key)
+
+
+_CONVERTERS: dict = {}
+
+
+def _converter(f: peewee.Field):
+    """``_convert`` for field ``f``, with a fast path for the values an export writes
+    (checked exactly as ``_convert`` checks them); anything else goes through it."""
+    conv = _CONVERTERS.get(f)
+    if conv is None:
+        conv = _CONVERTERS[f] = _build_converter(f)
+    return conv
+
+
+def _build_converter(f: peewee.Field):  # noqa: C901 - one fast path per kind of field
+    def slow(value):
+        return _convert(f, value)
+
+    target = f.rel_field if isinstance(f, peewee.ForeignKeyField) else f
+    if isinstance(target, UUIDStrField):
+        seen: dict = {}
+
+        def uuid_text(value):
+            hit = seen.get(value) if type(value) is str else None
+            if hit is None:
+                hit = slow(value)
+                if type(value) is str:
+                    if len(seen) > 10_000:
+                        seen.clear()
+                    seen[value] = hit
+            return hit
+        return uuid_text
+    if isinstance(target, UTCDateTimeField):
+        def timestamp(value):
+            # The export's own form, 2024-11-29T10:00:00.123Z: no zone arithmetic needed.
+            if type(value) is str and len(value) == 24 and value[23] == "Z" and value[10] == "T":
+                try:
+                    return _combine_utc(datetime.fromisoformat(value[:23]))
+                except ValueError:
+                    pass
+            return slow(value)
+        return timestamp
+    if isinstance(target, EnumField):
+        members = {m.value: m for m in target.enum_class if isinstance(m.value, str)}
+
+        def member(value):
+            hit = members.get(value) if type(value) is str else None
+            return hit if hit is not None else slow(value)
+        return member
+    if isinstance(target, peewee.FloatField):
+        def number(value):
+            if type(value) is float and math.isfinite(value):
+                return value
+            return slow(value)
+        return number
+    if isinstance(target, peewee.IntegerField) and not isinstance(target, peewee.BooleanField):
+        high = 2**63 if isinstance(target, peewee.BigAutoField | peewee.BigIntegerField) \
+            else 2**31
+        low = 1 if target.primary_key else -high
+
+        def whole(value):
+            if type(value) is int and low <= value < high:
+                return value
+            return slow(value)
+        return whole
+    if target is CommLog.raw_data:
+        def hex_text(value):
+            if (type(value) is str and value.isascii() and not len(value) & 1
+                    and len(value) <= MAX_RAW_HEX and _UPPER_HEX(value)):
+                return value
+            return slow(value)
+        return hex_text
+    if target is CommLog.status_word:
+        def status_word(value):
+            if type(value) is str and value.isascii() and _STATUS_WORD.fullmatch(value):
+                return value
+            return slow(value)
+        return status_word
+    if isinstance(target, peewee.CharField | peewee.TextField) and not isinstance(
+            target, JSONField | UUIDStrField):
+        limit = (MAX_DECODED_CHARS if isinstance(target, ApduTextField) else
+                 getattr(target, "max_length", None) or MAX_TEXT_BYTES)
+
+        def text(value):
+            if (type(value) is str and value.isascii() and len(value) <= limit
+                    and "\x00" not in value):
+                return value
+            return slow(value)
+        return text
+    return slow
+
+
+_UPPER_HEX = re.compile(r"[0-9A-F]*").fullmatch
+
+
+def _combine_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc)
 
 
 def _convert(f: peewee.Field, value):
