@@ -37,7 +37,7 @@ from .import_reader import (
     _NotLineFormat,
     parse_document,
 )
-from .models import ALL_MODELS, CardProfile, CommLog
+from .models import ALL_MODELS, CardProfile, CommDirection, CommLog
 from .transfer_format import (
     _BY_NAME,
     _SHORT_NAMES,
@@ -379,6 +379,10 @@ class _Plan:
             except ValueError as exc:
                 rejected.add(name)
                 self.problem(f"{where}.{_name(key)}: {exc}")
+        if model is CommLog and row.get("raw_data") == "" and (
+                row.get("direction") is not CommDirection.RESET):
+            self.problem(f"{where}.raw_data: must be hex digits, two per byte; only a reset "
+                         "row has none")
         if len(row) - ("psk_key" in row) < len(by_key):
             self._fill_missing(model, where, by_key, row, rejected)
         return row
@@ -775,6 +779,8 @@ def _convert(f: peewee.Field, value):
         except ValueError:
             raise ValueError(f"must be a UUID like 123e4567-e89b-12d3-a456-426614174000, "
                              f"got {quote(value)}") from None
+    if f is CommLog.raw_data and value == "":
+        return value  # a reset seen without an ATR (the row's direction is checked)
     if f is CommLog.raw_data:
         # The APDU writer's own rule (upper-case ASCII hex, whole bytes, '...' for an
         # elided sample, at most MAX_RAW_HEX digits), so anything it stored comes back in.
