@@ -60,6 +60,7 @@ class DatabaseConfig:
         echo: bool = False,
         slow_query_ms: float | None = None,
         busy_timeout: float = 30,
+        readonly: bool = False,
     ):
         chosen = database_url or url or os.environ.get("DATABASE_URL") or _url_from_components()
         self.database_url = chosen or DEFAULT_SQLITE_URL
@@ -70,6 +71,9 @@ class DatabaseConfig:
         self.slow_query_ms = slow_query_ms
         self.busy_timeout = busy_timeout
         self.sqlite_uri_options: dict = {}  # SQLite URI parameters from ?mode=ro and the like
+        # Only read: SQLite opens the file with mode=ro (never creates or converts it);
+        # units of work refuse repository writes on every backend.
+        self.readonly = bool(readonly)
         if self.pool_size < 1 or self.max_overflow < 0:
             raise ConfigurationError(
                 "pool_size must be at least 1 and max_overflow at least 0; "
@@ -167,6 +171,8 @@ class DatabaseConfig:
             if "timeout" in options:
                 self.busy_timeout = options.pop("timeout")
             self.sqlite_uri_options = options
+            if options.get("mode") == "ro":  # the URL asks to read only
+                self.readonly = True
             return
         kwargs = parseresult_to_dict(parts._replace(scheme=backend, query=""),
                                      unquote_password=True, unquote_user=True)

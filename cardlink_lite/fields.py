@@ -13,14 +13,18 @@ from .errors import EncryptionError, ValidationError
 
 __all__ = [
     "ApduTextField",
+    "CharField",
     "EncryptedBlobField",
     "EnumField",
     "ExactCharField",
     "ExactForeignKeyField",
     "JSONField",
     "UTCDateTimeField",
+    "TextField",
     "UUIDStrField",
     "iso_utc",
+    "stored_utc",
+    "to_utc_ms",
     "utc_from_text",
     "utc_now",
 ]
@@ -40,12 +44,17 @@ def utc_now() -> datetime:
 
 
 def to_utc_ms(value: datetime) -> datetime:
-    """Aware UTC with millisecond precision; naive values are taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    else:
-        value = value.astimezone(timezone.utc)
+    """Aware UTC with millisecond precision. A naive value is local time, as Python's own
+    ``datetime.astimezone()`` takes it (the guide passes ``datetime.now()``)."""
+    value = value.astimezone(timezone.utc)
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def stored_utc(value: datetime) -> datetime:
+    """A timestamp as a driver or a file hands it back: naive means UTC (what we store)."""
+    if value.tzinfo is None:
+        return _combine(value.date(), value.time(), timezone.utc)
+    return to_utc_ms(value)
 
 
 def iso_utc(value, millis: bool = False) -> str | None:
@@ -57,7 +66,7 @@ def iso_utc(value, millis: bool = False) -> str | None:
     if value is None:
         return None
     if millis:
-        value = to_utc_ms(value)
+        value = stored_utc(value)
         return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
                 f"{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z")
     if isinstance(value, str):  # SQLite hands back the stored text (naive UTC)
@@ -65,6 +74,43 @@ def iso_utc(value, millis: bool = False) -> str | None:
     if value.tzinfo is not None:
         value = value.astimezone(timezone.utc)
     return value.replace(tzinfo=None).isoformat() + "+00:00"
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 20 else value[:20] + "...")
+
+
+def _check_text(field, value):
+    """Refuse what a column cannot hold the same way on every backend: NUL characters
+    (PostgreSQL refuses them) and, with a ``max_length``, longer text (SQLite would keep
+    it, the servers refuse it). A LIKE pattern's leading/trailing ``%`` does not count."""
+    if type(value) is not str:
+        return value
+    if "\x00" in value:
+        raise ValidationError(
+            f"{field.name} must not contain NUL characters; got {_shown(value)}",
+            problems=[field.name])
+    limit = getattr(field, "max_length", None)
+    if limit and len(value) > limit and \
+            len(value) - value.startswith("%") - value.endswith("%") > limit:
+        raise ValidationError(
+            f"{field.name} must be at most {limit} characters; got {len(value)} "
+            f"({_shown(value)})", problems=[field.name])
+    return value
+
+
+class CharField(peewee.CharField):
+    """VARCHAR whose ``max_length`` and NUL rule hold before any SQL, on every backend."""
+
+    def db_value(self, value):
+        return _check_text(self, super().db_value(value))
+
+
+class TextField(peewee.TextField):
+    """TEXT without NUL characters (PostgreSQL cannot store them), checked before SQL."""
+
+    def db_value(self, value):
+        return _check_text(self, super().db_value(value))
 
 
 class EnumField(peewee.CharField):
@@ -107,8 +153,8 @@ class UTCDateTimeField(peewee.DateTimeField):
     def db_value(self, value):
         if value is None:
             return None
-        if isinstance(value, str):
-            value = self.adapt(value)
+        if isinstance(value, str):  # text without an offset is UTC, as stored
+            value = utc_from_text(value)
         if isinstance(value, datetime):
             # Stored naive: SQLite and MySQL have no zone; UTC by convention.
             return to_utc_ms(value).replace(tzinfo=None)
@@ -165,7 +211,7 @@ def _exact(sql, ctx):
     return peewee.NodeList((sql, peewee.SQL(collation))) if collation and sql else sql
 
 
-class ExactCharField(peewee.CharField):
+class ExactCharField(CharField):
     """An identifier or name compared exactly on every backend: ``[a]`` is not ``[A]``.
 
     SQLite and PostgreSQL compare text byte for byte already; on MySQL/MariaDB the column
@@ -230,7 +276,7 @@ class JSONField(peewee.TextField):
         return json.loads(value)
 
 
-class ApduTextField(peewee.TextField):
+class ApduTextField(TextField):
     """APDU hex and decoded text: MEDIUMTEXT on MySQL (TEXT's 64 KiB is too small for an
     extended-length APDU), TEXT elsewhere."""
 

@@ -79,8 +79,17 @@ class DatabaseManager:
     def backend(self) -> str:
         return self.config.backend
 
-    def initialize(self, check_schema: bool = True) -> DatabaseManager:
-        """Open the backend, check it answers, and bind the proxy to it."""
+    def initialize(self, check_schema: bool = True,
+                   readonly: bool | None = None) -> DatabaseManager:
+        """Open the backend, check it answers, and bind the proxy to it.
+
+        ``readonly=True`` (or ``DatabaseConfig(..., readonly=True)``) is for commands that
+        only read: a SQLite file is opened with ``mode=ro`` (a file you may only read
+        works; its journal mode is never changed; a missing file is not created) and
+        units of work refuse repository writes.
+        """
+        if readonly is not None and self._database is None:
+            self.config.readonly = bool(readonly)
         if self._database is None:
             install_sql_redaction()
             if self.config.echo:
@@ -130,11 +139,11 @@ class DatabaseManager:
         self.bind()
         return self.database.atomic()
 
-    def create_session(self) -> UnitOfWork:
+    def create_session(self, readonly: bool | None = None) -> UnitOfWork:
         """A unit of work not entered yet (the guide's session): use it as ``with
         manager.create_session() as uow:``, or call ``commit()``/``rollback()`` and
         ``close()`` yourself."""
-        return UnitOfWork(self)
+        return UnitOfWork(self, readonly=readonly)
 
     @contextlib.contextmanager
     def session_scope(self):
@@ -209,6 +218,8 @@ class DatabaseManager:
         kwargs = cfg.connect_kwargs()
         name = kwargs.pop("database")
         field_types = _FIELD_TYPES[cfg.backend]
+        if cfg.is_sqlite and cfg.readonly and name != ":memory:":
+            return _readonly_sqlite(Path(name), cfg, field_types, kwargs)
         if cfg.is_sqlite:
             memory = name == ":memory:"
             if not memory and cfg.sqlite_uri_options.get("mode") != "ro":
@@ -278,6 +289,29 @@ class DatabaseManager:
             raise ConnectionError(
                 f"unable to connect to database {self.config.safe_url}: {text}; {hint}"
             ) from None
+
+
+def _readonly_sqlite(path: Path, cfg, field_types, kwargs) -> peewee.SqliteDatabase:
+    """A SQLite file opened with ``mode=ro``: no pragma that writes (journal_mode), no
+    file created, so a store the user may only read (an archive, a read-only mount) works."""
+    if not path.is_file():
+        raise ConfigurationError(
+            f"no SQLite database at {str(path)!r}; check the path (a read-only command "
+            "never creates one)"
+        )
+    kwargs.setdefault("check_same_thread", False)
+    options = urlencode({**cfg.sqlite_uri_options, "mode": "ro"})
+    kwargs.pop("uri", None)
+    return peewee.SqliteDatabase(
+        f"{path.resolve().as_uri().replace('file://', 'file:', 1)}?{options}",
+        uri=True,
+        pragmas={"foreign_keys": 1, "cache_size": -64000,
+                 "busy_timeout": int(cfg.busy_timeout * 1000)},
+        timeout=cfg.busy_timeout,
+        thread_safe=True,
+        field_types=field_types,
+        **kwargs,
+    )
 
 
 def _prepare_sqlite_file(path: Path) -> None:

@@ -12,11 +12,13 @@ from .db import database_proxy
 from .errors import ValidationError
 from .fields import (
     ApduTextField,
+    CharField,
     EncryptedBlobField,
     EnumField,
     ExactCharField,
     ExactForeignKeyField,
     JSONField,
+    TextField,
     UTCDateTimeField,
     UUIDStrField,
     utc_now,
@@ -157,13 +159,18 @@ class BaseModel(peewee.Model):
     # Fields never shown by repr().
     secret_fields: frozenset[str] = frozenset()
 
+    # True once the object has a row: built from a fetched row, or saved.
+    is_stored = False
+
     class Meta:
         database = database_proxy
         legacy_table_names = False
 
     def __init__(self, *args, **kwargs):
         # Rows Peewee builds from a fetch carry its own field names, already converted.
-        if not kwargs.get(ROW_FLAG):
+        if kwargs.get(ROW_FLAG):
+            self.is_stored = True
+        else:
             kwargs = self._check_kwargs(kwargs)
         super().__init__(*args, **kwargs)
 
@@ -184,10 +191,15 @@ class BaseModel(peewee.Model):
             out[name] = value
         return out
 
-    def save(self, *args, **kwargs):
+    def save(self, force_insert: bool = False, only=None):
         if "updated_at" in self._meta.fields:
             self.updated_at = utc_now()
-        return super().save(*args, **kwargs)
+            if only is not None:
+                only = [*only, type(self).updated_at]
+        rows = super().save(force_insert=force_insert, only=only)
+        if rows:
+            self.is_stored = True
+        return rows
 
     _repr_fields: frozenset[str] = frozenset()
 
@@ -214,18 +226,18 @@ class _Timestamped(BaseModel):
 
 class Device(_Timestamped):
     id = ExactCharField(max_length=64, primary_key=True)
-    name = peewee.CharField(max_length=128, null=True)
+    name = CharField(max_length=128, null=True)
     device_type = EnumField(DeviceType)
-    manufacturer = peewee.CharField(max_length=64, null=True)
-    model = peewee.CharField(max_length=64, null=True)
-    firmware_version = peewee.CharField(max_length=64, null=True)
-    imei = peewee.CharField(max_length=20, null=True)
-    imsi = peewee.CharField(max_length=20, null=True)
+    manufacturer = CharField(max_length=64, null=True)
+    model = CharField(max_length=64, null=True)
+    firmware_version = CharField(max_length=64, null=True)
+    imei = CharField(max_length=20, null=True)
+    imsi = CharField(max_length=20, null=True)
     iccid = ExactCharField(max_length=22, null=True)
     connection_settings = JSONField(null=True)
     last_seen = UTCDateTimeField(null=True)
     is_active = peewee.BooleanField(default=True)
-    notes = peewee.TextField(null=True)
+    notes = TextField(null=True)
 
     _repr_fields = frozenset({"id", "device_type", "name", "model"})
 
@@ -235,16 +247,16 @@ class Device(_Timestamped):
 
 class CardProfile(_Timestamped):
     iccid = ExactCharField(max_length=22, primary_key=True)
-    imsi = peewee.CharField(max_length=20, null=True)
+    imsi = CharField(max_length=20, null=True)
     card_type = EnumField(CardType, default=CardType.UICC)
-    atr = peewee.CharField(max_length=128, null=True)
+    atr = CharField(max_length=128, null=True)
     psk_identity = ExactCharField(max_length=128, null=True)
     psk_key_encrypted = EncryptedBlobField(null=True)
-    admin_url = peewee.CharField(max_length=255, null=True)
+    admin_url = CharField(max_length=255, null=True)
     trigger_config = JSONField(null=True)
     bip_config = JSONField(null=True)
     security_domains = JSONField(null=True)
-    notes = peewee.TextField(null=True)
+    notes = TextField(null=True)
 
     secret_fields = frozenset({"psk_key_encrypted"})
     _repr_fields = frozenset({"iccid", "card_type", "imsi", "psk_identity"})
@@ -267,26 +279,26 @@ class OTASession(_Timestamped):
         CardProfile, column_name="card_iccid", object_id_name="card_iccid", null=True,
         on_delete="SET NULL", backref="sessions", index=False,
     )
-    session_type = peewee.CharField(max_length=32, null=True)
+    session_type = CharField(max_length=32, null=True)
     status = EnumField(SessionStatus, default=SessionStatus.PENDING)
     started_at = UTCDateTimeField(null=True)
     ended_at = UTCDateTimeField(null=True)
     duration_ms = peewee.IntegerField(null=True)
-    tls_cipher_suite = peewee.CharField(max_length=64, null=True)
+    tls_cipher_suite = CharField(max_length=64, null=True)
     tls_psk_identity = ExactCharField(max_length=128, null=True)
-    error_code = peewee.CharField(max_length=32, null=True)
-    error_message = peewee.TextField(null=True)
+    error_code = CharField(max_length=32, null=True)
+    error_message = TextField(null=True)
     # Schema 0003: how the session started and what the OTA layers said.
     trigger = EnumField(SessionTrigger, max_length=16, null=True)
-    tls_version = peewee.CharField(max_length=16, null=True)
+    tls_version = CharField(max_length=16, null=True)
     tls_handshake_ms = peewee.DoubleField(null=True)
     tls_alert_code = peewee.SmallIntegerField(null=True)
-    tls_alert = peewee.CharField(max_length=64, null=True)
+    tls_alert = CharField(max_length=64, null=True)
     admin_script_status = EnumField(AdminScriptStatus, max_length=32, null=True)
-    tar = peewee.CharField(max_length=6, null=True)  # SCP80 TAR, 3 bytes hex
-    spi = peewee.CharField(max_length=4, null=True)  # 2 bytes hex
-    kic = peewee.CharField(max_length=2, null=True)  # 1 byte hex
-    kid = peewee.CharField(max_length=2, null=True)  # 1 byte hex
+    tar = CharField(max_length=6, null=True)  # SCP80 TAR, 3 bytes hex
+    spi = CharField(max_length=4, null=True)  # 2 bytes hex
+    kic = CharField(max_length=2, null=True)  # 1 byte hex
+    kid = CharField(max_length=2, null=True)  # 1 byte hex
     counter = peewee.BigIntegerField(null=True)  # the 5-byte replay counter used
     por_status = EnumField(PoRStatus, max_length=32, null=True)
 
@@ -317,9 +329,9 @@ class TraceSource(BaseModel):
     """A capture or log file imported into the store (schema 0003)."""
 
     id = peewee.AutoField()
-    path = peewee.CharField(max_length=512)
-    format = peewee.CharField(max_length=32)
-    sha256 = peewee.CharField(max_length=64, unique=True)
+    path = CharField(max_length=512)
+    format = CharField(max_length=32)
+    sha256 = CharField(max_length=64, unique=True)
     size_bytes = peewee.BigIntegerField(null=True)
     imported_at = UTCDateTimeField(default=utc_now)
     summary = JSONField(null=True)
@@ -341,8 +353,8 @@ class CommLog(BaseModel):
     direction = EnumField(CommDirection, max_length=10)
     raw_data = ApduTextField()
     decoded_data = ApduTextField(null=True)
-    status_word = peewee.CharField(max_length=4, null=True)
-    status_message = peewee.CharField(max_length=128, null=True)
+    status_word = CharField(max_length=4, null=True)
+    status_message = CharField(max_length=128, null=True)
     # Schema 0003: logical channel (from CLA), instruction byte of a command, origin file.
     channel = peewee.SmallIntegerField(null=True)
     ins = peewee.SmallIntegerField(null=True)
@@ -375,7 +387,7 @@ class TestResult(_Timestamped):
     ended_at = UTCDateTimeField(null=True)
     duration_ms = peewee.IntegerField(null=True)
     status = EnumField(TestStatus)
-    error_message = peewee.TextField(null=True)
+    error_message = TextField(null=True)
     assertions = JSONField(null=True)
     metadata = JSONField(null=True)
     # Attempts it took (pytest-rerunfailures); a pass after a failed attempt is flaky.
@@ -400,8 +412,8 @@ class ReplayCounter(BaseModel):
         CardProfile, column_name="card_iccid", object_id_name="card_iccid",
         on_delete="CASCADE", backref="replay_counters", index=False,
     )
-    keyset = peewee.CharField(max_length=32)  # e.g. "kic=12,kid=12" or a key version
-    tar = peewee.CharField(max_length=6)
+    keyset = CharField(max_length=32)  # e.g. "kic=12,kid=12" or a key version
+    tar = CharField(max_length=6)
     counter = peewee.BigIntegerField(default=0)
     updated_at = UTCDateTimeField(default=utc_now)
 
@@ -428,7 +440,7 @@ class TestRun(_Timestamped):
     finished_at = UTCDateTimeField(null=True)
     ending = EnumField(RunEnding, default=RunEnding.UNFINISHED)
     exit_status = peewee.IntegerField(null=True)
-    selection = peewee.CharField(max_length=255, null=True)
+    selection = CharField(max_length=255, null=True)
     total = peewee.IntegerField(default=0)
     passed = peewee.IntegerField(default=0)
     failed = peewee.IntegerField(default=0)
@@ -446,8 +458,8 @@ class TestRun(_Timestamped):
 class Setting(_Timestamped):
     key = ExactCharField(max_length=128, primary_key=True)
     value = JSONField(null=True)
-    description = peewee.CharField(max_length=256, null=True)
-    category = peewee.CharField(max_length=64, default="general")
+    description = CharField(max_length=256, null=True)
+    category = CharField(max_length=64, default="general")
 
     _repr_fields = frozenset({"key", "value", "category"})
 

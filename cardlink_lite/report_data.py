@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import peewee
 from peewee import Case, fn
 
-from .fields import to_utc_ms, utc_from_text
+from .fields import stored_utc, utc_from_text
 from .models import CardProfile, CommLog, Device, OTASession, SessionStatus, TestResult
 from .repositories import TestRepository
 from .status_words import describe_status_word
@@ -534,4 +534,4 @@ def _count(field, value):
 def _aware(value):
     if isinstance(value, str):
         return utc_from_text(value)
-    return to_utc_ms(value) if isinstance(value, datetime) else value
+    return stored_utc(value) if isinstance(value, datetime) else value

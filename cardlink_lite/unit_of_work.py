@@ -55,14 +55,28 @@ class UnitOfWork:
     A unit of work opened while another transaction is open on the same thread works in a
     savepoint and never commits the outer one; re-entering the same unit of work only
     counts depth. One unit of work belongs to one thread.
+
+    Objects its repositories hand out (created, loaded, listed) are tracked: at commit the
+    ones with changed fields are saved (only those fields) in the same transaction.
+
+    On SQLite a unit of work begins ``DEFERRED`` (reading takes no lock, so reads never
+    wait for a writer); its first write through a repository begins the transaction again
+    ``IMMEDIATE`` when nothing was written yet, so writers still queue on the busy
+    timeout instead of failing. ``readonly=True`` refuses repository writes.
     """
 
-    def __init__(self, manager=None):
+    def __init__(self, manager=None, readonly: bool | None = None):
         self.manager = manager if manager is not None else get_manager()
+        if readonly is None:  # a read-only manager hands out read-only units of work
+            readonly = getattr(getattr(self.manager, "config", None), "readonly", False)
+        self.readonly = bool(readonly)
         self._repos: dict[type, object] = {}
+        self._tracked: dict[int, tuple] = {}   # id(obj) -> (repository, obj) handed out
         self._scope: contextlib.ExitStack | None = None   # holds the open atomic() block
         self._queue: EventQueue | None = None
         self._nested = False
+        self._deferred = False    # SQLite: begun DEFERRED, no write lock taken yet
+        self._changes = 0         # SQLite: the connection's total_changes at begin
         self._opened_connection = False
         self._depth = 0
         self._thread = None
@@ -116,6 +130,18 @@ class UnitOfWork:
             self._release_connection()
         self._repos.clear()
 
+    def track(self, repository, objs) -> None:
+        """Remember objects a repository handed out: changed ones are saved at commit."""
+        if self._scope is not None:
+            tracked = self._tracked
+            for obj in objs:
+                tracked[id(obj)] = (repository, obj)
+
+    def _save_tracked(self) -> None:
+        for repository, obj in list(self._tracked.values()):
+            if obj.is_dirty():
+                repository._save_changes(obj)
+
     def queue_event(self, event_type, entity_type: str, entity_id, data=None) -> None:
         """Deliver this event once the transaction commits (never if it rolls back)."""
         event = new_event(event_type, entity_type, entity_id, data)
@@ -124,29 +150,42 @@ class UnitOfWork:
         else:
             self._queue.add(event)
 
-    def _begin_if_needed(self) -> None:
+    def _begin_if_needed(self, write: bool = False) -> None:
+        if write and self.readonly:
+            raise DatabaseError(
+                "this UnitOfWork is read-only (readonly=True); open UnitOfWork(manager) "
+                "to write"
+            )
         if self._scope is None:
             # Used after its end (e.g. a lazy result read after the `with` block): run
             # in autocommit rather than open a transaction nobody will ever end.
             if not self._ended:
-                self._begin()
+                self._begin(write)
         elif self._thread != threading.get_ident():
             raise DatabaseError(
                 "this UnitOfWork was opened in another thread; create one UnitOfWork per "
                 "thread (peewee connections and transactions are per thread)"
             )
+        elif write and self._deferred:
+            self._take_write_lock()
 
-    def _begin(self) -> None:
+    def _begin(self, write: bool = False) -> None:
         database = self.database
         self.manager.bind()
         nested = database.in_transaction()
         if not nested:
             self._opened_connection = self._opened_connection or database.is_closed()
             self.manager.ensure_connection()
+        options = {}
+        self._deferred = False
+        if not nested and isinstance(database, peewee.SqliteDatabase):
+            options["lock_type"] = "IMMEDIATE" if write else "DEFERRED"
+            self._deferred = not write
+            self._changes = database.connection().total_changes
         scope = contextlib.ExitStack()
         try:
             with self._translated():
-                scope.enter_context(database.atomic())
+                scope.enter_context(database.atomic(**options))
         except ValueError:  # Peewee refuses atomic() inside manual_commit()
             raise DatabaseError(
                 "cannot open a UnitOfWork inside database.manual_commit(); "
@@ -158,16 +197,36 @@ class UnitOfWork:
         self._thread = threading.get_ident()
         _stack(database).append(self)
 
+    def _take_write_lock(self) -> None:
+        """SQLite: the first write of a unit of work begun DEFERRED. If nothing was written
+        yet and no other block is open on top, end the read transaction and begin again
+        IMMEDIATE (a DEFERRED one upgrading in place fails at once with 'database is
+        locked' when another writer committed since it began reading)."""
+        self._deferred = False
+        database = self.database
+        if database.transaction_depth() != 1 or \
+                database.connection().total_changes != self._changes:
+            return
+        with self._translated():
+            self._scope.close()
+            scope = contextlib.ExitStack()
+            scope.enter_context(database.atomic(lock_type="IMMEDIATE"))
+        self._scope = scope
+
     def _end(self, commit: bool, release: bool) -> None:
         # Rows a repository still buffers (APDU logs) belong to this transaction.
         if commit:
             try:
                 self._call_repositories("_flush_pending")
+                self._save_tracked()
             except BaseException:
                 self._end(commit=False, release=release)
                 raise
         else:
             self._call_repositories("_discard_pending")
+            self._tracked.clear()
+        if release:
+            self._tracked.clear()
         database, scope, nested = self.database, self._scope, self._nested
         queue, self._queue, self._scope = self._queue, None, None
         stack = _stack(database)
@@ -182,7 +241,6 @@ class UnitOfWork:
             else:
                 self._exit(scope, _Rollback(), nested)
         finally:
-            self._call_repositories("_transaction_ended")
             if release and not nested and self._opened_connection:
                 self._release_connection()
 

@@ -7,6 +7,7 @@ database, so the guide's ``DatabaseManager()`` opens it.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -23,6 +24,17 @@ from cardlink_lite import (
     TestStatus,
     UnitOfWork,
 )
+
+
+@pytest.fixture(autouse=True, params=["UTC", "America/New_York", "Asia/Tokyo"])
+def local_zone(request, monkeypatch):
+    """Every sample runs with the machine's clock in three zones: the guide passes local
+    ``datetime.now()`` values, which are local time."""
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    yield request.param
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture

@@ -131,21 +131,20 @@ def test_reset_to_defaults(manager, events):
     assert all(e.data["reset"] for e in events.events)
 
 
-def test_cache_serves_reads_and_writes_invalidate_it(manager):
+def test_every_read_is_exact_and_one_query(manager):
     with UnitOfWork(manager) as uow:
         uow.settings.set_value("a", 1)
     queries = []
     manager.database.query_hooks.append(lambda e: queries.append(e.sql))
     try:
         with UnitOfWork(manager) as uow:
-            first = uow.settings.get_value("a")
             before = len(queries)
             for _ in range(5):
-                assert uow.settings.get_value("a") == first == 1
-            assert uow.settings.get_all_settings()["a"] == 1
-            assert len(queries) == before               # served from the cache
-        with UnitOfWork(manager) as other:              # another unit of work writes
-            other.settings.set_value("a", 2)
+                assert uow.settings.get_value("a") == 1
+            assert len(queries) == before + 5           # no cache: one read each
+            with UnitOfWork(manager) as inner:          # a write in the same transaction
+                inner.settings.set_value("a", 2)
+            assert uow.settings.get_value("a") == 2
         with UnitOfWork(manager) as uow:
             assert uow.settings.get_value("a") == 2
     finally:

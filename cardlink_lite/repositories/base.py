@@ -62,6 +62,8 @@ class BaseRepository:
     event_fields: tuple[str, ...] = ()
     # True: create_all() emits one <ENTITY>_CREATED event with the count, not one per row.
     bulk_event = False
+    # True: objects this repository hands out are saved by the unit of work if changed.
+    tracks_objects = True
 
     def __init__(self, uow=None):
         self._uow = uow
@@ -76,10 +78,11 @@ class BaseRepository:
             return self._uow.database
         return self.model._meta.database
 
-    def _touch(self) -> None:
-        # A unit of work used without ``with`` opens its transaction on first use.
+    def _touch(self, write: bool = False) -> None:
+        # A unit of work used without ``with`` opens its transaction on first use; a
+        # write tells it to take the write lock (SQLite) or refuse (readonly=True).
         if self._uow is not None and hasattr(self._uow, "_begin_if_needed"):
-            self._uow._begin_if_needed()
+            self._uow._begin_if_needed(write)
 
     def _event(self, suffix: str) -> EventType | None:
         return EventType.__members__.get(f"{self.entity_type.upper()}_{suffix}")
@@ -127,7 +130,7 @@ class BaseRepository:
 
         (PostgreSQL aborts the whole transaction on any error otherwise.)
         """
-        self._touch()
+        self._touch(write=True)
         with self._wrap(key), self.database.atomic():
             yield
 
@@ -171,13 +174,37 @@ class BaseRepository:
 
     def _list(self, query) -> list:
         with self._wrap():
-            return list(query)
+            rows = list(query)
+        if rows and isinstance(rows[0], self.model):
+            self._track(rows)
+        return rows
+
+    def _track(self, objs) -> None:
+        """Hand ``objs`` to the unit of work: their changes are saved when it commits."""
+        if self.tracks_objects and self._uow is not None and hasattr(self._uow, "track"):
+            self._uow.track(self, objs)
+
+    def _save_changes(self, obj) -> int:
+        """Write ``obj``'s changed fields (and ``updated_at``); emits UPDATED when a row
+        changed. Returns the number of rows written (0: nothing changed, or no row)."""
+        changed = obj.dirty_fields
+        if not changed:
+            return 0
+        key = self._pk(obj)
+        with self._write(key):
+            rows = obj.save(only=changed)
+        if rows:
+            self._emit(self._event("UPDATED"), key, self._event_data(obj))
+        return rows
 
     # -- reading -------------------------------------------------------------
     def get_by_id(self, id) -> Any | None:
         """The row with primary key ``id``, or None."""
         with self._wrap(id):
-            return self._select(self.model._meta.primary_key == id).get_or_none()
+            obj = self._select(self.model._meta.primary_key == id).get_or_none()
+        if obj is not None:
+            self._track((obj,))
+        return obj
 
     def get(self, id):
         """The row with primary key ``id``; NotFoundError if there is none."""
@@ -230,7 +257,7 @@ class BaseRepository:
             order.append(self.model._meta.primary_key)  # ties: a stable order across pages
         with self._wrap():
             total = self._select().count()
-            items = list(self._select().order_by(*order).paginate(page, per_page))
+            items = self._list(self._select().order_by(*order).paginate(page, per_page))
         return Page(items=items, total=total, page=page, per_page=per_page,
                     pages=math.ceil(total / per_page))
 
@@ -252,10 +279,19 @@ class BaseRepository:
         return obj
 
     def create(self, obj=None, **fields):
-        """Insert ``obj`` (a model instance, or keyword fields); returns it."""
+        """Insert ``obj`` (a model instance, or keyword fields); returns it.
+
+        An object already stored (loaded, or created earlier) is not inserted again:
+        its changes are saved, as the guide's unit of work does with a persistent object.
+        """
         obj = self._coerce(obj, fields)
+        if obj.is_stored and (self._save_changes(obj) or (
+                not obj.is_dirty() and self.exists(self._pk(obj)))):
+            self._track((obj,))
+            return obj
         with self._write(self._pk(obj)):
             obj.save(force_insert=True)
+        self._track((obj,))
         self._emit(self._event("CREATED"), self._pk(obj), self._event_data(obj))
         return obj
 
@@ -280,6 +316,8 @@ class BaseRepository:
                 self.model.insert_many(chunk, fields=fields).execute()
         for o in objs:
             mark_clean(o)
+            o.is_stored = True
+        self._track(objs)
         event = self._event("CREATED")
         if self.bulk_event:
             self._emit(event, None, {"count": len(objs)})
@@ -298,13 +336,16 @@ class BaseRepository:
             raise NotFoundError(
                 f"{self.entity_type} {key!r} not found; create() it before updating it"
             )
+        self._track((obj,))
         self._emit(self._event("UPDATED"), key, self._event_data(obj))
         return obj
 
     def delete(self, obj) -> bool:
         """Delete ``obj``'s row; True if a row was deleted."""
         obj = self._coerce(obj)
-        return self.delete_by_id(self._pk(obj))
+        deleted = self.delete_by_id(self._pk(obj))
+        obj.is_stored = False
+        return deleted
 
     def delete_by_id(self, id) -> bool:
         """Delete the row with primary key ``id``; False if there was none."""

@@ -81,9 +81,13 @@ class SessionLogExport(Sequence):
 class LogRepository(BaseRepository):
     """APDU logs. Batched rows go through one :class:`ApduLogWriter` inside the unit of work.
 
-    Queries flush this repository's pending rows first, and order a session's rows by
-    (timestamp, id): logging order, even within one millisecond.
+    Every query (the inherited ones too) flushes this repository's pending rows first, and
+    a session's rows come in (timestamp, id) order: logging order, even within one
+    millisecond. Log rows are append-only: loaded rows are not tracked for saving at commit
+    (``update()`` still saves one).
     """
+
+    tracks_objects = False
 
     model = CommLog
     entity_type = "log"
@@ -138,7 +142,7 @@ class LogRepository(BaseRepository):
         row raises ValidationError and none of it is buffered. Reaching the batch size
         writes the buffer inside the unit of work's transaction.
         """
-        self._touch()
+        self._touch(write=True)
         if len(args) == 1 and not kwargs and not isinstance(args[0], str | bytes) \
                 and hasattr(args[0], "__iter__"):
             return self.writer.add_many(args[0])
@@ -149,7 +153,7 @@ class LogRepository(BaseRepository):
         """Write the buffered rows now (one savepoint in the unit of work); returns the count."""
         if self._writer is None or not self._writer.pending:
             return 0
-        self._touch()
+        self._touch(write=True)
         with self._wrap():
             return self._writer.flush()
 
@@ -175,6 +179,10 @@ class LogRepository(BaseRepository):
         of building every model object at once.
         """
         return _trace_query(*self._trace_params(session_id, direction))
+
+    def _select(self, *criteria_exprs):
+        self._flush_own()
+        return super()._select(*criteria_exprs)
 
     def _trace_params(self, session_id, direction=None) -> tuple:
         self._flush_own()
@@ -325,6 +333,7 @@ class LogRepository(BaseRepository):
         if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
             raise ValidationError(f"days must be a number >= 0; got {days!r}")
         self._flush_own()
+        self._touch(write=True)
         cutoff = datetime.now(timezone.utc) - timedelta(days=days)
         with self._wrap():
             deleted = purge_older_than(self.database, CommLog, CommLog.timestamp, cutoff,

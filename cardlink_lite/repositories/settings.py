@@ -1,10 +1,6 @@
-"""Key/value settings with built-in defaults, YAML round-trips and a process-wide read cache."""
+"""Key/value settings with built-in defaults and YAML round-trips (no cache: reads are exact)."""
 
 from __future__ import annotations
-
-import threading
-import time
-import weakref
 
 import yaml
 
@@ -13,48 +9,6 @@ from ..models import Setting
 from .base import BaseRepository
 
 __all__ = ["SettingRepository", "SettingsRepository"]
-
-# Reads are cached per database; writes in this process clear it at once. Another
-# process's writes are seen after at most this many seconds.
-CACHE_SECONDS = 5.0
-
-
-class _Cache:
-    """Every stored setting of one database, as {key: (value, category, description)}."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._entries = weakref.WeakKeyDictionary()   # database -> (loaded_at, rows)
-        self._generation = 0
-
-    def generation(self) -> int:
-        return self._generation
-
-    def get(self, database):
-        with self._lock:
-            entry = self._entries.get(database)
-        if entry and time.monotonic() - entry[0] < CACHE_SECONDS:
-            return entry[1]
-        return None
-
-    def put(self, database, rows: dict, generation: int) -> None:
-        with self._lock:
-            # A write since the read began makes this snapshot stale: do not keep it.
-            if generation == self._generation:
-                self._entries[database] = (time.monotonic(), rows)
-
-    def clear(self, database=None) -> None:
-        with self._lock:
-            self._generation += 1
-            if database is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(database, None)
-
-
-_cache = _Cache()
-_dirty = threading.local()   # databases with uncommitted settings writes in this thread
-
 
 def _category_of(key: str) -> str:
     return key.split(".", 1)[0] if "." in key else "general"
@@ -78,51 +32,21 @@ class SettingsRepository(BaseRepository):
         "retention.sessions_days": 90,
     }
 
-    # -- cache -----------------------------------------------------------------
-    def _dirty_set(self) -> set:
-        if not hasattr(_dirty, "databases"):
-            _dirty.databases = weakref.WeakSet()
-        return _dirty.databases
-
     def _stored(self) -> dict:
         """{key: (value, category, description)} of every stored setting."""
-        database = self.database
-        uncommitted = database in self._dirty_set()
-        if uncommitted and not database.in_transaction():
-            self._dirty_set().discard(database)
-            uncommitted = False
-        if not uncommitted:
-            rows = _cache.get(database)
-            if rows is not None:
-                return rows
-        generation = _cache.generation()
         query = self._select().select(Setting.key, Setting.value, Setting.category,
                                       Setting.description).tuples()
-        rows = {key: (value, category, description)
+        return {key: (value, category, description)
                 for key, value, category, description in self._list(query)}
-        if not uncommitted:
-            _cache.put(database, rows, generation)
-        return rows
-
-    def _changed(self) -> None:
-        # Called after each write: this thread reads past the cache until commit/rollback.
-        self._dirty_set().add(self.database)
-        _cache.clear(self.database)
-
-    def _transaction_ended(self) -> None:
-        # Commit: others must now see the new values. Rollback: forget what we read.
-        database = self.database
-        if database in self._dirty_set():
-            _cache.clear(database)
-            if not database.in_transaction():
-                self._dirty_set().discard(database)
 
     # -- reading -----------------------------------------------------------------
     def get_value(self, key: str, default=None):
         """The stored value of ``key``; else ``default``; else the built-in default."""
-        stored = self._stored().get(key)
-        if stored is not None and stored[0] is not None:
-            return stored[0]
+        # One indexed read: always what is committed (or written in this unit of work).
+        query = self._select(Setting.key == key).select(Setting.value).tuples()
+        rows = self._list(query)
+        if rows and rows[0][0] is not None:
+            return rows[0][0]
         return default if default is not None else self.DEFAULTS.get(key)
 
     def get_by_category(self, category: str) -> dict:
@@ -160,7 +84,6 @@ class SettingsRepository(BaseRepository):
                 setting.category = category
             with self._write(key):
                 setting.save()
-        self._changed()
         self._emit(self._event("UPDATED"), key,
                    {"value": value, "category": setting.category})
         return setting
@@ -194,32 +117,10 @@ class SettingsRepository(BaseRepository):
             return 0
         with self._write():
             self.model.delete().where(Setting.key.in_(keys)).execute()
-        self._changed()
         for key in keys:
             self._emit(self._event("UPDATED"), key,
                        {"value": self.DEFAULTS.get(key), "reset": True})
         return len(keys)
-
-    # The generic writers must also clear the cache.
-    def create(self, obj=None, **fields):
-        obj = super().create(obj, **fields)
-        self._changed()
-        return obj
-
-    def create_all(self, objs) -> list:
-        objs = super().create_all(objs)
-        self._changed()
-        return objs
-
-    def update(self, obj):
-        obj = super().update(obj)
-        self._changed()
-        return obj
-
-    def delete_by_id(self, id) -> bool:
-        deleted = super().delete_by_id(id)
-        self._changed()
-        return deleted
 
     def _check(self, key, value) -> None:
         if not isinstance(key, str) or not key.strip() or len(key) > 128:
