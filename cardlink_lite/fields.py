@@ -232,6 +232,8 @@ class ExactForeignKeyField(peewee.ForeignKeyField):
 class UUIDStrField(peewee.CharField):
     """A UUID stored and returned as the 36-character dashed string."""
 
+    passes_text_through = True  # python_value() of the stored text is that text
+
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", 36)
         super().__init__(**kwargs)

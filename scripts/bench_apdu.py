@@ -171,7 +171,12 @@ def bench_session_read(workdir: str, repeat: int = 300) -> list[dict]:
     writer.add_many(_rows(200, sid))
     writer.close()
     conn = sqlite3.connect(path)
-    raw_sql = (f"SELECT id, {_COLUMNS} FROM comm_logs WHERE session_id = ? "
+    from cardlink_lite import CommLog
+
+    columns = [f.column_name for f in CommLog._meta.sorted_fields]  # every model column
+    names = CommLog._meta.sorted_field_names
+    at = columns.index("timestamp")
+    raw_sql = (f"SELECT {', '.join(columns)} FROM comm_logs WHERE session_id = ? "
                "ORDER BY timestamp, id")
 
     def timed(fns):
@@ -194,14 +199,13 @@ def bench_session_read(workdir: str, repeat: int = 300) -> list[dict]:
         return conn.execute(raw_sql, (sid,)).fetchall()
 
     def raw_tuples():
-        return [(i, s, utc_text(t + "+00:00"), la, d, r, dd, sw, sm)
-                for i, s, t, la, d, r, dd, sw, sm in conn.execute(raw_sql, (sid,)).fetchall()]
+        return [r[:at] + (utc_text(r[at] + "+00:00"),) + r[at + 1:]
+                for r in conn.execute(raw_sql, (sid,)).fetchall()]
 
     def raw_dicts():
-        return [{"id": i, "session": s, "timestamp": utc_text(t + "+00:00"), "latency_ms": la,
-                 "direction": d, "raw_data": r, "decoded_data": dd, "status_word": sw,
-                 "status_message": sm}
-                for i, s, t, la, d, r, dd, sw, sm in conn.execute(raw_sql, (sid,)).fetchall()]
+        return [dict(zip(names, r[:at] + (utc_text(r[at] + "+00:00"),) + r[at + 1:],
+                         strict=True))
+                for r in conn.execute(raw_sql, (sid,)).fetchall()]
 
     out = []
     with UnitOfWork(manager) as uow:

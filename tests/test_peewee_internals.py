@@ -88,3 +88,17 @@ def test_discard_connection_takes_a_pooled_connection_out_of_the_pool(tmp_path):
     assert db.connection() is not conn
     db.close()
     db.close_all()
+
+
+def test_model_builder_builds_what_peewee_builds(items):
+    parent = items.create(name="p")
+    items.create(name="c", parent=parent)
+    query = items.select().order_by(items.id)
+    expected = list(query)
+    built = _peewee.model_builder(items, items._meta.sorted_fields)(
+        items._meta.database.execute(query).fetchall())
+    assert [vars(o) for o in built] == [dict(vars(o), is_stored=True) for o in expected]
+    assert set(vars(expected[0])) == {"__data__", "_dirty", "__rel__"}  # all Peewee keeps
+    assert built[1].parent.name == "p"            # the foreign key still loads lazily
+    built[0].name = "edited"
+    assert built[0].dirty_field_names == ["name"]

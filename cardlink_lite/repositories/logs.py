@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import peewee
 
-from .._peewee import mark_clean
+from .._peewee import mark_clean, model_builder
 from ..apdu import ApduLogWriter
 from ..apdu_rows import session_key
 from ..db import small_page_cache
@@ -184,6 +184,12 @@ class LogRepository(BaseRepository):
         self._flush_own()
         return super()._select(*criteria_exprs)
 
+    def _models(self, query) -> list[CommLog]:
+        """Run a select of every CommLog column; build the models in one pass."""
+        with self._wrap():
+            rows = self.database.execute(query).fetchall()
+        return _build_models(rows)
+
     def _trace_params(self, session_id, direction=None) -> tuple:
         self._flush_own()
         self._touch()
@@ -212,11 +218,11 @@ class LogRepository(BaseRepository):
             query = query.limit(limit)
         if offset:
             query = query.offset(offset)
-        return self._list(query)
+        return self._models(query)
 
     def find_by_direction(self, session_id, direction) -> list[CommLog]:
         """A session's commands or responses, in logging order."""
-        return self._list(self.session_query(session_id, direction))
+        return self._models(self.session_query(session_id, direction))
 
     def find_commands(self, session_id) -> list[CommLog]:
         return self.find_by_direction(session_id, CommDirection.COMMAND)
@@ -227,7 +233,7 @@ class LogRepository(BaseRepository):
     def find_by_status(self, session_id, status_word) -> list[CommLog]:
         """A session's rows with this status word (``"9000"``, ``"6a82"``...)."""
         sw = normalize_status_word(status_word)
-        return self._list(self.session_query(session_id).where(CommLog.status_word == sw))
+        return self._models(self.session_query(session_id).where(CommLog.status_word == sw))
 
     def find_errors(self, session_id, include_success_with_data: bool = False) -> list[CommLog]:
         """A session's responses whose status word is not 9000.
@@ -240,7 +246,7 @@ class LogRepository(BaseRepository):
         if not include_success_with_data:
             for prefix in MORE_DATA_PREFIXES:
                 query = query.where(~CommLog.status_word.startswith(prefix))
-        return self._list(query)
+        return self._models(query)
 
     def count_by_session(self, session_id) -> int:
         self._flush_own()
@@ -263,7 +269,7 @@ class LogRepository(BaseRepository):
         query = query.order_by(CommLog.timestamp, CommLog.id)
         if limit is not None:
             query = query.limit(limit)
-        return self._list(query)
+        return self._models(query)
 
     # -- export ----------------------------------------------------------------
     def export_session_logs(self, session_id) -> SessionLogExport:
@@ -371,6 +377,7 @@ def _trace_cursor(database, params: tuple):
 
 
 _NAMES = tuple(CommLog._meta.sorted_field_names)
+_build_models = model_builder(CommLog, CommLog._meta.sorted_fields)
 _TIME = _NAMES.index("timestamp")
 _UTC = CommLog.timestamp.python_value
 

@@ -195,8 +195,9 @@ class SessionRepository(BaseRepository):
                            limit: int | None = None) -> list[OTASession]:
         """Sessions created between ``start`` and ``end`` inclusive, newest first.
 
-        Naive datetimes are UTC; aware ones are converted to UTC; a date is a whole UTC day
-        (``start`` from its midnight, ``end`` up to the next). None leaves that end open.
+        Naive datetimes are local time; aware ones are converted to UTC; a date is a whole
+        UTC day (``start`` from its midnight, ``end`` up to the next). None leaves that end
+        open.
         """
         conditions = []
         if start is not None:
