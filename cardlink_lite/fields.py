@@ -46,7 +46,16 @@ def utc_now() -> datetime:
 def to_utc_ms(value: datetime) -> datetime:
     """Aware UTC with millisecond precision. A naive value is local time, as Python's own
     ``datetime.astimezone()`` takes it (the guide passes ``datetime.now()``)."""
-    value = value.astimezone(timezone.utc)
+    if value.tzinfo is None:
+        try:
+            value = value.astimezone(timezone.utc)
+        except (OverflowError, ValueError, OSError):
+            # Years the C library's local time does not cover (0001, 9999...): today's
+            # offset. Raises OverflowError if that leaves datetime's range.
+            offset = datetime.now().astimezone().utcoffset()
+            value = (value - offset).replace(tzinfo=timezone.utc)
+    else:
+        value = value.astimezone(timezone.utc)
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 

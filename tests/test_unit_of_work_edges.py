@@ -245,3 +245,13 @@ def test_unknown_enum_values_are_refused_before_sql(manager):
                                                              match="device_type"):
         Device.insert(id="D1", device_type="tablet").execute()
     assert statements == []
+
+
+def test_naive_extremes_outside_the_c_librarys_range_use_todays_offset(local_zone):
+    from cardlink_lite.fields import to_utc_ms
+
+    offset = datetime.now().astimezone().utcoffset()
+    latest = datetime(9999, 12, 31, 12, 0, 0)
+    assert to_utc_ms(latest) == (latest - offset).replace(tzinfo=timezone.utc)
+    if offset <= timedelta(0):
+        assert to_utc_ms(datetime(1, 1, 1)).year == 1
