@@ -74,18 +74,24 @@ class ImportResult:
     created: int = 0
     updated: int = 0
     skipped: int = 0
+    unchanged: int = 0      # overwrite/merge: stored rows the file holds identically
     errors: list[str] = field(default_factory=list)
     tables: dict[str, dict[str, int]] = field(default_factory=dict)
     dry_run: bool = False
 
     def to_dict(self) -> dict:
         return {"created": self.created, "updated": self.updated, "skipped": self.skipped,
-                "errors": list(self.errors), "tables": self.tables, "dry_run": self.dry_run}
+                "unchanged": self.unchanged, "errors": list(self.errors),
+                "tables": self.tables, "dry_run": self.dry_run}
 
     def _count(self, table: str, what: str, n: int = 1) -> None:
-        counts = self.tables.setdefault(table, {"created": 0, "updated": 0, "skipped": 0})
+        counts = self.tables.setdefault(table, _zero_counts())
         counts[what] += n
         setattr(self, what, getattr(self, what) + n)
+
+
+def _zero_counts() -> dict[str, int]:
+    return {"created": 0, "updated": 0, "skipped": 0, "unchanged": 0}
 
 
 class DataImporter:
@@ -450,11 +456,37 @@ class _Plan:
         pk = self._pk(model)
         if model is CommLog:
             existing = self._match_logs(chunk, existing)
+        same = set() if self.mode is ConflictMode.SKIP else self._identical(model, chunk,
+                                                                            existing)
         for row in chunk:
             if pk in row and row[pk] in existing:
-                yield ("skipped" if self.mode is ConflictMode.SKIP else "updated"), row
+                if self.mode is ConflictMode.SKIP:
+                    yield "skipped", row
+                else:
+                    yield ("unchanged" if row[pk] in same else "updated"), row
             else:
                 yield "created", row
+
+    def _identical(self, model, chunk, existing) -> set:
+        """Keys of stored rows that an update from ``chunk`` would leave as they are."""
+        pk = model._meta.primary_key
+        keys = [row[pk.name] for row in chunk if row.get(pk.name) in existing]
+        if not keys:
+            return set()
+        fields = model._meta.sorted_fields
+        stored = {values[0]: dict(zip((f.name for f in fields[1:]), values[1:], strict=True))
+                  for values in model.select(pk, *fields[1:]).where(pk.in_(keys)).tuples()}
+        same = set()
+        for row in chunk:
+            old = stored.get(row.get(pk.name))
+            if old is None or any(k in row for k in ("psk_key", "psk_key_encrypted")):
+                continue  # a PSK arrives re-encrypted: always a change
+            new = self._written_values(model, row)
+            if all(model._meta.fields[name].db_value(value)
+                   == model._meta.fields[name].db_value(old.get(name))
+                   for name, value in new.items() if name != "updated_at"):
+                same.add(row[pk.name])
+        return same
 
     def _match_logs(self, chunk, stored_ids) -> set:
         """Ids of ``chunk`` rows already stored as the same APDU; the others become new rows.
@@ -514,7 +546,7 @@ class _Plan:
             if model not in self.tables:
                 continue
             table = model._meta.table_name
-            result.tables.setdefault(table, {"created": 0, "updated": 0, "skipped": 0})
+            result.tables.setdefault(table, _zero_counts())
             for chunk, existing in self._chunks(model):
                 for what, _ in self._decide(model, chunk, existing):
                     result._count(table, what)
@@ -530,7 +562,7 @@ class _Plan:
 
     def _apply_table(self, model, result: ImportResult) -> None:
         table = model._meta.table_name
-        result.tables.setdefault(table, {"created": 0, "updated": 0, "skipped": 0})
+        result.tables.setdefault(table, _zero_counts())
         created = 0
         for chunk, existing in self._chunks(model):
             if model is CardProfile:
@@ -608,6 +640,15 @@ class _Plan:
 
     def _update(self, model, row: dict) -> None:
         pk = model._meta.primary_key
+        values = self._written_values(model, row)
+        if "updated_at" in model._meta.fields and "updated_at" not in row:
+            values["updated_at"] = utc_now()
+        if values:
+            model.update(values).where(pk == row[pk.name]).execute()
+
+    def _written_values(self, model, row: dict) -> dict:
+        """The fields an overwrite or merge of ``row`` sets, with their new values."""
+        pk = model._meta.primary_key
         values = {}
         if self.mode is ConflictMode.MERGE:
             values = {k: v for k, v in row.items() if v is not None and k != pk.name}
@@ -622,10 +663,7 @@ class _Plan:
                 else:
                     default = f.default() if callable(f.default) else f.default
                     values[f.name] = default
-        if "updated_at" in model._meta.fields and "updated_at" not in row:
-            values["updated_at"] = utc_now()
-        if values:
-            model.update(values).where(pk == row[pk.name]).execute()
+        return values
 
 
 def _name(key) -> str:

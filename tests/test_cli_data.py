@@ -111,10 +111,11 @@ def test_import_dry_run_then_import_then_skip(bench, run, backend, tmp_path):
         assert json.loads(done.stdout)["tables"]["logs"]["created"] == 6
         before = checksums(target)
         again = imp("--conflict", "skip", str(exported))
-        assert "0 created, 0 updated, 13 skipped" in again.stderr
+        assert "0 created, 0 updated, 0 unchanged, 13 skipped" in again.stderr
         assert checksums(target) == before
         merged = imp("--conflict", "merge", "--yes", "--format", "json", str(exported))
-        assert "13 updated" in merged.stderr, merged.output
+        # The store holds exactly the file's rows: nothing to change, all reported unchanged.
+        assert "0 updated, 13 unchanged" in merged.stderr, merged.output
         over = imp("--conflict", "overwrite", "--yes", str(exported))
         assert over.exit_code == 0
         again = runner.invoke(cli, ["--database", url, "export"])

@@ -1,6 +1,7 @@
 """``import --conflict overwrite|merge``: a preview, a question before existing rows change
 (--yes skips it), a refusal without a terminal, and a progress bar on a terminal."""
 
+import json
 import os
 import pty
 import select
@@ -39,10 +40,14 @@ def test_without_a_terminal_and_without_yes_it_refuses_with_a_hint(dump, conflic
     before = checksums(manager)
     result = _import(manager, "--conflict", conflict, str(path))
     assert result.exit_code == 1
-    assert f"Preview of {path} ({conflict}): 0 to create, 13 existing to change" in result.stderr
-    assert "  devices: 0 created, 2 updated, 0 skipped" in result.stderr
+    # Only the renamed devices differ from the file (merge leaves a null name alone).
+    changed = 2 if conflict == "overwrite" else 1
+    assert (f"Preview of {path} ({conflict}): 0 to create, {changed} existing to change, "
+            f"{13 - changed} unchanged") in result.stderr
+    assert (f"  devices: 0 created, {changed} updated, {2 - changed} unchanged, 0 skipped"
+            in result.stderr)
     assert result.stderr.strip().splitlines()[-1] == (
-        f"Error: --conflict {conflict} would change 13 existing row(s) and there is no "
+        f"Error: --conflict {conflict} would change {changed} existing row(s) and there is no "
         "terminal to confirm it; rerun with --yes (or --dry-run to look first)")
     assert checksums(manager) == before
 
@@ -113,10 +118,28 @@ def test_on_a_terminal_it_previews_shows_progress_and_asks(dump, answer, code):
         ["--database", manager.config.url, "import", "--conflict", "overwrite", str(path)],
         answer)
     assert returncode == code, screen
-    assert "Previewing" in screen and "Change 13 existing row(s)? [y/N]" in screen
+    assert "Previewing" in screen and "Change 2 existing row(s)? [y/N]" in screen
     manager.bind()
     if answer == "n":
         assert "Aborted" in screen and checksums(manager) == before
     else:
         assert "Importing" in screen and "Imported" in screen
         assert checksums(manager) != before
+
+
+@pytest.mark.parametrize("conflict", ["overwrite", "merge"])
+def test_reimporting_identical_rows_reports_them_unchanged_and_asks_nothing(manager,
+                                                                            tmp_path, conflict):
+    populate(manager)
+    path = tmp_path / "same.json"
+    assert CliRunner().invoke(cli, ["--database", manager.config.url, "export", "-o",
+                                    str(path)]).exit_code == 0
+    before = checksums(manager)
+    result = _import(manager, "--conflict", conflict, "--json", str(path))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["created"], report["updated"], report["unchanged"]) == (0, 0, 13)
+    assert report["tables"]["devices"] == {"created": 0, "updated": 0, "skipped": 0,
+                                           "unchanged": 2}
+    assert "Preview" not in result.stderr
+    assert checksums(manager) == before

@@ -157,7 +157,8 @@ def test_import_into_empty_database_then_skip_changes_nothing(store, target):
     result = DataImporter(target).import_data(text)
     assert isinstance(result, ImportResult)
     assert (result.created, result.updated, result.skipped, result.errors) == (13, 0, 0, [])
-    assert result.tables["comm_logs"] == {"created": 6, "updated": 0, "skipped": 0}
+    assert result.tables["comm_logs"] == {"created": 6, "updated": 0, "skipped": 0,
+                                          "unchanged": 0}
     before = checksums(target)
     again = DataImporter(target).import_data(text, conflict_mode=ConflictMode.SKIP)
     assert (again.created, again.updated, again.skipped) == (0, 0, 13)
@@ -194,8 +195,10 @@ def test_dry_run_reports_and_changes_nothing(store):
     before = checksums(store)
     result = DataImporter(store).import_data(doc, conflict_mode="overwrite", dry_run=True)
     assert result.dry_run
-    assert result.tables["devices"] == {"created": 1, "updated": 2, "skipped": 0}
-    assert (result.created, result.updated) == (1, 13)
+    # The store's own rows come back identical: unchanged, not updated.
+    assert result.tables["devices"] == {"created": 1, "updated": 0, "skipped": 0,
+                                        "unchanged": 2}
+    assert (result.created, result.updated, result.unchanged) == (1, 0, 13)
     assert checksums(store) == before
 
 
@@ -483,7 +486,8 @@ def test_import_decides_and_writes_in_one_transaction(store, backend, monkeypatc
         if backend == "sqlite":
             result = DataImporter(store).import_data(doc)
             assert raced == ["database is locked"]
-            assert result.tables["devices"] == {"created": 2, "updated": 0, "skipped": 0}
+            assert result.tables["devices"] == {"created": 2, "updated": 0, "skipped": 0,
+                                                "unchanged": 0}
             store.bind()
             assert Device.get_by_id("raced").device_type == "modem"
         else:
@@ -511,7 +515,8 @@ def test_dry_run_needs_no_write_lock(tmp_path):
         writer.execute("BEGIN IMMEDIATE")
         writer.execute("UPDATE devices SET name = 'locked' WHERE id = 'modem-1'")
         result = DataImporter(manager).import_data(doc, dry_run=True)
-        assert result.tables["devices"] == {"created": 1, "updated": 0, "skipped": 2}
+        assert result.tables["devices"] == {"created": 1, "updated": 0, "skipped": 2,
+                                            "unchanged": 0}
         writer.execute("ROLLBACK")
         manager.bind()
         assert Device.get_or_none(Device.id == "new-device") is None
@@ -555,9 +560,9 @@ def test_logs_from_another_store_are_added_not_merged(backend, db_url, tmp_path)
                 result = DataImporter(uow).import_data(document, conflict_mode=mode)
             counts.append(result.tables["comm_logs"])
         # First import: A's logs are new rows (their ids clash with B's). Second: the same
-        # two rows are found again and overwritten with themselves; B's logs are untouched.
-        assert counts == [{"created": 2, "updated": 0, "skipped": 0},
-                          {"created": 0, "updated": 2, "skipped": 0}]
+        # two rows are found again, identical (unchanged, not rewritten); B's are untouched.
+        assert counts == [{"created": 2, "updated": 0, "skipped": 0, "unchanged": 0},
+                          {"created": 0, "updated": 0, "skipped": 0, "unchanged": 2}]
         target.bind()
         by_session = {s.id: sorted(log.decoded_data for log in
                                    CommLog.select().where(CommLog.session == s.id))

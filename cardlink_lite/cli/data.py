@@ -158,8 +158,7 @@ def import_command(state: CliState, file, fmt, conflict, dry_run, yes, as_json):
     if as_json:
         echo_json({**result.to_dict(), "tables": display_tables(result.tables)})
     verb = "Would import" if dry_run else "Imported"
-    warn(f"{verb} {file} ({conflict}): {result.created:,} created, "
-         f"{result.updated:,} updated, {result.skipped:,} skipped")
+    warn(f"{verb} {file} ({conflict}): {_counts_text(result.to_dict())}")
     _print_import_tables(result)
     if dry_run:
         warn("Dry run: nothing was changed.")
@@ -167,8 +166,12 @@ def import_command(state: CliState, file, fmt, conflict, dry_run, yes, as_json):
 
 def _print_import_tables(result) -> None:
     for table, counts in display_tables(result.tables).items():
-        warn(f"  {table}: {counts['created']:,} created, {counts['updated']:,} updated, "
-             f"{counts['skipped']:,} skipped")
+        warn(f"  {table}: {_counts_text(counts)}")
+
+
+def _counts_text(counts: dict) -> str:
+    return ", ".join(f"{counts.get(what, 0):,} {what}"
+                     for what in ("created", "updated", "unchanged", "skipped"))
 
 
 def _confirm_changes(file: str, conflict: str, preview) -> None:
@@ -176,7 +179,7 @@ def _confirm_changes(file: str, conflict: str, preview) -> None:
     if not preview.updated:
         return  # only new rows: nothing existing is at stake
     warn(f"Preview of {file} ({conflict}): {preview.created:,} to create, "
-         f"{preview.updated:,} existing to change, {preview.skipped:,} skipped")
+         f"{preview.updated:,} existing to change, {preview.unchanged:,} unchanged")
     _print_import_tables(preview)
     if not sys.stdin.isatty():
         raise click.ClickException(
