@@ -176,7 +176,8 @@ def test_own_export_with_twin_apdus_reimports_unchanged(store):
         assert result.created == 0 and result.updated == 0, result.tables
     assert checksums(store) == before
     overwrite = DataImporter(store).import_data(text, conflict_mode="overwrite")
-    assert overwrite.created == 0 and overwrite.tables["comm_logs"]["updated"] == 12
+    assert overwrite.created == 0 and overwrite.tables["comm_logs"]["unchanged"] == 12
+    assert overwrite.updated == 0  # identical rows are unchanged, not rewritten
 
 
 def test_twin_apdus_into_another_store_twice(store, backend, tmp_path):
