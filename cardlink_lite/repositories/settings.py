@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import yaml
-
 from ..errors import ValidationError
 from ..models import Setting
 from .base import BaseRepository
 
 __all__ = ["SettingRepository", "SettingsRepository"]
+
 
 def _category_of(key: str) -> str:
     return key.split(".", 1)[0] if "." in key else "general"
@@ -62,6 +61,8 @@ class SettingsRepository(BaseRepository):
 
     def export_yaml(self) -> str:
         """All settings (defaults included) as a readable YAML mapping."""
+        import yaml  # third-party and only needed here: keeps opening a store fast
+
         return yaml.safe_dump(self.get_all_settings(), default_flow_style=False,
                               sort_keys=True, allow_unicode=True)
 
@@ -90,6 +91,8 @@ class SettingsRepository(BaseRepository):
 
     def import_yaml(self, yaml_str: str) -> int:
         """Set every key of a YAML mapping (as written by export_yaml); returns the count."""
+        import yaml
+
         try:
             data = yaml.safe_load(yaml_str)
         except yaml.YAMLError as exc:
