@@ -41,6 +41,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="device the whole run tests (a marker on a test overrides it)")
     group.addoption("--cardlink-card", dest="cardlink_card", metavar="ICCID",
                     help="card the whole run tests (a marker on a test overrides it)")
+    group.addoption("--cardlink-firmware", dest="cardlink_firmware", metavar="VERSION",
+                    help="firmware the run tests (a label of the run)")
+    group.addoption("--cardlink-label", dest="cardlink_labels", action="append", default=[],
+                    metavar="KEY=VALUE", help="a free label of the run (repeatable)")
+    group.addoption("--cardlink-append", dest="cardlink_append", action="store_true",
+                    help="add to the run named by --cardlink-run-id although it is recorded "
+                         "already (without it a reused run id is refused)")
     group.addoption("--cardlink-flaky-window", dest="cardlink_flaky_window", type=int,
                     default=5, metavar="N",
                     help="look for tests that flipped status in the last N runs (default 5)")

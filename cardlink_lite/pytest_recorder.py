@@ -9,6 +9,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import platform
+import re
+import socket
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -16,14 +20,15 @@ from datetime import datetime, timezone
 
 import peewee
 import pytest
+from peewee import fn
 
 from . import db as _db
 from .config import DatabaseConfig
-from .db import database_proxy
+from .db import database_proxy, max_rows_per_statement
 from .errors import DatabaseError, first_line
 from .manager import DatabaseManager
 from .migrations import get_pending_revisions, run_migrations
-from .models import CardProfile, Device, TestResult, TestStatus
+from .models import CardProfile, Device, RunEnding, TestResult, TestRun, TestStatus
 from .pytest_keys import ENV_VAR, RESULT_PROPERTY, TARGET_PROPERTY
 from .unit_of_work import UnitOfWork
 
@@ -123,7 +128,19 @@ class CardlinkRecorder:
                 "--cardlink-run-id must be at most 64 characters and --cardlink-suite at most "
                 f"128; got {len(self.run_id)} and {len(self.suite)}"
             )
+        self.labels = _labels(config)
         self.manager = _open_store(url)
+        self.collection_errors = 0
+        self.deselected = 0
+        self.interruption: str | None = None
+        self.started = time.time()
+        try:
+            with _borrowed_binding(self.manager):
+                self._start_run(bool(config.getoption("cardlink_append", False)))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.manager.close()
+            raise
         self.counts: Counter = Counter()
         self.recorded = 0
         self.not_recorded = 0
@@ -134,7 +151,6 @@ class CardlinkRecorder:
         self._last_flush = time.monotonic()
         self._known: dict[tuple[str, str], bool] = {}
         self._collect_seen: set[str] = set()
-        self._insert_sql = _insert_sql(self.manager.database)
 
     # hooks ----------------------------------------------------------------------
     def pytest_report_header(self, config):
@@ -149,6 +165,7 @@ class CardlinkRecorder:
         item = _Item()
         item.start = item.stop = time.time()
         if report.failed:
+            self.collection_errors += 1
             item.status, item.detail = TestStatus.ERROR, "collection error"
             item.message, item.longrepr = _short_reason(report), _long_repr(report)
         else:
@@ -201,8 +218,24 @@ class CardlinkRecorder:
             del self._items[nodeid]
             self._finish_safely(nodeid, item)
 
-    def pytest_sessionfinish(self, session):
+    def pytest_deselected(self, items):
+        self.deselected += len(items)
+
+    def pytest_keyboard_interrupt(self, excinfo):
+        # pytest.exit() and xdist's "stopping after N failures" come through here too.
+        text = str(excinfo.value)
+        if "during collection" in text:
+            return  # pytest's own stop after collection errors: counted as those
+        stopped = excinfo.typename == "Exit" or "stopping after" in text
+        self.interruption = "stopped" if stopped else "interrupted"
+
+    def pytest_sessionfinish(self, session, exitstatus):
         self.flush()
+        try:
+            with _borrowed_binding(self.manager):
+                self._finish_run(session, int(exitstatus))
+        except Exception as exc:  # noqa: BLE001 - recording must never break the user's run
+            self._note_error(exc)
 
     def pytest_terminal_summary(self, terminalreporter):
         self.flush()
@@ -273,27 +306,26 @@ class CardlinkRecorder:
             elif name == RESULT_PROPERTY:
                 assertions = value.get("assertions") or None
                 metadata.update(value.get("metadata") or {})
-        test_name = nodeid
+        test_name = nodeid = storable(nodeid)
         if len(nodeid) > _MAX_TEST_NAME:
             digest = hashlib.sha1(nodeid.encode()).hexdigest()[:16]
             test_name = f"{nodeid[:_MAX_TEST_NAME - 18]}~{digest}"
             metadata["nodeid"] = nodeid
-        # Database values directly (see _COLUMNS): each conversion is done once.
-        started = _TIME(_utc(item.start))
-        ended = _TIME(_utc(item.stop or item.start))
+        started = _utc(item.start)
+        ended = _utc(item.stop or item.start)
         self.counts[status.value] += 1
         row = {
             "id": str(uuid.uuid4()),
             "run_id": self.run_id,
             "suite_name": self.suite,
             "test_name": test_name,
-            "device": self._target("device", device, metadata),
-            "card": self._target("card", card, metadata),
+            "device": self._target("device", storable(device), metadata),
+            "card": self._target("card", storable(card), metadata),
             "started_at": started,
             "ended_at": ended,
             "duration_ms": int(round(item.duration * 1000)),
             "status": status.value,
-            "error_message": (message or None) and message[:_MAX_MESSAGE],
+            "error_message": storable(message or None, _MAX_MESSAGE),
             "assertions": _json(assertions),
             "metadata": _json(metadata),
             "attempts": item.attempts,
@@ -325,31 +357,95 @@ class CardlinkRecorder:
         self.unknown_targets.add((kind, key))
         return None
 
+    # the run as a record ----------------------------------------------------------
+    def _start_run(self, append: bool) -> None:
+        database = self.manager.database
+        with database.atomic():
+            known = TestRun.select().where(TestRun.id == self.run_id).exists(database) or \
+                TestResult.select().where(TestResult.run_id == self.run_id).exists(database)
+            if known and not append:
+                raise pytest.UsageError(
+                    f"run id {self.run_id!r} is recorded already; pass --cardlink-append to "
+                    "add these results to it, or choose another --cardlink-run-id")
+            values = {"suite_name": self.suite, "ending": RunEnding.UNFINISHED,
+                      "finished_at": None, "labels": self.labels or None,
+                      "context": _context(self.config)}
+            if known:
+                (TestRun.insert(id=self.run_id, started_at=_utc(self.started), **values)
+                 .on_conflict_ignore().execute(database))
+                TestRun.update(**values).where(TestRun.id == self.run_id).execute(database)
+            else:
+                TestRun.insert(id=self.run_id, started_at=_utc(self.started),
+                               **values).execute(database)
+
+    def _ending(self, session, exitstatus: int) -> tuple[RunEnding, str | None]:
+        selection = _selection(self.config, self.deselected)
+        if self.interruption == "interrupted":
+            return RunEnding.INTERRUPTED, selection
+        if self.interruption == "stopped" or getattr(session, "shouldfail", False) \
+                or getattr(session, "shouldstop", False):
+            return RunEnding.STOPPED, selection
+        if self.collection_errors:
+            return RunEnding.COLLECTION_ERRORS, selection
+        if selection:
+            return RunEnding.PARTIAL, selection
+        return RunEnding.COMPLETE, None
+
+    def _finish_run(self, session, exitstatus: int) -> None:
+        ending, selection = self._ending(session, exitstatus)
+        database = self.manager.database
+        counts = dict(TestResult.select(TestResult.status, fn.COUNT(TestResult.id))
+                      .where(TestResult.run_id == self.run_id)
+                      .group_by(TestResult.status).tuples().execute(database))
+        counts = {getattr(k, "value", k): int(v) for k, v in counts.items()}
+        with database.atomic():
+            TestRun.update(
+                finished_at=_utc(time.time()), ending=ending, exit_status=exitstatus,
+                selection=storable(selection, 255), total=sum(counts.values()),
+                **{status.value: counts.get(status.value, 0) for status in TestStatus},
+            ).where(TestRun.id == self.run_id).execute(database)
+        self.ending = ending
+
     # writing --------------------------------------------------------------------
     def flush(self) -> None:
-        """Commit the buffered results; a failure is counted, never raised."""
+        """Commit the buffered results; a failure is counted, never raised.
+
+        A batch the database refuses is written again row by row, so one row it cannot
+        take never costs the others their record.
+        """
         rows, self._rows = self._rows, []
         self._last_flush = time.monotonic()
         if not rows:
             return
-        database = self.manager.database
         try:
-            if not self.manager.config.is_sqlite:
-                with _borrowed_binding(self.manager):
+            with _borrowed_binding(self.manager):
+                if not self.manager.config.is_sqlite:
                     self.manager.ensure_connection()
-            with database.atomic():
-                cursor = database.cursor()
-                if self.manager.config.is_postgresql:
-                    from psycopg2.extras import execute_batch
-
-                    execute_batch(cursor, self._insert_sql, rows, page_size=100)
-                else:  # sqlite3 reuses one prepared statement; pymysql sends multi-row INSERTs
-                    cursor.executemany(self._insert_sql, rows)
+                self._insert(rows)
         except Exception as exc:  # noqa: BLE001 - recording must never break the user's run
-            self.not_recorded += len(rows)
             self._note_error(exc)
+            self._insert_one_by_one(rows)
             return
         self.recorded += len(rows)
+
+    def _insert(self, rows: list[tuple]) -> None:
+        database = self.manager.database
+        chunk = max_rows_per_statement(database, len(_FIELDS))
+        with database.atomic():
+            for start in range(0, len(rows), chunk):
+                (TestResult.insert_many(rows[start:start + chunk], fields=_FIELDS)
+                 .execute(database))
+
+    def _insert_one_by_one(self, rows: list[tuple]) -> None:
+        for row in rows:
+            try:
+                with _borrowed_binding(self.manager):
+                    self._insert([row])
+            except Exception as exc:  # noqa: BLE001 - counted and shown in the summary
+                self.not_recorded += 1
+                self._note_error(exc)
+            else:
+                self.recorded += 1
 
     def close(self) -> None:
         self.flush()
@@ -357,26 +453,46 @@ class CardlinkRecorder:
             self.manager.close()
 
 
-# Rows are tuples of database values in this order, sent with one cached INSERT through
-# the driver's executemany: building a Peewee query per row costs more than the test does.
-_COLUMNS = tuple(f.name for f in TestResult._meta.sorted_fields)
-_TIME = TestResult.started_at.db_value
-_JSON = TestResult.metadata.db_value
+# Rows are tuples in this order, written with Peewee's insert_many (one statement per
+# chunk of rows, sized by max_rows_per_statement).
+_FIELDS = [f for f in TestResult._meta.sorted_fields]
+_COLUMNS = tuple(f.name for f in _FIELDS)
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+_CUT = "\n[... {count} characters cut ...]\n"
+
+
+def storable(text, limit: int | None = None, keep_end: bool = False):
+    """``text`` as every backend stores it: NUL and lone surrogates (what ``os.fsdecode``
+    gives for a non-UTF-8 file name) written visibly as ``\\x00`` / ``\\udcXX``; over
+    ``limit`` characters cut at the end with "…", or (``keep_end``) in the middle with a
+    marker so that the end (a traceback's ``E`` lines and location) survives."""
+    if text is None:
+        return None
+    text = str(text)
+    if _BAD_TEXT.search(text):
+        text = _BAD_TEXT.sub(_visible, text)
+    if limit is not None and len(text) > limit:
+        if keep_end:
+            head = limit // 4
+            marker = _CUT.format(count=len(text) - limit)
+            tail = max(0, limit - head - len(marker))
+            text = text[:head] + marker + text[len(text) - tail:]
+        else:
+            text = text[:limit - 1] + "…"
+    return text
+
+
+def _visible(match: re.Match) -> str:
+    code = ord(match.group())
+    return "\\x00" if code == 0 else f"\\u{code:04x}"
 
 
 def _json(value):
     try:
-        return _JSON(value)
-    except DatabaseError:  # a value a test put in directly: keep its repr, not the error
-        return json.dumps(value, default=repr, sort_keys=True)
-
-
-def _insert_sql(database: peewee.Database) -> str:
-    query = TestResult.insert({getattr(TestResult, name): None for name in _COLUMNS})
-    sql, params = database.get_sql_context().sql(query).query()
-    if len(params) != len(_COLUMNS):  # pragma: no cover - a guard on Peewee's behaviour
-        raise RuntimeError("unexpected INSERT shape for test_results")
-    return sql
+        json.dumps(value)
+    except (TypeError, ValueError):  # a value a test put in directly: keep its repr
+        return json.loads(json.dumps(value, default=repr, sort_keys=True))
+    return value
 
 
 def _open_store(url: str) -> DatabaseManager:
@@ -439,11 +555,17 @@ def _write_summary(recorder: CardlinkRecorder, tr) -> None:
     except Exception as exc:  # noqa: BLE001 - the summary must not break the run
         tr.write_line(f"cannot compare with earlier runs: {first_line(exc)}", yellow=True)
         return
-    previous, comparison, flaky = report
-    if previous:
+    base, comparison, flaky = report
+    ending = getattr(recorder, "ending", None)
+    if ending is not None and ending != RunEnding.COMPLETE:
+        tr.write_line(f"this run is {ending.value}: compared only on the tests it ran",
+                      yellow=True)
+    if base:
         regressions = comparison.get("regressions", [])
         fixed = comparison.get("fixed", [])
-        tr.write_line(f"against run {previous}: {_plural(len(regressions), 'regression')}, "
+        started = base.started_at.strftime("%Y-%m-%d %H:%M") if base.started_at else "?"
+        tr.write_line(f"against run {base.id} (the latest comparable run: {base.ending.value}, "
+                      f"started {started} UTC): {_plural(len(regressions), 'regression')}, "
                       f"{len(fixed)} fixed, {len(comparison.get('new_tests', []))} new tests")
         for entry in regressions[:20]:
             tr.write_line(f"  REGRESSION {entry}", red=True)
@@ -459,11 +581,10 @@ def _write_summary(recorder: CardlinkRecorder, tr) -> None:
 
 def _history(recorder: CardlinkRecorder):
     with UnitOfWork(recorder.manager) as uow:
-        runs = uow.tests.list_runs(limit=2, suite_name=recorder.suite)
-        previous = next((r["run_id"] for r in runs if r["run_id"] != recorder.run_id), None)
-        comparison = uow.tests.compare_runs(previous, recorder.run_id) if previous else {}
+        base = uow.tests.latest_comparable_run(recorder.suite, exclude=recorder.run_id)
+        comparison = uow.tests.compare_runs(base.id, recorder.run_id) if base else {}
         flaky = uow.tests.flaky_tests(recorder.suite, window=recorder.flaky_window)
-    return previous, comparison, flaky
+    return base, comparison, flaky
 
 
 # -- report text ---------------------------------------------------------------------
@@ -480,12 +601,62 @@ def _short_reason(report) -> str:
             text = (errors or lines or [""])[-1 if not errors else 0]
             text = text[1:].strip() if text.startswith("E ") else text
     text = " ".join(text.split()) if "\n" in text else text.strip()
-    return text[:_MAX_MESSAGE]
+    return storable(text, _MAX_MESSAGE)
 
 
 def _long_repr(report) -> str | None:
     text = report.longreprtext
-    return text[:_MAX_LONGREPR] if text else None
+    return storable(text, _MAX_LONGREPR, keep_end=True) if text else None
+
+
+def _labels(config) -> dict:
+    labels = {}
+    for key, option in (("device", "cardlink_device"), ("card", "cardlink_card"),
+                        ("firmware", "cardlink_firmware")):
+        value = config.getoption(option, None)
+        if value:
+            labels[key] = storable(value)
+    for text in config.getoption("cardlink_labels", None) or ():
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise pytest.UsageError(f"--cardlink-label wants KEY=VALUE, got {text[:40]!r}")
+        labels[storable(key.strip())] = storable(value)
+    return labels
+
+
+def _context(config) -> dict:
+    context = {"host": socket.gethostname(), "python": platform.python_version(),
+               "pytest": pytest.__version__}
+    workers = getattr(config.option, "numprocesses", None)
+    if workers:
+        context["xdist_workers"] = workers
+    for key, args in (("git_commit", ("rev-parse", "HEAD")),
+                      ("git_branch", ("rev-parse", "--abbrev-ref", "HEAD"))):
+        try:
+            done = subprocess.run(["git", *args], cwd=config.rootpath, capture_output=True,
+                                  text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            break
+        if done.returncode != 0:
+            break
+        context[key] = done.stdout.strip()
+    return context
+
+
+def _selection(config, deselected: int) -> str | None:
+    """What narrowed the run to part of the suite, or None."""
+    parts = []
+    if config.getoption("lf", False):
+        parts.append("--lf")
+    if config.getoption("keyword", ""):
+        parts.append(f"-k {config.getoption('keyword')}")
+    if config.getoption("markexpr", ""):
+        parts.append(f"-m {config.getoption('markexpr')}")
+    if any("::" in str(arg) for arg in config.args):
+        parts.append("node ids")
+    if deselected and not parts:
+        parts.append(f"{deselected} deselected")
+    return ", ".join(parts) or None
 
 
 def _utc(timestamp: float) -> datetime:

@@ -356,7 +356,8 @@ def test_summary_shows_regressions_fixes_and_flaky_candidates(pytester, store, m
     monkeypatch.setenv("PHASE", "2")
     second = pytester.runpytest(*args, "--cardlink-run-id", "r2")
     out = second.stdout.str()
-    assert "against run r1: 1 regression, 1 fixed, 0 new tests" in out
+    assert "against run r1 (the latest comparable run: complete, started " in out
+    assert "UTC): 1 regression, 1 fixed, 0 new tests" in out
     second.stdout.fnmatch_lines([
         "*REGRESSION test_summary_shows_regressions_fixes_and_flaky_candidates.py::"
         "test_goes_bad*",
@@ -368,7 +369,7 @@ def test_summary_shows_regressions_fixes_and_flaky_candidates(pytester, store, m
     monkeypatch.setenv("PHASE", "1")
     narrow = pytester.runpytest(*args, "--cardlink-run-id", "r3", "--cardlink-flaky-window",
                                 "2")
-    assert "against run r2: 1 regression, 1 fixed" in narrow.stdout.str()
+    assert "against run r2 (the latest comparable run" in narrow.stdout.str()
     assert "flaky candidates (status flipped in the last 2 runs): 2" in narrow.stdout.str()
 
 

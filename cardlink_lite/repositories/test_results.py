@@ -9,7 +9,7 @@ from peewee import Case, fn
 from ..errors import ValidationError
 from ..fields import to_utc_ms, utc_now
 from ..junit import build_junit_xml
-from ..models import TestResult, TestStatus
+from ..models import RunEnding, TestResult, TestRun, TestStatus
 from .base import BaseRepository, _positive
 
 __all__ = ["TestRepository"]
@@ -178,13 +178,32 @@ class TestRepository(BaseRepository):
             runs.append(run)
         return runs
 
+    def latest_comparable_run(self, suite_name: str, exclude: str | None = None):
+        """The suite's newest run that ran to completion (``complete``, or ``unknown`` for
+        runs recorded before runs were records) other than ``exclude``; a ``TestRun`` or
+        None. Partial, stopped and interrupted runs are never the base of a comparison."""
+        self._touch()
+        query = (TestRun.select()
+                 .where((TestRun.suite_name == suite_name)
+                        & TestRun.ending.in_([RunEnding.COMPLETE, RunEnding.UNKNOWN]))
+                 .order_by(TestRun.started_at.desc(), TestRun.id.desc()).limit(1))
+        if exclude is not None:
+            query = query.where(TestRun.id != exclude)
+        found = self._list(query)
+        return found[0] if found else None
+
     def flaky_tests(self, suite_name: str, window: int = 5) -> list[str]:
         """Names of the suite's tests that both passed and failed (or errored) within its
-        last ``window`` runs — a rerun inside one run counts too. Two queries."""
+        last ``window`` runs — a rerun inside one run counts too, and so does a pass that
+        took more than one attempt (pytest-rerunfailures). Interrupted and unfinished runs
+        are left out of the window. Two queries."""
         window = _positive("window", window)
         self._touch()
+        cut_short = (TestRun.select(TestRun.id)
+                     .where(TestRun.ending.in_([RunEnding.INTERRUPTED, RunEnding.UNFINISHED])))
         recent = (TestResult.select(TestResult.run_id)
-                  .where(TestResult.suite_name == suite_name)
+                  .where((TestResult.suite_name == suite_name)
+                         & TestResult.run_id.not_in(cut_short))
                   .group_by(TestResult.run_id)
                   .order_by(fn.MAX(TestResult.started_at).desc(), TestResult.run_id.desc())
                   .limit(window))
@@ -194,11 +213,13 @@ class TestRepository(BaseRepository):
             return []
         passed = _count_status("passed")
         failing = fn.SUM(Case(None, [(TestResult.status.in_(list(_FAILING)), 1)], 0))
+        retried = fn.SUM(Case(None, [((TestResult.status == TestStatus.PASSED)
+                                      & (TestResult.attempts > 1), 1)], 0))
         query = (TestResult.select(TestResult.test_name)
                  .where((TestResult.suite_name == suite_name)
                         & TestResult.run_id.in_(run_ids))
                  .group_by(TestResult.test_name)
-                 .having((passed > 0) & (failing > 0))
+                 .having(((passed > 0) & (failing > 0)) | (retried > 0))
                  .order_by(TestResult.test_name))
         return [name for (name,) in self._list(query.tuples())]
 
