@@ -26,6 +26,7 @@ from .apdu_rows import (
     MAX_RAW_HEX,
     check_small_ints,
     check_text,
+    command_header,
     is_hex,
     is_status_word,
     latency_value,
@@ -352,6 +353,8 @@ class ApduLogWriter:
             latency_ms = latency_value(latency_ms)
         if channel is not None or ins is not None or source_id is not None:
             check_small_ints(channel, ins, source_id)
+        if direction_value == "command" and channel is None and ins is None:
+            channel, ins = command_header(raw)  # indexed: "every INSTALL" is a lookup
         return (session, timestamp, latency_ms, direction_value, raw, decoded_data, sw,
                 status_message, channel, ins, source_id)
 

@@ -12,9 +12,9 @@ from .models import CommDirection, CommLog, OTASession
 from .status_words import describe_status_word
 
 __all__ = ["MAX_DECODED_CHARS", "MAX_MESSAGE_CHARS", "MAX_RAW_HEX", "check_small_ints",
-           "check_text", "is_hex", "is_status_word", "latency_value", "model_kwargs",
-           "normalize_hex", "now_text", "row_kwargs", "session_key", "stored_direction",
-           "sw_message", "timestamp_text"]
+           "check_text", "command_header", "is_hex", "is_status_word", "latency_value",
+           "model_kwargs", "normalize_hex", "now_text", "row_kwargs", "session_key",
+           "stored_direction", "sw_message", "timestamp_text"]
 
 # What every backend's comm_logs columns hold (MEDIUMTEXT on MariaDB, TEXT elsewhere):
 # an extended-length APDU (64 KiB of data plus header and status word) fits twice over.
@@ -182,6 +182,32 @@ _ROW_KEYS = ("session_id", "direction", "raw_data", "decoded_data", "status_word
              "status_message", "latency_ms", "timestamp", "channel", "ins", "source_id")
 # Schema 0003's integer columns: name -> (lowest, highest) accepted.
 _INT_RANGES = {"channel": (0, 19), "ins": (0, 255), "source_id": (1, 2**31 - 1)}
+
+
+def _channel(cla: int) -> int | None:
+    # ISO 7816-4 §5.4.1 / TS 102 221 §10.1.1 (as traces.decode.channel_of).
+    if cla == 0xFF:
+        return None  # PPS, not an APDU
+    if (cla & 0xF0) == 0xA0:
+        return 0  # GSM 11.11 class: no logical channels
+    if cla & 0x40:
+        return 4 + (cla & 0x0F)  # further interindustry / proprietary: channels 4-19
+    return cla & 0x03
+
+
+# Hex text of a byte -> (logical channel as a CLA, the byte as an INS): one dict lookup
+# per logged command instead of int() parsing.
+_HEADER_BYTES = {f"{b:02X}": (_channel(b), b) for b in range(256)}
+_NO_HEADER = (None, None)
+
+
+def command_header(raw: str) -> tuple[int | None, int | None]:
+    """(logical channel, INS) of a command's upper-case hex; (None, None) if too short."""
+    cla = _HEADER_BYTES.get(raw[:2])
+    ins = _HEADER_BYTES.get(raw[2:4])
+    if cla is None or ins is None:
+        return _NO_HEADER
+    return cla[0], ins[1]
 
 
 def check_small_ints(channel, ins, source_id) -> None:

@@ -2,9 +2,14 @@
 imported trace files and SCP80 replay counters.
 
 Frozen like 0001: the new tables are declared here, independent of cardlink_lite.models.
+Existing command rows get their logical channel and INS from ``raw_data``, in chunks, with
+a progress line per chunk on the ``cardlink_lite.migrations`` logger. ``down()`` drops only
+what ``up()`` added: every older column keeps its data.
 """
 
 import datetime
+import logging
+from collections import defaultdict
 
 from peewee import (
     AutoField,
@@ -16,6 +21,7 @@ from peewee import (
     IntegerField,
     Model,
     SmallIntegerField,
+    Table,
     TextField,
 )
 
@@ -102,6 +108,60 @@ def _log_columns():
 LOG_INDEXES = [("idx_log_ins", "ins"), ("idx_log_source", "source_id")]
 
 
+logger = logging.getLogger("cardlink_lite.migrations")
+BACKFILL_CHUNK = 900  # ids per UPDATE: inside SQLite's oldest variable limit (999)
+
+
+def _channel(cla):
+    # ISO 7816-4 5.4.1 / TS 102 221 10.1.1, frozen here as of this revision.
+    if cla == 0xFF:
+        return None
+    if (cla & 0xF0) == 0xA0:
+        return 0
+    if cla & 0x40:
+        return 4 + (cla & 0x0F)
+    return cla & 0x03
+
+
+def _header(raw):
+    if len(raw) < 4 or any(c not in "0123456789ABCDEF" for c in raw[:4]):
+        return None
+    return _channel(int(raw[0:2], 16)), int(raw[2:4], 16)
+
+
+def backfill_headers(db, chunk=BACKFILL_CHUNK):
+    """Fill channel and INS of command rows that have none; returns how many were filled."""
+    if "comm_logs" not in db.get_tables() \
+            or "ins" not in {c.name for c in db.get_columns("comm_logs")}:
+        return 0  # a dry run on MySQL: the new columns were only planned
+    logs = Table("comm_logs", ("id", "direction", "raw_data", "channel", "ins")).bind(db)
+    todo = (logs.direction == "command") & logs.ins.is_null()
+    total = logs.select().where(todo).count()
+    if not total:
+        return 0
+    logger.info("0003: deriving channel and INS of %d command rows from raw_data", total)
+    last, seen, filled = None, 0, 0
+    while True:
+        query = logs.select(logs.id, logs.raw_data).where(todo)
+        if last is not None:
+            query = query.where(logs.id > last)
+        rows = list(query.order_by(logs.id).limit(chunk).tuples())
+        if not rows:
+            break
+        groups = defaultdict(list)
+        for row_id, raw in rows:
+            header = _header((raw or "").upper())
+            if header is not None:
+                groups[header].append(row_id)
+        for (channel, ins), ids in groups.items():
+            logs.update(channel=channel, ins=ins).where(logs.id.in_(ids)).execute()
+            filled += len(ids)
+        seen += len(rows)
+        last = rows[-1][0]
+        logger.info("0003: %d/%d command rows done", seen, total)
+    return filled
+
+
 def up(migrator, db):
     with db.bind_ctx([CardProfile, TraceSource, ReplayCounter]):
         TraceSource.create_table(safe=False)
@@ -113,6 +173,7 @@ def up(migrator, db):
     ops += [migrator.add_index("comm_logs", (column,), False, name=index)
             for index, column in LOG_INDEXES]
     migrator.migrate(*ops)
+    backfill_headers(db)
 
 
 def down(migrator, db):

@@ -121,9 +121,11 @@ class LogRepository(BaseRepository):
         row = self.writer._row(session_id, direction, raw_data, decoded_data, status_word,
                                status_message, latency_ms, timestamp)
         self._flush_own()  # earlier batched rows keep their place in the trace
+        # Schema 0003's channel and INS (a command's header) only when there are some.
+        header = {k: v for k, v in (("channel", row[8]), ("ins", row[9])) if v is not None}
         log = CommLog(session=row[0], timestamp=row[1], latency_ms=row[2],
                       direction=row[3], raw_data=row[4], decoded_data=row[5],
-                      status_word=row[6], status_message=row[7])
+                      status_word=row[6], status_message=row[7], **header)
         with self._write():
             log.save(force_insert=True)
         log.timestamp = CommLog.timestamp.python_value(row[1])
@@ -253,8 +255,14 @@ class LogRepository(BaseRepository):
         with self._wrap():
             return self._select(CommLog.session == session_key(session_id)).count()
 
-    def search_hex(self, pattern, session_id=None, limit: int | None = None) -> list[CommLog]:
-        """Rows whose raw APDU contains the hex ``pattern`` (any case, spaces ignored)."""
+    def search_hex(self, pattern, session_id=None, limit: int | None = None, *,
+                   header: bool = False) -> list[CommLog]:
+        """Rows whose raw APDU contains the hex ``pattern`` (any case, spaces ignored).
+
+        ``header=True``: only commands that start with ``pattern`` (CLA INS P1...), found
+        through the INS index, so ``search_hex("80E6", header=True)`` (every INSTALL in
+        the store) is an index lookup, not a scan of every APDU.
+        """
         text = "".join(str(pattern).split()).upper()
         if not text or any(c not in "0123456789ABCDEF" for c in text):
             raise ValidationError(
@@ -263,7 +271,13 @@ class LogRepository(BaseRepository):
             )
         self._flush_own()
         # Stored hex is upper case and the pattern is plain hex: no wildcard to escape.
-        query = self._select(CommLog.raw_data.contains(text))
+        if header:
+            query = self._select(CommLog.direction == CommDirection.COMMAND,
+                                 CommLog.raw_data.startswith(text))
+            if len(text) >= 4:
+                query = query.where(CommLog.ins == int(text[2:4], 16))
+        else:
+            query = self._select(CommLog.raw_data.contains(text))
         if session_id is not None:
             query = query.where(CommLog.session == session_key(session_id))
         query = query.order_by(CommLog.timestamp, CommLog.id)

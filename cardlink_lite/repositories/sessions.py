@@ -51,9 +51,10 @@ class SessionRepository(BaseRepository):
         if session_type is not None:
             session_type = _checked_length(OTASession.session_type, "session_type",
                                            session_type)
+        fields = {} if trigger is None else {"trigger": trigger}  # none: as before 0003
         return self.create(OTASession(device_id=device_id, card_iccid=card_iccid,
-                                      session_type=session_type, trigger=trigger,
-                                      status=SessionStatus.PENDING))
+                                      session_type=session_type,
+                                      status=SessionStatus.PENDING, **fields))
 
     def start_session(self, session_id) -> bool:
         """pending -> active, stamping ``started_at``; emits SESSION_UPDATED."""
