@@ -31,6 +31,7 @@ from .models import (
     Setting,
     TestResult,
 )
+from .repositories.sessions import SessionRepository
 from .retention import database_file_size
 
 __all__ = [
@@ -80,6 +81,9 @@ def collect_stats(manager, hours: int = 24) -> dict:
             .where(TestResult.created_at >= since).count(),
         },
         "session_success_rate": round(100.0 * completed / finished, 1) if finished else 0.0,
+        # Failed and timed-out sessions by TLS alert, PoR status, admin script status...
+        "session_failures_by_cause":
+            SessionRepository().get_statistics(days=None)["failures_by_cause"],
     }
 
 

@@ -32,7 +32,8 @@ def test_show_prints_a_readable_trace(traced):
     assert re.fullmatch(r"-- \d{4}-\d\d-\d\d \(UTC\) --", result.output.splitlines()[0])
     lines = [line for line in result.output.splitlines() if not line.startswith("-- ")]
     assert len(lines) == 4
-    assert ">>  00A4040008A000000151000000  [SELECT ISD]" in lines[0]
+    # Commands carry their logical channel (schema 0003).
+    assert ">>  ch0  00A4040008A000000151000000  [SELECT ISD]" in lines[0]
     assert "<<  6A82  SW=6A82 (File or application not found)  12.2 ms" in lines[1]
     assert "SW=9000 (Success: normal ending of the command)" in lines[3]
 

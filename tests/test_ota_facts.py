@@ -3,9 +3,13 @@ strings in, enum members out; queries by trigger and PoR status; failures by cau
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from click.testing import CliRunner
 
 from cardlink_lite import OTASession, ValidationError
+from cardlink_lite.cli import cli
 from cardlink_lite.models import AdminScriptStatus, PoRStatus, SessionTrigger
 from cardlink_lite.recording import record_session
 from cardlink_lite.unit_of_work import UnitOfWork
@@ -143,3 +147,43 @@ def test_statistics_break_failures_down_by_cause(manager):
         "other": 1,
     }
     assert stats["by_status"]["failed"] == 6
+
+
+def test_logs_show_and_stats_show_the_ota_facts(manager, db_url):
+    with record_session(manager, session_type="scp81", trigger="push-sms") as s:
+        s.set_tls_info("PSK-AES128-CBC-SHA256", "card_001", version="TLSv1.2",
+                       handshake_ms=38.4)
+        s.set_scp80(tar="000001", spi="1221", kic="01", kid="01", counter=7)
+        s.set_por("por-ok")
+        s.set_admin_status("ok")
+        s.command("80E60C00")
+    failed = _session(manager)
+    with UnitOfWork(manager) as uow:
+        uow.sessions.set_tls_info(failed, alert="unknown_psk_identity")
+        uow.sessions.fail_session(failed, "TLS_HANDSHAKE")
+    shown = CliRunner().invoke(cli, ["--database", db_url, "logs", "show", s.session_id])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[:4] == [
+        f"Session {s.session_id}: completed, trigger push-sms, type scp81",
+        "TLS: TLSv1.2 PSK-AES128-CBC-SHA256, identity card_001, handshake 38.4 ms",
+        "SCP80: TAR 000001, SPI 1221, KIc 01, KID 01, counter 7, PoR por-ok",
+        "Admin script status: ok"]
+    stats = CliRunner().invoke(cli, ["--database", db_url, "stats"])
+    assert stats.exit_code == 0, stats.output
+    assert stats.output.splitlines()[-2:] == ["Session failures by cause:",
+                                              "  TLS alert unknown_psk_identity: 1"]
+    as_json = CliRunner().invoke(cli, ["--database", db_url, "stats", "--json"])
+    assert json.loads(as_json.output)["session_failures_by_cause"]["tls_alert"] == {
+        "unknown_psk_identity": 1}
+
+
+def test_demo_records_a_session_with_the_ota_facts(empty_manager, db_url):
+    demo = CliRunner().invoke(cli, ["--database", db_url, "demo"])
+    assert demo.exit_code == 0, demo.output
+    session_id = demo.output.split("Try: cardlink-db logs show ", 1)[1].split()[0]
+    row = _get(empty_manager, session_id)
+    assert row.trigger is SessionTrigger.PUSH_SMS
+    assert (row.tls_version, row.tar, row.counter, row.por_status, row.admin_script_status) \
+        == ("TLSv1.2", "000001", 1, PoRStatus.POR_OK, AdminScriptStatus.OK)
+    shown = CliRunner().invoke(cli, ["--database", db_url, "logs", "show", session_id])
+    assert "SCP80: TAR 000001, SPI 1221, KIc 01, KID 01, counter 1, PoR por-ok" in shown.output

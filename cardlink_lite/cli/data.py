@@ -316,6 +316,18 @@ def stats(state: CliState, as_json):
                f"{recent['tests_last_24h']:,} tests")
     rate = info["session_success_rate"]
     click.echo("Session success rate: " + ("n/a" if rate is None else f"{rate:.1f}%"))
+    causes = info.get("session_failures_by_cause") or {}
+    lines = [f"  {label} {name}: {n:,}" for key, label in _CAUSES
+             for name, n in sorted(causes.get(key, {}).items())]
+    lines += [f"  {key}: {causes[key]:,}" for key in ("timeout", "other") if causes.get(key)]
+    if lines:
+        click.echo("Session failures by cause:")
+        for line in lines:
+            click.echo(line)
+
+
+_CAUSES = (("tls_alert", "TLS alert"), ("por_status", "PoR"),
+           ("admin_script_status", "admin script status"))
 
 
 @cli.command()

@@ -46,6 +46,7 @@ def demo(ctx, state: CliState, device_id: str, iccid: str):
         cardlink-db --database sqlite:///try.db demo
     """
     from .. import migrations
+    from ..counters import next_counter
     from ..fields import utc_now
     from ..models import CardProfile, CardType, DeviceType
     from ..recording import record_session
@@ -79,9 +80,15 @@ def demo(ctx, state: CliState, device_id: str, iccid: str):
             else:
                 uow.cards.create(card)
 
+    # A push SMS (SCP80, with the next replay counter) opens the SCP81 PSK-TLS session.
+    counter = next_counter(iccid, "kic=01,kid=01", "000001", manager=manager)
     with record_session(manager, device_id=device_id, card_iccid=iccid,
-                        session_type="profile_download") as session:
-        session.set_tls_info("TLS_PSK_WITH_AES_128_CBC_SHA256", "demo_card_001")
+                        session_type="profile_download", trigger="push-sms") as session:
+        session.set_scp80(tar="000001", spi="1221", kic="01", kid="01", counter=counter)
+        session.set_por("por-ok")
+        session.set_tls_info("TLS_PSK_WITH_AES_128_CBC_SHA256", "demo_card_001",
+                             version="TLSv1.2", handshake_ms=38.4)
+        session.set_admin_status("ok")
         for command, decoded, response, latency in _EXCHANGE:
             session.command(command, decoded)
             session.response(response, latency_ms=latency)
@@ -103,6 +110,7 @@ def demo(ctx, state: CliState, device_id: str, iccid: str):
         click.echo("(no CARDLINK_ENCRYPTION_KEY set: the demo card was stored without a PSK; "
                    "see `cardlink-db keys generate`)")
     click.echo(f"Try: cardlink-db logs show {session.session_id}")
+    click.echo("     cardlink-db stats")
     click.echo("     cardlink-db report -o report.html")
     click.echo("")
     from .schema import status

@@ -50,7 +50,8 @@ def show(state: CliState, session_id, errors_only, as_json):
 
     manager = state.manager()
     with UnitOfWork(manager) as uow:
-        if not uow.sessions.exists(session_id):
+        session = uow.sessions.get_by_id(session_id)
+        if session is None:
             raise click.ClickException(
                 f"session {session_id} not found in {manager.config.safe_url}; check the id "
                 "and the --database URL"
@@ -63,6 +64,8 @@ def show(state: CliState, session_id, errors_only, as_json):
         if as_json:
             echo_json([_as_dict(r, sources) for r in rows])
             return
+        for line in _session_lines(session):
+            click.echo(line)
         for source in sources.values():
             click.echo(f"From {source.path} ({source.format}, imported "
                        f"{source.imported_at:%Y-%m-%d %H:%M:%S} UTC)")
@@ -78,6 +81,38 @@ def show(state: CliState, session_id, errors_only, as_json):
             count += 1
         if not count:
             click.echo("No errors in this session." if errors_only else "No logs in this session.")
+
+
+def _session_lines(session) -> list[str]:
+    """The session's OTA facts above its trace; none for a session that has none."""
+    head = f"Session {session.id}: {session.status}"
+    if session.trigger is not None:
+        head += f", trigger {session.trigger}"
+    if session.session_type:
+        head += f", type {session.session_type}"
+    lines = [head]
+    tls = []
+    if session.tls_version or session.tls_cipher_suite:
+        tls.append(" ".join(filter(None, (session.tls_version, session.tls_cipher_suite))))
+    if session.tls_psk_identity:
+        tls.append(f"identity {session.tls_psk_identity}")
+    if session.tls_handshake_ms is not None:
+        tls.append(f"handshake {session.tls_handshake_ms:.1f} ms")
+    if session.tls_alert:
+        code = "" if session.tls_alert_code is None else f" ({session.tls_alert_code})"
+        tls.append(f"alert {session.tls_alert}{code}")
+    if tls:
+        lines.append("TLS: " + ", ".join(tls))
+    scp80 = [f"{label} {value}" for label, value in (
+        ("TAR", session.tar), ("SPI", session.spi), ("KIc", session.kic), ("KID", session.kid),
+        ("counter", session.counter)) if value is not None]
+    if session.por_status is not None:
+        scp80.append(f"PoR {session.por_status}")
+    if scp80:
+        lines.append("SCP80: " + ", ".join(scp80))
+    if session.admin_script_status is not None:
+        lines.append(f"Admin script status: {session.admin_script_status}")
+    return lines if len(lines) > 1 or session.trigger is not None else []
 
 
 def _sources(session_id) -> dict:
