@@ -97,13 +97,14 @@ def test_0003_down_and_up_keep_every_row_and_derive_headers(empty_manager, ferne
     before = _older_columns(manager)
     assert len(before["comm_logs"]) == 4 * len(COMMANDS)
 
-    assert downgrade(manager=manager) == ["0003_ota_facts"]
+    later = mig.get_applied_revisions(manager)[2:]  # 0003 and anything after it
+    assert downgrade(steps=len(later), manager=manager) == list(reversed(later))
     assert mig.get_current_revision(manager=manager) == "0002_comm_log_session_time"
     assert _older_columns(manager) == before
     assert "replay_counters" not in manager.database.get_tables()
 
     with caplog.at_level(logging.INFO, logger="cardlink_lite.migrations"):
-        assert run_migrations(manager=manager) == ["0003_ota_facts"]
+        assert run_migrations("0003", manager=manager) == ["0003_ota_facts"]
     assert _older_columns(manager) == before
     assert [tuple(r) for r in _headers(manager)] == expected
     assert _progress(caplog) == [
@@ -120,7 +121,7 @@ def test_0003_down_and_up_keep_every_row_and_derive_headers(empty_manager, ferne
 
     downgrade(manager=manager)
     assert _older_columns(manager) == before
-    run_migrations(manager=manager)
+    assert run_migrations(manager=manager) == later
     assert _older_columns(manager) == before
     assert [tuple(r) for r in _headers(manager)] == expected
     with UnitOfWork(manager) as uow:  # the API reads the migrated store
