@@ -47,21 +47,34 @@ def _fill(manager) -> None:
                 s.response("9000", latency_ms=1.5)
 
 
-def _older_columns(manager) -> dict:
-    """Every row of every 0002 table, columns as 0002 has them (values as the driver
-    returns them), in key order."""
+_KEYS = {"devices": "id", "card_profiles": "iccid", "ota_sessions": "id", "comm_logs": "id",
+         "test_results": "id", "settings": "key"}
+
+
+def _rows(manager, columns: dict | None = None) -> dict:
+    """Every row of every 0002 table by key, as {column: value} (values as the driver
+    returns them) for ``columns`` per table (default: all it has now)."""
     db = manager.database
     dump = {}
-    for table in ("devices", "card_profiles", "ota_sessions", "comm_logs", "test_results",
-                  "settings"):
-        columns = sorted(c.name for c in db.get_columns(table)
-                         if c.name not in _ADDED.get(table, ()))
-        names = ", ".join(_quote(db, c) for c in columns)
+    for table, key in _KEYS.items():
+        names = sorted(columns[table] if columns else (c.name for c in db.get_columns(table)))
         rows = db.execute_sql(
-            f"SELECT {names} FROM {_quote(db, table)} ORDER BY {names}").fetchall()
-        dump[table] = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
-                       for row in rows]
+            f"SELECT {', '.join(_quote(db, c) for c in names)} FROM {_quote(db, table)}"
+        ).fetchall()
+        dump[table] = {
+            row[names.index(key)]: {c: bytes(v) if isinstance(v, memoryview) else v
+                                    for c, v in zip(names, row, strict=True)}
+            for row in rows}
     return dump
+
+
+def _columns(manager) -> dict:
+    return {t: {c.name for c in manager.database.get_columns(t)} for t in _KEYS}
+
+
+def _project(dump: dict, columns: dict) -> dict:
+    return {t: {k: {c: v for c, v in row.items() if c in columns[t]} for k, row in rows.items()}
+            for t, rows in dump.items()}
 
 
 def _quote(db, name: str) -> str:
@@ -77,9 +90,6 @@ def _migration_module():
 
 
 _M0003 = _migration_module()
-_ADDED = {"ota_sessions": {name for name, _ in _M0003.SESSION_COLUMNS},
-          "comm_logs": {name for name, _ in _M0003._log_columns()}}
-
 
 def _headers(manager) -> list:
     return manager.database.execute_sql(
@@ -94,18 +104,21 @@ def test_0003_down_and_up_keep_every_row_and_derive_headers(empty_manager, ferne
     _fill(manager)
     expected = [(raw, channel, ins) for raw, channel, ins in COMMANDS] * 2
     assert [tuple(r) for r in _headers(manager)] == expected  # the writer's values
-    before = _older_columns(manager)
-    assert len(before["comm_logs"]) == 4 * len(COMMANDS)
+    at_head = _rows(manager)
+    assert len(at_head["comm_logs"]) == 4 * len(COMMANDS)
 
     later = mig.get_applied_revisions(manager)[2:]  # 0003 and anything after it
     assert downgrade(steps=len(later), manager=manager) == list(reversed(later))
     assert mig.get_current_revision(manager=manager) == "0002_comm_log_session_time"
-    assert _older_columns(manager) == before
+    older = _columns(manager)
+    assert not older["comm_logs"] & {"channel", "ins", "source_id"}
+    before = _project(at_head, older)  # what 0002 has: all of it kept
+    assert _rows(manager, older) == before
     assert "replay_counters" not in manager.database.get_tables()
 
     with caplog.at_level(logging.INFO, logger="cardlink_lite.migrations"):
         assert run_migrations("0003", manager=manager) == ["0003_ota_facts"]
-    assert _older_columns(manager) == before
+    assert _rows(manager, older) == before
     assert [tuple(r) for r in _headers(manager)] == expected
     assert _progress(caplog) == [
         "0003: deriving channel and INS of 16 command rows from raw_data",
@@ -120,9 +133,9 @@ def test_0003_down_and_up_keep_every_row_and_derive_headers(empty_manager, ferne
     assert _progress(caplog)[1:] == [f"0003: {n}/16 command rows done" for n in (5, 10, 15, 16)]
 
     downgrade(manager=manager)
-    assert _older_columns(manager) == before
+    assert _rows(manager, older) == before
     assert run_migrations(manager=manager) == later
-    assert _older_columns(manager) == before
+    assert _rows(manager, older) == before
     assert [tuple(r) for r in _headers(manager)] == expected
     with UnitOfWork(manager) as uow:  # the API reads the migrated store
         sessions = uow.sessions.find_by_card("8901001")
