@@ -44,3 +44,8 @@ def test_kill_loop_that_acknowledged_no_flush_fails(tmp_path):
 ])
 def test_bench_startup_exit_code(results, code):
     assert _load("bench_startup").exit_code(results) == code
+
+
+def test_bench_psk_lookup_small_run_passes(monkeypatch, capsys):
+    assert _load("bench_psk_lookup").main(["--cards", "20", "--lookups", "20"]) == 0
+    assert "OK: p50 <= 1.0 ms" in capsys.readouterr().out
