@@ -50,10 +50,12 @@ class CliState:
 
         return DatabaseConfig(self.database_url, echo=self.verbose)
 
-    def manager(self, check_schema: bool = True, create: bool = False):
+    def manager(self, check_schema: bool = True, create: bool = False,
+                readonly: bool = False):
         """The open manager; with ``check_schema`` the store must exist and not be newer.
 
-        Only commands that build a store (``create``) may create a missing SQLite file.
+        Only commands that build a store (``create``) may create a missing SQLite file;
+        ``readonly`` commands open it read-only (its journal mode is never changed).
         """
         if self._manager is None:
             from ..manager import DatabaseManager
@@ -67,7 +69,7 @@ class CliState:
                     f"--database {config.safe_url} init"
                 )
             self._manager = DatabaseManager(config)
-            self._manager.initialize(check_schema=check_schema)
+            self._manager.initialize(check_schema=check_schema, readonly=readonly)
             if check_schema and get_current_revision(manager=self._manager) is None:
                 raise click.ClickException(
                     f"{self._manager.config.safe_url} has no cardlink schema yet; "

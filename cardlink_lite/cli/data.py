@@ -72,7 +72,7 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
     except ValidationError as exc:
         raise click.BadParameter(str(exc), param_hint="--tables") from None
     fmt = _format_for(output, fmt) or "json"
-    manager = state.manager()
+    manager = state.manager(readonly=True)
     exporter = DataExporter(manager)
     if include_keys:
         # Decide before the first byte: stdout cannot be taken back.
@@ -303,7 +303,7 @@ def stats(state: CliState, as_json):
     """
     from .. import maintenance
 
-    info = maintenance.collect_stats(state.manager())
+    info = maintenance.collect_stats(state.manager(readonly=True))
     if as_json:
         echo_json(info)
         return
@@ -372,7 +372,7 @@ def check(state: CliState, quick, repair, as_json):
     """
     from .. import maintenance
 
-    manager = state.manager(check_schema=False)
+    manager = state.manager(check_schema=False, readonly=not repair)
     repaired = maintenance.repair_database(manager) if repair else []
     report = maintenance.check_database(manager, quick=quick)
     if repair:

@@ -93,7 +93,7 @@ def check(ctx, state: CliState, as_json: bool):
     """
     from .. import crypto
 
-    report = crypto.check_keys(state.manager())
+    report = crypto.check_keys(state.manager(readonly=True))
     if as_json:
         echo_json(report)
     else:

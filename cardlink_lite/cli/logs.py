@@ -48,7 +48,7 @@ def show(state: CliState, session_id, errors_only, as_json):
             "3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f", param_hint="SESSION_ID") from None
     from ..unit_of_work import UnitOfWork
 
-    manager = state.manager()
+    manager = state.manager(readonly=True)
     with UnitOfWork(manager) as uow:
         session = uow.sessions.get_by_id(session_id)
         if session is None:

@@ -38,7 +38,7 @@ def list_command(state: CliState, limit, suite_name, as_json):
     """
     from ..unit_of_work import UnitOfWork
 
-    with UnitOfWork(state.manager()) as uow:
+    with UnitOfWork(state.manager(readonly=True)) as uow:
         runs = uow.tests.list_runs(limit=limit, suite_name=suite_name)
     if as_json:
         echo_json(runs)
@@ -69,7 +69,7 @@ def show_command(state: CliState, run_id, as_json):
     """
     from ..unit_of_work import UnitOfWork
 
-    with UnitOfWork(state.manager()) as uow:
+    with UnitOfWork(state.manager(readonly=True)) as uow:
         summary = _summary_or_fail(uow, run_id)
         results = uow.tests.find_by_run(run_id) if as_json else uow.tests.find_failures(run_id)
         rows = [_result_dict(r) for r in results]
@@ -101,7 +101,7 @@ def compare_command(state: CliState, run_a, run_b, as_json):
     """
     from ..unit_of_work import UnitOfWork
 
-    with UnitOfWork(state.manager()) as uow:
+    with UnitOfWork(state.manager(readonly=True)) as uow:
         _summary_or_fail(uow, run_a)
         _summary_or_fail(uow, run_b)
         comparison = uow.tests.compare_runs(run_a, run_b)
@@ -132,7 +132,7 @@ def junit_command(state: CliState, run_id, output):
     """
     from ..unit_of_work import UnitOfWork
 
-    with UnitOfWork(state.manager()) as uow:
+    with UnitOfWork(state.manager(readonly=True)) as uow:
         _summary_or_fail(uow, run_id)
         xml = uow.tests.export_junit_xml(run_id)
     if output is None:

@@ -149,7 +149,7 @@ def status(state: CliState, detail: bool, as_json: bool):
     from .. import migrations
     from ..errors import SchemaVersionMismatch
 
-    manager = state.manager(check_schema=False)
+    manager = state.manager(check_schema=False, readonly=True)
     mismatch = None
     try:
         migrations.check_schema_version(manager=manager)

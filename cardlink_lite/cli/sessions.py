@@ -55,7 +55,7 @@ def list_command(state: CliState, device_id, card_iccid, status, since, limit, a
             raise click.BadParameter(
                 f"{status[:20]!r} is not a session status; use one of "
                 f"{', '.join(s.value for s in SessionStatus)}", param_hint="--status") from None
-    rows = list_sessions(state.manager(), device_id=device_id, card_iccid=card_iccid,
+    rows = list_sessions(state.manager(readonly=True), device_id=device_id, card_iccid=card_iccid,
                          status=status, since=since, limit=limit)
     if as_json:
         echo_json(rows)
