@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from urllib.parse import unquote, urlsplit
 
 import peewee
 
@@ -181,6 +182,8 @@ def database_file_size(database) -> int:
     name = database.database
     if name == ":memory:" or name.startswith("file::memory"):
         return 0
+    if name.startswith("file:"):  # a URI filename (read-only or ?mode=... opens)
+        name = unquote(urlsplit(name).path)
     size = 0
     for suffix in ("", "-wal"):
         try:
