@@ -215,6 +215,8 @@ class LogRepository(BaseRepository):
     def find_by_session(self, session_id, limit: int | None = None,
                         offset: int | None = None) -> list[CommLog]:
         """A session's rows in logging order (``limit``/``offset`` page through big ones)."""
+        if limit is None and not offset:
+            return self._trace_models(self._trace_params(session_id))
         query = self.session_query(session_id)
         if limit is not None:
             query = query.limit(limit)
@@ -224,7 +226,13 @@ class LogRepository(BaseRepository):
 
     def find_by_direction(self, session_id, direction) -> list[CommLog]:
         """A session's commands or responses, in logging order."""
-        return self._models(self.session_query(session_id, direction))
+        return self._trace_models(self._trace_params(session_id, direction))
+
+    def _trace_models(self, params: tuple) -> list[CommLog]:
+        # The trace statement is built once per database and shape (see _trace_cursor).
+        with self._wrap():
+            rows = _trace_cursor(self.database, params).fetchall()
+        return _build_models(rows)
 
     def find_commands(self, session_id) -> list[CommLog]:
         return self.find_by_direction(session_id, CommDirection.COMMAND)
