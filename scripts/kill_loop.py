@@ -68,8 +68,8 @@ def check(path: str, acknowledged: dict[int, int], batch: int) -> list[str]:
     return problems
 
 
-def kill_loop(path: str, kills: int, batch: int, min_s: float = 0.3,
-              max_s: float = 1.2) -> dict:
+def kill_loop(path: str, kills: int, batch: int, min_s: float = 0.0,
+              max_s: float = 0.8) -> dict:
     from cardlink_lite import DatabaseManager, OTASession
 
     url = f"sqlite:///{path}"
@@ -83,17 +83,20 @@ def kill_loop(path: str, kills: int, batch: int, min_s: float = 0.3,
             [sys.executable, __file__, "--child", url, session_id, str(run), str(batch)],
             stdout=subprocess.PIPE, text=True,
         )
+        # Wait for the first acknowledged flush (an event, not a guess at start-up time),
+        # then kill at a random moment of the flushes that follow.
+        first = proc.stdout.readline()
         time.sleep(random.uniform(min_s, max_s))
         os.kill(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        acked = [int(line.split(":")[1]) for line in out.split()]
+        acked = [int(line.split(":")[1]) for line in (first + out).split()]
         acknowledged[run] = acked[-1] if acked else -1
     acked_total = sum(v + 1 for v in acknowledged.values())
     problems = check(path, acknowledged, batch)
     if acked_total == 0:
-        # Every kill came before the first flush: nothing was put to the test.
+        # Every child died before its first flush: nothing was put to the test.
         problems.append(f"no flush was acknowledged in {kills} kills, so nothing was checked; "
-                        "give the logging process longer before the kill or a smaller --batch")
+                        "the logging process never completed a flush (see its errors)")
     return {"kills": kills, "acknowledged_flushes": acked_total, "problems": problems}
 
 
