@@ -169,3 +169,24 @@ def test_labels_are_kept_with_the_run(pytester, store_url):
 @pytest.fixture
 def store_url(tmp_path):
     return f"sqlite:///{tmp_path}/runs.db"
+
+
+def test_runs_list_shows_how_runs_ended_and_show_their_context(pytester, store_url):
+    from click.testing import CliRunner
+
+    from cardlink_lite.cli import cli
+
+    pytester.makepyfile(test_phases=PHASES)
+    pytester.runpytest("--cardlink-db", store_url, "--cardlink-run-id", "whole",
+                       "--cardlink-label", "bench=b2")
+    pytester.runpytest("--cardlink-db", store_url, "--cardlink-run-id", "some", "-k", "other")
+    runner = CliRunner()
+    listing = runner.invoke(cli, ["--database", store_url, "runs", "list"])
+    assert listing.exit_code == 0, listing.output
+    lines = {line.split()[0]: line for line in listing.output.splitlines()[1:]}
+    assert " partial " in lines["some"] and " complete " in lines["whole"]
+    shown = runner.invoke(cli, ["--database", store_url, "runs", "show", "some"])
+    assert "ended: partial (-k other), exit status 0" in shown.output
+    assert "context: host=" in shown.output and "pytest=" in shown.output
+    shown = runner.invoke(cli, ["--database", store_url, "runs", "show", "whole"])
+    assert "labels: bench=b2" in shown.output

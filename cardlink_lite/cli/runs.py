@@ -46,12 +46,12 @@ def list_command(state: CliState, limit, suite_name, as_json):
     if not runs:
         click.echo("no runs recorded")
         return
-    click.echo(f"{'RUN ID':<38} {'SUITE':<20} {'STARTED':<20} {'TOTAL':>6} {'PASS':>6} "
-               f"{'FAIL':>6} {'ERR':>5} {'SKIP':>5} {'RATE':>6}")
+    click.echo(f"{'RUN ID':<38} {'SUITE':<20} {'STARTED':<20} {'ENDED':<17} {'TOTAL':>6} "
+               f"{'PASS':>6} {'FAIL':>6} {'ERR':>5} {'SKIP':>5} {'RATE':>6}")
     for run in runs:
         started = run["started_at"].strftime("%Y-%m-%d %H:%M:%S") if run["started_at"] else ""
         click.echo(f"{run['run_id']:<38} {run['suite_name'][:20]:<20} {started:<20} "
-                   f"{run['total']:>6} {run['passed']:>6} {run['failed']:>6} "
+                   f"{run['ending']:<17} {run['total']:>6} {run['passed']:>6} {run['failed']:>6} "
                    f"{run['error']:>5} {run['skipped']:>5} {run['success_rate']:>5.1f}%")
 
 
@@ -71,6 +71,8 @@ def show_command(state: CliState, run_id, as_json):
 
     with UnitOfWork(state.manager(readonly=True)) as uow:
         summary = _summary_or_fail(uow, run_id)
+        record = uow.tests.get_run_record(run_id)
+        summary["run"] = record
         results = uow.tests.find_by_run(run_id) if as_json else uow.tests.find_failures(run_id)
         rows = [_result_dict(r) for r in results]
     if as_json:
@@ -80,6 +82,14 @@ def show_command(state: CliState, run_id, as_json):
                f"{summary['failed']} failed, {summary['error']} error, "
                f"{summary['skipped']} skipped ({summary['success_rate']:.1f}% passed), "
                f"{summary['duration_ms'] / 1000:.2f} s")
+    if record:
+        status = record["exit_status"]
+        click.echo(f"  ended: {record['ending']}"
+                   + (f" ({record['selection']})" if record["selection"] else "")
+                   + (f", exit status {status}" if status is not None else ""))
+        for title, values in (("context", record["context"]), ("labels", record["labels"])):
+            if values:
+                click.echo(f"  {title}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     for row in rows:
         message = (row["error_message"] or "").splitlines()[0:1]
         click.echo(f"  {row['status'].upper():<6} {row['test_name']}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from peewee import Case, fn
+from peewee import JOIN, Case, fn
 
 from ..errors import ValidationError
 from ..fields import to_utc_ms, utc_now
@@ -158,8 +158,9 @@ class TestRepository(BaseRepository):
                  .select(TestResult.run_id, fn.MIN(TestResult.suite_name),
                          fn.COUNT(TestResult.suite_name.distinct()), started,
                          fn.MAX(TestResult.ended_at), fn.COUNT(TestResult.id),
-                         fn.SUM(TestResult.duration_ms),
-                         *[_count_status(s) for s in _COUNTED])
+                         fn.SUM(TestResult.duration_ms), fn.MAX(TestRun.ending),
+                         fn.MAX(TestRun.selection), *[_count_status(s) for s in _COUNTED])
+                 .join(TestRun, JOIN.LEFT_OUTER, on=(TestRun.id == TestResult.run_id))
                  .group_by(TestResult.run_id)
                  .order_by(started.desc(), TestResult.run_id.desc()))
         if suite_name is not None:
@@ -169,14 +170,28 @@ class TestRepository(BaseRepository):
         self._touch()
         runs = []
         for row in self._list(query.tuples()):
-            run_id, first_suite, suites, first, last, total, total_ms, *counts = row
+            run_id, first_suite, suites, first, last, total, total_ms, ending, selection, \
+                *counts = row
             run = {"run_id": run_id, "suite_name": first_suite, "suites": int(suites),
                    "started_at": _aware(first), "ended_at": _aware(last),
-                   "total": int(total), "duration_ms": int(total_ms or 0)}
+                   "total": int(total), "duration_ms": int(total_ms or 0),
+                   "ending": str(ending or RunEnding.UNKNOWN.value), "selection": selection}
             run.update({s: int(c or 0) for s, c in zip(_COUNTED, counts, strict=True)})
             run["success_rate"] = run["pass_rate"] = _percent(run["passed"], run["total"])
             runs.append(run)
         return runs
+
+    def get_run_record(self, run_id: str) -> dict | None:
+        """How the run ended and what it ran in (its ``test_runs`` row), or None."""
+        self._touch()
+        found = self._list(TestRun.select().where(TestRun.id == run_id))
+        if not found:
+            return None
+        run = found[0]
+        return {"ending": run.ending.value, "exit_status": run.exit_status,
+                "selection": run.selection, "started_at": run.started_at,
+                "finished_at": run.finished_at, "context": run.context or {},
+                "labels": run.labels or {}}
 
     def latest_comparable_run(self, suite_name: str, exclude: str | None = None):
         """The suite's newest run that ran to completion (``complete``, or ``unknown`` for
