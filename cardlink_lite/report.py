@@ -13,8 +13,10 @@ from pathlib import Path
 import jinja2
 import markupsafe
 
+from . import report_apdus as apdus
 from . import report_charts as charts
-from . import report_data as data
+from . import report_runs as runs_data
+from . import report_sessions as sessions_data
 from .db import bound_models
 from .errors import ValidationError
 from .fields import to_utc_ms, utc_now
@@ -101,7 +103,7 @@ def _moment(since):
 
 
 def _context(manager, suite, runs, since, session_ids) -> dict:
-    suites = data.suite_names()
+    suites = runs_data.suite_names()
     if suite is None:
         suite = suites[0] if suites else None
     elif suite not in suites:
@@ -124,21 +126,21 @@ def _context(manager, suite, runs, since, session_ids) -> dict:
 
 
 def _runs_part(suite, runs, since) -> dict:
-    window = data.run_window(suite, runs, since) if suite else []
+    window = runs_data.run_window(suite, runs, since) if suite else []
     run_ids = [r["run_id"] for r in window]
-    labels = data.run_labels(suite, run_ids) if suite else {}
+    labels = runs_data.run_labels(suite, run_ids) if suite else {}
     for run in window:
         run["devices"] = sorted(labels[run["run_id"]]["devices"])
         run["cards"] = sorted(labels[run["run_id"]]["cards"])
-    flaky_count, flaky = data.flaky_tests(suite, run_ids, REPORT_DEFAULTS["flaky"]) \
+    flaky_count, flaky = runs_data.flaky_tests(suite, run_ids, REPORT_DEFAULTS["flaky"]) \
         if suite else (0, [])
     return {
         "runs": window,
         "trend": charts.trend_chart(window),
-        "comparison": data.compare_newest(run_ids),
+        "comparison": runs_data.compare_newest(run_ids),
         "flaky_count": flaky_count,
         "flaky": flaky,
-        "slowest": data.slowest_tests(suite, run_ids, REPORT_DEFAULTS["slowest"])
+        "slowest": runs_data.slowest_tests(suite, run_ids, REPORT_DEFAULTS["slowest"])
         if suite else [],
         "run_devices": sorted({d for r in window for d in r["devices"]}),
         "run_cards": sorted({c for r in window for c in r["cards"]}),
@@ -146,12 +148,12 @@ def _runs_part(suite, runs, since) -> dict:
 
 
 def _sessions_part(since, session_ids) -> dict:
-    start = data.session_window_start(since, REPORT_DEFAULTS["days"])
+    start = sessions_data.session_window_start(since, REPORT_DEFAULTS["days"])
     if start is None:
         return {"session_start": None, "days": None, "matrix_pairs": [], "matrix": None,
                 "latency": [], "recent": [], "timelines": _timelines(session_ids or [])}
-    pairs = data.device_card_matrix(start)
-    recent = data.recent_sessions(start, REPORT_DEFAULTS["sessions"])
+    pairs = sessions_data.device_card_matrix(start)
+    recent = sessions_data.recent_sessions(start, REPORT_DEFAULTS["sessions"])
     if session_ids is None:
         session_ids = _default_sessions(recent)
     timelines = _timelines(session_ids)
@@ -160,10 +162,10 @@ def _sessions_part(since, session_ids) -> dict:
         row["linked"] = row["id"] in shown
     return {
         "session_start": start,
-        "days": charts.day_chart(data.outcomes_per_day(start)),
+        "days": charts.day_chart(sessions_data.outcomes_per_day(start)),
         "matrix_pairs": pairs,
         "matrix": _pivot(pairs),
-        "latency": data.command_latency(start),
+        "latency": sessions_data.command_latency(start),
         "recent": recent,
         "timelines": timelines,
     }
@@ -181,13 +183,13 @@ def _default_sessions(recent: list[dict]) -> list[str]:
 def _timelines(session_ids: list[str]) -> list[dict]:
     out = []
     for session_id in session_ids:
-        facts = data.session_facts(session_id)
+        facts = sessions_data.session_facts(session_id)
         if facts is None:
             raise ValidationError(
                 f"no OTA session {str(session_id)[:40]!r}; list sessions with: "
                 "cardlink-db stats, or leave out --session"
             )
-        exchanges = list(data.session_exchanges(facts["id"], REPORT_DEFAULTS["exchanges"]))
+        exchanges = list(apdus.session_exchanges(facts["id"], REPORT_DEFAULTS["exchanges"]))
         more = exchanges.pop()["more"] if exchanges and "more" in exchanges[-1] else 0
         kinds = {}
         for e in exchanges:

@@ -186,7 +186,7 @@ def timeline(exchanges: list[dict], target_width: int = 1180, lane_height: int =
     return {
         "width": max(width, 320), "height": top + lane_height * max(len(lanes), 1) + 28,
         "left": left, "top": top, "bars": bars, "ticks": ticks, "total_ms": total_ms,
-        "lanes": [{"channel": c, "y": lane_y[c], "label": "no CLA" if c is None
+        "lanes": [{"channel": c, "y": lane_y[c], "label": "other rows" if c is None
                    else f"channel {c}"} for c in lanes],
         "lane_height": lane_height, "axis_y": top + lane_height * max(len(lanes), 1) + 4,
     }

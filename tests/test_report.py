@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 from lxml import html as lxml_html
 
-from cardlink_lite import ValidationError
+from cardlink_lite import UnitOfWork, ValidationError, apdu_logger
 from cardlink_lite.report import build_report, write_report
 from tests.report_store import add_big_run, add_card, add_device, add_run, add_session
 from tests.repository_helpers import count_queries
@@ -232,3 +232,18 @@ def test_write_report_replaces_the_file_whole(manager, tmp_path):
     assert write_report(manager, target) == target
     assert target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert [p.name for p in target.parent.iterdir()] == ["report.html"]
+
+
+def test_card_events_have_their_own_lane(manager):
+    with UnitOfWork(manager) as uow:
+        sid = str(uow.sessions.create_session(session_type="t").id)
+    with apdu_logger(manager, sid, flush_interval=None) as log:
+        log.add(sid, "atr", "3B9F96801FC78031A073BE21136743200718000001A5")
+        log.command("00A40400", "SELECT")
+        log.response("9000", latency_ms=1.0)
+    _, doc = parse(manager, sessions=[sid])
+    svg = doc.xpath("//svg[contains(@class, 'timeline')]")[0]
+    assert texts(svg, ".//text[@class='lane-label']") == ["channel 0", "other rows"]
+    bars = svg.xpath(".//rect[contains(@class, 'bar')]")
+    assert [b.get("class") for b in bars] == ["bar none", "bar success"]
+    assert bars[0].xpath("./title")[0].text.startswith("#1 ATR")

@@ -1,0 +1,148 @@
+"""One OTA session's APDUs as exchanges for the report's timeline: a command paired with
+the response after it, its logical channel, name and status-word meaning. Streamed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .fields import stored_utc, utc_from_text
+from .models import CommLog
+from .status_words import describe_status_word
+
+__all__ = ["aware_utc", "ins_name", "session_exchanges", "sw_kind"]
+
+
+def session_exchanges(session_id: str, limit: int):
+    """The session's APDUs paired into exchanges (a command and the response after it),
+    in order, streamed: yields at most ``limit`` exchange dicts, then one dict
+    ``{"more": N}`` if rows were left out."""
+    columns = [CommLog.timestamp, CommLog.direction, CommLog.raw_data, CommLog.decoded_data,
+               CommLog.status_word, CommLog.latency_ms]
+    has_channel = "channel" in CommLog._meta.fields
+    if has_channel:
+        columns.append(CommLog._meta.fields["channel"])
+    query = (CommLog.select(*columns).where(CommLog.session == session_id)
+             .order_by(CommLog.timestamp, CommLog.id))
+    ready: list[dict] = []
+    shown = left = 0
+    pending = None
+    for row in query.tuples().iterator():
+        timestamp, direction, raw, decoded, sw, latency = row[:6]
+        direction = str(direction)
+        if direction == "response" and pending is not None:
+            _add_response(pending, raw, decoded, sw, latency)
+            ready.append(pending)
+            pending = None
+        else:
+            if pending is not None:  # a command without a response
+                ready.append(pending)
+                pending = None
+            new = _exchange(timestamp, direction, raw, decoded, sw, latency,
+                            row[6] if has_channel else None)
+            if direction == "command":
+                pending = new
+            else:
+                ready.append(new)
+        for exchange in ready:
+            if shown < limit:
+                shown += 1
+                yield exchange
+            else:
+                left += 1
+        ready.clear()
+    if pending is not None:
+        if shown < limit:
+            yield pending
+        else:
+            left += 1
+    if left:
+        yield {"more": left}
+
+
+def _exchange(timestamp, direction, raw, decoded, sw, latency, channel) -> dict:
+    exchange = {"at": aware_utc(timestamp), "kind": direction, "command": None,
+                "name": decoded, "response": None, "sw": None, "sw_kind": None,
+                "meaning": None, "latency_ms": None, "channel": channel}
+    if direction == "command":
+        exchange["command"] = raw
+        if channel is None:
+            exchange["channel"] = _channel_from_cla(raw)
+        if not decoded:
+            exchange["name"] = ins_name(raw[2:4] if raw else None)
+    elif direction == "response":
+        _add_response(exchange, raw, None, sw, latency)
+        exchange["name"] = decoded or "response without a command"
+    else:
+        exchange["name"] = decoded or direction.upper()
+        exchange["response"] = raw
+    return exchange
+
+
+def _add_response(exchange, raw, decoded, sw, latency) -> None:
+    exchange["response"] = raw
+    sw = sw or (raw[-4:] if raw and len(raw) >= 4 and not raw.endswith("...") else None)
+    if sw:
+        try:
+            exchange["meaning"] = describe_status_word(sw)
+            exchange["sw"] = sw.upper()
+            exchange["sw_kind"] = sw_kind(sw)
+        except ValueError:
+            exchange["sw"] = None
+    exchange["latency_ms"] = None if latency is None else float(latency)
+    if decoded and not exchange.get("decoded"):
+        exchange["decoded"] = decoded
+
+
+def sw_kind(sw: str) -> str:
+    """success, more (more data / a pending proactive command), warning or error."""
+    sw = sw.upper()
+    if sw == "9000" or sw.startswith("92"):
+        return "success"
+    if sw.startswith(("61", "9F", "91")) or sw in ("6310", "62F1"):
+        return "more"
+    if sw.startswith(("62", "63", "6C")):
+        return "warning"
+    return "error"
+
+
+def _channel_from_cla(raw: str | None):
+    """The logical channel a command's CLA byte names (ISO 7816-4 5.4.1), or None."""
+    try:
+        cla = int(raw[:2], 16)
+    except (TypeError, ValueError):
+        return None
+    if cla == 0xFF:
+        return None
+    if cla & 0x40:  # further interindustry values: channels 4-19
+        return 4 + (cla & 0x0F)
+    return cla & 0x03
+
+
+# Instruction names for commands logged without one (ISO 7816-4, TS 102 221, GP).
+_INS_NAMES = {
+    "04": "DEACTIVATE FILE", "0E": "ERASE BINARY", "10": "TERMINAL PROFILE",
+    "12": "FETCH", "14": "TERMINAL RESPONSE", "20": "VERIFY", "24": "CHANGE PIN",
+    "2C": "UNBLOCK PIN", "32": "INCREASE", "44": "ACTIVATE FILE", "50": "INITIALIZE UPDATE",
+    "70": "MANAGE CHANNEL", "73": "MANAGE SECURE CHANNEL", "75": "TRANSACT DATA",
+    "82": "EXTERNAL AUTHENTICATE", "84": "GET CHALLENGE", "88": "AUTHENTICATE",
+    "A2": "SEARCH RECORD", "A4": "SELECT", "AA": "TERMINAL CAPABILITY",
+    "B0": "READ BINARY", "B2": "READ RECORD", "C0": "GET RESPONSE", "C2": "ENVELOPE",
+    "CA": "GET DATA", "CB": "GET DATA", "D6": "UPDATE BINARY", "D8": "PUT KEY",
+    "DC": "UPDATE RECORD", "E2": "STORE DATA", "E4": "DELETE", "E6": "INSTALL",
+    "E8": "LOAD", "F0": "SET STATUS", "F2": "GET STATUS", "F8": "SUSPEND UICC",
+}
+
+
+def ins_name(ins) -> str:
+    if not ins:
+        return "(unknown command)"
+    ins = str(ins).upper()
+    name = _INS_NAMES.get(ins)
+    return f"{name} (INS {ins})" if name else f"INS {ins}"
+
+
+def aware_utc(value):
+    """A stored timestamp (datetime, or SQLite's text) as an aware UTC datetime."""
+    if isinstance(value, str):
+        return utc_from_text(value)
+    return stored_utc(value) if isinstance(value, datetime) else value
