@@ -13,7 +13,7 @@ from datetime import datetime
 from peewee import Case, fn
 
 from .fields import stored_utc, utc_from_text
-from .models import TestResult
+from .models import TestResult, TestRun
 from .repositories import TestRepository
 
 __all__ = [
@@ -41,7 +41,11 @@ def suite_names() -> list[str]:
 
 def run_window(suite: str, runs: int, since: datetime | None = None) -> list[dict]:
     """The suite's newest ``runs`` runs (started at or after ``since``), oldest first, with
-    counts per status, summed test time and wall time. One GROUP BY query."""
+    counts per status, summed test time, wall time and how each run ended.
+
+    Runs are the ``test_runs`` records and the run ids of results without one; counts come
+    from the results (one GROUP BY query) and, for a run without results, from its record.
+    """
     started = fn.MIN(TestResult.started_at)
     query = (TestResult
              .select(TestResult.run_id, started, fn.MAX(TestResult.ended_at),
@@ -53,24 +57,56 @@ def run_window(suite: str, runs: int, since: datetime | None = None) -> list[dic
              .limit(runs))
     if since is not None:
         query = query.where(TestResult.started_at >= since)
-    out = []
+    found = {}
     for run_id, first, last, total, total_ms, *counts in query.tuples():
-        first, last = _aware(first), _aware(last)
-        run = {"run_id": run_id, "started_at": first, "ended_at": last,
-               "total": int(total), "duration_ms": int(total_ms or 0),
-               "wall_ms": int((last - first).total_seconds() * 1000) if first and last else 0}
+        run = {"run_id": run_id, "started_at": _aware(first), "ended_at": _aware(last),
+               "total": int(total), "duration_ms": int(total_ms or 0), "ending": None,
+               "labels": {}, "context": {}}
         run.update({s: int(c or 0) for s, c in zip(STATUSES, counts, strict=True)})
+        found[run_id] = run
+    records = TestRun.select().where(TestRun.suite_name == suite)
+    if since is not None:
+        records = records.where(TestRun.started_at >= since)
+    records = list(records.order_by(TestRun.started_at.desc(), TestRun.id.desc()).limit(runs))
+    missing = [r for r in found if r not in {t.id for t in records}]
+    if missing:
+        records += list(TestRun.select().where(TestRun.id.in_(missing)))
+    for record in records:
+        run = found.get(record.id)
+        if run is None:  # a run without results (none collected, or none recorded yet)
+            run = found[record.id] = {
+                "run_id": record.id, "started_at": _aware(record.started_at),
+                "ended_at": _aware(record.finished_at), "duration_ms": 0,
+                "total": record.total or 0,
+                **{s: getattr(record, s) or 0 for s in STATUSES}}
+        run["ending"] = str(record.ending) if record.ending is not None else None
+        run["labels"] = record.labels if isinstance(record.labels, dict) else {}
+        run["context"] = record.context if isinstance(record.context, dict) else {}
+        if record.started_at is not None and run["started_at"] is None:
+            run["started_at"] = _aware(record.started_at)
+    out = sorted(found.values(), key=lambda r: (r["started_at"] is not None,
+                                                 r["started_at"] or 0, r["run_id"]),
+                 reverse=True)[:runs]
+    for run in out:
+        first, last = run["started_at"], run["ended_at"]
+        run["wall_ms"] = int((last - first).total_seconds() * 1000) if first and last else 0
         run["pass_rate"] = 100.0 * run["passed"] / run["total"] if run["total"] else 0.0
-        out.append(run)
     out.reverse()
     return out
 
 
 def run_labels(suite: str, run_ids: list[str]) -> dict[str, dict]:
-    """The devices and cards each run's results were recorded on."""
+    """The devices and cards each run's results were recorded on, and those its record's
+    labels name."""
     labels = {r: {"devices": set(), "cards": set()} for r in run_ids}
     if not run_ids:
         return labels
+    for run_id, said in TestRun.select(TestRun.id, TestRun.labels).where(
+            TestRun.id.in_(run_ids)).tuples():
+        said = said if isinstance(said, dict) else {}
+        for key, kind in (("device", "devices"), ("card", "cards")):
+            if said.get(key):
+                labels[run_id][kind].add(str(said[key]))
     query = (TestResult.select(TestResult.run_id, TestResult.device, TestResult.card)
              .where((TestResult.suite_name == suite) & TestResult.run_id.in_(run_ids))
              .distinct())

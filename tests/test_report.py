@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from lxml import html as lxml_html
 
-from cardlink_lite import UnitOfWork, ValidationError, apdu_logger
+from cardlink_lite import TestRun, UnitOfWork, ValidationError, apdu_logger
 from cardlink_lite.report import build_report, write_report
-from tests.report_store import add_big_run, add_card, add_device, add_run, add_session
+from tests.report_store import (
+    T0,
+    add_big_run,
+    add_card,
+    add_device,
+    add_run,
+    add_session,
+)
 from tests.repository_helpers import count_queries
 
 
@@ -51,7 +58,7 @@ def test_one_run_has_its_counts_and_no_comparison(manager):
                             "test_d": "error"})
     page, doc = parse(manager)
     assert runs_table(doc) == [["r1", "2024-11-01 08:00", "–", "–", "4", "1", "1", "1", "1",
-                                "25%", "400 ms", "3.1 s"]]
+                                "25%", "400 ms", "3.1 s", "–"]]
     assert len(doc.xpath("//svg[contains(@class, 'trend')]//g[contains(@class, 'run')]")) == 1
     assert "Newest run against the one before" not in page
     assert "No test changed between pass and fail" in page
@@ -247,3 +254,27 @@ def test_card_events_have_their_own_lane(manager):
     bars = svg.xpath(".//rect[contains(@class, 'bar')]")
     assert [b.get("class") for b in bars] == ["bar none", "bar success"]
     assert bars[0].xpath("./title")[0].text.startswith("#1 ATR")
+
+
+def test_run_records_a_run_with_zero_tests_and_how_runs_ended(manager):
+    add_run(manager, "r1", {"t": "passed"}, day=0)
+    add_run(manager, "r2", {"t": "failed"}, day=1)
+    manager.bind()
+    TestRun.create(id="r2", suite_name="nightly", started_at=T0 + timedelta(days=1),
+                   ending="stopped", total=1, failed=1, labels={"device": "LAB-7"},
+                   context={"git_branch": "main", "host": "bench-3"})
+    TestRun.create(id="empty", suite_name="nightly", started_at=T0 + timedelta(days=2),
+                   finished_at=T0 + timedelta(days=2, seconds=4), ending="complete",
+                   total=0)
+    _, doc = parse(manager)
+    rows = runs_table(doc)
+    assert [r[0] for r in rows] == ["empty", "r2", "r1"]
+    assert rows[0][4:10] == ["0", "0", "0", "0", "0", "no tests"]
+    assert rows[0][-1] == "complete" and rows[1][-1] == "stopped" and rows[2][-1] == "–"
+    assert rows[1][2] == "LAB-7"  # the device the run's record names
+    code = doc.xpath("//tr[contains(@class, 'run-row')]//code")[1]
+    assert code.get("title") == "git_branch=main; host=bench-3"
+    bars = doc.xpath("//svg[contains(@class, 'trend')]//g[contains(@class, 'run')]")
+    assert len(bars) == 3 and bars[-1].xpath("./text")[0].text == "0"
+    # The newest run has no tests: compared with r2, every test of r2 is "removed".
+    assert texts(doc, "//ul[contains(@class, 'removed')]/li") == ["t"]
