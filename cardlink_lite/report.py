@@ -186,8 +186,8 @@ def _timelines(session_ids: list[str]) -> list[dict]:
         facts = sessions_data.session_facts(session_id)
         if facts is None:
             raise ValidationError(
-                f"no OTA session {str(session_id)[:40]!r}; list sessions with: "
-                "cardlink-db stats, or leave out --session"
+                f"no OTA session {str(session_id)[:40]!r} in this store; find session ids "
+                "with: cardlink-db sessions list"
             )
         exchanges = list(apdus.session_exchanges(facts["id"], REPORT_DEFAULTS["exchanges"]))
         more = exchanges.pop()["more"] if exchanges and "more" in exchanges[-1] else 0
