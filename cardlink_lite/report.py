@@ -48,8 +48,9 @@ def build_report(manager, suite: str | None = None, runs: int = REPORT_DEFAULTS[
 
     ``suite``: the suite whose runs are shown (default: the one with the newest result);
     ``runs``: how many of its newest runs; ``since``: leave out runs and sessions before
-    this time (a date means midnight UTC); ``sessions``: ids of the sessions to draw as
-    timelines (default: the newest session with APDUs, and the newest failed one).
+    this time (a date means midnight UTC, a naive datetime local time); ``sessions``: ids
+    of the sessions to draw as timelines (default: the newest session with APDUs, and the
+    newest failed one).
     """
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ValidationError(f"runs must be a whole number >= 1; got {runs!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timezone
 
 import click
 
@@ -57,7 +58,10 @@ def report(state: CliState, suite, runs, since, sessions, output, title):
             raise click.BadParameter(
                 f"{value[:40]!r} is not a session id; session ids are UUIDs like "
                 "3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f", param_hint="--session") from None
-    path = write_report(state.manager(readonly=True), output, suite=suite, runs=runs, since=since,
+    if since is not None:  # the option is documented as UTC; a naive datetime is local time
+        since = since.replace(tzinfo=timezone.utc)
+    path = write_report(state.manager(readonly=True), output, suite=suite, runs=runs,
+                        since=since,
                         sessions=list(sessions) or None, title=title)
     size = path.stat().st_size
     click.echo(f"wrote {output} ({size / 1024:,.0f} KiB); open it in a browser")
