@@ -6,7 +6,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 
-__all__ = ["build_junit_xml", "xml_safe"]
+__all__ = ["build_junit_xml", "pytest_names", "xml_safe"]
 
 # What XML 1.0 allows in a document (the Char production); anything else is replaced,
 # since one stray control character from a card's decoded output would make the whole
@@ -70,11 +70,13 @@ def build_junit_xml(run_id: str, results: Iterable) -> str:
             suite.set("timestamp", min(started).isoformat(timespec="milliseconds"))
         properties = ET.SubElement(suite, "properties")
         ET.SubElement(properties, "property", name="run_id", value=xml_safe(run_id))
-        for row in rows:
-            _testcase(suite, suite_name, row)
-        totals["tests"] += len(rows)
+        teardown_errors = sum(_testcase(suite, suite_name, row) for row in rows)
+        if teardown_errors:  # pytest counts a broken teardown after a failure as an error
+            suite.set("tests", str(len(rows) + teardown_errors))
+            suite.set("errors", str(counts["error"] + teardown_errors))
+        totals["tests"] += len(rows) + teardown_errors
         totals["failures"] += counts["failed"]
-        totals["errors"] += counts["error"]
+        totals["errors"] += counts["error"] + teardown_errors
         totals["time"] += duration
 
     root.set("tests", str(totals["tests"]))
@@ -86,21 +88,51 @@ def build_junit_xml(run_id: str, results: Iterable) -> str:
     return _DECLARATION + body + "\n"
 
 
-def _testcase(suite: ET.Element, suite_name: str, row) -> None:
-    case = ET.SubElement(suite, "testcase", {
-        "name": xml_safe(row.test_name),
-        "classname": xml_safe(suite_name),
-        "time": _seconds(row.duration_ms),
-    })
+def pytest_names(nodeid: str) -> tuple[str, str]:
+    """``(classname, name)`` as pytest's junitxml writes them for ``nodeid``: the dotted
+    module path and classes, and the function name with its parameters."""
+    path, bracket, params = nodeid.partition("[")
+    names = path.split("::")
+    names[0] = re.sub(r"\.py$", "", names[0].replace("/", "."))
+    names[-1] += bracket + params
+    return ".".join(names[:-1]), names[-1]
+
+
+def _names(suite_name: str, row, metadata: dict) -> tuple[str, str]:
+    if metadata.get("runner") == "pytest":  # test_name is the node id (or its shortening)
+        return pytest_names(metadata.get("nodeid") or row.test_name)
+    return suite_name, row.test_name
+
+
+def _testcase(suite: ET.Element, suite_name: str, row) -> int:
+    """Write ``row``'s testcase; 1 when a second one (a broken teardown) was written too."""
+    metadata = getattr(row, "metadata", None)
+    metadata = metadata if isinstance(metadata, dict) else {}
+    classname, name = _names(suite_name, row, metadata)
+    attributes = {"classname": xml_safe(classname), "name": xml_safe(name)}
+    case = ET.SubElement(suite, "testcase", time=_seconds(row.duration_ms), **attributes)
     status = _status(row)
     tag = {"failed": "failure", "error": "error", "skipped": "skipped"}.get(status)
     if tag is None:
-        return
+        return 0
+    message = xml_safe(row.error_message)
+    _outcome(case, tag, message, xml_safe(metadata.get("longrepr")) or message)
+    teardown = metadata.get("teardown_error")
+    if not teardown or tag == "skipped":
+        return 0
+    # As pytest's junitxml: a teardown that broke after a failure is a testcase of its own
+    # with the same classname and name.
+    case = ET.SubElement(suite, "testcase", time=_seconds(0), **attributes)
+    _outcome(case, "error", xml_safe(f'failed on teardown with "{teardown}"'),
+             xml_safe(metadata.get("teardown_longrepr")) or xml_safe(teardown))
+    return 1
+
+
+def _outcome(case: ET.Element, tag: str, message: str, body: str) -> None:
     element = ET.SubElement(case, tag)
-    text = xml_safe(row.error_message)
-    if text:
-        first_line = text.strip().splitlines()[0] if text.strip() else text
+    if message:
+        first_line = message.strip().splitlines()[0] if message.strip() else message
         element.set("message", first_line[:_MESSAGE_MAX])
     if tag != "skipped":
         element.set("type", tag)
-        element.text = text
+        element.text = body

@@ -250,6 +250,7 @@ class CardlinkRecorder:
                 item.longrepr, item.detail = _long_repr(report), "failed"
         elif item.status in (TestStatus.FAILED, TestStatus.ERROR) and when == "teardown":
             item.extra["teardown_error"] = reason  # keep the test's own failure first
+            item.extra["teardown_longrepr"] = _long_repr(report)
         else:
             item.status, item.message = TestStatus.ERROR, reason
             item.longrepr = _long_repr(report)
@@ -296,7 +297,7 @@ class CardlinkRecorder:
             metadata["file"], metadata["line"] = item.location[0], item.location[1]
         if item.worker:
             metadata["worker"] = item.worker
-        for key in ("teardown_error",):
+        for key in ("teardown_error", "teardown_longrepr"):
             if key in item.extra:
                 metadata[key] = item.extra[key]
         device, card, assertions = self.device, self.card, None

@@ -241,10 +241,11 @@ class TestRepository(BaseRepository):
     def export_junit_xml(self, run_id: str) -> str:
         """The run as JUnit XML valid against the Jenkins xUnit junit-10.xsd (one testsuite
         per suite name); an unknown run gives an empty ``<testsuites>``."""
-        # Only the columns the report shows: assertions/metadata JSON can be large.
+        # Only the columns the report shows (metadata: node id, traceback, teardown error).
         query = (TestResult.select(TestResult.suite_name, TestResult.test_name,
                                    TestResult.status, TestResult.duration_ms,
-                                   TestResult.error_message, TestResult.started_at)
+                                   TestResult.error_message, TestResult.started_at,
+                                   TestResult.metadata)
                  .where(TestResult.run_id == run_id).order_by(*_RUN_ORDER))
         self._touch()
         return build_junit_xml(run_id, self._list(query))

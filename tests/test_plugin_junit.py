@@ -1,0 +1,95 @@
+"""``runs junit`` against pytest's own ``--junitxml`` from the same pytester run: the same
+testcases (classname + name), whole tracebacks, and a teardown error after a failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lxml import etree
+
+from cardlink_lite import DatabaseConfig, DatabaseManager, UnitOfWork
+
+XSD = Path(__file__).parent / "data" / "junit-10.xsd"  # copy of shared/testdata
+
+SUITE = {
+    "pkg/__init__.py": "",
+    "pkg/test_deep.py": '''
+import pytest
+
+class TestGroup:
+    @pytest.mark.parametrize("n", [1, 2])
+    def test_param(self, n):
+        assert n == 1
+
+    def test_ok(self):
+        pass
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("teardown broke")
+
+def test_fails_then_teardown_breaks(broken_teardown):
+    assert 1 == 2, "call failed"
+
+def test_long_traceback():
+    def deep(n):
+        if n == 0:
+            raise ValueError("the real cause at the bottom")
+        return deep(n - 1)
+    deep(30)
+''',
+}
+
+
+def _cases(xml: bytes) -> dict[tuple[str, str], list[etree._Element]]:
+    cases: dict[tuple[str, str], list] = {}
+    for case in etree.fromstring(xml).iter("testcase"):
+        cases.setdefault((case.get("classname"), case.get("name")), []).append(case)
+    return cases
+
+
+def _outcomes(cases: list) -> list[list[str]]:
+    return [[c.tag for c in case if c.tag in ("failure", "error", "skipped")]
+            for case in cases]
+
+
+def test_runs_junit_matches_pytests_junitxml(pytester, db_url, backend):
+    for name, text in SUITE.items():
+        path = pytester.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    theirs = pytester.path / "theirs.xml"
+    result = pytester.runpytest("--cardlink-db", db_url, "--cardlink-run-id", "fidelity",
+                                f"--junitxml={theirs}", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=3, errors=1)
+
+    manager = DatabaseManager(DatabaseConfig(db_url))
+    manager.initialize(check_schema=False)
+    try:
+        with UnitOfWork(manager) as uow:
+            ours = uow.tests.export_junit_xml("fidelity").encode()
+    finally:
+        manager.close()
+    schema = etree.XMLSchema(etree.parse(str(XSD)))
+    schema.assertValid(etree.fromstring(ours))
+
+    expected, got = _cases(theirs.read_bytes()), _cases(ours)
+    assert set(got) == set(expected)
+    assert ("pkg.test_deep.TestGroup", "test_param[2]") in got
+    for key, cases in expected.items():
+        assert _outcomes(got[key]) == _outcomes(cases), key
+    ours_suite = etree.fromstring(ours).find("testsuite")
+    theirs_suite = etree.parse(str(theirs)).getroot().find("testsuite")
+    for count in ("tests", "failures", "errors", "skipped"):
+        assert ours_suite.get(count) == theirs_suite.get(count), count
+
+    deep = got[("pkg.test_deep", "test_long_traceback")][0].find("failure")
+    assert "ValueError: the real cause at the bottom" in deep.text
+    assert deep.text.count("in deep") > 20  # the whole traceback, not the short message
+    failed, broke = got[("pkg.test_deep", "test_fails_then_teardown_breaks")]
+    theirs_error = expected[("pkg.test_deep", "test_fails_then_teardown_breaks")][1]
+    assert broke.find("error").get("message") == theirs_error.find("error").get("message")
+    assert "teardown broke" in broke.find("error").text
+    assert 'raise RuntimeError("teardown broke")' in broke.find("error").text
+    assert "call failed" in failed.find("failure").text
