@@ -1,6 +1,7 @@
 """The check scripts exit non-zero when they measured nothing or missed a target."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,9 @@ def test_bench_startup_exit_code(results, code):
 def test_bench_psk_lookup_small_run_passes(monkeypatch, capsys):
     assert _load("bench_psk_lookup").main(["--cards", "20", "--lookups", "20"]) == 0
     assert "OK: p50 <= 1.0 ms" in capsys.readouterr().out
+
+
+def test_bench_search_hex_small_run_finds_every_install(capsys):
+    assert _load("bench_search_hex").main(["--rows", "4000", "--repeat", "1"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["install_rows"] == 400 and line["ok"] is True

@@ -279,11 +279,14 @@ class LogRepository(BaseRepository):
             )
         self._flush_own()
         # Stored hex is upper case and the pattern is plain hex: no wildcard to escape.
-        if header:
+        if header and len(text) >= 4:
+            # Only commands have an instruction byte: the INS index alone finds them (adding
+            # the direction made MariaDB intersect with half the table's direction index).
+            query = self._select(CommLog.ins == int(text[2:4], 16),
+                                 CommLog.raw_data.startswith(text))
+        elif header:
             query = self._select(CommLog.direction == CommDirection.COMMAND,
                                  CommLog.raw_data.startswith(text))
-            if len(text) >= 4:
-                query = query.where(CommLog.ins == int(text[2:4], 16))
         else:
             query = self._select(CommLog.raw_data.contains(text))
         if session_id is not None:
