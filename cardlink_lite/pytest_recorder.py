@@ -167,7 +167,8 @@ class CardlinkRecorder:
         if report.failed:
             self.collection_errors += 1
             item.status, item.detail = TestStatus.ERROR, "collection error"
-            item.message, item.longrepr = _short_reason(report), _long_repr(report)
+            item.message = _syntax_error(report.longreprtext) or _short_reason(report)
+            item.longrepr = _long_repr(report)
         else:
             item.status, item.detail = TestStatus.SKIPPED, "skipped module"
             item.message = _short_reason(report)
@@ -204,6 +205,8 @@ class CardlinkRecorder:
                 xfail = getattr(report, "wasxfail", None)
                 item.detail = "xfail" if xfail is not None else "skipped"
                 item.message = f"xfail: {xfail}" if xfail else _short_reason(report)
+                if xfail is not None and item.message.startswith("_pytest.outcomes.XFailed"):
+                    item.message = "expected failure"  # @unittest.expectedFailure
         elif when == "call":
             if item.status is None:
                 item.status = TestStatus.PASSED
@@ -603,6 +606,25 @@ def _short_reason(report) -> str:
             text = text[1:].strip() if text.startswith("E ") else text
     text = " ".join(text.split()) if "\n" in text else text.strip()
     return storable(text, _MAX_MESSAGE)
+
+
+_SYNTAX_FILE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
+_SYNTAX_LINE = re.compile(r"^E\s+(?P<kind>SyntaxError|IndentationError|TabError): (?P<msg>.+)$",
+                          re.MULTILINE)
+
+
+def _syntax_error(text: str) -> str | None:
+    """A collection SyntaxError as Python words it: "SyntaxError: invalid syntax (file,
+    line N)" rather than pytest's ``File "…", line N`` first line."""
+    text = text or ""
+    found = _SYNTAX_LINE.search(text)
+    places = list(_SYNTAX_FILE.finditer(text, 0, found.start())) if found else []
+    if not places:
+        return None
+    where = places[-1]  # the file the parser stopped in, not the importing one
+    name = where["file"].replace("\\", "/").rsplit("/", 1)[-1]
+    return storable(f"{found['kind']}: {found['msg'].strip()} ({name}, line {where['line']})",
+                    _MAX_MESSAGE)
 
 
 def _long_repr(report) -> str | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from lxml import etree
 
 from cardlink_lite import DatabaseConfig, DatabaseManager, UnitOfWork
+from cardlink_lite.models import TestResult
 
 XSD = Path(__file__).parent / "data" / "junit-10.xsd"  # copy of shared/testdata
 
@@ -93,3 +94,34 @@ def test_runs_junit_matches_pytests_junitxml(pytester, db_url, backend):
     assert "teardown broke" in broke.find("error").text
     assert 'raise RuntimeError("teardown broke")' in broke.find("error").text
     assert "call failed" in failed.find("failure").text
+
+
+def _rows(url: str) -> dict[str, dict]:
+    manager = DatabaseManager(DatabaseConfig(url))
+    manager.initialize(check_schema=False)
+    try:
+        return {r["test_name"]: r for r in TestResult.select().dicts().execute(manager.database)}
+    finally:
+        manager.close()
+
+
+def test_expected_failure_and_syntax_error_messages(pytester, db_url, backend):
+    pytester.makepyfile(
+        test_unit="""
+            import unittest
+
+            class Case(unittest.TestCase):
+                @unittest.expectedFailure
+                def test_known_bug(self):
+                    self.assertEqual(1, 2)
+        """,
+        test_broken="def test_x(:\n    pass\n",
+    )
+    result = pytester.runpytest("--cardlink-db", db_url, "--continue-on-collection-errors",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(xfailed=1, errors=1)
+    rows = _rows(db_url)
+    assert rows["test_unit.py::Case::test_known_bug"]["error_message"] == "expected failure"
+    message = rows["test_broken.py"]["error_message"]
+    assert message.startswith("SyntaxError: "), message
+    assert message.endswith("(test_broken.py, line 1)"), message
