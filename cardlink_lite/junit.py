@@ -117,6 +117,7 @@ def _testcase(suite: ET.Element, suite_name: str, row) -> int:
         return 0
     message = xml_safe(row.error_message)
     _outcome(case, tag, message, xml_safe(metadata.get("longrepr")) or message)
+    _captured(case, metadata)
     teardown = metadata.get("teardown_error")
     if not teardown or tag == "skipped":
         return 0
@@ -126,6 +127,17 @@ def _testcase(suite: ET.Element, suite_name: str, row) -> int:
     _outcome(case, "error", xml_safe(f'failed on teardown with "{teardown}"'),
              xml_safe(metadata.get("teardown_longrepr")) or xml_safe(teardown))
     return 1
+
+
+def _captured(case: ET.Element, metadata: dict) -> None:
+    """The captured output the plugin kept for a failure, as junitxml's system-out/-err."""
+    out = "\n".join(f"----- Captured {name} -----\n{metadata[key]}"
+                    for key, name in (("stdout", "stdout"), ("log", "log"))
+                    if metadata.get(key))
+    if out:
+        ET.SubElement(case, "system-out").text = xml_safe(out)
+    if metadata.get("stderr"):
+        ET.SubElement(case, "system-err").text = xml_safe(metadata["stderr"])
 
 
 def _outcome(case: ET.Element, tag: str, message: str, body: str) -> None:

@@ -48,6 +48,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cardlink-append", dest="cardlink_append", action="store_true",
                     help="add to the run named by --cardlink-run-id although it is recorded "
                          "already (without it a reused run id is refused)")
+    group.addoption("--cardlink-no-capture", dest="cardlink_no_capture", action="store_true",
+                    help="do not keep the captured stdout/stderr/log of failed tests (kept by "
+                         "default, the last 10,000 characters of each)")
     group.addoption("--cardlink-flaky-window", dest="cardlink_flaky_window", type=int,
                     default=5, metavar="N",
                     help="look for tests that flipped status in the last N runs (default 5)")

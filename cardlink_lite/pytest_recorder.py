@@ -43,6 +43,7 @@ _FLUSH_SECONDS = 1.0
 _MAX_MESSAGE = 500
 _MAX_LONGREPR = 20_000
 _MAX_TEST_NAME = 512
+_MAX_CAPTURE = 10_000  # per stream; the end of the output is kept
 
 
 @contextlib.contextmanager
@@ -96,7 +97,8 @@ class _Item:
     """What the reports of one test item said so far."""
 
     __slots__ = ("start", "stop", "duration", "status", "message", "longrepr", "detail",
-                 "extra", "subtests", "attempts", "props", "location", "worker", "superseded")
+                 "extra", "subtests", "attempts", "props", "location", "worker", "superseded",
+                 "captured")
 
     def __init__(self):
         self.start = self.stop = 0.0
@@ -110,6 +112,7 @@ class _Item:
         self.location = None
         self.worker = None
         self.superseded = None
+        self.captured = None
 
 
 class CardlinkRecorder:
@@ -123,6 +126,7 @@ class CardlinkRecorder:
         self.card = config.getoption("cardlink_card")
         self.flaky_window = max(2, config.getoption("cardlink_flaky_window") or 5)
         self.batch_size = max(1, config.getoption("cardlink_batch_size") or 200)
+        self.capture = not config.getoption("cardlink_no_capture", False)
         if len(self.run_id) > 64 or len(self.suite) > 128:
             raise pytest.UsageError(
                 "--cardlink-run-id must be at most 64 characters and --cardlink-suite at most "
@@ -218,6 +222,10 @@ class CardlinkRecorder:
             item.props = report.user_properties
             item.stop = getattr(report, "stop", 0) or time.time()
             item.attempts = (getattr(report, "rerun", 0) or 0) + 1
+            if self.capture and item.status in (TestStatus.FAILED, TestStatus.ERROR):
+                # the last report holds the sections of every phase
+                item.captured = {"stdout": report.capstdout, "stderr": report.capstderr,
+                                 "log": report.caplog}
             del self._items[nodeid]
             self._finish_safely(nodeid, item)
 
@@ -300,6 +308,9 @@ class CardlinkRecorder:
             metadata["file"], metadata["line"] = item.location[0], item.location[1]
         if item.worker:
             metadata["worker"] = item.worker
+        for key, text in (item.captured or {}).items():
+            if text:
+                metadata[key] = storable(text, _MAX_CAPTURE, keep_end=True)
         for key in ("teardown_error", "teardown_longrepr"):
             if key in item.extra:
                 metadata[key] = item.extra[key]

@@ -125,3 +125,65 @@ def test_expected_failure_and_syntax_error_messages(pytester, db_url, backend):
     message = rows["test_broken.py"]["error_message"]
     assert message.startswith("SyntaxError: "), message
     assert message.endswith("(test_broken.py, line 1)"), message
+
+
+CHATTY = """
+import logging
+import sys
+
+def test_fails_loudly():
+    print("stdout of the failure")
+    print("stderr of the failure", file=sys.stderr)
+    logging.getLogger("card").warning("log of the failure")
+    print("x" * 50_000)
+    assert False
+
+def test_passes_loudly():
+    print("stdout of a pass")
+"""
+
+
+def _export(url: str, run_id: str) -> etree._Element:
+    manager = DatabaseManager(DatabaseConfig(url))
+    manager.initialize(check_schema=False)
+    try:
+        with UnitOfWork(manager) as uow:
+            return etree.fromstring(uow.tests.export_junit_xml(run_id).encode())
+    finally:
+        manager.close()
+
+
+def test_captured_output_of_failures_is_kept_and_exported(pytester, db_url, backend):
+    pytester.makepyfile(test_chatty=CHATTY)
+    pytester.runpytest("--cardlink-db", db_url, "--cardlink-run-id", "loud",
+                       "-p", "no:cacheprovider").assert_outcomes(passed=1, failed=1)
+    pytester.runpytest("--cardlink-db", db_url, "--cardlink-run-id", "quiet",
+                       "--cardlink-no-capture", "-p", "no:cacheprovider"
+                       ).assert_outcomes(passed=1, failed=1)
+    rows = {(r["run_id"], r["test_name"]): r for r in _all_rows(db_url)}
+    loud = rows[("loud", "test_chatty.py::test_fails_loudly")]["metadata"]
+    assert "stdout of the failure" in loud["stdout"]
+    assert len(loud["stdout"]) < 20_000  # bounded
+    assert loud["stdout"].rstrip().endswith("x" * 100)  # the end is kept
+    assert "stderr of the failure" in loud["stderr"]
+    assert "log of the failure" in loud["log"]
+    assert "stdout" not in rows[("loud", "test_chatty.py::test_passes_loudly")]["metadata"]
+    assert "stdout" not in rows[("quiet", "test_chatty.py::test_fails_loudly")]["metadata"]
+
+    root = _export(db_url, "loud")
+    etree.XMLSchema(etree.parse(str(XSD))).assertValid(root)
+    case = next(c for c in root.iter("testcase") if c.get("name") == "test_fails_loudly")
+    assert "stdout of the failure" in case.find("system-out").text
+    assert "log of the failure" in case.find("system-out").text
+    assert "stderr of the failure" in case.find("system-err").text
+    quiet = _export(db_url, "quiet")
+    assert quiet.find(".//system-out") is None
+
+
+def _all_rows(url: str) -> list[dict]:
+    manager = DatabaseManager(DatabaseConfig(url))
+    manager.initialize(check_schema=False)
+    try:
+        return list(TestResult.select().dicts().execute(manager.database))
+    finally:
+        manager.close()
