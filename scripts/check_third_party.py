@@ -2,8 +2,9 @@
 
 Downloads the package's sdist (which ships its tests), runs them with and without xdist
 under ``--junitxml`` and ``--cardlink-db``, and checks that the store has one result per
-``<testcase>`` with the same outcomes, and that ``cardlink-db runs junit`` output validates
-against junit-10.xsd with the same counts. Example:
+``<testcase>`` with the same outcomes, that ``cardlink-db runs junit`` output validates
+against junit-10.xsd with the same counts, and that every test id (classname + name) has
+the same outcome in both documents. Exits non-zero on any mismatch. Example:
 
     python scripts/check_third_party.py --package more-itertools --workers 2
 """
@@ -40,13 +41,37 @@ def _download(package: str, into: Path) -> Path:
 def _junit_counts(root) -> Counter:
     """Outcomes of the ``<testcase>`` elements of a junit document, like the store counts."""
     counts: Counter = Counter()
+    for (_, _, kind), count in _outcomes_by_id(root).items():
+        counts[kind] += count
+        counts["total"] += count
+    return counts
+
+
+def _outcomes_by_id(root) -> Counter:
+    """``(classname, name, outcome)`` of every ``<testcase>`` (a multiset: pytest writes a
+    teardown error after a failure as a second testcase with the same names)."""
+    found: Counter = Counter()
     for case in root.iter("testcase"):
         tags = {child.tag for child in case}
         kind = ("error" if "error" in tags else "failed" if "failure" in tags
                 else "skipped" if "skipped" in tags else "passed")
-        counts[kind] += 1
-        counts["total"] += 1
-    return counts
+        found[(case.get("classname") or "", case.get("name") or "", kind)] += 1
+    return found
+
+
+def id_mismatches(pytest_root, ours_root) -> list[str]:
+    """One line per test id whose outcomes differ between pytest's junitxml and ours."""
+    theirs, ours = _outcomes_by_id(pytest_root), _outcomes_by_id(ours_root)
+    by_id: dict[tuple[str, str], tuple[list, list]] = {}
+    for side, found in enumerate((theirs, ours)):
+        for (classname, name, kind), count in found.items():
+            by_id.setdefault((classname, name), ([], []))[side].extend([kind] * count)
+    problems = []
+    for (classname, name), (want, got) in sorted(by_id.items()):
+        if sorted(want) != sorted(got):
+            problems.append(f"{classname}::{name}: pytest {','.join(sorted(want)) or 'absent'}"
+                            f", runs junit {','.join(sorted(got)) or 'absent'}")
+    return problems
 
 
 def _run(source: Path, url: str, run_id: str, suite: str, junit: Path, extra: list[str]):
@@ -80,7 +105,7 @@ def _store_counts(url: str, run_id: str) -> Counter:
     return counts
 
 
-def _export(url: str, run_id: str, out: Path) -> Counter:
+def _export(url: str, run_id: str, out: Path) -> tuple[Counter, etree._Element]:
     subprocess.run([sys.executable, "-m", "cardlink_lite", "--database", url, "runs", "junit",
                     run_id, "-o", str(out)], check=True, capture_output=True)
     schema = etree.XMLSchema(etree.parse(str(XSD)))
@@ -92,7 +117,7 @@ def _export(url: str, run_id: str, out: Path) -> Counter:
     declared = sum(int(s.get("tests")) for s in suites)
     if declared != counts["total"]:
         raise SystemExit(f"{out}: tests={declared} but {counts['total']} <testcase> elements")
-    return counts
+    return counts, doc.getroot()
 
 
 def main(argv=None) -> int:
@@ -111,9 +136,10 @@ def main(argv=None) -> int:
             run_id = f"{source.name}-{label}-{int(time.time())}"
             junit = tmp / f"pytest-{label}.xml"
             _run(source, url, run_id, args.package, junit, extra)
-            pytest_counts = _junit_counts(etree.parse(str(junit)).getroot())
+            pytest_root = etree.parse(str(junit)).getroot()
+            pytest_counts = _junit_counts(pytest_root)
             stored = _store_counts(url, run_id)
-            exported = _export(url, run_id, tmp / f"cardlink-{label}.xml")
+            exported, ours_root = _export(url, run_id, tmp / f"cardlink-{label}.xml")
             print(f"  {'':>22} {'total':>7} {'passed':>7} {'failed':>7} {'error':>7} "
                   f"{'skipped':>7}")
             for name, counts in (("pytest --junitxml", pytest_counts),
@@ -126,6 +152,11 @@ def main(argv=None) -> int:
             if stored["duplicates"]:
                 print(f"  !! {stored['duplicates']} test names recorded twice")
             same = same and not stored["duplicates"]
+            problems = id_mismatches(pytest_root, ours_root)
+            print(f"  per test id (classname + name -> outcome): {len(problems)} mismatches")
+            for line in problems[:10]:
+                print(f"  !! {line}")
+            same = same and not problems
             print(f"  {label}: {'MATCH' if same else 'MISMATCH'} (run id {run_id})")
             ok = ok and same
     return 0 if ok else 1

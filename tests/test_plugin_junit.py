@@ -3,6 +3,7 @@ testcases (classname + name), whole tracebacks, and a teardown error after a fai
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from lxml import etree
@@ -187,3 +188,29 @@ def _all_rows(url: str) -> list[dict]:
         return list(TestResult.select().dicts().execute(manager.database))
     finally:
         manager.close()
+
+
+def test_check_third_party_compares_per_test_id(pytester, db_url, backend):
+    spec = importlib.util.spec_from_file_location(
+        "check_third_party", Path(__file__).resolve().parents[1] / "scripts" /
+        "check_third_party.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for name, text in SUITE.items():
+        path = pytester.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    theirs = pytester.path / "theirs.xml"
+    pytester.runpytest("--cardlink-db", db_url, "--cardlink-run-id", "ids",
+                       f"--junitxml={theirs}", "-p", "no:cacheprovider")
+    pytest_root, ours = etree.parse(str(theirs)).getroot(), _export(db_url, "ids")
+    assert script.id_mismatches(pytest_root, ours) == []
+
+    case = next(c for c in ours.iter("testcase") if c.get("name") == "test_param[1]")
+    etree.SubElement(case, "failure", message="made up")
+    case = next(c for c in ours.iter("testcase") if c.get("name") == "test_ok")
+    case.set("name", "test_renamed")
+    problems = script.id_mismatches(pytest_root, ours)
+    assert len(problems) == 3, problems
+    assert any("test_param[1]" in p and "passed" in p and "failed" in p for p in problems)
+    assert any("test_ok" in p for p in problems) and any("test_renamed" in p for p in problems)
