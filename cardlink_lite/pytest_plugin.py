@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from .pytest_keys import ENV_VAR, RESULT_PROPERTY, TARGET_PROPERTY
+from .pytest_keys import ENV_VAR, RESULT_PROPERTY, TARGET_PROPERTY, running_test
 
 __all__ = [
     "ENV_VAR",
@@ -96,6 +96,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if target and enabled:
             # user_properties travel with the report, so the xdist controller sees them.
             item.user_properties.append((TARGET_PROPERTY, target))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item):
+    # record_session inside the test names its session in the test's user_properties.
+    running_test[0] = item.user_properties
+    try:
+        return (yield)
+    finally:
+        running_test[0] = None
 
 
 @pytest.hookimpl(wrapper=True)

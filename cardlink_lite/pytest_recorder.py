@@ -28,8 +28,16 @@ from .db import database_proxy, max_rows_per_statement
 from .errors import DatabaseError, first_line
 from .manager import DatabaseManager
 from .migrations import get_pending_revisions, run_migrations
-from .models import CardProfile, Device, RunEnding, TestResult, TestRun, TestStatus
-from .pytest_keys import ENV_VAR, RESULT_PROPERTY, TARGET_PROPERTY
+from .models import (
+    CardProfile,
+    Device,
+    OTASession,
+    RunEnding,
+    TestResult,
+    TestRun,
+    TestStatus,
+)
+from .pytest_keys import ENV_VAR, RESULT_PROPERTY, SESSION_PROPERTY, TARGET_PROPERTY
 from .unit_of_work import UnitOfWork
 
 try:  # pytest >= 9 ships subtests
@@ -314,9 +322,11 @@ class CardlinkRecorder:
         for key in ("teardown_error", "teardown_longrepr"):
             if key in item.extra:
                 metadata[key] = item.extra[key]
-        device, card, assertions = self.device, self.card, None
+        device, card, assertions, sessions = self.device, self.card, None, []
         for name, value in item.props:
-            if name == TARGET_PROPERTY:
+            if name == SESSION_PROPERTY:
+                sessions.append(storable(value))
+            elif name == TARGET_PROPERTY:
                 device, card = value.get("device", device), value.get("card", card)
             elif name == RESULT_PROPERTY:
                 assertions = value.get("assertions") or None
@@ -326,6 +336,7 @@ class CardlinkRecorder:
             digest = hashlib.sha1(nodeid.encode()).hexdigest()[:16]
             test_name = f"{nodeid[:_MAX_TEST_NAME - 18]}~{digest}"
             metadata["nodeid"] = nodeid
+        session = self._session(sessions, metadata)
         started = _utc(item.start)
         ended = _utc(item.stop or item.start)
         self.counts[status.value] += 1
@@ -344,7 +355,7 @@ class CardlinkRecorder:
             "assertions": _json(assertions),
             "metadata": _json(metadata),
             "attempts": item.attempts,
-            "session": None,
+            "session": session,
             "created_at": ended,
             "updated_at": ended,
         }
@@ -352,6 +363,20 @@ class CardlinkRecorder:
         if len(self._rows) >= self.batch_size \
                 or time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
             self.flush()
+
+    def _session(self, sessions: list[str], metadata: dict):
+        """The first session the test drove that is in this store (the FK), all in metadata."""
+        if not sessions:
+            return None
+        metadata["sessions"] = sessions
+        for session_id in sessions:
+            try:
+                if OTASession.select().where(OTASession.id == session_id) \
+                        .exists(self.manager.database):
+                    return session_id
+            except Exception:  # noqa: BLE001 - an unreadable store is reported at flush
+                return None
+        return None
 
     def _target(self, kind: str, key: str | None, metadata: dict):
         """The FK value when that device/card is in the store, else the id goes in metadata."""

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from .apdu import apdu_logger
 from .db import get_manager
+from .pytest_keys import SESSION_PROPERTY, running_test
 from .unit_of_work import UnitOfWork
 
 __all__ = ["SessionRecorder", "record_session"]
@@ -92,6 +93,8 @@ def record_session(manager=None, device_id: str | None = None, card_iccid: str |
             uow.sessions.set_tls_info(session.id, cipher_suite=cipher_suite,
                                       psk_identity=psk_identity)
     session_id = session.id
+    if running_test[0] is not None:  # inside a test the pytest plugin runs: link the two
+        running_test[0].append((SESSION_PROPERTY, session_id))
     try:
         with apdu_logger(manager, session_id, **logger_options) as log:
             yield SessionRecorder(manager, session_id, log)

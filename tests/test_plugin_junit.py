@@ -214,3 +214,40 @@ def test_check_third_party_compares_per_test_id(pytester, db_url, backend):
     assert len(problems) == 3, problems
     assert any("test_param[1]" in p and "passed" in p and "failed" in p for p in problems)
     assert any("test_ok" in p for p in problems) and any("test_renamed" in p for p in problems)
+
+
+def test_a_result_names_the_ota_sessions_it_drove(pytester, db_url, backend):
+    # The test drives a session in the results store itself, and one in a fresh store.
+    pytester.makepyfile(test_ota=f"""
+        from cardlink_lite import DatabaseConfig, DatabaseManager
+        from cardlink_lite.recording import record_session
+
+        def test_drives_a_session():
+            manager = DatabaseManager(DatabaseConfig({db_url!r}))
+            manager.initialize(check_schema=False)
+            try:
+                with record_session(manager, session_type="triggered") as s:
+                    s.command("00A4040000")
+                    s.response("9000")
+            finally:
+                manager.close()
+
+        def test_drives_one_elsewhere(cardlink_manager):
+            with record_session(cardlink_manager, session_type="triggered") as s:
+                s.command("00A4040000")
+
+        def test_drives_none():
+            pass
+    """)
+    args = ["--cardlink-db", db_url, "--cardlink-run-id", "ota", "-p", "no:cacheprovider"]
+    if backend != "sqlite":
+        args += ["--cardlink-test-db", db_url]
+    pytester.runpytest(*args).assert_outcomes(passed=3)
+    rows = _rows(db_url)
+    linked = rows["test_ota.py::test_drives_a_session"]
+    assert linked["session"] is not None
+    assert linked["metadata"]["sessions"] == [linked["session"]]
+    elsewhere = rows["test_ota.py::test_drives_one_elsewhere"]
+    assert elsewhere["session"] is None  # not in this store: its id is kept in metadata
+    assert len(elsewhere["metadata"]["sessions"]) == 1
+    assert "sessions" not in rows["test_ota.py::test_drives_none"]["metadata"]
