@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from cardlink_lite.cli import cli
 from cardlink_lite.models import TestResult
+from cardlink_lite.unit_of_work import UnitOfWork
 
 XSD = Path(__file__).parent / "data" / "junit-10.xsd"  # copy of shared/testdata
 T0 = datetime(2024, 11, 29, 10, 0, tzinfo=timezone.utc)
@@ -134,3 +135,17 @@ def test_junit_to_a_missing_directory_names_the_users_path_only(runs, tmp_path):
     assert error == (f"Error: Invalid value for --output: directory "
                      f"'{tmp_path / 'missing'}' does not exist; create it or choose another path")
     assert ".tmp" not in result.stderr and "Traceback" not in result.output
+
+
+def test_show_and_logs_show_cross_reference_a_linked_session(runs):
+    with UnitOfWork(runs) as uow:
+        session = uow.sessions.create_session(session_type="triggered")
+    TestResult.create(run_id="r3", suite_name="integration", test_name="t::ota",
+                      status="passed", started_at=T0, ended_at=T0, duration_ms=5,
+                      session=session.id)
+    shown = _run(runs, "show", "r3")
+    assert shown.exit_code == 0, shown.output
+    assert f"  session {session.id} driven by t::ota" in shown.output
+    logs = CliRunner().invoke(cli, ["--database", runs.config.url, "logs", "show", session.id])
+    assert logs.exit_code == 0, logs.output
+    assert "Driven by test t::ota (run r3)" in logs.output

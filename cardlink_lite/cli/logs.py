@@ -66,6 +66,8 @@ def show(state: CliState, session_id, errors_only, as_json):
             return
         for line in _session_lines(session):
             click.echo(line)
+        for test_name, run_id in uow.tests.tests_for_session(session_id):
+            click.echo(f"Driven by test {test_name} (run {run_id})")
         for source in sources.values():
             click.echo(f"From {source.path} ({source.format}, imported "
                        f"{source.imported_at:%Y-%m-%d %H:%M:%S} UTC)")

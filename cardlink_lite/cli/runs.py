@@ -75,8 +75,10 @@ def show_command(state: CliState, run_id, as_json):
         summary["run"] = record
         results = uow.tests.find_by_run(run_id) if as_json else uow.tests.find_failures(run_id)
         rows = [_result_dict(r) for r in results]
+        sessions = uow.tests.linked_sessions(run_id)
     if as_json:
-        echo_json({"summary": summary, "results": rows})
+        echo_json({"summary": summary, "results": rows,
+                   "sessions": [{"session_id": s, "test_name": t} for s, t in sessions]})
         return
     click.echo(f"run {run_id}: {summary['total']} tests, {summary['passed']} passed, "
                f"{summary['failed']} failed, {summary['error']} error, "
@@ -90,6 +92,8 @@ def show_command(state: CliState, run_id, as_json):
         for title, values in (("context", record["context"]), ("labels", record["labels"])):
             if values:
                 click.echo(f"  {title}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    for session_id, test_name in sessions:
+        click.echo(f"  session {session_id} driven by {test_name}")
     for row in rows:
         message = (row["error_message"] or "").splitlines()[0:1]
         click.echo(f"  {row['status'].upper():<6} {row['test_name']}"

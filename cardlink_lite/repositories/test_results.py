@@ -82,6 +82,21 @@ class TestRepository(BaseRepository):
         """Failed and errored results (of one run if given), in the order they started."""
         return self._in_order(TestResult.status.in_(list(_FAILING)), run_id)
 
+    def linked_sessions(self, run_id: str) -> list[tuple[str, str]]:
+        """``(session id, test name)`` of the run's results that name the OTA session they
+        drove, in the order they started."""
+        query = (TestResult.select(TestResult.session, TestResult.test_name)
+                 .where((TestResult.run_id == run_id) & TestResult.session.is_null(False))
+                 .order_by(*_RUN_ORDER))
+        return [(session_id, name) for session_id, name in self._list(query.tuples())]
+
+    def tests_for_session(self, session_id: str) -> list[tuple[str, str]]:
+        """``(test name, run id)`` of the results that drove ``session_id``."""
+        query = (TestResult.select(TestResult.test_name, TestResult.run_id)
+                 .where(TestResult.session == session_id)
+                 .order_by(TestResult.started_at, TestResult.id))
+        return [(name, run_id) for name, run_id in self._list(query.tuples())]
+
     # -- analysis ------------------------------------------------------------------
     def get_run_summary(self, run_id: str) -> dict:
         """Counts per status, summed ``duration_ms``, first start, last end and pass rate.
