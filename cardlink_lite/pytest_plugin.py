@@ -13,7 +13,13 @@ import os
 
 import pytest
 
-from .pytest_keys import ENV_VAR, RESULT_PROPERTY, TARGET_PROPERTY, running_test
+from .pytest_keys import (
+    ENV_VAR,
+    RESULT_PROPERTY,
+    SESSION_PROPERTY,
+    TARGET_PROPERTY,
+    running_test,
+)
 
 __all__ = [
     "ENV_VAR",
@@ -148,8 +154,9 @@ def _marker_target(item: pytest.Item) -> dict:
 class ResultRecord:
     """What a test adds to its own TestResult: ``assertions`` and ``metadata`` (JSON)."""
 
-    def __init__(self, data: dict):
+    def __init__(self, data: dict, properties: list | None = None):
         self._data = data
+        self._properties = properties if properties is not None else []
 
     @property
     def assertions(self) -> dict:
@@ -162,6 +169,11 @@ class ResultRecord:
     def add_assertion(self, name: str, value) -> None:
         """Record one named check (``True``/``False`` or any JSON value)."""
         self.assertions[str(name)] = _json_checked(name, value)
+
+    def link_session(self, session_id) -> None:
+        """Name an OTA session this test drove (``record_session`` inside the test does this
+        by itself); the result's ``session_id`` when the session is in the results store."""
+        self._properties.append((SESSION_PROPERTY, str(session_id)))
 
     def add_metadata(self, **values) -> None:
         """Merge JSON values into the result's metadata."""
@@ -183,7 +195,7 @@ def cardlink_result(request: pytest.FixtureRequest) -> ResultRecord:
     """Add ``assertions`` and ``metadata`` to this test's recorded result."""
     data: dict = {"assertions": {}, "metadata": {}}
     request.node.user_properties.append((RESULT_PROPERTY, data))
-    return ResultRecord(data)
+    return ResultRecord(data, request.node.user_properties)
 
 
 @pytest.fixture

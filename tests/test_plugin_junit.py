@@ -9,6 +9,7 @@ from pathlib import Path
 from lxml import etree
 
 from cardlink_lite import DatabaseConfig, DatabaseManager, UnitOfWork
+from cardlink_lite.migrations import run_migrations
 from cardlink_lite.models import TestResult
 
 XSD = Path(__file__).parent / "data" / "junit-10.xsd"  # copy of shared/testdata
@@ -251,3 +252,23 @@ def test_a_result_names_the_ota_sessions_it_drove(pytester, db_url, backend):
     assert elsewhere["session"] is None  # not in this store: its id is kept in metadata
     assert len(elsewhere["metadata"]["sessions"]) == 1
     assert "sessions" not in rows["test_ota.py::test_drives_none"]["metadata"]
+
+
+def test_cardlink_result_links_a_session_by_id(pytester, db_url, backend):
+    manager = DatabaseManager(DatabaseConfig(db_url))
+    manager.initialize(check_schema=False)
+    try:
+        run_migrations(manager=manager)
+        with UnitOfWork(manager) as uow:
+            session_id = uow.sessions.create_session(session_type="triggered").id
+    finally:
+        manager.close()
+    pytester.makepyfile(test_link=f"""
+        def test_names_its_session(cardlink_result):
+            cardlink_result.link_session({session_id!r})
+    """)
+    pytester.runpytest("--cardlink-db", db_url, "-p", "no:cacheprovider").assert_outcomes(
+        passed=1)
+    row = _rows(db_url)["test_link.py::test_names_its_session"]
+    assert row["session"] == session_id
+    assert row["metadata"]["sessions"] == [session_id]
