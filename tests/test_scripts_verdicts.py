@@ -56,3 +56,10 @@ def test_bench_search_hex_small_run_finds_every_install(capsys):
     assert _load("bench_search_hex").main(["--rows", "4000", "--repeat", "1"]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["install_rows"] == 400 and line["ok"] is True
+
+
+def test_bench_run_summary_small_run_answers_right(capsys):
+    assert _load("bench_run_summary").main(["--runs", "6", "--tests", "50",
+                                            "--repeat", "1"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["ok"] is True and line["problems"] == []
