@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 
 from .records import ATR
-from .textlines import COMMAND, LATENCY, RESPONSE, hex_bytes, read_lines
+from .textlines import LATENCY, Alternation, hex_bytes, read_lines
 
 __all__ = ["looks_like_apdu4j", "read_apdu4j"]
 
@@ -22,10 +22,9 @@ def looks_like_apdu4j(head: list[str]) -> bool:
 
 
 def _parser():
-    expect_command = True
+    lines = Alternation()
 
     def parse(text: str):
-        nonlocal expect_command
         if text.startswith("#"):
             match = _RECEIVED.match(text)
             if match:
@@ -42,14 +41,9 @@ def _parser():
                     return None
                 return "time", int(when.timestamp()) * 1_000_000_000
             if text.strip() == "# Sent":
-                expect_command = True
+                lines.expect_command = True
             return None
-        data = hex_bytes(text)
-        if data is None:
-            return f"not hex: {text[:24]!r}"
-        kind = COMMAND if expect_command else RESPONSE
-        expect_command = not expect_command
-        return kind, data
+        return lines.event(text)
 
     return parse
 

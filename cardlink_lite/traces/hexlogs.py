@@ -7,7 +7,7 @@ import re
 
 from .decode import split_t0_exchange
 from .records import RESET
-from .textlines import COMMAND, EXCHANGE_LINE, RESPONSE, hex_bytes, read_lines
+from .textlines import COMMAND, EXCHANGE_LINE, RESPONSE, Alternation, hex_bytes, read_lines
 
 __all__ = ["HEX_FORMATS", "is_consistent_command", "is_plausible_response", "read_hex_log"]
 
@@ -82,18 +82,12 @@ def _tca_loader(text: str):
 
 
 def _plain():
-    expect_command = True
+    lines = Alternation()
 
     def parse(text: str):
-        nonlocal expect_command
         if text.startswith(("#", "//", ";")):
             return None
-        data = hex_bytes(text)
-        if data is None:
-            return f"not hex: {text[:24]!r}"
-        kind = COMMAND if expect_command else RESPONSE
-        expect_command = not expect_command
-        return kind, data
+        return lines.event(text)
 
     return parse
 

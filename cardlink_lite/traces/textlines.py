@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 from .records import ATR, EXCHANGE, RESET, ReadStats
 
-__all__ = ["COMMAND", "EXCHANGE_LINE", "LATENCY", "RESPONSE", "hex_bytes", "read_lines",
-           "split_timestamp", "text_lines"]
+__all__ = ["COMMAND", "EXCHANGE_LINE", "LATENCY", "RESPONSE", "Alternation", "hex_bytes",
+           "read_lines", "split_timestamp", "text_lines"]
 
 # Events a line parser returns: (kind, value).
 COMMAND, RESPONSE, EXCHANGE_LINE, LATENCY = "C", "R", "X", "L"
@@ -34,6 +34,22 @@ def hex_bytes(text: str) -> bytes | None:
         return bytes.fromhex(text) if text and not _NOT_HEX.search(text) else None
     except ValueError:
         return None
+
+
+class Alternation:
+    """Commands and responses on alternating hex lines: each line is the other kind."""
+
+    def __init__(self):
+        self.expect_command = True
+
+    def event(self, text: str):
+        """The (kind, bytes) event of a hex line, or a reason it is not one."""
+        data = hex_bytes(text)
+        if data is None:
+            return f"not hex: {text[:24]!r}"
+        kind = COMMAND if self.expect_command else RESPONSE
+        self.expect_command = not self.expect_command
+        return kind, data
 
 
 class _Clock:
