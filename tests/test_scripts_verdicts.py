@@ -63,3 +63,17 @@ def test_bench_run_summary_small_run_answers_right(capsys):
                                             "--repeat", "1"]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["ok"] is True and line["problems"] == []
+
+
+def test_bench_reads_small_run_measures_every_read_against_the_same_answer(db_url, capsys):
+    code = _load("bench_reads").main(["--url", db_url, "--repeat", "2"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    reads = {line["read"] for line in lines}
+    assert {"sessions.get_statistics(days=30)", "tests.get_run_summary", "logs.find_errors",
+            "devices.paginate(page=1, per_page=20)", "devices.get_by_id",
+            "settings.get_value", "logs.find_by_session (200 rows, models)"} <= reads
+    assert {line["mode"] for line in lines} == {"in_uow", "per_call"}
+    for line in lines:  # every read measured, its answer equal to the raw one's
+        assert line["raw_us"] > 0 and line["cardlink_us"] > 0, line
+        assert "differs" not in line.get("problem", ""), line
+    assert code == (0 if all(line["ok"] for line in lines) else 1)
