@@ -10,7 +10,8 @@ import contextlib
 
 import peewee
 
-__all__ = ["ROW_FLAG", "discard_connection", "field_values", "mark_clean", "model_builder"]
+__all__ = ["ROW_FLAG", "discard_connection", "driver_errors", "field_values", "mark_clean",
+           "model_builder"]
 
 # The keyword Peewee's cursor wrappers pass to a model's constructor when building it
 # from a fetched row (the values are already converted: nothing to check).
@@ -77,3 +78,9 @@ def discard_connection(database: peewee.Database) -> None:
         with contextlib.suppress(Exception):
             conn.close()
     database._state.reset()
+
+
+def driver_errors():
+    """A context manager turning a DB-API error raised inside into Peewee's (what
+    ``Database.execute_sql`` does), for driver calls Peewee has no method for (COPY)."""
+    return peewee.__exception_wrapper__

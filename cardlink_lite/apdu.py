@@ -1,15 +1,13 @@
 """The batched APDU log writer: rows checked on the way in (apdu_rows), one transaction per flush.
 
-Statements come from Peewee's ``insert_many`` (Peewee's quoting, column order and
-dialect) but each is built once per (database, rows per statement) and reused; later
-chunks only hand their flattened parameters to the driver.
+The rows go to the database through :mod:`cardlink_lite.batch_insert` (statements built
+once and reused, COPY on PostgreSQL, refused rows isolated by bisection).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import io
 import logging
 import random
 import re
@@ -39,7 +37,7 @@ from .apdu_rows import (
     sw_message,
     timestamp_text,
 )
-from .db import max_rows_per_statement
+from .batch_insert import insert, insert_isolating, plan_for
 from .errors import (
     DatabaseError,
     RejectedRowsError,
@@ -52,21 +50,18 @@ from .events import EventType, emit_after_commit
 from .models import CommLog, OTASession
 from .status_words import normalize_status_word
 
-__all__ = ["ApduLogWriter", "apdu_logger", "normalize_hex"]
+__all__ = ["LOG_FIELDS", "ApduLogWriter", "apdu_logger", "normalize_hex"]
 
 _UNSET = object()  # no session seen yet (None is itself refused)
 
 logger = logging.getLogger("cardlink_lite.apdu")
 
 # Column order of a buffered row (and of every cached statement).
-_FIELDS = (CommLog.session, CommLog.timestamp, CommLog.latency_ms, CommLog.direction,
-           CommLog.raw_data, CommLog.decoded_data, CommLog.status_word, CommLog.status_message,
-           CommLog.channel, CommLog.ins, CommLog.source_id)
-_WIDTH = len(_FIELDS)
-_RAW, _DECODED, _MESSAGE = 4, 5, 7
+LOG_FIELDS = (CommLog.session, CommLog.timestamp, CommLog.latency_ms, CommLog.direction,
+              CommLog.raw_data, CommLog.decoded_data, CommLog.status_word,
+              CommLog.status_message, CommLog.channel, CommLog.ins, CommLog.source_id)
+_WIDTH = len(LOG_FIELDS)
 
-_MAX_ROWS_PER_STATEMENT = 1000   # measured: bigger statements stop paying off
-_COPY_THRESHOLD = 2000           # PostgreSQL: COPY beats multi-row INSERT from here on
 _WAL_TRUNCATE_ROWS = 20000       # SQLite: a flush this big grows the -wal; shrink it after
 _BUSY_RETRIES = 8
 _MAX_PENDING = 100_000           # rows buffered while the database is away (default)
@@ -78,79 +73,6 @@ _BUSY = re.compile(r"database is locked|database is busy|deadlock|lock wait time
 # Failures tied to the rows themselves (a value or reference the database refuses),
 # as opposed to the connection, a lock or the schema: only these are isolated and dropped.
 _ROW_ERRORS = (peewee.IntegrityError, peewee.DataError, ValueError)
-
-
-class _Statements:
-    """Cached multi-row INSERTs for one database, and how many rows each may hold."""
-
-    def __init__(self, database: peewee.Database):
-        self.database = database
-        self.sql: dict[int, str] = {}
-        self.is_sqlite = isinstance(database, peewee.SqliteDatabase)
-        self.is_postgres = isinstance(database, peewee.PostgresqlDatabase)
-        self.is_mysql = isinstance(database, peewee.MySQLDatabase)
-        self.rows_per_statement = _MAX_ROWS_PER_STATEMENT
-        self.byte_budget = 0
-        if self.is_sqlite:
-            self.rows_per_statement = max_rows_per_statement(database, _WIDTH,
-                                                             _MAX_ROWS_PER_STATEMENT)
-        elif self.is_mysql:
-            packet = database.execute_sql("SELECT @@max_allowed_packet").fetchone()[0]
-            # Escaping can double a value; keep a statement well inside one packet.
-            self.byte_budget = int(packet) // 3
-        self.copy_sql = None
-
-    def insert(self, rows: int) -> str:
-        sql = self.sql.get(rows)
-        if sql is None:
-            query = CommLog.insert_many([(None,) * _WIDTH] * rows, fields=list(_FIELDS))
-            sql = self.sql[rows] = self.database.get_sql_context().sql(query).query()[0]
-        return sql
-
-    def copy(self) -> str:
-        if self.copy_sql is None:
-            ctx = self.database.get_sql_context()
-            columns = peewee.EnclosedNodeList([peewee.Entity(f.column_name) for f in _FIELDS])
-            ctx.literal("COPY ").sql(peewee.Entity(CommLog._meta.table_name)).literal(" ")
-            ctx.sql(columns).literal(" FROM STDIN")
-            self.copy_sql = ctx.query()[0]
-        return self.copy_sql
-
-
-_statements: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_statements_lock = threading.Lock()
-
-
-def _statements_for(database) -> _Statements:
-    plan = _statements.get(database)
-    if plan is None:
-        with _statements_lock:
-            plan = _statements.get(database)
-            if plan is None:
-                plan = _statements[database] = _Statements(database)
-    return plan
-
-
-def _copy_text(flat: list) -> io.StringIO:
-    # PostgreSQL COPY text format: tab-separated, \N for NULL, backslash escapes.
-    out = []
-    append = out.append
-    for i in range(0, len(flat), _WIDTH):
-        row = flat[i:i + _WIDTH]
-        fields = []
-        for value in row:
-            if value is None:
-                fields.append("\\N")
-            elif isinstance(value, str):
-                if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-                    value = (value.replace("\\", "\\\\").replace("\t", "\\t")
-                             .replace("\n", "\\n").replace("\r", "\\r"))
-                fields.append(value)
-            else:
-                fields.append(str(value))
-        append("\t".join(fields))
-    append("")
-    return io.StringIO("\n".join(out))
 
 
 class ApduLogWriter:
@@ -520,9 +442,8 @@ class ApduLogWriter:
             try:
                 if top:
                     self._connect(quick)
-                # Driver errors become Peewee's (the raw cursor is not wrapped otherwise).
-                with database.atomic(), peewee.__exception_wrapper__:
-                    self._insert(flat)
+                with database.atomic():
+                    insert(plan_for(database, CommLog, LOG_FIELDS), flat)
                 self._suspect_connection = False
                 break
             except (peewee.OperationalError, peewee.InterfaceError) as exc:
@@ -544,29 +465,10 @@ class ApduLogWriter:
 
     def _isolate(self, flat: list) -> tuple[list, list]:
         """Bisect a refused batch in savepoints: write every row the database takes."""
-        database = self.database
-        written: list = []
-        rejected: list = []
-
-        def attempt(part: list) -> None:
-            try:
-                with database.atomic(), peewee.__exception_wrapper__:
-                    self._insert(part)
-                written.extend(part)
-                return
-            except _ROW_ERRORS as exc:
-                if is_transient(exc):
-                    raise
-                if len(part) == _WIDTH:
-                    rejected.append((_row_dict(part), exc))
-                    return
-            half = len(part) // _WIDTH // 2 * _WIDTH
-            attempt(part[:half])
-            attempt(part[half:])
-
-        with database.atomic():
-            attempt(flat)
-        return written, [(row, self._reason(row, exc)) for row, exc in rejected]
+        written, rejected = insert_isolating(plan_for(self.database, CommLog, LOG_FIELDS), flat,
+                                             _refused)
+        return written, [(row, self._reason(row, exc))
+                         for row, exc in ((_row_dict(r), e) for r, e in rejected)]
 
     def _reason(self, row: dict, exc: Exception) -> str:
         if isinstance(exc, peewee.IntegrityError) and not OTASession.select().where(
@@ -587,27 +489,6 @@ class ApduLogWriter:
         with contextlib.suppress(peewee.PeeweeException):
             self.database.close()
         self.database.connect(reuse_if_open=True)
-
-    def _insert(self, flat: list) -> None:
-        database = self.database
-        plan = _statements_for(database)
-        rows = len(flat) // _WIDTH
-        cursor = database.cursor()
-        if plan.is_postgres and rows >= _COPY_THRESHOLD and hasattr(cursor, "copy_expert"):
-            cursor.copy_expert(plan.copy(), _copy_text(flat))
-            return
-        full = plan.rows_per_statement
-        budget = plan.byte_budget
-        start = 0
-        while rows:
-            count = full if rows >= full else 1 << (rows.bit_length() - 1)
-            if budget:
-                while count > 1 and _size(flat, start, count) > budget:
-                    count >>= 1
-            end = start + count * _WIDTH
-            cursor.execute(plan.insert(count), flat[start:end])
-            start = end
-            rows -= count
 
     def _translate(self, exc, flat) -> DatabaseError:
         error = translate_error(exc, "APDU log")
@@ -677,21 +558,15 @@ def _flusher(ref, stop: threading.Event, interval: float) -> None:
         del writer
 
 
-def _size(flat: list, start: int, count: int) -> int:
-    """Bytes the values may take in a statement (UTF-8: up to 4 per character)."""
-    end = start + count * _WIDTH
-    total = 64 * count
-    for offset in (_RAW, _DECODED, _MESSAGE):
-        for value in flat[start + offset:end:_WIDTH]:
-            if value:
-                total += len(value) if value.isascii() else 4 * len(value)
-    return total
+def _refused(exc: BaseException) -> bool:
+    """True when the database refused the rows themselves (not a lock, not the link)."""
+    return isinstance(exc, _ROW_ERRORS) and not is_transient(exc)
 
 
 def _row_dict(values: list) -> dict:
     """A buffered row as ``add()``'s keyword arguments (what a caller may log again)."""
     return {f.name if f is not CommLog.session else "session_id": value
-            for f, value in zip(_FIELDS, values, strict=True)}
+            for f, value in zip(LOG_FIELDS, values, strict=True)}
 
 
 def _shrink_wal(database) -> None:

@@ -11,7 +11,7 @@ import peewee
 import pytest
 
 from cardlink_lite import CommLog, DatabaseError, OTASession, ValidationError
-from cardlink_lite.apdu import ApduLogWriter, _statements_for, apdu_logger, normalize_hex
+from cardlink_lite.apdu import ApduLogWriter, apdu_logger, normalize_hex
 from cardlink_lite.events import EventType, get_emitter
 
 
@@ -128,30 +128,6 @@ def test_background_flush_after_interval(manager, session):
     manager.database.close()  # see the other connection's commit on every backend
     assert CommLog.select().count() == 1
     writer.close()
-
-
-def test_statement_is_built_once_per_size_and_chunks_follow_the_limit(manager, session):
-    plan = _statements_for(manager.database)
-    if manager.backend == "sqlite":
-        import sqlite3
-
-        limit = manager.database.connection().getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        assert plan.rows_per_statement == min(1000, max(999, limit) // 8)
-    writer = ApduLogWriter(manager, session_id=session.id, batch_size=10_000,
-                           flush_interval=None)
-    for i in range(plan.rows_per_statement + 37):
-        writer.command(f"{i:08X}")
-    writer.flush()
-    # A full chunk, then 37 = 32 + 4 + 1 from cached power-of-two statements.
-    sizes = sorted(k for k in plan.sql)
-    assert plan.rows_per_statement in sizes or manager.backend == "postgresql"
-    if manager.backend != "postgresql":  # PostgreSQL used COPY for this many rows
-        assert {32, 4, 1} <= set(sizes)
-    first = plan.sql.get(32)
-    writer.add_many([(session.id, "command", "00")] * 32)
-    writer.flush()
-    assert plan.sql[32] is first  # reused, not rebuilt
-    assert len(_trace(session.id)) == plan.rows_per_statement + 37 + 32
 
 
 def test_failed_flush_raises_and_keeps_rows_for_retry(manager, session):

@@ -102,3 +102,13 @@ def test_model_builder_builds_what_peewee_builds(items):
     assert built[1].parent.name == "p"            # the foreign key still loads lazily
     built[0].name = "edited"
     assert built[0].dirty_field_names == ["name"]
+
+
+def test_driver_errors_turns_a_driver_error_into_peewees(items):
+    import sqlite3
+
+    with pytest.raises(peewee.IntegrityError) as caught, _peewee.driver_errors():
+        raise sqlite3.IntegrityError("UNIQUE constraint failed: item.id")
+    assert "UNIQUE constraint failed" in str(caught.value)
+    with pytest.raises(KeyError), _peewee.driver_errors():
+        raise KeyError("not a driver error: left alone")

@@ -1,0 +1,255 @@
+"""Bulk inserts: multi-row INSERT statements built once and reused, sized to the backend.
+
+Every bulk write of the package (the APDU log writer, ``create_all``, the pytest
+recorder, the importer) goes through :func:`plan_for` and :func:`insert`:
+
+- each statement comes from Peewee's public ``insert_many`` (Peewee's quoting, column
+  order and dialect), built once per (database, model, fields, rows per statement) and
+  reused; later chunks only hand their flattened parameters to the driver;
+- rows per statement come from the backend's real bound-parameter limit: SQLite's
+  ``SQLITE_LIMIT_VARIABLE_NUMBER`` of the open connection (999, the old compiled-in
+  default, when it cannot be asked), PostgreSQL's 65,535; on MariaDB/MySQL, whose
+  driver inlines the values, a statement stays inside a third of ``max_allowed_packet``;
+- big batches go to PostgreSQL with ``COPY ... FROM STDIN``;
+- :func:`insert_isolating` bisects a batch the database refuses, in savepoints, and
+  writes every row it takes.
+
+Values are handed over flattened in field order and already converted to what the
+database stores (:meth:`InsertPlan.flatten` converts rows with the fields' ``db_value``).
+The caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import io
+import sqlite3
+import threading
+import uuid
+import weakref
+
+import peewee
+
+from ._peewee import driver_errors
+
+__all__ = ["COPY_THRESHOLD", "InsertPlan", "insert", "insert_isolating", "insert_rows",
+           "plan_for"]
+
+MAX_ROWS_PER_STATEMENT = 1000  # measured: bigger statements stop paying off
+COPY_THRESHOLD = 2000          # PostgreSQL: COPY beats multi-row INSERT from here on
+_SQLITE_VARIABLES = 999        # SQLite < 3.32's limit: the floor when it cannot be asked
+_POSTGRES_PARAMETERS = 65535   # the protocol's Bind message counts parameters in 16 bits
+_MYSQL_PARAMETERS = 65535      # MariaDB's own bound for one statement
+_ROW_OVERHEAD = 16             # bytes per value besides its text: quotes, comma, escapes
+# Values COPY's text format spells as str() does (anything else: INSERT statements).
+_COPY_PLAIN = (int, float, decimal.Decimal, uuid.UUID, datetime.date, datetime.time)
+
+
+class InsertPlan:
+    """The INSERT statements of ``fields`` into ``model`` on one database, and their size."""
+
+    def __init__(self, database: peewee.Database, model, fields):
+        self.database = database
+        self.model = model
+        self.fields = tuple(fields)
+        self.width = len(self.fields)
+        self.converters = tuple(f.db_value for f in self.fields)
+        self.is_postgres = isinstance(database, peewee.PostgresqlDatabase)
+        self.is_mysql = isinstance(database, peewee.MySQLDatabase)
+        self.byte_budget = 0  # MariaDB/MySQL: the most bytes one statement may take
+        # Long text is counted value by value in a statement's size, the rest at its bound.
+        self._long = tuple(i for i, f in enumerate(self.fields) if _is_long(f))
+        self._fixed = sum(4 * (getattr(f, "max_length", None) or 12)
+                          for i, f in enumerate(self.fields) if i not in self._long)
+        self._fixed += _ROW_OVERHEAD * self.width
+        if isinstance(database, peewee.SqliteDatabase):
+            variables = _SQLITE_VARIABLES
+            conn = database.connection()
+            if hasattr(conn, "getlimit"):  # Python >= 3.11
+                variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        elif self.is_mysql:
+            variables = _MYSQL_PARAMETERS
+            packet = database.execute_sql("SELECT @@max_allowed_packet").fetchone()[0]
+            # Escaping can double a value: keep a statement well inside one packet.
+            self.byte_budget = int(packet) // 3
+        else:
+            variables = _POSTGRES_PARAMETERS
+        self.rows_per_statement = max(1, min(MAX_ROWS_PER_STATEMENT,
+                                             variables // max(1, self.width)))
+        self._sql: dict[int, str] = {}
+        self._copy_sql: str | None = None
+
+    def sql(self, rows: int) -> str:
+        """The INSERT of ``rows`` rows (built on first use)."""
+        sql = self._sql.get(rows)
+        if sql is None:
+            query = self.model.insert_many([(None,) * self.width] * rows,
+                                           fields=list(self.fields)).returning()
+            sql, params = self.database.get_sql_context().sql(query).query()
+            if len(params) != rows * self.width:
+                # insert_many added a column (a default of a field left out): the cached
+                # statement would bind values to the wrong columns.
+                raise ValueError(f"the insert into {self.model.__name__} needs every field "
+                                 "with a default in its field list")
+            self._sql[rows] = sql
+        return sql
+
+    def copy_sql(self) -> str:
+        """``COPY table (columns) FROM STDIN`` (PostgreSQL)."""
+        if self._copy_sql is None:
+            ctx = self.database.get_sql_context()
+            columns = peewee.EnclosedNodeList([peewee.Entity(f.column_name)
+                                               for f in self.fields])
+            ctx.literal("COPY ").sql(peewee.Entity(self.model._meta.table_name))
+            ctx.literal(" ").sql(columns).literal(" FROM STDIN")
+            self._copy_sql = ctx.query()[0]
+        return self._copy_sql
+
+    def flatten(self, rows) -> list:
+        """Row tuples (values in field order, as on the model) as the flat list of what
+        the database stores, each value through its field's ``db_value``."""
+        converters = self.converters
+        return [convert(value) for row in rows
+                for convert, value in zip(converters, row, strict=True)]
+
+    def size(self, flat: list, start: int, rows: int) -> int:
+        """Bytes ``rows`` rows from ``flat[start:]`` may take in a statement (UTF-8: up
+        to 4 per character)."""
+        total = self._fixed * rows
+        end = start + rows * self.width
+        for offset in self._long:
+            for value in flat[start + offset:end:self.width]:
+                if value:
+                    total += len(value) if type(value) is str and value.isascii() \
+                        else 4 * len(value)
+        return total
+
+
+def _is_long(field) -> bool:
+    """True for a column whose values are counted one by one in a statement's size."""
+    if isinstance(field, peewee.TextField | peewee.BlobField):
+        return True
+    return (getattr(field, "max_length", None) or 0) > 64
+
+
+_plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_plans_lock = threading.Lock()
+
+
+def plan_for(database: peewee.Database, model, fields) -> InsertPlan:
+    """The (cached) :class:`InsertPlan` of ``fields`` into ``model`` on ``database``."""
+    if isinstance(database, peewee.DatabaseProxy):
+        database = database.obj
+    key = (model, tuple(f.name for f in fields))
+    plans = _plans.get(database)
+    plan = None if plans is None else plans.get(key)
+    if plan is None:
+        with _plans_lock:
+            plans = _plans.setdefault(database, {})
+            plan = plans.get(key)
+            if plan is None:
+                plan = plans[key] = InsertPlan(database, model, fields)
+    return plan
+
+
+def insert(plan: InsertPlan, flat: list) -> None:
+    """Write the rows of ``flat`` (values in field order, as stored), in the caller's
+    transaction; driver errors come as Peewee's."""
+    width = plan.width
+    rows = len(flat) // width
+    database = plan.database
+    if plan.is_postgres and rows >= COPY_THRESHOLD:
+        text = _copy_text(flat, width)
+        if text is not None:
+            with driver_errors():
+                cursor = database.cursor()
+                if hasattr(cursor, "copy_expert"):
+                    cursor.copy_expert(plan.copy_sql(), text)
+                    return
+    full = plan.rows_per_statement
+    budget = plan.byte_budget
+    execute = database.execute_sql
+    start = 0
+    while rows:
+        # Full statements, then powers of two: a handful of statements cover every size.
+        count = full if rows >= full else 1 << (rows.bit_length() - 1)
+        if budget:
+            while count > 1 and plan.size(flat, start, count) > budget:
+                count >>= 1
+        end = start + count * width
+        execute(plan.sql(count), flat[start:end])
+        start = end
+        rows -= count
+
+
+def insert_rows(database: peewee.Database, model, fields, rows) -> None:
+    """Write row tuples (values as on the model, in ``fields`` order) in the caller's
+    transaction, each value through its field's ``db_value`` as ``insert_many`` does."""
+    plan = plan_for(database, model, fields)
+    if any(isinstance(value, peewee.Node) and not isinstance(value, peewee.Model)
+           for row in rows for value in row):
+        # An SQL expression as a value: only Peewee can put it into the statement.
+        for chunk in peewee.chunked(rows, plan.rows_per_statement):
+            model.insert_many(chunk, fields=list(fields)).execute(plan.database)
+        return
+    insert(plan, plan.flatten(rows))
+
+
+def insert_isolating(plan: InsertPlan, flat: list, refused) -> tuple[list, list]:
+    """Write every row of ``flat`` the database takes, bisecting in savepoints.
+
+    ``refused(exc)`` says whether an error is about the rows (any other error is
+    raised). Returns (the values written, flattened; [(row values, error)] for each row
+    refused), inside one savepoint of the caller's transaction.
+    """
+    database = plan.database
+    width = plan.width
+    written: list = []
+    rejected: list = []
+
+    def attempt(part: list) -> None:
+        try:
+            with database.atomic():
+                insert(plan, part)
+            written.extend(part)
+            return
+        except Exception as exc:
+            if not refused(exc):
+                raise
+            if len(part) == width:
+                rejected.append((tuple(part), exc))
+                return
+        half = len(part) // width // 2 * width
+        attempt(part[:half])
+        attempt(part[half:])
+
+    with database.atomic():
+        attempt(flat)
+    return written, rejected
+
+
+def _copy_text(flat: list, width: int) -> io.StringIO | None:
+    """``flat`` in PostgreSQL COPY text format (tab-separated, ``\\N`` for NULL, backslash
+    escapes); None if a value has no plain text spelling (then INSERT does it)."""
+    out = []
+    append = out.append
+    for i in range(0, len(flat), width):
+        fields = []
+        for value in flat[i:i + width]:
+            if value is None:
+                fields.append("\\N")
+            elif isinstance(value, str):  # str enums too
+                if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+                    value = (value.replace("\\", "\\\\").replace("\t", "\\t")
+                             .replace("\n", "\\n").replace("\r", "\\r"))
+                fields.append(value)
+            elif type(value) is bool:
+                fields.append("t" if value else "f")
+            elif isinstance(value, _COPY_PLAIN):
+                fields.append(str(value))
+            else:
+                return None
+        append("\t".join(fields))
+    append("")
+    return io.StringIO("\n".join(out))
