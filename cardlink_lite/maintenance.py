@@ -33,6 +33,7 @@ from .models import (
 )
 from .repositories.sessions import SessionRepository
 from .retention import database_file_size
+from .table_names import display_name
 
 __all__ = [
     "backup_database",
@@ -44,7 +45,6 @@ __all__ = [
 
 _SHORT = {"devices": Device, "cards": CardProfile, "sessions": OTASession, "logs": CommLog,
           "tests": TestResult, "settings": Setting}
-_DISPLAY = {model._meta.table_name: short for short, model in _SHORT.items()}
 _FINISHED = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.TIMEOUT)
 
 
@@ -170,9 +170,9 @@ def check_database(manager, quick: bool = False) -> dict:
         problems.append(revision_problem)
     elif checks["revision"]["current"] is not None:
         # At the code's revision: a missing table or index is damage migrate cannot see.
-        problems.extend(f"table {_display(t)} is missing; recreate it with: cardlink-db "
+        problems.extend(f"table {display_name(t)} is missing; recreate it with: cardlink-db "
                         "check --repair" for t in missing_tables)
-        problems.extend(f"index {name} on {_display(table)} is missing; recreate it with: "
+        problems.extend(f"index {name} on {display_name(table)} is missing; recreate it with: "
                         f"cardlink-db check --repair (or run: {_index_sql(database, name)})"
                         for table, name in missing_indexes)
     return {"ok": not problems, "backend": manager.config.backend_name,
@@ -194,7 +194,7 @@ def repair_database(manager) -> list[str]:
         if table not in existing:
             with bound_models(database, [model]):
                 model.create_table(safe=True)
-            created.append(f"table {_display(table)}")
+            created.append(f"table {display_name(table)}")
             continue
         have = {index.name for index in database.get_indexes(table)}
         for name in EXPECTED_INDEXES.get(table, []):
@@ -215,7 +215,8 @@ def _check_sqlite_file(database, quick: bool, checks: dict, problems: list) -> N
     fk = database.execute_sql("PRAGMA foreign_key_check").fetchall()
     checks["foreign_key_check"] = len(fk)
     problems.extend(
-        f"foreign_key_check: {_display(r[0])} row {r[1]} refers to a missing {_display(r[2])} "
+        f"foreign_key_check: {display_name(r[0])} row {r[1]} refers to a missing "
+        f"{display_name(r[2])} "
         f"row; delete it with: DELETE FROM {r[0]} WHERE rowid = {r[1]}" for r in fk[:20])
 
 
@@ -248,7 +249,3 @@ def _index_sql(database, name: str) -> str:
             if re.search(rf"INDEX [`\"]?{re.escape(name)}[`\"]? ", sql):
                 return sql
     raise ValidationError(f"{name} is not an index cardlink_lite creates")
-
-
-def _display(table: str) -> str:
-    return _DISPLAY.get(table, table)

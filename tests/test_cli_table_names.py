@@ -7,7 +7,9 @@ from click.testing import CliRunner
 
 from cardlink_lite.cli import cli
 
-SQL_NAMES = re.compile(r"\b(card_profiles|ota_sessions|comm_logs|test_results)\b")
+SQL_NAMES = re.compile(
+    r"\b(card_profiles|ota_sessions|comm_logs|test_results|trace_sources|replay_counters"
+    r"|test_runs)\b")
 
 
 def test_output_uses_the_guides_table_names_and_input_takes_both(db_url, tmp_path):
@@ -34,7 +36,8 @@ def test_output_uses_the_guides_table_names_and_input_takes_both(db_url, tmp_pat
     for text in shown:
         assert not SQL_NAMES.search(text), text
     status = json.loads(run("status", "--json", "--verbose").stdout)
-    assert {"devices", "cards", "sessions", "logs", "tests", "settings"} <= set(status["tables"])
+    assert set(status["tables"]) == {"devices", "cards", "sessions", "logs", "tests", "settings",
+                                     "traces", "counters", "runs"}
     assert "  cards: " in run("status", "--verbose").output
     by_sql = json.loads(run("export", "--tables", "card_profiles,comm_logs").stdout)
     by_guide = json.loads(run("export", "--tables", "cards,logs").stdout)

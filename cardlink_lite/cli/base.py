@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
+from ..table_names import TABLE_NAMES, display_name
 
 # Start-up stays light: ``--version``, ``--help`` and the command modules import click
 # only; the library (Peewee, drivers, cryptography) is imported when a command runs.
@@ -184,14 +185,9 @@ def yes_option(f):
     return click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")(f)
 
 
-# The guide's names for the tables: the one spelling in all output (SQL names are input too).
-TABLE_NAMES = {"devices": "devices", "card_profiles": "cards", "ota_sessions": "sessions",
-               "comm_logs": "logs", "test_results": "tests", "settings": "settings"}
-
-
 def display_tables(per_table: dict) -> dict:
     """``per_table`` keyed by the guide's table names instead of the SQL ones."""
-    return {TABLE_NAMES.get(name, name): value for name, value in per_table.items()}
+    return {display_name(name): value for name, value in per_table.items()}
 
 
 def iso_timestamp(value: datetime) -> str:
