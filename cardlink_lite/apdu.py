@@ -134,6 +134,7 @@ class ApduLogWriter:
         self._flush_lock = threading.RLock()
         self._flush_at = self.batch_size * _WIDTH
         self._last_session = (_UNSET, None)
+        self._last_command = (None, None)  # (session, hex): what the next response answers
         self._caller_in_transaction = False
         self._thread = None
         self._stop = threading.Event()
@@ -263,7 +264,8 @@ class ApduLogWriter:
             sw = None
         if status_message is None:
             if sw is not None:
-                status_message = sw_message(sw)
+                last = self._last_command
+                status_message = sw_message(sw, last[1] if last[0] == session else None)
         elif (type(status_message) is not str or "\x00" in status_message
               or not status_message.isascii() or len(status_message) > MAX_MESSAGE_CHARS):
             check_text(status_message, "status_message", MAX_MESSAGE_CHARS)
@@ -275,8 +277,10 @@ class ApduLogWriter:
             latency_ms = latency_value(latency_ms)
         if channel is not None or ins is not None or source_id is not None:
             check_small_ints(channel, ins, source_id)
-        if direction_value == "command" and channel is None and ins is None:
-            channel, ins = command_header(raw)  # indexed: "every INSTALL" is a lookup
+        if direction_value == "command":
+            self._last_command = (session, raw)
+            if channel is None and ins is None:
+                channel, ins = command_header(raw)  # indexed: "every INSTALL" is a lookup
         return (session, timestamp, latency_ms, direction_value, raw, decoded_data, sw,
                 status_message, channel, ins, source_id)
 

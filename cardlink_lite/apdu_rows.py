@@ -9,12 +9,12 @@ from datetime import datetime, timezone
 from ._peewee import field_values
 from .errors import ValidationError, quote
 from .models import CommDirection, CommLog, OTASession
-from .status_words import describe_status_word
+from .status_words import depends_on_command, describe_after_command, describe_status_word
 
 __all__ = ["MAX_DECODED_CHARS", "MAX_MESSAGE_CHARS", "MAX_RAW_HEX", "check_small_ints",
-           "check_text", "command_header", "is_hex", "is_status_word", "latency_value",
-           "model_kwargs", "normalize_hex", "now_text", "row_kwargs", "session_key",
-           "stored_direction", "sw_message", "timestamp_text"]
+           "check_text", "command_body", "command_facts", "command_header", "is_hex",
+           "is_status_word", "latency_value", "model_kwargs", "normalize_hex", "now_text",
+           "row_kwargs", "session_key", "stored_direction", "sw_message", "timestamp_text"]
 
 # What every backend's comm_logs columns hold (MEDIUMTEXT on MariaDB, TEXT elsewhere):
 # an extended-length APDU (64 KiB of data plus header and status word) fits twice over.
@@ -136,12 +136,55 @@ def latency_value(value) -> float:
     return number
 
 
-def sw_message(sw: str) -> str:
-    """The status word's meaning, as stored in ``status_message`` (cached)."""
+def sw_message(sw: str, command: str | None = None) -> str:
+    """The meaning of ``sw`` as stored in ``status_message``: as the answer to ``command``
+    (its upper-case hex) when it is known, as a trace import decodes it."""
     text = _MESSAGES.get(sw)
-    if text is None:
-        text = _MESSAGES[sw] = describe_status_word(sw)[:128]
-    return text
+    if text is None:  # "" marks a status word whose meaning depends on the command
+        text = _MESSAGES[sw] = "" if depends_on_command(sw) else describe_status_word(sw)[:128]
+    if text:
+        return text
+    ins, has_data = command_facts(command) if command else (None, True)
+    return describe_after_command(sw, ins, has_data)[:128]
+
+
+def command_facts(raw: str) -> tuple[int | None, bool]:
+    """(INS, whether it carries data) of a command's upper-case hex."""
+    ins = command_header(raw)[1]
+    try:
+        return ins, bool(command_body(bytes.fromhex(raw))[0])
+    except ValueError:  # an elided ("...") command
+        return ins, True
+
+
+def command_body(cmd: bytes) -> tuple[bytes, int | None]:
+    """(command data, Le) of a command APDU in short or extended form (ISO 7816-4 §5.1).
+
+    A T=0 TPDU (``CLA INS P1 P2 P3 data``) reads as the short form.
+    """
+    n = len(cmd)
+    if n <= 4:
+        return b"", None
+    p3 = cmd[4]
+    if n == 5:
+        return b"", p3 or 256
+    if p3:
+        if n == 5 + p3:
+            return cmd[5:], None
+        if n == 6 + p3:
+            return cmd[5:-1], cmd[-1] or 256
+        return cmd[5:], None
+    # P3 = 00 and more bytes: extended length
+    if n == 6:
+        return cmd[5:], None  # one stray byte: not a well-formed APDU, kept as data
+    if n == 7:
+        return b"", (cmd[5] << 8 | cmd[6]) or 65536
+    lc = cmd[5] << 8 | cmd[6]
+    if n == 7 + lc:
+        return cmd[7:], None
+    if n == 9 + lc:
+        return cmd[7:-2], (cmd[-2] << 8 | cmd[-1]) or 65536
+    return cmd[5:], None
 
 
 def session_key(session_id) -> str:

@@ -6,8 +6,9 @@ import re
 
 from .errors import ValidationError, quote
 
-__all__ = ["MORE_DATA_PREFIXES", "STATUS_WORDS", "describe_after_command",
-           "describe_status_word", "is_more_data", "is_success", "normalize_status_word"]
+__all__ = ["MORE_DATA_PREFIXES", "STATUS_WORDS", "depends_on_command", "describe_after_command",
+           "describe_status_word", "is_more_data", "is_retry_query_answer", "is_success",
+           "normalize_status_word"]
 
 _SW = re.compile(r"[0-9A-F]{4}")
 
@@ -129,6 +130,7 @@ _AFTER_COMMAND: dict[tuple[int, str], str] = {
     (0xE6, "6A80"): "Incorrect parameters in the INSTALL data field",
     (0xE8, "6A84"): "Not enough memory space to LOAD",
 }
+_DEPENDENT = frozenset(sw for _, sw in _AFTER_COMMAND)
 _after_cache: dict[tuple, str] = {}
 
 
@@ -177,7 +179,7 @@ def describe_after_command(sw, ins: int | None, has_data: bool = True) -> str:
         return text
     sw = normalize_status_word(sw)
     text = _AFTER_COMMAND.get((ins, sw))
-    if text is None and sw.startswith("63C") and ins in (_VERIFY, _UNBLOCK) and not has_data:
+    if text is None and is_retry_query_answer(sw, ins, has_data):
         left = int(sw[3], 16)
         what = "PIN" if ins == _VERIFY else "unblock (PUK)"
         text = f"{left} {what} attempt{'' if left == 1 else 's'} remaining"
@@ -186,6 +188,17 @@ def describe_after_command(sw, ins: int | None, has_data: bool = True) -> str:
     if len(_after_cache) < 4096:
         _after_cache[key] = text
     return text
+
+
+def depends_on_command(sw: str) -> bool:
+    """True if the meaning of the normalised ``sw`` depends on the command it answers."""
+    return sw in _DEPENDENT or sw.startswith("63C")
+
+
+def is_retry_query_answer(sw: str, ins: int | None, has_data: bool) -> bool:
+    """True for 63Cx answering VERIFY / UNBLOCK PIN without data: the normal answer of a
+    retry-counter query, not a failed verification."""
+    return sw.startswith("63C") and ins in (_VERIFY, _UNBLOCK) and not has_data
 
 
 def is_more_data(sw) -> bool:

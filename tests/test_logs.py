@@ -13,7 +13,9 @@ from cardlink_lite import (
     UnitOfWork,
     ValidationError,
 )
+from cardlink_lite.apdu import apdu_logger
 from cardlink_lite.events import EventType, get_emitter
+from cardlink_lite.traces import import_trace
 
 
 @pytest.fixture
@@ -83,6 +85,39 @@ def test_trace_queries(manager, session):
         rows = list(uow.logs.session_query(session.id).tuples().iterator())
         assert len(rows) == 7
         uow.commit()
+
+
+# A retry-counter query (VERIFY without data) and its normal answer, a failed VERIFY with
+# a PIN, a failed SELECT: what each response means and whether it is an error.
+PIN_EXCHANGE = [("0020000100", "63C3", "3 PIN attempts remaining", False),
+                ("002000010831323334FFFFFFFF", "63C2", "Verification failed: 2 retries left", True),
+                ("00A4040008A000000151000000", "6A82", "File or application not found", True)]
+
+
+def test_pin_retry_count_is_no_error_and_reads_alike_logged_live_or_imported(
+        manager, session, tmp_path):
+    with apdu_logger(manager, session.id) as log:
+        for command, sw, _, _ in PIN_EXCHANGE:
+            log.command(command)
+            log.response(sw)
+    guide = OTASession.create(session_type="profile_download")
+    with UnitOfWork(manager) as uow:
+        uow.logs.add_log_batch([row for command, sw, _, _ in PIN_EXCHANGE
+                                for row in ((guide.id, "command", command),
+                                            (guide.id, "response", sw))])
+        uow.commit()
+    trace = tmp_path / "pin.txt"
+    trace.write_text("".join(f"{command}\n{sw}\n" for command, sw, _, _ in PIN_EXCHANGE))
+    [imported] = import_trace(manager, trace, "hex-lines").sessions
+    with UnitOfWork(manager) as uow:
+        for session_id in (session.id, guide.id, imported):
+            responses = uow.logs.find_responses(session_id)
+            assert [(r.status_word, r.status_message) for r in responses] == [
+                (sw, meaning) for _, sw, meaning, _ in PIN_EXCHANGE]
+            assert [r.status_word for r in uow.logs.find_errors(session_id)] == [
+                sw for _, sw, _, error in PIN_EXCHANGE if error]
+            every = uow.logs.find_errors(session_id, include_success_with_data=True)
+            assert [r.status_word for r in every] == ["63C3", "63C2", "6A82"]
 
 
 def test_search_hex_refuses_wildcards(manager, session):

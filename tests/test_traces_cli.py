@@ -79,7 +79,6 @@ def test_show_errors_leaves_out_more_data_and_json_has_channel_and_source(run, c
     rows = json.loads(result.output)
     assert [(r["status_word"], r["status_meaning"], r["channel"]) for r in rows] == [
         ("6A82", "File or application not found", 1),
-        ("63C3", "3 PIN attempts remaining", 0),
         ("6A80", "Incorrect parameters in the data field", 0)]
     assert rows[0]["source"] == {"path": str(capture), "format": "pcapng"}
 

@@ -11,14 +11,14 @@ import peewee
 
 from .._peewee import mark_clean, model_builder
 from ..apdu import ApduLogWriter
-from ..apdu_rows import session_key
+from ..apdu_rows import command_facts, session_key
 from ..db import small_page_cache
 from ..errors import ValidationError
 from ..events import EventType
 from ..fields import iso_utc
 from ..models import CommDirection, CommLog
 from ..retention import purge_older_than
-from ..status_words import MORE_DATA_PREFIXES, normalize_status_word
+from ..status_words import MORE_DATA_PREFIXES, is_retry_query_answer, normalize_status_word
 from .base import BaseRepository
 
 __all__ = ["EXPORT_FIELDS", "LogRepository", "SessionLogExport"]
@@ -248,15 +248,37 @@ class LogRepository(BaseRepository):
     def find_errors(self, session_id, include_success_with_data: bool = False) -> list[CommLog]:
         """A session's responses whose status word is not 9000.
 
-        61xx/9Fxx/91xx ("success, more data to fetch") are not errors and are left out;
-        pass ``include_success_with_data=True`` for every non-9000 response.
+        61xx/9Fxx/91xx ("success, more data to fetch") and 63Cx answering a retry-counter
+        query (VERIFY / UNBLOCK PIN without data) are not errors and are left out; pass
+        ``include_success_with_data=True`` for every non-9000 response.
         """
         query = self.session_query(session_id, CommDirection.RESPONSE).where(
             CommLog.status_word.is_null(False), CommLog.status_word != "9000")
-        if not include_success_with_data:
-            for prefix in MORE_DATA_PREFIXES:
-                query = query.where(~CommLog.status_word.startswith(prefix))
-        return self._models(query)
+        if include_success_with_data:
+            return self._models(query)
+        for prefix in MORE_DATA_PREFIXES:
+            query = query.where(~CommLog.status_word.startswith(prefix))
+        errors = self._models(query)
+        retries = {row.id for row in errors if row.status_word.startswith("63C")}
+        if retries:
+            retries &= self._retry_query_answers(session_id, retries)
+            errors = [row for row in errors if row.id not in retries]
+        return errors
+
+    def _retry_query_answers(self, session_id, ids: set) -> set:
+        """Those of the 63Cx responses ``ids`` that answer a retry-counter query."""
+        query = self.session_query(session_id).where(
+            (CommLog.direction == CommDirection.COMMAND) | CommLog.id.in_(list(ids)))
+        with self._wrap():
+            rows = self.database.execute(query.select(CommLog.id, CommLog.raw_data,
+                                                      CommLog.status_word)).fetchall()
+        answers, command = set(), ""
+        for row_id, raw, sw in rows:
+            if row_id not in ids:
+                command = raw
+            elif is_retry_query_answer(sw, *command_facts(command)):
+                answers.add(row_id)
+        return answers
 
     def count_by_session(self, session_id) -> int:
         self._flush_own()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..apdu_rows import command_body
 from ..status_words import describe_after_command
 from .cat import describe_envelope, describe_proactive, describe_terminal_response
 
@@ -74,36 +75,6 @@ def describe_atr(atr: bytes) -> str:
         indicator = td >> 4
     offered = [t for t in protocols if t != 15] or [0]  # no TD1: T=0; T=15 is not one
     return "ATR: " + ", ".join(f"T={t}" for t in offered)
-
-
-def command_body(cmd: bytes) -> tuple[bytes, int | None]:
-    """(command data, Le) of a command APDU in short or extended form (ISO 7816-4 §5.1).
-
-    A T=0 TPDU (``CLA INS P1 P2 P3 data``) reads as the short form.
-    """
-    n = len(cmd)
-    if n <= 4:
-        return b"", None
-    p3 = cmd[4]
-    if n == 5:
-        return b"", p3 or 256
-    if p3:
-        if n == 5 + p3:
-            return cmd[5:], None
-        if n == 6 + p3:
-            return cmd[5:-1], cmd[-1] or 256
-        return cmd[5:], None
-    # P3 = 00 and more bytes: extended length
-    if n == 6:
-        return cmd[5:], None  # one stray byte: not a well-formed APDU, kept as data
-    if n == 7:
-        return b"", (cmd[5] << 8 | cmd[6]) or 65536
-    lc = cmd[5] << 8 | cmd[6]
-    if n == 7 + lc:
-        return cmd[7:], None
-    if n == 9 + lc:
-        return cmd[7:-2], (cmd[-2] << 8 | cmd[-1]) or 65536
-    return cmd[5:], None
 
 
 def _base_name(cla: int, ins: int) -> str:
