@@ -42,8 +42,9 @@ _SQLITE_VARIABLES = 999        # SQLite < 3.32's limit: the floor when it cannot
 _POSTGRES_PARAMETERS = 65535   # the protocol's Bind message counts parameters in 16 bits
 _MYSQL_PARAMETERS = 65535      # MariaDB's own bound for one statement
 _ROW_OVERHEAD = 16             # bytes per value besides its text: quotes, comma, escapes
-# Values COPY's text format spells as str() does (anything else: INSERT statements).
-_COPY_PLAIN = (int, float, decimal.Decimal, uuid.UUID, datetime.date, datetime.time)
+# Types whose str() is their COPY text (a value of any other type: INSERT statements).
+_COPY_PLAIN = frozenset({int, float, decimal.Decimal, uuid.UUID, datetime.datetime,
+                         datetime.date, datetime.time})
 
 
 class InsertPlan:
@@ -246,7 +247,7 @@ def _copy_text(flat: list, width: int) -> io.StringIO | None:
                 fields.append(value)
             elif type(value) is bool:
                 fields.append("t" if value else "f")
-            elif isinstance(value, _COPY_PLAIN):
+            elif type(value) in _COPY_PLAIN:
                 fields.append(str(value))
             else:
                 return None

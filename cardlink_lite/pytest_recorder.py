@@ -23,8 +23,9 @@ import pytest
 from peewee import fn
 
 from . import db as _db
+from .batch_insert import insert_isolating, insert_rows, plan_for
 from .config import DatabaseConfig
-from .db import database_proxy, max_rows_per_statement
+from .db import database_proxy
 from .errors import DatabaseError, first_line
 from .manager import DatabaseManager
 from .migrations import get_pending_revisions, run_migrations
@@ -450,8 +451,8 @@ class CardlinkRecorder:
     def flush(self) -> None:
         """Commit the buffered results; a failure is counted, never raised.
 
-        A batch the database refuses is written again row by row, so one row it cannot
-        take never costs the others their record.
+        A batch the database refuses is bisected (batch_insert.insert_isolating), so one
+        row it cannot take never costs the others their record.
         """
         rows, self._rows = self._rows, []
         self._last_flush = time.monotonic()
@@ -461,31 +462,38 @@ class CardlinkRecorder:
             with _borrowed_binding(self.manager):
                 if not self.manager.config.is_sqlite:
                     self.manager.ensure_connection()
-                self._insert(rows)
+                database = self.manager.database
+                with database.atomic():
+                    insert_rows(database, TestResult, _FIELDS, rows)
         except Exception as exc:  # noqa: BLE001 - recording must never break the user's run
             self._note_error(exc)
-            self._insert_one_by_one(rows)
+            self._insert_isolating(rows)
             return
         self.recorded += len(rows)
 
-    def _insert(self, rows: list[tuple]) -> None:
-        database = self.manager.database
-        chunk = max_rows_per_statement(database, len(_FIELDS))
-        with database.atomic():
-            for start in range(0, len(rows), chunk):
-                (TestResult.insert_many(rows[start:start + chunk], fields=_FIELDS)
-                 .execute(database))
-
-    def _insert_one_by_one(self, rows: list[tuple]) -> None:
-        for row in rows:
-            try:
-                with _borrowed_binding(self.manager):
-                    self._insert([row])
-            except Exception as exc:  # noqa: BLE001 - counted and shown in the summary
-                self.not_recorded += 1
-                self._note_error(exc)
-            else:
-                self.recorded += 1
+    def _insert_isolating(self, rows: list[tuple]) -> None:
+        """Write every row the database takes; count and note the others."""
+        refused: list[BaseException] = []
+        try:
+            with _borrowed_binding(self.manager):
+                plan = plan_for(self.manager.database, TestResult, _FIELDS)
+                flat: list = []
+                for row in rows:  # a value its field refuses costs only its own row
+                    try:
+                        flat.extend(plan.flatten((row,)))
+                    except Exception as exc:  # noqa: BLE001 - counted and shown in the summary
+                        refused.append(exc)
+                written, rejected = insert_isolating(plan, flat, _any_error) if flat \
+                    else ([], [])
+        except Exception as exc:  # noqa: BLE001 - the store itself failed: none recorded
+            self.not_recorded += len(rows)
+            self._note_error(exc)
+            return
+        refused.extend(exc for _row, exc in rejected)
+        self.recorded += len(written) // plan.width
+        self.not_recorded += len(refused)
+        for exc in refused:
+            self._note_error(exc)
 
     def close(self) -> None:
         self.flush()
@@ -493,12 +501,18 @@ class CardlinkRecorder:
             self.manager.close()
 
 
-# Rows are tuples in this order, written with Peewee's insert_many (one statement per
-# chunk of rows, sized by max_rows_per_statement).
+# Rows are tuples in this order, written by batch_insert (multi-row INSERTs built once
+# with Peewee's insert_many, COPY on PostgreSQL for big batches).
 _FIELDS = [f for f in TestResult._meta.sorted_fields]
 _COLUMNS = tuple(f.name for f in _FIELDS)
+
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 _CUT = "\n[... {count} characters cut ...]\n"
+
+
+def _any_error(exc: BaseException) -> bool:
+    """Every failure of a row is that row's (the recorder never raises)."""
+    return True
 
 
 def storable(text, limit: int | None = None, keep_end: bool = False):

@@ -291,6 +291,35 @@ def test_write_failure_mid_run_is_reported_not_raised(pytester, store, tmp_path)
     assert "3 passed" in out
 
 
+def test_a_row_the_database_refuses_costs_only_itself(pytester, store, tmp_path):
+    path = tmp_path / "results.db"
+    pytester.makepyfile(f"""
+        import sqlite3
+
+        def test_refuse_one():
+            conn = sqlite3.connect({str(path)!r})
+            conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON test_results "
+                         "WHEN NEW.test_name LIKE '%test_b' "
+                         "BEGIN SELECT RAISE(ABORT, 'refused test_b'); END")
+            conn.commit()
+            conn.close()
+
+        def test_a():
+            pass
+
+        def test_b():
+            pass
+
+        def test_c():
+            pass
+    """)
+    result = pytester.runpytest("--cardlink-db", store, "--cardlink-batch-size", "10")
+    result.assert_outcomes(passed=4)
+    assert "1 results not recorded (3 recorded): refused test_b" in result.stdout.str()
+    assert sorted(name.rsplit("::", 1)[1] for name in _read(store)) == [
+        "test_a", "test_c", "test_refuse_one"]
+
+
 def test_reruns_record_the_final_outcome_and_attempts(pytester, store, tmp_path):
     pytester.makepyfile(f"""
         from pathlib import Path

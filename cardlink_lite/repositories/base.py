@@ -10,15 +10,12 @@ from typing import Any
 import peewee
 
 from .._peewee import field_values, mark_clean
-from ..db import max_rows_per_statement
+from ..batch_insert import insert_rows
 from ..errors import NotFoundError, ValidationError, translate_error
 from ..events import EventType, get_emitter
 from ..fields import utc_now
 
 __all__ = ["BaseRepository", "Page"]
-
-_MAX_BATCH = 500
-
 
 @dataclass
 class Page:
@@ -296,7 +293,8 @@ class BaseRepository:
         return obj
 
     def create_all(self, objs) -> list:
-        """Insert many rows in one transaction with multi-row INSERTs; returns them.
+        """Insert many rows in one transaction (batch_insert: multi-row INSERTs, COPY on
+        PostgreSQL for big batches); returns them.
 
         Auto-increment ids are not read back (use create() when you need them).
         """
@@ -309,11 +307,9 @@ class BaseRepository:
         fields = [f for f in meta.sorted_fields
                   if not (f is pk and isinstance(f, peewee.AutoField)
                           and all(d.get(f.name) is None for d in data))]
-        batch = max_rows_per_statement(self.database, len(fields), _MAX_BATCH)
         rows = [tuple(d.get(f.name) for f in fields) for d in data]
         with self._write():
-            for chunk in peewee.chunked(rows, batch):
-                self.model.insert_many(chunk, fields=fields).execute()
+            insert_rows(self.database, self.model, fields, rows)
         for o in objs:
             mark_clean(o)
             o.is_stored = True
