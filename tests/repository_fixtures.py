@@ -1,4 +1,5 @@
-"""Fixtures of the repository tests, loaded with ``pytest_plugins``: events, fernet_key."""
+"""Fixtures of the repository tests, loaded with ``pytest_plugins``: events (an
+EventRecorder), event_list (a plain list), fernet_key."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ def events():
     get_emitter().on("*", recorder)
     yield recorder
     get_emitter().off("*", recorder)
+
+
+@pytest.fixture
+def event_list():
+    """Every event delivered while the test runs, as a plain list."""
+    seen = []
+    handler = get_emitter().on("*", seen.append)
+    yield seen
+    get_emitter().off("*", handler)
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
-import pytest
-
-from cardlink_lite import Device, DeviceType, UnitOfWork, get_emitter
+from cardlink_lite import Device, DeviceType, UnitOfWork
 
 
 class EventRecorder:
@@ -52,15 +50,6 @@ def committed_ids(manager, model=Device) -> set:
     thread.start()
     thread.join()
     return result["ids"]
-
-
-@pytest.fixture(name="events")
-def event_list():
-    """Every event delivered while the test runs, as a plain list."""
-    seen = []
-    handler = get_emitter().on("*", seen.append)
-    yield seen
-    get_emitter().off("*", handler)
 
 
 @contextlib.contextmanager

@@ -204,14 +204,19 @@ def test_stats(bench, run):
     assert "logs: 6" in text.stdout and "Session success rate: 50.0%" in text.stdout
 
 
-def test_backup(bench, run, tmp_path):
+@pytest.mark.parametrize("backend", ["mysql", "postgresql"], indirect=True)
+def test_backup_on_a_server_names_its_dump_tool(bench, run, tmp_path, backend):
+    result = run("backup", str(tmp_path / "copy.db"))
+    assert result.exit_code == 1
+    tool = "pg_dump" if backend == "postgresql" else "mariadb-dump"
+    assert tool in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "copy.db").exists()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_backup_of_a_sqlite_file(bench, run, tmp_path):
     target = tmp_path / "copy.db"
     result = run("backup", str(target))
-    if not bench.config.is_sqlite:
-        assert result.exit_code == 1
-        tool = "pg_dump" if bench.backend == "postgresql" else "mariadb-dump"
-        assert tool in result.stderr and "Traceback" not in result.output
-        return
     assert result.exit_code == 0, result.output
     assert _mode(target) == 0o600
     copy = sqlite3.connect(target)

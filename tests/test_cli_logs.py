@@ -64,9 +64,8 @@ def test_malformed_session_id_is_a_usage_error(manager, db_url):
     assert "'not-a-uuid' is not a session id" in result.output
 
 
-def test_show_in_a_real_process(traced, backend):
-    if backend != "sqlite":
-        pytest.skip("one real subprocess is enough")
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # one real subprocess is enough
+def test_show_in_a_real_process(traced):
     url, sid = traced
     out = subprocess.run([sys.executable, "-m", "cardlink_lite", "--database", url, "logs",
                           "show", sid, "--errors"], capture_output=True, text=True, timeout=60)

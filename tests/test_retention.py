@@ -173,7 +173,6 @@ def test_sqlite_space_comes_back(sqlite_manager):
     assert reclaim_space(database, full=True)["method"] == "vacuum"
 
 
+@pytest.mark.parametrize("backend", ["mysql", "postgresql"], indirect=True)
 def test_reclaim_is_a_no_op_on_servers(manager):
-    if manager.config.is_sqlite:
-        pytest.skip("server backends only")
     assert reclaim_space(manager.database) == {"reclaimed": False, "method": None}

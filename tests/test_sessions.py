@@ -19,7 +19,9 @@ from cardlink_lite import (
 )
 from cardlink_lite.events import EventType
 from cardlink_lite.fields import utc_now
-from tests.repository_helpers import count_queries, event_list  # noqa: F401 - fixture
+from tests.repository_helpers import count_queries
+
+pytest_plugins = ["tests.repository_fixtures"]
 
 
 def _add_targets(uow, device_id="RF8M33XXXXX", iccid="8901..."):
@@ -31,13 +33,13 @@ def _set(session_id, **values):
     OTASession.update(**values).where(OTASession.id == session_id).execute()
 
 
-def test_lifecycle_sets_times_and_duration_and_emits_after_commit(manager, events):
+def test_lifecycle_sets_times_and_duration_and_emits_after_commit(manager, event_list):
     with UnitOfWork(manager) as uow:
         session = uow.sessions.create_session(session_type="profile_download")
         assert session.status is SessionStatus.PENDING
-        assert events == []  # nothing before commit
-    assert [e.event_type for e in events] == [EventType.SESSION_CREATED]
-    assert events[0].entity_type == "session" and events[0].entity_id == session.id
+        assert event_list == []  # nothing before commit
+    assert [e.event_type for e in event_list] == [EventType.SESSION_CREATED]
+    assert event_list[0].entity_type == "session" and event_list[0].entity_id == session.id
 
     with UnitOfWork(manager) as uow:
         assert uow.sessions.start_session(session.id) is True
@@ -53,13 +55,13 @@ def test_lifecycle_sets_times_and_duration_and_emits_after_commit(manager, event
     assert 1500 <= done.duration_ms < 1500 + 30_000
     assert done.duration_ms == round((done.ended_at - done.started_at).total_seconds() * 1000)
     assert done.updated_at >= started.updated_at
-    kinds = [e.event_type for e in events[1:]]
+    kinds = [e.event_type for e in event_list[1:]]
     assert kinds == [EventType.SESSION_UPDATED, EventType.SESSION_COMPLETED]
-    assert events[-1].data["status"] == "completed"
-    assert events[-1].data["duration_ms"] == done.duration_ms
+    assert event_list[-1].data["status"] == "completed"
+    assert event_list[-1].data["duration_ms"] == done.duration_ms
 
 
-def test_ended_sessions_are_final_and_unknown_ids_answer_false(manager, events, caplog):
+def test_ended_sessions_are_final_and_unknown_ids_answer_false(manager, event_list, caplog):
     with UnitOfWork(manager) as uow:
         repo = uow.sessions
         completed = repo.create_session()
@@ -90,7 +92,7 @@ def test_ended_sessions_are_final_and_unknown_ids_answer_false(manager, events, 
             repo.complete_session("not-a-uuid")
         with pytest.raises(ValidationError, match="session_type is 33 characters"):
             repo.create_session(session_type="x" * 33)
-        n_events = len(events)
+        n_events = len(event_list)
     assert n_events == 0
 
     assert OTASession.get_by_id(completed.id).status is SessionStatus.COMPLETED
@@ -102,7 +104,7 @@ def test_ended_sessions_are_final_and_unknown_ids_answer_false(manager, events, 
     row = OTASession.get_by_id(timed_out.id)
     assert (row.status, row.error_code, row.error_message) == (
         SessionStatus.TIMEOUT, "TIMEOUT", "no answer in 30 s")
-    ends = [e for e in events if e.event_type is EventType.SESSION_COMPLETED]
+    ends = [e for e in event_list if e.event_type is EventType.SESSION_COMPLETED]
     assert sorted(e.data["status"] for e in ends) == ["completed", "failed", "timeout"]
 
 
@@ -125,7 +127,7 @@ def test_fail_session_spellings_and_long_codes(manager):
     assert (stored.error_code, stored.error_message) == ("E\\x00", "card said \\x00\x01")
 
 
-def test_set_tls_info_spellings_and_limits(manager, events):
+def test_set_tls_info_spellings_and_limits(manager, event_list):
     with UnitOfWork(manager) as uow:
         repo = uow.sessions
         session = repo.create_session()
@@ -144,7 +146,7 @@ def test_set_tls_info_spellings_and_limits(manager, events):
     assert stored.cipher_suite == "TLS_PSK_WITH_AES_128_CBC_SHA256"
     assert stored.psk_identity == "card_002"
     assert stored.status is SessionStatus.PENDING  # TLS info does not move the state
-    updates = [e for e in events if e.event_type is EventType.SESSION_UPDATED]
+    updates = [e for e in event_list if e.event_type is EventType.SESSION_UPDATED]
     assert len(updates) == 3
 
 
@@ -262,7 +264,7 @@ def test_statistics_are_one_grouped_query_with_percent_rates(manager):
         repo.get_statistics(days=-1)
 
 
-def test_rollback_discards_the_session_and_its_events(manager, events):
+def test_rollback_discards_the_session_and_its_events(manager, event_list):
     with pytest.raises(RuntimeError), UnitOfWork(manager) as uow:
         session = uow.sessions.create_session()
         uow.sessions.start_session(session.id)
@@ -270,4 +272,4 @@ def test_rollback_discards_the_session_and_its_events(manager, events):
     with UnitOfWork(manager) as uow:
         assert uow.sessions.count() == 0
         assert uow.sessions.complete_session(session.id) is False
-    assert events == []
+    assert event_list == []

@@ -19,7 +19,9 @@ from cardlink_lite import (
 )
 from cardlink_lite.events import EventType
 from cardlink_lite.junit import build_junit_xml, xml_safe
-from tests.repository_helpers import count_queries, event_list  # noqa: F401 - fixture
+from tests.repository_helpers import count_queries
+
+pytest_plugins = ["tests.repository_fixtures"]
 
 XSD = Path(__file__).parent / "data" / "junit-10.xsd"  # copy of shared/testdata
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -48,7 +50,7 @@ def _parse(xml: str, schema) -> etree._Element:
 
 
 # -- creating ---------------------------------------------------------------------
-def test_create_result_fills_in_timing_and_emits_after_commit(manager, events):
+def test_create_result_fills_in_timing_and_emits_after_commit(manager, event_list):
     with UnitOfWork(manager) as uow:
         repo = uow.tests
         both = repo.create_result("r1", "s", "both", TestStatus.PASSED, started_at=T0,
@@ -60,7 +62,7 @@ def test_create_result_fills_in_timing_and_emits_after_commit(manager, events):
             "r1", "s", "aware", "skipped",
             started_at=datetime(2025, 3, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))),
             ended_at=datetime(2025, 3, 1, 12, 0, 1))  # naive: UTC
-        assert events == []
+        assert event_list == []
     assert both.duration_ms == 2500
     assert start_dur.ended_at == T0 + timedelta(milliseconds=750)
     assert only_dur.duration_ms == 120
@@ -68,13 +70,13 @@ def test_create_result_fills_in_timing_and_emits_after_commit(manager, events):
     assert (aware.started_at, aware.duration_ms) == (T0, 1000)
     stored = TestResult.get_by_id(start_dur.id)
     assert stored.status is TestStatus.PASSED and stored.ended_at == start_dur.ended_at
-    assert [e.event_type for e in events] == [EventType.TEST_RESULT_CREATED] * 4
-    assert events[0].entity_type == "test_result"
-    assert events[0].data == {"run_id": "r1", "suite_name": "s", "test_name": "both",
+    assert [e.event_type for e in event_list] == [EventType.TEST_RESULT_CREATED] * 4
+    assert event_list[0].entity_type == "test_result"
+    assert event_list[0].data == {"run_id": "r1", "suite_name": "s", "test_name": "both",
                               "status": "passed"}
 
 
-def test_create_result_refuses_bad_input(manager, events):
+def test_create_result_refuses_bad_input(manager, event_list):
     with UnitOfWork(manager) as uow:
         repo = uow.tests
         with pytest.raises(ValidationError, match="status must be one of"):
@@ -91,7 +93,7 @@ def test_create_result_refuses_bad_input(manager, events):
         with pytest.raises(ValidationError, match="test_name is 513 characters"):
             repo.create_result("r", "s", "x" * 513, "passed")
         assert repo.count() == 0
-    assert events == []
+    assert event_list == []
 
 
 def test_find_queries(manager):

@@ -170,9 +170,8 @@ def test_import_show_export_in_a_real_process(db_url, manager, tmp_path, backend
     assert "INITIALIZE UPDATE key version 00" in text and "84D80181" in text
 
 
-def test_progress_bar_on_a_terminal_only(db_url, manager, tmp_path, backend):
-    if backend != "sqlite":
-        pytest.skip("one terminal run is enough")
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # one terminal run is enough
+def test_progress_bar_on_a_terminal_only(db_url, manager, tmp_path):
     pty = pytest.importorskip("pty")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLINK")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

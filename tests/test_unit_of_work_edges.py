@@ -19,7 +19,9 @@ from cardlink_lite import (
 )
 from cardlink_lite.fields import EnumField, UUIDStrField
 from cardlink_lite.models import ALL_MODELS, CardProfile, OTASession, Setting
-from tests.repository_helpers import add_devices, count_queries, event_list  # noqa: F401
+from tests.repository_helpers import add_devices, count_queries
+
+pytest_plugins = ["tests.repository_fixtures"]
 
 
 def _device(manager, device_id) -> Device:
@@ -81,14 +83,14 @@ def test_rolled_back_units_save_nothing(manager):
     assert _device(manager, "D1").notes is None
 
 
-def test_update_still_saves_and_emits(manager, events):
+def test_update_still_saves_and_emits(manager, event_list):
     add_devices(manager, "D1")
     with UnitOfWork(manager) as uow:
         d = uow.devices.get("D1")
         d.notes = "n"
         uow.devices.update(d)
     assert _device(manager, "D1").notes == "n"
-    assert [str(e.event_type) for e in events].count("device_updated") == 1
+    assert [str(e.event_type) for e in event_list].count("device_updated") == 1
 
 
 # -- 2. create() of an object already stored --------------------------------------
