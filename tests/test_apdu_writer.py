@@ -5,12 +5,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
+from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import peewee
 import pytest
 
-from cardlink_lite import CommLog, DatabaseError, OTASession, ValidationError
+from cardlink_lite import CommLog, DatabaseError, OTASession, UnitOfWork, ValidationError, apdu_rows
 from cardlink_lite.apdu import ApduLogWriter, apdu_logger, normalize_hex
 from cardlink_lite.events import EventType, get_emitter
 
@@ -53,14 +54,14 @@ def test_rows_sharing_a_millisecond_keep_logging_order(manager, session):
         "2024-11-29T10:00:00.123000+00:00"}
 
 
-def test_timestamp_is_taken_when_logged_not_when_flushed(manager, session):
+def test_timestamp_is_taken_when_logged_not_when_flushed(manager, session, monkeypatch):
+    clock = [1732874400.1239]  # 2024-11-29 10:00:00.1239 UTC
+    monkeypatch.setattr(apdu_rows, "time", SimpleNamespace(time=lambda: clock[0]))
     with apdu_logger(manager, session.id, flush_interval=None) as log:
         log.command("00B0000000")
-        time.sleep(0.05)
-        before_flush = time.time()
+        clock[0] += 60  # the flush, a minute later
     (row,) = _trace(session.id)
-    assert row.timestamp.timestamp() < before_flush - 0.04
-    assert row.timestamp.microsecond % 1000 == 0
+    assert row.timestamp == datetime(2024, 11, 29, 10, 0, 0, 123000, tzinfo=timezone.utc)
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -119,11 +120,11 @@ def test_flush_when_batch_is_full(manager, session):
 
 
 def test_background_flush_after_interval(manager, session):
-    writer = ApduLogWriter(manager, session_id=session.id, flush_interval=0.1)
+    flushed = threading.Event()
+    writer = ApduLogWriter(manager, session_id=session.id, flush_interval=0.1,
+                           on_flush=lambda entity, data: flushed.set())
     writer.command("00B0")
-    deadline = time.monotonic() + 5
-    while writer.pending and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert flushed.wait(30)
     assert writer.pending == 0
     manager.database.close()  # see the other connection's commit on every backend
     assert CommLog.select().count() == 1
@@ -241,21 +242,23 @@ def test_none_session_is_refused_and_does_not_block_later_rows(manager):
 
 
 def test_timer_does_not_write_rows_logged_inside_a_unit_of_work(manager):
-    import time
-
-    from cardlink_lite import CommLog, UnitOfWork
-    from cardlink_lite.apdu import ApduLogWriter
-
     with UnitOfWork(manager) as uow:
         session = uow.sessions.create_session()
     writer = ApduLogWriter(manager, flush_interval=0.05)
-    start = time.monotonic()
+    ticks = threading.Semaphore(0)
+    tick = writer._background_flush
+
+    def counted_tick():
+        tick()
+        ticks.release()
+
+    writer._background_flush = counted_tick
     with UnitOfWork(manager) as uow:
         uow.devices.count()
         writer.add(session.id, "command", "00A4")
-        time.sleep(0.3)  # several timer ticks while the transaction is open
+        for _ in range(3):  # several timer ticks while the transaction is open
+            assert ticks.acquire(timeout=30)
         uow.rollback()
         writer.discard()
     writer.close()
-    assert time.monotonic() - start < 5
     assert CommLog.select().count() == 0

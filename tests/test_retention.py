@@ -93,27 +93,31 @@ def test_writer_keeps_going_during_a_purge(manager):
     _logs(manager, session.id, 3000, OLD)
     chunk_times, write_times, errors = [], [], []
     stop = threading.Event()
+    wrote = threading.Condition()
 
     def writer():
         try:
             while not stop.is_set():
                 with manager.atomic():
                     CommLog.create(session=session.id, direction="response", raw_data="9000")
-                write_times.append(time.monotonic())
-                time.sleep(0.002)
+                with wrote:
+                    write_times.append(time.monotonic())
+                    wrote.notify_all()
+                stop.wait(0.002)  # a bench's pace, not a busy loop
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:
+            with wrote:
+                wrote.notify_all()
             manager.database.close()
 
     def between_chunks(n):
         # The purge holds no lock here: the writer must be able to commit a row now.
         chunk_times.append(n)
-        seen = len(write_times)
-        deadline = time.monotonic() + 10
-        while len(write_times) == seen and time.monotonic() < deadline and not errors:
-            time.sleep(0.001)
-        waits.append(len(write_times) > seen)
+        with wrote:
+            seen = len(write_times)
+            wrote.wait_for(lambda: len(write_times) > seen or errors, timeout=30)
+            waits.append(len(write_times) > seen)
 
     waits = []
     thread = threading.Thread(target=writer)
