@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator
 
 from .apdu import apdu_logger
@@ -12,8 +11,6 @@ from .pytest_keys import SESSION_PROPERTY, running_test
 from .unit_of_work import UnitOfWork
 
 __all__ = ["SessionRecorder", "record_session"]
-
-_TIMEOUTS = (TimeoutError, socket.timeout)
 
 
 class SessionRecorder:
@@ -100,7 +97,7 @@ def record_session(manager=None, device_id: str | None = None, card_iccid: str |
             yield SessionRecorder(manager, session_id, log)
     except BaseException as exc:
         with UnitOfWork(manager) as uow:
-            if isinstance(exc, _TIMEOUTS):
+            if isinstance(exc, TimeoutError):  # socket.timeout too
                 uow.sessions.timeout_session(session_id, message=str(exc) or "timed out")
             else:
                 code = getattr(exc, "error_code", None) or type(exc).__name__

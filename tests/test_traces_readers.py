@@ -3,6 +3,7 @@ format detection, damage. The captures are written here, by the tests."""
 
 import io
 import struct
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -248,9 +249,8 @@ def test_an_unreadable_line_is_reported_with_its_number():
     assert stats.skipped == {"unreadable line": 1}
 
 
+@pytest.mark.slow
 def test_reading_streams_a_big_capture_in_flat_memory():
-    import tracemalloc
-
     out = io.BytesIO()
     writer = CaptureWriter(out)
     body = bytes.fromhex("00B0000010") + bytes(16) + b"\x90\x00"
