@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import string
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -147,3 +148,28 @@ def test_two_identical_apdus_in_one_millisecond_import_again_as_skipped(tmp_path
         DataImporter(source).import_data(store)
         text = DataExporter(source).export_all()
         assert DataImporter(source).import_data(text).skipped == 3
+
+
+_OLD_EXPORTS = Path(__file__).resolve().parent / "data" / "transfer"
+
+
+@pytest.mark.parametrize("name", ["old_export.json", "old_export.yaml"])
+def test_an_export_written_before_jsonl_still_imports(backend, tmp_path, name):
+    """Files the exporter wrote before JSON Lines (JSON with one row per line, and YAML)
+    import on every backend and export again to the same bytes, read as a file or as text."""
+    path = _OLD_EXPORTS / name
+    fmt = ExportFormat.JSON if name.endswith(".json") else ExportFormat.YAML
+    for source in ("file", "text"):
+        with extra_manager(backend, tmp_path) as manager:
+            if source == "file":
+                with open(path, "rb") as fh:
+                    result = DataImporter(manager).import_data(fh)
+            else:
+                result = DataImporter(manager).import_data(path.read_text())
+            assert result.created == 18 and not result.errors, source
+            assert {t: c["created"] for t, c in result.tables.items()} == {
+                "devices": 2, "card_profiles": 1, "ota_sessions": 2, "trace_sources": 1,
+                "comm_logs": 8, "test_results": 1, "settings": 1, "replay_counters": 1,
+                "test_runs": 1}, source
+            again = DataExporter(manager).export_all(fmt)
+            assert without_timestamp(again) == without_timestamp(path.read_text()), source
