@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import peewee
 
-from .errors import EncryptionError, ValidationError
+from .errors import EncryptionError, ValidationError, quote
 
 __all__ = [
     "ApduTextField",
@@ -91,14 +91,22 @@ def _shown(value: str) -> str:
 
 def _check_text(field, value):
     """Refuse what a column cannot hold the same way on every backend: NUL characters
-    (PostgreSQL refuses them) and, with a ``max_length``, longer text (SQLite would keep
-    it, the servers refuse it). A LIKE pattern's leading/trailing ``%`` does not count."""
+    (PostgreSQL refuses them), lone surrogates (not UTF-8) and, with a ``max_length``,
+    longer text (SQLite would keep it, the servers refuse it). A LIKE pattern's
+    leading/trailing ``%`` does not count."""
     if type(value) is not str:
         return value
     if "\x00" in value:
         raise ValidationError(
             f"{field.name} must not contain NUL characters; got {_shown(value)}",
             problems=[field.name])
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                f"{field.name} is not valid Unicode text (lone surrogate at character "
+                f"{exc.start})", problems=[field.name]) from None
     limit = getattr(field, "max_length", None)
     if limit and len(value) > limit and \
             len(value) - value.startswith("%") - value.endswith("%") > limit:
@@ -140,7 +148,7 @@ class EnumField(peewee.CharField):
         if member is None:
             allowed = ", ".join(str(m.value) for m in self.enum_class)
             raise ValidationError(
-                f"{self.name or 'value'} must be one of {allowed}; got {value!r}"
+                f"{self.name or 'value'} must be one of {allowed}; got {quote(value)}"
             )
         return member
 
@@ -162,11 +170,21 @@ class UTCDateTimeField(peewee.DateTimeField):
     def db_value(self, value):
         if value is None:
             return None
-        if isinstance(value, str):  # text without an offset is UTC, as stored
-            value = utc_from_text(value)
-        if isinstance(value, datetime):
-            # Stored naive: SQLite and MySQL have no zone; UTC by convention.
-            return to_utc_ms(value).replace(tzinfo=None)
+        given = value
+        try:
+            if isinstance(value, str):  # text without an offset is UTC, as stored
+                value = utc_from_text(value)
+                if not isinstance(value, datetime):
+                    raise ValidationError(
+                        f"{self.name} must be an ISO-8601 date and time like "
+                        f"2024-11-29T10:00:00.123Z; got {quote(given)}", problems=[self.name])
+            if isinstance(value, datetime):
+                # Stored naive: SQLite and MySQL have no zone; UTC by convention.
+                return to_utc_ms(value).replace(tzinfo=None)
+        except OverflowError:
+            shown = quote(given if isinstance(given, str) else given.isoformat())
+            raise ValidationError(f"{self.name} {shown} is outside 0001-01-01..9999-12-31 "
+                                  "once converted to UTC", problems=[self.name]) from None
         return value
 
     def python_value(self, value):
@@ -196,6 +214,8 @@ def utc_from_text(text: str) -> datetime:
     Parsing ``text + "+00:00"`` in C is ten times faster than ``.replace(tzinfo=...)``
     on the parsed value, and this runs once per timestamp read.
     """
+    if text[-1:] == "Z":  # an export's own form, 2024-11-29T10:00:00.123Z
+        text = text[:-1]
     try:
         value = _fromisoformat(text + "+00:00")
     except ValueError:
@@ -259,7 +279,7 @@ class UUIDStrField(peewee.CharField):
         except ValueError:
             raise ValidationError(
                 f"{self.name or 'id'} must be a UUID like 123e4567-e89b-12d3-a456-426614174000; "
-                f"got {value!r}"
+                f"got {quote(value)}"
             ) from None
 
     def python_value(self, value):
@@ -292,6 +312,7 @@ class ApduTextField(TextField):
     extended-length APDU), TEXT elsewhere."""
 
     field_type = APDU_TEXT
+    max_length = 1_048_576  # characters: at most 4 MiB of UTF-8, inside MEDIUMTEXT's 16 MiB
 
 
 class EncryptedBlobField(peewee.BlobField):

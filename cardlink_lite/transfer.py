@@ -1,14 +1,52 @@
-"""Export and import of the whole store as JSON or YAML (the names the guide uses).
+"""Export and import of the whole store (the guide's DataExporter and DataImporter).
 
-The work lives in :mod:`.exporter`, :mod:`.importer` and :mod:`.import_reader`.
+The export streams each table out a page at a time from one read snapshot; the import
+reads the document (a JSON Lines file a line at a time) and checks, decides and writes
+it a chunk at a time in one transaction, so a bad row anywhere changes nothing. Values
+go through the fields' own conversions (``python_value`` out, ``db_value`` in).
 """
 
 from __future__ import annotations
 
-from .exporter import DataExporter
-from .import_reader import parse_document
-from .importer import ConflictMode, DataImporter, ImportResult
-from .transfer_format import FORMAT_VERSION, TABLES, ExportFormat, resolve_tables
+import bisect
+import contextlib
+import enum
+import io
+import itertools
+import uuid
+from array import array
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import peewee
+
+from .apdu_rows import normalize_hex
+from .crypto import decrypt_psk, encrypt_psk
+from .db import bound_models, max_rows_per_statement, small_page_cache
+from .errors import ValidationError, quote, translate_error
+from .fields import DATETIME_MS, JSON_TEXT, EncryptedBlobField, UUIDStrField, utc_now
+from .models import (
+    ALL_MODELS,
+    CardProfile,
+    CommDirection,
+    CommLog,
+    Device,
+    OTASession,
+    Setting,
+    TestResult,
+)
+from .transfer_format import (
+    FORMAT_VERSION,
+    BadRow,
+    Duplicated,
+    ExportFormat,
+    JsonLines,
+    check_json_value,
+    document_writer,
+    parse_document,
+    plain_row,
+    read_document,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -21,3 +59,899 @@ __all__ = [
     "parse_document",
     "resolve_tables",
 ]
+
+# Document keys are the table names; the guide's short names are accepted too.
+_SHORT_NAMES = {
+    "devices": Device, "cards": CardProfile, "sessions": OTASession,
+    "logs": CommLog, "tests": TestResult, "settings": Setting,
+}
+TABLES = [m._meta.table_name for m in ALL_MODELS]  # parents before children
+_BY_NAME = {**{m._meta.table_name: m for m in ALL_MODELS}, **_SHORT_NAMES}
+_PAGE = 1000            # rows read per query while exporting
+_CHUNK = 1000           # rows checked, decided and written per round trip while importing
+_MAX_PROBLEMS = 200
+_MAX_TEXT_BYTES = 65_535  # a TEXT column on MySQL/MariaDB (notes, error_message)
+
+
+def resolve_tables(tables=None) -> list[type[peewee.Model]]:
+    """Models for table names or the guide's short names, in dependency order."""
+    if tables is None:
+        return list(ALL_MODELS)
+    if isinstance(tables, str):
+        tables = tables.split(",")
+    wanted = set()
+    for name in tables:
+        key = str(name).strip().lower()
+        if key not in _BY_NAME:
+            raise ValidationError(
+                f"unknown table {name!r}; use any of {', '.join(_SHORT_NAMES)} "
+                f"or {', '.join(TABLES)}")
+        wanted.add(_BY_NAME[key])
+    if not wanted:
+        raise ValidationError(f"no table named; use any of {', '.join(_SHORT_NAMES)}")
+    return [m for m in ALL_MODELS if m in wanted]
+
+
+def _database_of(source) -> peewee.Database:
+    if isinstance(source, peewee.Database):
+        return source
+    database = getattr(source, "database", None)
+    if database is None:
+        raise TypeError("expected a UnitOfWork, a DatabaseManager or a Peewee database")
+    ensure = getattr(getattr(source, "manager", source), "ensure_connection", None)
+    if ensure is not None:
+        ensure()
+    return database
+
+
+def _columns(model, include_keys: bool = False) -> list[peewee.Field]:
+    return [f for f in model._meta.sorted_fields
+            if include_keys or f.name not in model.secret_fields]
+
+
+def _key(f: peewee.Field) -> str:
+    # Foreign keys appear under their column name (device_id, card_iccid, session_id);
+    # the encrypted PSK only ever leaves decrypted, as psk_key (hex).
+    if f is CardProfile.psk_key_encrypted:
+        return "psk_key"
+    return f.column_name if isinstance(f, peewee.ForeignKeyField) else f.name
+
+
+@contextlib.contextmanager
+def _snapshot(database):
+    """A read transaction so every table comes from the same moment, without blocking
+    writers (SQLite: deferred, so no write lock; PostgreSQL: repeatable read)."""
+    if database.in_transaction():
+        yield
+        return
+    if isinstance(database, peewee.SqliteDatabase):
+        with database.atomic(lock_type="DEFERRED"):
+            yield
+        return
+    with database.atomic():
+        if isinstance(database, peewee.PostgresqlDatabase):
+            database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
+# -- export -------------------------------------------------------------------------------
+
+class DataExporter:
+    """Streams tables out as JSON, JSON Lines or YAML, a page at a time, from one read
+    snapshot."""
+
+    def __init__(self, uow):
+        self._uow = uow
+
+    def export_all(self, format=ExportFormat.JSON, include_keys: bool = False) -> str:
+        return self.export_selective(None, format, include_keys=include_keys)
+
+    def export_selective(self, tables, format=ExportFormat.JSON,
+                         include_keys: bool = False) -> str:
+        buffer = io.StringIO()
+        self.write(buffer, tables=tables, format=format, include_keys=include_keys)
+        return buffer.getvalue()
+
+    def count_rows(self, tables=None) -> dict[str, int]:
+        """Rows each chosen table holds now (for a progress bar's length)."""
+        database = _database_of(self._uow)
+        with bound_models(database, ALL_MODELS):
+            return {m._meta.table_name: m.select().count() for m in resolve_tables(tables)}
+
+    def write(self, stream, tables=None, format=ExportFormat.JSON, include_keys: bool = False,
+              progress=None) -> dict[str, int]:
+        """Write the document to text ``stream``; returns rows written per table.
+
+        ``progress(table, n)`` is called after each page of rows.
+        """
+        writer = document_writer(stream, format)
+        models = resolve_tables(tables)
+        database = _database_of(self._uow)
+        counts = {}
+        with bound_models(database, ALL_MODELS), _snapshot(database), small_page_cache(database):
+            writer.header({"format_version": FORMAT_VERSION,
+                           "exported_at": plain_row(["t"], [utc_now()])["t"]})
+            for model in models:
+                name = model._meta.table_name
+                counts[name] = 0
+
+                def rows(model=model, name=name):
+                    for count, page in _pages(model, include_keys):
+                        yield from page
+                        counts[name] += count
+                        if progress is not None:
+                            progress(name, count)
+                writer.table(name, rows())
+            writer.footer()
+        return counts
+
+
+def _pages(model, include_keys: bool):
+    """(row count, row dicts made lazily) a page at a time, in key order; values as the
+    fields give them (``python_value``), made plain JSON by the document format."""
+    fields = _columns(model, include_keys)
+    keys = [_key(f) for f in fields]
+    secret = next((i for i, f in enumerate(fields) if f is CardProfile.psk_key_encrypted),
+                  None)
+    pk = model._meta.primary_key
+    pk_index = fields.index(pk)
+
+    def page_of(tuples):
+        if secret is not None:  # the one value no field gives in a portable form
+            tuples = [t[:secret] + ((None if t[secret] is None else
+                                     decrypt_psk(bytes(t[secret])).hex()),) + t[secret + 1:]
+                      for t in tuples]
+        return len(tuples), (plain_row(keys, values) for values in tuples)
+
+    if isinstance(pk, peewee.AutoField):
+        # Integer keys: keyset pages, so a million logs never sit in memory at once.
+        last = None
+        while True:
+            query = model.select(*fields).order_by(pk).limit(_PAGE)
+            if last is not None:
+                query = query.where(pk > last)
+            page = list(query.tuples())
+            if not page:
+                return
+            last = page[-1][pk_index]
+            yield page_of(page)
+    # Text keys: collations differ between backends (MySQL ignores case, PostgreSQL's
+    # locale skips punctuation), so order the keys in Python, by code point, everywhere.
+    ids = sorted(row[0] for row in model.select(pk).tuples())
+    for start in range(0, len(ids), _PAGE):
+        chunk = ids[start:start + _PAGE]
+        found = {values[pk_index]: values
+                 for values in model.select(*fields).where(pk.in_(chunk)).tuples()}
+        yield page_of([found[i] for i in chunk if i in found])
+
+
+# -- import -------------------------------------------------------------------------------
+
+class ConflictMode(str, enum.Enum):
+    """What an import does with a row whose key already exists."""
+
+    SKIP = "skip"            # keep the stored row
+    OVERWRITE = "overwrite"  # replace it: absent fields go back to their defaults
+    MERGE = "merge"          # change only the fields present and non-null in the input
+
+
+@dataclass
+class ImportResult:
+    """What an import created, updated and skipped, in total and per table."""
+
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    unchanged: int = 0      # overwrite/merge: stored rows the file holds identically
+    errors: list[str] = field(default_factory=list)
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)
+    dry_run: bool = False
+
+    def to_dict(self) -> dict:
+        return {"created": self.created, "updated": self.updated, "skipped": self.skipped,
+                "unchanged": self.unchanged, "errors": list(self.errors),
+                "tables": self.tables, "dry_run": self.dry_run}
+
+    def _count(self, table: str, what: str, n: int = 1) -> None:
+        counts = self.tables.setdefault(table, _zero_counts())
+        counts[what] += n
+        setattr(self, what, getattr(self, what) + n)
+
+
+def _zero_counts() -> dict[str, int]:
+    return {"created": 0, "updated": 0, "skipped": 0, "unchanged": 0}
+
+
+class DataImporter:
+    """Imports a document in one transaction, all or nothing.
+
+    JSON Lines is read a line at a time and each chunk of rows is checked, decided and
+    written in one pass, so memory stays flat; JSON and YAML are parsed whole first. Any
+    problem rolls everything back and raises one ValidationError listing every problem.
+    """
+
+    def __init__(self, uow):
+        self._uow = uow
+
+    def import_data(self, data, format=None, conflict_mode=ConflictMode.SKIP,
+                    dry_run: bool = False) -> ImportResult:
+        """Import ``data`` (text, bytes, a file object or an already parsed mapping).
+
+        Raises ValidationError listing every problem (``.problems``) and changes nothing
+        when any row is invalid; EncryptionError when a ``psk_key`` arrives without a key.
+        """
+        mode = _conflict_mode(conflict_mode)
+        database = _database_of(self._uow)
+        document = read_document(data, format)
+        result = ImportResult(dry_run=dry_run)
+        with bound_models(database, ALL_MODELS):
+            if dry_run:
+                # A read snapshot: counts as of one moment, no write lock, nothing written.
+                with _snapshot(database):
+                    _Import(database, mode, result, write=False).run(document)
+                return result
+            try:
+                # Checked and applied in one transaction (IMMEDIATE on SQLite), so no
+                # other writer can make the SKIP/OVERWRITE decisions stale.
+                with database.atomic():
+                    _Import(database, mode, result, write=True).run(document)
+            except peewee.PeeweeException as exc:
+                raise translate_error(exc, "imported row") from exc
+        return result
+
+
+def _conflict_mode(value) -> ConflictMode:
+    try:
+        return ConflictMode(str(getattr(value, "value", value)).lower())
+    except ValueError:
+        raise ValidationError(
+            f"unknown conflict mode {value!r}; use skip, overwrite or merge") from None
+
+
+class _Keys:
+    """The keys of one table met so far, to catch duplicates and resolve references.
+
+    An export lists keys in ascending order, so they are kept in a sorted array (8 bytes
+    per integer id) and looked up by bisection; keys out of order switch to a set.
+    """
+
+    def __init__(self):
+        self._sorted = None
+        self._set = None
+
+    def add(self, key) -> bool:
+        """Remember ``key``; False if it was already there."""
+        if self._set is not None:
+            if key in self._set:
+                return False
+            self._set.add(key)
+            return True
+        keys = self._sorted
+        if keys is None:
+            keys = self._sorted = array("q") if type(key) is int else []
+        try:
+            if not keys or key > keys[-1]:
+                keys.append(key)
+                return True
+        except (TypeError, OverflowError):  # not an int64 after all
+            pass
+        self._set = set(keys)
+        self._sorted = None
+        return self.add(key)
+
+    def __contains__(self, key) -> bool:
+        if self._set is not None:
+            return key in self._set
+        keys = self._sorted
+        try:
+            i = bisect.bisect_left(keys, key) if keys else 0
+        except TypeError:
+            return False
+        return i < len(keys or ()) and keys[i] == key
+
+
+class _LogIds:
+    """Log ids an import hands out: after every id stored or met in the file so far; a
+    later file row naming an id handed out is treated as one whose id is taken."""
+
+    def __init__(self):
+        self.before = CommLog.select(peewee.fn.MAX(CommLog.id)).scalar() or 0
+        self.next = self.before + 1
+        self.claimed: set = set()   # stored ids a file row was matched to
+        self.given: set = set()     # ids handed to new rows
+
+    def seen(self, key: int) -> None:
+        if key >= self.next:
+            self.next = key + 1
+
+    def new(self) -> int:
+        self.next += 1
+        self.given.add(self.next - 1)
+        return self.next - 1
+
+
+def _name(key) -> str:
+    """A key from the file, fit to print: plain names as they are, anything else quoted."""
+    if isinstance(key, str) and len(key) <= 64 and key.isascii() and key.isprintable():
+        return key
+    return quote(key)
+
+
+class _Import:
+    """One import: rows checked and converted (``db_value``), decided and written a chunk
+    at a time. After the first problem nothing more is decided or written; the rest is
+    still checked so every problem is listed, then the transaction rolls back."""
+
+    def __init__(self, database, mode: ConflictMode, result: ImportResult, write: bool):
+        self.database = database
+        self.mode = mode
+        self.result = result
+        self.write = write
+        self.problems: list[str] = []
+        self.extra_problems = 0
+        self.keys: dict = {}          # model -> _Keys of the file's rows
+        self.next_index: dict = {}    # model -> index of its next row in the file
+        self.log_ids: _LogIds | None = None
+        self.psk_checked = False
+        self._by_key: dict = {}
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < _MAX_PROBLEMS:
+            self.problems.append(text)
+        else:
+            self.extra_problems += 1
+
+    def run(self, document) -> None:
+        if isinstance(document, JsonLines):
+            self._header(document.header, "line 1: ")
+            for key, group in itertools.groupby(document, key=lambda item: item[0]):
+                self._section(key, (raw for _, raw in group if raw is not None))
+        else:
+            self._header(document, "")
+            tables = {}
+            for key, value in document.items():
+                if key in ("format_version", "exported_at"):
+                    continue
+                model = _BY_NAME.get(str(key).lower())
+                if model is None:
+                    self._section(key, ())
+                elif model in tables:
+                    self.problem(f"{_name(key)}: table {model._meta.table_name} appears twice")
+                elif not isinstance(value, list):
+                    self.problem(f"{_name(key)}: must be a list of rows, got "
+                                 f"{type(value).__name__}")
+                else:
+                    tables[model] = value
+            for model in ALL_MODELS:  # parents first, whatever the document's order
+                if model in tables:
+                    self._section(model._meta.table_name, tables[model])
+        if self.problems:
+            problems = list(self.problems)
+            if self.extra_problems:
+                problems.append(f"... and {self.extra_problems} more problems")
+            count = len(self.problems) + self.extra_problems
+            raise ValidationError(
+                f"import rejected, nothing was changed: {count} problem(s), first: "
+                f"{problems[0]}", problems=problems)
+
+    def _header(self, header: dict, where: str) -> None:
+        if isinstance(header, Duplicated):
+            self.problem(f"{where}{_name(header.duplicate)}: appears twice at the top of the "
+                         "document; give each table once")
+        version = header.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            self.problem(f"{where}format_version: this cardlink_lite reads version "
+                         f"{FORMAT_VERSION}, got {quote(version)}; export the data again "
+                         "with this version")
+        if where:
+            for key in header:
+                if key not in ("format_version", "exported_at", "format"):
+                    self.problem(f"{where}{_name(key)}: unknown header field; a JSON Lines "
+                                 'import starts with {"format_version": 1, "format": "jsonl"}')
+
+    def _section(self, key, rows) -> None:
+        """Rows of the table named ``key``, in chunks."""
+        model = _BY_NAME.get(key.lower()) if isinstance(key, str) else None
+        if model is None:
+            if key is None:
+                for raw in rows:
+                    self.problem(raw.reason)
+            else:
+                self.problem(f"{_name(key)}: unknown table; use any of {', '.join(TABLES)} "
+                             f"(or {', '.join(_SHORT_NAMES)})")
+            return
+        table = model._meta.table_name
+        self.result.tables.setdefault(table, _zero_counts())
+        keys = self.keys.setdefault(model, _Keys())
+        index = self.next_index.get(model, 0)
+        pk = model._meta.primary_key.name
+        chunk = []
+        for raw in rows:
+            row = self._prepare(model, index, raw)
+            if row is not None:
+                if pk in row and not keys.add(row[pk]):
+                    self.problem(f"{table}[{index}].{_key(model._meta.primary_key)}: "
+                                 f"{quote(row[pk])} appears twice in {table}")
+                chunk.append((index, row))
+                if len(chunk) == _CHUNK:
+                    self._chunk(model, chunk)
+                    chunk = []
+            index += 1
+        if chunk:
+            self._chunk(model, chunk)
+        self.next_index[model] = index
+        if model is CommLog and self.write and self.result.tables[table]["created"]:
+            _resync_log_ids(self.database)
+
+    # -- checking ---------------------------------------------------------------------------
+    def _prepare(self, model, index: int, raw):
+        """Row ``index`` as field names and the values to store, or None if it is not a
+        mapping; each bad value is recorded as a problem."""
+        where = f"{model._meta.table_name}[{index}]"
+        if not isinstance(raw, dict):
+            self.problem(f"{where}: {raw.reason}" if isinstance(raw, BadRow) else
+                         f"{where}: must be a mapping of field names to values, got "
+                         f"{type(raw).__name__}")
+            return None
+        if isinstance(raw, Duplicated):
+            self.problem(f"{where}: field {_name(raw.duplicate)} appears twice in the row; "
+                         "give each field once")
+            return None
+        by_key = self._by_key.get(model)
+        if by_key is None:
+            by_key = self._by_key[model] = {
+                _key(f): (f, f.name, _converter(f)) for f in _columns(model)}
+        row = {}
+        rejected = set()
+        for key, value in raw.items():
+            entry = by_key.get(key)
+            if entry is None:
+                entry = by_key.get(model.aliases.get(key, key)) if type(key) is str else None
+                if entry is None:
+                    if model is CardProfile and key == "psk_key":
+                        self._psk(where, value, row)
+                        continue
+                    hint = (" (keys are never imported encrypted: export with --include-keys "
+                            "to get psk_key in hex)") if key == "psk_key_encrypted" else ""
+                    self.problem(f"{where}.{_name(key)}: unknown field{hint}; known fields: "
+                                 f"{', '.join(by_key)}")
+                    continue
+            f, name, convert = entry
+            try:
+                row[name] = convert(value)
+            except (ValueError, ValidationError) as exc:
+                rejected.add(name)
+                self.problem(f"{where}.{_name(key)}: {_reason(exc, f)}")
+        if model is CommLog and row.get("raw_data") == "" and (
+                row.get("direction") != CommDirection.RESET.value):
+            self.problem(f"{where}.raw_data: must be hex digits, two per byte; only a reset "
+                         "row has none")
+        if len(row) - ("psk_key" in row) < len(by_key):
+            self._fill_missing(model, where, by_key, row, rejected)
+        return row
+
+    def _psk(self, where: str, value, row: dict) -> None:
+        if value is None:
+            return
+        try:
+            row["psk_key"] = bytes.fromhex(value) if isinstance(value, str) and value else None
+        except ValueError:
+            row["psk_key"] = None
+        if row["psk_key"] is None:
+            del row["psk_key"]
+            self.problem(f"{where}.psk_key: must be the key in hex (an even number of 0-9a-f "
+                         "digits)")
+        elif not self.psk_checked:
+            encrypt_psk(row["psk_key"])  # EncryptionError (no key) before any write
+            self.psk_checked = True
+
+    def _fill_missing(self, model, where: str, by_key: dict, row: dict, rejected: set) -> None:
+        """New UUID keys for rows without one, defaults (as stored) for absent fields; a
+        problem per required field missing."""
+        pk = model._meta.primary_key
+        for f, name, _ in by_key.values():
+            if name in row or name in rejected or (
+                    f is pk and isinstance(pk, peewee.AutoField)):
+                continue
+            if isinstance(f, UUIDStrField) and f.primary_key:
+                row[name] = str(uuid.uuid4())
+            elif not f.null and f.default is None:
+                self.problem(f"{where}.{_key(f)}: required field is missing")
+
+    def _check_references(self, model, chunk) -> None:
+        for f in model._meta.refs:
+            target = f.rel_model
+            present = self.keys.get(target)
+            missing = {}
+            for index, row in chunk:
+                value = row.get(f.name)
+                if value is not None and (present is None or value not in present):
+                    missing.setdefault(value, []).append(index)
+            if missing:
+                for value in _stored_keys(target, missing):
+                    del missing[value]
+            for index, value in sorted((i, v) for v, indexes in missing.items()
+                                       for i in indexes):
+                self.problem(f"{model._meta.table_name}[{index}].{f.column_name}: no "
+                             f"{target._meta.table_name} row {quote(value)} in the file "
+                             "or the database")
+
+    # -- deciding and writing ---------------------------------------------------------------
+    def _chunk(self, model, chunk) -> None:
+        if model._meta.refs and not self.problems:
+            self._check_references(model, chunk)
+        if self.problems:
+            return  # nothing is decided or written once the import is refused
+        rows = [row for _, row in chunk]
+        pk = model._meta.primary_key.name
+        existing = _stored_keys(model, [r[pk] for r in rows if pk in r])
+        if model is CommLog:
+            existing = self._match_logs(rows, existing)
+        same = set() if self.mode is ConflictMode.SKIP or not existing else \
+            self._identical(model, rows, existing)
+        table = model._meta.table_name
+        creates = []
+        for row in rows:
+            key = row.get(pk)
+            if key is None or key not in existing:
+                creates.append(row)
+            elif self.mode is ConflictMode.SKIP:
+                self.result._count(table, "skipped")
+            elif key in same:
+                self.result._count(table, "unchanged")
+            else:
+                self.result._count(table, "updated")
+                if self.write:
+                    self._update(model, row)
+        if creates and self.write:
+            self._insert(model, creates)
+        self.result._count(table, "created", len(creates))
+
+    def _insert(self, model, rows: list[dict]) -> None:
+        # Rows of one shape (the fields they give) are written together; absent fields
+        # get their defaults first, so export rows and hand-written rows share one shape.
+        fields = model._meta.sorted_fields
+        defaults = [(f.name, f) for f in fields if f.default is not None]
+        groups: dict[tuple, list] = {}
+        for row in rows:
+            if "psk_key" in row:
+                row["psk_key_encrypted"] = CardProfile.psk_key_encrypted.db_value(
+                    encrypt_psk(row.pop("psk_key")))
+            for name, f in defaults:
+                if name not in row:
+                    row[name] = f.db_value(f.default() if callable(f.default) else f.default)
+            names = tuple(f.name for f in fields if f.name in row)
+            groups.setdefault(names, []).extend(row[name] for name in names)
+        for names, flat in groups.items():
+            _write_rows(self.database, model, [model._meta.fields[n] for n in names], flat)
+
+    def _update(self, model, row: dict) -> None:
+        pk = model._meta.primary_key
+        values = self._written_values(model, row)
+        if "psk_key" in row:
+            values["psk_key_encrypted"] = CardProfile.psk_key_encrypted.db_value(
+                encrypt_psk(row["psk_key"]))
+        if "updated_at" in model._meta.fields and "updated_at" not in row:
+            values["updated_at"] = model.updated_at.db_value(utc_now())
+        if values:
+            # The values are converted already (db_value): Peewee must not convert again.
+            (model.update({model._meta.fields[k]: peewee.Value(v, converter=False)
+                           for k, v in values.items()})
+             .where(pk == row[pk.name]).execute())
+
+    def _written_values(self, model, row: dict) -> dict:
+        """The fields an overwrite or merge of ``row`` sets, with their values as stored."""
+        pk = model._meta.primary_key
+        if self.mode is ConflictMode.MERGE:
+            return {k: v for k, v in row.items()
+                    if v is not None and k != pk.name and k != "psk_key"}
+        values = {}
+        for f in model._meta.sorted_fields:
+            if f is pk or f.name in model.secret_fields or (
+                    f.name == "created_at" and f.name not in row):
+                continue
+            if f.name in row:
+                values[f.name] = row[f.name]
+            else:
+                values[f.name] = f.db_value(f.default() if callable(f.default) else f.default)
+        return values
+
+    def _identical(self, model, rows, existing) -> set:
+        """Keys of stored rows that an update from ``rows`` would leave as they are."""
+        pk = model._meta.primary_key
+        keys = [row[pk.name] for row in rows if row.get(pk.name) in existing]
+        fields = model._meta.sorted_fields
+        stored = {values[0]: {f.name: f.db_value(v) for f, v in zip(fields[1:], values[1:],
+                                                                    strict=True)}
+                  for values in model.select(pk, *fields[1:]).where(pk.in_(keys)).tuples()}
+        same = set()
+        for row in rows:
+            old = stored.get(row.get(pk.name))
+            if old is None or "psk_key" in row:
+                continue  # a PSK arrives re-encrypted: always a change
+            new = self._written_values(model, row)
+            if all(value == old.get(name) for name, value in new.items()
+                   if name != "updated_at"):
+                same.add(row[pk.name])
+        return same
+
+    def _match_logs(self, rows, stored_ids) -> set:
+        """Ids of ``rows`` already stored as the same APDU; the others become new rows.
+
+        Log ids are per-store counters, so an equal id from another store is a different
+        row. A file row is the stored row of its id when session, time, direction and data
+        are equal; when its id holds another APDU it is matched to a stored row with that
+        content not matched yet (the file's id replaced by the stored one), else it is
+        added under a new id. Identical APDUs (a repeated STATUS in one millisecond) are
+        matched one to one, so a store's own export always re-imports unchanged.
+        """
+        ids = self.log_ids
+        if ids is None:
+            ids = self.log_ids = _LogIds()
+        fields = [CommLog.session, CommLog.timestamp, CommLog.direction, CommLog.raw_data]
+        names = [f.name for f in fields]
+
+        def stored_identity(values):
+            return tuple(f.db_value(v) for f, v in zip(fields, values, strict=True))
+
+        by_id = {}
+        if stored_ids:
+            by_id = {r[0]: stored_identity(r[1:]) for r in
+                     CommLog.select(CommLog.id, *fields)
+                     .where(CommLog.id.in_(list(stored_ids))).tuples()}
+        same, clashing = set(), []
+        for row in rows:
+            key = row.get("id")
+            if key is None:
+                continue
+            if key in ids.given:
+                clashing.append(row)
+            elif key in by_id:
+                if tuple(row.get(n) for n in names) == by_id[key]:
+                    same.add(key)
+                    ids.claimed.add(key)
+                else:
+                    clashing.append(row)
+            else:
+                ids.seen(key)
+        if clashing:
+            sessions = {row.get("session") for row in clashing}
+            candidates: dict = {}
+            query = (CommLog.select(CommLog.id, *fields)
+                     .where(CommLog.session.in_(list(sessions)) & (CommLog.id <= ids.before))
+                     .order_by(CommLog.id).tuples())
+            for r in query:
+                if r[0] not in ids.claimed:
+                    candidates.setdefault(stored_identity(r[1:]), []).append(r[0])
+            for row in clashing:
+                found = candidates.get(tuple(row.get(n) for n in names))
+                if found:
+                    row["id"] = found.pop(0)
+                    same.add(row["id"])
+                    ids.claimed.add(row["id"])
+                else:
+                    row["id"] = None
+        for row in rows:
+            if row.get("id") is None:
+                row["id"] = ids.new()
+        return same
+
+
+def _stored_keys(model, keys) -> set:
+    pk = model._meta.primary_key
+    keys = list(keys)
+    found = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        found.update(r[0] for r in model.select(pk).where(pk.in_(chunk)).tuples())
+    return found
+
+
+def _resync_log_ids(database) -> None:
+    # Explicit ids leave PostgreSQL's sequence behind: the next new row would collide.
+    if isinstance(database, peewee.PostgresqlDatabase):
+        database.execute_sql(
+            "SELECT setval(pg_get_serial_sequence('comm_logs', 'id'), "
+            "(SELECT COALESCE(MAX(id), 1) FROM comm_logs))")
+
+
+_STATEMENTS: dict = {}
+
+
+def _write_rows(database, model, fields: list, flat: list) -> None:
+    """Insert rows given as values already converted (``db_value``), in field order, one
+    row after another in ``flat``: multi-row statements built once per shape."""
+    width = len(fields)
+    rows = len(flat) // width
+    full = max_rows_per_statement(database, width)
+    start = 0
+    while rows:
+        count = min(full, rows)
+        key = (id(database), model, tuple(f.name for f in fields), count)
+        sql = _STATEMENTS.get(key)
+        if sql is None:
+            query = model.insert_many([(None,) * width] * count, fields=fields)
+            sql = _STATEMENTS[key] = database.get_sql_context().sql(query).query()[0]
+        database.execute_sql(sql, flat[start:start + count * width])
+        start += count * width
+        rows -= count
+
+
+# -- conversion of document values ----------------------------------------------------------
+
+def _reason(exc: Exception, f: peewee.Field) -> str:
+    """A conversion error without the field name the fields' messages start with."""
+    text = str(exc)
+    for name in (f.name, getattr(f, "column_name", None), "value", "id"):
+        if name and text.startswith(name + " "):
+            return text[len(name) + 1:]
+    return text
+
+
+_CONVERTERS: dict = {}
+
+
+def _converter(f: peewee.Field):
+    """Document value -> the value ``f`` stores. The JSON type is checked here (text in a
+    text column, a whole number in an integer column...); the rest is the field's own
+    ``db_value`` (enum members, UUIDs, lengths, NUL, timestamps). ValueError or
+    ValidationError say what is wrong."""
+    convert = _CONVERTERS.get(f)
+    if convert is None:
+        convert = _CONVERTERS[f] = _build_converter(f)
+    return convert
+
+
+def _build_converter(f: peewee.Field):
+    target = f.rel_field if isinstance(f, peewee.ForeignKeyField) else f
+    db_value = f.db_value
+    kind = _kind(target)
+    null = f.null
+    # Per model: the APDU writer's hex rules (a field's db_value also sees LIKE patterns).
+    if target is CommLog.raw_data:
+        def hex_text(value):
+            return value if value == "" else normalize_hex(_text(value))
+        check = hex_text
+    elif target is CommLog.status_word:
+        def status_word(value):
+            if type(value) is str and len(value) == 4 and value.isascii():
+                try:
+                    int(value, 16)
+                    return db_value(value)
+                except ValueError:
+                    pass
+            raise ValueError(f"must be four hex digits such as 9000, got {quote(value)}")
+        check = status_word
+    else:
+        check = _CHECKS[kind](target, db_value)
+
+    if isinstance(target, UUIDStrField):
+        memo: dict = {}  # a few session and device keys, repeated on every row
+        uncached = check
+
+        def cached(value):
+            hit = memo.get(value) if type(value) is str else None
+            if hit is None:
+                hit = uncached(value)
+                if type(value) is str:
+                    if len(memo) > 10_000:
+                        memo.clear()
+                    memo[value] = hit
+            return hit
+        check = cached
+
+    def convert(value):
+        if value is None:
+            if null:
+                return None
+            raise ValueError("must not be null")
+        return check(value)
+    return convert
+
+
+def _kind(f: peewee.Field) -> str:
+    if isinstance(f, peewee.BooleanField):
+        return "bool"
+    if isinstance(f, peewee.FloatField):
+        return "float"
+    if isinstance(f, peewee.IntegerField):
+        return "int"
+    if f.field_type == DATETIME_MS:
+        return "time"
+    if f.field_type == JSON_TEXT:
+        return "json"
+    if isinstance(f, EncryptedBlobField):
+        return "secret"
+    return "text"
+
+
+def _text(value) -> str:
+    if type(value) is not str:
+        raise ValueError(f"must be text, got {type(value).__name__} {quote(value)}")
+    return value
+
+
+def _text_check(f, db_value):
+    # A TEXT column holds 64 KiB on MySQL: a file that imports must import anywhere.
+    column_bytes = _MAX_TEXT_BYTES if f.field_type == "TEXT" else None
+
+    def text(value):
+        stored = db_value(_text(value))  # NUL, lone surrogates, max_length
+        if column_bytes and not value.isascii() and len(value.encode()) > column_bytes:
+            raise ValueError(f"is {len(value.encode()):,} bytes of UTF-8; at most "
+                             f"{column_bytes:,} fit (a TEXT column on MySQL)")
+        return stored
+    return text
+
+
+def _int_check(f, db_value):
+    big = isinstance(f, peewee.BigAutoField | peewee.BigIntegerField)
+    high = 2**63 if big else 2**15 if isinstance(f, peewee.SmallIntegerField) else 2**31
+    low = 1 if f.primary_key else -high
+
+    def whole(value):
+        if type(value) is int and low <= value < high:
+            return value
+        if type(value) is not int:
+            raise ValueError(f"must be a whole number, got {quote(value)}")
+        raise ValueError(f"{quote(value)} is out of range")
+    return whole
+
+
+def _float_check(f, db_value):
+    def number(value):
+        if type(value) is float and -1e308 < value < 1e308:
+            return value
+        if type(value) is int:
+            try:
+                return db_value(value)
+            except OverflowError:
+                pass
+        raise ValueError(f"must be a finite number, got {quote(value)}")
+    return number
+
+
+def _bool_check(f, db_value):
+    def boolean(value):
+        if type(value) is bool:
+            return db_value(value)
+        raise ValueError(f"must be true or false, got {quote(value)}")
+    return boolean
+
+
+_ISO_HINT = "must be an ISO-8601 date and time like 2024-11-29T10:00:00.123Z"
+
+
+def _time_check(f, db_value):
+    def timestamp(value):
+        if type(value) is datetime:  # YAML reads unquoted times; without an offset: UTC
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=timezone.utc)
+        elif type(value) is not str:
+            raise ValueError(f"{_ISO_HINT}, got {quote(value)}")
+        try:
+            stored = db_value(value)
+        except OverflowError:
+            stored = None
+        if type(stored) is not datetime:
+            raise ValueError(f"{_ISO_HINT} within 0001-01-01..9999-12-31 (UTC), got "
+                             f"{quote(value if type(value) is str else value.isoformat())}")
+        return stored
+    return timestamp
+
+
+def _json_check(f, db_value):
+    def json_value(value):
+        return db_value(check_json_value(value))
+    return json_value
+
+
+def _secret_check(f, db_value):
+    def refused(value):
+        raise ValueError("keys are never imported encrypted")
+    return refused
+
+
+_CHECKS = {"text": _text_check, "int": _int_check, "float": _float_check,
+           "bool": _bool_check, "time": _time_check, "json": _json_check,
+           "secret": _secret_check}

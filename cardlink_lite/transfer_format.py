@@ -1,103 +1,458 @@
-"""What export and import agree on: the document's version, table names and column
-keys, and where the rows are read from."""
+"""The transfer document: JSON and YAML written and parsed whole, JSON Lines (``.jsonl``)
+written and read a line at a time, with the checks a hostile file needs (keys given twice,
+YAML aliases, nesting, huge numbers, over-long lines, JSON values no column holds)."""
 
 from __future__ import annotations
 
-import contextlib
 import enum
+import io
+import json
+import math
+from datetime import datetime, timezone
 
-import peewee
+import yaml
 
-from .errors import ValidationError
-from .models import ALL_MODELS, CardProfile, CommLog, Device, OTASession, Setting, TestResult
+from .errors import ValidationError, first_line, quote
 
 __all__ = [
     "FORMAT_VERSION",
-    "TABLES",
+    "MAX_JSON_CHARS",
+    "MAX_JSON_DEPTH",
+    "MAX_LINE_CHARS",
+    "BadRow",
+    "Duplicated",
     "ExportFormat",
-    "resolve_tables",
+    "JsonLines",
+    "check_json_value",
+    "document_writer",
+    "export_format",
+    "parse_document",
+    "plain_row",
+    "read_document",
+    "write_jsonl",
 ]
 
 FORMAT_VERSION = 1
+MAX_JSON_DEPTH = 32           # nesting of a JSON field (connection_settings, metadata...)
+MAX_JSON_CHARS = 1_048_576    # a JSON field's size, as stored
+MAX_LINE_CHARS = 16 << 20     # one JSON Lines row: far above any row a column set holds
+_YAML_WIDTH = 1 << 30         # never fold long strings: one row reads as one block
 
-# Document keys are the table names; the guide's short names are accepted too.
-_SHORT_NAMES = {
-    "devices": Device, "cards": CardProfile, "sessions": OTASession,
-    "logs": CommLog, "tests": TestResult, "settings": Setting,
-}
-TABLES = [m._meta.table_name for m in ALL_MODELS]  # parents before children
-_BY_NAME = {**{m._meta.table_name: m for m in ALL_MODELS}, **_SHORT_NAMES}
+_SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ExportFormat(str, enum.Enum):
     JSON = "json"
     YAML = "yaml"
+    JSONL = "jsonl"  # JSON Lines: the streamed layout (a header line, then a line per row)
 
 
-def resolve_tables(tables=None) -> list[type[peewee.Model]]:
-    """Models for table names or the guide's short names, in dependency order."""
-    if tables is None:
-        return list(ALL_MODELS)
-    if isinstance(tables, str):
-        tables = [t for t in tables.split(",")]
-    wanted = set()
-    for name in tables:
-        key = str(name).strip().lower()
-        if key not in _BY_NAME:
-            raise ValidationError(
-                f"unknown table {name!r}; use any of {', '.join(_SHORT_NAMES)} "
-                f"or {', '.join(TABLES)}"
-            )
-        wanted.add(_BY_NAME[key])
-    if not wanted:
-        raise ValidationError(f"no table named; use any of {', '.join(_SHORT_NAMES)}")
-    return [m for m in ALL_MODELS if m in wanted]
-
-
-def _database_of(source) -> peewee.Database:
-    if isinstance(source, peewee.Database):
-        return source
-    database = getattr(source, "database", None)
-    if database is None:
-        raise TypeError("expected a UnitOfWork, a DatabaseManager or a Peewee database")
-    ensure = getattr(getattr(source, "manager", source), "ensure_connection", None)
-    if ensure is not None:
-        ensure()
-    return database
-
-
-def _columns(model, include_keys: bool = False) -> list[peewee.Field]:
-    return [f for f in model._meta.sorted_fields
-            if include_keys or f.name not in model.secret_fields]
-
-
-def _key(f: peewee.Field) -> str:
-    # Foreign keys appear under their column name (device_id, card_iccid, session_id);
-    # the encrypted PSK only ever leaves decrypted, as psk_key (hex).
-    if f is CardProfile.psk_key_encrypted:
-        return "psk_key"
-    return f.column_name if isinstance(f, peewee.ForeignKeyField) else f.name
-
-
-def _export_format(value) -> ExportFormat:
+def export_format(value) -> ExportFormat:
     try:
         return ExportFormat(str(getattr(value, "value", value)).lower())
     except ValueError:
-        raise ValidationError(f"unknown format {value!r}; use json or yaml") from None
+        raise ValidationError(f"unknown format {value!r}; use json, jsonl or yaml") from None
 
 
-@contextlib.contextmanager
-def _snapshot(database):
-    """A read transaction so every table comes from the same moment, without blocking
-    writers (SQLite: deferred, so no write lock; PostgreSQL: repeatable read)."""
-    if database.in_transaction():
-        yield
-        return
-    if isinstance(database, peewee.SqliteDatabase):
-        with database.atomic(lock_type="DEFERRED"):
-            yield
-        return
-    with database.atomic():
-        if isinstance(database, peewee.PostgresqlDatabase):
-            database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        yield
+# -- writing ------------------------------------------------------------------------------
+
+def write_jsonl(fp, rows) -> int:
+    """Write each row (a dict of JSON values) as one line of JSON to the text file ``fp``;
+    returns the row count."""
+    count = 0
+    dumps = json.dumps
+    write = fp.write
+    for row in rows:
+        write(dumps(row))
+        write("\n")
+        count += 1
+    return count
+
+
+_PLAIN = frozenset({str, int, bool, type(None), dict, list})
+
+
+def plain_row(keys, values) -> dict:
+    """A row of Python values (as the fields give them) as JSON values: times as
+    ``2024-11-29T10:00:00.123Z``, enum members as their value, infinity and NaN as null."""
+    return {k: v if type(v) in _PLAIN else _plain(v) for k, v in zip(keys, values, strict=True)}
+
+
+def _plain(value):
+    if isinstance(value, float):
+        # SQLite stores infinity (an old writer let it through); no format carries it back
+        # in, and a latency of infinity means "unknown".
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        if value.tzinfo is not timezone.utc:
+            value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else \
+                value.astimezone(timezone.utc)
+        return value.isoformat(timespec="milliseconds")[:-6] + "Z"
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, str | int):  # subclasses of the plain types
+        return value
+    return str(value)
+
+
+class _JsonWriter:
+    """One row per line inside one JSON document: stable bytes, small diffs."""
+
+    def __init__(self, stream):
+        self._out = stream
+
+    def header(self, fields: dict) -> None:
+        self._out.write("{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}"
+                                           for k, v in fields.items()))
+
+    def table(self, name: str, rows) -> None:
+        write = self._out.write
+        dumps = json.dumps
+        write(f",\n  {json.dumps(name)}: [")
+        separator = "\n    "
+        for row in rows:
+            write(separator)
+            write(dumps(row))
+            separator = ",\n    "
+        write("]" if separator == "\n    " else "\n  ]")
+
+    def footer(self) -> None:
+        self._out.write("\n}\n")
+
+
+class _JsonLinesWriter:
+    """The header line, then per table a ``{"table": name}`` line and a line per row."""
+
+    def __init__(self, stream):
+        self._out = stream
+
+    def header(self, fields: dict) -> None:
+        self._out.write(json.dumps({**fields, "format": ExportFormat.JSONL.value}) + "\n")
+
+    def table(self, name: str, rows) -> None:
+        self._out.write(json.dumps({"table": name}) + "\n")
+        write_jsonl(self._out, rows)
+
+    def footer(self) -> None:
+        pass
+
+
+class _YamlWriter:
+    def __init__(self, stream):
+        self._out = stream
+
+    def _dump(self, data) -> str:
+        return yaml.dump(data, Dumper=_SafeDumper, default_flow_style=False, sort_keys=False,
+                         allow_unicode=False, width=_YAML_WIDTH)
+
+    def header(self, fields: dict) -> None:
+        self._out.write(self._dump(fields))
+
+    def table(self, name: str, rows) -> None:
+        self._out.write(f"{name}:")
+        empty = True
+        for row in rows:
+            if empty:
+                self._out.write("\n")
+                empty = False
+            self._out.write(self._dump([row]))
+        if empty:
+            self._out.write(" []\n")
+
+    def footer(self) -> None:
+        pass
+
+
+_WRITERS = {ExportFormat.JSON: _JsonWriter, ExportFormat.JSONL: _JsonLinesWriter,
+            ExportFormat.YAML: _YamlWriter}
+
+
+def document_writer(stream, format):
+    """A writer of ``format`` on text ``stream``: ``header(fields)``, ``table(name, rows)``
+    for each table, ``footer()``."""
+    return _WRITERS[export_format(format)](stream)
+
+
+# -- reading --------------------------------------------------------------------------------
+
+class Duplicated(dict):
+    """A JSON object or YAML mapping that named a key twice (``duplicate`` is the key);
+    the import refuses it, naming the row."""
+
+    duplicate = None
+
+
+class BadRow:
+    """A JSON Lines row that could not be read (``reason`` says why)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _pairs(pairs: list) -> dict:
+    """``object_pairs_hook``: a dict, or a :class:`Duplicated` when a key repeats."""
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen = set()
+        d = Duplicated(d)
+        for key, _ in pairs:
+            if key in seen:
+                d.duplicate = key
+                break
+            seen.add(key)
+    return d
+
+
+_decode = json.JSONDecoder(object_pairs_hook=_pairs).decode
+
+
+class _Loader(_SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                    seen.add(key)
+                except TypeError:
+                    continue  # unhashable: the base class says so
+                if repeated:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {quote(key)} appears twice in one mapping",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _json_problem(exc: Exception) -> str:
+    """What is wrong with JSON text that did not parse, in a few words."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    if isinstance(exc, RecursionError):
+        return "not valid JSON for an import: it is nested too deeply"
+    # A number Python will not convert (over 4,300 digits), a lone surrogate...
+    what = "a number has too many digits" if "digits" in str(exc) else first_line(exc)[:100]
+    return f"not valid JSON for an import: {what}"
+
+
+def _parse_json(text: str):
+    try:
+        return _decode(text)
+    except (ValueError, RecursionError) as exc:
+        hint = ("give a file written by cardlink-db export" if isinstance(exc, RecursionError)
+                else "fix the file or give the right --format")
+        raise ValidationError(f"{_json_problem(exc)}; {hint}") from None
+
+
+def _parse_yaml(text: str):
+    if "*" in text:
+        # An alias repeats a value by reference: a kilobyte of aliases can stand for
+        # gigabytes of data (the "billion laughs"). Import files never need them.
+        try:
+            for event in yaml.parse(text, Loader=_SafeLoader):
+                if isinstance(event, yaml.AliasEvent):
+                    mark = event.start_mark
+                    raise ValidationError(
+                        f"YAML aliases are not accepted in an import (*{event.anchor[:40]} at "
+                        f"line {mark.line + 1} column {mark.column + 1}); write the value "
+                        "out in full")
+        except yaml.YAMLError:
+            pass  # the load below reports it
+    try:
+        # Safe loader only: a document can never construct Python objects.
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValidationError(
+            f"not valid YAML: {what[:200]}{where}; fix the file or give the right --format"
+        ) from None
+    except RecursionError:
+        raise ValidationError("not valid YAML for an import: it is nested too deeply; "
+                              "give a file written by cardlink-db export") from None
+    except (ValueError, OverflowError, TypeError) as exc:  # e.g. a date out of range
+        raise ValidationError(
+            f"not valid YAML for an import: a value cannot be read "
+            f"({type(exc).__name__}: {first_line(exc)[:100]}); fix the file") from None
+
+
+def _text(data) -> str:
+    if isinstance(data, bytes | bytearray):
+        try:
+            return bytes(data).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValidationError(
+                f"the import document is not UTF-8 text (byte {exc.start}); export it again "
+                "with cardlink-db export") from None
+    if not isinstance(data, str):
+        raise ValidationError(f"cannot import a {type(data).__name__}; pass JSON or YAML text")
+    return data.lstrip("\ufeff")
+
+
+def parse_document(data, format=None) -> dict:
+    """The mapping inside whole JSON/YAML ``data``; ValidationError with one clear line if
+    none. Without ``format``, text starting with ``{`` or ``[`` is JSON, anything else YAML."""
+    if isinstance(data, dict):
+        return data
+    if hasattr(data, "read"):
+        data = data.read()
+    text = _text(data)
+    if not text.strip():
+        raise ValidationError("the import document is empty; give a file written by "
+                              "cardlink-db export")
+    fmt = export_format(format) if format is not None else (
+        ExportFormat.JSON if text.lstrip()[:1] in ("{", "[") else ExportFormat.YAML)
+    document = _parse_yaml(text) if fmt is ExportFormat.YAML else _parse_json(text)
+    if not isinstance(document, dict):
+        kind = "empty document" if document is None else type(document).__name__
+        raise ValidationError(
+            f"the import document must be a mapping of table names to lists of rows, "
+            f"got a {kind}; give a file written by cardlink-db export")
+    return document
+
+
+class JsonLines:
+    """A JSON Lines document read a line at a time, never whole.
+
+    ``header`` is the first line's mapping; iterating gives ``(table, None)`` at each
+    ``{"table": name}`` line and ``(table, row)`` for each row line after it (a
+    :class:`BadRow` for a line that is not a JSON object).
+    """
+
+    def __init__(self, readline, header: dict):
+        self._readline = readline
+        self.header = header
+        self.line = 1  # the line being read
+
+    def __iter__(self):
+        table = None
+        readline = self._readline
+        decode = _decode
+        while True:
+            text = readline(MAX_LINE_CHARS)
+            if not text:
+                return
+            self.line += 1
+            if len(text) >= MAX_LINE_CHARS and text[-1:] not in ("\n", b"\n"):
+                while text and text[-1:] not in ("\n", b"\n"):  # skip the rest of it
+                    text = readline(1 << 20)
+                yield table, BadRow(f"line {self.line} is longer than {MAX_LINE_CHARS:,} "
+                                    "characters")
+                continue
+            try:
+                row = decode(text.decode("utf-8") if type(text) is bytes else text)
+            except UnicodeDecodeError as exc:
+                yield table, BadRow(f"line {self.line} is not UTF-8 text (byte {exc.start})")
+                continue
+            except (ValueError, RecursionError) as exc:
+                if not text.strip():
+                    continue
+                yield table, BadRow(f"line {self.line}: {_json_problem(exc)}")
+                continue
+            if type(row) is dict and len(row) == 1 and "table" in row:
+                table = row["table"]
+                yield table, None
+            elif table is None:
+                yield None, BadRow(f"line {self.line}: a row before any {{\"table\": name}} "
+                                   "line")
+            else:
+                yield table, row
+
+
+def _line_reader(data):
+    """``readline(limit)`` over ``data`` (text, bytes or a file), or None for a mapping."""
+    if isinstance(data, str):
+        return io.StringIO(data).readline
+    if isinstance(data, bytes | bytearray):
+        return io.BytesIO(data).readline
+    if hasattr(data, "readline"):
+        return data.readline
+    if hasattr(data, "read"):
+        return io.BytesIO(data.read()).readline
+    return None
+
+
+def read_document(data, format=None):
+    """``data`` as a mapping (JSON and YAML are parsed whole) or, for JSON Lines, as a
+    :class:`JsonLines` reader. Without ``format``, a first line that is a mapping with
+    ``"format": "jsonl"`` says JSON Lines; anything else is parsed whole."""
+    fmt = None if format is None else export_format(format)
+    if isinstance(data, dict) or fmt is ExportFormat.YAML:
+        return parse_document(data, fmt)
+    readline = _line_reader(data)
+    if readline is None:
+        return parse_document(data, fmt)
+    first = readline()
+    while first and not first.strip() and fmt is ExportFormat.JSONL:
+        first = readline()
+    head = _text(first) if first else ""
+    header = None
+    if fmt is ExportFormat.JSONL or head.lstrip().startswith("{") and head.rstrip()[-1:] == "}":
+        try:
+            header = _decode(head)
+        except (ValueError, RecursionError) as exc:
+            if fmt is ExportFormat.JSONL:
+                raise ValidationError(f"line 1: {_json_problem(exc)}; give a file written by "
+                                      "cardlink-db export --format jsonl") from None
+    if fmt is ExportFormat.JSONL or (isinstance(header, dict)
+                                     and header.get("format") == ExportFormat.JSONL.value):
+        if not isinstance(header, dict):
+            raise ValidationError(
+                "line 1 of a JSON Lines import must be a mapping such as "
+                '{"format_version": 1, "format": "jsonl"}; give a file written by '
+                "cardlink-db export --format jsonl")
+        return JsonLines(readline, header)
+    rest = data if isinstance(data, str | bytes | bytearray) else _rest(first, readline)
+    return parse_document(rest, fmt)
+
+
+def _rest(first, readline):
+    """The first line read and everything after it, as one text or bytes value."""
+    chunks = [first]
+    while True:
+        chunk = readline(1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return chunks[0][:0].join(chunks)
+
+
+def check_json_value(value):
+    """``value`` if it is a JSON value every backend stores and every export carries
+    back: plain JSON types, no key twice, at most MAX_JSON_DEPTH levels and
+    MAX_JSON_CHARS; ValueError saying what is wrong otherwise."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item, Duplicated):
+                raise ValueError(f"key {quote(item.duplicate)} appears twice in one object")
+            children = item.values()
+            if any(not isinstance(k, str) for k in item):
+                raise ValueError("object keys must be text")
+        elif isinstance(item, list):
+            children = item
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"must hold only finite numbers, got {item!r}")
+        elif item is None or isinstance(item, str | int | float):
+            continue
+        else:
+            raise ValueError("must hold only JSON values (objects, lists, text, numbers, "
+                             f"true/false, null), got {type(item).__name__}")
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"is nested more than {MAX_JSON_DEPTH} levels deep")
+        stack.extend((child, depth + 1) for child in children)
+    try:
+        size = len(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError("must hold only JSON values (objects, lists, text, numbers, "
+                         "true/false, null)") from None
+    if size > MAX_JSON_CHARS:
+        raise ValueError(f"is {size:,} characters as JSON; at most {MAX_JSON_CHARS:,} are "
+                         "stored")
+    return value

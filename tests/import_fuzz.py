@@ -110,6 +110,16 @@ def export_lines(document: dict) -> list[str]:
     return "\n".join(lines).split("\n") + [""]
 
 
+def jsonl_lines(document: dict) -> list[str]:
+    """The JSON Lines layout: a header line, then per table a table line and its rows."""
+    header = {k: v for k, v in document.items() if not isinstance(v, list)}
+    lines = [json.dumps({**header, "format": "jsonl"})]
+    for name in (k for k in document if isinstance(document[k], list)):
+        lines.append(json.dumps({"table": name}))
+        lines.extend(json.dumps(r) for r in document[name])
+    return lines
+
+
 def _row_text(pairs: list[tuple[str, str]]) -> str:
     """A JSON object from (key text, raw value text) pairs, keys already quoted."""
     return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
@@ -130,8 +140,16 @@ def malformed(draw, base: dict) -> Case:
     """A malformed document derived from the export ``base``."""
     kind = draw(st.sampled_from(["truncate", "bad_value", "bad_value", "bad_value",
                                  "duplicate_key", "odd_key", "duplicate_table", "yaml_alias",
-                                 "yaml_duplicate", "yaml_bad_value", "whole_json_bad_value"]))
+                                 "yaml_duplicate", "yaml_bad_value", "whole_json_bad_value",
+                                 "jsonl_truncate", "jsonl_bad_value", "jsonl_duplicate_key",
+                                 "jsonl_odd_key"]))
     text = "\n".join(export_lines(base))
+    if kind == "jsonl_truncate":
+        # Cut inside a line: a JSON Lines file cut between lines is a shorter valid file.
+        body = "\n".join(jsonl_lines(base))
+        cut = draw(st.integers(min_value=0, max_value=len(body) - 1).filter(
+            lambda c: body[c - 1:c] not in ("}", "\n")))
+        return Case(f"JSON Lines truncated at {cut}", body[:cut], "jsonl")
     if kind == "truncate":
         body = text.rstrip()
         cut = draw(st.integers(min_value=0, max_value=len(body) - 1))
@@ -146,6 +164,8 @@ def malformed(draw, base: dict) -> Case:
     rows = base[table]
     index = draw(st.integers(min_value=0, max_value=len(rows) - 1))
     pairs = [(json.dumps(k), json.dumps(v)) for k, v in rows[index].items()]
+    jsonl = kind.startswith("jsonl_")
+    kind = kind.removeprefix("jsonl_")
     if kind in ("bad_value", "whole_json_bad_value"):
         value = draw(bad_value_text(value_kind))
         pairs = [(k, v) for k, v in pairs if k != json.dumps(column)] + [
@@ -173,6 +193,11 @@ def malformed(draw, base: dict) -> Case:
                 shown[index] = line
             parts.append(f"{json.dumps(name)}: [{', '.join(shown)}]")
         return Case("whole " + what, "{" + ", ".join(parts) + "}")
+    if jsonl:
+        lines = jsonl_lines(base)
+        target = lines.index(json.dumps({"table": table})) + 1 + index
+        lines[target] = line
+        return Case("JSON Lines " + what, "\n".join(lines) + "\n", "jsonl")
     lines = export_lines(base)
     target = _row_line(lines, table, index)
     comma = "," if lines[target].rstrip().endswith(",") else ""

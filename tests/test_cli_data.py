@@ -90,9 +90,12 @@ def test_export_unknown_table_is_a_usage_error(bench, run):
     assert "unknown table 'phones'" in result.stderr
 
 
-def test_import_dry_run_then_import_then_skip(bench, run, backend, tmp_path):
-    exported = tmp_path / "dump.json"
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_import_dry_run_then_import_then_skip(bench, run, backend, tmp_path, fmt):
+    exported = tmp_path / f"dump.{fmt}"  # the format follows the extension both ways
     assert run("export", "-o", str(exported)).exit_code == 0
+    if fmt == "jsonl":
+        assert json.loads(exported.read_text().splitlines()[0])["format"] == "jsonl"
     with extra_manager(backend, tmp_path) as target:
         runner = CliRunner()
         url = target.config.url
@@ -113,12 +116,12 @@ def test_import_dry_run_then_import_then_skip(bench, run, backend, tmp_path):
         again = imp("--conflict", "skip", str(exported))
         assert "0 created, 0 updated, 0 unchanged, 13 skipped" in again.stderr
         assert checksums(target) == before
-        merged = imp("--conflict", "merge", "--yes", "--format", "json", str(exported))
+        merged = imp("--conflict", "merge", "--yes", "--format", fmt, str(exported))
         # The store holds exactly the file's rows: nothing to change, all reported unchanged.
         assert "0 updated, 13 unchanged" in merged.stderr, merged.output
         over = imp("--conflict", "overwrite", "--yes", str(exported))
         assert over.exit_code == 0
-        again = runner.invoke(cli, ["--database", url, "export"])
+        again = runner.invoke(cli, ["--database", url, "export", "--format", fmt])
         assert without_timestamp(again.stdout) == without_timestamp(exported.read_text())
 
 

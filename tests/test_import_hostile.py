@@ -19,7 +19,7 @@ from cardlink_lite.apdu import apdu_logger
 from cardlink_lite.cli import cli
 from cardlink_lite.errors import DatabaseError, ValidationError
 from cardlink_lite.transfer import DataExporter, DataImporter
-from tests.import_fuzz import check_case, export_lines, malformed
+from tests.import_fuzz import check_case, export_lines, jsonl_lines, malformed
 from tests.transfer_helpers import SESSION_A, checksums, extra_manager, populate
 
 
@@ -155,6 +155,74 @@ def test_duplicate_table_is_refused(store, base, db_url, tmp_path):
 def test_yaml_duplicate_table_is_refused(store, db_url, tmp_path):
     text = "format_version: 1\ndevices: []\ndevices: []\n"
     _refused(store, db_url, tmp_path, text, "yaml", match="appears twice")
+
+
+# -- JSON Lines: read a line at a time, each line checked on its own --------------------
+def _jsonl(document: dict, replace: dict | None = None) -> str:
+    """The JSON Lines layout, with whole lines replaced (line number -> text)."""
+    lines = jsonl_lines(document)
+    for number, text in (replace or {}).items():
+        lines[number - 1] = text
+    return "\n".join(lines) + "\n"
+
+
+def _row_number(document: dict, table: str, index: int) -> int:
+    return jsonl_lines(document).index(json.dumps({"table": table})) + 2 + index
+
+
+@pytest.mark.parametrize("case, match", [
+    ("control character", "Invalid control character"),
+    ("deep nesting", "nested too deeply"),
+    ("400 digits", "too many digits"),
+    ("key twice", "comm_logs[0]: field id appears twice"),
+    ("not UTF-8", "is not UTF-8 text"),
+    ("row before a table line", "a row before any"),
+    ("unknown header field", "unknown header field"),
+    ("newer version", "format_version"),
+])
+def test_hostile_json_lines(store, base, db_url, tmp_path, case, match):
+    row = _row_number(base, "comm_logs", 0)
+    line = json.dumps(base["comm_logs"][0])
+    replace = {
+        "control character": {row: line.replace('"id"', '"i\x01d"', 1)},
+        "deep nesting": {row: '{"id": ' + "[" * 100_000 + "]" * 100_000 + "}"},
+        "400 digits": {row: line.replace('"latency_ms": ', '"latency_ms": 1' + "0" * 5000
+                                         + ', "x": ', 1)},
+        "key twice": {row: line.replace('{"id": ', '{"id": 7, "id": ', 1)},
+        "not UTF-8": {row: line.replace("command", "comm\udcffand", 1)},
+        "row before a table line": {2: line},
+        "unknown header field": {1: '{"format_version": 1, "format": "jsonl", "x": 1}'},
+        "newer version": {1: '{"format_version": 2, "format": "jsonl"}'},
+    }[case]
+    if case == "not UTF-8":  # only the file is bytes (a str holds a lone surrogate)
+        line = _refused(store, db_url, tmp_path, _jsonl(base, replace), "jsonl")
+        assert match in line and f"line {row} " in line
+        return
+    _refused(store, db_url, tmp_path, _jsonl(base, replace), "jsonl", match=match)
+
+
+def test_json_lines_over_long_line_is_skipped_not_read(store, base, db_url, tmp_path):
+    from cardlink_lite.transfer_format import MAX_LINE_CHARS
+
+    row = _row_number(base, "devices", 0)
+    long = '{"notes": "' + "x" * MAX_LINE_CHARS + '"}'
+    line = _refused(store, db_url, tmp_path, _jsonl(base, {row: long}), "jsonl",
+                    match="is longer than")
+    assert f"line {row} is longer than" in line
+
+
+def test_json_lines_problems_name_table_row_and_field_in_every_section(store, base):
+    """Rows of one table split over two sections keep counting; a dangling reference in
+    a later section is found against the keys met before it."""
+    lines = jsonl_lines(base)
+    bad = dict(base["comm_logs"][1], session_id="99999999-9999-4999-8999-999999999999",
+               id=999)
+    text = "\n".join(lines + [json.dumps({"table": "comm_logs"}), json.dumps(bad)]) + "\n"
+    with pytest.raises(ValidationError) as info:
+        DataImporter(store).import_data(text, format="jsonl")
+    assert info.value.problems == [
+        "comm_logs[6].session_id: no ota_sessions row '99999999-9999-4999-8999-999999999999' "
+        "in the file or the database"]
 
 
 # -- exact re-import -------------------------------------------------------------------

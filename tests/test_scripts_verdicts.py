@@ -77,3 +77,20 @@ def test_bench_reads_small_run_measures_every_read_against_the_same_answer(db_ur
         assert line["raw_us"] > 0 and line["cardlink_us"] > 0, line
         assert "differs" not in line.get("problem", ""), line
     assert code == (0 if all(line["ok"] for line in lines) else 1)
+@pytest.mark.parametrize("results,code", [
+    ([], 1),
+    ([{"bench": "export", "ok": True}, {"bench": "import", "ok": False}], 1),
+    ([{"bench": "export", "ok": True}, {"bench": "import", "problem": "nothing"}], 1),
+    ([{"bench": "export", "ok": True}, {"bench": "import", "ok": True}], 0),
+])
+def test_bench_transfer_exit_code(results, code):
+    assert _load("bench_transfer").exit_code(results) == code
+
+
+def test_bench_transfer_small_run_measures_export_and_import(capsys):
+    _load("bench_transfer").main(["--rows", "2000"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["bench"] for line in lines] == ["export", "import"]
+    for line in lines:
+        assert line["rows"] == 2000 and line["ratio"] > 0 and line["runs"] == 1
+        assert "cardlink_lite_rss_growth_mb" in line and isinstance(line["ok"], bool)

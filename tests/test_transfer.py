@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
@@ -30,6 +29,7 @@ from cardlink_lite import (
     ValidationError,
 )
 from cardlink_lite.crypto import decrypt_psk, generate_key
+from cardlink_lite.transfer_format import JsonLines, read_document
 from tests.transfer_helpers import (
     PSK,
     SESSION_A,
@@ -256,7 +256,8 @@ BROKEN = {
                                             "status": "passed"}]},
                          "test_results[0].test_name: required field is missing"),
     "bad hex": ({"comm_logs": [{"session_id": SESSION_A, "direction": "command",
-                                "raw_data": "zz"}]}, "comm_logs[0].raw_data: must be hex"),
+                                "raw_data": "zz"}]},
+                "comm_logs[0].raw_data: must be whole bytes of hex"),
     "encrypted key": ({"card_profiles": [{"iccid": "1", "psk_key_encrypted": "gAAA"}]},
                       "card_profiles[0].psk_key_encrypted: unknown field"),
     "unknown table": ({"phones": []}, "phones: unknown table"),
@@ -332,9 +333,7 @@ def _traced_import(manager, data) -> tuple[int, ImportResult]:
     return peak, result
 
 
-def test_import_streams_an_exported_file_with_bounded_memory(store, backend, tmp_path):
-    from cardlink_lite.import_reader import _line_document
-
+def test_import_streams_a_jsonl_export_with_bounded_memory(store, backend, tmp_path):
     files = []
     store.bind()
     rows = [{"session": SESSION_A, "direction": "command", "raw_data": "00B0000010"}] * 100
@@ -342,26 +341,27 @@ def test_import_streams_an_exported_file_with_bounded_memory(store, backend, tmp
         with store.atomic():
             while CommLog.select().count() < size:
                 CommLog.insert_many(rows).execute()
-        files.append(tmp_path / f"{size}.json")
-        files[-1].write_text(DataExporter(store).export_all())
+        files.append(tmp_path / f"{size}.jsonl")
+        files[-1].write_text(DataExporter(store).export_all(ExportFormat.JSONL))
         store.bind()
-    with open(files[1], "rb") as fh, contextlib.ExitStack() as stack:
-        document, _ = _line_document(fh, None, stack)
-        assert len(document["comm_logs"]) == 8006  # read line by line, not parsed whole
+    with open(files[1], "rb") as fh:
+        document = read_document(fh)
+        assert isinstance(document, JsonLines)  # read line by line, not parsed whole
+        assert sum(1 for table, row in document if table == "comm_logs" and row) == 8006
     peaks = []
     for path in files:
         with extra_manager(backend, tmp_path) as target, open(path, "rb") as fh:
             peak, result = _import_peak(target, fh)
             peaks.append(peak)
             assert result.tables["comm_logs"]["created"] == CommLog.select().count()
-            assert without_timestamp(DataExporter(target).export_all()) == \
+            assert without_timestamp(DataExporter(target).export_all(ExportFormat.JSONL)) == \
                 without_timestamp(path.read_text())
             store.bind()
     # A chunk of rows at a time: four times the rows, about the same peak memory, and
     # well under what merely parsing the whole file takes.
     tracemalloc.start()
     try:
-        json.loads(files[1].read_bytes())
+        [json.loads(line) for line in files[1].read_bytes().splitlines()]
         _, parse_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -379,7 +379,7 @@ def test_streamed_import_refuses_a_bad_last_row_and_changes_nothing(store, targe
     with pytest.raises(ValidationError) as info:
         DataImporter(target).import_data(text.encode())
     assert info.value.problems == [
-        "comm_logs[5].direction: must be one of command, response, atr, reset, got 'sideways'"]
+        "comm_logs[5].direction: must be one of command, response, atr, reset; got 'sideways'"]
     assert checksums(target) == before
 
 
@@ -454,20 +454,16 @@ def test_import_decides_and_writes_in_one_transaction(store, backend, monkeypatc
     from playhouse.db_url import connect
 
     from cardlink_lite import IntegrityError
-    from cardlink_lite.importer import _Plan
+    from cardlink_lite.transfer import _Import
 
     other = connect(store.config.url, **({"timeout": 0.2} if backend == "sqlite" else {}))
     p = other.param
     raced = []
-    # SQLite: the other writer strikes once the plan is checked, and must find the
-    # import's write lock already held. Servers: it strikes after the import looked up
-    # which keys exist, just before the insert.
-    hook = "validate" if backend == "sqlite" else "_insert"
-    original = getattr(_Plan, hook)
+    original = _Import._insert
 
     def race(plan, *args):
-        if hook == "validate":
-            original(plan, *args)
+        # The other writer strikes after the import looked up which keys exist, just
+        # before its insert. SQLite: the import's write lock is already held.
         try:
             other.execute_sql(
                 f"INSERT INTO devices (id, device_type, is_active, created_at, updated_at) "
@@ -476,10 +472,9 @@ def test_import_decides_and_writes_in_one_transaction(store, backend, monkeypatc
             raced.append("inserted")
         except peewee.OperationalError as exc:
             raced.append(str(exc))
-        if hook == "_insert":
-            original(plan, *args)
+        original(plan, *args)
 
-    monkeypatch.setattr(_Plan, hook, race)
+    monkeypatch.setattr(_Import, "_insert", race)
     doc = {"devices": [{"id": "new-device", "device_type": "phone"},
                        {"id": "raced", "device_type": "modem"}]}
     try:

@@ -24,8 +24,8 @@ from .base import (
 
 __all__ = ["backup", "check", "export_command", "import_command", "purge", "stats"]
 
-_FORMATS = click.Choice(["json", "yaml"], case_sensitive=False)
-_EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+_FORMATS = click.Choice(["json", "jsonl", "yaml"], case_sensitive=False)
+_EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".yaml": "yaml", ".yml": "yaml"}
 _SHOWN_PROBLEMS = 20
 
 
@@ -48,19 +48,21 @@ def _counts_line(counts: dict) -> str:
 
 @cli.command("export")
 @click.option("--format", "-f", "fmt", type=_FORMATS,
-              help="json or yaml (default: from the --output extension, else json).")
+              help="json, jsonl (JSON Lines: imported a line at a time) or yaml "
+                   "(default: from the --output extension, else json).")
 @click.option("--tables", "-t", metavar="LIST",
               help="Comma-separated tables: devices,cards,sessions,logs,tests,settings.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default: stdout).")
 @click.option("--include-keys", is_flag=True, help="Add decrypted PSK keys (hex): a secret file.")
 @pass_state
 def export_command(state: CliState, fmt, tables, output, include_keys):
-    """Export the database (all six tables by default) as JSON or YAML.
+    """Export the database (all six tables by default) as JSON, JSON Lines or YAML.
 
     Example:
 
     \b
         cardlink-db export --output backup.json
+        cardlink-db export --output big-store.jsonl
         cardlink-db export --format yaml --tables devices,cards
     """
     from .. import crypto
@@ -106,7 +108,8 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
 @cli.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--format", "-f", "fmt", type=_FORMATS,
-              help="json or yaml (default: from the extension, else from the content).")
+              help="json, jsonl or yaml (default: from the extension, else from the "
+                   "content).")
 @click.option("--conflict", type=click.Choice(["skip", "overwrite", "merge"]), default="skip",
               show_default=True,
               help="Existing rows: skip them, overwrite them, or merge in non-null fields.")
@@ -134,9 +137,9 @@ def import_command(state: CliState, file, fmt, conflict, dry_run, yes, as_json):
     fmt = _format_for(file, fmt)
 
     def run(dry: bool, label: str):
-        with click.open_file(file, "rb") as fh:  # streamed: a large file is read twice
+        with click.open_file(file, "rb") as fh:  # JSON Lines: read a line at a time
             size = os.fstat(fh.fileno()).st_size if fh.seekable() else 0
-            with _progress(2 * size, label) as bar:  # validation + writing: two passes
+            with _progress(size, label) as bar:
                 source = fh if bar is None else _ReadProgress(fh, bar)
                 return importer.import_data(source, format=fmt, conflict_mode=conflict,
                                             dry_run=dry)
@@ -189,7 +192,7 @@ def _confirm_changes(file: str, conflict: str, preview) -> None:
 
 
 class _ReadProgress:
-    """A binary file that moves a progress bar by the bytes read (readline/read/seek/tell)."""
+    """A binary file that moves a progress bar by the bytes read."""
 
     def __init__(self, fh, bar):
         self._fh, self._bar = fh, bar
@@ -203,15 +206,6 @@ class _ReadProgress:
         data = self._fh.read(*args)
         self._bar.update(len(data))
         return data
-
-    def seek(self, *args):
-        return self._fh.seek(*args)
-
-    def tell(self) -> int:
-        return self._fh.tell()
-
-    def seekable(self) -> bool:
-        return self._fh.seekable()
 
 
 @cli.command()
