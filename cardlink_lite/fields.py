@@ -180,6 +180,9 @@ class UTCDateTimeField(peewee.DateTimeField):
                         f"2024-11-29T10:00:00.123Z; got {quote(given)}", problems=[self.name])
             if isinstance(value, datetime):
                 # Stored naive: SQLite and MySQL have no zone; UTC by convention.
+                if value.tzinfo is timezone.utc:  # one step for the common case
+                    return value.replace(tzinfo=None,
+                                         microsecond=value.microsecond // 1000 * 1000)
                 return to_utc_ms(value).replace(tzinfo=None)
         except OverflowError:
             shown = quote(given if isinstance(given, str) else given.isoformat())

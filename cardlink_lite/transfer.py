@@ -13,6 +13,7 @@ import contextlib
 import enum
 import io
 import itertools
+import operator
 import uuid
 from array import array
 from dataclasses import dataclass, field
@@ -21,8 +22,9 @@ from datetime import datetime, timezone
 import peewee
 
 from .apdu_rows import normalize_hex
+from .batch_insert import insert, plan_for
 from .crypto import decrypt_psk, encrypt_psk
-from .db import bound_models, max_rows_per_statement, small_page_cache
+from .db import bound_models, small_page_cache
 from .errors import ValidationError, quote, translate_error
 from .fields import DATETIME_MS, JSON_TEXT, EncryptedBlobField, UUIDStrField, utc_now
 from .models import (
@@ -394,6 +396,7 @@ class _Import:
         self.log_ids: _LogIds | None = None
         self.psk_checked = False
         self._by_key: dict = {}
+        self._shapes: dict = {}
 
     def problem(self, text: str) -> None:
         if len(self.problems) < _MAX_PROBLEMS:
@@ -501,6 +504,22 @@ class _Import:
         if by_key is None:
             by_key = self._by_key[model] = {
                 _key(f): (f, f.name, _converter(f)) for f in _columns(model)}
+        # Fast path: a row whose keys are all known fields, in an order met before.
+        shape = self._shapes.get((model, tuple(raw)))
+        if shape is None:
+            entries = [by_key.get(k) if type(k) is str else None for k in raw]
+            shape = self._shapes[(model, tuple(raw))] = (
+                None if None in entries else
+                [(name, convert, f.null) for f, name, convert in entries])
+        if shape is not None:
+            try:
+                row = {name: None if value is None and null else convert(value)
+                       for (name, convert, null), value in zip(shape, raw.values(),
+                                                                 strict=True)}
+            except (ValueError, ValidationError):
+                pass  # the slow path below names the problem
+            else:
+                return self._finish(model, where, by_key, row, set())
         row = {}
         rejected = set()
         for key, value in raw.items():
@@ -518,10 +537,13 @@ class _Import:
                     continue
             f, name, convert = entry
             try:
-                row[name] = convert(value)
+                row[name] = None if value is None and f.null else convert(value)
             except (ValueError, ValidationError) as exc:
                 rejected.add(name)
                 self.problem(f"{where}.{_name(key)}: {_reason(exc, f)}")
+        return self._finish(model, where, by_key, row, rejected)
+
+    def _finish(self, model, where: str, by_key: dict, row: dict, rejected: set) -> dict:
         if model is CommLog and row.get("raw_data") == "" and (
                 row.get("direction") != CommDirection.RESET.value):
             self.problem(f"{where}.raw_data: must be hex digits, two per byte; only a reset "
@@ -578,6 +600,12 @@ class _Import:
 
     # -- deciding and writing ---------------------------------------------------------------
     def _chunk(self, model, chunk) -> None:
+        try:
+            self._decide_and_write(model, chunk)
+        except peewee.PeeweeException as exc:
+            raise translate_error(exc, f"{model._meta.table_name} row") from exc
+
+    def _decide_and_write(self, model, chunk) -> None:
         if model._meta.refs and not self.problems:
             self._check_references(model, chunk)
         if self.problems:
@@ -612,18 +640,24 @@ class _Import:
         # get their defaults first, so export rows and hand-written rows share one shape.
         fields = model._meta.sorted_fields
         defaults = [(f.name, f) for f in fields if f.default is not None]
-        groups: dict[tuple, list] = {}
+        shapes: dict[tuple, tuple] = {}  # a row's keys -> (its fields, a getter, its rows)
         for row in rows:
             if "psk_key" in row:
                 row["psk_key_encrypted"] = CardProfile.psk_key_encrypted.db_value(
                     encrypt_psk(row.pop("psk_key")))
-            for name, f in defaults:
-                if name not in row:
-                    row[name] = f.db_value(f.default() if callable(f.default) else f.default)
-            names = tuple(f.name for f in fields if f.name in row)
-            groups.setdefault(names, []).extend(row[name] for name in names)
-        for names, flat in groups.items():
-            _write_rows(self.database, model, [model._meta.fields[n] for n in names], flat)
+            if len(row) < len(fields):
+                for name, f in defaults:
+                    if name not in row:
+                        row[name] = f.db_value(f.default() if callable(f.default) else f.default)
+            shape = shapes.get(tuple(row))
+            if shape is None:
+                given = [f for f in fields if f.name in row]
+                getter = operator.itemgetter(*(f.name for f in given))
+                shape = shapes[tuple(row)] = (given, getter if len(given) > 1 else
+                                              (lambda r, g=getter: (g(r),)), [])
+            shape[2].extend(shape[1](row))
+        for given, _, flat in shapes.values():
+            insert(plan_for(self.database, model, given), flat)
 
     def _update(self, model, row: dict) -> None:
         pk = model._meta.primary_key
@@ -740,6 +774,12 @@ class _Import:
 def _stored_keys(model, keys) -> set:
     pk = model._meta.primary_key
     keys = list(keys)
+    if keys and isinstance(pk, peewee.AutoField) and all(type(k) is int for k in keys):
+        low, high = min(keys), max(keys)
+        if high - low < 4 * len(keys):  # an export's ids: one range, two parameters
+            wanted = set(keys)
+            return {r[0] for r in model.select(pk).where(pk.between(low, high)).tuples()
+                    if r[0] in wanted}
     found = set()
     for start in range(0, len(keys), 500):
         chunk = keys[start:start + 500]
@@ -753,28 +793,6 @@ def _resync_log_ids(database) -> None:
         database.execute_sql(
             "SELECT setval(pg_get_serial_sequence('comm_logs', 'id'), "
             "(SELECT COALESCE(MAX(id), 1) FROM comm_logs))")
-
-
-_STATEMENTS: dict = {}
-
-
-def _write_rows(database, model, fields: list, flat: list) -> None:
-    """Insert rows given as values already converted (``db_value``), in field order, one
-    row after another in ``flat``: multi-row statements built once per shape."""
-    width = len(fields)
-    rows = len(flat) // width
-    full = max_rows_per_statement(database, width)
-    start = 0
-    while rows:
-        count = min(full, rows)
-        key = (id(database), model, tuple(f.name for f in fields), count)
-        sql = _STATEMENTS.get(key)
-        if sql is None:
-            query = model.insert_many([(None,) * width] * count, fields=fields)
-            sql = _STATEMENTS[key] = database.get_sql_context().sql(query).query()[0]
-        database.execute_sql(sql, flat[start:start + count * width])
-        start += count * width
-        rows -= count
 
 
 # -- conversion of document values ----------------------------------------------------------
@@ -840,13 +858,15 @@ def _build_converter(f: peewee.Field):
             return hit
         check = cached
 
-    def convert(value):
+    if null:
+        return check  # None never reaches it (see _Import._prepare)
+    convert = check
+
+    def required(value):
         if value is None:
-            if null:
-                return None
             raise ValueError("must not be null")
-        return check(value)
-    return convert
+        return convert(value)
+    return required
 
 
 def _kind(f: peewee.Field) -> str:

@@ -77,6 +77,8 @@ def test_bench_reads_small_run_measures_every_read_against_the_same_answer(db_ur
         assert line["raw_us"] > 0 and line["cardlink_us"] > 0, line
         assert "differs" not in line.get("problem", ""), line
     assert code == (0 if all(line["ok"] for line in lines) else 1)
+
+
 @pytest.mark.parametrize("results,code", [
     ([], 1),
     ([{"bench": "export", "ok": True}, {"bench": "import", "ok": False}], 1),
