@@ -84,10 +84,7 @@ class DatabaseConfig:
     @classmethod
     def from_sqlite_path(cls, path: str | os.PathLike, **kwargs) -> DatabaseConfig:
         """Config for a SQLite file at ``path`` (relative paths stay relative)."""
-        text = str(path)
-        if text == ":memory:":
-            return cls(f"sqlite:///{text}", **kwargs)
-        return cls(f"sqlite:///{text}", **kwargs)
+        return cls(f"sqlite:///{path}", **kwargs)
 
     @property
     def url(self) -> str:

@@ -16,6 +16,7 @@ from cardlink_lite import (
 from cardlink_lite.apdu import apdu_logger
 from cardlink_lite.events import EventType, get_emitter
 from cardlink_lite.traces import import_trace
+from tests.repository_helpers import count_queries
 
 
 @pytest.fixture
@@ -173,6 +174,13 @@ def test_export_streams_dicts_in_design_format(manager, session):
         rows = list(uow.logs.iter_logs(session.id, page_size=5))
         assert [r["raw_data"] for r in rows] == [f"{i:04X}" for i in range(12)]
         assert export == rows
+        with count_queries(manager) as statements:  # one row read at its offset
+            assert export[7]["raw_data"] == "0007"
+        assert len(statements) == 1 and "OFFSET" in statements[0].upper()
+        assert export[-1]["raw_data"] == "000B" and export[-12]["raw_data"] == "0000"
+        for outside in (12, -13):
+            with pytest.raises(IndexError):
+                export[outside]
         out = io.StringIO()
         assert uow.logs.write_jsonl(out) == 12
         assert json.loads(out.getvalue().splitlines()[3])["raw_data"] == "0003"

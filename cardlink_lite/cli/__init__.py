@@ -10,34 +10,9 @@ import os
 import sys
 
 from . import data, demo, keys, logs, report, runs, schema, sessions  # noqa: F401  (commands attach)
-from .base import (
-    TABLE_NAMES,
-    CliState,
-    cli,
-    display_tables,
-    echo_json,
-    iso_timestamp,
-    json_option,
-    pass_state,
-    warn,
-    write_atomically,
-    yes_option,
-)
+from .base import cli
 
-__all__ = [
-    "TABLE_NAMES",
-    "CliState",
-    "cli",
-    "display_tables",
-    "echo_json",
-    "iso_timestamp",
-    "json_option",
-    "main",
-    "pass_state",
-    "warn",
-    "write_atomically",
-    "yes_option",
-]
+__all__ = ["cli", "main"]
 
 
 def main(argv=None) -> None:

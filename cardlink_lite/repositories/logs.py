@@ -55,8 +55,8 @@ class SessionLogExport(Sequence):
             return list(self)[index]
         if index < 0:
             index += len(self)
-        for i, row in enumerate(self):
-            if i == index:
+        if index >= 0:  # one row read at its offset, not every row before it
+            for row in self._repo._iter_pages(self._repo.database, self.session_id, 1, index):
                 return row
         raise IndexError("log export index out of range")
 
@@ -335,7 +335,8 @@ class LogRepository(BaseRepository):
         with small_page_cache(database):
             yield from self._iter_pages(database, session_id, page_size)
 
-    def _iter_pages(self, database, session_id, page_size: int) -> Iterator[dict]:
+    def _iter_pages(self, database, session_id, page_size: int,
+                    offset: int = 0) -> Iterator[dict]:
         if session_id is None:
             base = self._select().order_by(CommLog.id)
         else:
@@ -345,7 +346,9 @@ class LogRepository(BaseRepository):
         last = None
         while True:
             query = base
-            if last is not None:
+            if last is None and offset:
+                query = query.offset(offset)
+            elif last is not None:
                 if session_id is None:
                     query = query.where(CommLog.id > last[0])
                 else:
