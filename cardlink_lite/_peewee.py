@@ -10,8 +10,16 @@ import contextlib
 
 import peewee
 
-__all__ = ["ROW_FLAG", "discard_connection", "driver_errors", "field_values", "mark_clean",
-           "model_builder"]
+__all__ = [
+    "ROW_FLAG",
+    "Param",
+    "Slot",
+    "discard_connection",
+    "driver_errors",
+    "field_values",
+    "mark_clean",
+    "model_builder",
+]
 
 # The keyword Peewee's cursor wrappers pass to a model's constructor when building it
 # from a fetched row (the values are already converted: nothing to check).
@@ -67,6 +75,37 @@ def model_builder(model, fields):
         return out
 
     return build
+
+
+class Slot:
+    """Where argument ``index`` goes among a built statement's parameters, and the
+    converter Peewee would have applied to a value there (None: none)."""
+
+    __slots__ = ("converter", "index")
+
+    def __init__(self, index: int, converter):
+        self.index = index
+        self.converter = converter
+
+    def __repr__(self) -> str:
+        return f"Slot({self.index})"
+
+
+class Param(peewee.ColumnBase):
+    """A placeholder for argument ``index`` of a query whose SQL is built once.
+
+    Rendered as the database's parameter mark; the parameter list gets a :class:`Slot`
+    holding the converter in force there (the compared field's ``db_value``, kept by the
+    SQL context while it renders the right-hand side of ``field == value``), so each run
+    converts its argument exactly as Peewee would have converted a plain value.
+    """
+
+    def __init__(self, index: int):
+        super().__init__()
+        self.index = index
+
+    def __sql__(self, ctx):
+        return ctx.value(Slot(self.index, ctx.state.converter), converter=False)
 
 
 def discard_connection(database: peewee.Database) -> None:

@@ -3,19 +3,85 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import peewee
 
-from .._peewee import field_values, mark_clean
+from .._peewee import Param, Slot, field_values, mark_clean, model_builder
 from ..batch_insert import insert_rows
 from ..errors import NotFoundError, ValidationError, translate_error
 from ..events import EventType, get_emitter
 from ..fields import utc_now
 
-__all__ = ["BaseRepository", "Page"]
+__all__ = ["BaseRepository", "Page", "Statement"]
+
+
+class Statement:
+    """A read whose SQL Peewee builds once per database, then reruns with new arguments.
+
+    ``Statement(lambda run_id: TestResult.select().where(TestResult.run_id == run_id))``:
+    each parameter of the function stands for one argument, converted on every run by the
+    compared field's ``db_value`` exactly as Peewee converts a plain value. Building a
+    query's SQL costs Peewee far more than running a small read, so the repositories'
+    fixed-shape reads go through here. An argument must not change the SQL's shape: no
+    None where ``==`` would become ``IS NULL``, no lists for ``IN``.
+    ``model=``: the query selects every column of that model (``Model.select()``) and
+    :meth:`models` builds instances equal to Peewee's.
+    """
+
+    def __init__(self, build, model: type[peewee.Model] | None = None):
+        self._build = build
+        self._arity = len(inspect.signature(build).parameters)
+        self._model = model
+        self._rows_to_models = None if model is None else \
+            model_builder(model, model._meta.sorted_fields)
+        self._sql: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _compiled(self, database) -> tuple:
+        compiled = self._sql.get(database)
+        if compiled is None:
+            query = self._build(*(Param(i) for i in range(self._arity)))
+            sql, params = database.get_sql_context().sql(query).query()
+            compiled = self._sql[database] = (sql, tuple(params))
+        return compiled
+
+    def execute(self, database, args: tuple = ()):
+        """Run it with ``args`` on ``database`` (a real one, not the proxy); the cursor."""
+        sql, params = self._compiled(database)
+        values = []
+        for param in params:
+            if type(param) is Slot:
+                value = args[param.index]
+                if param.converter is not None:
+                    value = param.converter(value)
+                values.append(value)
+            else:
+                values.append(param)
+        return database.execute_sql(sql, values)
+
+    def rows(self, database, args: tuple = ()) -> list:
+        """Every row as the driver gives it."""
+        return self.execute(database, args).fetchall()
+
+    def models(self, database, args: tuple = ()) -> list:
+        """Every row as a ``model`` instance (see ``model=``)."""
+        return self._rows_to_models(self.execute(database, args).fetchall())
+
+
+_STATEMENTS: dict = {}
+
+
+def statement(key, build, model=None) -> Statement:
+    """The :class:`Statement` kept under ``key`` (made from ``build`` the first time)."""
+    found = _STATEMENTS.get(key)
+    if found is None:
+        found = _STATEMENTS[key] = Statement(build, model)
+    return found
+
 
 @dataclass
 class Page:
@@ -155,8 +221,37 @@ class BaseRepository:
             field = self._field(name)
         return field.desc() if descending else field.asc()
 
-    def _select(self, *criteria_exprs):
+    def _reading(self) -> None:
+        """Before any read: open the unit of work's transaction if needed."""
         self._touch()
+
+    def _real_database(self) -> peewee.Database:
+        database = self.database
+        if isinstance(database, peewee.DatabaseProxy):  # the SQL differs per real database
+            database = database.obj
+        return database
+
+    def _fetch(self, statement: Statement, *args) -> list:
+        """Run a :class:`Statement`; its rows as the driver gives them."""
+        self._reading()
+        with self._wrap():
+            return statement.rows(self._real_database(), args)
+
+    def _load(self, statement: Statement, *args) -> list:
+        """Run a :class:`Statement` made with ``model=``; its rows as tracked models."""
+        self._reading()
+        with self._wrap():
+            objs = statement.models(self._real_database(), args)
+        if objs:
+            self._track(objs)
+        return objs
+
+    def _statement(self, name, build) -> Statement:
+        """This repository's model's statement ``name`` (``build`` makes it the first time)."""
+        return statement((self.model, name), build, self.model)
+
+    def _select(self, *criteria_exprs):
+        self._reading()
         query = self.model.select()
         for expr in criteria_exprs:
             query = query.where(expr)
@@ -197,11 +292,10 @@ class BaseRepository:
     # -- reading -------------------------------------------------------------
     def get_by_id(self, id) -> Any | None:
         """The row with primary key ``id``, or None."""
-        with self._wrap(id):
-            obj = self._select(self.model._meta.primary_key == id).get_or_none()
-        if obj is not None:
-            self._track((obj,))
-        return obj
+        model = self.model
+        found = self._load(self._statement("by_id", lambda key: model.select().where(
+            model._meta.primary_key == key).limit(1)), id)
+        return found[0] if found else None
 
     def get(self, id):
         """The row with primary key ``id``; NotFoundError if there is none."""
@@ -215,10 +309,13 @@ class BaseRepository:
 
     def get_all(self, limit: int | None = None) -> list:
         """Every row (the first ``limit`` ones), in primary-key order."""
-        query = self._select().order_by(self._order(None))
-        if limit is not None:
-            query = query.limit(_positive("limit", limit, allow_zero=True))
-        return self._list(query)
+        model = self.model
+        if limit is None:
+            return self._load(self._statement("all", lambda: model.select().order_by(
+                model._meta.primary_key)))
+        limit = _positive("limit", limit, allow_zero=True)
+        return self._load(self._statement("all_limit", lambda n: model.select().order_by(
+            model._meta.primary_key).limit(n)), limit)
 
     def find_by(self, **criteria) -> list:
         """Rows whose fields equal the given values (None matches NULL, a list means IN)."""
@@ -232,12 +329,14 @@ class BaseRepository:
         return rows[0] if rows else None
 
     def exists(self, id) -> bool:
-        with self._wrap(id):
-            return self._select(self.model._meta.primary_key == id).exists()
+        model = self.model
+        return bool(self._fetch(statement((model, "exists"), lambda key: model.select(
+            peewee.SQL("1")).where(model._meta.primary_key == key).limit(1)), id))
 
     def count(self) -> int:
-        with self._wrap():
-            return self._select().count()
+        model = self.model
+        return self._fetch(statement((model, "count"), lambda: model.select(
+            peewee.fn.COUNT(peewee.SQL("*")))))[0][0]
 
     def count_by(self, **criteria) -> int:
         query = self._where(self._select(), criteria)
@@ -252,9 +351,13 @@ class BaseRepository:
         order = [self._order(order_by, descending)]
         if order_by is not None:
             order.append(self.model._meta.primary_key)  # ties: a stable order across pages
-        with self._wrap():
-            total = self._select().count()
-            items = self._list(self._select().order_by(*order).paginate(page, per_page))
+        model = self.model
+        total = self.count()
+        # One statement per order asked for; page size and offset are its parameters.
+        shape = (getattr(order_by, "name", order_by), bool(descending))
+        items = self._load(self._statement(("page", shape), lambda n, skip: model.select()
+                                             .order_by(*order).limit(n).offset(skip)),
+                             per_page, (page - 1) * per_page)
         return Page(items=items, total=total, page=page, per_page=per_page,
                     pages=math.ceil(total / per_page))
 

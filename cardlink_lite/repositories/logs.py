@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 
@@ -19,7 +18,7 @@ from ..fields import iso_utc
 from ..models import CommDirection, CommLog
 from ..retention import purge_older_than
 from ..status_words import MORE_DATA_PREFIXES, is_retry_query_answer, normalize_status_word
-from .base import BaseRepository
+from .base import BaseRepository, Statement
 
 __all__ = ["EXPORT_FIELDS", "LogRepository", "SessionLogExport"]
 
@@ -180,11 +179,12 @@ class LogRepository(BaseRepository):
         For big sessions use ``.iterator()``, ``.tuples()`` or ``.dicts()`` on it instead
         of building every model object at once.
         """
+        self._reading()
         return _trace_query(*self._trace_params(session_id, direction))
 
-    def _select(self, *criteria_exprs):
+    def _reading(self) -> None:
         self._flush_own()
-        return super()._select(*criteria_exprs)
+        super()._reading()
 
     def _models(self, query) -> list[CommLog]:
         """Run a select of every CommLog column; build the models in one pass."""
@@ -193,8 +193,6 @@ class LogRepository(BaseRepository):
         return _build_models(rows)
 
     def _trace_params(self, session_id, direction=None) -> tuple:
-        self._flush_own()
-        self._touch()
         params = (session_key(session_id),)
         if direction is not None:
             params += (_direction(direction),)
@@ -207,16 +205,13 @@ class LogRepository(BaseRepository):
         database and reused; timestamps come back as aware UTC datetimes, directions as
         their text.
         """
-        params = self._trace_params(session_id)
-        with self._wrap():
-            rows = _trace_cursor(self.database, params).fetchall()
-        return _trace_rows(rows, as_dicts)
+        return _trace_rows(self._fetch(_TRACE, *self._trace_params(session_id)), as_dicts)
 
     def find_by_session(self, session_id, limit: int | None = None,
                         offset: int | None = None) -> list[CommLog]:
         """A session's rows in logging order (``limit``/``offset`` page through big ones)."""
         if limit is None and not offset:
-            return self._trace_models(self._trace_params(session_id))
+            return self._load(_TRACE, *self._trace_params(session_id))
         query = self.session_query(session_id)
         if limit is not None:
             query = query.limit(limit)
@@ -226,13 +221,7 @@ class LogRepository(BaseRepository):
 
     def find_by_direction(self, session_id, direction) -> list[CommLog]:
         """A session's commands or responses, in logging order."""
-        return self._trace_models(self._trace_params(session_id, direction))
-
-    def _trace_models(self, params: tuple) -> list[CommLog]:
-        # The trace statement is built once per database and shape (see _trace_cursor).
-        with self._wrap():
-            rows = _trace_cursor(self.database, params).fetchall()
-        return _build_models(rows)
+        return self._load(_TRACE_DIRECTION, *self._trace_params(session_id, direction))
 
     def find_commands(self, session_id) -> list[CommLog]:
         return self.find_by_direction(session_id, CommDirection.COMMAND)
@@ -243,7 +232,7 @@ class LogRepository(BaseRepository):
     def find_by_status(self, session_id, status_word) -> list[CommLog]:
         """A session's rows with this status word (``"9000"``, ``"6a82"``...)."""
         sw = normalize_status_word(status_word)
-        return self._models(self.session_query(session_id).where(CommLog.status_word == sw))
+        return self._load(_BY_STATUS, session_key(session_id), sw)
 
     def find_errors(self, session_id, include_success_with_data: bool = False) -> list[CommLog]:
         """A session's responses whose status word is not 9000.
@@ -252,13 +241,10 @@ class LogRepository(BaseRepository):
         query (VERIFY / UNBLOCK PIN without data) are not errors and are left out; pass
         ``include_success_with_data=True`` for every non-9000 response.
         """
-        query = self.session_query(session_id, CommDirection.RESPONSE).where(
-            CommLog.status_word.is_null(False), CommLog.status_word != "9000")
+        session = session_key(session_id)
         if include_success_with_data:
-            return self._models(query)
-        for prefix in MORE_DATA_PREFIXES:
-            query = query.where(~CommLog.status_word.startswith(prefix))
-        errors = self._models(query)
+            return self._load(_ALL_ERRORS, session)
+        errors = self._load(_ERRORS, session)
         retries = {row.id for row in errors if row.status_word.startswith("63C")}
         if retries:
             retries &= self._retry_query_answers(session_id, retries)
@@ -399,9 +385,6 @@ class LogRepository(BaseRepository):
         return deleted
 
 
-_SESSION_SQL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _trace_query(session, direction=None):
     """A session's rows (one direction's) in logging order."""
     query = CommLog.select().where(CommLog.session == session)
@@ -410,22 +393,23 @@ def _trace_query(session, direction=None):
     return query.order_by(CommLog.timestamp, CommLog.id)
 
 
-def _trace_cursor(database, params: tuple):
-    """Run the trace statement for ``params`` (session[, direction]); Peewee builds its
-    SQL once per database and shape."""
-    if isinstance(database, peewee.DatabaseProxy):  # the SQL differs per real database
-        database = database.obj
-    statements = _SESSION_SQL.get(database)
-    if statements is None:
-        statements = _SESSION_SQL[database] = {}
-    sql = statements.get(len(params))
-    if sql is None:
-        placeholder = peewee.Value("", converter=False)
-        query = _trace_query(*(placeholder for _ in params))
-        sql = statements[len(params)] = database.get_sql_context().sql(query).query()[0]
-    return database.execute_sql(sql, params)
+def _errors_query(session, include_success_with_data: bool):
+    query = _trace_query(session, CommDirection.RESPONSE).where(
+        CommLog.status_word.is_null(False), CommLog.status_word != "9000")
+    if not include_success_with_data:
+        for prefix in MORE_DATA_PREFIXES:
+            query = query.where(~CommLog.status_word.startswith(prefix))
+    return query
 
 
+# The reads of a trace, each built by Peewee once per database.
+_TRACE = Statement(lambda session: _trace_query(session), model=CommLog)
+_TRACE_DIRECTION = Statement(lambda session, direction: _trace_query(session, direction),
+                             model=CommLog)
+_BY_STATUS = Statement(lambda session, sw: _trace_query(session).where(
+    CommLog.status_word == sw), model=CommLog)
+_ERRORS = Statement(lambda session: _errors_query(session, False), model=CommLog)
+_ALL_ERRORS = Statement(lambda session: _errors_query(session, True), model=CommLog)
 _NAMES = tuple(CommLog._meta.sorted_field_names)
 _build_models = model_builder(CommLog, CommLog._meta.sorted_fields)
 _TIME = _NAMES.index("timestamp")

@@ -167,25 +167,24 @@ class SessionRepository(BaseRepository):
     # -- queries -----------------------------------------------------------------
     def find_by_device(self, device_id: str, limit: int | None = 100) -> list[OTASession]:
         """The device's sessions, newest first."""
-        return self._recent(OTASession.device == device_id, limit)
+        return self._newest(OTASession.device, device_id, limit)
 
     def find_by_card(self, iccid: str, limit: int | None = 100) -> list[OTASession]:
         """The card's sessions, newest first."""
-        return self._recent(OTASession.card == iccid, limit)
+        return self._newest(OTASession.card, iccid, limit)
 
     def find_by_status(self, status, limit: int | None = None) -> list[OTASession]:
         """Sessions in ``status`` (member, value or name), newest first."""
-        status = OTASession.status.coerce_member(status)
-        return self._recent(OTASession.status == status, limit)
+        return self._newest(OTASession.status, OTASession.status.coerce_member(status), limit)
 
     def find_by_trigger(self, trigger, limit: int | None = None) -> list[OTASession]:
         """Sessions started by ``trigger`` (member, value or name), newest first."""
-        member = OTASession.trigger.coerce_member(trigger)
-        return self._recent(OTASession.trigger == member, limit)
+        return self._newest(OTASession.trigger, OTASession.trigger.coerce_member(trigger),
+                            limit)
 
     def find_by_por_status(self, status, limit: int | None = None) -> list[OTASession]:
         """Sessions whose Proof of Receipt said ``status``, newest first."""
-        return self._recent(OTASession.por_status == _por_status(status), limit)
+        return self._newest(OTASession.por_status, _por_status(status), limit)
 
     def find_active(self) -> list[OTASession]:
         """Sessions currently active, newest first."""
@@ -226,20 +225,17 @@ class SessionRepository(BaseRepository):
         ok, else ``timeout`` for a timed-out session, else ``other``.
         """
         since = None
-        causes = (OTASession.tls_alert, OTASession.por_status, OTASession.admin_script_status)
-        query = (OTASession
-                 .select(OTASession.status, *causes, fn.COUNT(OTASession.id),
-                         fn.SUM(OTASession.duration_ms), fn.COUNT(OTASession.duration_ms))
-                 .group_by(OTASession.status, *causes))
-        if days is not None:
+        if days is None:
+            rows = self._fetch(self._statement("statistics", _statistics_query))
+        else:
             since = utc_now() - timedelta(days=_positive("days", days, allow_zero=True))
-            query = query.where(OTASession.created_at >= since)
-        self._touch()
+            rows = self._fetch(self._statement("statistics_since", lambda start: (
+                _statistics_query().where(OTASession.created_at >= start))), since)
         by_status = {s.value: 0 for s in SessionStatus}
         failures = {"tls_alert": {}, "por_status": {}, "admin_script_status": {},
                     "timeout": 0, "other": 0}
         duration_sum = duration_count = 0
-        for status, alert, por, admin, count, total_ms, timed in self._list(query.tuples()):
+        for status, alert, por, admin, count, total_ms, timed in rows:
             status = OTASession.status.coerce_member(status)
             by_status[status.value] += int(count)
             if status is SessionStatus.COMPLETED:
@@ -269,6 +265,17 @@ class SessionRepository(BaseRepository):
         if found:
             self._emit(EventType.SESSION_UPDATED, str(session_id), data)
         return found
+
+    def _newest(self, field, value, limit) -> list[OTASession]:
+        """Sessions whose ``field`` is ``value``, newest first (one statement per field)."""
+        if value is None:
+            return self._recent(field.is_null(), limit)
+        if limit is None:
+            return self._load(self._statement(("newest", field.name), lambda v: (
+                _newest_first(OTASession.select().where(field == v)))), value)
+        limit = _positive("limit", limit, allow_zero=True)
+        return self._load(self._statement(("newest_limit", field.name), lambda v, n: (
+            _newest_first(OTASession.select().where(field == v)).limit(n))), value, limit)
 
     def _recent(self, conditions, limit) -> list[OTASession]:
         if not isinstance(conditions, list):
@@ -315,6 +322,18 @@ class SessionRepository(BaseRepository):
                 data["error_code"] = values["error_code"]
             self._emit(EventType.SESSION_COMPLETED, str(session_id), data)
         return changed
+
+
+def _statistics_query():
+    causes = (OTASession.tls_alert, OTASession.por_status, OTASession.admin_script_status)
+    return (OTASession
+            .select(OTASession.status, *causes, fn.COUNT(OTASession.id),
+                    fn.SUM(OTASession.duration_ms), fn.COUNT(OTASession.duration_ms))
+            .group_by(OTASession.status, *causes))
+
+
+def _newest_first(query):
+    return query.order_by(OTASession.created_at.desc(), OTASession.id.desc())
 
 
 def _count_failure(failures: dict, status, alert, por, admin, count: int) -> None:

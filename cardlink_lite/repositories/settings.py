@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import ValidationError
 from ..models import Setting
-from .base import BaseRepository
+from .base import BaseRepository, statement
 
 __all__ = ["SettingRepository", "SettingsRepository"]
 
@@ -42,10 +42,10 @@ class SettingsRepository(BaseRepository):
     def get_value(self, key: str, default=None):
         """The stored value of ``key``; else ``default``; else the built-in default."""
         # One indexed read: always what is committed (or written in this unit of work).
-        query = self._select(Setting.key == key).select(Setting.value).tuples()
-        rows = self._list(query)
+        rows = self._fetch(statement((Setting, "value"), lambda k: Setting.select(
+            Setting.value).where(Setting.key == k)), key)
         if rows and rows[0][0] is not None:
-            return rows[0][0]
+            return Setting.value.python_value(rows[0][0])
         return default if default is not None else self.DEFAULTS.get(key)
 
     def get_by_category(self, category: str) -> dict:

@@ -10,7 +10,7 @@ from ..errors import ValidationError
 from ..fields import to_utc_ms, utc_now
 from ..junit import build_junit_xml
 from ..models import RunEnding, TestResult, TestRun, TestStatus
-from .base import BaseRepository, _positive
+from .base import BaseRepository, _positive, statement
 
 __all__ = ["TestRepository"]
 
@@ -62,7 +62,10 @@ class TestRepository(BaseRepository):
     # -- queries -------------------------------------------------------------------
     def find_by_run(self, run_id: str) -> list[TestResult]:
         """The run's results in the order they started."""
-        return self._list(self._select(TestResult.run_id == run_id).order_by(*_RUN_ORDER))
+        if run_id is None:
+            return []  # run_id is never NULL
+        return self._load(self._statement("by_run", lambda run: TestResult.select().where(
+            TestResult.run_id == run).order_by(*_RUN_ORDER)), run_id)
 
     def find_by_suite(self, suite_name: str, limit: int | None = 100) -> list[TestResult]:
         """The suite's results, newest first."""
@@ -103,20 +106,16 @@ class TestRepository(BaseRepository):
 
         One GROUP BY query. An unknown run gives zeros (and None times).
         """
-        query = (TestResult
-                 .select(TestResult.status, fn.COUNT(TestResult.id),
-                         fn.SUM(TestResult.duration_ms), fn.MIN(TestResult.started_at),
-                         fn.MAX(TestResult.ended_at))
-                 .where(TestResult.run_id == run_id)
-                 .group_by(TestResult.status))
-        self._touch()
         summary = {"run_id": run_id, **dict.fromkeys(_COUNTED, 0), "duration_ms": 0}
         starts, ends = [], []
-        for status, count, total_ms, first, last in self._list(query.tuples()):
+        rows = self._fetch(statement(_SUMMARY, _summary_query), run_id) \
+            if run_id is not None else []
+        when = TestResult.started_at.python_value
+        for status, count, total_ms, first, last in rows:
             summary[TestResult.status.coerce_member(status).value] += int(count)
             summary["duration_ms"] += int(total_ms or 0)
-            starts += [first] if first is not None else []
-            ends += [last] if last is not None else []
+            starts += [when(first)] if first is not None else []
+            ends += [when(last)] if last is not None else []
         summary["total"] = sum(summary[s] for s in _COUNTED)
         summary["started_at"] = _aware(min(starts)) if starts else None
         summary["ended_at"] = _aware(max(ends)) if ends else None
@@ -274,6 +273,15 @@ class TestRepository(BaseRepository):
 
 
 _RUN_ORDER = (TestResult.started_at, TestResult.created_at, TestResult.id)
+_SUMMARY = (TestResult, "run_summary")
+
+
+def _summary_query(run_id):
+    return (TestResult
+            .select(TestResult.status, fn.COUNT(TestResult.id), fn.SUM(TestResult.duration_ms),
+                    fn.MIN(TestResult.started_at), fn.MAX(TestResult.ended_at))
+            .where(TestResult.run_id == run_id)
+            .group_by(TestResult.status))
 
 
 def _count_status(status: str):
