@@ -170,27 +170,40 @@ class UnitOfWork:
             self._take_write_lock()
 
     def _begin(self, write: bool = False) -> None:
-        database = self.database
-        self.manager.bind()
+        manager = self.manager
+        database = manager.database
+        manager.bind()
         nested = database.in_transaction()
-        if not nested:
-            self._opened_connection = self._opened_connection or database.is_closed()
-            self.manager.ensure_connection()
+        if not nested and database.is_closed():
+            self._opened_connection = True
+            manager.ensure_connection()
         options = {}
         self._deferred = False
-        if not nested and isinstance(database, peewee.SqliteDatabase):
+        sqlite = isinstance(database, peewee.SqliteDatabase)
+        if not nested and sqlite:
             options["lock_type"] = "IMMEDIATE" if write else "DEFERRED"
             self._deferred = not write
             self._changes = database.connection().total_changes
         scope = contextlib.ExitStack()
         try:
-            with self._translated():
+            try:
+                scope.enter_context(database.atomic(**options))
+            except (peewee.OperationalError, peewee.InterfaceError):
+                if nested or sqlite:
+                    raise
+                # An open connection the server dropped while idle (restart, timeout,
+                # kill): nothing ran in it yet, so a fresh one (with the manager's back-off)
+                # is safe. Found by the BEGIN itself, not by a liveness query per unit.
+                discard_connection(database)
+                manager.ensure_connection()
                 scope.enter_context(database.atomic(**options))
         except ValueError:  # Peewee refuses atomic() inside manual_commit()
             raise DatabaseError(
                 "cannot open a UnitOfWork inside database.manual_commit(); "
                 "leave the manual block first"
             ) from None
+        except peewee.PeeweeException as exc:
+            raise translate_error(exc, "transaction") from exc
         self._scope, self._nested = scope, nested
         self._queue = EventQueue(database)
         self._queue.open()

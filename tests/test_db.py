@@ -16,6 +16,7 @@ from cardlink_lite import (
     DatabaseConfig,
     DatabaseManager,
     Device,
+    UnitOfWork,
     init_database,
 )
 from cardlink_lite.db import database_proxy
@@ -136,6 +137,27 @@ def test_dropped_connection_is_replaced_before_the_next_unit_of_work(manager, ba
     _kill(backend, pid)
     with manager.session_scope():
         Device.create(id="after", device_type="phone")
+    assert sorted(d.id for d in Device.select()) == ["after", "before"]
+
+
+@pytest.mark.parametrize("backend", ["mysql", "postgresql"], indirect=True)
+@pytest.mark.parametrize("pooled", [False, True], ids=["held", "pooled"])
+def test_dropped_idle_connection_is_replaced_by_the_next_unit_of_work(manager, backend,
+                                                                     pooled):
+    # held: the thread keeps its connection open between units of work; pooled: each unit
+    # of work takes one from the pool and gives it back.
+    if pooled:
+        manager.database.close()
+    else:
+        manager.ensure_connection()
+    with UnitOfWork(manager) as uow:
+        uow.devices.create(Device(id="before", device_type="phone"))
+        pid = _server_pid(manager)
+    assert manager.database.is_closed() is pooled
+    _kill(backend, pid)
+    with UnitOfWork(manager) as uow:
+        assert uow.devices.get_by_id("before") is not None
+        uow.devices.create(Device(id="after", device_type="phone"))
     assert sorted(d.id for d in Device.select()) == ["after", "before"]
 
 

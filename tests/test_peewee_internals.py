@@ -112,3 +112,34 @@ def test_driver_errors_turns_a_driver_error_into_peewees(items):
     assert "UNIQUE constraint failed" in str(caught.value)
     with pytest.raises(KeyError), _peewee.driver_errors():
         raise KeyError("not a driver error: left alone")
+
+
+class _Upper(peewee.CharField):
+    def db_value(self, value):
+        return None if value is None else str(value).upper()
+
+
+class Tag(peewee.Model):
+    code = _Upper()
+    item = peewee.ForeignKeyField(Item, null=True)
+
+    class Meta:
+        database = Item._meta.database
+
+
+def test_param_leaves_a_slot_with_the_converter_peewee_applies_there(items):
+    db = items._meta.database
+
+    def build(code, item, n):
+        return Tag.select().where((Tag.code == code) & (Tag.item == item)).limit(n)
+
+    sql, params = db.get_sql_context().sql(build(*map(_peewee.Param, range(3)))).query()
+    item = items.create(name="x")
+    args = ("ab", item, 2)
+    expected = db.get_sql_context().sql(build(*args)).query()
+    assert sql == expected[0]
+    assert [type(p) for p in params] == [_peewee.Slot] * 3
+    assert [p.index for p in params] == [0, 1, 2]
+    assert params[2].converter is None  # LIMIT: no field, no conversion
+    values = [p.converter(args[p.index]) if p.converter else args[p.index] for p in params]
+    assert values == expected[1] == ["AB", item.id, 2]

@@ -234,14 +234,18 @@ class BaseRepository:
     def _fetch(self, statement: Statement, *args) -> list:
         """Run a :class:`Statement`; its rows as the driver gives them."""
         self._reading()
-        with self._wrap():
+        try:  # (not self._wrap(): a generator context manager costs more than a small read)
             return statement.rows(self._real_database(), args)
+        except peewee.PeeweeException as exc:
+            raise translate_error(exc, self.entity_type) from exc
 
     def _load(self, statement: Statement, *args) -> list:
         """Run a :class:`Statement` made with ``model=``; its rows as tracked models."""
         self._reading()
-        with self._wrap():
+        try:
             objs = statement.models(self._real_database(), args)
+        except peewee.PeeweeException as exc:
+            raise translate_error(exc, self.entity_type) from exc
         if objs:
             self._track(objs)
         return objs
