@@ -8,12 +8,13 @@ from datetime import datetime, timezone
 
 from ._peewee import field_values
 from .errors import ValidationError, quote
+from .fields import storable_text
 from .models import CommDirection, CommLog, OTASession
 from .status_words import depends_on_command, describe_after_command, describe_status_word
 
-__all__ = ["MAX_DECODED_CHARS", "MAX_MESSAGE_CHARS", "MAX_RAW_HEX", "check_small_ints",
-           "check_text", "command_body", "command_facts", "command_header", "is_hex",
-           "is_status_word", "latency_value", "model_kwargs", "normalize_hex", "now_text",
+__all__ = ["MAX_DECODED_CHARS", "MAX_MESSAGE_CHARS", "MAX_RAW_HEX", "channel_of",
+           "check_small_ints", "check_text", "command_body", "command_facts", "command_header",
+           "is_hex", "is_status_word", "latency_value", "model_kwargs", "normalize_hex", "now_text",
            "row_kwargs", "session_key", "stored_direction", "sw_message", "timestamp_text"]
 
 # What every backend's comm_logs columns hold (MEDIUMTEXT on MariaDB, TEXT elsewhere):
@@ -107,18 +108,7 @@ def check_text(value, field: str, limit: int) -> str:
         raise ValidationError(
             f"{field} is {len(value):,} characters long; at most {limit:,} are stored",
             problems=[field])
-    if "\x00" in value:
-        raise ValidationError(
-            f"{field} must not contain NUL characters (PostgreSQL cannot store them); "
-            f"replace them, e.g. with '\\0'", problems=[field])
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValidationError(
-                f"{field} is not valid Unicode text (lone surrogate at character "
-                f"{exc.start})", problems=[field]) from None
-    return value
+    return storable_text(value, field)
 
 
 def latency_value(value) -> float:
@@ -227,8 +217,8 @@ _ROW_KEYS = ("session_id", "direction", "raw_data", "decoded_data", "status_word
 _INT_RANGES = {"channel": (0, 19), "ins": (0, 255), "source_id": (1, 2**31 - 1)}
 
 
-def _channel(cla: int) -> int | None:
-    # ISO 7816-4 §5.4.1 / TS 102 221 §10.1.1 (as traces.decode.channel_of).
+def channel_of(cla: int) -> int | None:
+    """The logical channel a CLA byte addresses (ISO 7816-4 §5.4.1 / TS 102 221 §10.1.1)."""
     if cla == 0xFF:
         return None  # PPS, not an APDU
     if (cla & 0xF0) == 0xA0:
@@ -240,7 +230,7 @@ def _channel(cla: int) -> int | None:
 
 # Hex text of a byte -> (logical channel as a CLA, the byte as an INS): one dict lookup
 # per logged command instead of int() parsing.
-_HEADER_BYTES = {f"{b:02X}": (_channel(b), b) for b in range(256)}
+_HEADER_BYTES = {f"{b:02X}": (channel_of(b), b) for b in range(256)}
 _NO_HEADER = (None, None)
 
 

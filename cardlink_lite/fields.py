@@ -23,6 +23,7 @@ __all__ = [
     "TextField",
     "UUIDStrField",
     "iso_utc",
+    "storable_text",
     "stored_utc",
     "to_utc_ms",
     "utc_from_text",
@@ -89,6 +90,23 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 20 else value[:20] + "...")
 
 
+def storable_text(value: str, name: str) -> str:
+    """``value`` if every backend stores it alike: no NUL character (PostgreSQL refuses
+    them), no lone surrogate (not UTF-8); ValidationError naming ``name`` otherwise."""
+    if "\x00" in value:
+        raise ValidationError(
+            f"{name} must not contain NUL characters (PostgreSQL cannot store them); "
+            f"got {_shown(value)}", problems=[name])
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                f"{name} is not valid Unicode text (lone surrogate at character "
+                f"{exc.start})", problems=[name]) from None
+    return value
+
+
 def _check_text(field, value):
     """Refuse what a column cannot hold the same way on every backend: NUL characters
     (PostgreSQL refuses them), lone surrogates (not UTF-8) and, with a ``max_length``,
@@ -96,17 +114,7 @@ def _check_text(field, value):
     leading/trailing ``%`` does not count."""
     if type(value) is not str:
         return value
-    if "\x00" in value:
-        raise ValidationError(
-            f"{field.name} must not contain NUL characters; got {_shown(value)}",
-            problems=[field.name])
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValidationError(
-                f"{field.name} is not valid Unicode text (lone surrogate at character "
-                f"{exc.start})", problems=[field.name]) from None
+    storable_text(value, field.name)
     limit = getattr(field, "max_length", None)
     if limit and len(value) > limit and \
             len(value) - value.startswith("%") - value.endswith("%") > limit:

@@ -28,7 +28,8 @@ def logs():
 @click.argument("session_id")
 @click.option("--errors", "errors_only", is_flag=True,
               help="Only responses whose status word is not 9000 (61xx/9Fxx/91xx, "
-                   "\"more data\", are not errors).")
+                   "\"more data\", and 63Cx answering a PIN retry-counter query are not "
+                   "errors).")
 @json_option
 @pass_state
 def show(state: CliState, session_id, errors_only, as_json):

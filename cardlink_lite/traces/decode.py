@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..apdu_rows import command_body
+from ..apdu_rows import channel_of, command_body
 from ..status_words import describe_after_command
 from .cat import describe_envelope, describe_proactive, describe_terminal_response
 
@@ -44,17 +44,6 @@ _SECURITY_LEVEL = {0x00: "no security", 0x01: "C-MAC", 0x03: "C-DECRYPTION and C
                    0x11: "C-MAC and R-MAC", 0x13: "C-DECRYPTION, C-MAC and R-MAC",
                    0x33: "C-DECRYPTION, R-ENCRYPTION, C-MAC and R-MAC"}
 _GSM_CLASS = 0xA0
-
-
-def channel_of(cla: int) -> int | None:
-    """The logical channel a CLA byte addresses (ISO 7816-4 §5.4.1 / TS 102 221 §10.1.1)."""
-    if cla == 0xFF:
-        return None  # PPS, not an APDU
-    if (cla & 0xF0) == _GSM_CLASS:
-        return 0  # GSM 11.11 class: no logical channels
-    if cla & 0x40:
-        return 4 + (cla & 0x0F)  # further interindustry / proprietary: channels 4-19
-    return cla & 0x03
 
 
 def describe_atr(atr: bytes) -> str:
