@@ -479,9 +479,12 @@ _INDEXES = {
               ("idx_log_direction", "direction"),
               ("idx_log_session_time", ("session", "timestamp")),  # a session's trace, in order
               ("idx_log_ins", "ins"), ("idx_log_source", "source_id")],
-    TestResult: [("idx_test_run", "run_id"), ("idx_test_suite", "suite_name"),
+    TestResult: [("idx_test_run", ("run_id", "test_name")),  # a run; tests only one run ran
+                 ("idx_test_suite", "suite_name"),
                  ("idx_test_status", "status"), ("idx_test_created", "created_at"),
-                 ("idx_test_session", "session")],
+                 ("idx_test_session", "session"),
+                 # a run's failures, passes after a rerun and counts, from the index alone
+                 ("idx_test_run_outcome", ("run_id", "status", "attempts"))],
     TestRun: [("idx_run_suite_started", ("suite_name", "started_at"))],
     Setting: [("idx_setting_category", "category")],
     ReplayCounter: [("idx_counter_key", ("card", "keyset", "tar"))],

@@ -20,7 +20,6 @@ from datetime import datetime, timezone
 
 import peewee
 import pytest
-from peewee import fn
 
 from . import db as _db
 from .batch_insert import insert_isolating, insert_rows, plan_for
@@ -434,17 +433,7 @@ class CardlinkRecorder:
 
     def _finish_run(self, session, exitstatus: int) -> None:
         ending, selection = self._ending(session, exitstatus)
-        database = self.manager.database
-        counts = dict(TestResult.select(TestResult.status, fn.COUNT(TestResult.id))
-                      .where(TestResult.run_id == self.run_id)
-                      .group_by(TestResult.status).tuples().execute(database))
-        counts = {getattr(k, "value", k): int(v) for k, v in counts.items()}
-        with database.atomic():
-            TestRun.update(
-                finished_at=_utc(time.time()), ending=ending, exit_status=exitstatus,
-                selection=storable(selection, 255), total=sum(counts.values()),
-                **{status.value: counts.get(status.value, 0) for status in TestStatus},
-            ).where(TestRun.id == self.run_id).execute(database)
+        finish_run(self.manager, self.run_id, ending, exitstatus, storable(selection, 255))
         self.ending = ending
 
     # writing --------------------------------------------------------------------
@@ -634,10 +623,25 @@ def _write_summary(recorder: CardlinkRecorder, tr) -> None:
 
 
 def _history(recorder: CardlinkRecorder):
-    with UnitOfWork(recorder.manager) as uow:
-        base = uow.tests.latest_comparable_run(recorder.suite, exclude=recorder.run_id)
-        comparison = uow.tests.compare_runs(base.id, recorder.run_id) if base else {}
-        flaky = uow.tests.flaky_tests(recorder.suite, window=recorder.flaky_window)
+    return run_history(recorder.manager, recorder.suite, recorder.run_id,
+                       recorder.flaky_window)
+
+
+# -- what the plugin asks the store at the end of a run (timed by bench_run_summary) -----
+def finish_run(manager: DatabaseManager, run_id: str, ending: RunEnding, exit_status: int,
+               selection: str | None) -> None:
+    """Close the run's record (pytest_sessionfinish)."""
+    with UnitOfWork(manager) as uow:
+        uow.tests.finish_run(run_id, ending, exit_status, selection)
+
+
+def run_history(manager: DatabaseManager, suite: str, run_id: str, window: int):
+    """The latest comparable run (a ``TestRun`` or None), the comparison with it and the
+    flaky tests of the window (the terminal summary)."""
+    with UnitOfWork(manager) as uow:
+        base = uow.tests.latest_comparable_run(suite, exclude=run_id)
+        comparison = uow.tests.compare_runs(base.id, run_id) if base else {}
+        flaky = uow.tests.flaky_tests(suite, window=window)
     return base, comparison, flaky
 
 

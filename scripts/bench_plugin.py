@@ -10,6 +10,12 @@ installed but idle plugin costs a one-test run (wall time and peak RSS against
     python scripts/bench_plugin.py --startup --repeat 10
 
 ``--url`` records into that (existing) database instead of a temporary SQLite file.
+
+Gated (exit 1 on a miss, or when nothing was measured): the time spent inside the recorder,
+measured in-process, at most 0.2 ms per test (issue 14's target, on every backend). The
+wall-clock ratio enabled/disabled is printed, not gated: the generated tests do almost
+nothing (~0.3 ms each with pytest's own work), so any fixed per-test cost is a large share
+of them, and on a shared machine the difference of two whole runs is mostly noise.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ import time
 from pathlib import Path
 
 TARGET_MS_PER_TEST = 0.2  # issue 14: on every backend, with the richer record
-TARGET_RATIO = 1.05
 IDLE_WALL_RATIO = 1.05    # idle plugin vs -p no:cardlink, one-test run
 IDLE_EXTRA_RSS_MB = 2.0
 
@@ -170,11 +175,14 @@ def main(argv=None) -> int:
           f"{ratio:.3f} (noisy on a shared machine)")
     hook_ms = hooks * 1000 / args.tests
     hook_ratio = (t_off + hooks) / t_off
-    print(f"  time inside the recorder (in-process, reports + batched commits): "
-          f"{hooks * 1000:.1f} ms = {hook_ms:.3f} ms/test (target < {TARGET_MS_PER_TEST})")
-    print(f"  ratio (disabled + recorder time) / disabled: {hook_ratio:.3f} "
-          f"(target < {TARGET_RATIO})")
-    ok = hook_ms < TARGET_MS_PER_TEST and hook_ratio < TARGET_RATIO
+    print(f"  time inside the recorder (in-process, reports + batched commits + closing "
+          f"the run): {hooks * 1000:.1f} ms = {hook_ms:.3f} ms/test "
+          f"(target <= {TARGET_MS_PER_TEST}, gated)")
+    print(f"  ratio (disabled + recorder time) / disabled: {hook_ratio:.3f} (not gated)")
+    if hooks <= 0:
+        print("NOTHING MEASURED")
+        return 1
+    ok = hook_ms <= TARGET_MS_PER_TEST
     print("PASS" if ok else "ABOVE TARGET")
     return 0 if ok else 1
 

@@ -3,6 +3,9 @@ differ in case, reused run ids, runs as records and comparisons with comparable 
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
 
 from cardlink_lite import DatabaseConfig, DatabaseManager
@@ -127,17 +130,113 @@ def test_partial_run_never_poisons_the_next_comparison(pytester, db_url, monkeyp
     assert {"host", "python", "pytest"} <= set(context)
 
 
-@pytest.mark.parametrize("how, ending", [("-x", "stopped"), ("exit", "stopped"),
-                                         ("collect", "collection-errors")])
-def test_how_a_run_ended_is_recorded(pytester, store_url, how, ending):
-    pytester.makepyfile(test_a=PHASES.replace('!= "2"', '== "never"'))
-    if how == "exit":
-        pytester.makepyfile(test_b="import pytest\n\ndef test_stop():\n    pytest.exit('bye')\n")
+ENDINGS = """
+import os
+import pytest
+
+def test_first():
+    pass
+
+def test_second():
+    if os.environ.get("HOW") == "ctrl-c":
+        raise KeyboardInterrupt  # what Ctrl-C raises in the test that is running
+    if os.environ.get("HOW") == "exit":
+        pytest.exit("bye")
+    assert os.environ.get("HOW") not in ("-x", "--maxfail", "xdist -x")
+
+def test_third():
+    assert os.environ.get("HOW") != "--maxfail"
+
+def test_fourth():
+    pass
+"""
+
+
+@pytest.mark.parametrize("how, ending, status", [
+    ("ctrl-c", "interrupted", 2), ("-x", "stopped", 1), ("--maxfail", "stopped", 1),
+    ("xdist -x", "stopped", 2), ("exit", "stopped", 2), ("collect", "collection-errors", 2),
+    ("none", "complete", 0)])
+def test_how_a_run_ended_is_recorded(pytester, db_url, monkeypatch, how, ending, status):
+    pytester.makepyfile(test_a=ENDINGS)
     if how == "collect":
         pytester.makepyfile(test_b="this is not python\n")
-    extra = ["-x"] if how == "-x" else []
-    pytester.runpytest("--cardlink-db", store_url, "--cardlink-run-id", "r", *extra)
-    assert _runs(store_url)["r"]["ending"] == ending
+    monkeypatch.setenv("HOW", how)
+    extra = {"-x": ["-x"], "--maxfail": ["--maxfail", "2"], "xdist -x": ["-x", "-n", "2"]}
+    # no_reraise_ctrlc: pytester would raise the inner run's KeyboardInterrupt again.
+    result = pytester.runpytest("--cardlink-db", db_url, "--cardlink-run-id", "r",
+                                "-p", "no:randomly", *extra.get(how, []),
+                                no_reraise_ctrlc=True)
+    assert result.ret == status
+    run = _runs(db_url)["r"]
+    assert (run["ending"], run["exit_status"]) == (ending, status)
+    assert run["finished_at"] is not None
+    if how in ("ctrl-c", "-x", "--maxfail", "exit"):  # nothing after the stop ran
+        assert run["total"] < 4 and "test_a.py::test_fourth" not in _rows(db_url)
+    if ending != "complete":
+        assert f"this run is {ending}: compared only on the tests it ran" in \
+            result.stdout.str()
+
+
+CUT_SHORT = """
+import os
+
+def test_steady():
+    assert os.environ.get("PHASE") != "cut", "fails only in the run Ctrl-C cuts short"
+
+def test_cut():
+    if os.environ.get("PHASE") == "cut":
+        raise KeyboardInterrupt
+"""
+
+
+def test_the_flaky_window_skips_interrupted_runs(pytester, db_url, monkeypatch):
+    pytester.makepyfile(test_cut=CUT_SHORT)
+    args = ("--cardlink-db", db_url, "--cardlink-suite", "s", "-p", "no:randomly")
+    monkeypatch.setenv("PHASE", "whole")
+    pytester.runpytest(*args, "--cardlink-run-id", "before")
+    monkeypatch.setenv("PHASE", "cut")
+    cut = pytester.runpytest(*args, "--cardlink-run-id", "cut", no_reraise_ctrlc=True)
+    assert cut.ret == pytest.ExitCode.INTERRUPTED
+    monkeypatch.setenv("PHASE", "whole")
+    after = pytester.runpytest(*args, "--cardlink-run-id", "after")
+    out = after.stdout.str()
+    assert _runs(db_url)["cut"]["ending"] == "interrupted"
+    # test_steady failed in the interrupted run only: neither flaky nor compared with it.
+    assert "against run before (the latest comparable run: complete" in out
+    assert "flaky candidates" not in out and "FLAKY" not in out
+    # The same failure in a run that finished makes it a flaky candidate.
+    monkeypatch.setenv("PHASE", "cut")
+    pytester.makepyfile(test_cut=CUT_SHORT.replace("raise KeyboardInterrupt", "pass"))
+    finished = pytester.runpytest(*args, "--cardlink-run-id", "finished")
+    assert "FLAKY test_cut.py::test_steady" in finished.stdout.str()
+
+
+RERUN = """
+from pathlib import Path
+
+def test_passes_on_rerun():
+    marker = Path(__file__).with_name("attempted")
+    if not marker.exists():
+        marker.write_text("1")
+        assert False, "first attempt fails"
+
+def test_always_passes():
+    pass
+"""
+
+
+def test_a_pass_only_on_rerun_counts_as_flaky(pytester, db_url):
+    pytester.makepyfile(test_rerun=RERUN)
+    result = pytester.runpytest("--cardlink-db", db_url, "--cardlink-run-id", "once",
+                                "-p", "rerunfailures", "--reruns", "2", "-p", "no:randomly")
+    assert result.parseoutcomes()["rerun"] == 1
+    row = _rows(db_url)["test_rerun.py::test_passes_on_rerun"]
+    assert (str(row["status"]), row["attempts"], row["metadata"]["attempts"]) == \
+        ("passed", 2, 2)
+    out = result.stdout.str()
+    assert "flaky candidates (status flipped in the last 5 runs): 1" in out
+    assert "FLAKY test_rerun.py::test_passes_on_rerun" in out
+    assert "FLAKY test_rerun.py::test_always_passes" not in out
 
 
 def test_reused_run_id_is_refused_unless_appending(pytester, db_url):
@@ -171,22 +270,60 @@ def store_url(tmp_path):
     return f"sqlite:///{tmp_path}/runs.db"
 
 
-def test_runs_list_shows_how_runs_ended_and_show_their_context(pytester, store_url):
+LISTED = """
+import os
+
+def test_one():
+    pass
+
+def test_two():
+    if os.environ.get("HOW") == "ctrl-c":
+        raise KeyboardInterrupt
+    assert os.environ.get("HOW") != "-x"
+
+def test_three():
+    pass
+"""
+
+
+def test_runs_list_shows_how_runs_ended_and_show_their_context(pytester, db_url,
+                                                              monkeypatch):
     from click.testing import CliRunner
 
     from cardlink_lite.cli import cli
 
-    pytester.makepyfile(test_phases=PHASES)
-    pytester.runpytest("--cardlink-db", store_url, "--cardlink-run-id", "whole",
-                       "--cardlink-label", "bench=b2")
-    pytester.runpytest("--cardlink-db", store_url, "--cardlink-run-id", "some", "-k", "other")
+    pytester.makepyfile(test_listed=LISTED)
+    git = ["git", "-c", "user.email=lab@example.org", "-c", "user.name=Lab"]
+    for args in (["init", "-q", "-b", "bench-branch"], ["add", "."],
+                 ["commit", "-q", "-m", "suite"]):
+        subprocess.run([*git, *args], cwd=pytester.path, check=True, capture_output=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pytester.path, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    store = ("--cardlink-db", db_url, "-p", "no:randomly")
+    for run_id, how, extra in (("whole", "none", ["--cardlink-label", "bench=b2", "-n", "2"]),
+                               ("some", "none", ["-k", "three"]),
+                               ("cut", "ctrl-c", []), ("stopped", "-x", ["-x"])):
+        monkeypatch.setenv("HOW", how)
+        pytester.runpytest(*store, "--cardlink-run-id", run_id, *extra, no_reraise_ctrlc=True)
     runner = CliRunner()
-    listing = runner.invoke(cli, ["--database", store_url, "runs", "list"])
+    listing = runner.invoke(cli, ["--database", db_url, "runs", "list"])
     assert listing.exit_code == 0, listing.output
-    lines = {line.split()[0]: line for line in listing.output.splitlines()[1:]}
-    assert " partial " in lines["some"] and " complete " in lines["whole"]
-    shown = runner.invoke(cli, ["--database", store_url, "runs", "show", "some"])
-    assert "ended: partial (-k other), exit status 0" in shown.output
-    assert "context: host=" in shown.output and "pytest=" in shown.output
-    shown = runner.invoke(cli, ["--database", store_url, "runs", "show", "whole"])
-    assert "labels: bench=b2" in shown.output
+    lines = {line.split()[0]: line.split() for line in listing.output.splitlines()[1:]}
+    assert {run: lines[run][4] for run in lines} == {
+        "whole": "complete", "some": "partial", "cut": "interrupted", "stopped": "stopped"}
+    as_json = runner.invoke(cli, ["--database", db_url, "runs", "list", "--json"])
+    assert {r["run_id"]: r["ending"] for r in json.loads(as_json.output)}["cut"] == \
+        "interrupted"
+    shown = runner.invoke(cli, ["--database", db_url, "runs", "show", "some"]).output
+    assert "ended: partial (-k three), exit status 0" in shown
+    shown = runner.invoke(cli, ["--database", db_url, "runs", "show", "cut"]).output
+    assert "ended: interrupted, exit status 2" in shown
+    shown = runner.invoke(cli, ["--database", db_url, "runs", "show", "stopped"]).output
+    assert "ended: stopped, exit status 1" in shown
+    shown = runner.invoke(cli, ["--database", db_url, "runs", "show", "whole"]).output
+    assert "ended: complete, exit status 0" in shown
+    assert "labels: bench=b2" in shown
+    context = next(line for line in shown.splitlines() if line.startswith("  context: "))
+    assert "host=" in context and "pytest=" in context and "python=" in context
+    assert f"git_commit={commit}" in context and "git_branch=bench-branch" in context
+    assert "xdist_workers=2" in context

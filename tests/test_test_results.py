@@ -13,6 +13,7 @@ from lxml import etree
 
 from cardlink_lite import (
     TestResult,
+    TestRun,
     TestStatus,
     UnitOfWork,
     ValidationError,
@@ -145,7 +146,7 @@ def test_run_summary_of_unknown_run_is_zeros(manager):
     assert f"{summary['success_rate']:.1f}%" == "0.0%"
 
 
-def test_compare_runs_categories_in_one_query(manager):
+def test_compare_runs_categories_in_three_queries(manager):
     before = {"stays_green": "passed", "breaks": "passed", "errors_now": "passed",
               "gets_fixed": "failed", "error_fixed": "error", "skip_to_fail": "skipped",
               "still_red": "failed", "dropped": "passed", "flaky_rerun": "failed"}
@@ -164,7 +165,8 @@ def test_compare_runs_categories_in_one_query(manager):
             diff = repo.compare_runs("run_1", "run_2")
         same = repo.compare_runs("run_1", "run_1")
         none = repo.compare_runs("x", "y")
-    assert len(statements) == 1
+    # The failed tests' names, their results in both runs, the names only one run has.
+    assert len(statements) == 3
     assert diff["regressions"] == diff["new_failures"] == ["breaks", "errors_now"]
     assert diff["improvements"] == diff["fixed"] == ["error_fixed", "flaky_rerun",
                                                      "gets_fixed"]
@@ -175,6 +177,85 @@ def test_compare_runs_categories_in_one_query(manager):
     for result in (same, none):
         assert all(result[k] == [] for k in ("regressions", "new_failures", "improvements",
                                              "fixed", "new_tests", "removed_tests"))
+
+
+def test_compare_runs_with_more_failed_tests_than_one_name_list(manager):
+    # 1,200 names fail in run_1: their results are read in several IN (...) lists.
+    names = [f"t{i:04d}" for i in range(1200)]
+    with UnitOfWork(manager) as uow:
+        uow.tests.create_all(
+            [TestResult(run_id="run_1", suite_name="s", test_name=n, status="failed",
+                        started_at=T0) for n in names]
+            + [TestResult(run_id="run_2", suite_name="s", test_name=n,
+                          status="error" if n == "t0007" else "passed",
+                          started_at=T0 + timedelta(hours=1)) for n in names[1:]])
+        diff = uow.tests.compare_runs("run_1", "run_2")
+    assert diff["fixed"] == names[1:7] + names[8:]
+    assert diff["regressions"] == [] and diff["new_tests"] == []
+    assert diff["removed_tests"] == ["t0000"]
+
+
+def test_results_through_the_api_keep_their_run_record(manager):
+    with UnitOfWork(manager) as uow:
+        repo = uow.tests
+        _record(repo, "api-run", "b", "failed", minute=5)
+        _record(repo, "api-run", "a", "passed", minute=1, duration_ms=500)
+        _record(repo, "api-run", "c", "passed", minute=9, duration_ms=2000)
+        _record(repo, "other-run", "a", "error", minute=20)
+    with UnitOfWork(manager) as uow:
+        run = TestRun.get_by_id("api-run")
+        # Nobody said how it ended: "unknown", like the runs recorded before run records.
+        assert (run.suite_name, run.ending.value, run.exit_status) == ("suite_a", "unknown",
+                                                                      None)
+        assert (run.total, run.passed, run.failed, run.skipped, run.error) == (3, 2, 1, 0, 0)
+        assert run.started_at == T0 + timedelta(minutes=1)
+        assert run.finished_at == T0 + timedelta(minutes=9, seconds=2)
+        assert TestRun.get_by_id("other-run").error == 1
+        assert uow.tests.finish_run("api-run", "complete", 1, None) == 1
+        assert uow.tests.finish_run("no-such-run", "complete", 0) == 0
+    run = TestRun.get_by_id("api-run")
+    assert (run.ending.value, run.exit_status, run.total, run.failed) == ("complete", 1, 3, 1)
+    assert run.finished_at > T0 + timedelta(minutes=9)
+
+
+def test_flaky_tests_of_results_without_a_run_record(manager):
+    # Results inserted through the models (or imported) have no test_runs row: the window
+    # then comes from the results, with the same answer as from the records.
+    history = [{"x": "passed", "y": "failed"}, {"x": "failed", "y": "failed"},
+               {"x": "passed", "y": "failed", "z": "passed"}]
+    for n, run in enumerate(history):
+        for name, status in run.items():
+            TestResult.create(run_id=f"raw_{n}", suite_name="raw", test_name=name,
+                              status=status, started_at=T0 + timedelta(hours=n))
+    with UnitOfWork(manager) as uow:
+        assert TestRun.select().count() == 0
+        assert uow.tests.flaky_tests("raw") == ["x"]
+        assert uow.tests.flaky_tests("raw", window=1) == []
+        for n, run in enumerate(history):
+            for name, status in run.items():
+                _record(uow.tests, f"api_{n}", name, status, minute=600 + n, suite="api")
+        assert uow.tests.flaky_tests("api") == ["x"]
+        assert uow.tests.flaky_tests("api", window=1) == []
+
+
+def test_flaky_window_skips_runs_cut_short(manager):
+    with UnitOfWork(manager) as uow:
+        repo = uow.tests
+        for n in range(6):
+            _record(repo, f"run_{n}", "steady", "failed" if n in (2, 4) else "passed",
+                    minute=n * 10)
+            _record(repo, f"run_{n}", "retried", "passed", minute=n * 10 + 1)
+        # A pass at the second attempt (pytest-rerunfailures), in the oldest run only.
+        TestResult.update(attempts=2).where(
+            (TestResult.run_id == "run_0") & (TestResult.test_name == "retried")).execute()
+        assert repo.flaky_tests("suite_a") == ["steady"]  # run_0 is out of the window
+        assert repo.flaky_tests("suite_a", window=6) == ["retried", "steady"]
+        TestRun.update(ending="interrupted").where(TestRun.id == "run_2").execute()
+        TestRun.update(ending="unfinished").where(TestRun.id == "run_4").execute()
+        assert repo.flaky_tests("suite_a", window=6) == ["retried"]
+        TestRun.update(ending="stopped").where(TestRun.id == "run_4").execute()
+        # Five runs that were not cut short reach back to run_0.
+        assert repo.flaky_tests("suite_a") == ["retried", "steady"]
 
 
 def test_list_runs_newest_first_in_one_query(manager):
@@ -229,7 +310,7 @@ def test_flaky_tests_within_the_window(manager):
         last_three = repo.flaky_tests("suite_a", window=3)
         with pytest.raises(ValidationError, match="window"):
             repo.flaky_tests("suite_a", window=0)
-    assert len(statements) == 2
+    assert len(statements) == 3  # the window, the tests that failed in it, their passes
     assert last_five == ["erratic", "old_flip", "recent_flip", "rerun_in_one_run"]
     assert last_three == ["erratic", "recent_flip", "rerun_in_one_run"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from peewee import JOIN, Case, fn
+from peewee import JOIN, SQL, Case, Value, chunked, fn
 
 from ..errors import ValidationError
 from ..fields import to_utc_ms, utc_now
@@ -52,12 +52,31 @@ class TestRepository(BaseRepository):
         if duration_ms is not None:
             duration_ms = _milliseconds(duration_ms)
         started_at, ended_at, duration_ms = _timing(started_at, ended_at, duration_ms)
-        return self.create(TestResult(
+        result = self.create(TestResult(
             run_id=run_id, suite_name=suite_name, test_name=test_name, status=status,
             device_id=device_id, card_iccid=card_iccid, started_at=started_at,
             ended_at=ended_at, duration_ms=duration_ms, error_message=_storable(error_message),
             assertions=assertions, metadata=metadata,
         ))
+        self._count_in_run(result)
+        return result
+
+    def finish_run(self, run_id: str, ending, exit_status: int | None = None,
+                   selection: str | None = None) -> int:
+        """Close the run's record: when and how it ended, and its counts per status (read
+        from its results). Returns the number of records updated (0: no such run)."""
+        ending = TestRun.ending.coerce_member(ending)
+        query = (TestResult.select(TestResult.status, fn.COUNT(TestResult.id))
+                 .where(TestResult.run_id == run_id).group_by(TestResult.status))
+        self._touch(write=True)
+        counts = {TestResult.status.coerce_member(status).value: int(count)
+                  for status, count in self._list(query.tuples())}
+        with self._write(run_id):
+            return TestRun.update(
+                finished_at=utc_now(), ending=ending, exit_status=exit_status,
+                selection=selection, total=sum(counts.values()), updated_at=utc_now(),
+                **{status.value: counts.get(status.value, 0) for status in TestStatus},
+            ).where(TestRun.id == run_id).execute()
 
     # -- queries -------------------------------------------------------------------
     def find_by_run(self, run_id: str) -> list[TestResult]:
@@ -130,25 +149,39 @@ class TestRepository(BaseRepository):
         ``improvements`` (alias ``fixed``): failed or error before, passed now.
         ``new_tests`` / ``removed_tests``: names in only one of the runs. A name recorded
         twice in a run (a rerun) counts with its last result. Lists are sorted.
+
+        Reads the results of the tests that failed in either run, and the names only one
+        run has, from the indexes: not every result of both runs.
         """
-        query = (TestResult.select(TestResult.run_id, TestResult.test_name, TestResult.status)
-                 .where(TestResult.run_id.in_([run_id1, run_id2]))
-                 .order_by(*_RUN_ORDER))
+        runs = [run_id1, run_id2]
         self._touch()
+        # Only a test that failed or errored in one of the runs can be a regression or a fix.
+        failed = (TestResult.select(TestResult.test_name).distinct()
+                  .where(TestResult.run_id.in_(runs) & TestResult.status.in_(list(_FAILING))))
+        names = [name for (name,) in self._list(failed.tuples())]
         before: dict[str, TestStatus] = {}
         after: dict[str, TestStatus] = {}
-        for run_id, name, status in self._list(query.tuples()):
-            status = TestResult.status.coerce_member(status)
-            # The same id twice: compare the run with itself (all unchanged).
-            if run_id == run_id1:
-                before[name] = status
-            if run_id == run_id2:
-                after[name] = status
+        for chunk in chunked(names, _MAX_NAMES):
+            query = (TestResult.select(TestResult.run_id, TestResult.test_name,
+                                       TestResult.status)
+                     .where(TestResult.run_id.in_(runs) & TestResult.test_name.in_(chunk))
+                     .order_by(*_RUN_ORDER))
+            for run_id, name, status in self._list(query.tuples()):
+                status = TestResult.status.coerce_member(status)
+                # The same id twice: compare the run with itself (all unchanged).
+                if run_id == run_id1:
+                    before[name] = status
+                if run_id == run_id2:
+                    after[name] = status
         common = before.keys() & after.keys()
         regressions = sorted(n for n in common
                              if before[n] == TestStatus.PASSED and after[n] in _FAILING)
         improvements = sorted(n for n in common
                               if before[n] in _FAILING and after[n] == TestStatus.PASSED)
+        new_tests, removed_tests = set(), set()
+        for added, name in self._list(_only_in(run_id2, run_id1, True)
+                                      .union_all(_only_in(run_id1, run_id2, False)).tuples()):
+            (new_tests if added else removed_tests).add(name)
         return {
             "run_id1": run_id1,
             "run_id2": run_id2,
@@ -156,8 +189,8 @@ class TestRepository(BaseRepository):
             "new_failures": list(regressions),
             "improvements": improvements,
             "fixed": list(improvements),
-            "new_tests": sorted(after.keys() - before.keys()),
-            "removed_tests": sorted(before.keys() - after.keys()),
+            "new_tests": sorted(new_tests),
+            "removed_tests": sorted(removed_tests),
         }
 
     def list_runs(self, limit: int | None = 20, suite_name: str | None = None) -> list[dict]:
@@ -225,11 +258,50 @@ class TestRepository(BaseRepository):
         """Names of the suite's tests that both passed and failed (or errored) within its
         last ``window`` runs — a rerun inside one run counts too, and so does a pass that
         took more than one attempt (pytest-rerunfailures). Interrupted and unfinished runs
-        are left out of the window. Two queries."""
+        are left out of the window.
+
+        The window comes from the run records; the results read are those of the tests
+        that failed or needed a rerun in it, found through ``idx_test_run_outcome``.
+        """
         window = _positive("window", window)
         self._touch()
-        cut_short = (TestRun.select(TestRun.id)
-                     .where(TestRun.ending.in_([RunEnding.INTERRUPTED, RunEnding.UNFINISHED])))
+        run_ids = self._window(suite_name, window)
+        if not run_ids:
+            return []
+        failing, flaky = set(), set()
+        suspects = (TestResult.select(TestResult.test_name, TestResult.status,
+                                      TestResult.suite_name)
+                    .where(TestResult.run_id.in_(run_ids)
+                           & (TestResult.status.in_(list(_FAILING))
+                              | ((TestResult.status == TestStatus.PASSED)
+                                 & (TestResult.attempts > 1)))))
+        # The suite is checked here, not in SQL: a planner without statistics would take
+        # the suite's index (every result of the suite) over the run's.
+        for name, status, suite in self._list(suspects.tuples()):
+            if suite == suite_name:
+                is_pass = TestResult.status.coerce_member(status) == TestStatus.PASSED
+                (flaky if is_pass else failing).add(name)
+        for chunk in chunked(sorted(failing - flaky), _MAX_NAMES):
+            passed = (TestResult.select(TestResult.test_name, TestResult.suite_name).distinct()
+                      .where(TestResult.run_id.in_(run_ids) & TestResult.test_name.in_(chunk)
+                             & (TestResult.status == TestStatus.PASSED)))
+            flaky.update(name for name, suite in self._list(passed.tuples())
+                         if suite == suite_name)
+        return sorted(flaky)
+
+    def _window(self, suite_name: str, window: int) -> list[str]:
+        """Ids of the suite's last ``window`` runs that were not cut short, newest first."""
+        records = (TestRun.select(TestRun.id)
+                   .where((TestRun.suite_name == suite_name)
+                          & TestRun.ending.not_in(list(_CUT_SHORT)))
+                   .order_by(TestRun.started_at.desc(), TestRun.id.desc())
+                   .limit(window))
+        run_ids = [r for (r,) in self._list(records.tuples())]
+        if len(run_ids) == window:
+            return run_ids
+        # Fewer records than the window: results may have been written without one (model
+        # inserts, imports), so take the runs from the results, as before runs had records.
+        cut_short = TestRun.select(TestRun.id).where(TestRun.ending.in_(list(_CUT_SHORT)))
         recent = (TestResult.select(TestResult.run_id)
                   .where((TestResult.suite_name == suite_name)
                          & TestResult.run_id.not_in(cut_short))
@@ -237,20 +309,7 @@ class TestRepository(BaseRepository):
                   .order_by(fn.MAX(TestResult.started_at).desc(), TestResult.run_id.desc())
                   .limit(window))
         # Fetched first: MariaDB refuses LIMIT inside an IN (...) subquery.
-        run_ids = [r for (r,) in self._list(recent.tuples())]
-        if not run_ids:
-            return []
-        passed = _count_status("passed")
-        failing = fn.SUM(Case(None, [(TestResult.status.in_(list(_FAILING)), 1)], 0))
-        retried = fn.SUM(Case(None, [((TestResult.status == TestStatus.PASSED)
-                                      & (TestResult.attempts > 1), 1)], 0))
-        query = (TestResult.select(TestResult.test_name)
-                 .where((TestResult.suite_name == suite_name)
-                        & TestResult.run_id.in_(run_ids))
-                 .group_by(TestResult.test_name)
-                 .having(((passed > 0) & (failing > 0)) | (retried > 0))
-                 .order_by(TestResult.test_name))
-        return [name for (name,) in self._list(query.tuples())]
+        return [r for (r,) in self._list(recent.tuples())]
 
     def export_junit_xml(self, run_id: str) -> str:
         """The run as JUnit XML valid against the Jenkins xUnit junit-10.xsd (one testsuite
@@ -265,6 +324,28 @@ class TestRepository(BaseRepository):
         return build_junit_xml(run_id, self._list(query))
 
     # -- internals -----------------------------------------------------------------
+    def _count_in_run(self, result: TestResult) -> None:
+        """Keep the run's record in step with a result written through the API: create it
+        (ending ``unknown``: nobody said how the run ended), widen its times, count it."""
+        status = TestResult.status.coerce_member(result.status).value
+        started, ended = result.started_at, result.ended_at or result.started_at
+        with self._write(result.run_id):
+            (TestRun.insert(id=result.run_id, suite_name=result.suite_name, started_at=started,
+                            finished_at=ended, ending=RunEnding.UNKNOWN)
+             .on_conflict_ignore().execute())
+            TestRun.update(
+                total=TestRun.total + 1,
+                **{status: getattr(TestRun, status) + 1},
+                started_at=Case(None, [(TestRun.started_at > started,
+                                        TestRun.started_at.to_value(started))],
+                                TestRun.started_at),
+                finished_at=Case(None, [(TestRun.finished_at.is_null()
+                                         | (TestRun.finished_at < ended),
+                                         TestRun.finished_at.to_value(ended))],
+                                 TestRun.finished_at),
+                updated_at=utc_now(),
+            ).where(TestRun.id == result.run_id).execute()
+
     def _in_order(self, condition, run_id) -> list[TestResult]:
         query = self._select(condition)
         if run_id is not None:
@@ -274,6 +355,8 @@ class TestRepository(BaseRepository):
 
 _RUN_ORDER = (TestResult.started_at, TestResult.created_at, TestResult.id)
 _SUMMARY = (TestResult, "run_summary")
+_CUT_SHORT = (RunEnding.INTERRUPTED, RunEnding.UNFINISHED)
+_MAX_NAMES = 500  # test names per IN (...) list
 
 
 def _summary_query(run_id):
@@ -282,6 +365,17 @@ def _summary_query(run_id):
                     fn.MIN(TestResult.started_at), fn.MAX(TestResult.ended_at))
             .where(TestResult.run_id == run_id)
             .group_by(TestResult.status))
+
+
+def _only_in(run_id: str, other: str, added: bool):
+    """The names ``run_id`` has and ``other`` has not (an anti-join on idx_test_run),
+    tagged with ``added``."""
+    theirs = TestResult.alias()
+    return (TestResult.select(Value(1 if added else 0), TestResult.test_name)
+            .where((TestResult.run_id == run_id)
+                   & ~fn.EXISTS(theirs.select(SQL("1"))
+                                .where((theirs.run_id == other)
+                                       & (theirs.test_name == TestResult.test_name)))))
 
 
 def _count_status(status: str):
