@@ -471,6 +471,14 @@ def _positive(name: str, value, allow_zero: bool = False) -> int:
     return value
 
 
+def _one_of(name: str, value, other_name: str, other):
+    """The value given under either spelling (the guide's or the design's); both, and
+    different, is a mistake."""
+    if value is not None and other is not None and value != other:
+        raise ValidationError(f"pass {name}= or {other_name}=, not both with different values")
+    return value if value is not None else other
+
+
 def _plain(value):
     # Event data stays JSON-friendly: enums as their value, datetimes as ISO text.
     if hasattr(value, "value") and isinstance(value, str):

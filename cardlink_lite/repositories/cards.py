@@ -7,7 +7,7 @@ import logging
 from ..crypto import decrypt_psk, encrypt_psk
 from ..errors import ValidationError
 from ..models import CardProfile
-from .base import BaseRepository, _plain
+from .base import BaseRepository, _one_of, _plain
 
 __all__ = ["CardRepository", "find_psk_by_identity"]
 
@@ -148,9 +148,3 @@ def find_psk_by_identity(database, identity) -> tuple[str, bytes] | None:
                        identity[:64], len(rows), ", ".join(r[0] for r in rows))
         return None
     return rows[0][0], rows[0][2]
-
-
-def _one_of(name: str, value, alias: str, alias_value):
-    if value is not None and alias_value is not None and value != alias_value:
-        raise ValidationError(f"pass {name}= or {alias}=, not both")
-    return value if value is not None else alias_value

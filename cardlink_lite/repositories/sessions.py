@@ -13,7 +13,7 @@ from ..events import EventType
 from ..fields import to_utc_ms, utc_now
 from ..models import AdminScriptStatus, OTASession, PoRStatus, SessionStatus
 from ..tls_alerts import tls_alert
-from .base import BaseRepository, _positive
+from .base import BaseRepository, _one_of, _positive
 from .counters import COUNTER_MAX
 
 __all__ = ["SessionRepository"]
@@ -349,13 +349,6 @@ def _count_failure(failures: dict, status, alert, por, admin, count: int) -> Non
         failures["timeout" if status is SessionStatus.TIMEOUT else "other"] += count
         return
     group[key] = group.get(key, 0) + count
-
-
-def _one_of(name: str, value, other_name: str, other):
-    """The value given under either spelling; both, and different, is a mistake."""
-    if value is not None and other is not None and value != other:
-        raise ValidationError(f"give {name} or {other_name}, not both with different values")
-    return value if value is not None else other
 
 
 def _checked_length(field: peewee.CharField, name: str, value) -> str:
