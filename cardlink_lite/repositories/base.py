@@ -475,7 +475,7 @@ def _one_of(name: str, value, other_name: str, other):
     """The value given under either spelling (the guide's or the design's); both, and
     different, is a mistake."""
     if value is not None and other is not None and value != other:
-        raise ValidationError(f"pass {name}= or {other_name}=, not both with different values")
+        raise ValidationError(f"give {name} or {other_name}, not both with different values")
     return value if value is not None else other
 
 
