@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["GSMTAP_PORT", "LINK_TYPES", "udp_payload"]
+__all__ = ["GSMTAP_PORT", "udp_payload"]
 
 GSMTAP_PORT = 4729
 
-# Link types we unwrap (tcpdump.org/linktypes.html).
-LINK_TYPES = {0: "BSD loopback", 1: "Ethernet", 12: "raw IP", 14: "raw IP", 101: "raw IP",
-              113: "Linux cooked (SLL)", 228: "raw IPv4", 229: "raw IPv6",
-              276: "Linux cooked v2 (SLL2)"}
+# Link types we unwrap (tcpdump.org/linktypes.html): Ethernet, Linux cooked v1 (SLL) and
+# v2 (SLL2), BSD loopback, and raw IP (12, 14, 101), IPv4 (228), IPv6 (229).
 _ETH, _SLL, _SLL2, _NULL = 1, 113, 276, 0
 _RAW = frozenset({12, 14, 101, 228, 229})
 _VLAN = frozenset({0x8100, 0x88A8, 0x9100})
