@@ -65,6 +65,19 @@ def test_bench_run_summary_small_run_answers_right(capsys):
     assert line["ok"] is True and line["problems"] == []
 
 
+@pytest.mark.parametrize("results,code", [
+    ([], 1),
+    ([{"read": "a", "mode": "per_call", "target_max_ratio": None, "ok": True}], 1),
+    ([{"read": "a", "mode": "in_uow", "target_max_ratio": 2.0, "ok": True},
+      {"read": "a", "mode": "per_call", "target_max_ratio": None, "ok": False}], 1),
+    ([{"read": "a", "mode": "in_uow", "target_max_ratio": 2.0, "ok": False}], 1),
+    ([{"read": "a", "mode": "in_uow", "target_max_ratio": 2.0, "ok": True},
+      {"read": "a", "mode": "per_call", "target_max_ratio": None, "ok": True}], 0),
+])
+def test_bench_reads_exit_code(results, code):
+    assert _load("bench_reads").exit_code(results) == code
+
+
 def test_bench_reads_small_run_measures_every_read_against_the_same_answer(db_url, capsys):
     code = _load("bench_reads").main(["--url", db_url, "--repeat", "2"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -73,6 +86,8 @@ def test_bench_reads_small_run_measures_every_read_against_the_same_answer(db_ur
             "devices.paginate(page=1, per_page=20)", "devices.get_by_id",
             "settings.get_value", "logs.find_by_session (200 rows, models)"} <= reads
     assert {line["mode"] for line in lines} == {"in_uow", "per_call"}
+    assert all(line["target_max_ratio"] for line in lines
+               if line["mode"] == "in_uow" and "session_query" not in line["read"])
     for line in lines:  # every read measured, its answer equal to the raw one's
         assert line["raw_us"] > 0 and line["cardlink_us"] > 0, line
         assert "differs" not in line.get("problem", ""), line

@@ -40,27 +40,31 @@ class Statement:
         self._rows_to_models = None if model is None else \
             model_builder(model, model._meta.sorted_fields)
         self._sql: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._last = (None, None)  # (weak reference to the database, its compiled form)
 
     def _compiled(self, database) -> tuple:
+        last, compiled = self._last
+        if last is not None and last() is database:  # the usual case: one database
+            return compiled
         compiled = self._sql.get(database)
         if compiled is None:
             query = self._build(*(Param(i) for i in range(self._arity)))
             sql, params = database.get_sql_context().sql(query).query()
-            compiled = self._sql[database] = (sql, tuple(params))
+            # The constant parameters as they are; where an argument goes: its index
+            # and the conversion Peewee would apply there.
+            slots = tuple((at, p.index, p.converter) for at, p in enumerate(params)
+                          if type(p) is Slot)
+            compiled = self._sql[database] = (sql, params, slots)
+        self._last = (weakref.ref(database), compiled)
         return compiled
 
     def execute(self, database, args: tuple = ()):
         """Run it with ``args`` on ``database`` (a real one, not the proxy); the cursor."""
-        sql, params = self._compiled(database)
-        values = []
-        for param in params:
-            if type(param) is Slot:
-                value = args[param.index]
-                if param.converter is not None:
-                    value = param.converter(value)
-                values.append(value)
-            else:
-                values.append(param)
+        sql, params, slots = self._compiled(database)
+        values = list(params)
+        for at, index, convert in slots:
+            value = args[index]
+            values[at] = value if convert is None else convert(value)
         return database.execute_sql(sql, values)
 
     def rows(self, database, args: tuple = ()) -> list:
