@@ -12,8 +12,8 @@ from datetime import datetime
 
 from peewee import Case, fn
 
-from .fields import stored_utc, utc_from_text
 from .models import TestResult, TestRun
+from .report_apdus import aware_utc
 from .repositories import TestRepository
 
 __all__ = [
@@ -59,7 +59,7 @@ def run_window(suite: str, runs: int, since: datetime | None = None) -> list[dic
         query = query.where(TestResult.started_at >= since)
     found = {}
     for run_id, first, last, total, total_ms, *counts in query.tuples():
-        run = {"run_id": run_id, "started_at": _aware(first), "ended_at": _aware(last),
+        run = {"run_id": run_id, "started_at": aware_utc(first), "ended_at": aware_utc(last),
                "total": int(total), "duration_ms": int(total_ms or 0), "ending": None,
                "labels": {}, "context": {}}
         run.update({s: int(c or 0) for s, c in zip(STATUSES, counts, strict=True)})
@@ -75,15 +75,15 @@ def run_window(suite: str, runs: int, since: datetime | None = None) -> list[dic
         run = found.get(record.id)
         if run is None:  # a run without results (none collected, or none recorded yet)
             run = found[record.id] = {
-                "run_id": record.id, "started_at": _aware(record.started_at),
-                "ended_at": _aware(record.finished_at), "duration_ms": 0,
+                "run_id": record.id, "started_at": aware_utc(record.started_at),
+                "ended_at": aware_utc(record.finished_at), "duration_ms": 0,
                 "total": record.total or 0,
                 **{s: getattr(record, s) or 0 for s in STATUSES}}
         run["ending"] = str(record.ending) if record.ending is not None else None
         run["labels"] = record.labels if isinstance(record.labels, dict) else {}
         run["context"] = record.context if isinstance(record.context, dict) else {}
         if record.started_at is not None and run["started_at"] is None:
-            run["started_at"] = _aware(record.started_at)
+            run["started_at"] = aware_utc(record.started_at)
     out = sorted(found.values(), key=lambda r: (r["started_at"] is not None,
                                                  r["started_at"] or 0, r["run_id"]),
                  reverse=True)[:runs]
@@ -199,9 +199,3 @@ def _statuses(suite, run_ids, names) -> dict[str, list]:
 
 def _count(field, value):
     return fn.SUM(Case(None, [(field == value, 1)], 0))
-
-
-def _aware(value):
-    if isinstance(value, str):
-        return utc_from_text(value)
-    return stored_utc(value) if isinstance(value, datetime) else value
