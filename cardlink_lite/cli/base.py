@@ -16,13 +16,12 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..table_names import TABLE_NAMES, display_name
+from ..table_names import display_name
 
 # Start-up stays light: ``--version``, ``--help`` and the command modules import click
 # only; the library (Peewee, drivers, cryptography) is imported when a command runs.
 
 __all__ = [
-    "TABLE_NAMES",
     "CliState",
     "LazyChoice",
     "cli",
