@@ -136,6 +136,7 @@ def _export_peak(manager) -> tuple[int, int]:
     return peak, sink.size
 
 
+@pytest.mark.slow
 def test_export_streams_with_flat_memory(manager):
     populate(manager, logs=3000)
     small_peak, small_size = _export_peak(manager)
@@ -333,6 +334,7 @@ def _traced_import(manager, data) -> tuple[int, ImportResult]:
     return peak, result
 
 
+@pytest.mark.slow
 def test_import_streams_a_jsonl_export_with_bounded_memory(store, backend, tmp_path):
     files = []
     store.bind()
