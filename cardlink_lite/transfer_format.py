@@ -5,12 +5,11 @@ YAML aliases, nesting, huge numbers, over-long lines, JSON values no column hold
 from __future__ import annotations
 
 import enum
+import functools
 import io
 import json
 import math
 from datetime import datetime, timezone
-
-import yaml
 
 from .errors import ValidationError, first_line, quote
 
@@ -38,8 +37,13 @@ MAX_JSON_CHARS = 1_048_576    # a JSON field's size, as stored
 MAX_LINE_CHARS = 16 << 20     # one JSON Lines row: far above any row a column set holds
 _YAML_WIDTH = 1 << 30         # never fold long strings: one row reads as one block
 
-_SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+def _yaml():
+    # Third-party and only needed for YAML: the APDU log's JSON lines (write_jsonl) and
+    # opening a store do not load it.
+    import yaml
+
+    return yaml
 
 
 class ExportFormat(str, enum.Enum):
@@ -143,8 +147,10 @@ class _YamlWriter:
         self._out = stream
 
     def _dump(self, data) -> str:
-        return yaml.dump(data, Dumper=_SafeDumper, default_flow_style=False, sort_keys=False,
-                         allow_unicode=False, width=_YAML_WIDTH)
+        yaml = _yaml()
+        return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+                         default_flow_style=False, sort_keys=False, allow_unicode=False,
+                         width=_YAML_WIDTH)
 
     def header(self, fields: dict) -> None:
         self._out.write(self._dump(fields))
@@ -207,25 +213,30 @@ def _pairs(pairs: list) -> dict:
 _decode = json.JSONDecoder(object_pairs_hook=_pairs).decode
 
 
-class _Loader(_SafeLoader):
-    """The safe loader, refusing a key given twice in one mapping."""
+@functools.cache
+def _loaders() -> tuple:
+    """(the safe loader, that loader refusing a key given twice in one mapping)."""
+    yaml = _yaml()
+    safe = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            self.flatten_mapping(node)
-            seen = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    repeated = key in seen
-                    seen.add(key)
-                except TypeError:
-                    continue  # unhashable: the base class says so
-                if repeated:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {quote(key)} appears twice in one mapping",
-                        key_node.start_mark)
-        return super().construct_mapping(node, deep)
+    class Loader(safe):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                self.flatten_mapping(node)
+                seen = set()
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        repeated = key in seen
+                        seen.add(key)
+                    except TypeError:
+                        continue  # unhashable: the base class says so
+                    if repeated:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {quote(key)} appears twice in one mapping",
+                            key_node.start_mark)
+            return super().construct_mapping(node, deep)
+    return safe, Loader
 
 
 def _json_problem(exc: Exception) -> str:
@@ -249,11 +260,13 @@ def _parse_json(text: str):
 
 
 def _parse_yaml(text: str):
+    yaml = _yaml()
+    safe, strict = _loaders()
     if "*" in text:
         # An alias repeats a value by reference: a kilobyte of aliases can stand for
         # gigabytes of data (the "billion laughs"). Import files never need them.
         try:
-            for event in yaml.parse(text, Loader=_SafeLoader):
+            for event in yaml.parse(text, Loader=safe):
                 if isinstance(event, yaml.AliasEvent):
                     mark = event.start_mark
                     raise ValidationError(
@@ -264,7 +277,7 @@ def _parse_yaml(text: str):
             pass  # the load below reports it
     try:
         # Safe loader only: a document can never construct Python objects.
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=strict)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

@@ -90,7 +90,7 @@ def test_ended_sessions_are_final_and_unknown_ids_answer_false(manager, event_li
         assert repo.set_tls_info(unknown, cipher="X") is False
         with pytest.raises(ValidationError, match="UUID"):
             repo.complete_session("not-a-uuid")
-        with pytest.raises(ValidationError, match="session_type is 33 characters"):
+        with pytest.raises(ValidationError, match="session_type must be at most 32 characters; got 33"):
             repo.create_session(session_type="x" * 33)
         n_events = len(event_list)
     assert n_events == 0
@@ -273,3 +273,17 @@ def test_rollback_discards_the_session_and_its_events(manager, event_list):
         assert uow.sessions.count() == 0
         assert uow.sessions.complete_session(session.id) is False
     assert event_list == []
+
+
+def test_too_long_or_nul_text_is_refused_at_the_call_by_the_field(manager):
+    """The repository asks the field (one rule for repositories, writer and import): the
+    error names the column and nothing reaches the database."""
+    with UnitOfWork(manager) as uow:
+        session = uow.sessions.create_session()
+        with pytest.raises(ValidationError, match=r"^tls_version must be at most 16 "):
+            uow.sessions.set_tls_info(session.id, version="TLSv1.2-" + "x" * 20)
+        with pytest.raises(ValidationError, match=r"^tls_psk_identity must not contain NUL"):
+            uow.sessions.set_tls_info(session.id, psk_identity="card\x00")
+        with pytest.raises(ValidationError, match=r"^session_type must be at most 32 "):
+            uow.sessions.create_session(session_type="t" * 33)
+    assert OTASession.get_by_id(session.id).tls_version is None

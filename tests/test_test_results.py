@@ -89,9 +89,9 @@ def test_create_result_refuses_bad_input(manager, event_list):
             repo.create_result("r", "s", "t", "passed", duration_ms=-5)
         with pytest.raises(ValidationError, match="test_name must be a non-empty"):
             repo.create_result("r", "s", "", "passed")
-        with pytest.raises(ValidationError, match="suite_name must be a non-empty"):
+        with pytest.raises(ValidationError, match="suite_name must not contain NUL"):
             repo.create_result("r", "s\x00", "t", "passed")
-        with pytest.raises(ValidationError, match="test_name is 513 characters"):
+        with pytest.raises(ValidationError, match="test_name must be at most 512 characters"):
             repo.create_result("r", "s", "x" * 513, "passed")
         assert repo.count() == 0
     assert event_list == []
@@ -375,3 +375,14 @@ def test_xml_safe_keeps_legal_text():
     assert xml_safe(None) == ""
     assert xml_safe("tab\tnl\ncr\r é 💳") == "tab\tnl\ncr\r é 💳"
     assert xml_safe("a\x00b\x1fc\ud800") == "a\\x00b\\x1fc\\ud800"
+
+
+def test_names_are_checked_by_their_fields(manager):
+    with UnitOfWork(manager) as uow:
+        with pytest.raises(ValidationError, match=r"^test_name must not contain NUL"):
+            uow.tests.create_result("r1", "s", "a\x00b", TestStatus.PASSED)
+        with pytest.raises(ValidationError, match=r"^run_id must be at most 64 "):
+            uow.tests.create_result("r" * 65, "s", "t", TestStatus.PASSED)
+        with pytest.raises(ValidationError, match=r"^suite_name must be a non-empty string"):
+            uow.tests.create_result("r1", "", "t", TestStatus.PASSED)
+    assert TestResult.select().count() == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 
@@ -18,6 +17,7 @@ from ..fields import iso_utc
 from ..models import CommDirection, CommLog
 from ..retention import purge_older_than
 from ..status_words import MORE_DATA_PREFIXES, is_retry_query_answer, normalize_status_word
+from ..transfer_format import write_jsonl
 from .base import BaseRepository, Statement
 
 __all__ = ["EXPORT_FIELDS", "LogRepository", "SessionLogExport"]
@@ -69,12 +69,7 @@ class SessionLogExport(Sequence):
 
     def write_jsonl(self, fp) -> int:
         """Write one JSON object per line to the text file ``fp``; returns the row count."""
-        count = 0
-        for row in self:
-            fp.write(json.dumps(row))
-            fp.write("\n")
-            count += 1
-        return count
+        return write_jsonl(fp, self)
 
 
 class LogRepository(BaseRepository):
@@ -356,14 +351,7 @@ class LogRepository(BaseRepository):
 
     def write_jsonl(self, fp, session_id=None) -> int:
         """Stream logs (one session, or all) to ``fp`` as JSON lines; returns the count."""
-        count = 0
-        dumps = json.dumps
-        write = fp.write
-        for row in self.iter_logs(session_id):
-            write(dumps(row))
-            write("\n")
-            count += 1
-        return count
+        return write_jsonl(fp, self.iter_logs(session_id))
 
     # -- retention -------------------------------------------------------------
     def purge_old(self, days: int, chunk_size: int = _PURGE_CHUNK) -> int:

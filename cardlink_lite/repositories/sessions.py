@@ -49,8 +49,7 @@ class SessionRepository(BaseRepository):
         ``trigger`` says what started it: sms-pp, push-sms, bip, manual, scheduled, other.
         """
         if session_type is not None:
-            session_type = _checked_length(OTASession.session_type, "session_type",
-                                           session_type)
+            session_type = _checked(OTASession.session_type, session_type)
         fields = {} if trigger is None else {"trigger": trigger}  # none: as before 0003
         return self.create(OTASession(device_id=device_id, card_iccid=card_iccid,
                                       session_type=session_type,
@@ -78,13 +77,11 @@ class SessionRepository(BaseRepository):
         cipher_suite = _one_of("cipher_suite", cipher_suite, "cipher", cipher)
         values = {}
         if cipher_suite is not None:
-            values["tls_cipher_suite"] = _checked_length(OTASession.tls_cipher_suite,
-                                                         "cipher_suite", cipher_suite)
+            values["tls_cipher_suite"] = _checked(OTASession.tls_cipher_suite, cipher_suite)
         if psk_identity is not None:
-            values["tls_psk_identity"] = _checked_length(OTASession.tls_psk_identity,
-                                                         "psk_identity", psk_identity)
+            values["tls_psk_identity"] = _checked(OTASession.tls_psk_identity, psk_identity)
         if version is not None:
-            values["tls_version"] = _checked_length(OTASession.tls_version, "version", version)
+            values["tls_version"] = _checked(OTASession.tls_version, version)
         if handshake_ms is not None:
             values["tls_handshake_ms"] = _milliseconds("handshake_ms", handshake_ms)
         if alert is not None:
@@ -351,14 +348,9 @@ def _count_failure(failures: dict, status, alert, por, admin, count: int) -> Non
     group[key] = group.get(key, 0) + count
 
 
-def _checked_length(field: peewee.CharField, name: str, value) -> str:
-    value = str(value)
-    if len(value) > field.max_length:
-        raise ValidationError(
-            f"{name} is {len(value)} characters long; the column holds at most "
-            f"{field.max_length}, so shorten it"
-        )
-    return value
+def _checked(field: peewee.CharField, value) -> str:
+    """``value`` as text, checked now (length, NUL) by the field rather than at commit."""
+    return field.db_value(str(value))
 
 
 def _code(error_code) -> str | None:

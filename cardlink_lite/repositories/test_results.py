@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from peewee import JOIN, SQL, Case, Value, chunked, fn
 
-from ..errors import ValidationError
+from ..errors import ValidationError, quote
 from ..fields import to_utc_ms, utc_now
 from ..junit import build_junit_xml
 from ..models import RunEnding, TestResult, TestRun, TestStatus
@@ -404,16 +404,9 @@ def _milliseconds(value) -> int:
 
 
 def _check_text(name: str, value) -> None:
-    field = getattr(TestResult, name)
-    if not isinstance(value, str) or not value or "\x00" in value:
-        raise ValidationError(
-            f"{name} must be a non-empty string without NUL characters; got {value!r}"
-        )
-    if len(value) > field.max_length:
-        raise ValidationError(
-            f"{name} is {len(value)} characters long; the column holds at most "
-            f"{field.max_length}, so shorten it"
-        )
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{name} must be a non-empty string; got {quote(value)}")
+    getattr(TestResult, name).db_value(value)  # NUL and length: the field's own rules
 
 
 def _timing(started_at, ended_at, duration_ms):
