@@ -14,6 +14,7 @@ import enum
 import io
 import itertools
 import operator
+import re
 import uuid
 from array import array
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from .batch_insert import insert, plan_for
 from .crypto import decrypt_psk, encrypt_psk
 from .db import bound_models, small_page_cache
 from .errors import ValidationError, quote, translate_error
-from .fields import DATETIME_MS, JSON_TEXT, EncryptedBlobField, UUIDStrField, utc_now
+from .fields import DATETIME_MS, JSON_TEXT, UUIDStrField, utc_now
 from .models import (
     ALL_MODELS,
     CardProfile,
@@ -73,6 +74,7 @@ _PAGE = 1000            # rows read per query while exporting
 _CHUNK = 1000           # rows checked, decided and written per round trip while importing
 _MAX_PROBLEMS = 200
 _MAX_TEXT_BYTES = 65_535  # a TEXT column on MySQL/MariaDB (notes, error_message)
+_STATUS_WORD = re.compile(r"[0-9A-Fa-f]{4}").fullmatch
 
 
 def resolve_tables(tables=None) -> list[type[peewee.Model]]:
@@ -832,12 +834,8 @@ def _build_converter(f: peewee.Field):
         check = hex_text
     elif target is CommLog.status_word:
         def status_word(value):
-            if type(value) is str and len(value) == 4 and value.isascii():
-                try:
-                    int(value, 16)
-                    return db_value(value)
-                except ValueError:
-                    pass
+            if type(value) is str and _STATUS_WORD(value):
+                return db_value(value)
             raise ValueError(f"must be four hex digits such as 9000, got {quote(value)}")
         check = status_word
     else:
@@ -880,8 +878,6 @@ def _kind(f: peewee.Field) -> str:
         return "time"
     if f.field_type == JSON_TEXT:
         return "json"
-    if isinstance(f, EncryptedBlobField):
-        return "secret"
     return "text"
 
 
@@ -966,12 +962,5 @@ def _json_check(f, db_value):
     return json_value
 
 
-def _secret_check(f, db_value):
-    def refused(value):
-        raise ValueError("keys are never imported encrypted")
-    return refused
-
-
 _CHECKS = {"text": _text_check, "int": _int_check, "float": _float_check,
-           "bool": _bool_check, "time": _time_check, "json": _json_check,
-           "secret": _secret_check}
+           "bool": _bool_check, "time": _time_check, "json": _json_check}

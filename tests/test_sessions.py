@@ -90,7 +90,7 @@ def test_ended_sessions_are_final_and_unknown_ids_answer_false(manager, event_li
         assert repo.set_tls_info(unknown, cipher="X") is False
         with pytest.raises(ValidationError, match="UUID"):
             repo.complete_session("not-a-uuid")
-        with pytest.raises(ValidationError, match="session_type must be at most 32 characters; got 33"):
+        with pytest.raises(ValidationError, match="session_type must be at most 32 characters"):
             repo.create_session(session_type="x" * 33)
         n_events = len(event_list)
     assert n_events == 0
