@@ -19,6 +19,7 @@ __all__ = [
     "field_values",
     "mark_clean",
     "model_builder",
+    "passes_through",
 ]
 
 # The keyword Peewee's cursor wrappers pass to a model's constructor when building it
@@ -37,7 +38,7 @@ def mark_clean(obj: peewee.Model) -> None:
     obj._dirty.clear()
 
 
-def _passes_through(field) -> bool:
+def passes_through(field) -> bool:
     """True when ``field.python_value`` gives the drivers' value back unchanged: Peewee's
     plain converter over an int, float or text column (a foreign key: its target's)."""
     if isinstance(field, peewee.ForeignKeyField):
@@ -57,7 +58,7 @@ def model_builder(model, fields):
     ``setattr`` and per-column converter calls for values the drivers already give as is.
     Reading a 200-row trace as models is most of its cost otherwise."""
     names = tuple(f.name for f in fields)
-    convert = tuple((f.name, f.python_value) for f in fields if not _passes_through(f))
+    convert = tuple((f.name, f.python_value) for f in fields if not passes_through(f))
     new = model.__new__
 
     def build(rows) -> list:

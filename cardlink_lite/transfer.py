@@ -22,12 +22,13 @@ from datetime import datetime, timezone
 
 import peewee
 
+from ._peewee import passes_through
 from .apdu_rows import normalize_hex
 from .batch_insert import insert, plan_for
 from .crypto import decrypt_psk, encrypt_psk
 from .db import bound_models, small_page_cache
 from .errors import ValidationError, quote, translate_error
-from .fields import DATETIME_MS, JSON_TEXT, UUIDStrField, utc_now
+from .fields import DATETIME_MS, JSON_TEXT, EnumField, UUIDStrField, utc_now
 from .models import (
     ALL_MODELS,
     CardProfile,
@@ -47,7 +48,7 @@ from .transfer_format import (
     check_json_value,
     document_writer,
     parse_document,
-    plain_row,
+    plain_value,
     read_document,
 )
 
@@ -174,13 +175,13 @@ class DataExporter:
         counts = {}
         with bound_models(database, ALL_MODELS), _snapshot(database), small_page_cache(database):
             writer.header({"format_version": FORMAT_VERSION,
-                           "exported_at": plain_row(["t"], [utc_now()])["t"]})
+                           "exported_at": plain_value(utc_now())})
             for model in models:
                 name = model._meta.table_name
                 counts[name] = 0
 
                 def rows(model=model, name=name):
-                    for count, page in _pages(model, include_keys):
+                    for count, page in _pages(database, model, include_keys):
                         yield from page
                         counts[name] += count
                         if progress is not None:
@@ -190,22 +191,26 @@ class DataExporter:
         return counts
 
 
-def _pages(model, include_keys: bool):
-    """(row count, row dicts made lazily) a page at a time, in key order; values as the
-    fields give them (``python_value``), made plain JSON by the document format."""
+def _pages(database, model, include_keys: bool):
+    """(row count, row dicts made lazily) a page at a time, in key order. Values are
+    the fields' own (``python_value``; skipped where the driver's value is already it),
+    made plain JSON by the document format."""
     fields = _columns(model, include_keys)
     keys = [_key(f) for f in fields]
+    # Floats pass through, but infinity must become null (see plain_value).
+    converters = [None if passes_through(f) and not isinstance(f, peewee.FloatField)
+                  else f.python_value for f in fields]
     secret = next((i for i, f in enumerate(fields) if f is CardProfile.psk_key_encrypted),
                   None)
+    if secret is not None:  # the one value no field gives in a portable form
+        converters[secret] = lambda v: decrypt_psk(bytes(v)).hex()
     pk = model._meta.primary_key
     pk_index = fields.index(pk)
 
     def page_of(tuples):
-        if secret is not None:  # the one value no field gives in a portable form
-            tuples = [t[:secret] + ((None if t[secret] is None else
-                                     decrypt_psk(bytes(t[secret])).hex()),) + t[secret + 1:]
-                      for t in tuples]
-        return len(tuples), (plain_row(keys, values) for values in tuples)
+        return len(tuples), ({k: v if c is None or v is None else plain_value(c(v))
+                              for k, c, v in zip(keys, converters, values, strict=True)}
+                             for values in tuples)
 
     if isinstance(pk, peewee.AutoField):
         # Integer keys: keyset pages, so a million logs never sit in memory at once.
@@ -214,7 +219,7 @@ def _pages(model, include_keys: bool):
             query = model.select(*fields).order_by(pk).limit(_PAGE)
             if last is not None:
                 query = query.where(pk > last)
-            page = list(query.tuples())
+            page = database.execute(query).fetchall()
             if not page:
                 return
             last = page[-1][pk_index]
@@ -224,8 +229,8 @@ def _pages(model, include_keys: bool):
     ids = sorted(row[0] for row in model.select(pk).tuples())
     for start in range(0, len(ids), _PAGE):
         chunk = ids[start:start + _PAGE]
-        found = {values[pk_index]: values
-                 for values in model.select(*fields).where(pk.in_(chunk)).tuples()}
+        found = {values[pk_index]: values for values in
+                 database.execute(model.select(*fields).where(pk.in_(chunk))).fetchall()}
         yield page_of([found[i] for i in chunk if i in found])
 
 
@@ -343,6 +348,24 @@ class _Keys:
         self._sorted = None
         return self.add(key)
 
+    def extend_ascending(self, keys: list) -> bool:
+        """Remember ``keys`` at once if they are integers, ascending, after every key met
+        so far (as an export lists them); False (nothing remembered) otherwise."""
+        if self._set is not None or not keys or (self._sorted is not None
+                                                 and type(self._sorted) is not array):
+            return False
+        try:
+            new = array("q", keys)
+        except (TypeError, OverflowError):
+            return False
+        if (self._sorted and new[0] <= self._sorted[-1]) or sorted(set(keys)) != keys:
+            return False
+        if self._sorted is None:
+            self._sorted = new
+        else:
+            self._sorted.extend(new)
+        return True
+
     def __contains__(self, key) -> bool:
         if self._set is not None:
             return key in self._set
@@ -363,10 +386,6 @@ class _LogIds:
         self.next = self.before + 1
         self.claimed: set = set()   # stored ids a file row was matched to
         self.given: set = set()     # ids handed to new rows
-
-    def seen(self, key: int) -> None:
-        if key >= self.next:
-            self.next = key + 1
 
     def new(self) -> int:
         self.next += 1
@@ -467,16 +486,11 @@ class _Import:
             return
         table = model._meta.table_name
         self.result.tables.setdefault(table, _zero_counts())
-        keys = self.keys.setdefault(model, _Keys())
         index = self.next_index.get(model, 0)
-        pk = model._meta.primary_key.name
         chunk = []
         for raw in rows:
             row = self._prepare(model, index, raw)
             if row is not None:
-                if pk in row and not keys.add(row[pk]):
-                    self.problem(f"{table}[{index}].{_key(model._meta.primary_key)}: "
-                                 f"{quote(row[pk])} appears twice in {table}")
                 chunk.append((index, row))
                 if len(chunk) == _CHUNK:
                     self._chunk(model, chunk)
@@ -515,7 +529,8 @@ class _Import:
                 [(name, convert, f.null) for f, name, convert in entries])
         if shape is not None:
             try:
-                row = {name: None if value is None and null else convert(value)
+                row = {name: convert(value) if value is not None else
+                       None if null else _null(null)
                        for (name, convert, null), value in zip(shape, raw.values(),
                                                                  strict=True)}
             except (ValueError, ValidationError):
@@ -539,7 +554,7 @@ class _Import:
                     continue
             f, name, convert = entry
             try:
-                row[name] = None if value is None and f.null else convert(value)
+                row[name] = convert(value) if value is not None else _null(f.null)
             except (ValueError, ValidationError) as exc:
                 rejected.add(name)
                 self.problem(f"{where}.{_name(key)}: {_reason(exc, f)}")
@@ -584,21 +599,31 @@ class _Import:
 
     def _check_references(self, model, chunk) -> None:
         for f in model._meta.refs:
-            target = f.rel_model
-            present = self.keys.get(target)
-            missing = {}
-            for index, row in chunk:
-                value = row.get(f.name)
-                if value is not None and (present is None or value not in present):
-                    missing.setdefault(value, []).append(index)
-            if missing:
-                for value in _stored_keys(target, missing):
-                    del missing[value]
-            for index, value in sorted((i, v) for v, indexes in missing.items()
-                                       for i in indexes):
-                self.problem(f"{model._meta.table_name}[{index}].{f.column_name}: no "
-                             f"{target._meta.table_name} row {quote(value)} in the file "
-                             "or the database")
+            name = f.name
+            present = self.keys.get(f.rel_model)
+            unknown = {row.get(name) for _, row in chunk}  # a few values, many rows
+            unknown.discard(None)
+            if present is not None:
+                unknown = {value for value in unknown if value not in present}
+            if unknown:
+                unknown -= _stored_keys(f.rel_model, unknown)
+            for index, row in chunk if unknown else ():
+                if row.get(name) in unknown:
+                    self.problem(f"{model._meta.table_name}[{index}].{f.column_name}: no "
+                                 f"{f.rel_model._meta.table_name} row {quote(row[name])} in "
+                                 "the file or the database")
+
+    def _remember_keys(self, model, chunk) -> None:
+        """The chunk's keys, each a problem if met before in the file."""
+        keys = self.keys.setdefault(model, _Keys())
+        pk = model._meta.primary_key
+        if keys.extend_ascending([row.get(pk.name) for _, row in chunk]):
+            return  # an export's ids: ascending, none met before
+        table = model._meta.table_name
+        for index, row in chunk:
+            if pk.name in row and not keys.add(row[pk.name]):
+                self.problem(f"{table}[{index}].{_key(pk)}: {quote(row[pk.name])} appears "
+                             f"twice in {table}")
 
     # -- deciding and writing ---------------------------------------------------------------
     def _chunk(self, model, chunk) -> None:
@@ -608,6 +633,7 @@ class _Import:
             raise translate_error(exc, f"{model._meta.table_name} row") from exc
 
     def _decide_and_write(self, model, chunk) -> None:
+        self._remember_keys(model, chunk)
         if model._meta.refs and not self.problems:
             self._check_references(model, chunk)
         if self.problems:
@@ -748,8 +774,8 @@ class _Import:
                     ids.claimed.add(key)
                 else:
                     clashing.append(row)
-            else:
-                ids.seen(key)
+            elif key >= ids.next:
+                ids.next = key + 1
         if clashing:
             sessions = {row.get("session") for row in clashing}
             candidates: dict = {}
@@ -826,7 +852,6 @@ def _build_converter(f: peewee.Field):
     target = f.rel_field if isinstance(f, peewee.ForeignKeyField) else f
     db_value = f.db_value
     kind = _kind(target)
-    null = f.null
     # Per model: the APDU writer's hex rules (a field's db_value also sees LIKE patterns).
     if target is CommLog.raw_data:
         def hex_text(value):
@@ -841,8 +866,9 @@ def _build_converter(f: peewee.Field):
     else:
         check = _CHECKS[kind](target, db_value)
 
-    if isinstance(target, UUIDStrField):
-        memo: dict = {}  # a few session and device keys, repeated on every row
+    if isinstance(target, UUIDStrField | EnumField) or target is CommLog.status_word or \
+            target is CommLog.status_message:
+        memo: dict = {}  # keys, enum values, status words: a few values on many rows
         uncached = check
 
         def cached(value):
@@ -856,15 +882,13 @@ def _build_converter(f: peewee.Field):
             return hit
         check = cached
 
-    if null:
-        return check  # None never reaches it (see _Import._prepare)
-    convert = check
+    return check  # None never reaches it (see _Import._prepare)
 
-    def required(value):
-        if value is None:
-            raise ValueError("must not be null")
-        return convert(value)
-    return required
+
+def _null(nullable: bool) -> None:
+    """The value of a null in the document: None, if the column takes it."""
+    if not nullable:
+        raise ValueError("must not be null")
 
 
 def _kind(f: peewee.Field) -> str:

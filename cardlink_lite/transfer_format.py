@@ -26,7 +26,7 @@ __all__ = [
     "document_writer",
     "export_format",
     "parse_document",
-    "plain_row",
+    "plain_value",
     "read_document",
     "write_jsonl",
 ]
@@ -77,13 +77,11 @@ def write_jsonl(fp, rows) -> int:
 _PLAIN = frozenset({str, int, bool, type(None), dict, list})
 
 
-def plain_row(keys, values) -> dict:
-    """A row of Python values (as the fields give them) as JSON values: times as
+def plain_value(value):
+    """A Python value (as a field gives it) as a JSON value: times as
     ``2024-11-29T10:00:00.123Z``, enum members as their value, infinity and NaN as null."""
-    return {k: v if type(v) in _PLAIN else _plain(v) for k, v in zip(keys, values, strict=True)}
-
-
-def _plain(value):
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, float):
         # SQLite stores infinity (an old writer let it through); no format carries it back
         # in, and a latency of infinity means "unknown".
