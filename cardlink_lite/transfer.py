@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import peewee
 
 from ._peewee import passes_through
-from .apdu_rows import normalize_hex
+from .apdu_rows import MAX_RAW_HEX, normalize_hex
 from .batch_insert import insert, plan_for
 from .crypto import decrypt_psk, encrypt_psk
 from .db import bound_models, small_page_cache
@@ -76,6 +76,7 @@ _CHUNK = 1000           # rows checked, decided and written per round trip while
 _MAX_PROBLEMS = 200
 _MAX_TEXT_BYTES = 65_535  # a TEXT column on MySQL/MariaDB (notes, error_message)
 _STATUS_WORD = re.compile(r"[0-9A-Fa-f]{4}").fullmatch
+_UPPER_HEX = re.compile(r"[0-9A-F]*").fullmatch
 
 
 def resolve_tables(tables=None) -> list[type[peewee.Model]]:
@@ -855,6 +856,10 @@ def _build_converter(f: peewee.Field):
     # Per model: the APDU writer's hex rules (a field's db_value also sees LIKE patterns).
     if target is CommLog.raw_data:
         def hex_text(value):
+            # An export's own form passes at once; anything else by the writer's rule.
+            if type(value) is str and not len(value) & 1 and _UPPER_HEX(value) and \
+                    len(value) <= MAX_RAW_HEX:
+                return value
             return value if value == "" else normalize_hex(_text(value))
         check = hex_text
     elif target is CommLog.status_word:
