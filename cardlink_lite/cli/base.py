@@ -30,6 +30,7 @@ __all__ = [
     "iso_timestamp",
     "json_option",
     "pass_state",
+    "progress_bar",
     "warn",
     "write_atomically",
     "yes_option",
@@ -213,6 +214,13 @@ def echo_json(payload) -> None:
 
 def warn(message: str) -> None:
     click.echo(message, err=True)
+
+
+def progress_bar(length: int, label: str):
+    """A progress bar on stderr when it is a terminal; otherwise nothing at all."""
+    if not sys.stderr.isatty() or length <= 0:
+        return contextlib.nullcontext(None)
+    return click.progressbar(length=length, label=label, file=sys.stderr)
 
 
 def write_atomically(path, write, param_hint: str = "--output"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from datetime import timedelta
@@ -17,6 +16,7 @@ from .base import (
     echo_json,
     json_option,
     pass_state,
+    progress_bar,
     warn,
     write_atomically,
     yes_option,
@@ -27,13 +27,6 @@ __all__ = ["backup", "check", "export_command", "import_command", "purge", "stat
 _FORMATS = click.Choice(["json", "jsonl", "yaml"], case_sensitive=False)
 _EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".yaml": "yaml", ".yml": "yaml"}
 _SHOWN_PROBLEMS = 20
-
-
-def _progress(length: int, label: str):
-    """A progress bar on stderr when it is a terminal; otherwise nothing at all."""
-    if not sys.stderr.isatty() or length <= 0:
-        return contextlib.nullcontext(None)
-    return click.progressbar(length=length, label=label, file=sys.stderr)
 
 
 def _format_for(path: str | None, given: str | None) -> str | None:
@@ -87,7 +80,7 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
         warn(f"Warning: this export holds decrypted PSK keys; store it like a secret "
              f"({where_to}).")
     total = sum(exporter.count_rows(tables).values())
-    with _progress(total, "Exporting") as bar:
+    with progress_bar(total, "Exporting") as bar:
         def progress(_table, n):
             if bar is not None:
                 bar.update(n)
@@ -139,7 +132,7 @@ def import_command(state: CliState, file, fmt, conflict, dry_run, yes, as_json):
     def run(dry: bool, label: str):
         with click.open_file(file, "rb") as fh:  # JSON Lines: read a line at a time
             size = os.fstat(fh.fileno()).st_size if fh.seekable() else 0
-            with _progress(size, label) as bar:
+            with progress_bar(size, label) as bar:
                 source = fh if bar is None else _ReadProgress(fh, bar)
                 return importer.import_data(source, format=fmt, conflict_mode=conflict,
                                             dry_run=dry)
@@ -256,7 +249,7 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
     if not yes:
         _print_plan(planned, cutoff, err=True)
         click.confirm("Delete these rows?", abort=True, err=True)
-    with _progress(total, "Purging") as bar:  # every row, a session's logs included
+    with progress_bar(total, "Purging") as bar:  # every row, a session's logs included
         deleted = retention.purge(
             database, tables, cutoff, chunk_size,
             progress=(lambda _t, n: bar.update(n)) if bar is not None else None)

@@ -8,8 +8,7 @@ import uuid
 
 import click
 
-from .base import CliState, LazyChoice, cli, echo_json, json_option, pass_state
-from .data import _progress
+from .base import CliState, LazyChoice, cli, echo_json, json_option, pass_state, progress_bar
 
 
 @cli.group()
@@ -239,7 +238,7 @@ def import_command(state: CliState, files, fmt, session_id, split_on_reset, devi
     results = []
     for index, path in enumerate(files):
         size = os.path.getsize(path)
-        with _progress(size if not as_json and sys.stdout.isatty() else 0,
+        with progress_bar(size if not as_json and sys.stdout.isatty() else 0,
                        f"{os.path.basename(path)}") as bar:
             try:
                 summary = import_trace(
