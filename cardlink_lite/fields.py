@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import uuid
 from datetime import datetime, timezone
 
@@ -279,6 +280,9 @@ class ExactForeignKeyField(peewee.ForeignKeyField):
         return _exact(super().ddl_datatype(ctx), ctx)
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 class UUIDStrField(peewee.CharField):
     """A UUID stored and returned as the 36-character dashed string."""
 
@@ -291,6 +295,8 @@ class UUIDStrField(peewee.CharField):
     def db_value(self, value):
         if value is None:
             return None
+        if type(value) is str and _CANONICAL_UUID.fullmatch(value):
+            return value  # already what str(uuid.UUID(value)) gives: skip the parse
         if isinstance(value, uuid.UUID):
             return str(value)
         if isinstance(value, peewee.Node):

@@ -17,6 +17,7 @@ from cardlink_lite import (
     Setting,
     TestResult,
     TestStatus,
+    UnitOfWork,
     ValidationError,
 )
 
@@ -105,9 +106,22 @@ def test_uuid_keys_are_dashed_strings(manager, make_id):
     assert TestResult.get_by_id(str(key)).id == str(key)
 
 
+@pytest.mark.parametrize("spell", [str.upper, lambda k: "{" + k + "}", lambda k: "urn:uuid:" + k,
+                                   lambda k: k.replace("-", "")],
+                         ids=["upper", "braces", "urn", "no-dashes"])
+def test_other_spellings_of_a_uuid_store_and_find_its_canonical_text(manager, spell):
+    key = str(uuid.uuid4())
+    OTASession.create(id=spell(key))
+    assert _raw(manager, "SELECT id FROM ota_sessions")[0][0] == key
+    with UnitOfWork(manager) as uow:
+        assert uow.sessions.get_by_id(spell(key)).id == key
+
+
 def test_bad_uuid_is_refused(manager):
     with pytest.raises(ValidationError, match="UUID"):
         OTASession.create(id="not-a-uuid")
+    with pytest.raises(ValidationError, match="UUID"):
+        OTASession.create(id=str(uuid.uuid4()) + "\n")
 
 
 def test_deleting_a_session_deletes_its_logs(manager):

@@ -43,9 +43,6 @@ class Statement:
         self._last = (None, None)  # (weak reference to the database, its compiled form)
 
     def _compiled(self, database) -> tuple:
-        last, compiled = self._last
-        if last is not None and last() is database:  # the usual case: one database
-            return compiled
         compiled = self._sql.get(database)
         if compiled is None:
             query = self._build(*(Param(i) for i in range(self._arity)))
@@ -60,7 +57,10 @@ class Statement:
 
     def execute(self, database, args: tuple = ()):
         """Run it with ``args`` on ``database`` (a real one, not the proxy); the cursor."""
-        sql, params, slots = self._compiled(database)
+        last, compiled = self._last
+        if last is None or last() is not database:  # usually one database: no lookup
+            compiled = self._compiled(database)
+        sql, params, slots = compiled
         values = list(params)
         for at, index, convert in slots:
             value = args[index]
@@ -225,29 +225,28 @@ class BaseRepository:
             field = self._field(name)
         return field.desc() if descending else field.asc()
 
-    def _reading(self) -> None:
-        """Before any read: open the unit of work's transaction if needed."""
+    def _reading(self) -> peewee.Database:
+        """Before any read: open the unit of work's transaction if needed. Returns the
+        database to read (the real one: statements' SQL differs per database)."""
         self._touch()
-
-    def _real_database(self) -> peewee.Database:
         database = self.database
-        if isinstance(database, peewee.DatabaseProxy):  # the SQL differs per real database
+        if isinstance(database, peewee.DatabaseProxy):
             database = database.obj
         return database
 
     def _fetch(self, statement: Statement, *args) -> list:
         """Run a :class:`Statement`; its rows as the driver gives them."""
-        self._reading()
+        database = self._reading()
         try:  # (not self._wrap(): a generator context manager costs more than a small read)
-            return statement.rows(self._real_database(), args)
+            return statement.rows(database, args)
         except peewee.PeeweeException as exc:
             raise translate_error(exc, self.entity_type) from exc
 
     def _load(self, statement: Statement, *args) -> list:
         """Run a :class:`Statement` made with ``model=``; its rows as tracked models."""
-        self._reading()
+        database = self._reading()
         try:
-            objs = statement.models(self._real_database(), args)
+            objs = statement.models(database, args)
         except peewee.PeeweeException as exc:
             raise translate_error(exc, self.entity_type) from exc
         if objs:

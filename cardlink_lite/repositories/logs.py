@@ -177,9 +177,9 @@ class LogRepository(BaseRepository):
         self._reading()
         return _trace_query(*self._trace_params(session_id, direction))
 
-    def _reading(self) -> None:
+    def _reading(self) -> peewee.Database:
         self._flush_own()
-        super()._reading()
+        return super()._reading()
 
     def _models(self, query) -> list[CommLog]:
         """Run a select of every CommLog column; build the models in one pass."""

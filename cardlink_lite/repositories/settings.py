@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from ..errors import ValidationError
 from ..models import Setting
-from .base import BaseRepository, statement
+from .base import BaseRepository, Statement
 
 __all__ = ["SettingRepository", "SettingsRepository"]
+
+
+_VALUE = Statement(lambda key: Setting.select(Setting.value).where(Setting.key == key))
 
 
 def _category_of(key: str) -> str:
@@ -42,8 +45,7 @@ class SettingsRepository(BaseRepository):
     def get_value(self, key: str, default=None):
         """The stored value of ``key``; else ``default``; else the built-in default."""
         # One indexed read: always what is committed (or written in this unit of work).
-        rows = self._fetch(statement((Setting, "value"), lambda k: Setting.select(
-            Setting.value).where(Setting.key == k)), key)
+        rows = self._fetch(_VALUE, key)
         if rows and rows[0][0] is not None:
             return Setting.value.python_value(rows[0][0])
         return default if default is not None else self.DEFAULTS.get(key)
