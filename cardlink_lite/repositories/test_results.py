@@ -282,11 +282,14 @@ class TestRepository(BaseRepository):
                 is_pass = TestResult.status.coerce_member(status) == TestStatus.PASSED
                 (flaky if is_pass else failing).add(name)
         for chunk in chunked(sorted(failing - flaky), _MAX_NAMES):
-            passed = (TestResult.select(TestResult.test_name, TestResult.suite_name).distinct()
-                      .where(TestResult.run_id.in_(run_ids) & TestResult.test_name.in_(chunk)
-                             & (TestResult.status == TestStatus.PASSED)))
-            flaky.update(name for name, suite in self._list(passed.tuples())
-                         if suite == suite_name)
+            # The status is checked here too: SQLite would otherwise read every pass of
+            # the window through idx_test_run_outcome rather than these names' results.
+            results = (TestResult.select(TestResult.test_name, TestResult.status,
+                                         TestResult.suite_name).distinct()
+                       .where(TestResult.run_id.in_(run_ids) & TestResult.test_name.in_(chunk)))
+            flaky.update(name for name, status, suite in self._list(results.tuples())
+                         if suite == suite_name and TestResult.status.coerce_member(status)
+                         == TestStatus.PASSED)
         return sorted(flaky)
 
     def _window(self, suite_name: str, window: int) -> list[str]:
