@@ -302,7 +302,8 @@ def test_runs_list_shows_how_runs_ended_and_show_their_context(pytester, db_url,
     store = ("--cardlink-db", db_url, "-p", "no:randomly")
     for run_id, how, extra in (("whole", "none", ["--cardlink-label", "bench=b2", "-n", "2"]),
                                ("some", "none", ["-k", "three"]),
-                               ("cut", "ctrl-c", []), ("stopped", "-x", ["-x"])):
+                               ("cut", "ctrl-c", []), ("stopped", "-x", ["-x"]),
+                               ("none", "none", ["-k", "nothing_matches"])):
         monkeypatch.setenv("HOW", how)
         pytester.runpytest(*store, "--cardlink-run-id", run_id, *extra, no_reraise_ctrlc=True)
     runner = CliRunner()
@@ -310,7 +311,9 @@ def test_runs_list_shows_how_runs_ended_and_show_their_context(pytester, db_url,
     assert listing.exit_code == 0, listing.output
     lines = {line.split()[0]: line.split() for line in listing.output.splitlines()[1:]}
     assert {run: lines[run][4] for run in lines} == {
-        "whole": "complete", "some": "partial", "cut": "interrupted", "stopped": "stopped"}
+        "whole": "complete", "some": "partial", "cut": "interrupted", "stopped": "stopped",
+        "none": "partial"}
+    assert lines["none"][5] == "0"  # a run that recorded no result is listed too
     as_json = runner.invoke(cli, ["--database", db_url, "runs", "list", "--json"])
     assert {r["run_id"]: r["ending"] for r in json.loads(as_json.output)}["cut"] == \
         "interrupted"
@@ -320,6 +323,13 @@ def test_runs_list_shows_how_runs_ended_and_show_their_context(pytester, db_url,
     assert "ended: interrupted, exit status 2" in shown
     shown = runner.invoke(cli, ["--database", db_url, "runs", "show", "stopped"]).output
     assert "ended: stopped, exit status 1" in shown
+    shown = runner.invoke(cli, ["--database", db_url, "runs", "show", "none"])
+    assert shown.exit_code == 0, shown.output
+    assert "run none: 0 tests" in shown.output
+    assert "ended: partial (-k nothing_matches), exit status 5" in shown.output
+    missing = runner.invoke(cli, ["--database", db_url, "runs", "show", "no-such-run"])
+    assert missing.exit_code == 1 and "no results recorded for run 'no-such-run'" in \
+        missing.output
     shown = runner.invoke(cli, ["--database", db_url, "runs", "show", "whole"]).output
     assert "ended: complete, exit status 0" in shown
     assert "labels: bench=b2" in shown

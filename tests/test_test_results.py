@@ -269,12 +269,25 @@ def test_list_runs_newest_first_in_one_query(manager):
                         duration_ms=10)
         _record(repo, "run_1", "other_suite_test", "failed", minute=1440 + 30,
                 suite="suite_b")
+        # A run with a record and no results (nothing selected): listed with its ending.
+        TestRun.create(id="empty", suite_name="suite_a", started_at=T0 + timedelta(days=1.5),
+                       finished_at=T0 + timedelta(days=1.5, seconds=2), ending="partial",
+                       selection="-k nothing", exit_status=5)
         with count_queries(manager) as statements:
             runs = repo.list_runs()
         suite_runs = repo.list_runs(suite_name="suite_b")
         latest = repo.list_runs(limit=1)
+        suite_a = [r["run_id"] for r in repo.list_runs(suite_name="suite_a", limit=2)]
     assert len(statements) == 1
-    assert [r["run_id"] for r in runs] == ["run_2", "run_1", "run_0"]
+    assert [r["run_id"] for r in runs] == ["run_2", "empty", "run_1", "run_0"]
+    empty = runs[1]
+    assert (empty["ending"], empty["selection"], empty["total"], empty["passed"]) == (
+        "partial", "-k nothing", 0, 0)
+    assert empty["started_at"] == T0 + timedelta(days=1.5)
+    assert empty["ended_at"] == T0 + timedelta(days=1.5, seconds=2)
+    assert (empty["suite_name"], empty["success_rate"]) == ("suite_a", 0.0)
+    assert suite_a == ["run_2", "empty"]
+    runs.pop(1)
     run1 = runs[1]
     assert {k: run1[k] for k in ("passed", "failed", "skipped", "error", "total")} == {
         "passed": 2, "failed": 1, "skipped": 1, "error": 0, "total": 4}

@@ -70,8 +70,10 @@ def show_command(state: CliState, run_id, as_json):
     from ..unit_of_work import UnitOfWork
 
     with UnitOfWork(state.manager(readonly=True)) as uow:
-        summary = _summary_or_fail(uow, run_id)
         record = uow.tests.get_run_record(run_id)
+        # A run with a record and no results (nothing selected, stopped before its first
+        # test ended) is shown; an id with neither is an error.
+        summary = uow.tests.get_run_summary(run_id) if record else _summary_or_fail(uow, run_id)
         summary["run"] = record
         results = uow.tests.find_by_run(run_id) if as_json else uow.tests.find_failures(run_id)
         rows = [_result_dict(r) for r in results]

@@ -194,24 +194,33 @@ class TestRepository(BaseRepository):
         }
 
     def list_runs(self, limit: int | None = 20, suite_name: str | None = None) -> list[dict]:
-        """One summary per run, newest first (by first start), in one GROUP BY query.
+        """One summary per run, newest first (by first start), in one query.
 
         With ``suite_name`` only runs with results in that suite are listed, and their
         counts cover that suite only. ``suite_name`` of a run spanning several suites is
-        the first by name; ``suites`` says how many there are.
+        the first by name; ``suites`` says how many there are. A run with a record but no
+        results (nothing selected, or stopped before its first test ended) is listed too.
         """
-        started = fn.MIN(TestResult.started_at)
-        query = (TestResult
-                 .select(TestResult.run_id, fn.MIN(TestResult.suite_name),
-                         fn.COUNT(TestResult.suite_name.distinct()), started,
-                         fn.MAX(TestResult.ended_at), fn.COUNT(TestResult.id),
-                         fn.SUM(TestResult.duration_ms), fn.MAX(TestRun.ending),
-                         fn.MAX(TestRun.selection), *[_count_status(s) for s in _COUNTED])
-                 .join(TestRun, JOIN.LEFT_OUTER, on=(TestRun.id == TestResult.run_id))
-                 .group_by(TestResult.run_id)
-                 .order_by(started.desc(), TestResult.run_id.desc()))
+        results = (TestResult
+                   .select(TestResult.run_id, fn.MIN(TestResult.suite_name),
+                           fn.COUNT(TestResult.suite_name.distinct()),
+                           fn.MIN(TestResult.started_at), fn.MAX(TestResult.ended_at),
+                           fn.COUNT(TestResult.id), fn.SUM(TestResult.duration_ms),
+                           fn.MAX(TestRun.ending), fn.MAX(TestRun.selection),
+                           *[_count_status(s) for s in _COUNTED])
+                   .join(TestRun, JOIN.LEFT_OUTER, on=(TestRun.id == TestResult.run_id))
+                   .group_by(TestResult.run_id))
+        own = TestResult.alias()
+        empty = (TestRun
+                 .select(TestRun.id, TestRun.suite_name, Value(0), TestRun.started_at,
+                         TestRun.finished_at, Value(0), Value(0), TestRun.ending,
+                         TestRun.selection, *[Value(0) for _ in _COUNTED])
+                 .where(~fn.EXISTS(own.select(SQL("1")).where(own.run_id == TestRun.id))))
         if suite_name is not None:
-            query = query.where(TestResult.suite_name == suite_name)
+            results = results.where(TestResult.suite_name == suite_name)
+            empty = empty.where(TestRun.suite_name == suite_name)
+        # Positions, not names: the two parts name their columns differently.
+        query = results.union_all(empty).order_by(SQL("4 DESC"), SQL("1 DESC"))
         if limit is not None:
             query = query.limit(_positive("limit", limit, allow_zero=True))
         self._touch()
@@ -220,9 +229,10 @@ class TestRepository(BaseRepository):
             run_id, first_suite, suites, first, last, total, total_ms, ending, selection, \
                 *counts = row
             run = {"run_id": run_id, "suite_name": first_suite, "suites": int(suites),
-                   "started_at": _aware(first), "ended_at": _aware(last),
+                   "started_at": _when(first), "ended_at": _when(last),
                    "total": int(total), "duration_ms": int(total_ms or 0),
-                   "ending": str(ending or RunEnding.UNKNOWN.value), "selection": selection}
+                   "ending": str(getattr(ending, "value", ending) or RunEnding.UNKNOWN.value),
+                   "selection": selection}
             run.update({s: int(c or 0) for s, c in zip(_COUNTED, counts, strict=True)})
             run["success_rate"] = run["pass_rate"] = _percent(run["passed"], run["total"])
             runs.append(run)
@@ -387,6 +397,11 @@ def _count_status(status: str):
 
 def _percent(part: int, whole: int) -> float:
     return 100.0 * part / whole if whole else 0.0
+
+
+def _when(value):
+    # Through UNION ALL a datetime column may come back as the driver's text (SQLite).
+    return _aware(TestResult.started_at.python_value(value)) if value is not None else None
 
 
 def _aware(value):
