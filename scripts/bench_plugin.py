@@ -168,7 +168,8 @@ def main(argv=None) -> int:
     per_test_ms = (t_on - t_off) * 1000 / args.tests
     ratio = t_on / t_off
     backend = (args.url or "sqlite").split(":", 1)[0]
-    print(f"{args.tests} trivial tests on {backend}, median of {args.repeat} runs")
+    print(f"{args.tests} trivial tests on {backend}, median of {args.repeat} runs "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     print(f"  disabled: {t_off:.3f} s   ({t_off * 1000 / args.tests:.3f} ms/test)")
     print(f"  enabled:  {t_on:.3f} s   ({t_on * 1000 / args.tests:.3f} ms/test)")
     print(f"  wall-clock overhead: {per_test_ms:.3f} ms/test, ratio enabled/disabled "

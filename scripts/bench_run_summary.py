@@ -136,7 +136,8 @@ def main(argv=None) -> int:
                       "fill_s": round(fill_s, 1), "summary_ms": round(summary_ms, 1),
                       "raw_count_ms": round(raw_ms, 2),
                       "ratio_to_raw_count": round(summary_ms / raw_ms, 1) if raw_ms else None,
-                      "target_ms": TARGET_MS, "ok": not problems, "problems": problems}))
+                      "target_ms": TARGET_MS, "load_average": round(os.getloadavg()[0], 1),
+                      "cpus": os.cpu_count(), "ok": not problems, "problems": problems}))
     return 1 if problems else 0
 
 
