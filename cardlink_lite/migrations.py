@@ -69,12 +69,57 @@ def _bound_journal(database):
 
 
 class _Runner(Runner):
-    """Runner that journals non-transactional migrations so a half-applied one is visible."""
+    """Runner that journals non-transactional migrations so a half-applied one is visible.
 
-    def _run(self, name, module, direction, fake=False):
+    It runs one migration at a time through playhouse's public ``up(target)`` /
+    ``down(target)``, after checking the whole plan as playhouse does (nothing runs when
+    one migration of it is unknown or lacks its function).
+    """
+
+    def up(self, target=None, fake=False):
+        rows = [m for m in self.status() if m.path is not None]
+        if target is not None and target not in {m.name for m in rows}:
+            raise _PlayhouseMigrationError(f'unknown migration "{target}".')
+        plan = []
+        for migration in rows:
+            if not migration.applied:
+                plan.append(self._checked(migration, "up"))
+            if migration.name == target:
+                break
+        for name, module in plan:
+            self._journaled(name, module, "up", fake, lambda n=name: super(_Runner, self).up(
+                n, fake=fake))
+        return [name for name, _module in plan]
+
+    def down(self, target=None):
+        rows = [m for m in self.status() if m.applied]
+        if target is not None and target not in {m.name for m in rows}:
+            raise _PlayhouseMigrationError(f'"{target}" is not an applied migration.')
+        plan = []
+        for migration in reversed(rows):
+            if migration.path is None:
+                raise _PlayhouseMigrationError(
+                    f'cannot revert "{migration.name}": migration file is missing.')
+            plan.append(self._checked(migration, "down"))
+            if target is None or migration.name == target:
+                break
+        for name, module in plan:
+            self._journaled(name, module, "down", False,
+                            lambda n=name: super(_Runner, self).down(n))
+        return [name for name, _module in plan]
+
+    @staticmethod
+    def _checked(migration, direction: str) -> tuple:
+        module = migration.load()
+        if getattr(module, direction, None) is None:
+            raise _PlayhouseMigrationError(f"{migration.name} does not define {direction}().")
+        return migration.name, module
+
+    def _journaled(self, name, module, direction, fake, run) -> None:
         transactional = self.migrator.transactional_ddl and getattr(module, "atomic", True)
         if fake or transactional:
-            return super()._run(name, module, direction, fake)
+            run()
+            return
         journal = _bound_journal(self.database)
         journal.create_table(safe=True)
         journal.create(name=name, direction=direction, started_at=_stamp())
@@ -87,7 +132,7 @@ class _Runner(Runner):
 
         self.database.query_hooks.append(record)
         try:
-            super()._run(name, module, direction, fake)
+            run()
         except Exception as exc:
             self.database.query_hooks.remove(record)
             (journal.update(operations=json.dumps(done), error=first_line(exc))
