@@ -177,3 +177,11 @@ def test_an_error_not_about_the_rows_is_raised(manager, session):
     with pytest.raises(peewee.IntegrityError), manager.database.atomic():
         insert_isolating(plan, flat, lambda exc: False)
     assert CommLog.select().count() == 0
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 1000])
+def test_statements_are_what_insert_many_builds(manager, rows):
+    plan = InsertPlan(manager.database, CommLog, LOG_FIELDS)
+    query = CommLog.insert_many([(None,) * len(LOG_FIELDS)] * rows,
+                                fields=list(LOG_FIELDS)).returning()
+    assert plan.sql(rows) == manager.database.get_sql_context().sql(query).query()[0]
