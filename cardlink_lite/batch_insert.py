@@ -186,6 +186,7 @@ def insert(plan: InsertPlan, flat: list) -> None:
     full = plan.rows_per_statement
     budget = plan.byte_budget
     execute = database.execute_sql
+    literals = _Literals(database) if plan.is_mysql else None
     start = 0
     while rows:
         # Full statements, then powers of two: a handful of statements cover every size.
@@ -194,9 +195,42 @@ def insert(plan: InsertPlan, flat: list) -> None:
             while count > 1 and plan.size(flat, start, count) > budget:
                 count >>= 1
         end = start + count * width
-        execute(plan.sql(count), flat[start:end])
+        if literals is None:
+            execute(plan.sql(count), flat[start:end])
+        else:
+            # What pymysql would send, each distinct text escaped once (a batch repeats
+            # its session, directions, status words...); % doubled for its empty
+            # parameter tuple.
+            sql = plan.sql(count) % literals.of(flat, start, end)
+            execute(sql.replace("%", "%%"), ())
         start = end
         rows -= count
+
+
+class _Literals:
+    """MariaDB/MySQL (pymysql, whose statements carry their values inlined): values as
+    the driver's own ``escape`` writes them, each distinct text of a statement escaped
+    once."""
+
+    def __init__(self, database):
+        self.escape = database.connection().escape
+
+    def of(self, flat: list, start: int, end: int) -> tuple:
+        escape = self.escape
+        text: dict[str, str] = {}
+        out = []
+        append = out.append
+        for value in flat[start:end]:
+            if value is None:
+                append("NULL")
+            elif type(value) is str:
+                literal = text.get(value)
+                if literal is None:
+                    literal = text[value] = escape(value)
+                append(literal)
+            else:
+                append(escape(value))
+        return tuple(out)
 
 
 def insert_rows(database: peewee.Database, model, fields, rows) -> None:

@@ -185,3 +185,20 @@ def test_statements_are_what_insert_many_builds(manager, rows):
     query = CommLog.insert_many([(None,) * len(LOG_FIELDS)] * rows,
                                 fields=list(LOG_FIELDS)).returning()
     assert plan.sql(rows) == manager.database.get_sql_context().sql(query).query()[0]
+
+
+@pytest.mark.parametrize("backend", ["mysql"], indirect=True)
+def test_mariadb_values_are_inlined_as_the_driver_writes_them(manager, session):
+    # batch_insert escapes with pymysql's Connection.escape: the same text its
+    # cursor.mogrify (what execute sends) gives, for every type the store writes.
+    conn = manager.database.connection()
+    values = ["it's", "back\\slash", "100%", "\x00nul", "é", None, 7, 2.5, 1e300, True,
+              datetime(2024, 11, 29, 10, 0, 0, 123000), b"\x00\xff"]
+    with conn.cursor() as cursor:
+        for value in values:
+            assert conn.escape(value) == cursor.mogrify("%s", (value,)), value
+    awkward = ["it's", "back\\slash", "100% %s %(x)s", "é"]
+    rows = [(session.id, "2024-11-29 10:00:00", "command", f"{i:02X}", text)
+            for i, text in enumerate(awkward)]
+    insert_rows(manager.database, CommLog, _FIELDS, rows)
+    assert [r.decoded_data for r in CommLog.select().order_by(CommLog.id)] == awkward
