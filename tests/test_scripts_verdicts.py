@@ -111,3 +111,32 @@ def test_bench_transfer_small_run_measures_export_and_import(capsys):
     for line in lines:
         assert line["rows"] == 2000 and line["ratio"] > 0 and line["runs"] == 1
         assert "cardlink_lite_rss_growth_mb" in line and isinstance(line["ok"], bool)
+
+
+def test_bench_apdu_small_run_measures_every_ingest_path(backend, capsys):
+    code = _load("bench_apdu").main(["--rows", "2000", "--server-rows", "2000", "--rounds", "1",
+                                     "--only", "insert", "--backends", backend])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["bench"].split(": ", 1)[1] for line in lines] == [
+        "writer (ApduLogWriter.add)", "guide (add_log_batch + flush_batch)"]
+    for line in lines:  # both wrote the raw side's rows, and were timed
+        assert "problem" not in line and line["cardlink_rows_per_s"] > 0, line
+    assert code == (0 if all(line["ok"] for line in lines) else 1)
+
+
+class _FakeTarget:
+    backend = "sqlite"
+
+    def __init__(self, writer_rows):
+        self.writer_rows = writer_rows
+
+    def run(self, side, n):
+        rows = self.writer_rows if side == "writer" else n
+        return (1.0 if side == "raw" else 0.5, 1.0 if side == "raw" else 0.5), (rows, 7)
+
+
+def test_bench_apdu_fails_a_path_that_left_other_rows():
+    bench = _load("bench_apdu")
+    writer, guide = bench.bench_insert(_FakeTarget(writer_rows=99), 100, 3, "cpu")
+    assert writer["ok"] is False and "rows differ" in writer["problem"]
+    assert guide["ok"] is True and guide["cpu_ratio"] == 2.0
