@@ -129,6 +129,8 @@ class CharField(peewee.CharField):
     """VARCHAR whose ``max_length`` and NUL rule hold before any SQL, on every backend."""
 
     def db_value(self, value):
+        if type(value) is str:  # Peewee's own conversion gives text back as it is
+            return _check_text(self, value)
         return _check_text(self, super().db_value(value))
 
 

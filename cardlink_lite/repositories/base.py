@@ -228,8 +228,13 @@ class BaseRepository:
     def _reading(self) -> peewee.Database:
         """Before any read: open the unit of work's transaction if needed. Returns the
         database to read (the real one: statements' SQL differs per database)."""
-        self._touch()
-        database = self.database
+        uow = self._uow
+        if uow is None:
+            database = self.model._meta.database
+        else:
+            if hasattr(uow, "_begin_if_needed"):  # as _touch(), one call less per read
+                uow._begin_if_needed(False)
+            database = uow.database
         if isinstance(database, peewee.DatabaseProxy):
             database = database.obj
         return database

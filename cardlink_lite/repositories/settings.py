@@ -10,6 +10,7 @@ __all__ = ["SettingRepository", "SettingsRepository"]
 
 
 _VALUE = Statement(lambda key: Setting.select(Setting.value).where(Setting.key == key))
+_VALUE_FIELD = Setting.value
 
 
 def _category_of(key: str) -> str:
@@ -47,7 +48,7 @@ class SettingsRepository(BaseRepository):
         # One indexed read: always what is committed (or written in this unit of work).
         rows = self._fetch(_VALUE, key)
         if rows and rows[0][0] is not None:
-            return Setting.value.python_value(rows[0][0])
+            return _VALUE_FIELD.python_value(rows[0][0])
         return default if default is not None else self.DEFAULTS.get(key)
 
     def get_by_category(self, category: str) -> dict:
