@@ -378,6 +378,12 @@ class _Keys:
         return i < len(keys or ()) and keys[i] == key
 
 
+class _Shape(list):
+    """The fast path's plan for one shape of row (see ``_Import._shape``)."""
+
+    complete = False
+
+
 class _LogIds:
     """Log ids an import hands out: after every id stored or met in the file so far; a
     later file row naming an id handed out is treated as one whose id is taken."""
@@ -507,6 +513,44 @@ class _Import:
     def _prepare(self, model, index: int, raw):
         """Row ``index`` as field names and the values to store, or None if it is not a
         mapping; each bad value is recorded as a problem."""
+        if type(raw) is dict:  # fast path: known fields, in an order met before, all good
+            shape = self._shapes.get((model, tuple(raw)))
+            if shape is None:
+                shape = self._shape(model, raw)
+            if shape:
+                try:
+                    row = {name: convert(value) if value is not None else
+                           None if null else _null(null)
+                           for (name, convert, null), value in zip(shape, raw.values(),
+                                                                     strict=True)}
+                except (ValueError, ValidationError):
+                    pass  # the slow path below names the problem
+                else:
+                    if model is not CommLog or row.get("raw_data") != "":
+                        if shape.complete:
+                            return row
+        return self._prepare_slowly(model, index, raw)
+
+    def _shape(self, model, raw: dict) -> list:
+        """The fast path's plan for rows with ``raw``'s keys: (field name, conversion,
+        null allowed) per key; empty when a key is not a field's."""
+        by_key = self._fields(model)
+        entries = [by_key.get(k) if type(k) is str else None for k in raw]
+        shape = _Shape() if None in entries else _Shape(
+            (name, convert, f.null) for f, name, convert in entries)
+        shape.complete = len(shape) == len(by_key)
+        self._shapes[(model, tuple(raw))] = shape
+        return shape
+
+    def _fields(self, model) -> dict:
+        """Document key -> (field, field name, conversion) for ``model``'s columns."""
+        by_key = self._by_key.get(model)
+        if by_key is None:
+            by_key = self._by_key[model] = {
+                _key(f): (f, f.name, _converter(f)) for f in _columns(model)}
+        return by_key
+
+    def _prepare_slowly(self, model, index: int, raw):
         where = f"{model._meta.table_name}[{index}]"
         if not isinstance(raw, dict):
             self.problem(f"{where}: {raw.reason}" if isinstance(raw, BadRow) else
@@ -517,27 +561,7 @@ class _Import:
             self.problem(f"{where}: field {_name(raw.duplicate)} appears twice in the row; "
                          "give each field once")
             return None
-        by_key = self._by_key.get(model)
-        if by_key is None:
-            by_key = self._by_key[model] = {
-                _key(f): (f, f.name, _converter(f)) for f in _columns(model)}
-        # Fast path: a row whose keys are all known fields, in an order met before.
-        shape = self._shapes.get((model, tuple(raw)))
-        if shape is None:
-            entries = [by_key.get(k) if type(k) is str else None for k in raw]
-            shape = self._shapes[(model, tuple(raw))] = (
-                None if None in entries else
-                [(name, convert, f.null) for f, name, convert in entries])
-        if shape is not None:
-            try:
-                row = {name: convert(value) if value is not None else
-                       None if null else _null(null)
-                       for (name, convert, null), value in zip(shape, raw.values(),
-                                                                 strict=True)}
-            except (ValueError, ValidationError):
-                pass  # the slow path below names the problem
-            else:
-                return self._finish(model, where, by_key, row, set())
+        by_key = self._fields(model)
         row = {}
         rejected = set()
         for key, value in raw.items():
