@@ -77,9 +77,11 @@ def iso_utc(value, millis: bool = False) -> str | None:
     if value is None:
         return None
     if millis:
-        value = stored_utc(value)
-        return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
-                f"{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z")
+        if type(value) is str and len(value) in (19, 26) and value[10] == " ":
+            # The text SQLite stored (isoformat(" ") of a naive UTC value): no parsing.
+            return f"{value[:10]}T{value[11:19]}.{value[20:23] if value[19:] else '000'}Z"
+        value = stored_utc(utc_from_text(value) if isinstance(value, str) else value)
+        return value.isoformat(timespec="milliseconds")[:23] + "Z"
     if isinstance(value, str):  # SQLite hands back the stored text (naive UTC)
         return value.replace(" ", "T", 1) + "+00:00"
     if value.tzinfo is not None:
@@ -167,6 +169,11 @@ class EnumField(peewee.CharField):
         member = self.coerce_member(value)
         return None if member is None else member.value
 
+    def export_value(self, value):
+        """The stored value as an export writes it: the member's value."""
+        member = self._lookup.get(str(value).lower())
+        return value if member is None else member.value
+
     def python_value(self, value):
         if value is None:
             return None
@@ -210,6 +217,10 @@ class UTCDateTimeField(peewee.DateTimeField):
             raise ValidationError(f"{self.name} {shown} is outside 0001-01-01..9999-12-31 "
                                   "once converted to UTC", problems=[self.name]) from None
         return value
+
+    def export_value(self, value) -> str:
+        """The stored value as an export writes it: ``2024-11-29T10:00:00.123Z``."""
+        return iso_utc(value, millis=True)
 
     def python_value(self, value):
         # Hot path for reads (SQLite hands back the stored naive-UTC text).

@@ -198,9 +198,7 @@ def _pages(database, model, include_keys: bool):
     made plain JSON by the document format."""
     fields = _columns(model, include_keys)
     keys = [_key(f) for f in fields]
-    # Floats pass through, but infinity must become null (see plain_value).
-    converters = [None if passes_through(f) and not isinstance(f, peewee.FloatField)
-                  else f.python_value for f in fields]
+    converters = [_export_converter(f) for f in fields]
     secret = next((i for i, f in enumerate(fields) if f is CardProfile.psk_key_encrypted),
                   None)
     if secret is not None:  # the one value no field gives in a portable form
@@ -209,7 +207,7 @@ def _pages(database, model, include_keys: bool):
     pk_index = fields.index(pk)
 
     def page_of(tuples):
-        return len(tuples), ({k: v if c is None or v is None else plain_value(c(v))
+        return len(tuples), ({k: v if c is None or v is None else c(v)
                               for k, c, v in zip(keys, converters, values, strict=True)}
                              for values in tuples)
 
@@ -233,6 +231,19 @@ def _pages(database, model, include_keys: bool):
         found = {values[pk_index]: values for values in
                  database.execute(model.select(*fields).where(pk.in_(chunk))).fetchall()}
         yield page_of([found[i] for i in chunk if i in found])
+
+
+def _export_converter(f: peewee.Field):
+    """Driver value -> document value for ``f``: the field's ``export_value`` if it has
+    one, nothing where ``python_value`` gives the driver's value back, else
+    ``python_value`` made plain JSON (floats too: infinity becomes null)."""
+    export_value = getattr(f, "export_value", None)
+    if export_value is not None:
+        return export_value
+    if passes_through(f) and not isinstance(f, peewee.FloatField):
+        return None
+    python_value = f.python_value
+    return lambda value: plain_value(python_value(value))
 
 
 # -- import -------------------------------------------------------------------------------
