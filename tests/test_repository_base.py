@@ -193,6 +193,21 @@ def test_paginate(manager):
             uow.devices.get_all(limit=-1)
 
 
+def test_paginate_orders_each_way_asked_for(manager):
+    # Each order is its own statement: asking one way, then another, gives each its order.
+    add_devices(manager, "D1", "D2", "D3")
+    with UnitOfWork(manager) as uow:
+        def ids(**order):
+            return [d.id for d in uow.devices.paginate(per_page=2, **order)]
+
+        assert ids(order_by="id") == ["D1", "D2"]
+        assert ids(order_by="id", descending=True) == ["D3", "D2"]
+        assert ids(order_by="-id") == ["D3", "D2"]
+        assert ids(order_by="-id", descending=True) == ["D1", "D2"]
+        assert ids(order_by=Device.id, descending=True) == ["D3", "D2"]
+        assert ids() == ["D1", "D2"]
+
+
 def test_rollback_in_the_middle(manager, events):
     add_devices(manager, "KEEP")
     events.clear()

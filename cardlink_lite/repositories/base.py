@@ -366,7 +366,8 @@ class BaseRepository:
         model = self.model
         total = self.count()
         # One statement per order asked for; page size and offset are its parameters.
-        shape = (getattr(order_by, "name", order_by), bool(descending))
+        field = order[0].node  # the field resolved from order_by (a name, alias or Field)
+        shape = (field.model, field.name, order[0].direction, order_by is None)
         items = self._load(self._statement(("page", shape), lambda n, skip: model.select()
                                              .order_by(*order).limit(n).offset(skip)),
                              per_page, (page - 1) * per_page)
