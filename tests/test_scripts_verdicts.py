@@ -53,9 +53,14 @@ def test_bench_psk_lookup_small_run_passes(monkeypatch, capsys):
 
 
 def test_bench_search_hex_small_run_finds_every_install(capsys):
-    assert _load("bench_search_hex").main(["--rows", "4000", "--repeat", "1"]) == 0
+    # A small run checks the answers and that both sides were measured; its timing verdict
+    # on 4,000 rows under a loaded CI machine says nothing, so only that may be a problem.
+    code = _load("bench_search_hex").main(["--rows", "4000", "--repeat", "1"])
     line = json.loads(capsys.readouterr().out)
-    assert line["install_rows"] == 400 and line["ok"] is True
+    assert line["install_rows"] == 400
+    assert line["one_session_ms"] > 0 and line["header_search_ms"] > 0
+    assert [p for p in line["problems"] if "target" not in p] == []
+    assert code == (1 if line["problems"] else 0)
 
 
 def test_bench_run_summary_small_run_answers_right(capsys):
