@@ -63,11 +63,21 @@ def test_bench_search_hex_small_run_finds_every_install(capsys):
     assert code == (1 if line["problems"] else 0)
 
 
-def test_bench_run_summary_small_run_answers_right(capsys):
-    assert _load("bench_run_summary").main(["--runs", "6", "--tests", "50",
-                                            "--repeat", "1"]) == 0
+def test_bench_run_summary_small_run_answers_right(db_url, capsys):
+    assert _load("bench_run_summary").main(["--runs", "6", "--tests", "50", "--repeat", "1",
+                                            "--url", db_url]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["ok"] is True and line["problems"] == []
+    assert line["backend"] == db_url.split(":", 1)[0]
+
+
+@pytest.mark.parametrize("hook_ms,code", [
+    (None, 1), (0.0, 1),   # nothing measured
+    (0.12, 0), (0.2, 0),   # within issue 14's 0.2 ms per test (the ratios are not gated)
+    (0.21, 1),
+])
+def test_bench_plugin_gates_on_the_time_per_test(hook_ms, code):
+    assert _load("bench_plugin").exit_code(hook_ms) == code
 
 
 @pytest.mark.parametrize("results,code", [
