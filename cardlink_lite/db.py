@@ -1,4 +1,4 @@
-"""The one DatabaseProxy every model uses, the current manager, and statement-size helpers.
+"""The one DatabaseProxy every model uses, the current manager, and a streaming helper.
 
 The manager that binds the proxy to a backend lives in :mod:`cardlink_lite.manager`
 (above the models); this module sits below them.
@@ -7,7 +7,6 @@ The manager that binds the proxy to a backend lives in :mod:`cardlink_lite.manag
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 
 import peewee
@@ -18,14 +17,11 @@ __all__ = [
     "bound_models",
     "database_proxy",
     "get_manager",
-    "max_rows_per_statement",
     "register_default_manager",
     "set_current_manager",
     "small_page_cache",
 ]
 
-_SQLITE_SAFE_VARIABLES = 999    # SQLite < 3.32, and the floor when the limit is unknown
-_SERVER_VARIABLES = 20000       # MariaDB/PostgreSQL take far more; this keeps packets modest
 _STREAM_CACHE_KIB = 2048        # SQLite page cache while streaming a whole table out
 
 
@@ -90,21 +86,6 @@ def bound_models(database: peewee.Database, models):
     if database_proxy.obj is database:
         return contextlib.nullcontext()
     return database.bind_ctx(models)
-
-
-def max_rows_per_statement(database, columns: int, cap: int = 1000) -> int:
-    """How many rows of ``columns`` values one multi-row statement may bind (at most
-    ``cap``): within SQLite's own variable limit, or a generous server default."""
-    if isinstance(database, peewee.DatabaseProxy):
-        database = database.obj
-    if isinstance(database, peewee.SqliteDatabase):
-        variables = _SQLITE_SAFE_VARIABLES
-        conn = database.connection()
-        if hasattr(conn, "getlimit"):  # Python >= 3.11
-            variables = max(variables, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-    else:
-        variables = _SERVER_VARIABLES
-    return max(1, min(cap, variables // max(1, columns)))
 
 
 @contextlib.contextmanager
