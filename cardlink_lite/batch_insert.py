@@ -36,7 +36,11 @@ from ._peewee import driver_errors
 __all__ = ["COPY_THRESHOLD", "InsertPlan", "insert", "insert_isolating", "insert_rows",
            "plan_for"]
 
-MAX_ROWS_PER_STATEMENT = 1000  # measured: bigger statements stop paying off
+# Rows per statement at most on SQLite and PostgreSQL (measured: bigger statements stop
+# paying off). MariaDB takes fewer, bigger statements better (bench_apdu, 100k APDU
+# rows: 1,000-row statements 1.17x the time of 6,000-row ones): there only the parameter
+# bound and max_allowed_packet limit a statement.
+MAX_ROWS_PER_STATEMENT = 1000
 COPY_THRESHOLD = 2000          # PostgreSQL: COPY beats multi-row INSERT from here on
 _SQLITE_VARIABLES = 999        # SQLite < 3.32's limit: the floor when it cannot be asked
 _POSTGRES_PARAMETERS = 65535   # the protocol's Bind message counts parameters in 16 bits
@@ -64,6 +68,7 @@ class InsertPlan:
         self._fixed = sum(4 * (getattr(f, "max_length", None) or 12)
                           for i, f in enumerate(self.fields) if i not in self._long)
         self._fixed += _ROW_OVERHEAD * self.width
+        cap = MAX_ROWS_PER_STATEMENT
         if isinstance(database, peewee.SqliteDatabase):
             variables = _SQLITE_VARIABLES
             conn = database.connection()
@@ -74,9 +79,10 @@ class InsertPlan:
             packet = database.execute_sql("SELECT @@max_allowed_packet").fetchone()[0]
             # Escaping can double a value: keep a statement well inside one packet.
             self.byte_budget = int(packet) // 3
+            cap = variables
         else:
             variables = _POSTGRES_PARAMETERS
-        self.rows_per_statement = max(1, min(MAX_ROWS_PER_STATEMENT,
+        self.rows_per_statement = max(1, min(cap,
                                              variables // max(1, self.width)))
         self._sql: dict[int, str] = {}
         self._row_sql: tuple | None = None
