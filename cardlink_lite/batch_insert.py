@@ -62,6 +62,7 @@ class InsertPlan:
         self.converters = tuple(f.db_value for f in self.fields)
         self.is_postgres = isinstance(database, peewee.PostgresqlDatabase)
         self.is_mysql = isinstance(database, peewee.MySQLDatabase)
+        self.secret = bool(getattr(model, "secret_fields", ()))
         self.byte_budget = 0  # MariaDB/MySQL: the most bytes one statement may take
         # Long text is counted value by value in a statement's size, the rest at its bound.
         self._long = tuple(i for i, f in enumerate(self.fields) if _is_long(f))
@@ -192,7 +193,9 @@ def insert(plan: InsertPlan, flat: list) -> None:
     full = plan.rows_per_statement
     budget = plan.byte_budget
     execute = database.execute_sql
-    literals = _Literals(database) if plan.is_mysql else None
+    # Inlined values show in the statement query hooks see (the slow-query log): never
+    # for a model with secret fields.
+    literals = _Literals(database) if plan.is_mysql and not plan.secret else None
     start = 0
     while rows:
         # Full statements, then powers of two: a handful of statements cover every size.

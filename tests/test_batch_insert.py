@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import peewee
 import pytest
 
-from cardlink_lite import CommDirection, CommLog, OTASession
+from cardlink_lite import CardProfile, CommDirection, CommLog, OTASession, UnitOfWork
 from cardlink_lite.apdu import LOG_FIELDS, ApduLogWriter
 from cardlink_lite.batch_insert import (
     COPY_THRESHOLD,
@@ -17,6 +17,7 @@ from cardlink_lite.batch_insert import (
     insert_rows,
     plan_for,
 )
+from cardlink_lite.crypto import encrypt_psk, generate_key
 from tests.repository_helpers import count_queries
 
 _FIELDS = [CommLog.session, CommLog.timestamp, CommLog.direction, CommLog.raw_data,
@@ -202,3 +203,14 @@ def test_mariadb_values_are_inlined_as_the_driver_writes_them(manager, session):
             for i, text in enumerate(awkward)]
     insert_rows(manager.database, CommLog, _FIELDS, rows)
     assert [r.decoded_data for r in CommLog.select().order_by(CommLog.id)] == awkward
+
+
+@pytest.mark.parametrize("backend", ["mysql"], indirect=True)
+def test_secret_fields_are_never_inlined_into_the_statement_text(manager, monkeypatch):
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", generate_key())
+    secret = encrypt_psk(b"\x13\x37" * 16)
+    with UnitOfWork(manager) as uow, count_queries(manager) as statements:
+        uow.cards.create_all([CardProfile(iccid="8901000000000000001",
+                                          psk_key_encrypted=secret)])
+    assert CardProfile.get().psk_key_encrypted == secret
+    assert not [s for s in statements if secret.hex().upper() in s.upper()]
