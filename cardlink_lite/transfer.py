@@ -330,63 +330,42 @@ def _conflict_mode(value) -> ConflictMode:
 
 
 class _Keys:
-    """The keys of one table met so far, to catch duplicates and resolve references.
-
-    An export lists keys in ascending order, so they are kept in a sorted array (8 bytes
-    per integer id) and looked up by bisection; keys out of order switch to a set.
-    """
+    """The keys of one table met so far, to catch duplicates and resolve references:
+    ascending integer ids (as an export lists them) in an array, 8 bytes each; any other
+    key in a set."""
 
     def __init__(self):
-        self._sorted = None
-        self._set = None
-
-    def add(self, key) -> bool:
-        """Remember ``key``; False if it was already there."""
-        if self._set is not None:
-            if key in self._set:
-                return False
-            self._set.add(key)
-            return True
-        keys = self._sorted
-        if keys is None:
-            keys = self._sorted = array("q") if type(key) is int else []
-        try:
-            if not keys or key > keys[-1]:
-                keys.append(key)
-                return True
-        except (TypeError, OverflowError):  # not an int64 after all
-            pass
-        self._set = set(keys)
-        self._sorted = None
-        return self.add(key)
+        self._ids = array("q")
+        self._other: set = set()
 
     def extend_ascending(self, keys: list) -> bool:
-        """Remember ``keys`` at once if they are integers, ascending, after every key met
-        so far (as an export lists them); False (nothing remembered) otherwise."""
-        if self._set is not None or not keys or (self._sorted is not None
-                                                 and type(self._sorted) is not array):
-            return False
+        """Remember ``keys`` at once if they are integers, ascending, after every id met
+        so far and none of the other keys; False (nothing remembered) otherwise."""
         try:
             new = array("q", keys)
         except (TypeError, OverflowError):
             return False
-        if (self._sorted and new[0] <= self._sorted[-1]) or sorted(set(keys)) != keys:
+        if not new or (self._ids and new[0] <= self._ids[-1]) or sorted(set(keys)) != keys \
+                or (self._other and not self._other.isdisjoint(keys)):
             return False
-        if self._sorted is None:
-            self._sorted = new
-        else:
-            self._sorted.extend(new)
+        self._ids.extend(new)
+        return True
+
+    def add(self, key) -> bool:
+        """Remember ``key``; False if it was already there."""
+        if key in self:
+            return False
+        self._other.add(key)
         return True
 
     def __contains__(self, key) -> bool:
-        if self._set is not None:
-            return key in self._set
-        keys = self._sorted
-        try:
-            i = bisect.bisect_left(keys, key) if keys else 0
-        except TypeError:
+        if key in self._other:
+            return True
+        ids = self._ids
+        if type(key) is not int or not ids:
             return False
-        return i < len(keys or ()) and keys[i] == key
+        i = bisect.bisect_left(ids, key)
+        return i < len(ids) and ids[i] == key
 
 
 class _Shape(list):
