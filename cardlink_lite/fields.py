@@ -80,6 +80,8 @@ def iso_utc(value, millis: bool = False) -> str | None:
         if type(value) is str and len(value) in (19, 26) and value[10] == " ":
             # The text SQLite stored (isoformat(" ") of a naive UTC value): no parsing.
             return f"{value[:10]}T{value[11:19]}.{value[20:23] if value[19:] else '000'}Z"
+        if type(value) is datetime and value.tzinfo is None:  # MySQL, PostgreSQL: naive UTC
+            return value.isoformat(timespec="milliseconds") + "Z"
         value = stored_utc(utc_from_text(value) if isinstance(value, str) else value)
         return value.isoformat(timespec="milliseconds")[:23] + "Z"
     if isinstance(value, str):  # SQLite hands back the stored text (naive UTC)
