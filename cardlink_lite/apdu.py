@@ -176,7 +176,7 @@ class ApduLogWriter:
             status_message=None, latency_ms=None, timestamp=None, channel=None, ins=None,
             source_id=None) -> None:
         """Buffer one row (validated now); flushes when the buffer reaches ``batch_size``."""
-        row = self._row(session_id, direction, raw_data, decoded_data, status_word,
+        row = self.checked_row(session_id, direction, raw_data, decoded_data, status_word,
                         status_message, latency_ms, timestamp, channel, ins, source_id)
         if self.closed:
             raise DatabaseError("this ApduLogWriter is closed; create a new one to log more")
@@ -193,11 +193,11 @@ class ApduLogWriter:
         for index, row in enumerate(rows):
             try:
                 if isinstance(row, dict):
-                    flat.extend(self._row(**row_kwargs(row)))
+                    flat.extend(self.checked_row(**row_kwargs(row)))
                 elif isinstance(row, CommLog):
-                    flat.extend(self._row(**model_kwargs(row)))
+                    flat.extend(self.checked_row(**model_kwargs(row)))
                 else:
-                    flat.extend(self._row(*row))
+                    flat.extend(self.checked_row(*row))
             except ValidationError as exc:
                 problems.append(f"row {index}: {exc}")
             except TypeError as exc:
@@ -223,7 +223,7 @@ class ApduLogWriter:
             )
         return self.session_id
 
-    def _row(self, session_id, direction, raw_data, decoded_data=None, status_word=None,
+    def checked_row(self, session_id, direction, raw_data, decoded_data=None, status_word=None,
              status_message=None, latency_ms=None, timestamp=None, channel=None, ins=None,
              source_id=None) -> tuple:
         if timestamp is None:

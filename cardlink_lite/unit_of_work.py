@@ -140,7 +140,7 @@ class UnitOfWork:
     def _save_tracked(self) -> None:
         for repository, obj in list(self._tracked.values()):
             if obj.is_dirty():
-                repository._save_changes(obj)
+                repository.save_changes(obj)
 
     def queue_event(self, event_type, entity_type: str, entity_id, data=None) -> None:
         """Deliver this event once the transaction commits (never if it rolls back)."""
@@ -150,7 +150,7 @@ class UnitOfWork:
         else:
             self._queue.add(event)
 
-    def _begin_if_needed(self, write: bool = False) -> None:
+    def begin_if_needed(self, write: bool = False) -> None:
         if write and self.readonly:
             raise DatabaseError(
                 "this UnitOfWork is read-only (readonly=True); open UnitOfWork(manager) "

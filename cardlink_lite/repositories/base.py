@@ -148,8 +148,8 @@ class BaseRepository:
     def _touch(self, write: bool = False) -> None:
         # A unit of work used without ``with`` opens its transaction on first use; a
         # write tells it to take the write lock (SQLite) or refuse (readonly=True).
-        if self._uow is not None and hasattr(self._uow, "_begin_if_needed"):
-            self._uow._begin_if_needed(write)
+        if self._uow is not None and hasattr(self._uow, "begin_if_needed"):
+            self._uow.begin_if_needed(write)
 
     def _event(self, suffix: str) -> EventType | None:
         return EventType.__members__.get(f"{self.entity_type.upper()}_{suffix}")
@@ -164,7 +164,7 @@ class BaseRepository:
             get_emitter().emit(event_type, self.entity_type, entity_id, data)
 
     def _event_data(self, obj) -> dict:
-        return {name: _plain(getattr(obj, name, None)) for name in self.event_fields}
+        return {name: plain_value(getattr(obj, name, None)) for name in self.event_fields}
 
     def _field(self, name: str) -> peewee.Field:
         """The model field called ``name`` (or its alias / foreign-key id name)."""
@@ -232,8 +232,8 @@ class BaseRepository:
         if uow is None:
             database = self.model._meta.database
         else:
-            if hasattr(uow, "_begin_if_needed"):  # as _touch(), one call less per read
-                uow._begin_if_needed(False)
+            if hasattr(uow, "begin_if_needed"):  # as _touch(), one call less per read
+                uow.begin_if_needed(False)
             database = uow.database
         if isinstance(database, peewee.DatabaseProxy):
             database = database.obj
@@ -288,7 +288,7 @@ class BaseRepository:
         if self.tracks_objects and self._uow is not None and hasattr(self._uow, "track"):
             self._uow.track(self, objs)
 
-    def _save_changes(self, obj) -> int:
+    def save_changes(self, obj) -> int:
         """Write ``obj``'s changed fields (and ``updated_at``); emits UPDATED when a row
         changed. Returns the number of rows written (0: nothing changed, or no row)."""
         changed = obj.dirty_fields
@@ -325,7 +325,7 @@ class BaseRepository:
         if limit is None:
             return self._load(self._statement("all", lambda: model.select().order_by(
                 model._meta.primary_key)))
-        limit = _positive("limit", limit, allow_zero=True)
+        limit = positive_int("limit", limit, allow_zero=True)
         return self._load(self._statement("all_limit", lambda n: model.select().order_by(
             model._meta.primary_key).limit(n)), limit)
 
@@ -358,8 +358,8 @@ class BaseRepository:
     def paginate(self, page: int = 1, per_page: int = 20, order_by=None,
                  descending: bool = False) -> Page:
         """Page ``page`` (from 1) of ``per_page`` rows ordered by ``order_by`` (default: key)."""
-        page = _positive("page", page)
-        per_page = _positive("per_page", per_page)
+        page = positive_int("page", page)
+        per_page = positive_int("per_page", per_page)
         order = [self._order(order_by, descending)]
         if order_by is not None:
             order.append(self.model._meta.primary_key)  # ties: a stable order across pages
@@ -398,7 +398,7 @@ class BaseRepository:
         its changes are saved, as the guide's unit of work does with a persistent object.
         """
         obj = self._coerce(obj, fields)
-        if obj.is_stored and (self._save_changes(obj) or (
+        if obj.is_stored and (self.save_changes(obj) or (
                 not obj.is_dirty() and self.exists(self._pk(obj)))):
             self._track((obj,))
             return obj
@@ -468,19 +468,19 @@ class BaseRepository:
         return bool(rows)
 
 
-def _contains(field, text: str):
+def contains_text(field, text: str):
     """Case-insensitive substring match on every backend; LIKE wildcards in ``text`` are literal."""
     return peewee.fn.LOWER(field).contains(text.lower())
 
 
-def _positive(name: str, value, allow_zero: bool = False) -> int:
+def positive_int(name: str, value, allow_zero: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
         low = 0 if allow_zero else 1
         raise ValidationError(f"{name} must be an integer >= {low}; got {value!r}")
     return value
 
 
-def _one_of(name: str, value, other_name: str, other):
+def one_of(name: str, value, other_name: str, other):
     """The value given under either spelling (the guide's or the design's); both, and
     different, is a mistake."""
     if value is not None and other is not None and value != other:
@@ -488,7 +488,7 @@ def _one_of(name: str, value, other_name: str, other):
     return value if value is not None else other
 
 
-def _plain(value):
+def plain_value(value):
     # Event data stays JSON-friendly: enums as their value, datetimes as ISO text.
     if hasattr(value, "value") and isinstance(value, str):
         return value.value

@@ -7,7 +7,7 @@ import logging
 from ..crypto import decrypt_psk, encrypt_psk
 from ..errors import ValidationError
 from ..models import CardProfile
-from .base import BaseRepository, _one_of, _plain
+from .base import BaseRepository, one_of, plain_value
 
 __all__ = ["CardRepository", "find_psk_by_identity"]
 
@@ -70,8 +70,8 @@ class CardRepository(BaseRepository):
     def update_psk(self, iccid: str, identity: str | None = None, key: bytes | None = None,
                    *, psk_identity: str | None = None, psk_key: bytes | None = None) -> bool:
         """Set a new PSK identity and/or key (either spelling); False if no such card."""
-        identity = _one_of("identity", identity, "psk_identity", psk_identity)
-        key = _one_of("key", key, "psk_key", psk_key)
+        identity = one_of("identity", identity, "psk_identity", psk_identity)
+        key = one_of("key", key, "psk_key", psk_key)
         if identity is None and key is None:
             raise ValidationError("update_psk() needs identity=..., key=... or both")
         values = {}
@@ -119,7 +119,7 @@ class CardRepository(BaseRepository):
         card = self.get_by_id(iccid)
         if card is None:
             return None
-        data = {name: _plain(getattr(card, name)) for name in _EXPORTED}
+        data = {name: plain_value(getattr(card, name)) for name in _EXPORTED}
         data["has_psk"] = card.has_psk
         if include_key and card.has_psk:
             data["psk_key"] = decrypt_psk(card.psk_key_encrypted).hex()

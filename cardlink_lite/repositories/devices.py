@@ -10,7 +10,7 @@ from numbers import Real
 from ..errors import ValidationError
 from ..fields import iso_utc, utc_now
 from ..models import Device, DeviceType
-from .base import BaseRepository, _contains
+from .base import BaseRepository, contains_text
 
 __all__ = ["DeviceMatches", "DeviceRepository"]
 
@@ -77,7 +77,7 @@ class DeviceRepository(BaseRepository):
         if not isinstance(query, str):
             raise ValidationError(f"search text must be a string; got {type(query).__name__}")
         match = reduce(operator.or_,
-                              [_contains(getattr(Device, f), query) for f in _SEARCHED])
+                              [contains_text(getattr(Device, f), query) for f in _SEARCHED])
         return self._list(self._select(match).order_by(Device.id))
 
     def find_by_iccid(self, iccid: str) -> DeviceMatches:

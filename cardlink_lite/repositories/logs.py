@@ -112,7 +112,7 @@ class LogRepository(BaseRepository):
     def add_log(self, session_id, direction, raw_data, decoded_data=None, status_word=None,
                 status_message=None, latency_ms=None, timestamp=None) -> CommLog:
         """Write one log row now (validated like batched rows); returns it with its id."""
-        row = self.writer._row(session_id, direction, raw_data, decoded_data, status_word,
+        row = self.writer.checked_row(session_id, direction, raw_data, decoded_data, status_word,
                                status_message, latency_ms, timestamp)
         self._flush_own()  # earlier batched rows keep their place in the trace
         # Schema 0003's channel and INS (a command's header) only when there are some.

@@ -13,7 +13,7 @@ from ..events import EventType
 from ..fields import to_utc_ms, utc_now
 from ..models import AdminScriptStatus, OTASession, PoRStatus, SessionStatus
 from ..tls_alerts import tls_alert
-from .base import BaseRepository, _one_of, _positive
+from .base import BaseRepository, one_of, positive_int
 from .counters import COUNTER_MAX
 
 __all__ = ["SessionRepository"]
@@ -74,7 +74,7 @@ class SessionRepository(BaseRepository):
         and, when it failed, the TLS alert (a code, a name such as
         ``"unknown_psk_identity"``, or both as a pair). None leaves a column as it is.
         Allowed in any state."""
-        cipher_suite = _one_of("cipher_suite", cipher_suite, "cipher", cipher)
+        cipher_suite = one_of("cipher_suite", cipher_suite, "cipher", cipher)
         values = {}
         if cipher_suite is not None:
             values["tls_cipher_suite"] = _checked(OTASession.tls_cipher_suite, cipher_suite)
@@ -152,7 +152,7 @@ class SessionRepository(BaseRepository):
         Codes longer than the column (32 characters) are cut, so that recording a failure
         named after a long exception class never fails itself.
         """
-        message = _one_of("message", message, "error_message", error_message)
+        message = one_of("message", message, "error_message", error_message)
         return self._finish(session_id, SessionStatus.FAILED, error_code=_code(error_code),
                             error_message=_storable(message))
 
@@ -225,7 +225,7 @@ class SessionRepository(BaseRepository):
         if days is None:
             rows = self._fetch(self._statement("statistics", _statistics_query))
         else:
-            since = utc_now() - timedelta(days=_positive("days", days, allow_zero=True))
+            since = utc_now() - timedelta(days=positive_int("days", days, allow_zero=True))
             rows = self._fetch(self._statement("statistics_since", lambda start: (
                 _statistics_query().where(OTASession.created_at >= start))), since)
         by_status = {s.value: 0 for s in SessionStatus}
@@ -270,7 +270,7 @@ class SessionRepository(BaseRepository):
         if limit is None:
             return self._load(self._statement(("newest", field.name), lambda v: (
                 _newest_first(OTASession.select().where(field == v)))), value)
-        limit = _positive("limit", limit, allow_zero=True)
+        limit = positive_int("limit", limit, allow_zero=True)
         return self._load(self._statement(("newest_limit", field.name), lambda v, n: (
             _newest_first(OTASession.select().where(field == v)).limit(n))), value, limit)
 
@@ -280,7 +280,7 @@ class SessionRepository(BaseRepository):
         query = self._select(*conditions).order_by(OTASession.created_at.desc(),
                                                    OTASession.id.desc())
         if limit is not None:
-            query = query.limit(_positive("limit", limit, allow_zero=True))
+            query = query.limit(positive_int("limit", limit, allow_zero=True))
         return self._list(query)
 
     def _update(self, session_id, allowed, **values) -> int:

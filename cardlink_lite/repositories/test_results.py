@@ -10,7 +10,7 @@ from ..errors import ValidationError, quote
 from ..fields import to_utc_ms, utc_now
 from ..junit import build_junit_xml
 from ..models import RunEnding, TestResult, TestRun, TestStatus
-from .base import BaseRepository, _positive, statement
+from .base import BaseRepository, positive_int, statement
 
 __all__ = ["TestRepository"]
 
@@ -92,7 +92,7 @@ class TestRepository(BaseRepository):
                  .order_by(TestResult.started_at.desc(), TestResult.created_at.desc(),
                            TestResult.id.desc()))
         if limit is not None:
-            query = query.limit(_positive("limit", limit, allow_zero=True))
+            query = query.limit(positive_int("limit", limit, allow_zero=True))
         return self._list(query)
 
     def find_by_status(self, status, run_id: str | None = None) -> list[TestResult]:
@@ -222,7 +222,7 @@ class TestRepository(BaseRepository):
         # Positions, not names: the two parts name their columns differently.
         query = results.union_all(empty).order_by(SQL("4 DESC"), SQL("1 DESC"))
         if limit is not None:
-            query = query.limit(_positive("limit", limit, allow_zero=True))
+            query = query.limit(positive_int("limit", limit, allow_zero=True))
         self._touch()
         runs = []
         for row in self._list(query.tuples()):
@@ -273,7 +273,7 @@ class TestRepository(BaseRepository):
         The window comes from the run records; the results read are those of the tests
         that failed or needed a rerun in it, found through ``idx_test_run_outcome``.
         """
-        window = _positive("window", window)
+        window = positive_int("window", window)
         self._touch()
         run_ids = self._window(suite_name, window)
         if not run_ids:

@@ -8,7 +8,7 @@ from .apdu4j import looks_like_apdu4j
 from .capture import PCAP_MAGICS, PCAPNG_MAGIC
 from .hexlogs import is_consistent_command, is_plausible_response
 from .records import TraceFormatError
-from .textlines import _Clock, hex_bytes, split_timestamp
+from .textlines import Clock, hex_bytes, split_timestamp
 
 __all__ = ["FORMATS", "SNIFF_BYTES", "detect_format"]
 
@@ -26,7 +26,7 @@ def _text_head(head: bytes) -> list[str] | None:
     text = head[:cut if cut > 0 else len(head)].decode("utf-8", errors="replace")
     if text.count("\ufffd") > len(text) // 100 + 1:
         return None
-    clock = _Clock(datetime.now(timezone.utc))
+    clock = Clock(datetime.now(timezone.utc))
     lines = []
     for raw in text.splitlines():
         line = raw.strip()

@@ -52,7 +52,7 @@ class Alternation:
         return kind, data
 
 
-class _Clock:
+class Clock:
     """Turns the timestamps of a text trace into ns since the epoch; time-only stamps take
     the day of ``start`` and roll over at midnight."""
 
@@ -83,7 +83,7 @@ class _Clock:
         return seconds * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
 
 
-def split_timestamp(line: str, clock: _Clock | None):
+def split_timestamp(line: str, clock: Clock | None):
     """(ns or None, rest of the line) for a line that may begin with a timestamp."""
     if clock is None or not line[:1].isdigit() and line[:1] not in "[ ":
         return None, line
@@ -129,7 +129,7 @@ def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool
     Events: (COMMAND, bytes), (RESPONSE, bytes incl. SW), (EXCHANGE_LINE, (cmd, rsp)),
     (ATR, bytes), (RESET, None), (LATENCY, ms for the next response), ("time", ns).
     """
-    clock = _Clock(start) if timestamps else None
+    clock = Clock(start) if timestamps else None
     pending = None       # (ts, command) waiting for its response
     latency = None
     base_ns = None       # the format's own start time (apdu4j header), advanced by latency
