@@ -335,7 +335,8 @@ def bench_session_read(workdir: str, repeat: int = 300) -> list[dict]:
             out.append({"bench": f"read 200 rows as {label}", "raw": raw_what[base],
                         "raw_ms": round(raw * 1e3, 3), "cardlink_ms": round(t * 1e3, 3),
                         "time_ratio": round(t / raw, 2), "target_max_time_ratio": target,
-                        "ok": target is None or t / raw <= target, "bare_fetchall_ms": round(fetch * 1e3, 3),
+                        "ok": target is None or t / raw <= target,
+                        "bare_fetchall_ms": round(fetch * 1e3, 3),
                         "ratio_vs_bare_fetchall": round(t / fetch, 2)})
     conn.close()
     manager.close()
