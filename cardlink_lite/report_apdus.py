@@ -4,7 +4,9 @@ the response after it, its logical channel, name and status-word meaning. Stream
 from __future__ import annotations
 
 from datetime import datetime
+from itertools import islice
 
+from .apdu_rows import command_header
 from .fields import stored_utc, utc_from_text
 from .models import CommLog
 from .status_words import describe_status_word
@@ -13,64 +15,52 @@ __all__ = ["aware_utc", "ins_name", "session_exchanges", "sw_kind"]
 
 
 def session_exchanges(session_id: str, limit: int):
-    """The session's APDUs paired into exchanges (a command and the response after it),
-    in order, streamed: yields at most ``limit`` exchange dicts, then one dict
-    ``{"more": N}`` if rows were left out."""
-    columns = [CommLog.timestamp, CommLog.direction, CommLog.raw_data, CommLog.decoded_data,
-               CommLog.status_word, CommLog.latency_ms]
-    has_channel = "channel" in CommLog._meta.fields
-    if has_channel:
-        columns.append(CommLog._meta.fields["channel"])
-    query = (CommLog.select(*columns).where(CommLog.session == session_id)
+    """The session's exchanges in order, streamed: at most ``limit`` exchange dicts, then
+    one dict ``{"more": N}`` if rows were left out."""
+    query = (CommLog.select(CommLog.timestamp, CommLog.direction, CommLog.raw_data,
+                            CommLog.decoded_data, CommLog.status_word, CommLog.latency_ms,
+                            CommLog.channel)
+             .where(CommLog.session == session_id)
              .order_by(CommLog.timestamp, CommLog.id))
-    ready: list[dict] = []
-    shown = left = 0
-    pending = None
-    for row in query.tuples().iterator():
-        timestamp, direction, raw, decoded, sw, latency = row[:6]
-        direction = str(direction)
-        if direction == "response" and pending is not None:
-            _add_response(pending, raw, decoded, sw, latency)
-            ready.append(pending)
-            pending = None
-        else:
-            if pending is not None:  # a command without a response
-                ready.append(pending)
-                pending = None
-            new = _exchange(timestamp, direction, raw, decoded, sw, latency,
-                            row[6] if has_channel else None)
-            if direction == "command":
-                pending = new
-            else:
-                ready.append(new)
-        for exchange in ready:
-            if shown < limit:
-                shown += 1
-                yield exchange
-            else:
-                left += 1
-        ready.clear()
-    if pending is not None:
-        if shown < limit:
-            yield pending
-        else:
-            left += 1
+    exchanges = _paired(query.tuples().iterator())
+    yield from islice(exchanges, limit)
+    left = sum(1 for _ in exchanges)
     if left:
         yield {"more": left}
 
 
+def _paired(rows):
+    """Exchanges from APDU rows: a command waits for the response right after it."""
+    pending = None
+    for timestamp, direction, raw, decoded, sw, latency, channel in rows:
+        direction = str(direction)
+        if direction == "response" and pending is not None:
+            _add_response(pending, raw, sw, latency)
+            yield pending
+            pending = None
+            continue
+        if pending is not None:  # a command without a response
+            yield pending
+        pending = _exchange(timestamp, direction, raw, decoded, sw, latency, channel)
+        if direction != "command":
+            yield pending
+            pending = None
+    if pending is not None:
+        yield pending
+
+
 def _exchange(timestamp, direction, raw, decoded, sw, latency, channel) -> dict:
-    exchange = {"at": aware_utc(timestamp), "kind": direction, "command": None,
-                "name": decoded, "response": None, "sw": None, "sw_kind": None,
-                "meaning": None, "latency_ms": None, "channel": channel}
+    exchange = {"at": aware_utc(timestamp), "command": None, "name": decoded,
+                "response": None, "sw": None, "sw_kind": None, "meaning": None,
+                "latency_ms": None, "channel": channel}
     if direction == "command":
         exchange["command"] = raw
         if channel is None:
-            exchange["channel"] = _channel_from_cla(raw)
+            exchange["channel"] = command_header((raw or "").upper())[0]
         if not decoded:
             exchange["name"] = ins_name(raw[2:4] if raw else None)
     elif direction == "response":
-        _add_response(exchange, raw, None, sw, latency)
+        _add_response(exchange, raw, sw, latency)
         exchange["name"] = decoded or "response without a command"
     else:
         exchange["name"] = decoded or direction.upper()
@@ -78,19 +68,18 @@ def _exchange(timestamp, direction, raw, decoded, sw, latency, channel) -> dict:
     return exchange
 
 
-def _add_response(exchange, raw, decoded, sw, latency) -> None:
+def _add_response(exchange, raw, sw, latency) -> None:
     exchange["response"] = raw
     sw = sw or (raw[-4:] if raw and len(raw) >= 4 and not raw.endswith("...") else None)
     if sw:
         try:
             exchange["meaning"] = describe_status_word(sw)
+        except ValueError:  # not a status word: shown without one
+            pass
+        else:
             exchange["sw"] = sw.upper()
             exchange["sw_kind"] = sw_kind(sw)
-        except ValueError:
-            exchange["sw"] = None
     exchange["latency_ms"] = None if latency is None else float(latency)
-    if decoded and not exchange.get("decoded"):
-        exchange["decoded"] = decoded
 
 
 def sw_kind(sw: str) -> str:
@@ -103,19 +92,6 @@ def sw_kind(sw: str) -> str:
     if sw.startswith(("62", "63", "6C")):
         return "warning"
     return "error"
-
-
-def _channel_from_cla(raw: str | None):
-    """The logical channel a command's CLA byte names (ISO 7816-4 5.4.1), or None."""
-    try:
-        cla = int(raw[:2], 16)
-    except (TypeError, ValueError):
-        return None
-    if cla == 0xFF:
-        return None
-    if cla & 0x40:  # further interindustry values: channels 4-19
-        return 4 + (cla & 0x0F)
-    return cla & 0x03
 
 
 # Instruction names for commands logged without one (ISO 7816-4, TS 102 221, GP).

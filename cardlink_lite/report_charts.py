@@ -52,75 +52,64 @@ def format_ms(ms) -> str:
 
 def trend_chart(runs: list[dict], width: int = 960, height: int = 300) -> dict:
     """Stacked status bars (share of each run's tests) and the total-duration line."""
-    left, right, top, bottom = 48, 64, 22, 44
-    plot_w, plot_h = width - left - right, height - top - bottom
-    n = max(len(runs), 1)
-    band = plot_w / n
-    bar_w = max(min(band * 0.7, 48), 2)
     peak = max((r["duration_ms"] for r in runs), default=0)
     d_ticks = nice_ticks(peak / 1000 if peak else 1)
     d_top = d_ticks[-1] * 1000 or 1
-    bars = []
-    for i, run in enumerate(runs):
-        x = left + band * i + (band - bar_w) / 2
-        y = top + plot_h
-        segments = []
-        for status in _STACK:
-            share = run[status] / run["total"] if run["total"] else 0
-            h = share * plot_h
-            y -= h
-            if h > 0:
-                segments.append({"status": status, "y": round(y, 1), "h": round(h, 1)})
-        cy = top + plot_h - run["duration_ms"] / d_top * plot_h
-        bars.append({"run": run, "x": round(x, 1), "w": round(bar_w, 1),
-                     "cx": round(x + bar_w / 2, 1), "cy": round(cy, 1),
-                     "segments": segments, "empty": not run["total"],
-                     "failing": run["failed"] + run["error"]})
-    every = max(1, math.ceil(n / max(plot_w // 90, 1)))
-    labels = [{"x": b["cx"], "text": b["run"]["started_at"].strftime("%m-%d %H:%M")
-               if b["run"]["started_at"] else "", "index": i}
-              for i, b in enumerate(bars) if (len(bars) - 1 - i) % every == 0]
-    return {
-        "width": width, "height": height, "left": left, "right": width - right,
-        "top": top, "bottom": top + plot_h, "bars": bars, "labels": labels,
-        "rate_ticks": [{"y": round(top + plot_h - p / 100 * plot_h, 1), "text": f"{p}%"}
-                       for p in (0, 25, 50, 75, 100)],
-        "duration_ticks": [{"y": round(top + plot_h - t * 1000 / d_top * plot_h, 1),
-                            "text": f"{t:g} s"} for t in d_ticks],
-        "line": " ".join(f"{b['cx']},{b['cy']}" for b in bars),
-    }
+    chart = _stacked_bars(
+        runs, "run", [[(s, r[s] / r["total"] if r["total"] else 0) for s in _STACK] for r in runs],
+        [r["started_at"].strftime("%m-%d %H:%M") if r["started_at"] else "" for r in runs],
+        (width, height, 48, 64, 22, 44), bar_max=48, bar_min=2, label_px=90)
+    for bar in chart["bars"]:
+        bar["cy"] = _y(chart, bar["run"]["duration_ms"] / d_top)
+    chart["rate_ticks"] = [{"y": _y(chart, p / 100), "text": f"{p}%"} for p in (0, 25, 50, 75, 100)]
+    chart["duration_ticks"] = [{"y": _y(chart, t * 1000 / d_top), "text": f"{t:g} s"}
+                               for t in d_ticks]
+    chart["line"] = " ".join(f"{b['cx']},{b['cy']}" for b in chart["bars"])
+    return chart
 
 
 def day_chart(days: list[dict], width: int = 960, height: int = 220) -> dict:
     """Stacked bars of session outcomes per day; days without sessions are kept as gaps."""
-    left, right, top, bottom = 48, 16, 16, 40
-    plot_w, plot_h = width - left - right, height - top - bottom
     filled = _fill_days(days)
-    n = max(len(filled), 1)
-    band = plot_w / n
-    bar_w = max(min(band * 0.7, 40), 1.5)
     ticks = nice_ticks(max((d["total"] for d in filled), default=0) or 1)
     peak = ticks[-1] or 1
+    chart = _stacked_bars(filled, "day", [[(o, d[o] / peak) for o in _OUTCOMES] for d in filled],
+                          [d["day"][5:] for d in filled], (width, height, 48, 16, 16, 40),
+                          bar_max=40, bar_min=1.5, label_px=70)
+    chart["ticks"] = [{"y": _y(chart, t / peak), "text": f"{t:g}"} for t in ticks]
+    return chart
+
+
+def _stacked_bars(items, name, stacks, texts, box, bar_max, bar_min, label_px) -> dict:
+    """One bar per item under ``name``, stacked from ``stacks`` (per item: key, fraction of
+    the plot's height), with its text under every few bars (at least ``label_px`` apart)."""
+    width, height, left, right, top, bottom = box
+    plot_w, plot_h = width - left - right, height - top - bottom
+    n = max(len(items), 1)
+    band = plot_w / n
+    bar_w = max(min(band * 0.7, bar_max), bar_min)
     bars = []
-    for i, day in enumerate(filled):
+    for i, (item, stack) in enumerate(zip(items, stacks, strict=True)):
         x = left + band * i + (band - bar_w) / 2
         y = top + plot_h
         segments = []
-        for outcome in _OUTCOMES:
-            h = day[outcome] / peak * plot_h
+        for key, fraction in stack:
+            h = fraction * plot_h
             y -= h
             if h > 0:
-                segments.append({"outcome": outcome, "y": round(y, 1), "h": round(h, 1)})
-        bars.append({"day": day, "x": round(x, 1), "w": round(bar_w, 1), "segments": segments})
-    every = max(1, math.ceil(n / max(plot_w // 70, 1)))
-    return {
-        "width": width, "height": height, "left": left, "right": width - right,
-        "top": top, "bottom": top + plot_h, "bars": bars,
-        "labels": [{"x": round(b["x"] + b["w"] / 2, 1), "text": b["day"]["day"][5:]}
-                   for i, b in enumerate(bars) if (n - 1 - i) % every == 0],
-        "ticks": [{"y": round(top + plot_h - t / peak * plot_h, 1), "text": f"{t:g}"}
-                  for t in ticks],
-    }
+                segments.append({"key": key, "y": round(y, 1), "h": round(h, 1)})
+        bars.append({name: item, "x": round(x, 1), "w": round(bar_w, 1),
+                     "cx": round(x + bar_w / 2, 1), "segments": segments})
+    every = max(1, math.ceil(n / max(plot_w // label_px, 1)))
+    return {"width": width, "height": height, "left": left, "right": width - right,
+            "top": top, "bottom": top + plot_h, "bars": bars,
+            "labels": [{"x": b["cx"], "text": text} for i, (b, text)
+                       in enumerate(zip(bars, texts, strict=True)) if (n - 1 - i) % every == 0]}
+
+
+def _y(chart: dict, fraction: float) -> float:
+    """The height of ``fraction`` of the chart's plot, as a y coordinate."""
+    return round(chart["bottom"] - fraction * (chart["bottom"] - chart["top"]), 1)
 
 
 def _fill_days(days: list[dict]) -> list[dict]:
@@ -161,18 +150,17 @@ def timeline(exchanges: list[dict], target_width: int = 1180, lane_height: int =
     """One lane per logical channel; exchanges one after the other (the card answers one
     command at a time), each bar as wide as its response latency (at least 3 px)."""
     left, top, min_w, gap = 96, 24, 3.0, 1.0
-    items = [e for e in exchanges if "more" not in e]
-    latencies = sorted(e["latency_ms"] for e in items if e["latency_ms"])
+    latencies = sorted(e["latency_ms"] for e in exchanges if e["latency_ms"])
     total_ms = sum(latencies)
     scale = (target_width - left - 16) / total_ms if total_ms else 0
     if latencies:  # long sessions scroll: a typical exchange stays a few pixels wide
         typical = latencies[len(latencies) // 2]
         scale = max(scale, min(_TYPICAL_PX / typical, _MAX_WIDTH / total_ms))
-    lanes = sorted({e["channel"] for e in items}, key=lambda c: (c is None, c or 0))
+    lanes = sorted({e["channel"] for e in exchanges}, key=lambda c: (c is None, c or 0))
     lane_y = {c: top + i * lane_height for i, c in enumerate(lanes)}
     bars, x, elapsed, ticks = [], float(left), 0.0, []
     next_tick = left
-    for index, e in enumerate(items):
+    for index, e in enumerate(exchanges):
         w = max((e["latency_ms"] or 0) * scale, min_w)
         if x >= next_tick:
             ticks.append({"x": round(x, 1), "text": format_ms(elapsed) if elapsed else "0"})

@@ -1,5 +1,5 @@
-"""The report's OTA-session numbers: outcomes per day, device x card success, latency
-per command, the newest sessions and one session's facts.
+"""The report's OTA-session numbers: outcomes per day, device x card success, latency per
+command, the newest sessions and one session's facts.
 
 Aggregated in the database (GROUP BY, window functions for the percentiles); results are
 sized by days, device x card pairs and commands, never by the stored APDUs. The models must
@@ -19,7 +19,6 @@ from .report_apdus import aware_utc, ins_name
 
 __all__ = [
     "SESSION_OUTCOMES",
-    "apdu_counts",
     "command_latency",
     "device_card_matrix",
     "outcomes_per_day",
@@ -30,6 +29,9 @@ __all__ = [
 
 SESSION_OUTCOMES = ("completed", "failed", "timeout", "open")
 _OPEN = (SessionStatus.PENDING.value, SessionStatus.ACTIVE.value)
+# What a failed or timed-out session says about why, in the order _cause reads them.
+_CAUSES = (OTASession.tls_alert, OTASession.por_status, OTASession.admin_script_status,
+           OTASession.error_code)
 
 
 def session_window_start(since: datetime | None, days: int = 30) -> datetime | None:
@@ -54,44 +56,34 @@ def outcomes_per_day(start: datetime) -> list[dict]:
     days: dict[str, dict] = {}
     for value, status, count in query.tuples():
         key = str(value)[:10]
-        row = days.setdefault(key, {"day": key, **dict.fromkeys(SESSION_OUTCOMES, 0)})
+        row = days.setdefault(key, {"day": key, "total": 0,
+                                    **dict.fromkeys(SESSION_OUTCOMES, 0)})
         row[_outcome(status)] += int(count)
-    for row in days.values():
-        row["total"] = sum(row[o] for o in SESSION_OUTCOMES)
+        row["total"] += int(count)
     return list(days.values())
 
 
 def device_card_matrix(start: datetime) -> list[dict]:
     """Per device x card pair: counts per outcome, success rate (completed out of ended)
     and the most frequent failure cause."""
-    cause_columns = _cause_columns()
     query = (OTASession.select(OTASession.device, OTASession.card, OTASession.status,
-                               *cause_columns, fn.COUNT(OTASession.id))
+                               *_CAUSES, fn.COUNT(OTASession.id))
              .where(OTASession.created_at >= start)
-             .group_by(OTASession.device, OTASession.card, OTASession.status, *cause_columns))
+             .group_by(OTASession.device, OTASession.card, OTASession.status, *_CAUSES))
     pairs: dict[tuple, dict] = {}
     causes: dict[tuple, Counter] = defaultdict(Counter)
-    for device, card, status, *rest in query.tuples():
-        count = int(rest[-1])
-        key = (device, card)
-        row = pairs.setdefault(key, {"device": device, "card": card,
-                                     **dict.fromkeys(SESSION_OUTCOMES, 0)})
-        outcome = _outcome(status)
-        row[outcome] += count
-        if outcome in ("failed", "timeout"):
-            cause = _cause(outcome, dict(zip(_CAUSE_NAMES, rest[:-1], strict=True)))
-            causes[key][cause] += count
-    out = []
+    for device, card, status, *said, count in query.tuples():
+        row = pairs.setdefault((device, card), {"device": device, "card": card,
+                                                **dict.fromkeys(SESSION_OUTCOMES, 0)})
+        row[_outcome(status)] += int(count)
+        cause = _cause(status, *said)
+        if cause:
+            causes[device, card][cause] += int(count)
     for key, row in pairs.items():
-        ended = row["completed"] + row["failed"] + row["timeout"]
-        row["total"] = ended + row["open"]
-        row["ended"] = ended
-        row["rate"] = 100.0 * row["completed"] / ended if ended else None
-        top = causes[key].most_common(1)
-        row["cause"], row["cause_count"] = top[0] if top else (None, 0)
-        out.append(row)
-    out.sort(key=lambda r: (r["device"] or "", r["card"] or ""))
-    return out
+        row["ended"] = row["completed"] + row["failed"] + row["timeout"]
+        row["rate"] = 100.0 * row["completed"] / row["ended"] if row["ended"] else None
+        row["cause"], row["cause_count"] = (causes[key].most_common(1) or [(None, 0)])[0]
+    return sorted(pairs.values(), key=lambda r: (r["device"] or "", r["card"] or ""))
 
 
 def command_latency(start: datetime, limit: int = 40) -> list[dict]:
@@ -117,55 +109,44 @@ def command_latency(start: datetime, limit: int = 40) -> list[dict]:
                & (paired.c.prev_direction == "command"))
         .alias("ranked"))
     rn, n = ranked.c.rn, ranked.c.n
-    median = (rn * 2 >= n) & ((rn - 1) * 2 < n)
-    p95 = (rn * 100 >= n * 95) & ((rn - 1) * 100 < n * 95)
     picked = peewee.Select(
         from_list=[ranked], columns=[ranked.c.ins, ranked.c.latency_ms, rn, n],
-    ).where(median | p95).bind(CommLog._meta.database)
+    ).where(_at_rank(rn, n, 50) | _at_rank(rn, n, 95)).bind(CommLog._meta.database)
     rows: dict[str, dict] = {}
     for ins, latency, rank, count in picked.tuples():
         row = rows.setdefault(ins, {"command": ins_name(ins), "count": int(count)})
-        rank, count = int(rank), int(count)
-        if rank * 2 >= count and (rank - 1) * 2 < count:
-            row["median_ms"] = float(latency)
-        if rank * 100 >= count * 95 and (rank - 1) * 100 < count * 95:
-            row["p95_ms"] = float(latency)
+        for key, percent in (("median_ms", 50), ("p95_ms", 95)):
+            if _at_rank(int(rank), int(count), percent):
+                row[key] = float(latency)
     out = sorted(rows.values(), key=lambda r: (-r["count"], r["command"]))[:limit]
-    out.sort(key=lambda r: (-r.get("p95_ms", 0), r["command"]))
-    return out
+    return sorted(out, key=lambda r: (-r.get("p95_ms", 0), r["command"]))
+
+
+def _at_rank(rank, count, percent):
+    """Whether ``rank`` (1-based, of ``count``) holds the nearest-rank percentile; works on
+    SQL expressions and on numbers alike."""
+    return (rank * 100 >= count * percent) & ((rank - 1) * 100 < count * percent)
 
 
 def recent_sessions(start: datetime, limit: int) -> list[dict]:
     """The newest ``limit`` sessions since ``start`` with their APDU counts."""
     query = (OTASession.select(OTASession.id, OTASession.device, OTASession.card,
                                OTASession.session_type, OTASession.status,
-                               OTASession.created_at, OTASession.duration_ms,
-                               *_cause_columns())
+                               OTASession.created_at, OTASession.duration_ms, *_CAUSES)
              .where(OTASession.created_at >= start)
              .order_by(OTASession.created_at.desc(), OTASession.id.desc())
              .limit(limit))
-    rows = []
-    for sid, device, card, kind, status, created, duration, *causes in query.tuples():
-        outcome = _outcome(status)
-        cause_values = dict(zip(_CAUSE_NAMES, causes, strict=True))
-        rows.append({"id": str(sid), "device": device, "card": card, "type": kind,
-                     "status": str(status), "outcome": outcome,
-                     "created_at": aware_utc(created), "duration_ms": duration,
-                     "cause": _cause(outcome, cause_values)
-                     if outcome in ("failed", "timeout") else None})
-    counts = apdu_counts([r["id"] for r in rows])
+    rows = [{"id": str(sid), "device": device, "card": card, "type": kind,
+             "status": str(status), "outcome": _outcome(status),
+             "created_at": aware_utc(created), "duration_ms": duration,
+             "cause": _cause(status, *said)}
+            for sid, device, card, kind, status, created, duration, *said in query.tuples()]
+    counts = dict(CommLog.select(CommLog.session, fn.COUNT(CommLog.id))
+                  .where(CommLog.session.in_([r["id"] for r in rows]))
+                  .group_by(CommLog.session).tuples()) if rows else {}
     for row in rows:
-        row["apdus"] = counts.get(row["id"], 0)
+        row["apdus"] = int(counts.get(row["id"], 0))
     return rows
-
-
-def apdu_counts(session_ids: list[str]) -> dict[str, int]:
-    if not session_ids:
-        return {}
-    query = (CommLog.select(CommLog.session, fn.COUNT(CommLog.id))
-             .where(CommLog.session.in_(session_ids))
-             .group_by(CommLog.session))
-    return {str(s): int(c) for s, c in query.tuples()}
 
 
 def session_facts(session_id: str) -> dict | None:
@@ -173,34 +154,22 @@ def session_facts(session_id: str) -> dict | None:
     session = OTASession.get_or_none(OTASession.id == session_id)
     if session is None:
         return None
-    device = Device.get_or_none(Device.id == session.device_id) if session.device_id else None
-    card = (CardProfile.get_or_none(CardProfile.iccid == session.card_iccid)
-            if session.card_iccid else None)
-    facts = {
-        "id": str(session.id),
-        "status": str(session.status),
-        "outcome": _outcome(session.status),
-        "device": session.device_id,
-        "card": session.card_iccid,
-        "created_at": session.created_at,
-        "rows": [],
-    }
-    add = facts["rows"].append
-    if device is not None:
-        add(("Device", " · ".join(str(v) for v in (
-            device.id, device.name, device.manufacturer, device.model,
-            device.firmware_version) if v)))
-    elif session.device_id:
-        add(("Device", session.device_id))
-    if card is not None:
-        add(("Card", " · ".join(str(v) for v in (card.iccid, card.card_type, card.imsi) if v)))
-    elif session.card_iccid:
-        add(("Card", session.card_iccid))
+    rows = []
+    if session.device_id:
+        device = Device.get_or_none(Device.id == session.device_id)
+        rows.append(("Device", _joined(device.id, device.name, device.manufacturer,
+                                       device.model, device.firmware_version)
+                     if device else session.device_id))
+    if session.card_iccid:
+        card = CardProfile.get_or_none(CardProfile.iccid == session.card_iccid)
+        rows.append(("Card", _joined(card.iccid, card.card_type, card.imsi)
+                     if card else session.card_iccid))
     for label, name in _FACT_FIELDS:
-        value = getattr(session, name, None)
+        value = getattr(session, name)
         if value is not None and value != "":
-            add((label, _fact_text(name, value)))
-    return facts
+            rows.append((label, _fact_text(name, value)))
+    return {"id": str(session.id), "status": str(session.status),
+            "outcome": _outcome(session.status), "rows": rows}
 
 
 _FACT_FIELDS = [
@@ -215,42 +184,31 @@ _FACT_FIELDS = [
 ]
 
 
+def _joined(*values) -> str:
+    return " · ".join(str(v) for v in values if v)
+
+
 def _fact_text(name: str, value):
     """Times as text; durations stay numbers (the report formats them)."""
     if isinstance(value, datetime):
         return aware_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
-    if name.endswith("_ms"):
-        return float(value)
-    return str(value)
+    return float(value) if name.endswith("_ms") else str(value)
 
 
-_CAUSE_NAMES = ["tls_alert", "por_status", "admin_script_status", "error_code"]
-
-
-def _cause_columns() -> list:
-    """The optional outcome columns this schema has (schema 0003 adds TLS/PoR/admin)."""
-    fields = OTASession._meta.fields
-    return [fields[n] if n in fields else peewee.Value(None).alias(n) for n in _CAUSE_NAMES]
-
-
-def _cause(outcome: str, values: dict) -> str:
-    alert = values.get("tls_alert")
-    if alert:
-        return f"TLS alert {alert}"
-    por = values.get("por_status")
-    if por and str(por) != "por-ok":
-        return f"PoR {por}"
-    script = values.get("admin_script_status")
-    if script and str(script) != "ok":
-        return f"admin script {script}"
-    code = values.get("error_code")
-    if code:
-        return str(code)
-    return outcome
+def _cause(status, tls_alert, por_status, admin_script_status, error_code) -> str | None:
+    """Why a failed or timed-out session ended so; None for the others."""
+    outcome = _outcome(status)
+    if outcome not in ("failed", "timeout"):
+        return None
+    if tls_alert:
+        return f"TLS alert {tls_alert}"
+    if por_status and str(por_status) != "por-ok":
+        return f"PoR {por_status}"
+    if admin_script_status and str(admin_script_status) != "ok":
+        return f"admin script {admin_script_status}"
+    return str(error_code) if error_code else outcome
 
 
 def _outcome(status) -> str:
     status = str(status)
     return "open" if status in _OPEN else status
-
-
