@@ -152,8 +152,7 @@ def _timelines(session_ids: list[str]) -> list[dict]:
                 f"no OTA session {str(session_id)[:40]!r} in this store; find session ids "
                 "with: cardlink-db sessions list"
             )
-        exchanges = list(apdus.session_exchanges(facts["id"], REPORT_DEFAULTS["exchanges"]))
-        more = exchanges.pop()["more"] if exchanges and "more" in exchanges[-1] else 0
+        exchanges, more = apdus.session_exchanges(facts["id"], REPORT_DEFAULTS["exchanges"])
         out.append({"facts": facts, "exchanges": exchanges, "more": more,
                     "kinds": Counter(e["sw_kind"] for e in exchanges if e["sw_kind"]),
                     "chart": charts.timeline(exchanges),

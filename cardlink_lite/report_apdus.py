@@ -14,19 +14,16 @@ from .status_words import describe_status_word
 __all__ = ["aware_utc", "ins_name", "session_exchanges", "sw_kind"]
 
 
-def session_exchanges(session_id: str, limit: int):
-    """The session's exchanges in order, streamed: at most ``limit`` exchange dicts, then
-    one dict ``{"more": N}`` if rows were left out."""
+def session_exchanges(session_id: str, limit: int) -> tuple[list[dict], int]:
+    """The session's first ``limit`` exchanges in order, and how many more it has; the rows
+    are streamed."""
     query = (CommLog.select(CommLog.timestamp, CommLog.direction, CommLog.raw_data,
                             CommLog.decoded_data, CommLog.status_word, CommLog.latency_ms,
                             CommLog.channel)
              .where(CommLog.session == session_id)
              .order_by(CommLog.timestamp, CommLog.id))
     exchanges = _paired(query.tuples().iterator())
-    yield from islice(exchanges, limit)
-    left = sum(1 for _ in exchanges)
-    if left:
-        yield {"more": left}
+    return list(islice(exchanges, limit)), sum(1 for _ in exchanges)
 
 
 def _paired(rows):

@@ -1,22 +1,13 @@
-"""Chart geometry for the HTML report: scales, ticks and shapes as numbers for SVG.
-
-Pure functions over the report's small aggregates; the templates turn the numbers into
-SVG elements. Coordinates are pixels in the chart's own ``viewBox``.
-"""
+"""Chart geometry for the HTML report: scales, ticks and shapes as numbers, which the
+templates turn into SVG elements. Coordinates are pixels in each chart's ``viewBox``."""
 
 from __future__ import annotations
 
 import math
 from datetime import date, timedelta
+from itertools import groupby
 
-__all__ = [
-    "day_chart",
-    "format_ms",
-    "nice_ticks",
-    "sparkline",
-    "timeline",
-    "trend_chart",
-]
+__all__ = ["day_chart", "format_ms", "nice_ticks", "sparkline", "timeline", "trend_chart"]
 
 _STACK = ("passed", "failed", "error", "skipped")
 _TYPICAL_PX = 8.0      # width of a median-latency exchange in a long timeline
@@ -117,33 +108,22 @@ def _fill_days(days: list[dict]) -> list[dict]:
         return []
     by_day = {d["day"]: d for d in days}
     first, last = date.fromisoformat(days[0]["day"]), date.fromisoformat(days[-1]["day"])
-    out = []
-    for i in range((last - first).days + 1):
-        key = (first + timedelta(days=i)).isoformat()
-        out.append(by_day.get(key) or {"day": key, "total": 0, **dict.fromkeys(_OUTCOMES, 0)})
-    return out
+    keys = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    return [by_day.get(k) or {"day": k, "total": 0, **dict.fromkeys(_OUTCOMES, 0)} for k in keys]
 
 
 def sparkline(values: list, width: int = 160, height: int = 28) -> dict:
-    """A small line of ``values`` (None: a gap) scaled from 0 to the largest value."""
+    """A small line of ``values`` (None: a gap) scaled from 0 to the largest value; ``last``
+    is the (x, y) of the newest value."""
     pad = 3
     peak = max((v for v in values if v is not None), default=0) or 1
-    n = len(values)
-    step = (width - 2 * pad) / max(n - 1, 1)
-    lines, current, dots = [], [], []
-    for i, value in enumerate(values):
-        if value is None:
-            if current:
-                lines.append(" ".join(current))
-            current = []
-            continue
-        x = round(pad + i * step, 1)
-        y = round(height - pad - value / peak * (height - 2 * pad), 1)
-        current.append(f"{x},{y}")
-        dots.append({"x": x, "y": y})
-    if current:
-        lines.append(" ".join(current))
-    return {"width": width, "height": height, "lines": lines, "last": dots[-1] if dots else None}
+    step = (width - 2 * pad) / max(len(values) - 1, 1)
+    points = [None if v is None else (round(pad + i * step, 1),
+                                      round(height - pad - v / peak * (height - 2 * pad), 1))
+              for i, v in enumerate(values)]
+    lines = [list(line) for drawn, line in groupby(points, key=bool) if drawn]
+    return {"width": width, "height": height, "last": lines[-1][-1] if lines else None,
+            "lines": [" ".join(f"{x},{y}" for x, y in line) for line in lines]}
 
 
 def timeline(exchanges: list[dict], target_width: int = 1180, lane_height: int = 34) -> dict:
@@ -174,8 +154,7 @@ def timeline(exchanges: list[dict], target_width: int = 1180, lane_height: int =
     return {
         "width": max(width, 320), "height": top + lane_height * max(len(lanes), 1) + 28,
         "left": left, "top": top, "bars": bars, "ticks": ticks, "total_ms": total_ms,
-        "lanes": [{"channel": c, "y": lane_y[c], "label": "other rows" if c is None
-                   else f"channel {c}"} for c in lanes],
+        "lanes": [{"channel": c, "y": lane_y[c]} for c in lanes],
         "lane_height": lane_height, "axis_y": top + lane_height * max(len(lanes), 1) + 4,
     }
 

@@ -1,9 +1,5 @@
-"""The report's test-run numbers: SQL aggregates over the runs of one suite.
-
-Results are sized by what the report shows (the runs of the window, the flakiest and slowest
-tests), never by the stored results: the database groups and counts. The models must be
-bound to the store.
-"""
+"""The report's test-run numbers: SQL aggregates over the runs of one suite, sized by what
+the report shows, never by the stored results. The models must be bound to the store."""
 
 from __future__ import annotations
 
@@ -49,13 +45,8 @@ def run_window(suite: str, runs: int, since: datetime | None = None) -> list[dic
     if since is not None:
         query = query.where(TestResult.started_at >= since)
         records = records.where(TestRun.started_at >= since)
-    found = {}
-    for run_id, first, last, total, total_ms, *counts in query.tuples():
-        found[run_id] = {"run_id": run_id, "started_at": aware_utc(first),
-                         "ended_at": aware_utc(last), "total": int(total),
-                         "duration_ms": int(total_ms or 0), "ending": None, "labels": {},
-                         "context": {}, **{s: int(c or 0) for s, c in zip(STATUSES, counts,
-                                                                         strict=True)}}
+    found = {run_id: _run(run_id, first, last, total, total_ms, counts)
+             for run_id, first, last, total, total_ms, *counts in query.tuples()}
     records = list(records.order_by(TestRun.started_at.desc(), TestRun.id.desc()).limit(runs))
     missing = sorted(set(found) - {r.id for r in records})
     if missing:
@@ -63,44 +54,39 @@ def run_window(suite: str, runs: int, since: datetime | None = None) -> list[dic
     for record in records:
         run = found.get(record.id)
         if run is None:  # a run without results (none collected, or none recorded yet)
-            run = found[record.id] = {
-                "run_id": record.id, "started_at": aware_utc(record.started_at),
-                "ended_at": aware_utc(record.finished_at), "duration_ms": 0,
-                "total": record.total or 0, **{s: getattr(record, s) or 0 for s in STATUSES}}
+            run = found[record.id] = _run(record.id, record.started_at, record.finished_at,
+                                          record.total, 0, [getattr(record, s) for s in STATUSES])
+        said = record.labels if isinstance(record.labels, dict) else {}
+        run["devices"].add(said.get("device"))
+        run["cards"].add(said.get("card"))
         run["ending"] = str(record.ending) if record.ending is not None else None
-        run["labels"] = record.labels if isinstance(record.labels, dict) else {}
         run["context"] = record.context if isinstance(record.context, dict) else {}
         if run["started_at"] is None:
             run["started_at"] = aware_utc(record.started_at)
     window = sorted(found.values(), key=lambda r: (r["started_at"] is not None,
                                                     r["started_at"] or 0, r["run_id"]),
                     reverse=True)[:runs]
+    by_id = {run["run_id"]: run for run in window}
+    places = (TestResult.select(TestResult.run_id, TestResult.device, TestResult.card)
+              .where((TestResult.suite_name == suite) & TestResult.run_id.in_(list(by_id)))
+              .distinct())
+    for run_id, device, card in places.tuples():  # and the devices and cards its labels name
+        by_id[run_id]["devices"].add(device)
+        by_id[run_id]["cards"].add(card)
     for run in window:
         first, last = run["started_at"], run["ended_at"]
         run["wall_ms"] = int((last - first).total_seconds() * 1000) if first and last else 0
         run["pass_rate"] = 100.0 * run["passed"] / run["total"] if run["total"] else 0.0
-    _add_places(suite, window)
+        run["devices"] = sorted(str(d) for d in run["devices"] if d)
+        run["cards"] = sorted(str(c) for c in run["cards"] if c)
     return window[::-1]
 
 
-def _add_places(suite: str, window: list[dict]) -> None:
-    """Each run's devices and cards: those its results were recorded on and those its
-    record's labels name."""
-    by_id = {run["run_id"]: run for run in window}
-    for run in window:
-        for key in ("device", "card"):
-            named = run["labels"].get(key)
-            run[key + "s"] = {str(named)} if named else set()
-    if by_id:
-        query = (TestResult.select(TestResult.run_id, TestResult.device, TestResult.card)
-                 .where((TestResult.suite_name == suite) & TestResult.run_id.in_(list(by_id)))
-                 .distinct())
-        for run_id, device, card in query.tuples():
-            by_id[run_id]["devices"].add(device)
-            by_id[run_id]["cards"].add(card)
-    for run in window:
-        for key in ("devices", "cards"):
-            run[key] = sorted(value for value in run[key] if value is not None)
+def _run(run_id, started, ended, total, total_ms, counts) -> dict:
+    return {"run_id": run_id, "started_at": aware_utc(started), "ended_at": aware_utc(ended),
+            "total": int(total or 0), "duration_ms": int(total_ms or 0), "ending": None,
+            "context": {}, "devices": set(), "cards": set(),
+            **{s: int(c or 0) for s, c in zip(STATUSES, counts, strict=True)}}
 
 
 def flaky_tests(suite: str, run_ids: list[str], limit: int) -> tuple[int, list[dict]]:
@@ -116,22 +102,17 @@ def flaky_tests(suite: str, run_ids: list[str], limit: int) -> tuple[int, list[d
              .having((_count(TestResult.status, "passed") > 0) & (failing > 0))
              .order_by(failing.desc(), TestResult.test_name))
     candidates = [name for name, _ in query.tuples()]
-    # Flips need the order of runs; rank a bounded number of candidates by them.
-    cells = {name: [None] * len(run_ids) for name in candidates[:limit * 4]}
-    position = {r: i for i, r in enumerate(run_ids)}
-    if cells:
-        query = (TestResult.select(TestResult.test_name, TestResult.run_id, TestResult.status)
-                 .where(in_window & TestResult.test_name.in_(list(cells)))
-                 .order_by(TestResult.started_at, TestResult.created_at, TestResult.id))
-        for name, run_id, status in query.tuples():  # the last result of a name in a run wins
-            cells[name][position[run_id]] = str(status)
+    shown = candidates[:limit * 4]  # flips need the order of runs: rank a bounded number
+    statuses = (TestResult.select(TestResult.test_name, TestResult.run_id, TestResult.status)
+                .where(in_window & TestResult.test_name.in_(shown))
+                .order_by(TestResult.started_at, TestResult.created_at, TestResult.id))
     rows = []
-    for name, row in cells.items():
-        seen = [c for c in row if c in ("passed", *_FAILING)]
+    for name, cells in _per_run(statuses.tuples(), run_ids, shown).items():
+        seen = [c for c in cells if c in ("passed", *_FAILING)]
         flips = sum(1 for a, b in zip(seen, seen[1:], strict=False)
                     if (a == "passed") != (b == "passed"))
-        rows.append({"name": name, "cells": row, "flips": flips,
-                     "failures": sum(1 for c in row if c in _FAILING)})
+        rows.append({"name": name, "cells": cells, "flips": flips,
+                     "failures": sum(1 for c in cells if c in _FAILING)})
     rows.sort(key=lambda r: (-r["flips"], -r["failures"], r["name"]))
     return len(candidates), rows[:limit]
 
@@ -147,18 +128,25 @@ def slowest_tests(suite: str, run_ids: list[str], limit: int) -> list[dict]:
              .group_by(TestResult.test_name)
              .order_by(mean.desc(), TestResult.test_name)
              .limit(limit))
-    rows = {n: {"name": n, "mean_ms": float(m or 0), "max_ms": int(x or 0),
-                "durations": [None] * len(run_ids)} for n, m, x in query.tuples()}
-    if rows:
-        per_run = (TestResult.select(TestResult.run_id, TestResult.test_name,
-                                     fn.MAX(TestResult.duration_ms))
-                   .where(in_window & TestResult.test_name.in_(list(rows)))
-                   .group_by(TestResult.run_id, TestResult.test_name))
-        position = {r: i for i, r in enumerate(run_ids)}
-        for run_id, name, duration in per_run.tuples():
-            rows[name]["durations"][position[run_id]] = None if duration is None \
-                else int(duration)
-    return list(rows.values())
+    rows = [{"name": n, "mean_ms": float(m or 0), "max_ms": int(x or 0)}
+            for n, m, x in query.tuples()]
+    names = [r["name"] for r in rows]
+    per_run = (TestResult.select(TestResult.test_name, TestResult.run_id,
+                                 fn.MAX(TestResult.duration_ms))
+               .where(in_window & TestResult.test_name.in_(names))
+               .group_by(TestResult.run_id, TestResult.test_name))
+    durations = _per_run(per_run.tuples(), run_ids, names)
+    return [{**row, "durations": durations[row["name"]]} for row in rows]
+
+
+def _per_run(rows, run_ids: list[str], names: list[str]) -> dict[str, list]:
+    """name -> its value in each run (None: not run), from (name, run id, value) rows; the
+    last row of a name in a run wins."""
+    position = {r: i for i, r in enumerate(run_ids)}
+    cells = {name: [None] * len(run_ids) for name in names}
+    for name, run_id, value in rows:
+        cells[name][position[run_id]] = value
+    return cells
 
 
 def _count(field, value):

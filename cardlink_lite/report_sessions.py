@@ -1,10 +1,6 @@
-"""The report's OTA-session numbers: outcomes per day, device x card success, latency per
-command, the newest sessions and one session's facts.
-
-Aggregated in the database (GROUP BY, window functions for the percentiles); results are
-sized by days, device x card pairs and commands, never by the stored APDUs. The models must
-be bound to the store.
-"""
+"""The report's OTA-session numbers, aggregated in the database (GROUP BY, window functions
+for the percentiles) and sized by days, device x card pairs and commands, never by the
+stored APDUs. The models must be bound to the store."""
 
 from __future__ import annotations
 
@@ -17,15 +13,8 @@ from peewee import fn
 from .models import CardProfile, CommLog, Device, OTASession, SessionStatus
 from .report_apdus import aware_utc, ins_name
 
-__all__ = [
-    "SESSION_OUTCOMES",
-    "command_latency",
-    "device_card_matrix",
-    "outcomes_per_day",
-    "recent_sessions",
-    "session_facts",
-    "session_window_start",
-]
+__all__ = ["SESSION_OUTCOMES", "command_latency", "device_card_matrix", "outcomes_per_day",
+           "recent_sessions", "session_facts", "session_window_start"]
 
 SESSION_OUTCOMES = ("completed", "failed", "timeout", "open")
 _OPEN = (SessionStatus.PENDING.value, SessionStatus.ACTIVE.value)

@@ -9,8 +9,6 @@ import click
 
 from .base import CliState, cli, pass_state
 
-_RUNS = 20  # REPORT_DEFAULTS["runs"]; the library (and Jinja2) load when the command runs
-
 __all__ = ["report"]
 
 _DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
@@ -20,7 +18,7 @@ _DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H
 @cli.command()
 @click.option("--suite", "-s", metavar="NAME",
               help="Suite whose runs are shown (default: the one with the newest result).")
-@click.option("--runs", "-n", default=_RUNS, show_default=True,
+@click.option("--runs", "-n", default=20, show_default=True,  # REPORT_DEFAULTS["runs"]
               type=click.IntRange(min=1, max=1000), help="Newest runs of the suite to show.")
 @click.option("--since", type=click.DateTime(formats=_DATE_FORMATS), metavar="DATE",
               help="Leave out runs and sessions before this UTC date or time "
@@ -61,7 +59,5 @@ def report(state: CliState, suite, runs, since, sessions, output, title):
     if since is not None:  # the option is documented as UTC; a naive datetime is local time
         since = since.replace(tzinfo=timezone.utc)
     path = write_report(state.manager(readonly=True), output, suite=suite, runs=runs,
-                        since=since,
-                        sessions=list(sessions) or None, title=title)
-    size = path.stat().st_size
-    click.echo(f"wrote {output} ({size / 1024:,.0f} KiB); open it in a browser")
+                        since=since, sessions=list(sessions) or None, title=title)
+    click.echo(f"wrote {output} ({path.stat().st_size / 1024:,.0f} KiB); open it in a browser")

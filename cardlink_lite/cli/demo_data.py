@@ -1,27 +1,56 @@
-"""The demo's history: a week of earlier test runs and OTA sessions, so trends have a shape.
+"""What ``cardlink-db demo`` records: a bench session after a week of earlier test runs and
+OTA sessions, so trends have a shape.
 
-Everything is recorded through the public API with back-dated timestamps. The numbers come
-from a seeded generator: every demo draws the same week (ending at the moment it runs).
+Everything goes through the public API; the history is back-dated and drawn from a seeded
+generator, so every demo draws the same week (ending at the moment it runs).
 """
 
 from __future__ import annotations
 
+import os
 import random
+import uuid
 from datetime import datetime, timedelta
 
+from .. import migrations
 from ..apdu import ApduLogWriter
+from ..counters import next_counter
+from ..crypto import ENV_KEY, ENV_KEY_FILE, ENV_KEYS
+from ..fields import utc_now
 from ..models import CardProfile, CardType, DeviceType, OTASession, SessionStatus, TestStatus
+from ..recording import record_session
 from ..unit_of_work import UnitOfWork
 
-__all__ = ["HISTORY_RUNS", "SUITE", "TESTS", "record_history", "record_run"]
+__all__ = ["SUITE", "record_demo"]
 
 SUITE = "demo_ota_suite"
 HISTORY_RUNS = 7  # earlier runs, one a day; the demo's own run is the eighth
-
 MODEM_ID = "EM7455DEMO02"
 SECOND_ICCID = "89014103211118510738"
 
-# name -> typical duration in ms. The newest run's outcomes are in _NEWEST.
+# A GlobalPlatform card-content-management exchange over the admin channel.
+_EXCHANGE = [
+    ("00A4040008A000000151000000", "SELECT ISD", "6F108408A000000151000000A5049F6501FF9000",
+     4.1),
+    ("8050000008B1C2D3E4F5A6B7C800", "INITIALIZE UPDATE",
+     "00000000000000000000FF02000C11223344556677889900AABBCCDD9000", 18.7),
+    ("8482010010A1B2C3D4E5F60718293A4B5C6D7E8F90", "EXTERNAL AUTHENTICATE", "9000", 9.3),
+    ("80F24000024F00", "GET STATUS (ISD)", "08A000000151000000019E9000", 6.2),
+    ("80F21000024F00", "GET STATUS (load files)", "6A88", 3.9),
+    ("80E602001507A0000000871002000000000000", "INSTALL [for load]", "009000", 11.4),
+    ("0070000001", "MANAGE CHANNEL (open)", "019000", 2.2),
+    ("01A4040007A0000000871002", "SELECT USIM ADF (channel 1)", "611C", 7.5),
+    ("01C000001C", "GET RESPONSE (channel 1)",
+     "621A8202782183027FF08410A0000000871002FF33FF01890000008A01059000", 3.1),
+    ("01B0000008", "READ BINARY (channel 1)", "98101432547698109000", 5.4),
+    ("00A4040007A0000000871002", "SELECT USIM ADF", "6A82", 2.8),
+    ("0070800100", "MANAGE CHANNEL (close 1)", "9000", 1.9),
+]
+# The history's sessions: SELECT ISD, GET STATUS (ISD) and a STORE DATA; failed ones stop
+# after the SELECT.
+_SHORT_EXCHANGE = [_EXCHANGE[0][:3], _EXCHANGE[3][:3], ("80E2900003DF2000", "STORE DATA", "9000")]
+
+# name -> typical duration in ms.
 TESTS = {
     "test_select_isd": 140,
     "test_secure_channel_scp02": 420,
@@ -43,8 +72,57 @@ _NEWEST = {
 }
 
 
-def record_run(uow, run_id: str, device_id: str, iccid: str, started: datetime,
-               outcomes: dict, rng: random.Random, slowdown: float = 1.0) -> None:
+def record_demo(manager, device_id: str, iccid: str) -> dict:
+    """Create or migrate the schema, then record the bench session and test run (and the
+    history, once); returns the ids and counts to show the user."""
+    if migrations.get_current_revision(manager=manager) is None:
+        manager.create_tables()
+    else:
+        migrations.run_migrations(manager=manager)
+    has_key = any(os.environ.get(v) for v in (ENV_KEY, ENV_KEYS, ENV_KEY_FILE))
+    with UnitOfWork(manager) as uow:
+        uow.devices.register(device_id, device_type=DeviceType.PHONE, name="Bench phone 1",
+                             manufacturer="Samsung", model="Galaxy S21",
+                             firmware_version="Android 14", imei="356938035643809",
+                             iccid=iccid, connection_settings={"adb_serial": device_id})
+        if not uow.cards.exists(iccid):
+            card = CardProfile(
+                iccid=iccid, imsi="310410123456789", card_type=CardType.USIM,
+                atr="3B9F96801FC78031A073BE21136743200718000001A5",
+                psk_identity="demo_card_001", admin_url="https://ota.lab.local:8443/admin",
+                trigger_config={"sms": {"tar": "000001", "kic": "01", "kid": "01"}},
+                bip_config={"bearer": "GPRS", "apn": "internet", "buffer_size": 1024},
+                security_domains={"isd_aid": "A000000151000000"},
+            )
+            if has_key:
+                uow.cards.create_with_psk(card, os.urandom(16))
+            else:
+                uow.cards.create(card)
+
+    # A push SMS (SCP80, with the next replay counter) opens the SCP81 PSK-TLS session.
+    counter = next_counter(iccid, "kic=01,kid=01", "000001", manager=manager)
+    with record_session(manager, device_id=device_id, card_iccid=iccid,
+                        session_type="profile_download", trigger="push-sms") as session:
+        session.set_scp80(tar="000001", spi="1221", kic="01", kid="01", counter=counter)
+        session.set_por("por-ok")
+        session.set_tls_info("TLS_PSK_WITH_AES_128_CBC_SHA256", "demo_card_001",
+                             version="TLSv1.2", handshake_ms=38.4)
+        session.set_admin_status("ok")
+        for command, decoded, response, latency in _EXCHANGE:
+            session.command(command, decoded)
+            session.response(response, latency_ms=latency)
+
+    _record_history(manager, device_id, iccid, utc_now())
+    run_id = f"demo-{uuid.uuid4().hex[:8]}"
+    with UnitOfWork(manager) as uow:
+        _record_run(uow, run_id, device_id, iccid, utc_now(), _NEWEST, random.Random(run_id))
+        summary = uow.tests.get_run_summary(run_id)
+    return {"session_id": session.session_id, "apdus": 2 * len(_EXCHANGE), "run_id": run_id,
+            "summary": summary, "has_key": has_key}
+
+
+def _record_run(uow, run_id: str, device_id: str, iccid: str, started: datetime,
+                outcomes: dict, rng: random.Random, slowdown: float = 1.0) -> None:
     """One run of the demo suite; ``outcomes`` maps a test name to (status, message)."""
     at = started
     for name, typical in TESTS.items():
@@ -57,18 +135,13 @@ def record_run(uow, run_id: str, device_id: str, iccid: str, started: datetime,
         at += timedelta(milliseconds=duration + 40)
 
 
-def newest_outcomes() -> dict:
-    return dict(_NEWEST)
-
-
-def record_history(manager, device_id: str, iccid: str, now: datetime) -> None:
+def _record_history(manager, device_id: str, iccid: str, now: datetime) -> None:
     """A second device and card, seven earlier daily runs and a week of OTA sessions;
     nothing when the store already has runs of the demo suite (a second demo)."""
     rng = random.Random(15)
     with UnitOfWork(manager) as uow:
         if uow.tests.list_runs(limit=1, suite_name=SUITE):
             return
-    with UnitOfWork(manager) as uow:
         uow.devices.register(MODEM_ID, device_type=DeviceType.MODEM, name="Bench modem 2",
                              manufacturer="Sierra Wireless", model="EM7455",
                              firmware_version="SWI9X30C_02.33")
@@ -86,10 +159,10 @@ def record_history(manager, device_id: str, iccid: str, now: datetime) -> None:
         if day == 4:
             outcomes["test_por_counter_check"] = ("failed", "PoR: counter low")
         device = MODEM_ID if day % 3 == 0 else device_id
-        card = SECOND_ICCID if device == MODEM_ID else iccid
         with UnitOfWork(manager) as uow:
-            record_run(uow, f"demo-night-{day}", device, card, started, outcomes, rng,
-                       slowdown=1.0 + (HISTORY_RUNS - day) * 0.04)
+            _record_run(uow, f"demo-night-{day}", device,
+                        SECOND_ICCID if device == MODEM_ID else iccid, started, outcomes, rng,
+                        slowdown=1.0 + (HISTORY_RUNS - day) * 0.04)
     _record_sessions(manager, device_id, iccid, now, rng)
 
 
@@ -111,11 +184,6 @@ _FAILURES = {
     "BIP_TIMEOUT": {"error_code": "BIP_TIMEOUT",
                     "error_message": "no OPEN CHANNEL from the card within 30 s"},
 }
-_SHORT_EXCHANGE = [
-    ("00A4040008A000000151000000", "SELECT ISD", "6F108408A000000151000000A5049F6501FF9000"),
-    ("80F24000024F00", "GET STATUS (ISD)", "08A000000151000000019E9000"),
-    ("80E2900003DF2000", "STORE DATA", "9000"),
-]
 
 
 def _record_sessions(manager, device_id, iccid, now, rng) -> None:
@@ -155,8 +223,7 @@ def _past_session(uow, device_id, iccid, start, status, code, rng) -> OTASession
 
 def _log_exchange(writer, session, start, rng, failed: bool) -> None:
     at = start
-    exchange = _SHORT_EXCHANGE[:1] if failed else _SHORT_EXCHANGE
-    for command, name, response in exchange:
+    for command, name, response in _SHORT_EXCHANGE[:1] if failed else _SHORT_EXCHANGE:
         latency = round(rng.uniform(3, 25), 1)
         writer.command(command, name, timestamp=at, session_id=session.id)
         at += timedelta(milliseconds=latency)
