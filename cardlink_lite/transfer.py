@@ -1,16 +1,14 @@
-"""Export and import of the whole store (the guide's DataExporter and DataImporter).
-
-The export streams each table out a page at a time from one read snapshot; the import
-reads the document (a JSON Lines file a line at a time) and checks, decides and writes
-it a chunk at a time in one transaction, so a bad row anywhere changes nothing. Values
-go through the fields' own conversions (``python_value`` out, ``db_value`` in).
-"""
+"""Export and import of the whole store (the guide's DataExporter and DataImporter): out a
+page at a time from one read snapshot, in a chunk at a time in one transaction, all or
+nothing. Values go through the fields' own conversions (``python_value``, ``db_value``)."""
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import enum
+import functools
 import io
 import itertools
 import operator
@@ -23,7 +21,7 @@ from datetime import datetime, timezone
 import peewee
 
 from ._peewee import passes_through
-from .apdu_rows import MAX_RAW_HEX, normalize_hex
+from .apdu_rows import MAX_RAW_HEX, is_hex, normalize_hex
 from .batch_insert import insert, plan_for
 from .crypto import decrypt_psk, encrypt_psk
 from .db import bound_models, small_page_cache
@@ -46,10 +44,11 @@ from .transfer_format import (
     ExportFormat,
     JsonLines,
     check_json_value,
-    document_writer,
+    export_format,
     parse_document,
     plain_value,
     read_document,
+    write_document,
 )
 
 __all__ = [
@@ -75,8 +74,8 @@ _PAGE = 1000            # rows read per query while exporting
 _CHUNK = 1000           # rows checked, decided and written per round trip while importing
 _MAX_PROBLEMS = 200
 _MAX_TEXT_BYTES = 65_535  # a TEXT column on MySQL/MariaDB (notes, error_message)
+_COUNTS = ("created", "updated", "skipped", "unchanged")
 _STATUS_WORD = re.compile(r"[0-9A-Fa-f]{4}").fullmatch
-_UPPER_HEX = re.compile(r"[0-9A-F]*").fullmatch
 
 
 def resolve_tables(tables=None) -> list[type[peewee.Model]]:
@@ -130,11 +129,8 @@ def _snapshot(database):
     if database.in_transaction():
         yield
         return
-    if isinstance(database, peewee.SqliteDatabase):
-        with database.atomic(lock_type="DEFERRED"):
-            yield
-        return
-    with database.atomic():
+    deferred = {"lock_type": "DEFERRED"} if isinstance(database, peewee.SqliteDatabase) else {}
+    with database.atomic(**deferred):
         if isinstance(database, peewee.PostgresqlDatabase):
             database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         yield
@@ -167,42 +163,31 @@ class DataExporter:
     def write(self, stream, tables=None, format=ExportFormat.JSON, include_keys: bool = False,
               progress=None) -> dict[str, int]:
         """Write the document to text ``stream``; returns rows written per table.
-
-        ``progress(table, n)`` is called after each page of rows.
-        """
-        writer = document_writer(stream, format)
+        ``progress(table, n)`` is called after each page of rows."""
+        fmt = export_format(format)
         models = resolve_tables(tables)
         database = _database_of(self._uow)
-        counts = {}
-        with bound_models(database, ALL_MODELS), _snapshot(database), small_page_cache(database):
-            writer.header({"format_version": FORMAT_VERSION,
-                           "exported_at": plain_value(utc_now())})
-            for model in models:
-                name = model._meta.table_name
-                counts[name] = 0
+        counts = {m._meta.table_name: 0 for m in models}
 
-                def rows(model=model, name=name):
-                    for count, page in _pages(database, model, include_keys):
-                        yield from page
-                        counts[name] += count
-                        if progress is not None:
-                            progress(name, count)
-                writer.table(name, rows())
-            writer.footer()
+        def rows(model):
+            name = model._meta.table_name
+            for count, page in _pages(database, model, include_keys):
+                yield from page
+                counts[name] += count
+                if progress is not None:
+                    progress(name, count)
+
+        with bound_models(database, ALL_MODELS), _snapshot(database), small_page_cache(database):
+            header = {"format_version": FORMAT_VERSION, "exported_at": plain_value(utc_now())}
+            write_document(stream, fmt, header, ((m._meta.table_name, rows(m)) for m in models))
         return counts
 
 
 def _pages(database, model, include_keys: bool):
-    """(row count, row dicts made lazily) a page at a time, in key order. Values are
-    the fields' own (``python_value``; skipped where the driver's value is already it),
-    made plain JSON by the document format."""
+    """(row count, row dicts made lazily) a page at a time, in key order."""
     fields = _columns(model, include_keys)
     keys = [_key(f) for f in fields]
     converters = [_export_converter(f) for f in fields]
-    secret = next((i for i, f in enumerate(fields) if f is CardProfile.psk_key_encrypted),
-                  None)
-    if secret is not None:  # the one value no field gives in a portable form
-        converters[secret] = lambda v: decrypt_psk(bytes(v)).hex()
     pk = model._meta.primary_key
     pk_index = fields.index(pk)
 
@@ -237,6 +222,8 @@ def _export_converter(f: peewee.Field):
     """Driver value -> document value for ``f``: the field's ``export_value`` if it has
     one, nothing where ``python_value`` gives the driver's value back, else
     ``python_value`` made plain JSON (floats too: infinity becomes null)."""
+    if f is CardProfile.psk_key_encrypted:  # the one value no field gives in a portable form
+        return lambda value: decrypt_psk(bytes(value)).hex()
     export_value = getattr(f, "export_value", None)
     if export_value is not None:
         return export_value
@@ -269,27 +256,16 @@ class ImportResult:
     dry_run: bool = False
 
     def to_dict(self) -> dict:
-        return {"created": self.created, "updated": self.updated, "skipped": self.skipped,
-                "unchanged": self.unchanged, "errors": list(self.errors),
-                "tables": self.tables, "dry_run": self.dry_run}
+        return dataclasses.asdict(self)
 
     def _count(self, table: str, what: str, n: int = 1) -> None:
-        counts = self.tables.setdefault(table, _zero_counts())
-        counts[what] += n
+        self.tables.setdefault(table, dict.fromkeys(_COUNTS, 0))[what] += n
         setattr(self, what, getattr(self, what) + n)
 
 
-def _zero_counts() -> dict[str, int]:
-    return {"created": 0, "updated": 0, "skipped": 0, "unchanged": 0}
-
-
 class DataImporter:
-    """Imports a document in one transaction, all or nothing.
-
-    JSON Lines is read a line at a time and each chunk of rows is checked, decided and
-    written in one pass, so memory stays flat; JSON and YAML are parsed whole first. Any
-    problem rolls everything back and raises one ValidationError listing every problem.
-    """
+    """Imports a document in one transaction, all or nothing: JSON Lines a chunk of rows
+    at a time (memory stays flat), JSON and YAML parsed whole first."""
 
     def __init__(self, uow):
         self._uow = uow
@@ -330,17 +306,16 @@ def _conflict_mode(value) -> ConflictMode:
 
 
 class _Keys:
-    """The keys of one table met so far, to catch duplicates and resolve references:
-    ascending integer ids (as an export lists them) in an array, 8 bytes each; any other
-    key in a set."""
+    """One table's keys met so far in the file: ascending integer ids (as an export lists
+    them) in an array, 8 bytes each; any other key in a set."""
 
     def __init__(self):
         self._ids = array("q")
         self._other: set = set()
 
     def extend_ascending(self, keys: list) -> bool:
-        """Remember ``keys`` at once if they are integers, ascending, after every id met
-        so far and none of the other keys; False (nothing remembered) otherwise."""
+        """Remember ``keys`` if they are integers, ascending, after every id met so far and
+        none of the other keys; False (nothing remembered) otherwise."""
         try:
             new = array("q", keys)
         except (TypeError, OverflowError):
@@ -361,32 +336,25 @@ class _Keys:
     def __contains__(self, key) -> bool:
         if key in self._other:
             return True
-        ids = self._ids
-        if type(key) is not int or not ids:
+        if type(key) is not int or not self._ids:
             return False
-        i = bisect.bisect_left(ids, key)
-        return i < len(ids) and ids[i] == key
-
-
-class _Shape(list):
-    """The fast path's plan for one shape of row (see ``_Import._shape``)."""
-
-    complete = False
+        i = bisect.bisect_left(self._ids, key)
+        return i < len(self._ids) and self._ids[i] == key
 
 
 class _LogIds:
-    """Log ids an import hands out: after every id stored or met in the file so far; a
-    later file row naming an id handed out is treated as one whose id is taken."""
+    """Log ids an import hands out: after every id stored or met in the file so far."""
 
     def __init__(self):
         self.before = CommLog.select(peewee.fn.MAX(CommLog.id)).scalar() or 0
         self.next = self.before + 1
         self.claimed: set = set()   # stored ids a file row was matched to
-        self.given: set = set()     # ids handed to new rows
+        self.given: set = set()     # ids handed to new rows (a later file row naming one
+        #                             is treated as one whose id is taken)
 
     def new(self) -> int:
+        self.given.add(self.next)
         self.next += 1
-        self.given.add(self.next - 1)
         return self.next - 1
 
 
@@ -395,6 +363,12 @@ def _name(key) -> str:
     if isinstance(key, str) and len(key) <= 64 and key.isascii() and key.isprintable():
         return key
     return quote(key)
+
+
+@functools.cache
+def _by_key(model) -> dict:
+    """Document key -> (field, field name, conversion) for ``model``'s columns."""
+    return {_key(f): (f, f.name, _converter(f)) for f in _columns(model)}
 
 
 class _Import:
@@ -413,8 +387,7 @@ class _Import:
         self.next_index: dict = {}    # model -> index of its next row in the file
         self.log_ids: _LogIds | None = None
         self.psk_checked = False
-        self._by_key: dict = {}
-        self._shapes: dict = {}
+        self._shapes: dict = {}       # (model, a row's keys) -> the fast path's plan
 
     def problem(self, text: str) -> None:
         if len(self.problems) < _MAX_PROBLEMS:
@@ -425,7 +398,7 @@ class _Import:
     def run(self, document) -> None:
         if isinstance(document, JsonLines):
             self._header(document.header, "line 1: ")
-            for key, group in itertools.groupby(document, key=lambda item: item[0]):
+            for key, group in itertools.groupby(document, key=operator.itemgetter(0)):
                 self._section(key, (raw for _, raw in group if raw is not None))
         else:
             self._header(document, "")
@@ -447,13 +420,11 @@ class _Import:
                 if model in tables:
                     self._section(model._meta.table_name, tables[model])
         if self.problems:
-            problems = list(self.problems)
-            if self.extra_problems:
-                problems.append(f"... and {self.extra_problems} more problems")
             count = len(self.problems) + self.extra_problems
+            more = [f"... and {self.extra_problems} more problems"] if self.extra_problems else []
             raise ValidationError(
                 f"import rejected, nothing was changed: {count} problem(s), first: "
-                f"{problems[0]}", problems=problems)
+                f"{self.problems[0]}", problems=self.problems + more)
 
     def _header(self, header: dict, where: str) -> None:
         if isinstance(header, Duplicated):
@@ -464,25 +435,24 @@ class _Import:
             self.problem(f"{where}format_version: this cardlink_lite reads version "
                          f"{FORMAT_VERSION}, got {quote(version)}; export the data again "
                          "with this version")
-        if where:
-            for key in header:
-                if key not in ("format_version", "exported_at", "format"):
-                    self.problem(f"{where}{_name(key)}: unknown header field; a JSON Lines "
-                                 'import starts with {"format_version": 1, "format": "jsonl"}')
+        for key in header if where else ():  # a JSON Lines header line
+            if key not in ("format_version", "exported_at", "format"):
+                self.problem(f"{where}{_name(key)}: unknown header field; a JSON Lines "
+                             'import starts with {"format_version": 1, "format": "jsonl"}')
 
     def _section(self, key, rows) -> None:
         """Rows of the table named ``key``, in chunks."""
         model = _BY_NAME.get(key.lower()) if isinstance(key, str) else None
         if model is None:
-            if key is None:
+            if key is None:  # JSON Lines rows that could not be read before any table line
                 for raw in rows:
-                    self.problem(raw.reason)
+                    self.problem(str(raw))
             else:
                 self.problem(f"{_name(key)}: unknown table; use any of {', '.join(TABLES)} "
                              f"(or {', '.join(_SHORT_NAMES)})")
             return
         table = model._meta.table_name
-        self.result.tables.setdefault(table, _zero_counts())
+        self.result.tables.setdefault(table, dict.fromkeys(_COUNTS, 0))
         index = self.next_index.get(model, 0)
         chunk = []
         for raw in rows:
@@ -508,42 +478,35 @@ class _Import:
             if shape is None:
                 shape = self._shape(model, raw)
             if shape:
+                entries, complete = shape
                 try:
                     row = {name: convert(value) if value is not None else
                            None if null else _null(null)
-                           for (name, convert, null), value in zip(shape, raw.values(),
+                           for (name, convert, null), value in zip(entries, raw.values(),
                                                                      strict=True)}
                 except (ValueError, ValidationError):
                     pass  # the slow path below names the problem
                 else:
-                    if model is not CommLog or row.get("raw_data") != "":
-                        if shape.complete:
-                            return row
+                    if complete and (model is not CommLog or row.get("raw_data") != ""):
+                        return row
+                    return self._finish(model, f"{model._meta.table_name}[{index}]", row, ())
         return self._prepare_slowly(model, index, raw)
 
-    def _shape(self, model, raw: dict) -> list:
-        """The fast path's plan for rows with ``raw``'s keys: (field name, conversion,
-        null allowed) per key; empty when a key is not a field's."""
-        by_key = self._fields(model)
+    def _shape(self, model, raw: dict) -> tuple:
+        """The fast path's plan for rows with ``raw``'s keys: ((field name, conversion, null
+        allowed) per key, whether every field is given); empty when a key is not a field's."""
+        by_key = _by_key(model)
         entries = [by_key.get(k) if type(k) is str else None for k in raw]
-        shape = _Shape() if None in entries else _Shape(
-            (name, convert, f.null) for f, name, convert in entries)
-        shape.complete = len(shape) == len(by_key)
+        shape = () if None in entries else (
+            [(name, convert, f.null) for f, name, convert in entries],
+            len(entries) == len(by_key))
         self._shapes[(model, tuple(raw))] = shape
         return shape
-
-    def _fields(self, model) -> dict:
-        """Document key -> (field, field name, conversion) for ``model``'s columns."""
-        by_key = self._by_key.get(model)
-        if by_key is None:
-            by_key = self._by_key[model] = {
-                _key(f): (f, f.name, _converter(f)) for f in _columns(model)}
-        return by_key
 
     def _prepare_slowly(self, model, index: int, raw):
         where = f"{model._meta.table_name}[{index}]"
         if not isinstance(raw, dict):
-            self.problem(f"{where}: {raw.reason}" if isinstance(raw, BadRow) else
+            self.problem(f"{where}: {raw}" if isinstance(raw, BadRow) else
                          f"{where}: must be a mapping of field names to values, got "
                          f"{type(raw).__name__}")
             return None
@@ -551,7 +514,7 @@ class _Import:
             self.problem(f"{where}: field {_name(raw.duplicate)} appears twice in the row; "
                          "give each field once")
             return None
-        by_key = self._fields(model)
+        by_key = _by_key(model)
         row = {}
         rejected = set()
         for key, value in raw.items():
@@ -573,15 +536,23 @@ class _Import:
             except (ValueError, ValidationError) as exc:
                 rejected.add(name)
                 self.problem(f"{where}.{_name(key)}: {_reason(exc, f)}")
-        return self._finish(model, where, by_key, row, rejected)
+        return self._finish(model, where, row, rejected)
 
-    def _finish(self, model, where: str, by_key: dict, row: dict, rejected: set) -> dict:
+    def _finish(self, model, where: str, row: dict, rejected) -> dict:
+        """New UUID keys for rows without one, defaults (as stored) for absent fields; a
+        problem per required field missing, and for a log row without data."""
         if model is CommLog and row.get("raw_data") == "" and (
                 row.get("direction") != CommDirection.RESET.value):
             self.problem(f"{where}.raw_data: must be hex digits, two per byte; only a reset "
                          "row has none")
-        if len(row) - ("psk_key" in row) < len(by_key):
-            self._fill_missing(model, where, by_key, row, rejected)
+        pk = model._meta.primary_key
+        for f, name, _ in _by_key(model).values():
+            if name in row or name in rejected or (f is pk and isinstance(pk, peewee.AutoField)):
+                continue
+            if f is pk and isinstance(f, UUIDStrField):
+                row[name] = str(uuid.uuid4())
+            elif not f.null and f.default is None:
+                self.problem(f"{where}.{_key(f)}: required field is missing")
         return row
 
     def _psk(self, where: str, value, row: dict) -> None:
@@ -598,19 +569,6 @@ class _Import:
         elif not self.psk_checked:
             encrypt_psk(row["psk_key"])  # EncryptionError (no key) before any write
             self.psk_checked = True
-
-    def _fill_missing(self, model, where: str, by_key: dict, row: dict, rejected: set) -> None:
-        """New UUID keys for rows without one, defaults (as stored) for absent fields; a
-        problem per required field missing."""
-        pk = model._meta.primary_key
-        for f, name, _ in by_key.values():
-            if name in row or name in rejected or (
-                    f is pk and isinstance(pk, peewee.AutoField)):
-                continue
-            if isinstance(f, UUIDStrField) and f.primary_key:
-                row[name] = str(uuid.uuid4())
-            elif not f.null and f.default is None:
-                self.problem(f"{where}.{_key(f)}: required field is missing")
 
     def _check_references(self, model, chunk) -> None:
         for f in model._meta.refs:
@@ -642,41 +600,38 @@ class _Import:
 
     # -- deciding and writing ---------------------------------------------------------------
     def _chunk(self, model, chunk) -> None:
-        try:
-            self._decide_and_write(model, chunk)
-        except peewee.PeeweeException as exc:
-            raise translate_error(exc, f"{model._meta.table_name} row") from exc
-
-    def _decide_and_write(self, model, chunk) -> None:
-        self._remember_keys(model, chunk)
-        if model._meta.refs and not self.problems:
-            self._check_references(model, chunk)
-        if self.problems:
-            return  # nothing is decided or written once the import is refused
-        rows = [row for _, row in chunk]
-        pk = model._meta.primary_key.name
-        existing = _stored_keys(model, [r[pk] for r in rows if pk in r])
-        if model is CommLog:
-            existing = self._match_logs(rows, existing)
-        same = set() if self.mode is ConflictMode.SKIP or not existing else \
-            self._identical(model, rows, existing)
         table = model._meta.table_name
-        creates = []
-        for row in rows:
-            key = row.get(pk)
-            if key is None or key not in existing:
-                creates.append(row)
-            elif self.mode is ConflictMode.SKIP:
-                self.result._count(table, "skipped")
-            elif key in same:
-                self.result._count(table, "unchanged")
-            else:
-                self.result._count(table, "updated")
-                if self.write:
-                    self._update(model, row)
-        if creates and self.write:
-            self._insert(model, creates)
-        self.result._count(table, "created", len(creates))
+        try:
+            self._remember_keys(model, chunk)
+            if model._meta.refs and not self.problems:
+                self._check_references(model, chunk)
+            if self.problems:
+                return  # nothing is decided or written once the import is refused
+            rows = [row for _, row in chunk]
+            pk = model._meta.primary_key.name
+            existing = _stored_keys(model, [r[pk] for r in rows if pk in r])
+            if model is CommLog:
+                existing = self._match_logs(rows, existing)
+            same = set() if self.mode is ConflictMode.SKIP or not existing else \
+                self._identical(model, rows, existing)
+            creates = []
+            for row in rows:
+                key = row.get(pk)
+                if key is None or key not in existing:
+                    creates.append(row)
+                elif self.mode is ConflictMode.SKIP:
+                    self.result._count(table, "skipped")
+                elif key in same:
+                    self.result._count(table, "unchanged")
+                else:
+                    self.result._count(table, "updated")
+                    if self.write:
+                        self._update(model, row)
+            if creates and self.write:
+                self._insert(model, creates)
+            self.result._count(table, "created", len(creates))
+        except peewee.PeeweeException as exc:
+            raise translate_error(exc, f"{table} row") from exc
 
     def _insert(self, model, rows: list[dict]) -> None:
         # Rows of one shape (the fields they give) are written together; absent fields
@@ -722,25 +677,20 @@ class _Import:
         if self.mode is ConflictMode.MERGE:
             return {k: v for k, v in row.items()
                     if v is not None and k != pk.name and k != "psk_key"}
-        values = {}
-        for f in model._meta.sorted_fields:
-            if f is pk or f.name in model.secret_fields or (
-                    f.name == "created_at" and f.name not in row):
-                continue
-            if f.name in row:
-                values[f.name] = row[f.name]
-            else:
-                values[f.name] = f.db_value(f.default() if callable(f.default) else f.default)
-        return values
+        return {f.name: row[f.name] if f.name in row else
+                f.db_value(f.default() if callable(f.default) else f.default)
+                for f in model._meta.sorted_fields
+                if f is not pk and f.name not in model.secret_fields
+                and (f.name in row or f.name != "created_at")}
 
     def _identical(self, model, rows, existing) -> set:
         """Keys of stored rows that an update from ``rows`` would leave as they are."""
         pk = model._meta.primary_key
         keys = [row[pk.name] for row in rows if row.get(pk.name) in existing]
-        fields = model._meta.sorted_fields
-        stored = {values[0]: {f.name: f.db_value(v) for f, v in zip(fields[1:], values[1:],
+        fields = model._meta.sorted_fields[1:]
+        stored = {values[0]: {f.name: f.db_value(v) for f, v in zip(fields, values[1:],
                                                                     strict=True)}
-                  for values in model.select(pk, *fields[1:]).where(pk.in_(keys)).tuples()}
+                  for values in model.select(pk, *fields).where(pk.in_(keys)).tuples()}
         same = set()
         for row in rows:
             old = stored.get(row.get(pk.name))
@@ -755,16 +705,14 @@ class _Import:
     def _match_logs(self, rows, stored_ids) -> set:
         """Ids of ``rows`` already stored as the same APDU; the others become new rows.
 
-        Log ids are per-store counters, so an equal id from another store is a different
-        row. A file row is the stored row of its id when session, time, direction and data
-        are equal; when its id holds another APDU it is matched to a stored row with that
-        content not matched yet (the file's id replaced by the stored one), else it is
-        added under a new id. Identical APDUs (a repeated STATUS in one millisecond) are
-        matched one to one, so a store's own export always re-imports unchanged.
+        Log ids are per-store counters: a file row is the stored row of its id when
+        session, time, direction and data are equal; when its id holds another APDU it
+        takes a stored row with that content not matched yet, else a new id. Identical
+        APDUs are matched one to one, so a store's own export re-imports unchanged.
         """
+        if self.log_ids is None:
+            self.log_ids = _LogIds()
         ids = self.log_ids
-        if ids is None:
-            ids = self.log_ids = _LogIds()
         fields = [CommLog.session, CommLog.timestamp, CommLog.direction, CommLog.raw_data]
         names = [f.name for f in fields]
 
@@ -849,59 +797,30 @@ def _reason(exc: Exception, f: peewee.Field) -> str:
     return text
 
 
-_CONVERTERS: dict = {}
-
-
+@functools.cache
 def _converter(f: peewee.Field):
-    """Document value -> the value ``f`` stores. The JSON type is checked here (text in a
-    text column, a whole number in an integer column...); the rest is the field's own
-    ``db_value`` (enum members, UUIDs, lengths, NUL, timestamps). ValueError or
-    ValidationError say what is wrong."""
-    convert = _CONVERTERS.get(f)
-    if convert is None:
-        convert = _CONVERTERS[f] = _build_converter(f)
-    return convert
-
-
-def _build_converter(f: peewee.Field):
+    """Document value (never None) -> the value ``f`` stores. The JSON type is checked here
+    (text in a text column, a whole number in an integer column...); the rest is the
+    field's own ``db_value``. ValueError or ValidationError say what is wrong."""
     target = f.rel_field if isinstance(f, peewee.ForeignKeyField) else f
-    db_value = f.db_value
-    kind = _kind(target)
-    # Per model: the APDU writer's hex rules (a field's db_value also sees LIKE patterns).
     if target is CommLog.raw_data:
-        def hex_text(value):
-            # An export's own form passes at once; anything else by the writer's rule.
-            if type(value) is str and not len(value) & 1 and _UPPER_HEX(value) and \
-                    len(value) <= MAX_RAW_HEX:
-                return value
-            return value if value == "" else normalize_hex(_text(value))
-        check = hex_text
-    elif target is CommLog.status_word:
-        def status_word(value):
-            if type(value) is str and _STATUS_WORD(value):
-                return db_value(value)
-            raise ValueError(f"must be four hex digits such as 9000, got {quote(value)}")
-        check = status_word
-    else:
-        check = _CHECKS[kind](target, db_value)
-
+        return _hex_text
+    check = _type_check(target, f.db_value)
     if isinstance(target, UUIDStrField | EnumField) or target is CommLog.status_word or \
             target is CommLog.status_message:
-        memo: dict = {}  # keys, enum values, status words: a few values on many rows
-        uncached = check
+        memo = functools.lru_cache(maxsize=10_000)(check)  # a few values on many rows
 
         def cached(value):
-            hit = memo.get(value) if type(value) is str else None
-            if hit is None:
-                hit = uncached(value)
-                if type(value) is str:
-                    if len(memo) > 10_000:
-                        memo.clear()
-                    memo[value] = hit
-            return hit
-        check = cached
+            return memo(value) if type(value) is str else check(value)
+        return cached
+    return check
 
-    return check  # None never reaches it (see _Import._prepare)
+
+def _hex_text(value):
+    """The APDU writer's hex rules (a field's db_value also sees LIKE patterns)."""
+    if type(value) is str and is_hex(value) and not len(value) & 1 and len(value) <= MAX_RAW_HEX:
+        return value  # an export's own form passes at once
+    return value if value == "" else normalize_hex(_text(value))
 
 
 def _null(nullable: bool) -> None:
@@ -910,100 +829,72 @@ def _null(nullable: bool) -> None:
         raise ValueError("must not be null")
 
 
-def _kind(f: peewee.Field) -> str:
-    if isinstance(f, peewee.BooleanField):
-        return "bool"
-    if isinstance(f, peewee.FloatField):
-        return "float"
-    if isinstance(f, peewee.IntegerField):
-        return "int"
-    if f.field_type == DATETIME_MS:
-        return "time"
-    if f.field_type == JSON_TEXT:
-        return "json"
-    return "text"
-
-
 def _text(value) -> str:
     if type(value) is not str:
         raise ValueError(f"must be text, got {type(value).__name__} {quote(value)}")
     return value
 
 
-def _text_check(f, db_value):
-    # A TEXT column holds 64 KiB on MySQL: a file that imports must import anywhere.
-    column_bytes = _MAX_TEXT_BYTES if f.field_type == "TEXT" else None
-
-    def text(value):
-        stored = db_value(_text(value))  # NUL, lone surrogates, max_length
-        if column_bytes and not value.isascii() and len(value.encode()) > column_bytes:
-            raise ValueError(f"is {len(value.encode()):,} bytes of UTF-8; at most "
-                             f"{column_bytes:,} fit (a TEXT column on MySQL)")
-        return stored
-    return text
-
-
-def _int_check(f, db_value):
-    big = isinstance(f, peewee.BigAutoField | peewee.BigIntegerField)
-    high = 2**63 if big else 2**15 if isinstance(f, peewee.SmallIntegerField) else 2**31
-    low = 1 if f.primary_key else -high
-
-    def whole(value):
-        if type(value) is int and low <= value < high:
-            return value
-        if type(value) is not int:
-            raise ValueError(f"must be a whole number, got {quote(value)}")
-        raise ValueError(f"{quote(value)} is out of range")
-    return whole
-
-
-def _float_check(f, db_value):
-    def number(value):
-        if type(value) is float and -1e308 < value < 1e308:
-            return value
-        if type(value) is int:
-            try:
-                return db_value(value)
-            except OverflowError:
-                pass
-        raise ValueError(f"must be a finite number, got {quote(value)}")
-    return number
-
-
-def _bool_check(f, db_value):
-    def boolean(value):
-        if type(value) is bool:
-            return db_value(value)
-        raise ValueError(f"must be true or false, got {quote(value)}")
-    return boolean
-
-
 _ISO_HINT = "must be an ISO-8601 date and time like 2024-11-29T10:00:00.123Z"
 
 
-def _time_check(f, db_value):
-    def timestamp(value):
-        if type(value) is datetime:  # YAML reads unquoted times; without an offset: UTC
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=timezone.utc)
-        elif type(value) is not str:
-            raise ValueError(f"{_ISO_HINT}, got {quote(value)}")
-        try:
-            stored = db_value(value)
-        except OverflowError:
-            stored = None
-        if type(stored) is not datetime:
-            raise ValueError(f"{_ISO_HINT} within 0001-01-01..9999-12-31 (UTC), got "
-                             f"{quote(value if type(value) is str else value.isoformat())}")
-        return stored
-    return timestamp
+def _type_check(f: peewee.Field, db_value):
+    """``db_value`` behind a check that the document value has the JSON type ``f`` takes."""
+    if f is CommLog.status_word:
+        def check(value):
+            if type(value) is str and _STATUS_WORD(value):
+                return db_value(value)
+            raise ValueError(f"must be four hex digits such as 9000, got {quote(value)}")
+    elif isinstance(f, peewee.BooleanField):
+        def check(value):
+            if type(value) is bool:
+                return db_value(value)
+            raise ValueError(f"must be true or false, got {quote(value)}")
+    elif isinstance(f, peewee.FloatField):
+        def check(value):
+            if type(value) is float and -1e308 < value < 1e308:
+                return value
+            if type(value) is int:
+                with contextlib.suppress(OverflowError):
+                    return db_value(value)
+            raise ValueError(f"must be a finite number, got {quote(value)}")
+    elif isinstance(f, peewee.IntegerField):
+        big = isinstance(f, peewee.BigAutoField | peewee.BigIntegerField)
+        high = 2**63 if big else 2**15 if isinstance(f, peewee.SmallIntegerField) else 2**31
+        low = 1 if f.primary_key else -high
 
+        def check(value):
+            if type(value) is int and low <= value < high:
+                return value
+            if type(value) is not int:
+                raise ValueError(f"must be a whole number, got {quote(value)}")
+            raise ValueError(f"{quote(value)} is out of range")
+    elif f.field_type == DATETIME_MS:
+        def check(value):
+            if type(value) is datetime:  # YAML reads unquoted times; without an offset: UTC
+                if value.tzinfo is None:
+                    value = value.replace(tzinfo=timezone.utc)
+            elif type(value) is not str:
+                raise ValueError(f"{_ISO_HINT}, got {quote(value)}")
+            try:
+                stored = db_value(value)
+            except OverflowError:
+                stored = None
+            if type(stored) is not datetime:
+                raise ValueError(f"{_ISO_HINT} within 0001-01-01..9999-12-31 (UTC), got "
+                                 f"{quote(value if type(value) is str else value.isoformat())}")
+            return stored
+    elif f.field_type == JSON_TEXT:
+        def check(value):
+            return db_value(check_json_value(value))
+    else:
+        # A TEXT column holds 64 KiB on MySQL: a file that imports must import anywhere.
+        column_bytes = _MAX_TEXT_BYTES if f.field_type == "TEXT" else None
 
-def _json_check(f, db_value):
-    def json_value(value):
-        return db_value(check_json_value(value))
-    return json_value
-
-
-_CHECKS = {"text": _text_check, "int": _int_check, "float": _float_check,
-           "bool": _bool_check, "time": _time_check, "json": _json_check}
+        def check(value):
+            stored = db_value(_text(value))  # NUL, lone surrogates, max_length
+            if column_bytes and not value.isascii() and len(value.encode()) > column_bytes:
+                raise ValueError(f"is {len(value.encode()):,} bytes of UTF-8; at most "
+                                 f"{column_bytes:,} fit (a TEXT column on MySQL)")
+            return stored
+    return check

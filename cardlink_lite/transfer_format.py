@@ -23,11 +23,11 @@ __all__ = [
     "ExportFormat",
     "JsonLines",
     "check_json_value",
-    "document_writer",
     "export_format",
     "parse_document",
     "plain_value",
     "read_document",
+    "write_document",
     "write_jsonl",
 ]
 
@@ -98,84 +98,43 @@ def plain_value(value):
     return str(value)
 
 
-class _JsonWriter:
-    """One row per line inside one JSON document: stable bytes, small diffs."""
-
-    def __init__(self, stream):
-        self._out = stream
-
-    def header(self, fields: dict) -> None:
-        self._out.write("{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}"
-                                           for k, v in fields.items()))
-
-    def table(self, name: str, rows) -> None:
-        write = self._out.write
-        dumps = json.dumps
-        write(f",\n  {json.dumps(name)}: [")
-        separator = "\n    "
-        for row in rows:
-            write(separator)
-            write(dumps(row))
-            separator = ",\n    "
-        write("]" if separator == "\n    " else "\n  ]")
-
-    def footer(self) -> None:
-        self._out.write("\n}\n")
-
-
-class _JsonLinesWriter:
-    """The header line, then per table a ``{"table": name}`` line and a line per row."""
-
-    def __init__(self, stream):
-        self._out = stream
-
-    def header(self, fields: dict) -> None:
-        self._out.write(json.dumps({**fields, "format": ExportFormat.JSONL.value}) + "\n")
-
-    def table(self, name: str, rows) -> None:
-        self._out.write(json.dumps({"table": name}) + "\n")
-        write_jsonl(self._out, rows)
-
-    def footer(self) -> None:
-        pass
-
-
-class _YamlWriter:
-    def __init__(self, stream):
-        self._out = stream
-
-    def _dump(self, data) -> str:
+def write_document(stream, format, header: dict, tables) -> None:
+    """Write ``header`` then each ``(name, rows)`` of ``tables`` to text ``stream``."""
+    fmt = export_format(format)
+    write = stream.write
+    if fmt is ExportFormat.JSONL:  # the header line, then a {"table": name} line, a line a row
+        write(json.dumps({**header, "format": fmt.value}) + "\n")
+        for name, rows in tables:
+            write(json.dumps({"table": name}) + "\n")
+            write_jsonl(stream, rows)
+    elif fmt is ExportFormat.YAML:
         yaml = _yaml()
-        return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
-                         default_flow_style=False, sort_keys=False, allow_unicode=False,
-                         width=_YAML_WIDTH)
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
-    def header(self, fields: dict) -> None:
-        self._out.write(self._dump(fields))
-
-    def table(self, name: str, rows) -> None:
-        self._out.write(f"{name}:")
-        empty = True
-        for row in rows:
-            if empty:
-                self._out.write("\n")
+        def dump(data) -> str:
+            return yaml.dump(data, Dumper=dumper, default_flow_style=False, sort_keys=False,
+                             allow_unicode=False, width=_YAML_WIDTH)
+        write(dump(header))
+        for name, rows in tables:
+            write(f"{name}:")
+            empty = True
+            for row in rows:
+                write(("\n" if empty else "") + dump([row]))
                 empty = False
-            self._out.write(self._dump([row]))
-        if empty:
-            self._out.write(" []\n")
-
-    def footer(self) -> None:
-        pass
-
-
-_WRITERS = {ExportFormat.JSON: _JsonWriter, ExportFormat.JSONL: _JsonLinesWriter,
-            ExportFormat.YAML: _YamlWriter}
-
-
-def document_writer(stream, format):
-    """A writer of ``format`` on text ``stream``: ``header(fields)``, ``table(name, rows)``
-    for each table, ``footer()``."""
-    return _WRITERS[export_format(format)](stream)
+            if empty:
+                write(" []\n")
+    else:  # one row per line inside one JSON document: stable bytes, small diffs
+        dumps = json.dumps
+        write("{\n" + ",\n".join(f"  {dumps(k)}: {dumps(v)}" for k, v in header.items()))
+        for name, rows in tables:
+            write(f",\n  {dumps(name)}: [")
+            separator = "\n    "
+            for row in rows:
+                write(separator)
+                write(dumps(row))
+                separator = ",\n    "
+            write("]" if separator == "\n    " else "\n  ]")
+        write("\n}\n")
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -187,11 +146,8 @@ class Duplicated(dict):
     duplicate = None
 
 
-class BadRow:
-    """A JSON Lines row that could not be read (``reason`` says why)."""
-
-    def __init__(self, reason: str):
-        self.reason = reason
+class BadRow(str):
+    """A JSON Lines row that could not be read; the text says why."""
 
 
 def _pairs(pairs: list) -> dict:
@@ -344,33 +300,26 @@ class JsonLines:
         table = None
         readline = self._readline
         decode = _decode
-        while True:
-            text = readline(MAX_LINE_CHARS)
-            if not text:
-                return
+        while text := readline(MAX_LINE_CHARS):
             self.line += 1
             if len(text) >= MAX_LINE_CHARS and text[-1:] not in ("\n", b"\n"):
                 while text and text[-1:] not in ("\n", b"\n"):  # skip the rest of it
                     text = readline(1 << 20)
-                yield table, BadRow(f"line {self.line} is longer than {MAX_LINE_CHARS:,} "
-                                    "characters")
-                continue
-            try:
-                row = decode(text.decode("utf-8") if type(text) is bytes else text)
-            except UnicodeDecodeError as exc:
-                yield table, BadRow(f"line {self.line} is not UTF-8 text (byte {exc.start})")
-                continue
-            except (ValueError, RecursionError) as exc:
-                if not text.strip():
-                    continue
-                yield table, BadRow(f"line {self.line}: {_json_problem(exc)}")
-                continue
+                row = BadRow(f"line {self.line} is longer than {MAX_LINE_CHARS:,} characters")
+            else:
+                try:
+                    row = decode(text.decode("utf-8") if type(text) is bytes else text)
+                except UnicodeDecodeError as exc:
+                    row = BadRow(f"line {self.line} is not UTF-8 text (byte {exc.start})")
+                except (ValueError, RecursionError) as exc:
+                    if not text.strip():
+                        continue
+                    row = BadRow(f"line {self.line}: {_json_problem(exc)}")
             if type(row) is dict and len(row) == 1 and "table" in row:
                 table = row["table"]
                 yield table, None
-            elif table is None:
-                yield None, BadRow(f"line {self.line}: a row before any {{\"table\": name}} "
-                                   "line")
+            elif table is None and type(row) is not BadRow:
+                yield None, BadRow(f"line {self.line}: a row before any {{\"table\": name}} line")
             else:
                 yield table, row
 
@@ -393,9 +342,7 @@ def read_document(data, format=None):
     :class:`JsonLines` reader. Without ``format``, a first line that is a mapping with
     ``"format": "jsonl"`` says JSON Lines; anything else is parsed whole."""
     fmt = None if format is None else export_format(format)
-    if isinstance(data, dict) or fmt is ExportFormat.YAML:
-        return parse_document(data, fmt)
-    readline = _line_reader(data)
+    readline = None if fmt is ExportFormat.YAML else _line_reader(data)
     if readline is None:
         return parse_document(data, fmt)
     first = readline()
@@ -418,19 +365,12 @@ def read_document(data, format=None):
                 '{"format_version": 1, "format": "jsonl"}; give a file written by '
                 "cardlink-db export --format jsonl")
         return JsonLines(readline, header)
-    rest = data if isinstance(data, str | bytes | bytearray) else _rest(first, readline)
-    return parse_document(rest, fmt)
-
-
-def _rest(first, readline):
-    """The first line read and everything after it, as one text or bytes value."""
-    chunks = [first]
-    while True:
-        chunk = readline(1 << 20)
-        if not chunk:
-            break
+    if isinstance(data, str | bytes | bytearray):
+        return parse_document(data, fmt)
+    chunks = [first]  # a file: the first line read and everything after it
+    while chunk := readline(1 << 20):
         chunks.append(chunk)
-    return chunks[0][:0].join(chunks)
+    return parse_document(first[:0].join(chunks), fmt)
 
 
 def check_json_value(value):
