@@ -272,26 +272,19 @@ class DataImporter:
 
     def import_data(self, data, format=None, conflict_mode=ConflictMode.SKIP,
                     dry_run: bool = False) -> ImportResult:
-        """Import ``data`` (text, bytes, a file object or an already parsed mapping).
-
-        Raises ValidationError listing every problem (``.problems``) and changes nothing
-        when any row is invalid; EncryptionError when a ``psk_key`` arrives without a key.
-        """
+        """Import ``data`` (text, bytes, a file or a mapping). Raises ValidationError listing
+        every problem (``.problems``), or EncryptionError for a ``psk_key`` without a key."""
         mode = _conflict_mode(conflict_mode)
         database = _database_of(self._uow)
         document = read_document(data, format)
         result = ImportResult(dry_run=dry_run)
+        # A dry run reads a snapshot (counts as of one moment, no write lock); an import is
+        # checked and applied in one transaction (IMMEDIATE on SQLite), so no other writer
+        # can make the SKIP/OVERWRITE decisions stale.
         with bound_models(database, ALL_MODELS):
-            if dry_run:
-                # A read snapshot: counts as of one moment, no write lock, nothing written.
-                with _snapshot(database):
-                    _Import(database, mode, result, write=False).run(document)
-                return result
             try:
-                # Checked and applied in one transaction (IMMEDIATE on SQLite), so no
-                # other writer can make the SKIP/OVERWRITE decisions stale.
-                with database.atomic():
-                    _Import(database, mode, result, write=True).run(document)
+                with _snapshot(database) if dry_run else database.atomic():
+                    _Import(database, mode, result, write=not dry_run).run(document)
             except peewee.PeeweeException as exc:
                 raise translate_error(exc, "imported row") from exc
         return result
@@ -490,20 +483,6 @@ class _Import:
                     if complete and (model is not CommLog or row.get("raw_data") != ""):
                         return row
                     return self._finish(model, f"{model._meta.table_name}[{index}]", row, ())
-        return self._prepare_slowly(model, index, raw)
-
-    def _shape(self, model, raw: dict) -> tuple:
-        """The fast path's plan for rows with ``raw``'s keys: ((field name, conversion, null
-        allowed) per key, whether every field is given); empty when a key is not a field's."""
-        by_key = _by_key(model)
-        entries = [by_key.get(k) if type(k) is str else None for k in raw]
-        shape = () if None in entries else (
-            [(name, convert, f.null) for f, name, convert in entries],
-            len(entries) == len(by_key))
-        self._shapes[(model, tuple(raw))] = shape
-        return shape
-
-    def _prepare_slowly(self, model, index: int, raw):
         where = f"{model._meta.table_name}[{index}]"
         if not isinstance(raw, dict):
             self.problem(f"{where}: {raw}" if isinstance(raw, BadRow) else
@@ -518,29 +497,37 @@ class _Import:
         row = {}
         rejected = set()
         for key, value in raw.items():
-            entry = by_key.get(key)
-            if entry is None:
-                entry = by_key.get(model.aliases.get(key, key)) if type(key) is str else None
-                if entry is None:
-                    if model is CardProfile and key == "psk_key":
-                        self._psk(where, value, row)
-                        continue
-                    hint = (" (keys are never imported encrypted: export with --include-keys "
-                            "to get psk_key in hex)") if key == "psk_key_encrypted" else ""
-                    self.problem(f"{where}.{_name(key)}: unknown field{hint}; known fields: "
-                                 f"{', '.join(by_key)}")
-                    continue
-            f, name, convert = entry
-            try:
-                row[name] = convert(value) if value is not None else _null(f.null)
-            except (ValueError, ValidationError) as exc:
-                rejected.add(name)
-                self.problem(f"{where}.{_name(key)}: {_reason(exc, f)}")
+            entry = by_key.get(model.aliases.get(key, key)) if type(key) is str else None
+            if entry is None and model is CardProfile and key == "psk_key":
+                self._psk(where, value, row)
+            elif entry is None:
+                hint = (" (keys are never imported encrypted: export with --include-keys "
+                        "to get psk_key in hex)") if key == "psk_key_encrypted" else ""
+                self.problem(f"{where}.{_name(key)}: unknown field{hint}; known fields: "
+                             f"{', '.join(by_key)}")
+            else:
+                f, name, convert = entry
+                try:
+                    row[name] = convert(value) if value is not None else _null(f.null)
+                except (ValueError, ValidationError) as exc:
+                    rejected.add(name)
+                    self.problem(f"{where}.{_name(key)}: {_reason(exc, f)}")
         return self._finish(model, where, row, rejected)
 
+    def _shape(self, model, raw: dict) -> tuple:
+        """The fast path's plan for rows with ``raw``'s keys: ((field name, conversion, null
+        allowed) per key, whether every field is given); empty when a key is not a field's."""
+        by_key = _by_key(model)
+        entries = [by_key.get(k) if type(k) is str else None for k in raw]
+        shape = () if None in entries else (
+            [(name, convert, f.null) for f, name, convert in entries],
+            len(entries) == len(by_key))
+        self._shapes[(model, tuple(raw))] = shape
+        return shape
+
     def _finish(self, model, where: str, row: dict, rejected) -> dict:
-        """New UUID keys for rows without one, defaults (as stored) for absent fields; a
-        problem per required field missing, and for a log row without data."""
+        """``row`` with a new UUID key if it has none; a problem per required field missing
+        and for a log row without data that is not a reset."""
         if model is CommLog and row.get("raw_data") == "" and (
                 row.get("direction") != CommDirection.RESET.value):
             self.problem(f"{where}.raw_data: must be hex digits, two per byte; only a reset "
@@ -559,25 +546,24 @@ class _Import:
         if value is None:
             return
         try:
-            row["psk_key"] = bytes.fromhex(value) if isinstance(value, str) and value else None
+            key = bytes.fromhex(value) if isinstance(value, str) and value else None
         except ValueError:
-            row["psk_key"] = None
-        if row["psk_key"] is None:
-            del row["psk_key"]
+            key = None
+        if key is None:
             self.problem(f"{where}.psk_key: must be the key in hex (an even number of 0-9a-f "
                          "digits)")
-        elif not self.psk_checked:
-            encrypt_psk(row["psk_key"])  # EncryptionError (no key) before any write
+            return
+        if not self.psk_checked:
+            encrypt_psk(key)  # EncryptionError (no key) before any write
             self.psk_checked = True
+        row["psk_key"] = key
 
     def _check_references(self, model, chunk) -> None:
         for f in model._meta.refs:
             name = f.name
-            present = self.keys.get(f.rel_model)
-            unknown = {row.get(name) for _, row in chunk}  # a few values, many rows
-            unknown.discard(None)
-            if present is not None:
-                unknown = {value for value in unknown if value not in present}
+            present = self.keys.get(f.rel_model, ())
+            unknown = {row.get(name) for _, row in chunk} - {None}  # a few values, many rows
+            unknown = {value for value in unknown if value not in present}
             if unknown:
                 unknown -= _stored_keys(f.rel_model, unknown)
             for index, row in chunk if unknown else ():
@@ -703,13 +689,9 @@ class _Import:
         return same
 
     def _match_logs(self, rows, stored_ids) -> set:
-        """Ids of ``rows`` already stored as the same APDU; the others become new rows.
-
-        Log ids are per-store counters: a file row is the stored row of its id when
-        session, time, direction and data are equal; when its id holds another APDU it
-        takes a stored row with that content not matched yet, else a new id. Identical
-        APDUs are matched one to one, so a store's own export re-imports unchanged.
-        """
+        """Ids of ``rows`` already stored as the same APDU (session, time, direction, data);
+        the others get new ids. Log ids are per-store counters: a row whose id holds another
+        APDU takes an unmatched stored row with its content, one to one, else a new id."""
         if self.log_ids is None:
             self.log_ids = _LogIds()
         ids = self.log_ids

@@ -9,9 +9,10 @@ import functools
 import io
 import json
 import math
-from datetime import datetime, timezone
+from datetime import datetime
 
 from .errors import ValidationError, first_line, quote
+from .fields import iso_utc
 
 __all__ = [
     "FORMAT_VERSION",
@@ -87,10 +88,7 @@ def plain_value(value):
         # in, and a latency of infinity means "unknown".
         return value if math.isfinite(value) else None
     if isinstance(value, datetime):
-        if value.tzinfo is not timezone.utc:
-            value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else \
-                value.astimezone(timezone.utc)
-        return value.isoformat(timespec="milliseconds")[:-6] + "Z"
+        return iso_utc(value, millis=True)
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, str | int):  # subclasses of the plain types
@@ -284,12 +282,9 @@ def parse_document(data, format=None) -> dict:
 
 
 class JsonLines:
-    """A JSON Lines document read a line at a time, never whole.
-
-    ``header`` is the first line's mapping; iterating gives ``(table, None)`` at each
-    ``{"table": name}`` line and ``(table, row)`` for each row line after it (a
-    :class:`BadRow` for a line that is not a JSON object).
-    """
+    """A JSON Lines document read a line at a time: ``header`` is the first line's mapping;
+    iterating gives ``(table, None)`` at each ``{"table": name}`` line, then ``(table, row)``
+    per row line (a :class:`BadRow` for a line that could not be read)."""
 
     def __init__(self, readline, header: dict):
         self._readline = readline
