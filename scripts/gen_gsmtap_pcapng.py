@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cardlink_lite.traces.pcapwrite import CaptureWriter  # noqa: E402
+from tests.pcapwrite import CaptureWriter  # noqa: E402
 
 ATR = "3B9F96801FC78031A073BE21136743200718000001A5"
 # Whole T=0 exchanges (header, data, SW) as SIMtrace2 puts them in one GSMTAP packet.

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from cardlink_lite.cli import cli
 from cardlink_lite.db import database_proxy
 from cardlink_lite.models import CommLog, OTASession, TraceSource
-from cardlink_lite.traces.pcapwrite import CaptureWriter
+from tests.pcapwrite import CaptureWriter
 from tests.test_traces_import import ATR, BENCH, T0
 
 DATA = Path(__file__).parent / "data" / "traces"

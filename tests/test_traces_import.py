@@ -19,7 +19,7 @@ from cardlink_lite import (
 )
 from cardlink_lite.models import TraceSource
 from cardlink_lite.traces import TraceFormatError, import_trace
-from cardlink_lite.traces.pcapwrite import CaptureWriter
+from tests.pcapwrite import CaptureWriter
 
 DATA = Path(__file__).parent / "data" / "traces"
 T0 = 1_732_874_400_123_456_789  # 2024-11-29 10:00:00.123456789 UTC

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cardlink_lite.traces.pcapwrite import CaptureWriter, gsmtap_sim, udp_frame
+from tests.pcapwrite import CaptureWriter, gsmtap_sim, udp_frame
 from cardlink_lite.traces.reading import read_trace
 from cardlink_lite.traces.records import TraceFormatError
 

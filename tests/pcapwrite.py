@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import struct
 
-from .gsmtap import GSMTAP_TYPE_SIM
-from .netlayers import GSMTAP_PORT
+from cardlink_lite.traces.gsmtap import GSMTAP_TYPE_SIM
+from cardlink_lite.traces.netlayers import GSMTAP_PORT
 
 __all__ = ["CaptureWriter", "gsmtap_sim", "udp_frame"]
 
