@@ -1,10 +1,7 @@
-"""Streaming pcap / pcapng reader (standard library ``struct``): packets with their link type.
+"""Streaming pcap / pcapng reader: packets with their link type, in 1 MiB chunks.
 
-Reads a binary file object in 1 MiB chunks, so memory stays flat for any file size. Both
-byte orders; pcap with microsecond or nanosecond timestamps; pcapng with any ``if_tsresol``
-and ``if_tsoffset``, several sections and interfaces. A damaged record is reported with its
-offset and reading resumes at the next plausible record; a truncated tail is reported as the
-number of bytes left.
+Both byte orders, µs/ns pcap, any pcapng ``if_tsresol``/``if_tsoffset``, several sections and
+interfaces. Damage is reported with its offset and reading resumes at the next plausible record.
 """
 
 from __future__ import annotations
@@ -12,7 +9,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-__all__ = ["CaptureStats", "PCAPNG_MAGIC", "PCAP_MAGICS", "read_capture"]
+from .records import ReadStats
+
+__all__ = ["PCAPNG_MAGIC", "PCAP_MAGICS", "read_capture"]
 
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 # pcap magic (as the file's first 4 bytes) -> (byte order, nanosecond resolution)
@@ -27,20 +26,6 @@ _MAX_GAP = 86400 * 365         # seconds between two packets beyond which a head
 
 _SHB, _IDB, _SPB, _OPB, _EPB = 0x0A0D0D0A, 0x00000001, 0x00000003, 0x00000002, 0x00000006
 _KNOWN_BLOCKS = frozenset({_SHB, _IDB, _SPB, _OPB, _EPB, 0x4, 0x5, 0xA, 0xBAD, 0x40000BAD})
-
-
-class CaptureStats:
-    """What reading a capture found besides packets: its kind, damage, a truncated tail."""
-
-    def __init__(self):
-        self.container = None       # "pcap" or "pcapng"
-        self.packets = 0
-        self.corrupt: list[str] = []   # "offset N: what was wrong"
-        self.leftover_bytes = 0     # an incomplete record at the end
-
-    def damage(self, offset: int, what: str) -> None:
-        if len(self.corrupt) < 100:
-            self.corrupt.append(f"offset {offset}: {what}")
 
 
 class _Buffer:
@@ -79,12 +64,22 @@ class _Buffer:
             pass
         return len(self.data) - self.pos
 
+    def resync(self, step: int, size: int, plausible) -> bool:
+        """Move by ``step`` bytes until ``plausible(data, pos)`` (``size`` bytes readable)."""
+        scanned = 0
+        self.pos += step
+        while scanned < _RESYNC_LIMIT and self.need(size):
+            if plausible(self.data, self.pos):
+                return True
+            self.pos += step
+            scanned += step
+        return False
 
-def read_capture(fp, stats: CaptureStats, first: bytes = b"") -> Iterator[tuple[int, int, bytes]]:
+
+def read_capture(fp, stats: ReadStats, first: bytes = b"") -> Iterator[tuple[int, int, bytes]]:
     """Yield ``(link type, timestamp in ns since the epoch or None, packet bytes)``.
 
-    ``first`` holds bytes already read from ``fp`` (format sniffing). Raises ValueError
-    when the file is neither pcap nor pcapng.
+    ``first`` holds bytes already read from ``fp``. Raises ValueError for neither pcap nor pcapng.
     """
     buf = _Buffer(fp, first)
     if not buf.need(4):
@@ -99,7 +94,7 @@ def read_capture(fp, stats: CaptureStats, first: bytes = b"") -> Iterator[tuple[
     raise ValueError("not a pcap or pcapng file")
 
 
-def _pcap(buf: _Buffer, stats: CaptureStats, order: str, nanos: bool):
+def _pcap(buf: _Buffer, stats: ReadStats, order: str, nanos: bool):
     if not buf.need(24):
         stats.leftover_bytes = buf.left()
         return
@@ -110,14 +105,26 @@ def _pcap(buf: _Buffer, stats: CaptureStats, order: str, nanos: bool):
     record = struct.Struct(order + "IIII").unpack_from
     scale = 1 if nanos else 1000
     last_sec = None
+
+    def plausible(data: bytes, pos: int) -> bool:
+        """Two consecutive plausible record headers (or the file's last record) start here."""
+        sec, _, incl, orig = record(data, pos)
+        if incl > limit or orig < incl or (last_sec is not None and abs(sec - last_sec) >= 86400):
+            return False
+        if buf.need(32 + incl):
+            nsec, _, nincl, norig = record(buf.data, buf.pos + 16 + incl)
+            return nincl <= limit and norig >= nincl and abs(nsec - sec) < 86400
+        return buf.need(16 + incl)
+
     while True:
         if not buf.need(16):
             break
         sec, frac, incl, orig = record(buf.data, buf.pos)
         if incl > limit or orig < incl or (last_sec is not None
                                            and abs(sec - last_sec) > _MAX_GAP):
-            stats.damage(buf.offset, f"pcap record header makes no sense (length {incl})")
-            if not _resync_pcap(buf, record, limit, last_sec):
+            stats.damage(f"offset {buf.offset}",
+                         f"pcap record header makes no sense (length {incl})")
+            if not buf.resync(1, 16, plausible):
                 stats.leftover_bytes = buf.left()
                 return
             continue
@@ -126,74 +133,49 @@ def _pcap(buf: _Buffer, stats: CaptureStats, order: str, nanos: bool):
         start = buf.pos + 16
         buf.pos = start + incl
         last_sec = sec
-        stats.packets += 1
         yield linktype, sec * 1_000_000_000 + frac * scale, buf.data[start:start + incl]
     stats.leftover_bytes = len(buf.data) - buf.pos
 
 
-def _resync_pcap(buf: _Buffer, record, limit: int, last_sec) -> bool:
-    """Move to the next offset where two consecutive plausible record headers start."""
-    scanned = 0
-    buf.pos += 1
-    while scanned < _RESYNC_LIMIT and buf.need(16):
-        sec, _, incl, orig = record(buf.data, buf.pos)
-        if incl <= limit and orig >= incl and (last_sec is None or abs(sec - last_sec) < 86400):
-            if buf.need(32 + incl):
-                nsec, _, nincl, norig = record(buf.data, buf.pos + 16 + incl)
-                if nincl <= limit and norig >= nincl and abs(nsec - sec) < 86400:
-                    return True
-            elif buf.need(16 + incl):
-                return True  # the last record of the file
-        buf.pos += 1
-        scanned += 1
-    return False
-
-
-class _Interface:
-    __slots__ = ("linktype", "scale_num", "scale_den", "offset_ns")
-
-    def __init__(self, linktype: int):
-        self.linktype = linktype
-        self.scale_num, self.scale_den = 1000, 1  # microseconds by default
-        self.offset_ns = 0
-
-    def nanoseconds(self, units: int) -> int:
-        return units * self.scale_num // self.scale_den + self.offset_ns
-
-
-def _options(data: bytes, start: int, end: int, order: str):
+def _interface(data: bytes, start: int, end: int, order: str) -> tuple[int, int, int, int]:
+    """(link type, num, den, offset) of an interface block: ns = units * num // den + offset."""
+    linktype = struct.unpack_from(order + "H", data, start + 8)[0]
+    num, den, offset = 1000, 1, 0  # microseconds by default
+    start += 16
     while start + 4 <= end:
         code, length = struct.unpack_from(order + "HH", data, start)
         if code == 0:
-            return
+            break
         value = data[start + 4:start + 4 + length]
-        yield code, value
         start += 4 + ((length + 3) & ~3)
-
-
-def _interface(data: bytes, start: int, end: int, order: str) -> _Interface:
-    linktype = struct.unpack_from(order + "H", data, start + 8)[0]
-    iface = _Interface(linktype)
-    for code, value in _options(data, start + 16, end, order):
         if code == 9 and len(value) >= 1:  # if_tsresol
             v = value[0]
             if v & 0x80:
-                iface.scale_num, iface.scale_den = 1_000_000_000, 1 << (v & 0x7F)
+                num, den = 1_000_000_000, 1 << (v & 0x7F)
             elif v <= 9:
-                iface.scale_num, iface.scale_den = 10 ** (9 - v), 1
+                num, den = 10 ** (9 - v), 1
             else:
-                iface.scale_num, iface.scale_den = 1, 10 ** (v - 9)
+                num, den = 1, 10 ** (v - 9)
         elif code == 14 and len(value) >= 8:  # if_tsoffset, seconds
-            iface.offset_ns = struct.unpack_from(order + "q", value, 0)[0] * 1_000_000_000
-    return iface
+            offset = struct.unpack_from(order + "q", value, 0)[0] * 1_000_000_000
+    return linktype, num, den, offset
 
 
-def _pcapng(buf: _Buffer, stats: CaptureStats):
+def _pcapng(buf: _Buffer, stats: ReadStats):
     order = "<"
-    interfaces: list[_Interface] = []
+    interfaces: list[tuple[int, int, int, int]] = []
     header = struct.Struct("<II")
     word = struct.Struct("<I")
-    epb = struct.Struct("<IIIII")
+    epb = struct.Struct("<IIII")
+    opb = struct.Struct("<HHIII")
+
+    def plausible(data: bytes, pos: int) -> bool:
+        """A known block with a matching trailing length starts here."""
+        btype, length = header.unpack_from(data, pos)
+        return (btype in _KNOWN_BLOCKS and 12 <= length <= _MAX_PACKET + 64 and not length % 4
+                and buf.need(length)
+                and header.unpack_from(buf.data, buf.pos + length - 8)[1] == length)
+
     while True:
         # Checks on len(data) first: need() is only called when a chunk boundary is near.
         if len(buf.data) - buf.pos < 12 and not buf.need(12):
@@ -202,23 +184,21 @@ def _pcapng(buf: _Buffer, stats: CaptureStats):
         btype, length = header.unpack_from(data, pos)
         if btype == _SHB:
             bom = data[pos + 8:pos + 12]
-            if bom == b"\x4d\x3c\x2b\x1a":
-                order = "<"
-            elif bom == b"\x1a\x2b\x3c\x4d":
-                order = ">"
-            else:
-                stats.damage(buf.offset, "section header with a bad byte-order magic")
-                if not _resync_pcapng(buf, order):
+            if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+                stats.damage(f"offset {buf.offset}", "section header with a bad byte-order magic")
+                if not buf.resync(4, 12, plausible):
                     break
                 continue
+            order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
             header = struct.Struct(order + "II")
             word = struct.Struct(order + "I")
-            epb = struct.Struct(order + "IIIII")
+            epb = struct.Struct(order + "IIII")
+            opb = struct.Struct(order + "HHIII")
             interfaces = []
             btype, length = header.unpack_from(data, pos)
         if length < 12 or length % 4 or length > _MAX_PACKET + 64:
-            stats.damage(buf.offset, f"pcapng block length {length} makes no sense")
-            if not _resync_pcapng(buf, order):
+            stats.damage(f"offset {buf.offset}", f"pcapng block length {length} makes no sense")
+            if not buf.resync(4, 12, plausible):
                 break
             continue
         if pos + length > len(data):
@@ -226,53 +206,29 @@ def _pcapng(buf: _Buffer, stats: CaptureStats):
                 break
             data, pos = buf.data, buf.pos
         if word.unpack_from(data, pos + length - 4)[0] != length:
-            stats.damage(buf.offset, "pcapng block whose trailing length differs")
-            if not _resync_pcapng(buf, order):
+            stats.damage(f"offset {buf.offset}", "pcapng block whose trailing length differs")
+            if not buf.resync(4, 12, plausible):
                 break
             continue
         buf.pos = pos + length
-        if btype == _EPB:
-            iface_id, high, low, caplen, _ = epb.unpack_from(data, pos + 8)
-            if iface_id >= len(interfaces) or 28 + caplen > length - 4:
-                stats.damage(pos + buf.base, "enhanced packet block with a bad interface or length")
+        if btype == _EPB or btype == _OPB:
+            if btype == _EPB:
+                iface_id, high, low, caplen = epb.unpack_from(data, pos + 8)
+            else:  # obsolete packet block: a 16-bit interface id, then a drops count
+                iface_id, _, high, low, caplen = opb.unpack_from(data, pos + 8)
+            if iface_id >= len(interfaces) or 32 + caplen > length:
+                kind = "enhanced packet block" if btype == _EPB else "packet block"
+                stats.damage(f"offset {pos + buf.base}", f"{kind} with a bad interface or length")
                 continue
-            iface = interfaces[iface_id]
-            stats.packets += 1
-            yield (iface.linktype, iface.nanoseconds(high << 32 | low),
+            linktype, num, den, offset = interfaces[iface_id]
+            yield (linktype, (high << 32 | low) * num // den + offset,
                    data[pos + 28:pos + 28 + caplen])
         elif btype == _IDB:
             interfaces.append(_interface(data, pos, pos + length - 4, order))
         elif btype == _SPB:
             if not interfaces:
-                stats.damage(pos + buf.base, "simple packet block before any interface")
+                stats.damage(f"offset {pos + buf.base}", "simple packet block before any interface")
                 continue
-            stats.packets += 1
-            orig = header.unpack_from(data, pos + 8)[0]
-            caplen = min(orig, length - 16)
-            yield interfaces[0].linktype, None, data[pos + 12:pos + 12 + caplen]
-        elif btype == _OPB:
-            iface_id = struct.unpack_from(order + "H", data, pos + 8)[0]
-            high, low, caplen = struct.unpack_from(order + "III", data, pos + 12)
-            if iface_id >= len(interfaces) or 32 + caplen > length:
-                stats.damage(pos + buf.base, "packet block with a bad interface or length")
-                continue
-            iface = interfaces[iface_id]
-            stats.packets += 1
-            yield (iface.linktype, iface.nanoseconds(high << 32 | low),
-                   data[pos + 28:pos + 28 + caplen])
+            caplen = min(header.unpack_from(data, pos + 8)[0], length - 16)
+            yield interfaces[0][0], None, data[pos + 12:pos + 12 + caplen]
     stats.leftover_bytes = len(buf.data) - buf.pos
-
-
-def _resync_pcapng(buf: _Buffer, order: str) -> bool:
-    """Move to the next 4-byte aligned offset where a known block with a matching trailer starts."""
-    header = struct.Struct(order + "II")
-    scanned = 0
-    buf.pos += 4
-    while scanned < _RESYNC_LIMIT and buf.need(12):
-        btype, length = header.unpack_from(buf.data, buf.pos)
-        if btype in _KNOWN_BLOCKS and 12 <= length <= _MAX_PACKET + 64 and not length % 4:
-            if buf.need(length) and header.unpack_from(buf.data, buf.pos + length - 8)[1] == length:
-                return True
-        buf.pos += 4
-        scanned += 4
-    return False

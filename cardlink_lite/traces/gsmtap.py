@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .capture import CaptureStats, read_capture
+from .capture import read_capture
 from .decode import split_t0_exchange
 from .netlayers import udp_payload
 from .records import ATR, EXCHANGE, ReadStats
@@ -18,41 +18,33 @@ _SUB_TYPES = {0x02: "PPS request", 0x03: "PPS response", 0x04: "TPDU header",
 def read_gsmtap(fp, stats: ReadStats, first: bytes = b""):
     """Yield trace records from a pcap/pcapng file of GSMTAP-SIM packets.
 
-    One APDU packet holds a whole T=0 exchange (header, data, SW1 SW2); an ATR packet
-    (sub-type 1) is an ATR record. Everything else is skipped and counted by reason.
-    Packets carry no latency: the gap between packets is not one.
+    An APDU packet holds a whole T=0 exchange (header, data, SW1 SW2), an ATR packet
+    (sub-type 1) an ATR; others are skipped and counted. The gap between packets is no latency.
     """
-    capture = CaptureStats()
     skip = stats.skip
-    try:
-        for linktype, ts, frame in read_capture(fp, capture, first):
-            payload = udp_payload(linktype, frame)
-            if type(payload) is str:
-                skip(payload)
+    for linktype, ts, frame in read_capture(fp, stats, first):
+        payload = udp_payload(linktype, frame)
+        if type(payload) is str:
+            skip(payload)
+            continue
+        if len(payload) < 16 or payload[0] not in (1, 2):
+            skip("not GSMTAP v1/v2")
+            continue
+        if payload[2] != GSMTAP_TYPE_SIM:
+            skip(f"GSMTAP type {payload[2]} (not SIM)")
+            continue
+        body = payload[payload[1] * 4:]
+        sub = payload[12]
+        if sub == _SUB_APDU:
+            if len(body) < 6:
+                skip("GSMTAP-SIM APDU too short")
                 continue
-            if len(payload) < 16 or payload[0] not in (1, 2):
-                skip("not GSMTAP v1/v2")
+            cmd, rsp = split_t0_exchange(body)
+            yield EXCHANGE, ts, cmd, rsp, None, None
+        elif sub == _SUB_ATR:
+            if not body:
+                skip("GSMTAP-SIM ATR empty")
                 continue
-            if payload[2] != GSMTAP_TYPE_SIM:
-                skip(f"GSMTAP type {payload[2]} (not SIM)")
-                continue
-            body = payload[payload[1] * 4:]
-            sub = payload[12]
-            if sub == _SUB_APDU:
-                if len(body) < 6:
-                    skip("GSMTAP-SIM APDU too short")
-                    continue
-                cmd, rsp = split_t0_exchange(body)
-                yield EXCHANGE, ts, cmd, rsp, None, None
-            elif sub == _SUB_ATR:
-                if not body:
-                    skip("GSMTAP-SIM ATR empty")
-                    continue
-                yield ATR, ts, body, None, None, None
-            else:
-                skip(f"GSMTAP-SIM {_SUB_TYPES.get(sub, f'sub-type {sub}')}")
-    finally:
-        stats.container = capture.container
-        stats.corrupt.extend(capture.corrupt)
-        stats.leftover_bytes = capture.leftover_bytes
-        stats.packets = capture.packets
+            yield ATR, ts, body, None, None, None
+        else:
+            skip(f"GSMTAP-SIM {_SUB_TYPES.get(sub, f'sub-type {sub}')}")

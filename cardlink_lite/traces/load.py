@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from itertools import islice
 
 from ..apdu import ApduLogWriter
@@ -86,12 +88,8 @@ def _stamp(ns: int) -> str:
 
 
 def _file_hash(fp) -> tuple[str, int]:
-    sha = hashlib.sha256()
-    size = 0
-    while True:
-        chunk = fp.read(1 << 20)
-        if not chunk:
-            break
+    sha, size = hashlib.sha256(), 0
+    for chunk in iter(partial(fp.read, 1 << 20), b""):
         sha.update(chunk)
         size += len(chunk)
     fp.seek(0)
@@ -128,57 +126,51 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
     without a time of their own are timed at ``start`` (default: the file's modification
     time, or now for a file object). ``progress(n)`` is called with each chunk's size.
     """
-    if isinstance(path_or_file, str | os.PathLike):
-        path = os.fspath(path_or_file)
-        with open(path, "rb") as fp:
-            if start is None:
-                start = datetime.fromtimestamp(os.stat(fp.fileno()).st_mtime, _UTC)
-            return import_trace(manager, fp, format, session_id=session_id,
-                                split_on_reset=split_on_reset, device_id=device_id,
-                                card_iccid=card_iccid, dry_run=dry_run, start=start,
-                                name=name or path, progress=progress)
-    fp = path_or_file
-    summary = ImportSummary(path=name or getattr(fp, "name", None) or "<stream>",
-                            dry_run=dry_run)
-    start = start or datetime.now(_UTC)
-    database = manager.database
-    known_hash = None
-    if fp.seekable():
-        known_hash, summary.size_bytes = _file_hash(fp)
-        existing = TraceSource.get_or_none(TraceSource.sha256 == known_hash)
-        if existing is not None:
-            return _already(summary, existing, known_hash)
-    reader = _Reader(fp, progress)
-    if dry_run:
-        _check_links(session_id, device_id, card_iccid, split_on_reset)
-        fmt, records, stats = read_trace(reader, format, start)
-        _Importer(summary, None, None, device_id, card_iccid, split_on_reset, start).run(records)
-        return _finish(summary, fmt, stats, reader, known_hash)
-    with database.atomic() as transaction:
-        target = _check_links(session_id, device_id, card_iccid, split_on_reset)
-        fmt, records, stats = read_trace(reader, format, start)
-        source = TraceSource.create(path=summary.path[-512:], format=fmt,
-                                    sha256=known_hash or "pending-" + os.urandom(8).hex(),
-                                    size_bytes=summary.size_bytes)
-        writer = ApduLogWriter(database, batch_size=2000, flush_interval=None,
-                               flush_at_exit=False)
-        importer = _Importer(summary, writer, source.id, device_id, card_iccid,
-                             split_on_reset, start, target)
-        importer.run(records)
-        writer.close()
-        _finish(summary, fmt, stats, reader, known_hash)
-        if known_hash is None:
-            existing = TraceSource.get_or_none(TraceSource.sha256 == summary.sha256)
+    with ExitStack() as stack:
+        fp = path_or_file
+        if isinstance(fp, str | os.PathLike):
+            name = name or os.fspath(fp)
+            fp = stack.enter_context(open(fp, "rb"))
+            start = start or datetime.fromtimestamp(os.stat(fp.fileno()).st_mtime, _UTC)
+        summary = ImportSummary(path=name or getattr(fp, "name", None) or "<stream>",
+                                dry_run=dry_run)
+        start = start or datetime.now(_UTC)
+        known_hash = None
+        if fp.seekable():
+            known_hash, summary.size_bytes = _file_hash(fp)
+            existing = TraceSource.get_or_none(TraceSource.sha256 == known_hash)
             if existing is not None:
-                transaction.rollback()
-                return _already(summary, existing, summary.sha256)
-        importer.close_sessions(stats.open_exchange)
-        summary.source_id = source.id
-        source.sha256 = summary.sha256
-        source.size_bytes = summary.size_bytes
-        source.summary = {k: v for k, v in summary.as_dict().items()
-                          if k not in ("path", "sha256", "source_id", "dry_run")}
-        source.save()
+                return _already(summary, existing, known_hash)
+        reader = _Reader(fp, progress)
+        with (nullcontext() if dry_run else manager.database.atomic()) as transaction:
+            target = _check_links(session_id, device_id, card_iccid, split_on_reset)
+            fmt, records, stats = read_trace(reader, format, start)
+            if dry_run:
+                _Importer(summary, None, None, device_id, card_iccid, split_on_reset,
+                          start).run(records)
+                return _finish(summary, fmt, stats, reader, known_hash)
+            source = TraceSource.create(path=summary.path[-512:], format=fmt,
+                                        sha256=known_hash or "pending-" + os.urandom(8).hex(),
+                                        size_bytes=summary.size_bytes)
+            writer = ApduLogWriter(manager.database, batch_size=2000, flush_interval=None,
+                                   flush_at_exit=False)
+            importer = _Importer(summary, writer, source.id, device_id, card_iccid,
+                                 split_on_reset, start, target)
+            importer.run(records)
+            writer.close()
+            _finish(summary, fmt, stats, reader, known_hash)
+            if known_hash is None:
+                existing = TraceSource.get_or_none(TraceSource.sha256 == summary.sha256)
+                if existing is not None:
+                    transaction.rollback()
+                    return _already(summary, existing, summary.sha256)
+            importer.close_sessions(stats.open_exchange)
+            summary.source_id = source.id
+            source.sha256 = summary.sha256
+            source.size_bytes = summary.size_bytes
+            source.summary = {k: v for k, v in summary.as_dict().items()
+                              if k not in ("path", "sha256", "source_id", "dry_run")}
+            source.save()
     return summary
 
 
@@ -249,10 +241,9 @@ class _Importer:
             add_many(chunk)
 
     def rows(self, records):
-        """Yield the writer rows of ``records``; counts them in the summary as it goes.
+        """Yield the writer rows of ``records``, counted in the summary as it goes.
 
-        The per-record work is inlined (timestamps, channels): it runs a million times
-        for a big capture and is measured by ``scripts/bench_traces.py``.
+        The per-record work is inlined: it runs a million times for a big capture.
         """
         summary = self.summary
         source = self.source_id

@@ -11,11 +11,11 @@ GSMTAP_PORT = 4729
 # Link types we unwrap (tcpdump.org/linktypes.html): Ethernet, Linux cooked v1 (SLL) and
 # v2 (SLL2), BSD loopback, and raw IP (12, 14, 101), IPv4 (228), IPv6 (229).
 _ETH, _SLL, _SLL2, _NULL = 1, 113, 276, 0
+_LINK_HEADERS = {_ETH: (14, 12), _SLL: (16, 14), _SLL2: (20, 0)}  # (length, ethertype at)
 _RAW = frozenset({12, 14, 101, 228, 229})
 _VLAN = frozenset({0x8100, 0x88A8, 0x9100})
 _IPV6_EXTENSIONS = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
 _u16 = struct.Struct("!H").unpack_from
-_u16x2 = struct.Struct("!HH").unpack_from
 _u16x3 = struct.Struct("!HHH").unpack_from
 _NULL_V6 = frozenset({24, 28, 30})
 
@@ -37,8 +37,7 @@ def _ip(frame: bytes, off: int, port: int) -> bytes | str:
         nxt = frame[off + 6] if len(frame) > off + 6 else None
         off += 40
         while nxt in _IPV6_EXTENSIONS and len(frame) >= off + 8:
-            nxt, size = frame[off], (frame[off + 1] + 1) * 8
-            off += size
+            nxt, off = frame[off], off + (frame[off + 1] + 1) * 8
         if nxt == 44:
             return "IP fragment"
         if nxt != 17:
@@ -47,10 +46,9 @@ def _ip(frame: bytes, off: int, port: int) -> bytes | str:
             return "truncated IPv6 packet"
     else:
         return "not IP"
-    sport, dport = _u16x2(frame, off)
+    sport, dport, length = _u16x3(frame, off)
     if sport != port and dport != port:
         return "not GSMTAP (UDP port)"
-    length = _u16(frame, off + 4)[0]
     end = off + length if length >= 8 else len(frame)
     return frame[off + 8:end]
 
@@ -64,22 +62,14 @@ def udp_payload(linktype: int, frame: bytes, port: int = GSMTAP_PORT) -> bytes |
         if sport != port and dport != port:
             return "not GSMTAP (UDP port)"
         return frame[42:34 + length] if length >= 8 else frame[42:]
-    if linktype == _ETH:
-        if len(frame) < 14:
+    if linktype in _LINK_HEADERS:
+        off, at = _LINK_HEADERS[linktype]
+        if len(frame) < off:
             return "truncated frame"
-        ethertype = _u16(frame, 12)[0]
-        off = 14
-        while ethertype in _VLAN and len(frame) >= off + 4:
+        ethertype = _u16(frame, at)[0]
+        while linktype == _ETH and ethertype in _VLAN and len(frame) >= off + 4:
             ethertype = _u16(frame, off + 2)[0]
             off += 4
-    elif linktype == _SLL:
-        if len(frame) < 16:
-            return "truncated frame"
-        ethertype, off = _u16(frame, 14)[0], 16
-    elif linktype == _SLL2:
-        if len(frame) < 20:
-            return "truncated frame"
-        ethertype, off = _u16(frame, 0)[0], 20
     elif linktype in _RAW:
         return _ip(frame, 0, port)
     elif linktype == _NULL:

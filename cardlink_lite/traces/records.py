@@ -26,10 +26,14 @@ class ReadStats:
 
     def __init__(self):
         self.skipped: Counter = Counter()
-        self.corrupt: list[str] = []
-        self.leftover_bytes = 0
-        self.open_exchange = False  # the trace ends with a command and no response
-        self.container = None
+        self.corrupt: list[str] = []   # "offset N: ..." / "line N: ...", the first 100
+        self.leftover_bytes = 0        # an incomplete record at the end of a capture
+        self.open_exchange = False     # the trace ends with a command and no response
+        self.container = None          # "pcap" or "pcapng" for a capture
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] += 1
+
+    def damage(self, where: str, what: str) -> None:
+        if len(self.corrupt) < 100:
+            self.corrupt.append(f"{where}: {what}")

@@ -143,8 +143,7 @@ def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool
             continue
         if type(event) is str:
             stats.skip("unreadable line")
-            if len(stats.corrupt) < 100:
-                stats.corrupt.append(f"line {number}: {event}")
+            stats.damage(f"line {number}", event)
             continue
         kind, value = event
         if ts is None and base_ns is not None:
