@@ -6,9 +6,9 @@ import re
 from datetime import datetime
 
 from .records import ATR
-from .textlines import LATENCY, Alternation, hex_bytes, read_lines
+from .textlines import LATENCY, Alternation, hex_bytes
 
-__all__ = ["looks_like_apdu4j", "read_apdu4j"]
+__all__ = ["apdu4j_parser", "looks_like_apdu4j"]
 
 _GENERATED = re.compile(r"#\s*Generated on (.+?) by apdu4j", re.I)
 _RECEIVED = re.compile(r"#\s*Received in (\d+(?:\.\d+)?)\s*ms", re.I)
@@ -21,7 +21,9 @@ def looks_like_apdu4j(head: list[str]) -> bool:
                or line.strip() == "# Sent" for line in head)
 
 
-def _parser():
+def apdu4j_parser():
+    """A line parser for ``read_lines(..., timestamps=False)``: apdu4j writes no per-APDU time,
+    so rows are timed from the ``# Generated on`` header advanced by each response's latency."""
     lines = Alternation()
 
     def parse(text: str):
@@ -46,12 +48,3 @@ def _parser():
         return lines.event(text)
 
     return parse
-
-
-def read_apdu4j(lines, stats, start):
-    """Trace records of an apdu4j dump; latency from its ``# Received in`` comments.
-
-    apdu4j writes no per-APDU time: rows are timed from the ``# Generated on`` header (or
-    ``start``) advanced by each response's latency.
-    """
-    yield from read_lines(lines, _parser(), stats, start, timestamps=False)

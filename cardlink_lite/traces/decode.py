@@ -92,19 +92,11 @@ def _select(cmd, data, rdata):
     return f"SELECT {text}"
 
 
-def _fetch(cmd, data, rdata):
-    proactive = describe_proactive(rdata) if rdata else None
-    return f"FETCH: {proactive}" if proactive else "FETCH"
-
-
-def _terminal_response(cmd, data, rdata):
-    text = describe_terminal_response(data)
-    return f"TERMINAL RESPONSE: {text}" if text else "TERMINAL RESPONSE"
-
-
-def _envelope(cmd, data, rdata):
-    text = describe_envelope(data)
-    return f"ENVELOPE: {text}" if text else "ENVELOPE"
+def _described(name, describe, of_response=False):
+    def named(cmd, data, rdata):
+        text = describe(rdata if of_response else data)
+        return f"{name}: {text}" if text else name
+    return named
 
 
 def _status(cmd, data, rdata):
@@ -157,8 +149,9 @@ def _record(name):
 
 # Base names whose text depends on P1/P2, the data or (FETCH) the card's answer.
 _DETAILS = {
-    "SELECT": _select, "FETCH": _fetch, "TERMINAL RESPONSE": _terminal_response,
-    "ENVELOPE": _envelope, "STATUS": _status, "INSTALL": _install,
+    "SELECT": _select, "FETCH": _described("FETCH", describe_proactive, of_response=True),
+    "TERMINAL RESPONSE": _described("TERMINAL RESPONSE", describe_terminal_response),
+    "ENVELOPE": _described("ENVELOPE", describe_envelope), "STATUS": _status, "INSTALL": _install,
     "LOAD": _blocks("LOAD"), "STORE DATA": _blocks("STORE DATA"), "PUT KEY": _put_key,
     "INITIALIZE UPDATE": _initialize_update, "EXTERNAL AUTHENTICATE": _external_authenticate,
     "MANAGE CHANNEL": _manage_channel, "VERIFY": _pin("VERIFY", True),
@@ -168,6 +161,12 @@ _DETAILS = {
 }
 
 
+def _name(cmd: bytes, data: bytes, response_data: bytes) -> str:
+    name = _NAMES[cmd[0]][cmd[1]]
+    details = _DETAILS.get(name)
+    return name if details is None else details(cmd, data, response_data)
+
+
 def command_name(cmd: bytes, response_data: bytes = b"") -> str:
     """What the command is, e.g. ``"SELECT AID A0000001510000"`` or ``"FETCH: OPEN CHANNEL"``.
 
@@ -175,11 +174,7 @@ def command_name(cmd: bytes, response_data: bytes = b"") -> str:
     """
     if len(cmd) < 4:
         return "malformed command"
-    name = _NAMES[cmd[0]][cmd[1]]
-    details = _DETAILS.get(name)
-    if details is None:
-        return name
-    return details(cmd, command_body(cmd)[0], response_data)
+    return _name(cmd, command_body(cmd)[0], response_data)
 
 
 _messages: dict[tuple, str] = {}
@@ -190,11 +185,8 @@ def decode_exchange(cmd: bytes, response: bytes) -> tuple[str, str | None, str |
     if len(cmd) < 4:
         return "malformed command", None, None
     response_data = response[:-2]
-    name = _NAMES[cmd[0]][cmd[1]]
-    details = _DETAILS.get(name)
     data = command_body(cmd)[0] if len(cmd) > 5 else b""
-    if details is not None:
-        name = details(cmd, data, response_data)
+    name = _name(cmd, data, response_data)
     rtext = None
     if name[:7] == "FETCH: ":
         rtext = f"proactive command {name[7:]}"
@@ -219,10 +211,9 @@ _OUTGOING = frozenset({0x12, 0x70, 0x84, 0xB0, 0xB1, 0xB2, 0xB3, 0xC0, 0xCA, 0xC
 def split_t0_exchange(body: bytes) -> tuple[bytes, bytes]:
     """(command, response) of a whole T=0 exchange ``CLA INS P1 P2 P3 [data] [data] SW1 SW2``.
 
-    Whether the data after the header is the command's or the card's depends on the
-    instruction (as pySim-trace decides it); STATUS (``F2``) without GlobalPlatform's
-    search criteria and an unknown instruction whose length only fits outgoing data are
-    read as outgoing. An extended-length command (P3 = 00, Lc in two bytes) is kept whole.
+    The instruction decides whose the data is (as in pySim-trace); STATUS without GlobalPlatform
+    criteria and an unknown one whose length only fits outgoing data read as outgoing; an
+    extended-length command (P3 = 00, Lc in two bytes) is kept whole.
     """
     if len(body) < 7:
         return body[:-2], body[-2:]

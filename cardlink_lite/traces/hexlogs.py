@@ -7,9 +7,9 @@ import re
 
 from .decode import split_t0_exchange
 from .records import RESET
-from .textlines import COMMAND, EXCHANGE_LINE, RESPONSE, Alternation, hex_bytes, read_lines
+from .textlines import COMMAND, EXCHANGE_LINE, RESPONSE, Alternation, hex_bytes
 
-__all__ = ["HEX_FORMATS", "is_consistent_command", "is_plausible_response", "read_hex_log"]
+__all__ = ["HEX_FORMATS", "is_consistent_command", "is_plausible_response"]
 
 _PYSCARD_EMPTY = re.compile(r"<\s*\[\]\s*")
 
@@ -100,9 +100,3 @@ HEX_FORMATS = {
     "tca-loader": lambda: _tca_loader,
     "hex-lines": _plain,
 }
-
-
-def read_hex_log(fmt: str, lines, stats, start):
-    """Trace records of a hex log in format ``fmt`` (a key of HEX_FORMATS)."""
-    yield from read_lines(lines, HEX_FORMATS[fmt](), stats, start)
-

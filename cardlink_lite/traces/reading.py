@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from .apdu4j import read_apdu4j
+from .apdu4j import apdu4j_parser
 from .detect import FORMATS, SNIFF_BYTES, detect_format
 from .gsmtap import read_gsmtap
-from .hexlogs import HEX_FORMATS, read_hex_log
+from .hexlogs import HEX_FORMATS
 from .records import ReadStats, TraceFormatError
-from .textlines import text_lines
+from .textlines import read_lines, text_lines
 
 __all__ = ["read_trace"]
 
@@ -31,11 +31,7 @@ def read_trace(fp, fmt: str = "auto", start: datetime | None = None):
     start = start or datetime.now(timezone.utc)
     stats = ReadStats()
     if found in ("pcap", "pcapng"):
-        records = read_gsmtap(fp, stats, head)
-    elif found == "apdu4j":
-        records = read_apdu4j(text_lines(fp, head), stats, start)
-    elif found in HEX_FORMATS:
-        records = read_hex_log(found, text_lines(fp, head), stats, start)
-    else:  # pragma: no cover - FORMATS and the readers list the same names
-        raise TraceFormatError(f"no reader for {found}")
+        return found, read_gsmtap(fp, stats, head), stats
+    parse = apdu4j_parser() if found == "apdu4j" else HEX_FORMATS[found]()
+    records = read_lines(text_lines(fp, head), parse, stats, start, timestamps=found != "apdu4j")
     return found, records, stats

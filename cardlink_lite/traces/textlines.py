@@ -1,11 +1,11 @@
 """Shared machinery of the line-based trace formats: leading timestamps, hex, pairing.
 
-A format is a function from one line (its leading timestamp already taken off) to an
-event; :func:`pair_events` turns the events into trace records.
+A format is a function from one line (without its leading timestamp) to an event.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
 from datetime import datetime, timedelta, timezone
@@ -53,8 +53,8 @@ class Alternation:
 
 
 class Clock:
-    """Turns the timestamps of a text trace into ns since the epoch; time-only stamps take
-    the day of ``start`` and roll over at midnight."""
+    """Text trace timestamps to ns since the epoch; time-only stamps take the day of ``start``
+    and roll over at midnight."""
 
     def __init__(self, start: datetime):
         self.day = start.astimezone(_UTC).date()
@@ -98,28 +98,17 @@ def split_timestamp(line: str, clock: Clock | None):
 
 def text_lines(fp, first: bytes = b""):
     """Decoded lines of a binary file (UTF-8, undecodable bytes replaced), streamed."""
-    stream = io.TextIOWrapper(_Prefixed(fp, first), encoding="utf-8", errors="replace",
-                              newline=None)
-    yield from stream
-
-
-class _Prefixed(io.RawIOBase):
-    """A binary stream that returns ``first`` before the rest of ``fp``."""
-
-    def __init__(self, fp, first: bytes):
-        self.fp, self.first = fp, first
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        if self.first:
-            n = min(len(b), len(self.first))
-            b[:n], self.first = self.first[:n], self.first[n:]
-            return n
-        data = self.fp.read(len(b))
-        b[:len(data)] = data
-        return len(data)
+    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")("replace"),
+                                           translate=True)
+    chunk, rest = first or fp.read(1 << 16), ""
+    while True:
+        *lines, rest = (rest + decoder.decode(chunk, final=not chunk)).split("\n")
+        yield from lines
+        if not chunk:
+            break
+        chunk = fp.read(1 << 16)
+    if rest:
+        yield rest
 
 
 def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool = True):
