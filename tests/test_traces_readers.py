@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.pcapwrite import CaptureWriter, gsmtap_sim, udp_frame
 from cardlink_lite.traces.reading import read_trace
 from cardlink_lite.traces.records import TraceFormatError
+from tests.pcapwrite import CaptureWriter, gsmtap_sim, udp_frame
 
 DATA = Path(__file__).parent / "data" / "traces"
 T0 = 1_732_874_400_123_456_789  # 2024-11-29 10:00:00.123456789 UTC
