@@ -1,12 +1,10 @@
-"""Peewee internals cardlink_lite relies on, each pinned by tests/test_peewee_internals.py.
-
-Nothing else in the package touches Peewee's private attributes; ``pyproject.toml`` pins
-the Peewee minor version those tests pass on.
-"""
+"""Peewee internals cardlink_lite relies on (and nothing else touches), each pinned by
+tests/test_peewee_internals.py; ``pyproject.toml`` pins the Peewee version they pass on."""
 
 from __future__ import annotations
 
 import contextlib
+from typing import Any, NamedTuple
 
 import peewee
 
@@ -52,11 +50,9 @@ def passes_through(field) -> bool:
 
 
 def model_builder(model, fields):
-    """A function turning fetched rows (columns: ``fields``, in that order) into ``model``
-    instances equal to the ones Peewee builds (each value through its field's
-    ``python_value``, nothing dirty, no related row cached), without Peewee's per-field
-    ``setattr`` and per-column converter calls for values the drivers already give as is.
-    Reading a 200-row trace as models is most of its cost otherwise."""
+    """A function turning fetched rows (columns: ``fields``) into ``model`` instances equal to
+    Peewee's, without its per-field ``setattr`` and converter calls for values the drivers
+    already give as is (most of the cost of reading a 200-row trace as models)."""
     names = tuple(f.name for f in fields)
     convert = tuple((f.name, f.python_value) for f in fields if not passes_through(f))
     new = model.__new__
@@ -78,28 +74,17 @@ def model_builder(model, fields):
     return build
 
 
-class Slot:
+class Slot(NamedTuple):
     """Where argument ``index`` goes among a built statement's parameters, and the
     converter Peewee would have applied to a value there (None: none)."""
 
-    __slots__ = ("converter", "index")
-
-    def __init__(self, index: int, converter):
-        self.index = index
-        self.converter = converter
-
-    def __repr__(self) -> str:
-        return f"Slot({self.index})"
+    index: int
+    converter: Any
 
 
 class Param(peewee.ColumnBase):
-    """A placeholder for argument ``index`` of a query whose SQL is built once.
-
-    Rendered as the database's parameter mark; the parameter list gets a :class:`Slot`
-    holding the converter in force there (the compared field's ``db_value``, kept by the
-    SQL context while it renders the right-hand side of ``field == value``), so each run
-    converts its argument exactly as Peewee would have converted a plain value.
-    """
+    """A placeholder for argument ``index`` of a query whose SQL is built once: its
+    :class:`Slot` keeps the converter the SQL context has in force there (``db_value``)."""
 
     def __init__(self, index: int):
         super().__init__()

@@ -91,25 +91,20 @@ class DatabaseConfig:
         return self.database_url
 
     @property
-    def backend(self) -> str:
-        """``sqlite``, ``mysql`` or ``postgresql``."""
-        return self._backend
-
-    @property
     def backend_name(self) -> str:
-        return _BACKEND_NAMES[self._backend]
+        return _BACKEND_NAMES[self.backend]
 
     @property
     def is_sqlite(self) -> bool:
-        return self._backend == "sqlite"
+        return self.backend == "sqlite"
 
     @property
     def is_mysql(self) -> bool:
-        return self._backend == "mysql"
+        return self.backend == "mysql"
 
     @property
     def is_postgresql(self) -> bool:
-        return self._backend == "postgresql"
+        return self.backend == "postgresql"
 
     @property
     def safe_url(self) -> str:
@@ -149,9 +144,9 @@ class DatabaseConfig:
                 f"unsupported database URL scheme {scheme or '(none)'!r} in {self.safe_url!r}; "
                 f"use one of: {_ACCEPTED}"
             )
-        self._backend = backend
+        self.backend = backend  # sqlite, mysql or postgresql
         if backend == "sqlite":
-            path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
+            path = unquote(parts.path.removeprefix("/"))
             if parts.netloc:
                 raise ConfigurationError(
                     f"SQLite URL {self.safe_url!r} has a host part; a relative file takes "

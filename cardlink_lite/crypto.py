@@ -68,30 +68,29 @@ def decrypt_psk(token: bytes) -> bytes:
 
 def configured_keys() -> list[dict]:
     """Where each configured key comes from and its short fingerprint, newest first."""
-    return [
-        {"position": i, "source": label, "fingerprint": _fingerprint(key)}
-        for i, (label, key) in enumerate(_load_keys(), start=1)
-    ]
+    return _described(_load_keys())
+
+
+def _described(keys) -> list[dict]:
+    return [{"position": i, "source": label, "fingerprint": _fingerprint(key)}
+            for i, (label, key) in enumerate(keys, start=1)]
+
+
+def _stored_psks():
+    return (CardProfile.select(CardProfile.iccid, CardProfile.psk_key_encrypted)
+            .where(CardProfile.psk_key_encrypted.is_null(False))
+            .order_by(CardProfile.iccid).tuples())
 
 
 def rotate_psks(manager, progress=None) -> int:
-    """Re-encrypt every stored PSK with the newest key in one transaction; returns the count.
-
-    ``progress(n)`` is called after each PSK. If anything fails or the run is
-    interrupted the transaction rolls back and every PSK keeps its old token.
-    """
+    """Re-encrypt every stored PSK with the newest key in one transaction (all or nothing);
+    returns the count. ``progress(n)`` is called after each PSK."""
     cipher = _cipher()
     manager.ensure_connection()
     count = 0
     with manager.atomic():
-        rows = list(
-            CardProfile.select(CardProfile.iccid, CardProfile.psk_key_encrypted)
-            .where(CardProfile.psk_key_encrypted.is_null(False))
-            .order_by(CardProfile.iccid)
-            .tuples()
-        )
         unreadable = []
-        for iccid, token in rows:
+        for iccid, token in list(_stored_psks()):
             try:
                 new = cipher.rotate(_token_bytes(token))
             except InvalidToken:
@@ -115,17 +114,11 @@ def check_keys(manager) -> dict:
     """How many stored PSKs each configured key opens, and which no key opens."""
     keys = _load_keys()
     ciphers = [_single(label, key) for label, key in keys]
-    report = [
-        {"position": i, "source": label, "fingerprint": _fingerprint(key), "opens": 0}
-        for i, (label, key) in enumerate(keys, start=1)
-    ]
+    report = [{**entry, "opens": 0} for entry in _described(keys)]
     unreadable = []
     total = 0
     manager.ensure_connection()
-    query = (CardProfile.select(CardProfile.iccid, CardProfile.psk_key_encrypted)
-             .where(CardProfile.psk_key_encrypted.is_null(False))
-             .order_by(CardProfile.iccid).tuples())
-    for iccid, token in query.iterator():
+    for iccid, token in _stored_psks().iterator():
         total += 1
         token = _token_bytes(token)
         opened = False

@@ -1,8 +1,6 @@
 """The one DatabaseProxy every model uses, the current manager, and a streaming helper.
 
-The manager that binds the proxy to a backend lives in :mod:`cardlink_lite.manager`
-(above the models); this module sits below them.
-"""
+It sits below the models; the manager that binds the proxy lives above them (``manager``)."""
 
 from __future__ import annotations
 
@@ -78,11 +76,8 @@ def get_manager():
 
 
 def bound_models(database: peewee.Database, models):
-    """Bind ``models`` to ``database`` meanwhile, unless the proxy already points there.
-
-    Binding is class-wide (other threads see it), so it only happens when needed, e.g.
-    for a second manager in the same process.
-    """
+    """Bind ``models`` to ``database`` meanwhile, unless the proxy already points there
+    (binding is class-wide: other threads see it)."""
     if database_proxy.obj is database:
         return contextlib.nullcontext()
     return database.bind_ctx(models)
@@ -90,13 +85,8 @@ def bound_models(database: peewee.Database, models):
 
 @contextlib.contextmanager
 def small_page_cache(database, kib: int = _STREAM_CACHE_KIB):
-    """On SQLite, shrink this connection's page cache to ``kib`` KiB meanwhile.
-
-    A table read once from end to end gains nothing from the 64 MB cache the manager
-    gives each connection, yet would fill it: that is most of an export's memory. The
-    previous size comes back afterwards (also when an iterator using this is closed).
-    Other backends: nothing to do.
-    """
+    """On SQLite, shrink this connection's page cache to ``kib`` KiB meanwhile: a table read
+    once end to end gains nothing from the 64 MB cache, yet would fill it."""
     if not isinstance(database, peewee.SqliteDatabase):
         yield
         return

@@ -20,6 +20,7 @@ __all__ = [
     "deliver_all",
     "emit_after_commit",
     "get_emitter",
+    "innermost_queue",
     "new_event",
 ]
 
@@ -65,19 +66,15 @@ class DatabaseEvent:
 Handler = Callable[[DatabaseEvent], None]
 
 
+_MEMBERS = {key.lower(): member for member in EventType for key in (member.value, member.name)}
+
+
 def _key(event_type) -> EventType | str:
     """An EventType for its member, value or name (any case); other strings as they are."""
     if isinstance(event_type, EventType) or event_type == WILDCARD:
         return event_type
     text = str(event_type)
-    try:
-        return EventType(text.lower())
-    except ValueError:
-        pass
-    try:
-        return EventType[text.upper()]
-    except KeyError:
-        return text
+    return _MEMBERS.get(text.lower(), text)
 
 
 class DatabaseEventEmitter:
@@ -143,23 +140,19 @@ def get_emitter() -> DatabaseEventEmitter:
 
 
 class EventQueue:
-    """Events of one unit of work, held until its transaction ends.
+    """Events of one unit of work (``owner``), held until its transaction ends.
 
-    Queues stack per thread and database: :func:`emit_after_commit` adds to the innermost
-    open one. Ending a queue with ``commit`` hands its events to the enclosing queue, or
-    else to the database's ``after_commit`` hook (delivered when the outermost
-    transaction commits, dropped if it rolls back); ending it without commit drops them.
+    Queues stack per thread and database. A commit hands the events to the enclosing queue,
+    else to ``database.after_commit`` (dropped if that rolls back); a rollback drops them.
     """
 
-    def __init__(self, database):
+    def __init__(self, database, owner=None):
         self.database = _real(database)
+        self.owner = owner
         self.events: list[DatabaseEvent] = []
 
     def open(self) -> None:
         _queues(self.database).append(self)
-
-    def add(self, event: DatabaseEvent) -> None:
-        self.events.append(event)
 
     def close(self, commit: bool) -> None:
         events, self.events = self.events, []
@@ -188,6 +181,12 @@ def _queues(database) -> list[EventQueue]:
     return stacks.setdefault(id(database), [])
 
 
+def innermost_queue(database) -> EventQueue | None:
+    """The innermost queue open on ``database`` in this thread, if any."""
+    queues = _queues(_real(database))
+    return queues[-1] if queues else None
+
+
 def deliver_all(events) -> None:
     """Deliver committed events in order through the process-wide emitter."""
     for event in events:
@@ -202,18 +201,13 @@ def new_event(event_type, entity_type: str, entity_id: Any,
 
 def emit_after_commit(database, event_type, entity_type: str, entity_id: Any,
                       data: dict[str, Any] | None = None) -> None:
-    """Emit once the current transaction of ``database`` (in this thread) commits.
-
-    For code that writes outside a repository (e.g. the APDU writer): inside an open
-    ``UnitOfWork`` the event joins its queue; inside a bare ``database.atomic()`` it waits
-    for that transaction's commit (dropped on its rollback); with no transaction it is
-    delivered now.
-    """
+    """Emit once the current transaction of ``database`` (in this thread) commits: for writes
+    outside a repository (the APDU writer). With no transaction it is delivered now."""
     database = _real(database)
     event = new_event(event_type, entity_type, entity_id, data)
     queues = _queues(database)
     if queues:
-        queues[-1].add(event)
+        queues[-1].events.append(event)
     elif database.in_transaction():
         database.after_commit(lambda: _emitter.deliver(event))
     else:

@@ -46,8 +46,8 @@ def utc_now() -> datetime:
 
 
 def to_utc_ms(value: datetime) -> datetime:
-    """Aware UTC with millisecond precision. A naive value is local time, as Python's own
-    ``datetime.astimezone()`` takes it (the guide passes ``datetime.now()``)."""
+    """Aware UTC with millisecond precision; a naive value is local time, as ``astimezone()``
+    takes it (the guide passes ``datetime.now()``)."""
     if value.tzinfo is None:
         try:
             value = value.astimezone(timezone.utc)
@@ -69,11 +69,8 @@ def stored_utc(value: datetime) -> datetime:
 
 
 def iso_utc(value, millis: bool = False) -> str | None:
-    """A UTC timestamp (a datetime, or the text SQLite stored) as ISO-8601 text.
-
-    By default as ``datetime.isoformat()`` writes an aware UTC value (``+00:00``);
-    with ``millis`` in the export's fixed form, ``2024-11-29T10:00:00.123Z``.
-    """
+    """A UTC timestamp (a datetime, or the text SQLite stored) as ISO-8601 text: ``+00:00``
+    as ``isoformat()`` writes it, or with ``millis`` the export's ``…T10:00:00.123Z``."""
     if value is None:
         return None
     if millis:
@@ -96,8 +93,8 @@ def _shown(value: str) -> str:
 
 
 def storable_text(value: str, name: str) -> str:
-    """``value`` if every backend stores it alike: no NUL character (PostgreSQL refuses
-    them), no lone surrogate (not UTF-8); ValidationError naming ``name`` otherwise."""
+    """``value`` if every backend stores it alike (no NUL for PostgreSQL, no lone surrogate);
+    ValidationError naming ``name`` otherwise."""
     if "\x00" in value:
         raise ValidationError(
             f"{name} must not contain NUL characters (PostgreSQL cannot store them); "
@@ -113,10 +110,8 @@ def storable_text(value: str, name: str) -> str:
 
 
 def _check_text(field, value):
-    """Refuse what a column cannot hold the same way on every backend: NUL characters
-    (PostgreSQL refuses them), lone surrogates (not UTF-8) and, with a ``max_length``,
-    longer text (SQLite would keep it, the servers refuse it). A LIKE pattern's
-    leading/trailing ``%`` does not count."""
+    """Also refuse text over ``max_length`` (SQLite would keep it, the servers refuse it);
+    a LIKE pattern's leading/trailing ``%`` does not count."""
     if type(value) is not str:
         return value
     storable_text(value, field.name)
@@ -228,15 +223,9 @@ class UTCDateTimeField(peewee.DateTimeField):
         # Hot path for reads (SQLite hands back the stored naive-UTC text).
         if type(value) is str:
             return utc_from_text(value)
-        if value is None:
-            return None
-        if isinstance(value, str):
-            return utc_from_text(value)
-        if isinstance(value, datetime):
-            if value.tzinfo is None:  # MySQL, or PostgreSQL's timestamp without time zone
-                return _combine(value.date(), value.time(), timezone.utc)
-            return to_utc_ms(value)
-        return value
+        if isinstance(value, datetime):  # MySQL, PostgreSQL: naive UTC
+            return stored_utc(value)
+        return utc_from_text(value) if isinstance(value, str) else value
 
 
 # combine() is far cheaper than datetime.replace(tzinfo=...) on CPython 3.11.
@@ -245,12 +234,8 @@ _fromisoformat = datetime.fromisoformat
 
 
 def utc_from_text(text: str) -> datetime:
-    """Stored timestamp text (naive UTC, ``YYYY-MM-DD HH:MM:SS[.fff]``) as an aware UTC
-    datetime; text with its own offset is converted to UTC with millisecond precision.
-
-    Parsing ``text + "+00:00"`` in C is ten times faster than ``.replace(tzinfo=...)``
-    on the parsed value, and this runs once per timestamp read.
-    """
+    """Stored timestamp text (naive UTC) as an aware UTC datetime; text with its own offset
+    is converted. Parsing ``text + "+00:00"`` in C is ten times faster than ``.replace()``."""
     if text[-1:] == "Z":  # an export's own form, 2024-11-29T10:00:00.123Z
         text = text[:-1]
     try:
@@ -271,28 +256,23 @@ def utc_from_text(text: str) -> datetime:
     return to_utc_ms(value)
 
 
-def _exact(sql, ctx):
-    collation = ctx.state.field_types.get(EXACT_COLLATION) if ctx and ctx.state.field_types \
-        else None
-    return peewee.NodeList((sql, peewee.SQL(collation))) if collation and sql else sql
-
-
-class ExactCharField(CharField):
-    """An identifier or name compared exactly on every backend: ``[a]`` is not ``[A]``.
-
-    SQLite and PostgreSQL compare text byte for byte already; on MySQL/MariaDB the column
-    gets a binary collation (``utf8mb4_bin``) instead of the case-folding default.
-    """
+class _ExactCollation:
+    """Adds the backend's exact-comparison collation (if it has one) to the column type."""
 
     def ddl_datatype(self, ctx):
-        return _exact(super().ddl_datatype(ctx), ctx)
+        sql = super().ddl_datatype(ctx)
+        collation = ctx.state.field_types.get(EXACT_COLLATION) \
+            if ctx and ctx.state.field_types else None
+        return peewee.NodeList((sql, peewee.SQL(collation))) if collation and sql else sql
 
 
-class ExactForeignKeyField(peewee.ForeignKeyField):
+class ExactCharField(_ExactCollation, CharField):
+    """An identifier compared exactly on every backend (``a`` is not ``A``): on MySQL/MariaDB
+    the column gets a binary collation instead of the case-folding default."""
+
+
+class ExactForeignKeyField(_ExactCollation, peewee.ForeignKeyField):
     """A foreign key to an ``ExactCharField``: MySQL wants both columns in one collation."""
-
-    def ddl_datatype(self, ctx):
-        return _exact(super().ddl_datatype(ctx), ctx)
 
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

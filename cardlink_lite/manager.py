@@ -81,13 +81,8 @@ class DatabaseManager:
 
     def initialize(self, check_schema: bool = True,
                    readonly: bool | None = None) -> DatabaseManager:
-        """Open the backend, check it answers, and bind the proxy to it.
-
-        ``readonly=True`` (or ``DatabaseConfig(..., readonly=True)``) is for commands that
-        only read: a SQLite file is opened with ``mode=ro`` (a file you may only read
-        works; its journal mode is never changed; a missing file is not created) and
-        units of work refuse repository writes.
-        """
+        """Open the backend, check it answers, and bind the proxy to it. ``readonly=True``:
+        SQLite opens the file with ``mode=ro``; units of work refuse repository writes."""
         if readonly is not None and self._database is None:
             self.config.readonly = bool(readonly)
         if self._database is None:
@@ -140,9 +135,8 @@ class DatabaseManager:
         return self.database.atomic()
 
     def create_session(self, readonly: bool | None = None) -> UnitOfWork:
-        """A unit of work not entered yet (the guide's session): use it as ``with
-        manager.create_session() as uow:``, or call ``commit()``/``rollback()`` and
-        ``close()`` yourself."""
+        """A unit of work not entered yet (the guide's session): ``with`` it, or
+        ``commit()``/``rollback()`` and ``close()`` it yourself."""
         return UnitOfWork(self, readonly=readonly)
 
     @contextlib.contextmanager
@@ -156,11 +150,8 @@ class DatabaseManager:
         return self._database is not None and self._database.in_transaction()
 
     def ensure_connection(self) -> None:
-        """Before a unit of work: replace a connection the server dropped, with backoff.
-
-        Never called inside a transaction, so work is never silently moved to a
-        new connection halfway.
-        """
+        """Before a unit of work: replace a connection the server dropped, with backoff
+        (never inside a transaction: work is never moved to a new connection halfway)."""
         database = self.database
         self.bind()
         if database.in_transaction():
@@ -218,32 +209,8 @@ class DatabaseManager:
         kwargs = cfg.connect_kwargs()
         name = kwargs.pop("database")
         field_types = _FIELD_TYPES[cfg.backend]
-        if cfg.is_sqlite and cfg.readonly and name != ":memory:":
-            return _readonly_sqlite(Path(name), cfg, field_types, kwargs)
         if cfg.is_sqlite:
-            memory = name == ":memory:"
-            if not memory and cfg.sqlite_uri_options.get("mode") != "ro":
-                _prepare_sqlite_file(Path(name))
-            if cfg.sqlite_uri_options:  # ?mode=ro and the like: SQLite's URI filename
-                name = f"file:{quote(name)}?{urlencode(cfg.sqlite_uri_options)}"
-                kwargs["uri"] = True
-            kwargs.setdefault("check_same_thread", False)
-            return peewee.SqliteDatabase(
-                name,
-                pragmas={
-                    "journal_mode": "memory" if memory else "wal",
-                    "foreign_keys": 1,
-                    "synchronous": "normal",
-                    "cache_size": -64000,
-                    "busy_timeout": int(cfg.busy_timeout * 1000),
-                    "journal_size_limit": 64 * 1024 * 1024,
-                },
-                timeout=cfg.busy_timeout,
-                lock_type="IMMEDIATE",
-                thread_safe=not memory,
-                field_types=field_types,
-                **kwargs,
-            )
+            return _sqlite_database(name, cfg, field_types)
         module, extra = _DRIVERS[cfg.backend]
         try:
             __import__(module)
@@ -291,27 +258,36 @@ class DatabaseManager:
             ) from None
 
 
-def _readonly_sqlite(path: Path, cfg, field_types, kwargs) -> peewee.SqliteDatabase:
-    """A SQLite file opened with ``mode=ro``: no pragma that writes (journal_mode), no
-    file created, so a store the user may only read (an archive, a read-only mount) works."""
-    if not path.is_file():
-        raise ConfigurationError(
-            f"no SQLite database at {str(path)!r}; check the path (a read-only command "
-            "never creates one)"
-        )
-    kwargs.setdefault("check_same_thread", False)
-    options = urlencode({**cfg.sqlite_uri_options, "mode": "ro"})
-    kwargs.pop("uri", None)
-    return peewee.SqliteDatabase(
-        f"{path.resolve().as_uri().replace('file://', 'file:', 1)}?{options}",
-        uri=True,
-        pragmas={"foreign_keys": 1, "cache_size": -64000,
-                 "busy_timeout": int(cfg.busy_timeout * 1000)},
-        timeout=cfg.busy_timeout,
-        thread_safe=True,
-        field_types=field_types,
-        **kwargs,
-    )
+def _sqlite_database(name: str, cfg, field_types) -> peewee.SqliteDatabase:
+    memory = name == ":memory:"
+    options = dict(cfg.sqlite_uri_options)  # ?mode=ro and the like: SQLite's URI filename
+    pragmas = {"foreign_keys": 1, "cache_size": -64000,
+               "busy_timeout": int(cfg.busy_timeout * 1000)}
+    kwargs = {"check_same_thread": False, "thread_safe": not memory}
+    if cfg.readonly and not memory:
+        # mode=ro, no pragma that writes (journal_mode), no file created: a store the user
+        # may only read (an archive, a read-only mount) works.
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigurationError(
+                f"no SQLite database at {str(path)!r}; check the path (a read-only command "
+                "never creates one)"
+            )
+        name = path.resolve().as_uri().replace("file://", "file:", 1)
+        options["mode"] = "ro"
+    else:
+        if not memory and options.get("mode") != "ro":
+            _prepare_sqlite_file(Path(name))
+        if options:
+            name = f"file:{quote(name)}"
+        pragmas = {"journal_mode": "memory" if memory else "wal", **pragmas,
+                   "synchronous": "normal", "journal_size_limit": 64 * 1024 * 1024}
+        kwargs["lock_type"] = "IMMEDIATE"
+    if options:
+        name = f"{name}?{urlencode(options)}"
+        kwargs["uri"] = True
+    return peewee.SqliteDatabase(name, pragmas=pragmas, timeout=cfg.busy_timeout,
+                                 field_types=field_types, **kwargs)
 
 
 def _prepare_sqlite_file(path: Path) -> None:
@@ -335,12 +311,9 @@ def _prepare_sqlite_file(path: Path) -> None:
 def _init_sqlite_file(path: Path) -> None:
     # auto_vacuum only takes on a new file, before WAL. Not a per-connection pragma:
     # setting it waits for the write lock, so connecting would block behind any writer.
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    try:
+    with contextlib.closing(sqlite3.connect(str(path), isolation_level=None)) as conn:
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL").fetchall()
-    finally:
-        conn.close()
 
 
 def _enable_echo() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from datetime import datetime, timezone
@@ -86,10 +87,7 @@ class _Runner(Runner):
                 plan.append(self._checked(migration, "up"))
             if migration.name == target:
                 break
-        for name, module in plan:
-            self._journaled(name, module, "up", fake, lambda n=name: super(_Runner, self).up(
-                n, fake=fake))
-        return [name for name, _module in plan]
+        return self._apply(plan, "up", fake, functools.partial(super().up, fake=fake))
 
     def down(self, target=None):
         rows = [m for m in self.status() if m.applied]
@@ -103,10 +101,7 @@ class _Runner(Runner):
             plan.append(self._checked(migration, "down"))
             if target is None or migration.name == target:
                 break
-        for name, module in plan:
-            self._journaled(name, module, "down", False,
-                            lambda n=name: super(_Runner, self).down(n))
-        return [name for name, _module in plan]
+        return self._apply(plan, "down", False, super().down)
 
     @staticmethod
     def _checked(migration, direction: str) -> tuple:
@@ -115,14 +110,20 @@ class _Runner(Runner):
             raise _PlayhouseMigrationError(f"{migration.name} does not define {direction}().")
         return migration.name, module
 
-    def _journaled(self, name, module, direction, fake, run) -> None:
-        transactional = self.migrator.transactional_ddl and getattr(module, "atomic", True)
-        if fake or transactional:
-            run()
-            return
+    def _apply(self, plan, direction, fake, step) -> list[str]:
+        """``step(name)`` for each planned migration; journaled if its DDL commits as it goes."""
+        for name, module in plan:
+            if fake or (self.migrator.transactional_ddl and getattr(module, "atomic", True)):
+                step(name)
+            else:
+                self._journaled(name, direction, step)
+        return [name for name, _module in plan]
+
+    def _journaled(self, name, direction, step) -> None:
         journal = _bound_journal(self.database)
         journal.create_table(safe=True)
-        journal.create(name=name, direction=direction, started_at=_stamp())
+        journal.create(name=name, direction=direction,
+                       started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         done: list[str] = []
 
         def record(event):
@@ -132,7 +133,7 @@ class _Runner(Runner):
 
         self.database.query_hooks.append(record)
         try:
-            run()
+            step(name)
         except Exception as exc:
             self.database.query_hooks.remove(record)
             (journal.update(operations=json.dumps(done), error=first_line(exc))
@@ -152,12 +153,6 @@ _RESOLVE_HINT = (
 )
 
 
-def _manager(manager):
-    if manager is None:
-        return get_manager()
-    return manager
-
-
 def _runner(manager, directory=None) -> _Runner:
     return _Runner(manager.database, str(directory or MIGRATIONS_DIR), table_name=HISTORY_TABLE)
 
@@ -174,7 +169,7 @@ def get_head_revision(directory=None) -> str | None:
 
 def get_applied_revisions(manager=None, directory=None) -> list[str]:
     """Applied revisions, oldest first."""
-    runner = _runner(_manager(manager), directory)
+    runner = _runner(manager or get_manager(), directory)
     return [m.name for m in runner.status() if m.applied]
 
 
@@ -186,13 +181,13 @@ def get_current_revision(manager=None, directory=None) -> str | None:
 
 def get_pending_revisions(manager=None, directory=None) -> list[str]:
     """Revisions in the code not yet applied to the database."""
-    runner = _runner(_manager(manager), directory)
+    runner = _runner(manager or get_manager(), directory)
     return [m.name for m in runner.status() if not m.applied and m.path]
 
 
 def check_schema_version(manager=None, directory=None) -> None:
     """Raise SchemaVersionMismatch if the database was migrated by newer code."""
-    manager = _manager(manager)
+    manager = manager or get_manager()
     known = _revisions(directory)
     unknown = [n for n in get_applied_revisions(manager, directory) if n not in known]
     if unknown:
@@ -205,7 +200,7 @@ def check_schema_version(manager=None, directory=None) -> None:
 
 def half_applied(manager=None) -> list[dict]:
     """Migrations that failed or were killed halfway on a non-transactional backend."""
-    database = _manager(manager).database
+    database = (manager or get_manager()).database
     if JOURNAL_TABLE not in database.get_tables():
         return []
     journal = _bound_journal(database)
@@ -218,7 +213,7 @@ def half_applied(manager=None) -> list[dict]:
 
 def resolve_half_applied(name: str, applied: bool, manager=None) -> None:
     """Mark a half-applied migration as fixed by hand: recorded as applied or not at all."""
-    manager = _manager(manager)
+    manager = manager or get_manager()
     entries = {e["name"]: e for e in half_applied(manager)}
     if name not in entries:
         raise MigrationError(f"{name} is not recorded as half-applied; nothing to resolve")
@@ -267,7 +262,7 @@ def resolve_revision(target: str | None, directory=None) -> str | None:
 
 def run_migrations(target: str | None = None, manager=None, directory=None) -> list[str]:
     """Apply pending migrations (up to ``target``); returns the revisions applied."""
-    manager = _manager(manager)
+    manager = manager or get_manager()
     check_schema_version(manager, directory)
     _refuse_unsafe_state(manager)
     target = resolve_revision(target, directory)
@@ -277,7 +272,7 @@ def run_migrations(target: str | None = None, manager=None, directory=None) -> l
 
 def downgrade(steps: int = 1, manager=None, directory=None) -> list[str]:
     """Revert the newest ``steps`` applied migrations; returns the revisions reverted."""
-    manager = _manager(manager)
+    manager = manager or get_manager()
     _refuse_unsafe_state(manager)
     applied = get_applied_revisions(manager, directory)
     if steps < 1 or not applied:
@@ -305,7 +300,7 @@ class _DryRun(Exception):
 
 def plan_sql(target: str | None = None, manager=None, directory=None) -> list[tuple[str, list]]:
     """The statements ``run_migrations`` would execute, without changing the database."""
-    manager = _manager(manager)
+    manager = manager or get_manager()
     check_schema_version(manager, directory)
     _refuse_unsafe_state(manager)
     target = resolve_revision(target, directory)
@@ -369,6 +364,3 @@ def drop_schema(manager) -> None:
         quoted = database.get_sql_context().sql(peewee.Entity(table)).query()[0]
         database.execute_sql(f"DROP TABLE IF EXISTS {quoted}")
 
-
-def _stamp() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

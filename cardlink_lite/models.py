@@ -175,20 +175,26 @@ class BaseModel(peewee.Model):
         super().__init__(*args, **kwargs)
 
     @classmethod
-    def _check_kwargs(cls, kwargs: dict) -> dict:
+    def field_for(cls, name: str) -> peewee.Field | None:
+        """The field ``name`` stands for: its name, alias, column or foreign-key id name."""
+        name = cls.aliases.get(name, name)
         meta = cls._meta
+        return meta.combined.get(name) or next(
+            (f for f in meta.refs if f.object_id_name == name), None)
+
+    @classmethod
+    def _check_kwargs(cls, kwargs: dict) -> dict:
         out = {}
         for key, value in kwargs.items():
-            name = cls.aliases.get(key, key)
-            field = meta.fields.get(name) or meta.combined.get(name)
-            if field is None and not _is_fk_id(meta, name):
-                known = sorted(set(meta.fields) | set(cls.aliases))
+            field = cls.field_for(key)
+            if field is None:
+                known = sorted(set(cls._meta.fields) | set(cls.aliases))
                 raise ValidationError(
                     f"{cls.__name__} has no field {key!r}; known fields: {', '.join(known)}"
                 )
             if isinstance(field, EnumField):
                 value = field.coerce_member(value)
-            out[name] = value
+            out[cls.aliases.get(key, key)] = value
         return out
 
     def save(self, force_insert: bool = False, only=None):
@@ -213,10 +219,6 @@ class BaseModel(peewee.Model):
             elif name in self._repr_fields and name in data:
                 shown.append(f"{name}={data[name]!r}")
         return " ".join(shown)
-
-
-def _is_fk_id(meta, name: str) -> bool:
-    return any(f.object_id_name == name for f in meta.refs)
 
 
 class _Timestamped(BaseModel):
@@ -424,13 +426,7 @@ class ReplayCounter(BaseModel):
 
 
 class TestRun(_Timestamped):
-    """One test run as a whole: its results share ``TestResult.run_id == TestRun.id``.
-
-    ``ending`` says how it ended (a ``RunEnding``); ``selection`` what narrowed a partial
-    run (``--lf``, ``-k …``, ``-m …``, node ids); the counts are its results per status;
-    ``context`` holds host, python, pytest, git_commit, git_branch, xdist_workers;
-    ``labels`` what the user said it ran against (device, card, firmware, free labels).
-    """
+    """One test run as a whole: its results share ``TestResult.run_id == TestRun.id``."""
 
     __test__ = False  # not a pytest test class
 
@@ -440,14 +436,14 @@ class TestRun(_Timestamped):
     finished_at = UTCDateTimeField(null=True)
     ending = EnumField(RunEnding, default=RunEnding.UNFINISHED)
     exit_status = peewee.IntegerField(null=True)
-    selection = CharField(max_length=255, null=True)
+    selection = CharField(max_length=255, null=True)  # what narrowed a partial run (-k, --lf)
     total = peewee.IntegerField(default=0)
     passed = peewee.IntegerField(default=0)
     failed = peewee.IntegerField(default=0)
     skipped = peewee.IntegerField(default=0)
     error = peewee.IntegerField(default=0)
-    context = JSONField(null=True)
-    labels = JSONField(null=True)
+    context = JSONField(null=True)  # host, python, pytest, git commit/branch, xdist workers
+    labels = JSONField(null=True)  # what the user said it ran against (device, card, ...)
 
     _repr_fields = frozenset({"id", "suite_name", "ending"})
 

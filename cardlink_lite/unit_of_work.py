@@ -10,7 +10,7 @@ import peewee
 from ._peewee import discard_connection
 from .db import get_manager
 from .errors import DatabaseError, translate_error
-from .events import EventQueue, deliver_all, new_event
+from .events import EventQueue, deliver_all, innermost_queue, new_event
 from .repositories import (
     CardRepository,
     CounterRepository,
@@ -23,46 +23,32 @@ from .repositories import (
 
 __all__ = ["UnitOfWork", "current_unit_of_work"]
 
-_local = threading.local()
-
 
 class _Rollback(Exception):
     """Handed to the atomic block's exit to make it roll back."""
 
 
-def _stack(database) -> list:
-    database = getattr(database, "obj", None) or database  # a DatabaseProxy: its target
-    stacks = getattr(_local, "stacks", None)
-    if stacks is None:
-        stacks = _local.stacks = {}
-    return stacks.setdefault(id(database), [])
-
-
 def current_unit_of_work(database) -> UnitOfWork | None:
     """The innermost unit of work open on ``database`` in this thread, if any."""
-    stack = _stack(database)
-    return stack[-1] if stack else None
+    queue = innermost_queue(database)
+    return queue.owner if queue is not None else None
+
+
+class _Repository:
+    """A unit of work's repository of class ``cls``, made on first use."""
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    def __get__(self, uow, owner=None):
+        return self if uow is None else uow._repo(self.cls)
 
 
 class UnitOfWork:
     """A transaction (``database.atomic()``) plus the repositories that work inside it.
 
-    ``with UnitOfWork(manager) as uow:`` commits on a clean exit and rolls back on an
-    exception; ``commit()``/``rollback()`` may be called inside, and work then continues in
-    a new transaction. Without ``with`` the transaction opens on first repository use and
-    ends with ``commit()``, ``rollback()`` or ``close()`` (which rolls back what is left);
-    after the ``with`` block or ``close()``, repository calls run in autocommit mode.
-    A unit of work opened while another transaction is open on the same thread works in a
-    savepoint and never commits the outer one; re-entering the same unit of work only
-    counts depth. One unit of work belongs to one thread.
-
-    Objects its repositories hand out (created, loaded, listed) are tracked: at commit the
-    ones with changed fields are saved (only those fields) in the same transaction.
-
-    On SQLite a unit of work begins ``DEFERRED`` (reading takes no lock, so reads never
-    wait for a writer); its first write through a repository begins the transaction again
-    ``IMMEDIATE`` when nothing was written yet, so writers still queue on the busy
-    timeout instead of failing. ``readonly=True`` refuses repository writes.
+    ``with`` commits on a clean exit, rolls back on an exception; nested, it is a savepoint.
+    Changed objects its repositories handed out are saved at commit (see the README).
     """
 
     def __init__(self, manager=None, readonly: bool | None = None):
@@ -148,7 +134,7 @@ class UnitOfWork:
         if self._queue is None:
             deliver_all([event])
         else:
-            self._queue.add(event)
+            self._queue.events.append(event)
 
     def begin_if_needed(self, write: bool = False) -> None:
         if write and self.readonly:
@@ -170,6 +156,7 @@ class UnitOfWork:
             self._take_write_lock()
 
     def _begin(self, write: bool = False) -> None:
+        # SQLite: DEFERRED, so reads take no lock; the first write begins IMMEDIATE.
         manager = self.manager
         database = manager.database
         manager.bind()
@@ -205,25 +192,24 @@ class UnitOfWork:
         except peewee.PeeweeException as exc:
             raise translate_error(exc, "transaction") from exc
         self._scope, self._nested = scope, nested
-        self._queue = EventQueue(database)
+        self._queue = EventQueue(database, owner=self)
         self._queue.open()
         self._thread = threading.get_ident()
-        _stack(database).append(self)
 
     def _take_write_lock(self) -> None:
-        """SQLite: the first write of a unit of work begun DEFERRED. If nothing was written
-        yet and no other block is open on top, end the read transaction and begin again
-        IMMEDIATE (a DEFERRED one upgrading in place fails at once with 'database is
-        locked' when another writer committed since it began reading)."""
+        """SQLite, first write after a DEFERRED begin: if nothing was written yet, begin again
+        IMMEDIATE (upgrading in place fails at once if another writer committed meanwhile)."""
         self._deferred = False
         database = self.database
         if database.transaction_depth() != 1 or \
                 database.connection().total_changes != self._changes:
             return
-        with self._translated():
+        try:
             self._scope.close()
             scope = contextlib.ExitStack()
             scope.enter_context(database.atomic(lock_type="IMMEDIATE"))
+        except peewee.PeeweeException as exc:
+            raise translate_error(exc, "transaction") from exc
         self._scope = scope
 
     def _end(self, commit: bool, release: bool) -> None:
@@ -237,22 +223,15 @@ class UnitOfWork:
                 raise
         else:
             self._call_repositories("_discard_pending")
+        if release or not commit:
             self._tracked.clear()
-        if release:
-            self._tracked.clear()
-        database, scope, nested = self.database, self._scope, self._nested
+        scope, nested = self._scope, self._nested
         queue, self._queue, self._scope = self._queue, None, None
-        stack = _stack(database)
-        if self in stack:
-            stack.remove(self)
         try:
             # Still inside the transaction: committed events wait for the outermost
             # commit (database.after_commit), or join the enclosing unit of work.
             queue.close(commit)
-            if commit:
-                self._exit(scope, None, nested)
-            else:
-                self._exit(scope, _Rollback(), nested)
+            self._exit(scope, None if commit else _Rollback(), nested)
         finally:
             if release and not nested and self._opened_connection:
                 self._release_connection()
@@ -288,13 +267,6 @@ class UnitOfWork:
             with contextlib.suppress(peewee.PeeweeException):
                 database.close()
 
-    @contextlib.contextmanager
-    def _translated(self):
-        try:
-            yield
-        except peewee.PeeweeException as exc:
-            raise translate_error(exc, "transaction") from exc
-
     # -- repositories ----------------------------------------------------------
     def _repo(self, cls):
         repo = self._repos.get(cls)
@@ -302,30 +274,10 @@ class UnitOfWork:
             repo = self._repos[cls] = cls(self)
         return repo
 
-    @property
-    def devices(self) -> DeviceRepository:
-        return self._repo(DeviceRepository)
-
-    @property
-    def cards(self) -> CardRepository:
-        return self._repo(CardRepository)
-
-    @property
-    def counters(self) -> CounterRepository:
-        return self._repo(CounterRepository)
-
-    @property
-    def sessions(self) -> SessionRepository:
-        return self._repo(SessionRepository)
-
-    @property
-    def logs(self) -> LogRepository:
-        return self._repo(LogRepository)
-
-    @property
-    def tests(self) -> TestRepository:
-        return self._repo(TestRepository)
-
-    @property
-    def settings(self) -> SettingsRepository:
-        return self._repo(SettingsRepository)
+    devices = _Repository(DeviceRepository)
+    cards = _Repository(CardRepository)
+    counters = _Repository(CounterRepository)
+    sessions = _Repository(SessionRepository)
+    logs = _Repository(LogRepository)
+    tests = _Repository(TestRepository)
+    settings = _Repository(SettingsRepository)

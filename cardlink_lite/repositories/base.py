@@ -23,14 +23,9 @@ __all__ = ["BaseRepository", "Page", "Statement"]
 class Statement:
     """A read whose SQL Peewee builds once per database, then reruns with new arguments.
 
-    ``Statement(lambda run_id: TestResult.select().where(TestResult.run_id == run_id))``:
-    each parameter of the function stands for one argument, converted on every run by the
-    compared field's ``db_value`` exactly as Peewee converts a plain value. Building a
-    query's SQL costs Peewee far more than running a small read, so the repositories'
-    fixed-shape reads go through here. An argument must not change the SQL's shape: no
-    None where ``==`` would become ``IS NULL``, no lists for ``IN``.
-    ``model=``: the query selects every column of that model (``Model.select()``) and
-    :meth:`models` builds instances equal to Peewee's.
+    Each parameter of ``build`` is one argument, converted by the compared field's
+    ``db_value``; an argument must not change the SQL's shape (no None for ``==``, no lists).
+    Building SQL costs Peewee far more than a small read, hence the repositories' reads.
     """
 
     def __init__(self, build, model: type[peewee.Model] | None = None):
@@ -47,8 +42,7 @@ class Statement:
         if compiled is None:
             query = self._build(*(Param(i) for i in range(self._arity)))
             sql, params = database.get_sql_context().sql(query).query()
-            # The constant parameters as they are; where an argument goes: its index
-            # and the conversion Peewee would apply there.
+            # Where each argument goes: its index and the conversion Peewee would apply.
             slots = tuple((at, p.index, p.converter) for at, p in enumerate(params)
                           if type(p) is Slot)
             compiled = self._sql[database] = (sql, params, slots)
@@ -72,7 +66,7 @@ class Statement:
         return self.execute(database, args).fetchall()
 
     def models(self, database, args: tuple = ()) -> list:
-        """Every row as a ``model`` instance (see ``model=``)."""
+        """Every row as a ``model`` instance (the query must be ``model.select()``)."""
         return self._rows_to_models(self.execute(database, args).fetchall())
 
 
@@ -148,14 +142,13 @@ class BaseRepository:
     def _touch(self, write: bool = False) -> None:
         # A unit of work used without ``with`` opens its transaction on first use; a
         # write tells it to take the write lock (SQLite) or refuse (readonly=True).
-        if self._uow is not None and hasattr(self._uow, "begin_if_needed"):
+        if self._uow is not None:
             self._uow.begin_if_needed(write)
 
     def _event(self, suffix: str) -> EventType | None:
         return EventType.__members__.get(f"{self.entity_type.upper()}_{suffix}")
 
     def _emit(self, event_type, entity_id, data=None) -> None:
-        """Queue an event for delivery after the unit of work commits."""
         if event_type is None:
             return
         if self._uow is not None:
@@ -170,13 +163,9 @@ class BaseRepository:
         """The model field called ``name`` (or its alias / foreign-key id name)."""
         if isinstance(name, peewee.Field):
             return name
-        meta = self.model._meta
-        real = getattr(self.model, "aliases", {}).get(name, name)
-        field = meta.fields.get(real)
+        field = self.model.field_for(name)
         if field is None:
-            field = next((f for f in meta.refs if f.object_id_name == real), None)
-        if field is None:
-            known = sorted(set(meta.fields) | set(getattr(self.model, "aliases", {})))
+            known = sorted(set(self.model._meta.fields) | set(self.model.aliases))
             raise ValidationError(
                 f"{self.model.__name__} has no field {name!r}; use one of: {', '.join(known)}",
                 problems=[name],
@@ -193,16 +182,10 @@ class BaseRepository:
 
     @contextlib.contextmanager
     def _write(self, key=None):
-        """A savepoint around one write, so a refused write leaves the transaction usable.
-
-        (PostgreSQL aborts the whole transaction on any error otherwise.)
-        """
+        """A savepoint around one write: PostgreSQL aborts the whole transaction on an error."""
         self._touch(write=True)
         with self._wrap(key), self.database.atomic():
             yield
-
-    def _pk(self, obj):
-        return obj._pk
 
     def _where(self, query, criteria: dict):
         for name, value in criteria.items():
@@ -232,28 +215,25 @@ class BaseRepository:
         if uow is None:
             database = self.model._meta.database
         else:
-            if hasattr(uow, "begin_if_needed"):  # as _touch(), one call less per read
-                uow.begin_if_needed(False)
+            uow.begin_if_needed(False)  # as _touch(), one call less per read
             database = uow.database
         if isinstance(database, peewee.DatabaseProxy):
             database = database.obj
         return database
 
-    def _fetch(self, statement: Statement, *args) -> list:
-        """Run a :class:`Statement`; its rows as the driver gives them."""
+    def _fetch(self, statement: Statement, *args, models: bool = False) -> list:
+        """Run a :class:`Statement`; its rows as the driver gives them (or as models)."""
         database = self._reading()
         try:  # (not self._wrap(): a generator context manager costs more than a small read)
+            if models:
+                return statement.models(database, args)
             return statement.rows(database, args)
         except peewee.PeeweeException as exc:
             raise translate_error(exc, self.entity_type) from exc
 
     def _load(self, statement: Statement, *args) -> list:
         """Run a :class:`Statement` made with ``model=``; its rows as tracked models."""
-        database = self._reading()
-        try:
-            objs = statement.models(database, args)
-        except peewee.PeeweeException as exc:
-            raise translate_error(exc, self.entity_type) from exc
+        objs = self._fetch(statement, *args, models=True)
         if objs:
             self._track(objs)
         return objs
@@ -285,7 +265,7 @@ class BaseRepository:
 
     def _track(self, objs) -> None:
         """Hand ``objs`` to the unit of work: their changes are saved when it commits."""
-        if self.tracks_objects and self._uow is not None and hasattr(self._uow, "track"):
+        if self.tracks_objects and self._uow is not None:
             self._uow.track(self, objs)
 
     def save_changes(self, obj) -> int:
@@ -294,7 +274,7 @@ class BaseRepository:
         changed = obj.dirty_fields
         if not changed:
             return 0
-        key = self._pk(obj)
+        key = obj.get_id()
         with self._write(key):
             rows = obj.save(only=changed)
         if rows:
@@ -331,13 +311,12 @@ class BaseRepository:
 
     def find_by(self, **criteria) -> list:
         """Rows whose fields equal the given values (None matches NULL, a list means IN)."""
-        query = self._where(self._select(), criteria).order_by(self._order(None))
-        return self._list(query)
+        return self._list(self._where(self._select(), criteria).order_by(self._order(None)))
 
     def find_one_by(self, **criteria):
         """The first row matching ``criteria``, or None."""
-        query = self._where(self._select(), criteria).order_by(self._order(None)).limit(1)
-        rows = self._list(query)
+        rows = self._list(self._where(self._select(), criteria).order_by(self._order(None))
+                          .limit(1))
         return rows[0] if rows else None
 
     def exists(self, id) -> bool:
@@ -399,13 +378,13 @@ class BaseRepository:
         """
         obj = self._coerce(obj, fields)
         if obj.is_stored and (self.save_changes(obj) or (
-                not obj.is_dirty() and self.exists(self._pk(obj)))):
+                not obj.is_dirty() and self.exists(obj.get_id()))):
             self._track((obj,))
             return obj
-        with self._write(self._pk(obj)):
+        with self._write(obj.get_id()):
             obj.save(force_insert=True)
         self._track((obj,))
-        self._emit(self._event("CREATED"), self._pk(obj), self._event_data(obj))
+        self._emit(self._event("CREATED"), obj.get_id(), self._event_data(obj))
         return obj
 
     def create_all(self, objs) -> list:
@@ -435,13 +414,13 @@ class BaseRepository:
             self._emit(event, None, {"count": len(objs)})
         else:
             for o in objs:
-                self._emit(event, self._pk(o), self._event_data(o))
+                self._emit(event, o.get_id(), self._event_data(o))
         return objs
 
     def update(self, obj):
         """Save the changes made to ``obj``; NotFoundError if its row is gone."""
         obj = self._coerce(obj)
-        key = self._pk(obj)
+        key = obj.get_id()
         with self._write(key):
             rows = obj.save()
         if not rows:
@@ -455,7 +434,7 @@ class BaseRepository:
     def delete(self, obj) -> bool:
         """Delete ``obj``'s row; True if a row was deleted."""
         obj = self._coerce(obj)
-        deleted = self.delete_by_id(self._pk(obj))
+        deleted = self.delete_by_id(obj.get_id())
         obj.is_stored = False
         return deleted
 
@@ -474,8 +453,8 @@ def contains_text(field, text: str):
 
 
 def positive_int(name: str, value, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-        low = 0 if allow_zero else 1
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValidationError(f"{name} must be an integer >= {low}; got {value!r}")
     return value
 
