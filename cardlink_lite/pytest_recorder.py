@@ -1,8 +1,5 @@
-"""The pytest plugin's recorder: turns a session's reports into TestResult rows.
-
-Loaded by ``cardlink_lite.pytest_plugin`` only once a database is configured or a store
-fixture is requested, so an idle plugin imports nothing of the library.
-"""
+"""The pytest plugin's recorder: a session's reports as TestResult rows (loaded by
+``cardlink_lite.pytest_plugin`` only once a store is configured or a store fixture is used)."""
 
 from __future__ import annotations
 
@@ -28,15 +25,7 @@ from .db import database_proxy
 from .errors import DatabaseError, first_line
 from .manager import DatabaseManager
 from .migrations import get_pending_revisions, run_migrations
-from .models import (
-    CardProfile,
-    Device,
-    OTASession,
-    RunEnding,
-    TestResult,
-    TestRun,
-    TestStatus,
-)
+from .models import CardProfile, Device, OTASession, RunEnding, TestResult, TestRun, TestStatus
 from .pytest_keys import ENV_VAR, RESULT_PROPERTY, SESSION_PROPERTY, TARGET_PROPERTY
 from .unit_of_work import UnitOfWork
 
@@ -77,30 +66,22 @@ def _fresh_database(server: str | None, tmp_path_factory):
     if config.is_sqlite:
         raise pytest.UsageError("--cardlink-test-db wants a MariaDB/MySQL or PostgreSQL URL; "
                                 "leave it out to use a temporary SQLite file")
+    kwargs = config.connect_kwargs()
+    server_class = peewee.MySQLDatabase if config.is_mysql else peewee.PostgresqlDatabase
+    admin = server_class(kwargs.pop("database"), **kwargs)
+    admin.connect()
+    if config.is_postgresql:
+        admin.connection().autocommit = True  # CREATE DATABASE refuses transactions
     name = f"cl_test_{uuid.uuid4().hex[:12]}"
     quote = "`" if config.is_mysql else '"'
-    admin = _admin_database(config)
     admin.execute_sql(f"CREATE DATABASE {quote}{name}{quote}")
     try:
-        head, _, _ = config.url.partition("?")
-        yield head.rsplit("/", 1)[0] + "/" + name
+        yield config.url.partition("?")[0].rsplit("/", 1)[0] + "/" + name
     finally:
         admin.execute_sql(f"DROP DATABASE IF EXISTS {quote}{name}{quote}")
         admin.close()
 
 
-def _admin_database(config: DatabaseConfig) -> peewee.Database:
-    kwargs = config.connect_kwargs()
-    name = kwargs.pop("database")
-    cls = peewee.MySQLDatabase if config.is_mysql else peewee.PostgresqlDatabase
-    database = cls(name, **kwargs)
-    database.connect()
-    if config.is_postgresql:
-        database.connection().autocommit = True  # CREATE DATABASE refuses transactions
-    return database
-
-
-# -- the recorder --------------------------------------------------------------------
 class _Item:
     """What the reports of one test item said so far."""
 
@@ -109,18 +90,12 @@ class _Item:
                  "captured")
 
     def __init__(self):
-        self.start = self.stop = 0.0
-        self.duration = 0.0
-        self.status = None
-        self.message = self.longrepr = self.detail = None
+        self.start = self.stop = self.duration = 0.0
+        self.status = self.message = self.longrepr = self.detail = self.subtests = None
+        self.location = self.worker = self.superseded = self.captured = None
         self.extra: dict = {}
-        self.subtests: Counter | None = None
         self.attempts = 1
         self.props = ()
-        self.location = None
-        self.worker = None
-        self.superseded = None
-        self.captured = None
 
 
 class CardlinkRecorder:
@@ -142,9 +117,9 @@ class CardlinkRecorder:
             )
         self.labels = _labels(config)
         self.manager = _open_store(url)
-        self.collection_errors = 0
-        self.deselected = 0
+        self.collection_errors = self.deselected = 0
         self.interruption: str | None = None
+        self.ending: RunEnding | None = None
         self.started = time.time()
         try:
             with _borrowed_binding(self.manager):
@@ -154,14 +129,13 @@ class CardlinkRecorder:
                 self.manager.close()
             raise
         self.counts: Counter = Counter()
-        self.recorded = 0
-        self.not_recorded = 0
+        self.recorded = self.not_recorded = 0
         self.write_errors: list[str] = []
         self.unknown_targets: set[tuple[str, str]] = set()
         self._items: dict[str, _Item] = {}
         self._rows: list[tuple] = []
         self._last_flush = time.monotonic()
-        self._known: dict[tuple[str, str], bool] = {}
+        self._known: dict[tuple, bool] = {}  # (model, key): in the store
         self._collect_seen: set[str] = set()
 
     # hooks ----------------------------------------------------------------------
@@ -176,14 +150,14 @@ class CardlinkRecorder:
         self._collect_seen.add(report.nodeid)
         item = _Item()
         item.start = item.stop = time.time()
+        item.message = _short_reason(report)
         if report.failed:
             self.collection_errors += 1
             item.status, item.detail = TestStatus.ERROR, "collection error"
-            item.message = _syntax_error(report.longreprtext) or _short_reason(report)
+            item.message = _syntax_error(report.longreprtext) or item.message
             item.longrepr = _long_repr(report)
         else:
             item.status, item.detail = TestStatus.SKIPPED, "skipped module"
-            item.message = _short_reason(report)
         self._finish_safely(report.nodeid, item)
 
     def pytest_runtest_logreport(self, report):
@@ -229,7 +203,7 @@ class CardlinkRecorder:
         if when == "teardown" or when not in ("setup", "call"):
             item.props = report.user_properties
             item.stop = getattr(report, "stop", 0) or time.time()
-            item.attempts = (getattr(report, "rerun", 0) or 0) + 1
+            item.attempts = (attempt or 0) + 1
             if self.capture and item.status in (TestStatus.FAILED, TestStatus.ERROR):
                 # the last report holds the sections of every phase
                 item.captured = {"stdout": report.capstdout, "stderr": report.capstderr,
@@ -252,7 +226,10 @@ class CardlinkRecorder:
         self.flush()
         try:
             with _borrowed_binding(self.manager):
-                self._finish_run(session, int(exitstatus))
+                ending, selection = self._ending(session)
+                finish_run(self.manager, self.run_id, ending, int(exitstatus),
+                           storable(selection, 255))
+                self.ending = ending
         except Exception as exc:  # noqa: BLE001 - recording must never break the user's run
             self._note_error(exc)
 
@@ -331,13 +308,13 @@ class CardlinkRecorder:
             elif name == RESULT_PROPERTY:
                 assertions = value.get("assertions") or None
                 metadata.update(value.get("metadata") or {})
+        if sessions:  # all in metadata; the first that is in this store is the FK
+            metadata["sessions"] = sessions
         test_name = nodeid = storable(nodeid)
         if len(nodeid) > _MAX_TEST_NAME:
             digest = hashlib.sha1(nodeid.encode()).hexdigest()[:16]
             test_name = f"{nodeid[:_MAX_TEST_NAME - 18]}~{digest}"
             metadata["nodeid"] = nodeid
-        session = self._session(sessions, metadata)
-        started = _utc(item.start)
         ended = _utc(item.stop or item.start)
         self.counts[status.value] += 1
         row = {
@@ -347,7 +324,7 @@ class CardlinkRecorder:
             "test_name": test_name,
             "device": self._target("device", storable(device), metadata),
             "card": self._target("card", storable(card), metadata),
-            "started_at": started,
+            "started_at": _utc(item.start),
             "ended_at": ended,
             "duration_ms": int(round(item.duration * 1000)),
             "status": status.value,
@@ -355,7 +332,7 @@ class CardlinkRecorder:
             "assertions": _json(assertions),
             "metadata": _json(metadata),
             "attempts": item.attempts,
-            "session": session,
+            "session": next((sid for sid in sessions if self._in_store(OTASession, sid)), None),
             "created_at": ended,
             "updated_at": ended,
         }
@@ -364,38 +341,24 @@ class CardlinkRecorder:
                 or time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
             self.flush()
 
-    def _session(self, sessions: list[str], metadata: dict):
-        """The first session the test drove that is in this store (the FK), all in metadata."""
-        if not sessions:
-            return None
-        metadata["sessions"] = sessions
-        for session_id in sessions:
-            try:
-                if OTASession.select().where(OTASession.id == session_id) \
-                        .exists(self.manager.database):
-                    return session_id
-            except Exception:  # noqa: BLE001 - an unreadable store is reported at flush
-                return None
-        return None
-
     def _target(self, kind: str, key: str | None, metadata: dict):
         """The FK value when that device/card is in the store, else the id goes in metadata."""
-        if not key:
-            return None
-        known = self._known.get((kind, key))
+        if not key or self._in_store(Device if kind == "device" else CardProfile, key):
+            return key or None
+        metadata["device_id" if kind == "device" else "card_iccid"] = key
+        self.unknown_targets.add((kind, key))
+        return None
+
+    def _in_store(self, model, key: str) -> bool:
+        known = self._known.get((model, key))
         if known is None:
-            model = Device if kind == "device" else CardProfile
             try:
                 query = model.select().where(model._meta.primary_key == key)
                 known = query.exists(self.manager.database)
             except Exception:  # noqa: BLE001 - an unreadable store is reported at flush
                 known = False
-            self._known[(kind, key)] = known
-        if known:
-            return key
-        metadata["device_id" if kind == "device" else "card_iccid"] = key
-        self.unknown_targets.add((kind, key))
-        return None
+            self._known[(model, key)] = known
+        return known
 
     # the run as a record ----------------------------------------------------------
     def _start_run(self, append: bool) -> None:
@@ -410,15 +373,12 @@ class CardlinkRecorder:
             values = {"suite_name": self.suite, "ending": RunEnding.UNFINISHED,
                       "finished_at": None, "labels": self.labels or None,
                       "context": _context(self.config)}
-            if known:
-                (TestRun.insert(id=self.run_id, started_at=_utc(self.started), **values)
-                 .on_conflict_ignore().execute(database))
+            (TestRun.insert(id=self.run_id, started_at=_utc(self.started), **values)
+             .on_conflict_ignore().execute(database))
+            if known:  # appending: the record (if it has one) is running again
                 TestRun.update(**values).where(TestRun.id == self.run_id).execute(database)
-            else:
-                TestRun.insert(id=self.run_id, started_at=_utc(self.started),
-                               **values).execute(database)
 
-    def _ending(self, session, exitstatus: int) -> tuple[RunEnding, str | None]:
+    def _ending(self, session) -> tuple[RunEnding, str | None]:
         selection = _selection(self.config, self.deselected)
         if self.interruption == "interrupted":
             return RunEnding.INTERRUPTED, selection
@@ -427,22 +387,12 @@ class CardlinkRecorder:
             return RunEnding.STOPPED, selection
         if self.collection_errors:
             return RunEnding.COLLECTION_ERRORS, selection
-        if selection:
-            return RunEnding.PARTIAL, selection
-        return RunEnding.COMPLETE, None
-
-    def _finish_run(self, session, exitstatus: int) -> None:
-        ending, selection = self._ending(session, exitstatus)
-        finish_run(self.manager, self.run_id, ending, exitstatus, storable(selection, 255))
-        self.ending = ending
+        return (RunEnding.PARTIAL, selection) if selection else (RunEnding.COMPLETE, None)
 
     # writing --------------------------------------------------------------------
     def flush(self) -> None:
-        """Commit the buffered results; a failure is counted, never raised.
-
-        A batch the database refuses is bisected (batch_insert.insert_isolating), so one
-        row it cannot take never costs the others their record.
-        """
+        """Commit the buffered results; a failure is counted, never raised, and a refused
+        batch is bisected (insert_isolating) so one bad row costs only its own record."""
         rows, self._rows = self._rows, []
         self._last_flush = time.monotonic()
         if not rows:
@@ -492,7 +442,7 @@ class CardlinkRecorder:
 
 # Rows are tuples in this order, written by batch_insert (multi-row INSERTs built once
 # with Peewee's insert_many, COPY on PostgreSQL for big batches).
-_FIELDS = [f for f in TestResult._meta.sorted_fields]
+_FIELDS = list(TestResult._meta.sorted_fields)
 _COLUMNS = tuple(f.name for f in _FIELDS)
 
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
@@ -505,10 +455,9 @@ def _any_error(exc: BaseException) -> bool:
 
 
 def storable(text, limit: int | None = None, keep_end: bool = False):
-    """``text`` as every backend stores it: NUL and lone surrogates (what ``os.fsdecode``
-    gives for a non-UTF-8 file name) written visibly as ``\\x00`` / ``\\udcXX``; over
+    """``text`` with NUL and lone surrogates written visibly (``\\x00`` / ``\\udcXX``); over
     ``limit`` characters cut at the end with "…", or (``keep_end``) in the middle with a
-    marker so that the end (a traceback's ``E`` lines and location) survives."""
+    marker, so that a traceback's ``E`` lines and location survive."""
     if text is None:
         return None
     text = str(text)
@@ -554,19 +503,16 @@ def _open_store(url: str) -> DatabaseManager:
                 manager.close()
             raise pytest.UsageError(
                 f"cannot record test results in {config.safe_url} ({first_line(exc)}); "
-                "fix --cardlink-db "
-                f"(or cardlink_db / {ENV_VAR}) or leave it out to run without recording"
+                f"fix --cardlink-db (or cardlink_db / {ENV_VAR}) or leave it out to run "
+                "without recording"
             ) from None
     return manager
 
 
 @contextlib.contextmanager
 def _borrowed_binding(manager: DatabaseManager):
-    """Use ``manager`` through the shared proxy, then give the tests back their binding.
-
-    The recorder lives in the same process as the tests, which may bind the models to
-    their own database (``cardlink_manager``, ``init_database``).
-    """
+    """Use ``manager`` through the shared proxy, then give back the binding of the tests
+    (they run in this process and may bind the models to their own database)."""
     saved_obj, saved_current = database_proxy.obj, _db._current
     try:
         if manager.is_initialized:
@@ -578,7 +524,6 @@ def _borrowed_binding(manager: DatabaseManager):
         _db._current = saved_current
 
 
-# -- summary -------------------------------------------------------------------------
 def _write_summary(recorder: CardlinkRecorder, tr) -> None:
     tr.write_sep("-", "cardlink")
     counts = ", ".join(f"{recorder.counts.get(s.value, 0)} {s.value}" for s in TestStatus)
@@ -594,22 +539,20 @@ def _write_summary(recorder: CardlinkRecorder, tr) -> None:
         return
     try:
         with _borrowed_binding(recorder.manager):
-            report = _history(recorder)
+            base, comparison, flaky = run_history(recorder.manager, recorder.suite,
+                                                  recorder.run_id, recorder.flaky_window)
     except Exception as exc:  # noqa: BLE001 - the summary must not break the run
         tr.write_line(f"cannot compare with earlier runs: {first_line(exc)}", yellow=True)
         return
-    base, comparison, flaky = report
-    ending = getattr(recorder, "ending", None)
-    if ending is not None and ending != RunEnding.COMPLETE:
-        tr.write_line(f"this run is {ending.value}: compared only on the tests it ran",
+    if recorder.ending not in (None, RunEnding.COMPLETE):
+        tr.write_line(f"this run is {recorder.ending.value}: compared only on the tests it ran",
                       yellow=True)
     if base:
-        regressions = comparison.get("regressions", [])
-        fixed = comparison.get("fixed", [])
+        regressions, fixed = comparison["regressions"], comparison["fixed"]
         started = base.started_at.strftime("%Y-%m-%d %H:%M") if base.started_at else "?"
         tr.write_line(f"against run {base.id} (the latest comparable run: {base.ending.value}, "
                       f"started {started} UTC): {_plural(len(regressions), 'regression')}, "
-                      f"{len(fixed)} fixed, {len(comparison.get('new_tests', []))} new tests")
+                      f"{len(fixed)} fixed, {len(comparison['new_tests'])} new tests")
         for entry in regressions[:20]:
             tr.write_line(f"  REGRESSION {entry}", red=True)
         for entry in fixed[:20]:
@@ -620,11 +563,6 @@ def _write_summary(recorder: CardlinkRecorder, tr) -> None:
         for entry in flaky[:20]:
             tr.write_line(f"  FLAKY {entry}", yellow=True)
     tr.write_line(f"run id: {recorder.run_id}")
-
-
-def _history(recorder: CardlinkRecorder):
-    return run_history(recorder.manager, recorder.suite, recorder.run_id,
-                       recorder.flaky_window)
 
 
 # -- what the plugin asks the store at the end of a run (timed by bench_run_summary) -----
@@ -651,13 +589,11 @@ def _short_reason(report) -> str:
     if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (path, line, reason)
         text = str(longrepr[2]).removeprefix("Skipped: ")
     else:
-        crash = getattr(longrepr, "reprcrash", None)
-        text = getattr(crash, "message", None) or ""
+        text = getattr(getattr(longrepr, "reprcrash", None), "message", None) or ""
         if not text:
             lines = [ln for ln in report.longreprtext.splitlines() if ln.strip()]
-            errors = [ln for ln in lines if ln.startswith("E ")]
-            text = (errors or lines or [""])[-1 if not errors else 0]
-            text = text[1:].strip() if text.startswith("E ") else text
+            errors = [ln[1:].strip() for ln in lines if ln.startswith("E ")]
+            text = errors[0] if errors else (lines or [""])[-1]
     text = " ".join(text.split()) if "\n" in text else text.strip()
     return storable(text, _MAX_MESSAGE)
 
@@ -688,11 +624,9 @@ def _long_repr(report) -> str | None:
 
 def _labels(config) -> dict:
     labels = {}
-    for key, option in (("device", "cardlink_device"), ("card", "cardlink_card"),
-                        ("firmware", "cardlink_firmware")):
-        value = config.getoption(option, None)
-        if value:
-            labels[key] = storable(value)
+    for key in ("device", "card", "firmware"):
+        if config.getoption(f"cardlink_{key}", None):
+            labels[key] = storable(config.getoption(f"cardlink_{key}"))
     for text in config.getoption("cardlink_labels", None) or ():
         key, sep, value = text.partition("=")
         if not sep or not key.strip():
@@ -704,9 +638,8 @@ def _labels(config) -> dict:
 def _context(config) -> dict:
     context = {"host": socket.gethostname(), "python": platform.python_version(),
                "pytest": pytest.__version__}
-    workers = getattr(config.option, "numprocesses", None)
-    if workers:
-        context["xdist_workers"] = workers
+    if getattr(config.option, "numprocesses", None):
+        context["xdist_workers"] = config.option.numprocesses
     for key, args in (("git_commit", ("rev-parse", "HEAD")),
                       ("git_branch", ("rev-parse", "--abbrev-ref", "HEAD"))):
         try:
@@ -722,13 +655,10 @@ def _context(config) -> dict:
 
 def _selection(config, deselected: int) -> str | None:
     """What narrowed the run to part of the suite, or None."""
-    parts = []
-    if config.getoption("lf", False):
-        parts.append("--lf")
-    if config.getoption("keyword", ""):
-        parts.append(f"-k {config.getoption('keyword')}")
-    if config.getoption("markexpr", ""):
-        parts.append(f"-m {config.getoption('markexpr')}")
+    parts = ["--lf"] if config.getoption("lf", False) else []
+    for flag, option in (("-k", "keyword"), ("-m", "markexpr")):
+        if config.getoption(option, ""):
+            parts.append(f"{flag} {config.getoption(option)}")
     if any("::" in str(arg) for arg in config.args):
         parts.append("node ids")
     if deselected and not parts:
