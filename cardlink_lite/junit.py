@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterable
 
 __all__ = ["build_junit_xml", "pytest_names", "xml_safe"]
@@ -35,54 +36,36 @@ def _seconds(ms) -> str:
 
 
 def _status(result) -> str:
-    status = result.status
-    return getattr(status, "value", status)
+    return getattr(result.status, "value", result.status)
 
 
 def build_junit_xml(run_id: str, results: Iterable) -> str:
-    """The XML text for ``results`` (TestResult rows in run order): one testsuite per suite.
-
-    Failures and errors carry the first line of the message as ``message`` and the whole
-    text as element text; skips carry their reason. Non-ASCII characters are written as
-    character references, so the text is the same in any file encoding.
-    """
+    """The XML text for ``results`` (TestResult rows in run order), one testsuite per suite;
+    non-ASCII goes as character references, so the text is the same in any file encoding."""
     suites: dict[str, list] = {}
     for result in results:
         suites.setdefault(result.suite_name, []).append(result)
-
     root = ET.Element("testsuites", name=xml_safe(run_id))
-    totals = {"tests": 0, "failures": 0, "errors": 0, "time": 0}
+    totals: Counter = Counter()
     for index, (suite_name, rows) in enumerate(suites.items()):
-        counts = {s: sum(1 for r in rows if _status(r) == s)
-                  for s in ("failed", "error", "skipped")}
-        duration = sum(max(0, r.duration_ms or 0) for r in rows)
-        started = [r.started_at for r in rows if r.started_at is not None]
-        suite = ET.SubElement(root, "testsuite", {
-            "name": xml_safe(suite_name),
-            "tests": str(len(rows)),
-            "failures": str(counts["failed"]),
-            "errors": str(counts["error"]),
-            "skipped": str(counts["skipped"]),
-            "time": _seconds(duration),
-            "id": str(index),
-        })
-        if started:
-            suite.set("timestamp", min(started).isoformat(timespec="milliseconds"))
+        statuses = Counter(_status(row) for row in rows)
+        duration = sum(max(0, row.duration_ms or 0) for row in rows)
+        suite = ET.SubElement(root, "testsuite", name=xml_safe(suite_name))
         properties = ET.SubElement(suite, "properties")
         ET.SubElement(properties, "property", name="run_id", value=xml_safe(run_id))
+        # pytest counts a broken teardown after a failure as an error testcase of its own
         teardown_errors = sum(_testcase(suite, suite_name, row) for row in rows)
-        if teardown_errors:  # pytest counts a broken teardown after a failure as an error
-            suite.set("tests", str(len(rows) + teardown_errors))
-            suite.set("errors", str(counts["error"] + teardown_errors))
-        totals["tests"] += len(rows) + teardown_errors
-        totals["failures"] += counts["failed"]
-        totals["errors"] += counts["error"] + teardown_errors
-        totals["time"] += duration
-
-    root.set("tests", str(totals["tests"]))
-    root.set("failures", str(totals["failures"]))
-    root.set("errors", str(totals["errors"]))
-    root.set("time", _seconds(totals["time"]))
+        counts = {"tests": len(rows) + teardown_errors, "failures": statuses["failed"],
+                  "errors": statuses["error"] + teardown_errors}
+        suite.attrib.update({key: str(value) for key, value in counts.items()},
+                            skipped=str(statuses["skipped"]), time=_seconds(duration),
+                            id=str(index))
+        started = [row.started_at for row in rows if row.started_at is not None]
+        if started:
+            suite.set("timestamp", min(started).isoformat(timespec="milliseconds"))
+        totals.update(counts, time=duration)
+    root.attrib.update({key: str(totals[key]) for key in ("tests", "failures", "errors")},
+                       time=_seconds(totals["time"]))
     ET.indent(root)
     body = ET.tostring(root, encoding="us-ascii", xml_declaration=False).decode("ascii")
     return _DECLARATION + body + "\n"
@@ -98,26 +81,28 @@ def pytest_names(nodeid: str) -> tuple[str, str]:
     return ".".join(names[:-1]), names[-1]
 
 
-def _names(suite_name: str, row, metadata: dict) -> tuple[str, str]:
-    if metadata.get("runner") == "pytest":  # test_name is the node id (or its shortening)
-        return pytest_names(metadata.get("nodeid") or row.test_name)
-    return suite_name, row.test_name
-
-
 def _testcase(suite: ET.Element, suite_name: str, row) -> int:
     """Write ``row``'s testcase; 1 when a second one (a broken teardown) was written too."""
     metadata = getattr(row, "metadata", None)
     metadata = metadata if isinstance(metadata, dict) else {}
-    classname, name = _names(suite_name, row, metadata)
+    if metadata.get("runner") == "pytest":  # test_name is the node id (or its shortening)
+        classname, name = pytest_names(metadata.get("nodeid") or row.test_name)
+    else:
+        classname, name = suite_name, row.test_name
     attributes = {"classname": xml_safe(classname), "name": xml_safe(name)}
     case = ET.SubElement(suite, "testcase", time=_seconds(row.duration_ms), **attributes)
-    status = _status(row)
-    tag = {"failed": "failure", "error": "error", "skipped": "skipped"}.get(status)
+    tag = {"failed": "failure", "error": "error", "skipped": "skipped"}.get(_status(row))
     if tag is None:
         return 0
     message = xml_safe(row.error_message)
     _outcome(case, tag, message, xml_safe(metadata.get("longrepr")) or message)
-    _captured(case, metadata)
+    # The captured output the plugin kept for a failure, as junitxml's system-out/-err.
+    out = "\n".join(f"----- Captured {key} -----\n{metadata[key]}"
+                    for key in ("stdout", "log") if metadata.get(key))
+    if out:
+        ET.SubElement(case, "system-out").text = xml_safe(out)
+    if metadata.get("stderr"):
+        ET.SubElement(case, "system-err").text = xml_safe(metadata["stderr"])
     teardown = metadata.get("teardown_error")
     if not teardown or tag == "skipped":
         return 0
@@ -127,17 +112,6 @@ def _testcase(suite: ET.Element, suite_name: str, row) -> int:
     _outcome(case, "error", xml_safe(f'failed on teardown with "{teardown}"'),
              xml_safe(metadata.get("teardown_longrepr")) or xml_safe(teardown))
     return 1
-
-
-def _captured(case: ET.Element, metadata: dict) -> None:
-    """The captured output the plugin kept for a failure, as junitxml's system-out/-err."""
-    out = "\n".join(f"----- Captured {name} -----\n{metadata[key]}"
-                    for key, name in (("stdout", "stdout"), ("log", "log"))
-                    if metadata.get(key))
-    if out:
-        ET.SubElement(case, "system-out").text = xml_safe(out)
-    if metadata.get("stderr"):
-        ET.SubElement(case, "system-err").text = xml_safe(metadata["stderr"])
 
 
 def _outcome(case: ET.Element, tag: str, message: str, body: str) -> None:

@@ -1,9 +1,6 @@
-"""pytest plugin: records each test of a run as one ``TestResult``, exactly once under xdist.
-
-Enabled by ``--cardlink-db URL``, the ini option ``cardlink_db`` or ``CARDLINK_PYTEST_DB``.
-This module registers options, ini keys, the marker and the fixtures and imports nothing of
-the library: the recorder (``pytest_recorder``) is loaded once a database is configured,
-the store (``cardlink_manager``) once that fixture is requested.
+"""pytest plugin: records each test of a run as one ``TestResult``, exactly once under xdist
+(``--cardlink-db URL``, ini ``cardlink_db`` or ``CARDLINK_PYTEST_DB``). It loads nothing of
+the library until a database is configured (the recorder) or a store fixture is requested.
 """
 
 from __future__ import annotations
@@ -13,21 +10,9 @@ import os
 
 import pytest
 
-from .pytest_keys import (
-    ENV_VAR,
-    RESULT_PROPERTY,
-    SESSION_PROPERTY,
-    TARGET_PROPERTY,
-    running_test,
-)
+from .pytest_keys import ENV_VAR, RESULT_PROPERTY, SESSION_PROPERTY, TARGET_PROPERTY, running_test
 
-__all__ = [
-    "ENV_VAR",
-    "ResultRecord",
-    "cardlink_manager",
-    "cardlink_result",
-    "cardlink_uow",
-]
+__all__ = ["ENV_VAR", "ResultRecord", "cardlink_manager", "cardlink_result", "cardlink_uow"]
 
 _MARKER_KEYS = frozenset({"device", "card"})
 
@@ -37,44 +22,39 @@ recorder_key = pytest.StashKey[object]()
 # -- options, marker, configure ------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cardlink", "cardlink-lite: record results in the bench's store")
-    group.addoption("--cardlink-db", dest="cardlink_db", metavar="URL",
+    group.addoption("--cardlink-db", metavar="URL",
                     help=f"record every test in this database (or ini cardlink_db, env {ENV_VAR})")
-    group.addoption("--cardlink-run-id", dest="cardlink_run_id", metavar="ID",
+    group.addoption("--cardlink-run-id", metavar="ID",
                     help="run id of the results (default: a new UUID)")
-    group.addoption("--cardlink-suite", dest="cardlink_suite", metavar="NAME",
+    group.addoption("--cardlink-suite", metavar="NAME",
                     help="suite name of the results (default: the rootdir's name)")
-    group.addoption("--cardlink-device", dest="cardlink_device", metavar="ID",
+    group.addoption("--cardlink-device", metavar="ID",
                     help="device the whole run tests (a marker on a test overrides it)")
-    group.addoption("--cardlink-card", dest="cardlink_card", metavar="ICCID",
+    group.addoption("--cardlink-card", metavar="ICCID",
                     help="card the whole run tests (a marker on a test overrides it)")
-    group.addoption("--cardlink-firmware", dest="cardlink_firmware", metavar="VERSION",
+    group.addoption("--cardlink-firmware", metavar="VERSION",
                     help="firmware the run tests (a label of the run)")
     group.addoption("--cardlink-label", dest="cardlink_labels", action="append", default=[],
                     metavar="KEY=VALUE", help="a free label of the run (repeatable)")
-    group.addoption("--cardlink-append", dest="cardlink_append", action="store_true",
+    group.addoption("--cardlink-append", action="store_true",
                     help="add to the run named by --cardlink-run-id although it is recorded "
                          "already (without it a reused run id is refused)")
-    group.addoption("--cardlink-no-capture", dest="cardlink_no_capture", action="store_true",
+    group.addoption("--cardlink-no-capture", action="store_true",
                     help="do not keep the captured stdout/stderr/log of failed tests (kept by "
                          "default, the last 10,000 characters of each)")
-    group.addoption("--cardlink-flaky-window", dest="cardlink_flaky_window", type=int,
-                    default=5, metavar="N",
+    group.addoption("--cardlink-flaky-window", type=int, default=5, metavar="N",
                     help="look for tests that flipped status in the last N runs (default 5)")
-    group.addoption("--cardlink-batch-size", dest="cardlink_batch_size", type=int,
-                    default=200, metavar="N",
+    group.addoption("--cardlink-batch-size", type=int, default=200, metavar="N",
                     help="commit after this many results (or every second; default 200)")
-    group.addoption("--cardlink-test-db", dest="cardlink_test_db", metavar="URL",
+    group.addoption("--cardlink-test-db", metavar="URL",
                     help="server for the cardlink_manager fixture: a fresh database is "
                          "created there per test (default: a temporary SQLite file)")
     parser.addini("cardlink_db", "record every test in this database URL", default=None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "cardlink(device=None, card=None): the device and card this test runs against, "
-        "recorded with its result",
-    )
+    config.addinivalue_line("markers", "cardlink(device=None, card=None): the device and card "
+                            "this test runs against, recorded with its result")
     if hasattr(config, "workerinput"):
         return  # xdist worker: the controller records the reports we send it
     url = _enabled_url(config)

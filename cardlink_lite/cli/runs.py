@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from .base import CliState, cli, echo_json, json_option, pass_state, write_atomically
@@ -36,10 +38,8 @@ def list_command(state: CliState, limit, suite_name, as_json):
     \b
         cardlink-db runs list -n 5 --json
     """
-    from ..unit_of_work import UnitOfWork
-
-    with UnitOfWork(state.manager(readonly=True)) as uow:
-        runs = uow.tests.list_runs(limit=limit, suite_name=suite_name)
+    with _tests(state) as tests:
+        runs = tests.list_runs(limit=limit, suite_name=suite_name)
     if as_json:
         echo_json(runs)
         return
@@ -67,17 +67,15 @@ def show_command(state: CliState, run_id, as_json):
     \b
         cardlink-db runs show 5f56c8b2-134d-4e2f-a4f8-c20f5474508d
     """
-    from ..unit_of_work import UnitOfWork
-
-    with UnitOfWork(state.manager(readonly=True)) as uow:
-        record = uow.tests.get_run_record(run_id)
+    with _tests(state) as tests:
+        record = tests.get_run_record(run_id)
         # A run with a record and no results (nothing selected, stopped before its first
         # test ended) is shown; an id with neither is an error.
-        summary = uow.tests.get_run_summary(run_id) if record else _summary_or_fail(uow, run_id)
+        summary = tests.get_run_summary(run_id) if record else _summary_or_fail(tests, run_id)
         summary["run"] = record
-        results = uow.tests.find_by_run(run_id) if as_json else uow.tests.find_failures(run_id)
+        results = tests.find_by_run(run_id) if as_json else tests.find_failures(run_id)
         rows = [_result_dict(r) for r in results]
-        sessions = uow.tests.linked_sessions(run_id)
+        sessions = tests.linked_sessions(run_id)
     if as_json:
         echo_json({"summary": summary, "results": rows,
                    "sessions": [{"session_id": s, "test_name": t} for s, t in sessions]})
@@ -115,12 +113,10 @@ def compare_command(state: CliState, run_a, run_b, as_json):
     \b
         cardlink-db runs compare nightly-41 nightly-42
     """
-    from ..unit_of_work import UnitOfWork
-
-    with UnitOfWork(state.manager(readonly=True)) as uow:
-        _summary_or_fail(uow, run_a)
-        _summary_or_fail(uow, run_b)
-        comparison = uow.tests.compare_runs(run_a, run_b)
+    with _tests(state) as tests:
+        _summary_or_fail(tests, run_a)
+        _summary_or_fail(tests, run_b)
+        comparison = tests.compare_runs(run_a, run_b)
     if as_json:
         echo_json(comparison)
         return
@@ -146,11 +142,9 @@ def junit_command(state: CliState, run_id, output):
     \b
         cardlink-db runs junit nightly-42 -o results.xml
     """
-    from ..unit_of_work import UnitOfWork
-
-    with UnitOfWork(state.manager(readonly=True)) as uow:
-        _summary_or_fail(uow, run_id)
-        xml = uow.tests.export_junit_xml(run_id)
+    with _tests(state) as tests:
+        _summary_or_fail(tests, run_id)
+        xml = tests.export_junit_xml(run_id)
     if output is None:
         click.echo(xml, nl=not xml.endswith("\n"))
         return
@@ -158,8 +152,17 @@ def junit_command(state: CliState, run_id, output):
     click.echo(f"wrote {output}", err=True)
 
 
-def _summary_or_fail(uow, run_id: str) -> dict:
-    summary = uow.tests.get_run_summary(run_id)
+@contextlib.contextmanager
+def _tests(state: CliState):
+    """The test repository of a read-only unit of work on the store."""
+    from ..unit_of_work import UnitOfWork
+
+    with UnitOfWork(state.manager(readonly=True)) as uow:
+        yield uow.tests
+
+
+def _summary_or_fail(tests, run_id: str) -> dict:
+    summary = tests.get_run_summary(run_id)
     if not summary["total"]:
         raise click.ClickException(
             f"no results recorded for run {run_id!r}; see the run ids with: cardlink-db runs list"
@@ -167,17 +170,11 @@ def _summary_or_fail(uow, run_id: str) -> dict:
     return summary
 
 
+_RESULT_FIELDS = ("id", "test_name", "status", "started_at", "ended_at", "duration_ms",
+                  "device_id", "card_iccid", "error_message", "assertions", "metadata")
+
+
 def _result_dict(result) -> dict:
-    return {
-        "id": result.id,
-        "test_name": result.test_name,
-        "status": getattr(result.status, "value", result.status),
-        "started_at": result.started_at,
-        "ended_at": result.ended_at,
-        "duration_ms": result.duration_ms,
-        "device_id": result.device_id,
-        "card_iccid": result.card_iccid,
-        "error_message": result.error_message,
-        "assertions": result.assertions,
-        "metadata": result.metadata,
-    }
+    row = {name: getattr(result, name) for name in _RESULT_FIELDS}
+    row["status"] = getattr(result.status, "value", result.status)
+    return row

@@ -19,13 +19,8 @@ _COUNTED = ("passed", "failed", "skipped", "error")
 
 
 class TestRepository(BaseRepository):
-    """Results of test runs. A run is every result sharing one ``run_id``.
-
-    Rates are percentages (0-100) of all results in the run that passed
-    (``success_rate`` and ``pass_rate`` are the same number under the guide's and the
-    design's names). "Failures" means failed *and* error results: both are tests that did
-    not pass for a reason other than being skipped.
-    """
+    """Results of test runs (a run: every result sharing one ``run_id``). Rates are percent
+    passed (``success_rate`` = ``pass_rate``); "failures" are failed and error results."""
 
     __test__ = False  # not a pytest test class
 
@@ -39,18 +34,11 @@ class TestRepository(BaseRepository):
                       card_iccid: str | None = None, ended_at: datetime | None = None,
                       duration_ms: int | None = None, error_message: str | None = None,
                       assertions=None, metadata=None) -> TestResult:
-        """Record one result (emits TEST_RESULT_CREATED after commit).
-
-        Missing times are filled in from what is given: ``ended_at`` defaults to
-        ``started_at + duration_ms`` or now, ``started_at`` to ``ended_at - duration_ms``,
-        and ``duration_ms`` to the time between them. NUL characters in ``error_message``
-        are stored as the text ``\\x00`` (PostgreSQL cannot store them).
-        """
+        """Record one result (emits TEST_RESULT_CREATED after commit); missing times are
+        derived from the others (``ended_at`` defaults to now), NUL is stored as ``\\x00``."""
         for name, value in (("run_id", run_id), ("suite_name", suite_name),
                             ("test_name", test_name)):
             _check_text(name, value)
-        if duration_ms is not None:
-            duration_ms = _milliseconds(duration_ms)
         started_at, ended_at, duration_ms = _timing(started_at, ended_at, duration_ms)
         result = self.create(TestResult(
             run_id=run_id, suite_name=suite_name, test_name=test_name, status=status,
@@ -63,8 +51,8 @@ class TestRepository(BaseRepository):
 
     def finish_run(self, run_id: str, ending, exit_status: int | None = None,
                    selection: str | None = None) -> int:
-        """Close the run's record: when and how it ended, and its counts per status (read
-        from its results). Returns the number of records updated (0: no such run)."""
+        """Close the run's record: when and how it ended, its counts per status; the number
+        of records updated (0: no such run)."""
         ending = TestRun.ending.coerce_member(ending)
         query = (TestResult.select(TestResult.status, fn.COUNT(TestResult.id))
                  .where(TestResult.run_id == run_id).group_by(TestResult.status))
@@ -105,26 +93,23 @@ class TestRepository(BaseRepository):
         return self._in_order(TestResult.status.in_(list(_FAILING)), run_id)
 
     def linked_sessions(self, run_id: str) -> list[tuple[str, str]]:
-        """``(session id, test name)`` of the run's results that name the OTA session they
-        drove, in the order they started."""
+        """``(session id, test name)`` of the run's results linked to an OTA session."""
         query = (TestResult.select(TestResult.session, TestResult.test_name)
                  .where((TestResult.run_id == run_id) & TestResult.session.is_null(False))
                  .order_by(*_RUN_ORDER))
-        return [(session_id, name) for session_id, name in self._list(query.tuples())]
+        return self._list(query.tuples())
 
     def tests_for_session(self, session_id: str) -> list[tuple[str, str]]:
         """``(test name, run id)`` of the results that drove ``session_id``."""
         query = (TestResult.select(TestResult.test_name, TestResult.run_id)
                  .where(TestResult.session == session_id)
                  .order_by(TestResult.started_at, TestResult.id))
-        return [(name, run_id) for name, run_id in self._list(query.tuples())]
+        return self._list(query.tuples())
 
     # -- analysis ------------------------------------------------------------------
     def get_run_summary(self, run_id: str) -> dict:
-        """Counts per status, summed ``duration_ms``, first start, last end and pass rate.
-
-        One GROUP BY query. An unknown run gives zeros (and None times).
-        """
+        """Counts per status, summed ``duration_ms``, first start, last end and pass rate
+        (one GROUP BY query; an unknown run gives zeros and None times)."""
         summary = {"run_id": run_id, **dict.fromkeys(_COUNTED, 0), "duration_ms": 0}
         starts, ends = [], []
         rows = self._fetch(statement(_SUMMARY, _summary_query), run_id) \
@@ -143,36 +128,27 @@ class TestRepository(BaseRepository):
         return summary
 
     def compare_runs(self, run_id1: str, run_id2: str) -> dict:
-        """What changed from run ``run_id1`` to run ``run_id2``, by test name.
-
-        ``regressions`` (alias ``new_failures``): passed before, failed or error now.
-        ``improvements`` (alias ``fixed``): failed or error before, passed now.
-        ``new_tests`` / ``removed_tests``: names in only one of the runs. A name recorded
-        twice in a run (a rerun) counts with its last result. Lists are sorted.
-
-        Reads the results of the tests that failed in either run, and the names only one
-        run has, from the indexes: not every result of both runs.
-        """
+        """Sorted test names: ``regressions`` (alias ``new_failures``) passed then failed,
+        ``improvements`` (alias ``fixed``) the reverse, ``new_tests``/``removed_tests`` in one
+        run only. A rerun counts with its last result."""
         runs = [run_id1, run_id2]
         self._touch()
-        # Only a test that failed or errored in one of the runs can be a regression or a fix.
+        # Only a test that failed in one of the runs can be a regression or a fix, so only
+        # theirs are read, and the names only one run has come from an anti-join.
         failed = (TestResult.select(TestResult.test_name).distinct()
                   .where(TestResult.run_id.in_(runs) & TestResult.status.in_(list(_FAILING))))
         names = [name for (name,) in self._list(failed.tuples())]
-        before: dict[str, TestStatus] = {}
-        after: dict[str, TestStatus] = {}
+        # The same id twice compares the run with itself (all unchanged).
+        by_run: dict[str, dict[str, TestStatus]] = {run_id1: {}, run_id2: {}}
         for chunk in chunked(names, _MAX_NAMES):
             query = (TestResult.select(TestResult.run_id, TestResult.test_name,
                                        TestResult.status)
                      .where(TestResult.run_id.in_(runs) & TestResult.test_name.in_(chunk))
                      .order_by(*_RUN_ORDER))
             for run_id, name, status in self._list(query.tuples()):
-                status = TestResult.status.coerce_member(status)
-                # The same id twice: compare the run with itself (all unchanged).
-                if run_id == run_id1:
-                    before[name] = status
-                if run_id == run_id2:
-                    after[name] = status
+                if run_id in by_run:  # MariaDB's PAD SPACE matches "x " to "x"
+                    by_run[run_id][name] = TestResult.status.coerce_member(status)
+        before, after = by_run[run_id1], by_run[run_id2]
         common = before.keys() & after.keys()
         regressions = sorted(n for n in common
                              if before[n] == TestStatus.PASSED and after[n] in _FAILING)
@@ -182,25 +158,15 @@ class TestRepository(BaseRepository):
         for added, name in self._list(_only_in(run_id2, run_id1, True)
                                       .union_all(_only_in(run_id1, run_id2, False)).tuples()):
             (new_tests if added else removed_tests).add(name)
-        return {
-            "run_id1": run_id1,
-            "run_id2": run_id2,
-            "regressions": regressions,
-            "new_failures": list(regressions),
-            "improvements": improvements,
-            "fixed": list(improvements),
-            "new_tests": sorted(new_tests),
-            "removed_tests": sorted(removed_tests),
-        }
+        return {"run_id1": run_id1, "run_id2": run_id2, "regressions": regressions,
+                "new_failures": list(regressions), "improvements": improvements,
+                "fixed": list(improvements), "new_tests": sorted(new_tests),
+                "removed_tests": sorted(removed_tests)}
 
     def list_runs(self, limit: int | None = 20, suite_name: str | None = None) -> list[dict]:
-        """One summary per run, newest first (by first start), in one query.
-
-        With ``suite_name`` only runs with results in that suite are listed, and their
-        counts cover that suite only. ``suite_name`` of a run spanning several suites is
-        the first by name; ``suites`` says how many there are. A run with a record but no
-        results (nothing selected, or stopped before its first test ended) is listed too.
-        """
+        """One summary per run (runs with a record and no results too), newest first, in one
+        query; ``suite_name`` narrows runs and counts to that suite. A run of several suites
+        shows the first by name and their number (``suites``)."""
         results = (TestResult
                    .select(TestResult.run_id, fn.MIN(TestResult.suite_name),
                            fn.COUNT(TestResult.suite_name.distinct()),
@@ -251,9 +217,8 @@ class TestRepository(BaseRepository):
                 "labels": run.labels or {}}
 
     def latest_comparable_run(self, suite_name: str, exclude: str | None = None):
-        """The suite's newest run that ran to completion (``complete``, or ``unknown`` for
-        runs recorded before runs were records) other than ``exclude``; a ``TestRun`` or
-        None. Partial, stopped and interrupted runs are never the base of a comparison."""
+        """The suite's newest ``complete`` (or ``unknown``: recorded before runs were records)
+        run other than ``exclude``, a ``TestRun`` or None: the base of a comparison."""
         self._touch()
         query = (TestRun.select()
                  .where((TestRun.suite_name == suite_name)
@@ -265,14 +230,9 @@ class TestRepository(BaseRepository):
         return found[0] if found else None
 
     def flaky_tests(self, suite_name: str, window: int = 5) -> list[str]:
-        """Names of the suite's tests that both passed and failed (or errored) within its
-        last ``window`` runs — a rerun inside one run counts too, and so does a pass that
-        took more than one attempt (pytest-rerunfailures). Interrupted and unfinished runs
-        are left out of the window.
-
-        The window comes from the run records; the results read are those of the tests
-        that failed or needed a rerun in it, found through ``idx_test_run_outcome``.
-        """
+        """Names of the suite's tests that both passed and failed (or passed after a rerun)
+        in its last ``window`` runs, not counting interrupted and unfinished runs. Reads
+        only the tests that failed or were rerun (through ``idx_test_run_outcome``)."""
         window = positive_int("window", window)
         self._touch()
         run_ids = self._window(suite_name, window)
@@ -415,12 +375,6 @@ def _storable(text):
     return text.replace("\x00", "\\x00") if isinstance(text, str) else text
 
 
-def _milliseconds(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ValidationError(f"duration_ms must be a number >= 0; got {value!r}")
-    return round(value)
-
-
 def _check_text(name: str, value) -> None:
     if not isinstance(value, str) or not value:
         raise ValidationError(f"{name} must be a non-empty string; got {quote(value)}")
@@ -429,10 +383,13 @@ def _check_text(name: str, value) -> None:
 
 def _timing(started_at, ended_at, duration_ms):
     """Fill in whichever of start, end and duration is missing."""
-    if started_at is not None:
-        started_at = to_utc_ms(started_at)
-    if ended_at is not None:
-        ended_at = to_utc_ms(ended_at)
+    if duration_ms is not None:
+        if isinstance(duration_ms, bool) or not isinstance(duration_ms, int | float) \
+                or not duration_ms >= 0:
+            raise ValidationError(f"duration_ms must be a number >= 0; got {duration_ms!r}")
+        duration_ms = round(duration_ms)
+    started_at = to_utc_ms(started_at) if started_at is not None else None
+    ended_at = to_utc_ms(ended_at) if ended_at is not None else None
     if ended_at is None:
         if started_at is not None and duration_ms is not None:
             ended_at = started_at + timedelta(milliseconds=duration_ms)
