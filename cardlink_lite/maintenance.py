@@ -11,15 +11,10 @@ from pathlib import Path
 
 import peewee
 
+from . import migrations
 from .db import bound_models
 from .errors import DatabaseError, SchemaVersionMismatch, ValidationError
 from .fields import utc_now
-from .migrations import (
-    check_schema_version,
-    get_current_revision,
-    get_head_revision,
-    half_applied,
-)
 from .models import (
     ALL_MODELS,
     EXPECTED_INDEXES,
@@ -35,13 +30,8 @@ from .repositories.sessions import SessionRepository
 from .retention import database_file_size
 from .table_names import display_name
 
-__all__ = [
-    "backup_database",
-    "check_database",
-    "collect_stats",
-    "database_size",
-    "repair_database",
-]
+__all__ = ["backup_database", "check_database", "collect_stats", "database_size",
+           "repair_database"]
 
 _SHORT = {"devices": Device, "cards": CardProfile, "sessions": OTASession, "logs": CommLog,
           "tests": TestResult, "settings": Setting}
@@ -66,9 +56,8 @@ def collect_stats(manager, hours: int = 24) -> dict:
     manager.ensure_connection()
     since = utc_now() - timedelta(hours=hours)
     tables = {name: model.select().count() for name, model in _SHORT.items()}
-    finished = (OTASession.select().where(OTASession.status.in_(_FINISHED)).count())
-    completed = (OTASession.select()
-                 .where(OTASession.status == SessionStatus.COMPLETED).count())
+    finished = OTASession.select().where(OTASession.status.in_(_FINISHED)).count()
+    completed = OTASession.select().where(OTASession.status == SessionStatus.COMPLETED).count()
     size = database_size(manager)
     return {
         "tables": tables,
@@ -88,10 +77,8 @@ def collect_stats(manager, hours: int = 24) -> dict:
 
 
 def backup_database(manager, path, overwrite: bool = False) -> dict:
-    """Copy a live SQLite database to ``path`` (mode 0600) with SQLite's online backup.
-
-    The copy is one consistent snapshot; in WAL mode writers carry on meanwhile.
-    """
+    """Copy a live SQLite database to ``path`` (mode 0600): one consistent snapshot through
+    SQLite's online backup, while writers carry on (WAL mode)."""
     database = manager.database
     if not isinstance(database, peewee.SqliteDatabase):
         raise DatabaseError(_dump_hint(manager, path))
@@ -140,11 +127,9 @@ def _dump_hint(manager, path) -> str:
 
 
 def check_database(manager, quick: bool = False) -> dict:
-    """Integrity (SQLite), expected tables and indexes, schema revision; how long it took.
+    """Integrity (SQLite; ``quick``: ``quick_check``), tables, indexes, schema revision, time.
 
-    ``quick`` runs SQLite's ``quick_check`` (no index-content cross-check) instead of the
-    full ``integrity_check``: for big stores. Each entry of ``problems`` ends with the
-    command or statement that fixes it.
+    Each entry of ``problems`` ends with the command or statement that fixes it.
     """
     start = time.perf_counter()
     manager.ensure_connection()
@@ -154,24 +139,15 @@ def check_database(manager, quick: bool = False) -> dict:
     if isinstance(database, peewee.SqliteDatabase):
         _check_sqlite_file(database, quick, checks, problems)
     revision_problem = _check_revision(manager, checks)
-    existing = set(database.get_tables())
-    missing_tables, missing_indexes = [], []
-    for model in ALL_MODELS:
-        table = model._meta.table_name
-        if table not in existing:
-            missing_tables.append(table)
-            continue
-        have = {index.name for index in database.get_indexes(table)}
-        missing_indexes.extend((table, name) for name in EXPECTED_INDEXES.get(table, [])
-                               if name not in have)
-    checks["missing_tables"] = missing_tables
+    missing_models, missing_indexes = _missing(database)
+    checks["missing_tables"] = [model._meta.table_name for model in missing_models]
     checks["missing_indexes"] = [name for _, name in missing_indexes]
     if revision_problem:
         problems.append(revision_problem)
     elif checks["revision"]["current"] is not None:
         # At the code's revision: a missing table or index is damage migrate cannot see.
         problems.extend(f"table {display_name(t)} is missing; recreate it with: cardlink-db "
-                        "check --repair" for t in missing_tables)
+                        "check --repair" for t in checks["missing_tables"])
         problems.extend(f"index {name} on {display_name(table)} is missing; recreate it with: "
                         f"cardlink-db check --repair (or run: {_index_sql(database, name)})"
                         for table, name in missing_indexes)
@@ -181,27 +157,34 @@ def check_database(manager, quick: bool = False) -> dict:
 
 
 def repair_database(manager) -> list[str]:
-    """Recreate missing tables and expected indexes (the damage ``check`` reports).
-
-    Returns what was created. Data in a dropped table is gone: restore it from a backup.
-    """
+    """Recreate what ``check`` finds missing (a dropped table's data is gone); what was made."""
     manager.ensure_connection()
     database = manager.database
+    missing_models, missing_indexes = _missing(database)
     created = []
+    for model in missing_models:
+        with bound_models(database, [model]):
+            model.create_table(safe=True)
+        created.append(f"table {display_name(model._meta.table_name)}")
+    for _table, name in missing_indexes:
+        database.execute_sql(_index_sql(database, name))
+        created.append(f"index {name}")
+    return created
+
+
+def _missing(database) -> tuple[list, list]:
+    """The models whose table is missing, and (table, name) of missing expected indexes."""
     existing = set(database.get_tables())
+    models, indexes = [], []
     for model in ALL_MODELS:
         table = model._meta.table_name
         if table not in existing:
-            with bound_models(database, [model]):
-                model.create_table(safe=True)
-            created.append(f"table {display_name(table)}")
+            models.append(model)
             continue
         have = {index.name for index in database.get_indexes(table)}
-        for name in EXPECTED_INDEXES.get(table, []):
-            if name not in have:
-                database.execute_sql(_index_sql(database, name))
-                created.append(f"index {name}")
-    return created
+        indexes.extend((table, name) for name in EXPECTED_INDEXES.get(table, [])
+                       if name not in have)
+    return models, indexes
 
 
 def _check_sqlite_file(database, quick: bool, checks: dict, problems: list) -> None:
@@ -221,14 +204,14 @@ def _check_sqlite_file(database, quick: bool, checks: dict, problems: list) -> N
 
 
 def _check_revision(manager, checks: dict) -> str | None:
-    current, head = get_current_revision(manager=manager), get_head_revision()
+    current, head = migrations.get_current_revision(manager), migrations.get_head_revision()
     checks["revision"] = {"current": current, "head": head}
     try:
-        check_schema_version(manager)
+        migrations.check_schema_version(manager)
     except SchemaVersionMismatch:
         return (f"the store is at schema revision {current}, newer than this cardlink_lite "
                 f"knows ({head}); upgrade the package: pip install --upgrade cardlink-lite")
-    stuck = half_applied(manager)
+    stuck = migrations.half_applied(manager)
     if stuck:
         return (f"migration {stuck[0]['name']} is half-applied; fix it by hand, then run: "
                 f"cardlink-db migrate --resolve {stuck[0]['name']} --as applied|rolled-back")

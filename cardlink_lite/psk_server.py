@@ -20,15 +20,8 @@ from .recording import SessionRecorder, record_session
 from .repositories.cards import find_psk_by_identity
 from .tls_alerts import alert_from_ssl_error
 
-__all__ = [
-    "DEFAULT_PSK_CIPHERS",
-    "PskHandshakeError",
-    "PskKeyLookup",
-    "accept_psk_session",
-    "psk_key_lookup",
-    "psk_server_context",
-    "psk_tls_support",
-]
+__all__ = ["DEFAULT_PSK_CIPHERS", "PskHandshakeError", "PskKeyLookup", "accept_psk_session",
+           "psk_key_lookup", "psk_server_context", "psk_tls_support"]
 
 logger = logging.getLogger("cardlink_lite.psk_server")
 
@@ -40,10 +33,9 @@ _NATIVE = hasattr(ssl.SSLContext, "set_psk_server_callback")  # Python >= 3.13
 class PskKeyLookup:
     """``identity -> PSK bytes | None`` from the store: one indexed query, one decryption.
 
-    Call it directly, or give :attr:`server_callback` (``b""`` for an unknown identity, which
-    makes OpenSSL answer ``unknown_psk_identity``) to ``SSLContext.set_psk_server_callback``.
-    The identity and card of the last lookup in this thread are kept for the session record.
-    Keys never reach a log or an exception.
+    :attr:`server_callback` suits ``SSLContext.set_psk_server_callback``; the identity and
+    card of this thread's last lookup are kept for the session record. Keys never reach a
+    log or an exception.
     """
 
     def __init__(self, manager):
@@ -95,7 +87,6 @@ class PskKeyLookup:
                 if attempt == 2 or database.in_transaction():
                     raise
                 self.manager.ensure_connection()  # the server dropped us: reconnect once
-        return None
 
 
 def psk_key_lookup(manager) -> PskKeyLookup:
@@ -154,10 +145,9 @@ def accept_psk_session(manager, context: ssl.SSLContext, sock, *, device_id=None
                        **logger_options) -> Iterator[tuple[SessionRecorder, ssl.SSLSocket]]:
     """Handshake on an accepted socket and record the OTA session around it.
 
-    Yields (recorder, TLS socket) once the handshake completed, with the cipher, TLS
-    version, PSK identity, card and handshake time already recorded. A failed handshake
-    records the identity offered, the time and the TLS alert, fails the session and raises
-    :class:`PskHandshakeError`; a timeout times the session out.
+    Yields (recorder, TLS socket) with the cipher, TLS version, PSK identity, card and
+    handshake time recorded. A failed handshake records the identity, time and TLS alert,
+    fails the session and raises :class:`PskHandshakeError`; a timeout times it out.
     """
     lookup = getattr(context, "cardlink_psk_lookup", None)
     if lookup is None:
@@ -176,15 +166,12 @@ def accept_psk_session(manager, context: ssl.SSLContext, sock, *, device_id=None
                         session_type=session_type, trigger=trigger,
                         **logger_options) as recorder:
         identity = lookup.last_identity
-        if isinstance(error, TimeoutError):
-            recorder.set_tls_info(psk_identity=identity, handshake_ms=handshake_ms)
-            tls.close()
-            raise error
         if error is not None:
-            alert = alert_from_ssl_error(error)
-            recorder.set_tls_info(psk_identity=identity, handshake_ms=handshake_ms,
-                                  alert=alert)
+            alert = None if isinstance(error, TimeoutError) else alert_from_ssl_error(error)
+            recorder.set_tls_info(psk_identity=identity, handshake_ms=handshake_ms, alert=alert)
             tls.close()
+            if alert is None:
+                raise error  # the session times out
             raise PskHandshakeError(alert, identity) from None
         cipher = tls.cipher()
         recorder.set_tls_info(cipher[0] if cipher else None, identity, version=tls.version(),

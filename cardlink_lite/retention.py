@@ -1,12 +1,12 @@
 """Retention: delete old rows in short primary-key chunks, then give SQLite's space back.
 
-A bench may be writing APDU logs while a purge runs, so no single transaction
-holds the write lock for long: each chunk of at most ``chunk_size`` rows is
-selected by primary key and deleted in its own transaction.
+A bench may be writing APDU logs during a purge, so each chunk of at most ``chunk_size``
+rows is selected by primary key and deleted in its own short transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import datetime
 from urllib.parse import unquote, urlsplit
@@ -18,16 +18,8 @@ from .errors import ValidationError
 from .fields import to_utc_ms
 from .models import ALL_MODELS, CommLog, OTASession
 
-__all__ = [
-    "PURGEABLE",
-    "count_older_than",
-    "database_file_size",
-    "plan_purge",
-    "purge",
-    "purge_older_than",
-    "reclaim_space",
-    "resolve_purge_tables",
-]
+__all__ = ["PURGEABLE", "count_older_than", "database_file_size", "plan_purge", "purge",
+           "purge_older_than", "reclaim_space", "resolve_purge_tables"]
 
 # What ``purge --tables`` accepts, and the column that dates each row; purged in this
 # order so a session's logs that are old enough go in their own (logs) pass first.
@@ -46,9 +38,8 @@ def purge_older_than(database, model, field, cutoff: datetime, chunk_size: int =
                      progress=None, cascaded=None) -> int:
     """Delete rows of ``model`` whose ``field`` is before ``cutoff``; returns how many went.
 
-    Children that cascade (a session's logs) are deleted first, in chunks too, so
-    one chunk never hides a huge cascading delete. ``progress(n)`` gets each chunk's count,
-    ``cascaded(child_model, n)`` each chunk of children.
+    Cascading children (a session's logs) go first, in chunks too, so no chunk hides a huge
+    cascade. ``progress(n)`` gets each chunk's count, ``cascaded(child_model, n)`` the children's.
     """
     if chunk_size < 1:
         raise ValidationError(f"chunk_size must be at least 1; got {chunk_size!r}")
@@ -99,10 +90,8 @@ def _target(name: str):
 
 
 def plan_purge(database, tables, cutoff: datetime) -> dict[str, int]:
-    """Rows a purge with this cutoff would delete, per short table name.
-
-    ``logs_of_sessions`` counts the newer logs that go with purged sessions.
-    """
+    """Rows a purge with this cutoff would delete, per short table name; ``logs_of_sessions``
+    counts the newer logs that go with purged sessions."""
     names = resolve_purge_tables(tables)
     counts = {name: count_older_than(database, *_target(name), cutoff) for name in names}
     if "sessions" in names:
@@ -117,13 +106,12 @@ def plan_purge(database, tables, cutoff: datetime) -> dict[str, int]:
 
 def purge(database, tables, cutoff: datetime, chunk_size: int = 5000,
           progress=None) -> dict[str, int]:
-    """Delete rows older than ``cutoff`` from each table, in chunks; counts per table.
+    """Delete rows older than ``cutoff`` in chunks; counts per :func:`plan_purge` key.
 
-    The keys are those of :func:`plan_purge`: ``logs_of_sessions`` counts the logs that
-    went with purged sessions. ``progress(key, n)`` sees every deleted row, cascade included.
+    ``progress(key, n)`` sees every deleted row, the logs of purged sessions included.
     """
     names = resolve_purge_tables(tables)
-    done = {name: 0 for name in names}
+    done = dict.fromkeys(names, 0)
     if "sessions" in names:
         done["logs_of_sessions"] = 0
 
@@ -137,8 +125,7 @@ def purge(database, tables, cutoff: datetime, chunk_size: int = 5000,
             count("logs_of_sessions", n)
 
     for name in names:
-        model, column = _target(name)
-        purge_older_than(database, model, column, cutoff, chunk_size,
+        purge_older_than(database, *_target(name), cutoff, chunk_size,
                          progress=lambda n, name=name: count(name, n), cascaded=cascade)
     return done
 
@@ -146,17 +133,15 @@ def purge(database, tables, cutoff: datetime, chunk_size: int = 5000,
 def reclaim_space(database, full: bool = False) -> dict:
     """Return freed SQLite pages to the file system; a no-op on server backends.
 
-    With ``auto_vacuum=INCREMENTAL`` an incremental vacuum frees every free page
-    quickly. A database created without it (or ``full=True``) needs one VACUUM,
-    which also switches it to incremental mode for the next purges.
+    ``auto_vacuum=INCREMENTAL`` frees every free page quickly; a database created without
+    it (or ``full=True``) needs one VACUUM, which also switches it to incremental mode.
     """
     if not isinstance(database, peewee.SqliteDatabase):
         return {"reclaimed": False, "method": None}
     before = database_file_size(database)
     free_before = _pragma(database, "freelist_count")
-    incremental = _pragma(database, "auto_vacuum") == 2
     conn = database.connection()
-    if full or not incremental:
+    if full or _pragma(database, "auto_vacuum") != 2:
         # Takes effect at the VACUUM: auto_vacuum cannot change on a populated file otherwise.
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("VACUUM")
@@ -167,14 +152,9 @@ def reclaim_space(database, full: bool = False) -> dict:
         method = "incremental_vacuum"
     # In WAL mode the file only shrinks once the log is checkpointed.
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    return {
-        "reclaimed": True,
-        "method": method,
-        "free_pages_before": free_before,
-        "free_pages_after": _pragma(database, "freelist_count"),
-        "bytes_before": before,
-        "bytes_after": database_file_size(database),
-    }
+    return {"reclaimed": True, "method": method, "free_pages_before": free_before,
+            "free_pages_after": _pragma(database, "freelist_count"),
+            "bytes_before": before, "bytes_after": database_file_size(database)}
 
 
 def database_file_size(database) -> int:
@@ -186,10 +166,8 @@ def database_file_size(database) -> int:
         name = unquote(urlsplit(name).path)
     size = 0
     for suffix in ("", "-wal"):
-        try:
+        with contextlib.suppress(OSError):  # no WAL file, or it went at a checkpoint
             size += os.path.getsize(name + suffix)
-        except OSError:
-            pass
     return size
 
 
@@ -214,12 +192,9 @@ def _pragma(database, name: str):
 
 
 def _field(model, field):
-    if isinstance(field, str):
-        found = model._meta.fields.get(field)
-        if found is None:
-            raise ValidationError(
-                f"{model.__name__} has no field {field!r}; use one of "
-                f"{', '.join(model._meta.sorted_field_names)}"
-            )
-        return found
-    return field
+    if not isinstance(field, str):
+        return field
+    if field not in model._meta.fields:
+        raise ValidationError(f"{model.__name__} has no field {field!r}; use one of "
+                              f"{', '.join(model._meta.sorted_field_names)}")
+    return model._meta.fields[field]

@@ -1,10 +1,4 @@
-"""``cardlink-db``: the bench operator's command line, a thin layer over the library.
-
-Each command opens the database through :class:`CliState`, calls one library
-function, and prints. Library errors become one ``Error:`` line on stderr.
-"""
-
-from __future__ import annotations
+"""``cardlink-db``: the bench operator's command line, a thin layer over the library."""
 
 import os
 import sys
@@ -23,7 +17,3 @@ def main(argv=None) -> None:
         # Python would complain again while flushing stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main(sys.argv[1:])

@@ -21,20 +21,9 @@ from ..table_names import display_name
 # Start-up stays light: ``--version``, ``--help`` and the command modules import click
 # only; the library (Peewee, drivers, cryptography) is imported when a command runs.
 
-__all__ = [
-    "CliState",
-    "LazyChoice",
-    "cli",
-    "display_tables",
-    "echo_json",
-    "iso_timestamp",
-    "json_option",
-    "pass_state",
-    "progress_bar",
-    "warn",
-    "write_atomically",
-    "yes_option",
-]
+__all__ = ["CliState", "LazyChoice", "cli", "display_tables", "echo_json", "iso_timestamp",
+           "json_option", "pass_state", "progress_bar", "warn", "write_atomically",
+           "yes_option"]
 
 
 class CliState:
@@ -45,37 +34,27 @@ class CliState:
         self.verbose = verbose
         self._manager = None
 
-    @property
-    def config(self):
-        from ..config import DatabaseConfig
-
-        return DatabaseConfig(self.database_url, echo=self.verbose)
-
-    def manager(self, check_schema: bool = True, create: bool = False,
-                readonly: bool = False):
+    def manager(self, check_schema: bool = True, create: bool = False, readonly: bool = False):
         """The open manager; with ``check_schema`` the store must exist and not be newer.
 
-        Only commands that build a store (``create``) may create a missing SQLite file;
-        ``readonly`` commands open it read-only (its journal mode is never changed).
+        Only ``create`` may create a missing SQLite file; ``readonly`` opens it read-only.
         """
         if self._manager is None:
+            from ..config import DatabaseConfig
             from ..manager import DatabaseManager
             from ..migrations import get_current_revision
 
-            config = self.config
+            config = DatabaseConfig(self.database_url, echo=self.verbose)
             path = config.sqlite_path
             if path is not None and not create and not path.exists():
                 raise click.ClickException(
                     f"no database at {str(path)!r}; create it with: cardlink-db "
-                    f"--database {config.safe_url} init"
-                )
+                    f"--database {config.safe_url} init")
             self._manager = DatabaseManager(config)
             self._manager.initialize(check_schema=check_schema, readonly=readonly)
             if check_schema and get_current_revision(manager=self._manager) is None:
-                raise click.ClickException(
-                    f"{self._manager.config.safe_url} has no cardlink schema yet; "
-                    "create it with: cardlink-db init"
-                )
+                raise click.ClickException(f"{config.safe_url} has no cardlink schema yet; "
+                                           "create it with: cardlink-db init")
         return self._manager
 
     def close(self) -> None:
@@ -89,37 +68,29 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except BrokenPipeError:
-            raise  # the reader went away (``| head``): main() leaves quietly
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
+        except (BrokenPipeError, click.ClickException, click.exceptions.Exit,
+                click.exceptions.Abort):
+            raise  # BrokenPipeError: the reader went away (``| head``), main() leaves quietly
         except Exception as exc:
             if ctx.obj is not None and getattr(ctx.obj, "verbose", False):
                 raise
-            if isinstance(exc, OSError) or _is_database_error(exc):
-                raise click.ClickException(_one_line(exc)) from None
+            from ..errors import first_line
+
+            message = first_line(exc)
+            if isinstance(exc, OSError) and exc.filename:
+                message = (f"cannot use {str(exc.filename)!r}: {exc.strerror or exc}; check "
+                           "that the directory exists and is writable")
+            # A library or Peewee error, told apart without importing either up front.
+            ours = any(cls.__module__.split(".")[0] in ("cardlink_lite", "peewee")
+                       for cls in type(exc).__mro__)
+            if ours or isinstance(exc, OSError):
+                raise click.ClickException(message) from None
             # A bug: still one line; the traceback with -v.
-            raise click.ClickException(
-                f"unexpected {type(exc).__name__}: {_one_line(exc)}; rerun with -v for the "
-                "traceback and report it") from None
+            raise click.ClickException(f"unexpected {type(exc).__name__}: {message}; rerun "
+                                       "with -v for the traceback and report it") from None
         finally:
             if isinstance(ctx.obj, CliState):
                 ctx.obj.close()
-
-
-def _is_database_error(exc: Exception) -> bool:
-    """A library or Peewee error (told apart without importing either up front)."""
-    return any(cls.__module__.split(".")[0] in ("cardlink_lite", "peewee")
-               for cls in type(exc).__mro__)
-
-
-def _one_line(exc: Exception) -> str:
-    from ..errors import first_line
-
-    if isinstance(exc, OSError) and exc.filename:
-        return (f"cannot use {str(exc.filename)!r}: {exc.strerror or exc}; check that the "
-                "directory exists and is writable")
-    return first_line(exc)
 
 
 # Peewee (and playhouse.migrate, through postgres_ext) import every database driver
@@ -127,24 +98,15 @@ def _one_line(exc: Exception) -> str:
 # keeps the other backends' drivers out (their import alone costs ~50 ms).
 _DRIVERS = {"mysql": ("pymysql", "MySQLdb"),
             "postgresql": ("psycopg2", "psycopg", "psycopg2cffi")}
-
-
-def _backend_of(url: str | None) -> str | None:
-    if not url:
-        url = os.environ.get("CARDLINK_DB_DRIVER") or "sqlite"
-    scheme = url.split(":", 1)[0].lower()
-    if scheme == "sqlite":
-        return "sqlite"
-    if scheme.startswith(("mysql", "mariadb")):
-        return "mysql"
-    if scheme.startswith("postgres"):
-        return "postgresql"
-    return None  # the config refuses it with the accepted schemes
+_SCHEME_PREFIXES = {"mysql": ("mysql", "mariadb"), "postgresql": ("postgres",)}
 
 
 def _keep_other_drivers_out(url: str | None) -> None:
     """Before Peewee is first imported: ``import`` of another backend's driver fails."""
-    backend = _backend_of(url)
+    scheme = (url or os.environ.get("CARDLINK_DB_DRIVER") or "sqlite").split(":", 1)[0].lower()
+    backend = "sqlite" if scheme == "sqlite" else next(
+        (name for name, prefixes in _SCHEME_PREFIXES.items() if scheme.startswith(prefixes)),
+        None)
     if "peewee" in sys.modules or backend is None:
         return  # too late to matter (e.g. a test process), or a URL the config refuses
     for other, names in _DRIVERS.items():
@@ -177,12 +139,8 @@ class LazyChoice(click.Choice):
         pass
 
 
-def json_option(f):
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-
-
-def yes_option(f):
-    return click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")(f)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 
 
 def display_tables(per_table: dict) -> dict:
@@ -191,10 +149,7 @@ def display_tables(per_table: dict) -> dict:
 
 
 def iso_timestamp(value: datetime) -> str:
-    """The one time format of all output: ISO 8601 UTC, milliseconds, ``T`` and ``Z``.
-
-    Naive values are the store's UTC.
-    """
+    """The one time format of all output: ISO 8601 UTC with milliseconds (naive is UTC)."""
     if value.tzinfo is not None:
         value = value.astimezone(timezone.utc)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
@@ -203,13 +158,11 @@ def iso_timestamp(value: datetime) -> str:
 def _json_value(value):
     if isinstance(value, datetime):
         return iso_timestamp(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    return str(value)
+    return value.value if isinstance(value, enum.Enum) else str(value)
 
 
 def echo_json(payload) -> None:
-    click.echo(json.dumps(payload, indent=2, default=_json_value, sort_keys=False))
+    click.echo(json.dumps(payload, indent=2, default=_json_value))
 
 
 def warn(message: str) -> None:

@@ -35,10 +35,6 @@ def _format_for(path: str | None, given: str | None) -> str | None:
     return _EXTENSIONS.get(Path(path).suffix.lower()) if path else None
 
 
-def _counts_line(counts: dict) -> str:
-    return ", ".join(f"{table} {n:,}" for table, n in counts.items())
-
-
 @cli.command("export")
 @click.option("--format", "-f", "fmt", type=_FORMATS,
               help="json, jsonl (JSON Lines: imported a line at a time) or yaml "
@@ -79,23 +75,15 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
         where_to = "the file is created mode 0600" if output else "it goes to stdout"
         warn(f"Warning: this export holds decrypted PSK keys; store it like a secret "
              f"({where_to}).")
-    total = sum(exporter.count_rows(tables).values())
-    with progress_bar(total, "Exporting") as bar:
-        def progress(_table, n):
-            if bar is not None:
-                bar.update(n)
+    with progress_bar(sum(exporter.count_rows(tables).values()), "Exporting") as bar:
+        def write(fh):
+            return exporter.write(fh, tables=tables, format=fmt, include_keys=include_keys,
+                                  progress=None if bar is None else lambda _t, n: bar.update(n))
 
-        if output:
-            counts = write_atomically(output, lambda fh: exporter.write(
-                fh, tables=tables, format=fmt, include_keys=include_keys, progress=progress))
-        else:
-            stream = sys.stdout
-            counts = exporter.write(stream, tables=tables, format=fmt,
-                                    include_keys=include_keys, progress=progress)
-            stream.flush()
-    where = output or "stdout"
-    warn(f"Exported {sum(counts.values()):,} rows ({_counts_line(display_tables(counts))}) "
-         f"to {where}")
+        counts = write_atomically(output, write) if output else write(sys.stdout)
+        sys.stdout.flush()
+    shown = ", ".join(f"{table} {n:,}" for table, n in display_tables(counts).items())
+    warn(f"Exported {sum(counts.values()):,} rows ({shown}) to {output or 'stdout'}")
 
 
 @cli.command("import")
@@ -145,22 +133,21 @@ def import_command(state: CliState, file, fmt, conflict, dry_run, yes, as_json):
             _confirm_changes(file, conflict, run(True, "Previewing"))
         result = run(dry_run, "Checking" if dry_run else "Importing")
     except ValidationError as exc:
-        problems = exc.problems
-        for line in problems[:_SHOWN_PROBLEMS]:
+        for line in exc.problems[:_SHOWN_PROBLEMS]:
             warn(f"  {line}")
-        if len(problems) > _SHOWN_PROBLEMS:
-            warn(f"  ... {len(problems) - _SHOWN_PROBLEMS} more")
+        if len(exc.problems) > _SHOWN_PROBLEMS:
+            warn(f"  ... {len(exc.problems) - _SHOWN_PROBLEMS} more")
         raise click.ClickException(str(exc)) from None
     if as_json:
         echo_json({**result.to_dict(), "tables": display_tables(result.tables)})
     verb = "Would import" if dry_run else "Imported"
-    warn(f"{verb} {file} ({conflict}): {_counts_text(result.to_dict())}")
-    _print_import_tables(result)
+    _print_import(f"{verb} {file} ({conflict}): {_counts_text(result.to_dict())}", result)
     if dry_run:
         warn("Dry run: nothing was changed.")
 
 
-def _print_import_tables(result) -> None:
+def _print_import(headline: str, result) -> None:
+    warn(headline)
     for table, counts in display_tables(result.tables).items():
         warn(f"  {table}: {_counts_text(counts)}")
 
@@ -174,9 +161,9 @@ def _confirm_changes(file: str, conflict: str, preview) -> None:
     """Show what an overwrite/merge would do; ask before it changes existing rows."""
     if not preview.updated:
         return  # only new rows: nothing existing is at stake
-    warn(f"Preview of {file} ({conflict}): {preview.created:,} to create, "
-         f"{preview.updated:,} existing to change, {preview.unchanged:,} unchanged")
-    _print_import_tables(preview)
+    _print_import(f"Preview of {file} ({conflict}): {preview.created:,} to create, "
+                  f"{preview.updated:,} existing to change, {preview.unchanged:,} unchanged",
+                  preview)
     if not sys.stdin.isatty():
         raise click.ClickException(
             f"--conflict {conflict} would change {preview.updated:,} existing row(s) and "
@@ -250,10 +237,9 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
         _print_plan(planned, cutoff, err=True)
         click.confirm("Delete these rows?", abort=True, err=True)
     with progress_bar(total, "Purging") as bar:  # every row, a session's logs included
-        deleted = retention.purge(
+        report["deleted"] = deleted = retention.purge(
             database, tables, cutoff, chunk_size,
-            progress=(lambda _t, n: bar.update(n)) if bar is not None else None)
-    report["deleted"] = deleted
+            progress=None if bar is None else lambda _t, n: bar.update(n))
     if manager.config.is_sqlite:
         report["space"] = retention.reclaim_space(database, full=vacuum)
     if as_json:
@@ -261,7 +247,7 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
         return
     shown = ", ".join(f"{_purge_label(key)} {n:,}" for key, n in deleted.items())
     click.echo(f"Deleted {sum(deleted.values()):,} rows ({shown}).")
-    space = report.get("space")
+    space = report["space"]
     if space:
         freed = max(0, space["bytes_before"] - space["bytes_after"])
         click.echo(f"Reclaimed {freed / (1024 * 1024):.2f} MB ({space['method']}).")
@@ -308,9 +294,7 @@ def stats(state: CliState, as_json):
              for name, n in sorted(causes.get(key, {}).items())]
     lines += [f"  {key}: {causes[key]:,}" for key in ("timeout", "other") if causes.get(key)]
     if lines:
-        click.echo("Session failures by cause:")
-        for line in lines:
-            click.echo(line)
+        click.echo("\n".join(["Session failures by cause:", *lines]))
 
 
 _CAUSES = (("tls_alert", "TLS alert"), ("por_status", "PoR"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import operator
+from functools import reduce
 
 from ..crypto import decrypt_psk, encrypt_psk
 from ..errors import ValidationError
@@ -96,20 +98,13 @@ class CardRepository(BaseRepository):
                           .order_by(CardProfile.iccid))
 
     def find_by_admin_url(self, url: str) -> list[CardProfile]:
-        """Cards whose admin URL is ``url`` or continues it after ``:``, ``/`` or ``?``.
-
-        So ``https://admin.example.com`` finds ``https://admin.example.com:8443/api`` but
-        not ``https://admin.example.community``.
-        """
+        """Cards whose admin URL is ``url`` or continues it after ``:``, ``/`` or ``?`` (so not
+        ``https://admin.example.community`` for ``https://admin.example.com``)."""
         if not url:
             raise ValidationError("find_by_admin_url() needs a URL or URL prefix")
         field = CardProfile.admin_url
-        match = field == url
-        if url.endswith(("/", ":", "?")):
-            match |= field.startswith(url)
-        else:
-            for sep in _URL_BOUNDARIES:
-                match |= field.startswith(url + sep)
+        ends = ("",) if url.endswith(_URL_BOUNDARIES) else _URL_BOUNDARIES
+        match = reduce(operator.or_, [field.startswith(url + end) for end in ends], field == url)
         # startswith() is ILIKE on PostgreSQL; keep the exact-case prefix only.
         rows = self._list(self._select(match).order_by(CardProfile.iccid))
         return [c for c in rows if c.admin_url == url or c.admin_url.startswith(url)]
@@ -129,9 +124,8 @@ class CardRepository(BaseRepository):
 def find_psk_by_identity(database, identity) -> tuple[str, bytes] | None:
     """(ICCID, encrypted PSK) of the card whose PSK identity is exactly ``identity``.
 
-    One query on idx_card_psk_identity, run on ``database`` as it is (no transaction of
-    its own), so a PSK-TLS server can call it from its handshake callback. Two cards
-    with one identity is ambiguous: refused (None) and logged, never a guess.
+    One indexed query on ``database`` as it is (no transaction: fit for a handshake
+    callback). Two cards with one identity are refused (None) and logged, never a guess.
     """
     if not isinstance(identity, str) or not identity:
         return None

@@ -18,12 +18,8 @@ _SEARCHED = ("id", "name", "manufacturer", "model", "imei", "imsi", "iccid")
 
 
 class DeviceMatches(list):
-    """The devices holding one ICCID: a list whose attributes read through to ``first``.
-
-    ``for d in devices.find_by_iccid(x)`` sees every match (design), while
-    ``device = devices.find_by_iccid(x); device.id`` reads the most recently seen one
-    (guide). An empty result is falsy and has no device attributes.
-    """
+    """The devices holding one ICCID: a list (the design) whose attributes read through to
+    ``first``, the most recently seen (the guide). Empty, it is falsy and has no attributes."""
 
     @property
     def first(self) -> Device | None:
@@ -76,8 +72,7 @@ class DeviceRepository(BaseRepository):
         """
         if not isinstance(query, str):
             raise ValidationError(f"search text must be a string; got {type(query).__name__}")
-        match = reduce(operator.or_,
-                              [contains_text(getattr(Device, f), query) for f in _SEARCHED])
+        match = reduce(operator.or_, [contains_text(getattr(Device, f), query) for f in _SEARCHED])
         return self._list(self._select(match).order_by(Device.id))
 
     def find_by_iccid(self, iccid: str) -> DeviceMatches:
@@ -110,24 +105,20 @@ class DeviceRepository(BaseRepository):
         return bool(changed)
 
     def register(self, id: str, **info) -> Device:  # noqa: A002 - the column's name
-        """Create or update a device as a controller discovers it; stamps ``last_seen``.
-
-        ``info`` holds Device fields (``device_type`` is required for a new device); a
-        known device gets the given fields updated and is marked active again.
-        """
+        """Create (``device_type`` required) or update a device as a controller discovers it;
+        stamps ``last_seen`` and marks it active."""
         if not id:
             raise ValidationError("a device id is required to register a device (e.g. its serial)")
         info.pop("id", None)
-        Device._check_kwargs(info)  # unknown fields -> ValidationError before any query
+        fields = Device._check_kwargs(info)  # unknown fields -> ValidationError before any query
         now = utc_now()
         device = self.get_by_id(id)
         if device is None:
             if info.get("device_type") is None:
                 raise ValidationError(
-                    f"device {id!r} is new: pass device_type='phone' or 'modem' to register it"
-                )
+                    f"device {id!r} is new: pass device_type='phone' or 'modem' to register it")
             return self.create(Device(id=id, last_seen=now, is_active=True, **info))
-        for name, value in Device._check_kwargs(info).items():
+        for name, value in fields.items():
             setattr(device, name, value)
         device.last_seen = now
         device.is_active = True

@@ -75,19 +75,18 @@ class SettingsRepository(BaseRepository):
         """Store ``value`` under ``key``; a new key's category defaults to its prefix."""
         self._check(key, value)
         setting = self.get_by_id(key)
-        if setting is None:
-            setting = Setting(key=key, value=value, description=description,
+        new = setting is None
+        if new:
+            setting = Setting(key=key, description=description,
                               category=category or _category_of(key))
-            with self._write(key):
-                setting.save(force_insert=True)
         else:
-            setting.value = value
             if description is not None:
                 setting.description = description
             if category is not None:
                 setting.category = category
-            with self._write(key):
-                setting.save()
+        setting.value = value
+        with self._write(key):
+            setting.save(force_insert=new)
         self._emit(self._event("UPDATED"), key,
                    {"value": value, "category": setting.category})
         return setting
@@ -103,10 +102,8 @@ class SettingsRepository(BaseRepository):
         if data is None:
             return 0
         if not isinstance(data, dict):
-            raise ValidationError(
-                "settings YAML must be a mapping of key: value lines, "
-                f"not a {type(data).__name__}"
-            )
+            raise ValidationError("settings YAML must be a mapping of key: value lines, "
+                                  f"not a {type(data).__name__}")
         for key, value in data.items():
             self._check(key, value)
         for key, value in data.items():
@@ -130,9 +127,8 @@ class SettingsRepository(BaseRepository):
 
     def _check(self, key, value) -> None:
         if not isinstance(key, str) or not key.strip() or len(key) > 128:
-            raise ValidationError(
-                f"a setting key must be a non-empty string of at most 128 characters; got {key!r}"
-            )
+            raise ValidationError(f"a setting key must be a non-empty string of at most 128 "
+                                  f"characters; got {key!r}")
         default = self.DEFAULTS.get(key)
         if default is None or value is None:
             return
@@ -140,10 +136,8 @@ class SettingsRepository(BaseRepository):
         ok = isinstance(value, bool) if expected is bool else (
             isinstance(value, expected) and not isinstance(value, bool))
         if not ok:
-            raise ValidationError(
-                f"setting {key!r} must be a {expected.__name__} like its default "
-                f"{default!r}; got {value!r}"
-            )
+            raise ValidationError(f"setting {key!r} must be a {expected.__name__} like its "
+                                  f"default {default!r}; got {value!r}")
 
 
 SettingRepository = SettingsRepository
