@@ -167,12 +167,8 @@ def is_success(sw) -> bool:
 
 
 def describe_after_command(sw, ins: int | None, has_data: bool = True) -> str:
-    """The meaning of ``sw`` as the answer to instruction ``ins``.
-
-    63Cx answering VERIFY / UNBLOCK PIN without data (a retry-counter query) is "x attempts
-    remaining", not a failed verification; a few other status words have a meaning of
-    their own after SELECT, EXTERNAL AUTHENTICATE, ENVELOPE, AUTHENTICATE, INSTALL or LOAD.
-    """
+    """The meaning of ``sw`` as the answer to instruction ``ins`` (63Cx to a retry-counter
+    query is "x attempts remaining"; some SWs differ after SELECT, ENVELOPE, INSTALL...)."""
     key = (sw, ins, has_data)
     text = _after_cache.get(key)
     if text is not None:

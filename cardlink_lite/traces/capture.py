@@ -161,13 +161,15 @@ def _interface(data: bytes, start: int, end: int, order: str) -> tuple[int, int,
     return linktype, num, den, offset
 
 
+def _block_structs(order: str) -> tuple[struct.Struct, ...]:
+    """Block header, trailing length, enhanced and obsolete packet block fields."""
+    return tuple(struct.Struct(order + fields) for fields in ("II", "I", "IIII", "HHIII"))
+
+
 def _pcapng(buf: _Buffer, stats: ReadStats):
     order = "<"
     interfaces: list[tuple[int, int, int, int]] = []
-    header = struct.Struct("<II")
-    word = struct.Struct("<I")
-    epb = struct.Struct("<IIII")
-    opb = struct.Struct("<HHIII")
+    header, word, epb, opb = _block_structs(order)
 
     def plausible(data: bytes, pos: int) -> bool:
         """A known block with a matching trailing length starts here."""
@@ -190,10 +192,7 @@ def _pcapng(buf: _Buffer, stats: ReadStats):
                     break
                 continue
             order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
-            header = struct.Struct(order + "II")
-            word = struct.Struct(order + "I")
-            epb = struct.Struct(order + "IIII")
-            opb = struct.Struct(order + "HHIII")
+            header, word, epb, opb = _block_structs(order)
             interfaces = []
             btype, length = header.unpack_from(data, pos)
         if length < 12 or length % 4 or length > _MAX_PACKET + 64:

@@ -283,7 +283,7 @@ class _Importer:
                         rows += 1
                 else:  # ATR / RESET
                     if self.session is None or (split and in_session):
-                        if created and last_ns is not None and not self.appending:
+                        if created and last_ns is not None:
                             created[-1]["last"] = last_ns
                         self._new_session(ns)
                         in_session = 0
@@ -302,7 +302,7 @@ class _Importer:
             summary.atrs += atrs
             summary.resets += resets
             summary.rows += rows
-            if created and last_ns is not None and not self.appending:
+            if created and last_ns is not None:  # none are made when appending
                 created[-1]["last"] = last_ns
 
     def close_sessions(self, open_exchange: bool) -> None:

@@ -30,10 +30,9 @@ _UTC = timezone.utc
 def hex_bytes(text: str) -> bytes | None:
     """Bytes of hex text with spaces (``"00 A4 04 00"``), or None if it is not whole hex bytes."""
     text = text.replace(" ", "").replace("\t", "")
-    try:
-        return bytes.fromhex(text) if text and not _NOT_HEX.search(text) else None
-    except ValueError:
+    if not text or len(text) % 2 or _NOT_HEX.search(text):
         return None
+    return bytes.fromhex(text)
 
 
 class Alternation:
@@ -137,9 +136,10 @@ def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool
         kind, value = event
         if ts is None and base_ns is not None:
             ts = base_ns
+        if pending is not None and (kind == COMMAND or kind == ATR or kind == RESET):
+            yield EXCHANGE, pending[0], pending[1], None, None, None  # no answer
+            pending = None
         if kind == COMMAND:
-            if pending is not None:
-                yield EXCHANGE, pending[0], pending[1], None, None, None
             pending = (ts, value)
         elif kind == RESPONSE:
             if pending is None:
@@ -156,9 +156,6 @@ def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool
         elif kind == "time":
             base_ns = value
         elif kind in (ATR, RESET):
-            if pending is not None:
-                yield EXCHANGE, pending[0], pending[1], None, None, None
-                pending = None
             yield kind, ts, value if kind == ATR else b"", None, None, None
     if pending is not None:
         stats.open_exchange = True
