@@ -80,7 +80,7 @@ def _base_name(cla: int, ins: int) -> str:
 _NAMES = [[_base_name(cla, ins) for ins in range(256)] for cla in range(256)]
 
 
-def _select(cmd, data, rdata):
+def _select(name, cmd, data, rdata):
     if not data:
         return "SELECT"
     p1 = cmd[2]
@@ -92,79 +92,72 @@ def _select(cmd, data, rdata):
     return f"SELECT {text}"
 
 
-def _described(name, describe, of_response=False):
-    def named(cmd, data, rdata):
+def _described(describe, of_response=False):
+    def named(name, cmd, data, rdata):
         text = describe(rdata if of_response else data)
         return f"{name}: {text}" if text else name
     return named
 
 
-def _status(cmd, data, rdata):
+def _status(name, cmd, data, rdata):
     if cmd[0] & 0x80 and cmd[2] in _GET_STATUS_OF:
         return f"GET STATUS {_GET_STATUS_OF[cmd[2]]}"
     return "STATUS"
 
 
-def _install(cmd, data, rdata):
+def _install(name, cmd, data, rdata):
     purpose = _INSTALL_FOR.get(cmd[2] & 0x7E)
     return f"INSTALL [for {purpose}]" if purpose else "INSTALL"
 
 
-def _blocks(name):
-    def named(cmd, data, rdata):
-        return f"{name} block {cmd[3]}" + (" (last)" if cmd[2] & 0x80 else "")
-    return named
+def _block(name, cmd, data, rdata):
+    return f"{name} block {cmd[3]}" + (" (last)" if cmd[2] & 0x80 else "")
 
 
-def _put_key(cmd, data, rdata):
+def _put_key(name, cmd, data, rdata):
     return f"PUT KEY version {cmd[2]:02X} key {cmd[3] & 0x7F:02X}"
 
 
-def _initialize_update(cmd, data, rdata):
+def _initialize_update(name, cmd, data, rdata):
     return f"INITIALIZE UPDATE key version {cmd[2]:02X}"
 
 
-def _external_authenticate(cmd, data, rdata):
+def _external_authenticate(name, cmd, data, rdata):
     if not cmd[0] & 0x80:
         return "EXTERNAL AUTHENTICATE"
     return f"EXTERNAL AUTHENTICATE ({_SECURITY_LEVEL.get(cmd[2], f'level {cmd[2]:02X}')})"
 
 
-def _manage_channel(cmd, data, rdata):
+def _manage_channel(name, cmd, data, rdata):
     return "MANAGE CHANNEL open" if cmd[2] == 0x00 else f"MANAGE CHANNEL close {cmd[3]}"
 
 
-def _pin(name, query):
-    def named(cmd, data, rdata):
-        text = f"{name} {cmd[3]:02X}"
-        return text + " (retry counter query)" if query and not data else text
-    return named
+def _pin(name, cmd, data, rdata):
+    text = f"{name} {cmd[3]:02X}"
+    return text + " (retry counter query)" if name in _RETRY_QUERIES and not data else text
 
 
-def _record(name):
-    def named(cmd, data, rdata):
-        return f"{name} {cmd[2]}"
-    return named
+def _record(name, cmd, data, rdata):
+    return f"{name} {cmd[2]}"
 
 
 # Base names whose text depends on P1/P2, the data or (FETCH) the card's answer.
+_RETRY_QUERIES = frozenset({"VERIFY", "UNBLOCK PIN"})  # without data: how many tries are left
 _DETAILS = {
-    "SELECT": _select, "FETCH": _described("FETCH", describe_proactive, of_response=True),
-    "TERMINAL RESPONSE": _described("TERMINAL RESPONSE", describe_terminal_response),
-    "ENVELOPE": _described("ENVELOPE", describe_envelope), "STATUS": _status, "INSTALL": _install,
-    "LOAD": _blocks("LOAD"), "STORE DATA": _blocks("STORE DATA"), "PUT KEY": _put_key,
+    "SELECT": _select, "FETCH": _described(describe_proactive, of_response=True),
+    "TERMINAL RESPONSE": _described(describe_terminal_response),
+    "ENVELOPE": _described(describe_envelope), "STATUS": _status, "INSTALL": _install,
+    "LOAD": _block, "STORE DATA": _block, "PUT KEY": _put_key,
     "INITIALIZE UPDATE": _initialize_update, "EXTERNAL AUTHENTICATE": _external_authenticate,
-    "MANAGE CHANNEL": _manage_channel, "VERIFY": _pin("VERIFY", True),
-    "UNBLOCK PIN": _pin("UNBLOCK PIN", True), "ENABLE PIN": _pin("ENABLE PIN", False),
-    "DISABLE PIN": _pin("DISABLE PIN", False), "CHANGE PIN": _pin("CHANGE PIN", False),
-    "READ RECORD": _record("READ RECORD"), "UPDATE RECORD": _record("UPDATE RECORD"),
+    "MANAGE CHANNEL": _manage_channel, "VERIFY": _pin, "UNBLOCK PIN": _pin, "ENABLE PIN": _pin,
+    "DISABLE PIN": _pin, "CHANGE PIN": _pin, "READ RECORD": _record, "UPDATE RECORD": _record,
 }
 
 
 def _name(cmd: bytes, data: bytes, response_data: bytes) -> str:
     name = _NAMES[cmd[0]][cmd[1]]
     details = _DETAILS.get(name)
-    return name if details is None else details(cmd, data, response_data)
+    return name if details is None else details(name, cmd, data, response_data)
 
 
 def command_name(cmd: bytes, response_data: bytes = b"") -> str:
