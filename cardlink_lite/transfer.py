@@ -139,8 +139,7 @@ def _snapshot(database):
 # -- export -------------------------------------------------------------------------------
 
 class DataExporter:
-    """Streams tables out as JSON, JSON Lines or YAML, a page at a time, from one read
-    snapshot."""
+    """Streams tables out as JSON, JSON Lines or YAML, a page at a time, from one snapshot."""
 
     def __init__(self, uow):
         self._uow = uow
@@ -198,21 +197,16 @@ def _pages(database, model, include_keys: bool):
 
     if isinstance(pk, peewee.AutoField):
         # Integer keys: keyset pages, so a million logs never sit in memory at once.
-        last = None
-        while True:
-            query = model.select(*fields).order_by(pk).limit(_PAGE)
-            if last is not None:
-                query = query.where(pk > last)
-            page = database.execute(query).fetchall()
-            if not page:
-                return
-            last = page[-1][pk_index]
+        query = model.select(*fields).order_by(pk).limit(_PAGE)
+        page = database.execute(query).fetchall()
+        while page:
             yield page_of(page)
+            page = database.execute(query.where(pk > page[-1][pk_index])).fetchall()
+        return
     # Text keys: collations differ between backends (MySQL ignores case, PostgreSQL's
     # locale skips punctuation), so order the keys in Python, by code point, everywhere.
     ids = sorted(row[0] for row in model.select(pk).tuples())
-    for start in range(0, len(ids), _PAGE):
-        chunk = ids[start:start + _PAGE]
+    for chunk in peewee.chunked(ids, _PAGE):
         found = {values[pk_index]: values for values in
                  database.execute(model.select(*fields).where(pk.in_(chunk))).fetchall()}
         yield page_of([found[i] for i in chunk if i in found])
@@ -274,7 +268,11 @@ class DataImporter:
                     dry_run: bool = False) -> ImportResult:
         """Import ``data`` (text, bytes, a file or a mapping). Raises ValidationError listing
         every problem (``.problems``), or EncryptionError for a ``psk_key`` without a key."""
-        mode = _conflict_mode(conflict_mode)
+        try:
+            mode = ConflictMode(str(getattr(conflict_mode, "value", conflict_mode)).lower())
+        except ValueError:
+            raise ValidationError(f"unknown conflict mode {conflict_mode!r}; use skip, "
+                                  "overwrite or merge") from None
         database = _database_of(self._uow)
         document = read_document(data, format)
         result = ImportResult(dry_run=dry_run)
@@ -288,14 +286,6 @@ class DataImporter:
             except peewee.PeeweeException as exc:
                 raise translate_error(exc, "imported row") from exc
         return result
-
-
-def _conflict_mode(value) -> ConflictMode:
-    try:
-        return ConflictMode(str(getattr(value, "value", value)).lower())
-    except ValueError:
-        raise ValidationError(
-            f"unknown conflict mode {value!r}; use skip, overwrite or merge") from None
 
 
 class _Keys:
@@ -327,12 +317,9 @@ class _Keys:
         return True
 
     def __contains__(self, key) -> bool:
-        if key in self._other:
-            return True
-        if type(key) is not int or not self._ids:
-            return False
-        i = bisect.bisect_left(self._ids, key)
-        return i < len(self._ids) and self._ids[i] == key
+        ids = self._ids
+        i = bisect.bisect_left(ids, key) if type(key) is int else len(ids)
+        return key in self._other or (i < len(ids) and ids[i] == key)
 
 
 class _LogIds:
@@ -342,8 +329,7 @@ class _LogIds:
         self.before = CommLog.select(peewee.fn.MAX(CommLog.id)).scalar() or 0
         self.next = self.before + 1
         self.claimed: set = set()   # stored ids a file row was matched to
-        self.given: set = set()     # ids handed to new rows (a later file row naming one
-        #                             is treated as one whose id is taken)
+        self.given: set = set()     # ids handed to new rows: taken for later file rows
 
     def new(self) -> int:
         self.given.add(self.next)
@@ -459,8 +445,12 @@ class _Import:
         if chunk:
             self._chunk(model, chunk)
         self.next_index[model] = index
-        if model is CommLog and self.write and self.result.tables[table]["created"]:
-            _resync_log_ids(self.database)
+        if model is CommLog and self.write and self.result.tables[table]["created"] and \
+                isinstance(self.database, peewee.PostgresqlDatabase):
+            # Explicit ids leave PostgreSQL's sequence behind: the next new row would collide.
+            self.database.execute_sql(
+                "SELECT setval(pg_get_serial_sequence('comm_logs', 'id'), "
+                "(SELECT COALESCE(MAX(id), 1) FROM comm_logs))")
 
     # -- checking ---------------------------------------------------------------------------
     def _prepare(self, model, index: int, raw):
@@ -605,14 +595,12 @@ class _Import:
                 key = row.get(pk)
                 if key is None or key not in existing:
                     creates.append(row)
-                elif self.mode is ConflictMode.SKIP:
-                    self.result._count(table, "skipped")
-                elif key in same:
-                    self.result._count(table, "unchanged")
-                else:
-                    self.result._count(table, "updated")
-                    if self.write:
-                        self._update(model, row)
+                    continue
+                what = "skipped" if self.mode is ConflictMode.SKIP else \
+                    "unchanged" if key in same else "updated"
+                self.result._count(table, what)
+                if what == "updated" and self.write:
+                    self._update(model, row)
             if creates and self.write:
                 self._insert(model, creates)
             self.result._count(table, "created", len(creates))
@@ -711,14 +699,12 @@ class _Import:
             key = row.get("id")
             if key is None:
                 continue
-            if key in ids.given:
+            if key in by_id and key not in ids.given and \
+                    tuple(row.get(n) for n in names) == by_id[key]:
+                same.add(key)
+                ids.claimed.add(key)
+            elif key in by_id or key in ids.given:
                 clashing.append(row)
-            elif key in by_id:
-                if tuple(row.get(n) for n in names) == by_id[key]:
-                    same.add(key)
-                    ids.claimed.add(key)
-                else:
-                    clashing.append(row)
             elif key >= ids.next:
                 ids.next = key + 1
         if clashing:
@@ -732,12 +718,10 @@ class _Import:
                     candidates.setdefault(stored_identity(r[1:]), []).append(r[0])
             for row in clashing:
                 found = candidates.get(tuple(row.get(n) for n in names))
-                if found:
-                    row["id"] = found.pop(0)
+                row["id"] = found.pop(0) if found else None
+                if row["id"] is not None:
                     same.add(row["id"])
                     ids.claimed.add(row["id"])
-                else:
-                    row["id"] = None
         for row in rows:
             if row.get("id") is None:
                 row["id"] = ids.new()
@@ -753,19 +737,8 @@ def _stored_keys(model, keys) -> set:
             wanted = set(keys)
             return {r[0] for r in model.select(pk).where(pk.between(low, high)).tuples()
                     if r[0] in wanted}
-    found = set()
-    for start in range(0, len(keys), 500):
-        chunk = keys[start:start + 500]
-        found.update(r[0] for r in model.select(pk).where(pk.in_(chunk)).tuples())
-    return found
-
-
-def _resync_log_ids(database) -> None:
-    # Explicit ids leave PostgreSQL's sequence behind: the next new row would collide.
-    if isinstance(database, peewee.PostgresqlDatabase):
-        database.execute_sql(
-            "SELECT setval(pg_get_serial_sequence('comm_logs', 'id'), "
-            "(SELECT COALESCE(MAX(id), 1) FROM comm_logs))")
+    return {r[0] for chunk in peewee.chunked(keys, 500)
+            for r in model.select(pk).where(pk.in_(chunk)).tuples()}
 
 
 # -- conversion of document values ----------------------------------------------------------

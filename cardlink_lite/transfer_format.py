@@ -107,11 +107,9 @@ def write_document(stream, format, header: dict, tables) -> None:
             write_jsonl(stream, rows)
     elif fmt is ExportFormat.YAML:
         yaml = _yaml()
-        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-        def dump(data) -> str:
-            return yaml.dump(data, Dumper=dumper, default_flow_style=False, sort_keys=False,
-                             allow_unicode=False, width=_YAML_WIDTH)
+        dump = functools.partial(yaml.dump, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+                                 default_flow_style=False, sort_keys=False, allow_unicode=False,
+                                 width=_YAML_WIDTH)
         write(dump(header))
         for name, rows in tables:
             write(f"{name}:")
@@ -166,12 +164,11 @@ _decode = json.JSONDecoder(object_pairs_hook=_pairs).decode
 
 
 @functools.cache
-def _loaders() -> tuple:
-    """(the safe loader, that loader refusing a key given twice in one mapping)."""
+def _loader():
+    """The safe loader (in C where PyYAML has it), refusing a key given twice in a mapping."""
     yaml = _yaml()
-    safe = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    class Loader(safe):
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         def construct_mapping(self, node, deep=False):
             if isinstance(node, yaml.MappingNode):
                 self.flatten_mapping(node)
@@ -188,7 +185,7 @@ def _loaders() -> tuple:
                             None, None, f"key {quote(key)} appears twice in one mapping",
                             key_node.start_mark)
             return super().construct_mapping(node, deep)
-    return safe, Loader
+    return Loader
 
 
 def _json_problem(exc: Exception) -> str:
@@ -202,23 +199,13 @@ def _json_problem(exc: Exception) -> str:
     return f"not valid JSON for an import: {what}"
 
 
-def _parse_json(text: str):
-    try:
-        return _decode(text)
-    except (ValueError, RecursionError) as exc:
-        hint = ("give a file written by cardlink-db export" if isinstance(exc, RecursionError)
-                else "fix the file or give the right --format")
-        raise ValidationError(f"{_json_problem(exc)}; {hint}") from None
-
-
 def _parse_yaml(text: str):
     yaml = _yaml()
-    safe, strict = _loaders()
     if "*" in text:
         # An alias repeats a value by reference: a kilobyte of aliases can stand for
         # gigabytes of data (the "billion laughs"). Import files never need them.
         try:
-            for event in yaml.parse(text, Loader=safe):
+            for event in yaml.parse(text, Loader=_loader()):
                 if isinstance(event, yaml.AliasEvent):
                     mark = event.start_mark
                     raise ValidationError(
@@ -229,7 +216,7 @@ def _parse_yaml(text: str):
             pass  # the load below reports it
     try:
         # Safe loader only: a document can never construct Python objects.
-        return yaml.load(text, Loader=strict)
+        return yaml.load(text, Loader=_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -272,7 +259,15 @@ def parse_document(data, format=None) -> dict:
                               "cardlink-db export")
     fmt = export_format(format) if format is not None else (
         ExportFormat.JSON if text.lstrip()[:1] in ("{", "[") else ExportFormat.YAML)
-    document = _parse_yaml(text) if fmt is ExportFormat.YAML else _parse_json(text)
+    if fmt is ExportFormat.YAML:
+        document = _parse_yaml(text)
+    else:
+        try:
+            document = _decode(text)
+        except (ValueError, RecursionError) as exc:
+            hint = "give a file written by cardlink-db export" if isinstance(
+                exc, RecursionError) else "fix the file or give the right --format"
+            raise ValidationError(f"{_json_problem(exc)}; {hint}") from None
     if not isinstance(document, dict):
         kind = "empty document" if document is None else type(document).__name__
         raise ValidationError(
