@@ -126,7 +126,7 @@ def _runs_part(suite, runs, since) -> dict:
 def _sessions_part(since, session_ids) -> dict:
     start = sessions_data.session_window_start(since, REPORT_DEFAULTS["days"])
     if start is None:
-        return {"session_start": None, "matrix": _pivot([]),
+        return {"session_start": None, "matrix": {"devices": [], "cards": []},
                 "timelines": _timelines(session_ids or [])}
     recent = sessions_data.recent_sessions(start, REPORT_DEFAULTS["sessions"])
     if session_ids is None:  # the newest session with APDUs and the newest failed one
@@ -136,7 +136,7 @@ def _sessions_part(since, session_ids) -> dict:
     return {
         "session_start": start,
         "days": charts.day_chart(sessions_data.outcomes_per_day(start)),
-        "matrix": _pivot(sessions_data.device_card_matrix(start)),
+        "matrix": sessions_data.device_card_matrix(start),
         "latency": sessions_data.command_latency(start),
         "recent": recent,
         "timelines": _timelines(session_ids),
@@ -159,11 +159,3 @@ def _timelines(session_ids: list[str]) -> list[dict]:
                     "slowest": max(exchanges, key=lambda e: e["latency_ms"] or 0)
                     if any(e["latency_ms"] is not None for e in exchanges) else None})
     return out
-
-
-def _pivot(pairs: list[dict]) -> dict:
-    devices = sorted({p["device"] for p in pairs}, key=lambda d: (d is None, d or ""))
-    cards = sorted({p["card"] for p in pairs}, key=lambda c: (c is None, c or ""))
-    cells = {(p["device"], p["card"]): p for p in pairs}
-    return {"devices": devices, "cards": cards,
-            "rows": [[cells.get((d, c)) for c in cards] for d in devices]}

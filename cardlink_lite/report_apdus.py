@@ -3,13 +3,11 @@ the response after it, its logical channel, name and status-word meaning. Stream
 
 from __future__ import annotations
 
-from datetime import datetime
 from itertools import islice
 
 from .apdu_rows import command_header
-from .fields import stored_utc, utc_from_text
 from .models import CommLog
-from .status_words import describe_status_word
+from .status_words import MORE_DATA_PREFIXES, describe_status_word
 
 __all__ = ["aware_utc", "ins_name", "session_exchanges", "sw_kind"]
 
@@ -84,7 +82,7 @@ def sw_kind(sw: str) -> str:
     sw = sw.upper()
     if sw == "9000" or sw.startswith("92"):
         return "success"
-    if sw.startswith(("61", "9F", "91")) or sw in ("6310", "62F1"):
+    if sw.startswith(MORE_DATA_PREFIXES) or sw in ("6310", "62F1"):
         return "more"
     if sw.startswith(("62", "63", "6C")):
         return "warning"
@@ -116,6 +114,4 @@ def ins_name(ins) -> str:
 
 def aware_utc(value):
     """A stored timestamp (datetime, or SQLite's text) as an aware UTC datetime."""
-    if isinstance(value, str):
-        return utc_from_text(value)
-    return stored_utc(value) if isinstance(value, datetime) else value
+    return CommLog.timestamp.python_value(value)

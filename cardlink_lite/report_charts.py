@@ -4,7 +4,6 @@ templates turn into SVG elements. Coordinates are pixels in each chart's ``viewB
 from __future__ import annotations
 
 import math
-from datetime import date, timedelta
 from itertools import groupby
 
 __all__ = ["day_chart", "format_ms", "nice_ticks", "sparkline", "timeline", "trend_chart"]
@@ -60,12 +59,11 @@ def trend_chart(runs: list[dict], width: int = 960, height: int = 300) -> dict:
 
 
 def day_chart(days: list[dict], width: int = 960, height: int = 220) -> dict:
-    """Stacked bars of session outcomes per day; days without sessions are kept as gaps."""
-    filled = _fill_days(days)
-    ticks = nice_ticks(max((d["total"] for d in filled), default=0) or 1)
+    """Stacked bars of session outcomes per day (a day without sessions is a gap)."""
+    ticks = nice_ticks(max((d["total"] for d in days), default=0) or 1)
     peak = ticks[-1] or 1
-    chart = _stacked_bars(filled, "day", [[(o, d[o] / peak) for o in _OUTCOMES] for d in filled],
-                          [d["day"][5:] for d in filled], (width, height, 48, 16, 16, 40),
+    chart = _stacked_bars(days, "day", [[(o, d[o] / peak) for o in _OUTCOMES] for d in days],
+                          [d["day"][5:] for d in days], (width, height, 48, 16, 16, 40),
                           bar_max=40, bar_min=1.5, label_px=70)
     chart["ticks"] = [{"y": _y(chart, t / peak), "text": f"{t:g}"} for t in ticks]
     return chart
@@ -101,15 +99,6 @@ def _stacked_bars(items, name, stacks, texts, box, bar_max, bar_min, label_px) -
 def _y(chart: dict, fraction: float) -> float:
     """The height of ``fraction`` of the chart's plot, as a y coordinate."""
     return round(chart["bottom"] - fraction * (chart["bottom"] - chart["top"]), 1)
-
-
-def _fill_days(days: list[dict]) -> list[dict]:
-    if not days:
-        return []
-    by_day = {d["day"]: d for d in days}
-    first, last = date.fromisoformat(days[0]["day"]), date.fromisoformat(days[-1]["day"])
-    keys = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-    return [by_day.get(k) or {"day": k, "total": 0, **dict.fromkeys(_OUTCOMES, 0)} for k in keys]
 
 
 def sparkline(values: list, width: int = 160, height: int = 28) -> dict:
@@ -150,13 +139,10 @@ def timeline(exchanges: list[dict], target_width: int = 1180, lane_height: int =
                      "label": _fit(e.get("name") or e.get("sw") or "", w - 8)})
         x += w + gap
         elapsed += e["latency_ms"] or 0
-    width = int(x + 16)
-    return {
-        "width": max(width, 320), "height": top + lane_height * max(len(lanes), 1) + 28,
-        "left": left, "top": top, "bars": bars, "ticks": ticks, "total_ms": total_ms,
-        "lanes": [{"channel": c, "y": lane_y[c]} for c in lanes],
-        "lane_height": lane_height, "axis_y": top + lane_height * max(len(lanes), 1) + 4,
-    }
+    axis_y = top + lane_height * max(len(lanes), 1) + 4
+    return {"width": max(int(x + 16), 320), "height": axis_y + 24, "left": left, "top": top,
+            "bars": bars, "ticks": ticks, "total_ms": total_ms, "lane_height": lane_height,
+            "lanes": [{"channel": c, "y": lane_y[c]} for c in lanes], "axis_y": axis_y}
 
 
 def _fit(text: str, width: float) -> str:

@@ -5,7 +5,7 @@ stored APDUs. The models must be bound to the store."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import peewee
 from peewee import fn
@@ -35,26 +35,27 @@ def session_window_start(since: datetime | None, days: int = 30) -> datetime | N
 
 
 def outcomes_per_day(start: datetime) -> list[dict]:
-    """Sessions created each day since ``start``: counts per outcome (pending and active
-    count as ``open``). One GROUP BY query."""
+    """Sessions created each day since ``start``, from the first day with one to the last:
+    counts per outcome (pending and active count as ``open``). One GROUP BY query."""
     day = fn.DATE(OTASession.created_at)
     query = (OTASession.select(day, OTASession.status, fn.COUNT(OTASession.id))
              .where(OTASession.created_at >= start)
-             .group_by(day, OTASession.status)
-             .order_by(day))
-    days: dict[str, dict] = {}
+             .group_by(day, OTASession.status))
+    counts: dict[date, Counter] = defaultdict(Counter)
     for value, status, count in query.tuples():
-        key = str(value)[:10]
-        row = days.setdefault(key, {"day": key, "total": 0,
-                                    **dict.fromkeys(SESSION_OUTCOMES, 0)})
-        row[_outcome(status)] += int(count)
-        row["total"] += int(count)
-    return list(days.values())
+        counts[date.fromisoformat(str(value)[:10])][_outcome(status)] += int(count)
+    if not counts:
+        return []
+    first = min(counts)
+    days = [first + timedelta(days=i) for i in range((max(counts) - first).days + 1)]
+    return [{"day": d.isoformat(), "total": sum(counts[d].values()),
+             **{o: counts[d][o] for o in SESSION_OUTCOMES}} for d in days]
 
 
-def device_card_matrix(start: datetime) -> list[dict]:
-    """Per device x card pair: counts per outcome, success rate (completed out of ended)
-    and the most frequent failure cause."""
+def device_card_matrix(start: datetime) -> dict:
+    """Sessions per device x card pair as a table: ``devices``, ``cards`` and ``rows`` of
+    cells (None: no sessions) with counts per outcome, success rate (completed out of
+    ended) and the most frequent failure cause."""
     query = (OTASession.select(OTASession.device, OTASession.card, OTASession.status,
                                *_CAUSES, fn.COUNT(OTASession.id))
              .where(OTASession.created_at >= start)
@@ -72,7 +73,14 @@ def device_card_matrix(start: datetime) -> list[dict]:
         row["ended"] = row["completed"] + row["failed"] + row["timeout"]
         row["rate"] = 100.0 * row["completed"] / row["ended"] if row["ended"] else None
         row["cause"], row["cause_count"] = (causes[key].most_common(1) or [(None, 0)])[0]
-    return sorted(pairs.values(), key=lambda r: (r["device"] or "", r["card"] or ""))
+    devices = sorted({d for d, _ in pairs}, key=_none_last)
+    cards = sorted({c for _, c in pairs}, key=_none_last)
+    return {"devices": devices, "cards": cards,
+            "rows": [[pairs.get((d, c)) for c in cards] for d in devices]}
+
+
+def _none_last(value):
+    return value is None, value or ""
 
 
 def command_latency(start: datetime, limit: int = 40) -> list[dict]:
@@ -119,23 +127,19 @@ def _at_rank(rank, count, percent):
 
 def recent_sessions(start: datetime, limit: int) -> list[dict]:
     """The newest ``limit`` sessions since ``start`` with their APDU counts."""
+    apdus = CommLog.select(fn.COUNT(CommLog.id)).where(CommLog.session == OTASession.id)
     query = (OTASession.select(OTASession.id, OTASession.device, OTASession.card,
                                OTASession.session_type, OTASession.status,
-                               OTASession.created_at, OTASession.duration_ms, *_CAUSES)
+                               OTASession.created_at, OTASession.duration_ms, apdus, *_CAUSES)
              .where(OTASession.created_at >= start)
              .order_by(OTASession.created_at.desc(), OTASession.id.desc())
              .limit(limit))
-    rows = [{"id": str(sid), "device": device, "card": card, "type": kind,
+    return [{"id": str(sid), "device": device, "card": card, "type": kind,
              "status": str(status), "outcome": _outcome(status),
-             "created_at": aware_utc(created), "duration_ms": duration,
+             "created_at": aware_utc(created), "duration_ms": duration, "apdus": int(count),
              "cause": _cause(status, *said)}
-            for sid, device, card, kind, status, created, duration, *said in query.tuples()]
-    counts = dict(CommLog.select(CommLog.session, fn.COUNT(CommLog.id))
-                  .where(CommLog.session.in_([r["id"] for r in rows]))
-                  .group_by(CommLog.session).tuples()) if rows else {}
-    for row in rows:
-        row["apdus"] = int(counts.get(row["id"], 0))
-    return rows
+            for sid, device, card, kind, status, created, duration, count, *said
+            in query.tuples()]
 
 
 def session_facts(session_id: str) -> dict | None:
