@@ -77,10 +77,7 @@ class EncryptionError(DatabaseError):
     """A PSK could not be encrypted or decrypted."""
 
 
-_QUOTE_LIMIT = 40
-
-
-def quote(value, limit: int = _QUOTE_LIMIT) -> str:
+def quote(value, limit: int = 40) -> str:
     """``value`` for an error message: a short prefix of its repr, so an error never
     echoes a huge value (nor walks a deeply nested one)."""
     if isinstance(value, str | bytes | bytearray):

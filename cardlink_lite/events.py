@@ -142,16 +142,14 @@ def get_emitter() -> DatabaseEventEmitter:
 class EventQueue:
     """Events of one unit of work (``owner``), held until its transaction ends.
 
-    Queues stack per thread and database. A commit hands the events to the enclosing queue,
-    else to ``database.after_commit`` (dropped if that rolls back); a rollback drops them.
+    Queues stack per thread and database from creation. A commit hands the events to the
+    enclosing queue, else to ``database.after_commit``; a rollback drops them.
     """
 
     def __init__(self, database, owner=None):
         self.database = _real(database)
         self.owner = owner
         self.events: list[DatabaseEvent] = []
-
-    def open(self) -> None:
         _queues(self.database).append(self)
 
     def close(self, commit: bool) -> None:

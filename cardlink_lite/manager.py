@@ -162,10 +162,10 @@ class DatabaseManager:
         delay = 0.1
         for attempt in range(_RECONNECT_ATTEMPTS):
             try:
-                if not database.is_closed():
+                if database.is_closed():
+                    database.connect()
+                else:
                     database.execute_sql("SELECT 1").fetchall()
-                    return
-                database.connect()
                 return
             except (peewee.OperationalError, peewee.InterfaceError) as exc:
                 discard_connection(database)
@@ -219,12 +219,9 @@ class DatabaseManager:
                 f"the {cfg.backend_name} driver ({module}) is not installed; "
                 f"run: pip install 'cardlink-lite[{extra}]'"
             ) from None
-        pool = {
-            "max_connections": cfg.pool_size + cfg.max_overflow,
-            "timeout": cfg.pool_timeout,
-            "stale_timeout": 300,
-            "field_types": field_types,
-        }
+        pool = {"max_connections": cfg.pool_size + cfg.max_overflow, "timeout": cfg.pool_timeout,
+                "stale_timeout": 300, "field_types": field_types}
+        kwargs.setdefault("connect_timeout", 10)
         if cfg.is_mysql:
             from pymysql.constants import CLIENT
 
@@ -232,9 +229,7 @@ class DatabaseManager:
             # update that rewrites the same values still found its row.
             kwargs.setdefault("client_flag", CLIENT.FOUND_ROWS)
             kwargs.setdefault("charset", "utf8mb4")
-            kwargs.setdefault("connect_timeout", 10)
             return PooledMySQLDatabase(name, **pool, **kwargs)
-        kwargs.setdefault("connect_timeout", 10)
         return PooledPostgresqlDatabase(name, **pool, **kwargs)
 
     def _probe(self, database: peewee.Database) -> None:

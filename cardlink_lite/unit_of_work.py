@@ -193,7 +193,6 @@ class UnitOfWork:
             raise translate_error(exc, "transaction") from exc
         self._scope, self._nested = scope, nested
         self._queue = EventQueue(database, owner=self)
-        self._queue.open()
         self._thread = threading.get_ident()
 
     def _take_write_lock(self) -> None:
