@@ -54,9 +54,6 @@ class _ValueEnum(str, enum.Enum):
     def __str__(self) -> str:
         return str(self.value)
 
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
-
 
 class DeviceType(_ValueEnum):
     PHONE = "phone"
