@@ -1,8 +1,5 @@
-"""The batched APDU log writer: rows checked on the way in (apdu_rows), one transaction per flush.
-
-The rows go to the database through :mod:`cardlink_lite.batch_insert` (statements built
-once and reused, COPY on PostgreSQL, refused rows isolated by bisection).
-"""
+"""The batched APDU log writer: rows checked on the way in (apdu_rows), one transaction per
+flush, written through batch_insert (cached statements, COPY, refused rows bisected)."""
 
 from __future__ import annotations
 
@@ -28,7 +25,6 @@ from .apdu_rows import (
     is_hex,
     is_status_word,
     latency_value,
-    model_kwargs,
     normalize_hex,
     now_text,
     row_kwargs,
@@ -76,34 +72,10 @@ _ROW_ERRORS = (peewee.IntegrityError, peewee.DataError, ValueError)
 
 
 class ApduLogWriter:
-    """Buffers APDU log rows and writes them in batches, one transaction per flush.
+    """Buffers APDU log rows, validated when logged, and writes them in batches (thread-safe).
 
-    Rows are validated when logged (``direction`` command/response, ``raw_data`` hex
-    with spaces allowed and upper-cased, ``status_word`` four hex digits) so a bad row
-    raises :class:`ValidationError` at once and is never buffered. ``raw_data`` may end
-    with ``...`` (the user guide's elided samples, e.g. ``"00A4..."``); that marker is
-    stored verbatim. Timestamps are taken when a row is logged.
-
-    Every value accepted is one all three backends store and export: ``raw_data`` at
-    most ``MAX_RAW_HEX`` ASCII hex digits, ``decoded_data`` at most
-    ``MAX_DECODED_CHARS`` characters, no NUL or lone surrogate in any text, a finite
-    ``latency_ms`` >= 0 (a bool is not a number), a timestamp inside 0001..9999 in UTC.
-
-    A flush happens when ``batch_size`` rows are buffered, every ``flush_interval``
-    seconds (a daemon thread; None disables it), on :meth:`flush`, on :meth:`close` /
-    context exit and at interpreter exit. A flush that fails for a transient reason
-    (lost connection, lock) keeps every row for the next attempt: :meth:`flush` raises,
-    while the flushes that ``log.*`` and the background thread start only log it and
-    keep it in :attr:`last_error`, and ``log.*`` never waits for a reconnect. Up to
-    ``max_pending`` rows are buffered that way; at that bound ``log.*`` flushes itself
-    (waiting for a reconnect) and raises that flush's error, the new row not buffered.
-
-    If the database refuses particular rows (a missing session, a value it cannot
-    hold), the batch is bisected: every other row is written, the refused ones are
-    dropped from the buffer, counted in :attr:`rows_rejected`, kept (the last 1000)
-    in :attr:`rejected` as ``(row, reason)``, and the next :meth:`flush` or
-    :meth:`close` raises :class:`RejectedRowsError` listing them (once).
-    Safe to share between threads.
+    Flushes at ``batch_size`` rows, every ``flush_interval`` s, on flush/close/exit; the
+    README's "When a flush fails" says what happens to failed and refused rows.
     """
 
     def __init__(self, database, session_id=None, batch_size: int = 1000,
@@ -115,15 +87,11 @@ class ApduLogWriter:
             raise ValidationError(
                 f"max_pending must be at least batch_size ({batch_size}); got {max_pending!r}")
         if flush_interval is not None and flush_interval <= 0:
-            raise ValidationError(
-                f"flush_interval must be a positive number of seconds or None; "
-                f"got {flush_interval!r}"
-            )
-        self._manager = None
-        if hasattr(database, "ensure_connection"):  # a DatabaseManager
-            self._manager = database
-            database = database.database
-        self.database = database
+            raise ValidationError("flush_interval must be a positive number of seconds or None; "
+                                  f"got {flush_interval!r}")
+        # A DatabaseManager (it reconnects when a flush waits for the server) or a database.
+        self._manager = database if hasattr(database, "ensure_connection") else None
+        self.database = database if self._manager is None else database.database
         self.session_id = None if session_id is None else session_key(session_id)
         self.batch_size = int(batch_size)
         self.flush_interval = flush_interval
@@ -176,40 +144,28 @@ class ApduLogWriter:
             status_message=None, latency_ms=None, timestamp=None, channel=None, ins=None,
             source_id=None) -> None:
         """Buffer one row (validated now); flushes when the buffer reaches ``batch_size``."""
-        row = self.checked_row(session_id, direction, raw_data, decoded_data, status_word,
-                        status_message, latency_ms, timestamp, channel, ins, source_id)
-        if self.closed:
-            raise DatabaseError("this ApduLogWriter is closed; create a new one to log more")
-        self._buffer(row)
+        self._buffer(self.checked_row(session_id, direction, raw_data, decoded_data, status_word,
+                                      status_message, latency_ms, timestamp, channel, ins,
+                                      source_id))
 
     def add_many(self, rows) -> int:
-        """Buffer many rows (tuples in :meth:`add` order, or dicts); all or none of them.
-
-        Every row is checked first: a bad one raises ValidationError naming its index and
-        field, and nothing of ``rows`` is buffered.
-        """
+        """Buffer many rows (tuples in :meth:`add` order, dicts or CommLogs): all or none;
+        a bad row raises ValidationError naming its index and field."""
         flat: list = []
         problems = []
         for index, row in enumerate(rows):
             try:
-                if isinstance(row, dict):
+                if isinstance(row, dict | CommLog):
                     flat.extend(self.checked_row(**row_kwargs(row)))
-                elif isinstance(row, CommLog):
-                    flat.extend(self.checked_row(**model_kwargs(row)))
                 else:
                     flat.extend(self.checked_row(*row))
-            except ValidationError as exc:
-                problems.append(f"row {index}: {exc}")
-            except TypeError as exc:
+            except (ValidationError, TypeError) as exc:
                 problems.append(f"row {index}: {exc}")
             if len(problems) >= 10:
                 break
         if problems:
-            raise ValidationError(
-                f"{len(problems)} log row(s) rejected, none of this batch was buffered; "
-                f"first: {problems[0]}",
-                problems=problems,
-            )
+            raise ValidationError(f"{len(problems)} log row(s) rejected, none of this batch was "
+                                  f"buffered; first: {problems[0]}", problems=problems)
         self._buffer(flat)
         return len(flat) // _WIDTH
 
@@ -217,19 +173,15 @@ class ApduLogWriter:
         if session_id is not None:
             return session_id
         if self.session_id is None:
-            raise ValidationError(
-                "this writer has no session: pass session_id= or create it with "
-                "apdu_logger(manager, session_id)"
-            )
+            raise ValidationError("this writer has no session: pass session_id= or create it "
+                                  "with apdu_logger(manager, session_id)")
         return self.session_id
 
     def checked_row(self, session_id, direction, raw_data, decoded_data=None, status_word=None,
-             status_message=None, latency_ms=None, timestamp=None, channel=None, ins=None,
-             source_id=None) -> tuple:
-        if timestamp is None:
-            timestamp = now_text()
-        else:
-            timestamp = timestamp_text(timestamp)
+                    status_message=None, latency_ms=None, timestamp=None, channel=None, ins=None,
+                    source_id=None) -> tuple:
+        """One row checked and converted to the stored values, in LOG_FIELDS order."""
+        timestamp = now_text() if timestamp is None else timestamp_text(timestamp)
         last = self._last_session
         if session_id is not None and (session_id is last[0] or session_id == last[0]):
             session = last[1]
@@ -243,10 +195,8 @@ class ApduLogWriter:
         if direction_value is None:
             direction_value = stored_direction(str(direction).lower())
             if direction_value is None:
-                raise ValidationError(
-                    f"direction must be 'command' or 'response'; got {direction!r}",
-                    problems=["direction"],
-                )
+                raise ValidationError(f"direction must be 'command' or 'response'; got "
+                                      f"{direction!r}", problems=["direction"])
         if type(raw_data) is str and raw_data.isascii():
             raw = raw_data.upper()
             if not is_hex(raw) or len(raw) & 1 or len(raw) > MAX_RAW_HEX:
@@ -288,7 +238,11 @@ class ApduLogWriter:
         if self.closed:
             raise DatabaseError("this ApduLogWriter is closed; create a new one to log more")
         if len(self._flat) + self._inflight + len(values) > self._max_flat:
-            self._make_room(len(values))
+            # At max_pending: flush now (waiting for a reconnect), raising its error.
+            self.flush(report=False)
+            if len(self._flat) + self._inflight + len(values) > self._max_flat:
+                raise ValidationError(f"the APDU log buffer holds {self.pending:,} rows "
+                                      "(max_pending); log fewer rows at once")
         with self._lock:
             if not self._flat:
                 # Rows logged inside the caller's transaction belong to it: the timer
@@ -301,42 +255,29 @@ class ApduLogWriter:
         if full and time.monotonic() >= self._retry_at:
             self._flush_quietly()
 
-    def _flush_quietly(self) -> None:
-        """log.*'s own flush: one quick attempt; a failure is logged, not raised."""
+    def _flush_quietly(self, quick: bool = True) -> bool:
+        """A flush by log.* (one quick attempt) or the timer: a failure is logged, not raised.
+        False when another thread is flushing (it takes these rows too, or retries)."""
         if not self._flush_lock.acquire(blocking=False):
-            return  # another thread is flushing: it takes these rows too, or retries
+            return False
         try:
-            self._flush(quick=True)
+            self._flush(quick=quick)
         except Exception as exc:
-            self._note_failure(exc)
+            self.last_error = exc
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, _RETRY_AFTER[1])
+            logger.warning("APDU log flush failed, %d rows kept for retry: %s",
+                           self.pending, first_line(exc))
         finally:
             self._flush_lock.release()
-
-    def _note_failure(self, exc: BaseException) -> None:
-        self.last_error = exc
-        self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, _RETRY_AFTER[1])
-        logger.warning("APDU log flush failed, %d rows kept for retry: %s",
-                       self.pending, first_line(exc))
-
-    def _make_room(self, values: int) -> None:
-        """The buffer is at ``max_pending``: flush now (waiting for a reconnect) and
-        raise its error, the new row not buffered."""
-        self.flush(report=False)
-        if len(self._flat) + self._inflight + values > self._max_flat:
-            raise ValidationError(
-                f"the APDU log buffer holds {self.pending:,} rows (max_pending); log "
-                "fewer rows at once")
+        return True
 
     # -- flushing --------------------------------------------------------------
     def flush(self, report: bool = True) -> int:
         """Write every buffered row in one transaction; returns how many were written.
 
-        On a transient failure the rows stay buffered (in order, ahead of rows logged
-        meanwhile) and the error is raised, translated into a cardlink_lite error. Rows
-        the database refuses are left out (see the class notes); with ``report`` a
-        :class:`RejectedRowsError` then lists every rejection not reported yet.
-        """
+        A transient failure keeps the rows and raises; with ``report``, refused rows raise
+        :class:`RejectedRowsError` (once)."""
         count = self._flush()
         if report and self._unreported:
             self._raise_rejections()
@@ -367,19 +308,15 @@ class ApduLogWriter:
             count = len(written) // _WIDTH
             self.rows_written += count
             if rejected:
-                self._reject(rejected)
+                self.rows_rejected += len(rejected)
+                for kept in (self._unreported, self.rejected):
+                    kept.extend(rejected)
+                    del kept[:-_KEPT_REJECTIONS]
+                logger.warning("%d APDU log row(s) refused by the database and dropped; "
+                               "first: %s", len(rejected), rejected[0][1])
         if count:
             self._announce(written, count)
         return count
-
-    def _reject(self, rejected: list) -> None:
-        self.rows_rejected += len(rejected)
-        self._unreported.extend(rejected)
-        del self._unreported[:-_KEPT_REJECTIONS]
-        self.rejected.extend(rejected)
-        del self.rejected[:-_KEPT_REJECTIONS]
-        logger.warning("%d APDU log row(s) refused by the database and dropped; first: %s",
-                       len(rejected), rejected[0][1])
 
     def _raise_rejections(self) -> None:
         rejected, self._unreported = self._unreported, []
@@ -395,10 +332,7 @@ class ApduLogWriter:
         return len(flat) // _WIDTH
 
     def close(self) -> None:
-        """Flush, stop the background flusher and refuse further rows.
-
-        Raises like :meth:`flush`; rejected rows are reported once it is closed.
-        """
+        """Flush, stop the background flusher and refuse further rows; raises like flush()."""
         self._stop.set()
         if self.closed:
             return
@@ -411,19 +345,15 @@ class ApduLogWriter:
     def __enter__(self) -> ApduLogWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            self.close()
-            return False
-        # The block failed: still keep its log (often the most useful part), but do
-        # not hide the original error behind a flush error.
-        self._stop.set()
+    def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self.close()
         except Exception:
+            if exc_type is None:
+                raise
+            # The block failed: its log is kept, but its error is not hidden by a flush error.
             logger.exception("could not write %d buffered APDU log rows after an error; "
                              "they stay buffered for the exit-time flush", self.pending)
-        return False
 
     def __del__(self):
         if self.__dict__.get("closed", True):
@@ -432,7 +362,7 @@ class ApduLogWriter:
             return
         with contextlib.suppress(Exception):
             self._stop.set()
-            if self._flat and not self.closed:
+            if self._flat:
                 logger.warning("ApduLogWriter garbage-collected with %d unwritten rows; "
                                "writing them now", self.pending)
                 self.flush()
@@ -471,14 +401,12 @@ class ApduLogWriter:
         """Bisect a refused batch in savepoints: write every row the database takes."""
         written, rejected = insert_isolating(plan_for(self.database, CommLog, LOG_FIELDS), flat,
                                              _refused)
-        return written, [(row, self._reason(row, exc))
-                         for row, exc in ((_row_dict(r), e) for r, e in rejected)]
+        rows = [(_row_dict(values), exc) for values, exc in rejected]
+        return written, [(row, self._reason(row, exc)) for row, exc in rows]
 
     def _reason(self, row: dict, exc: Exception) -> str:
-        if isinstance(exc, peewee.IntegrityError) and not OTASession.select().where(
-                OTASession.id == row["session_id"]).exists():
-            return (f"OTA session {row['session_id']!r} does not exist; create the session "
-                    "first")
+        if isinstance(exc, peewee.IntegrityError) and _missing_sessions([row["session_id"]]):
+            return f"OTA session {row['session_id']!r} does not exist; create the session first"
         if isinstance(exc, peewee.PeeweeException):
             return first_line(translate_error(exc, "APDU log row"))
         return f"{type(exc).__name__}: {first_line(exc)}"[:200]
@@ -496,19 +424,14 @@ class ApduLogWriter:
 
     def _translate(self, exc, flat) -> DatabaseError:
         error = translate_error(exc, "APDU log")
-        if isinstance(exc, peewee.IntegrityError):
-            sessions = sorted(set(flat[0::_WIDTH]))
+        if isinstance(exc, peewee.IntegrityError) and not self.database.in_transaction():
             with contextlib.suppress(Exception):
-                if not self.database.in_transaction():
-                    found = {s for (s,) in OTASession.select(OTASession.id)
-                             .where(OTASession.id.in_(sessions)).tuples()}
-                    missing = [s for s in sessions if s not in found]
-                    if missing:
-                        error = type(error)(
-                            f"APDU log rows refer to OTA session {missing[0]!r}, which does "
-                            f"not exist; create the session first (the rows stay buffered; "
-                            f"discard() drops them)"
-                        )
+                missing = _missing_sessions(sorted(set(flat[0::_WIDTH])))
+                if missing:
+                    error = type(error)(
+                        f"APDU log rows refer to OTA session {missing[0]!r}, which does not "
+                        "exist; create the session first (the rows stay buffered; discard() "
+                        "drops them)")
         return error
 
     def _announce(self, flat: list, count: int) -> None:
@@ -530,27 +453,18 @@ class ApduLogWriter:
                 return
             self._thread = threading.Thread(
                 target=_flusher, args=(weakref.ref(self), self._stop, self.flush_interval),
-                name="apdu-log-flusher", daemon=True,
-            )
+                name="apdu-log-flusher", daemon=True)
         self._thread.start()
 
     def _background_flush(self) -> None:
-        if not self._flat or time.monotonic() - self._last_flush < self.flush_interval * 0.5:
+        # Rows logged in the caller's transaction: its commit (or flush/close) writes them.
+        if not self._flat or self._caller_in_transaction \
+                or time.monotonic() - self._last_flush < self.flush_interval * 0.5:
             return
-        if self._caller_in_transaction:
-            return  # the caller's commit (or flush/close) writes them
-        if not self._flush_lock.acquire(blocking=False):
-            return  # someone is flushing right now
-        try:
-            self._flush()
-        except Exception as exc:
-            self._note_failure(exc)
-        finally:
-            self._flush_lock.release()
-            if not self.database.in_transaction():
-                # This thread's own connection: give it back (a pool would leak it).
-                with contextlib.suppress(peewee.PeeweeException):
-                    self.database.close()
+        if self._flush_quietly(quick=False) and not self.database.in_transaction():
+            # This thread's own connection: give it back (a pool would leak it).
+            with contextlib.suppress(peewee.PeeweeException):
+                self.database.close()
 
 
 def _flusher(ref, stop: threading.Event, interval: float) -> None:
@@ -565,6 +479,13 @@ def _flusher(ref, stop: threading.Event, interval: float) -> None:
 def _refused(exc: BaseException) -> bool:
     """True when the database refused the rows themselves (not a lock, not the link)."""
     return isinstance(exc, _ROW_ERRORS) and not is_transient(exc)
+
+
+def _missing_sessions(sessions: list) -> list:
+    """Those of the session ids ``sessions`` that have no OTA session."""
+    found = {s for (s,) in OTASession.select(OTASession.id)
+             .where(OTASession.id.in_(sessions)).tuples()}
+    return [s for s in sessions if s not in found]
 
 
 def _row_dict(values: list) -> dict:
@@ -603,11 +524,8 @@ def _flush_at_exit() -> None:
 
 @contextlib.contextmanager
 def apdu_logger(manager, session_id, **options):
-    """``with apdu_logger(manager, session_id) as log: log.command(...); log.response(...)``.
-
-    Options are :class:`ApduLogWriter`'s (``batch_size``, ``flush_interval``, ...); the
-    buffer is flushed on exit.
-    """
+    """``with apdu_logger(manager, session_id) as log: log.command(...)``: an
+    :class:`ApduLogWriter` (same options) flushed on exit."""
     writer = ApduLogWriter(manager, session_id=session_id, **options)
     with writer:
         yield writer

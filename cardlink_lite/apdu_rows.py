@@ -14,7 +14,7 @@ from .status_words import depends_on_command, describe_after_command, describe_s
 
 __all__ = ["MAX_DECODED_CHARS", "MAX_MESSAGE_CHARS", "MAX_RAW_HEX", "channel_of",
            "check_small_ints", "check_text", "command_body", "command_facts", "command_header",
-           "is_hex", "is_status_word", "latency_value", "model_kwargs", "normalize_hex", "now_text",
+           "is_hex", "is_status_word", "latency_value", "normalize_hex", "now_text",
            "row_kwargs", "session_key", "stored_direction", "sw_message", "timestamp_text"]
 
 # What every backend's comm_logs columns hold (MEDIUMTEXT on MariaDB, TEXT elsewhere):
@@ -30,10 +30,8 @@ is_hex = re.compile(r"[0-9A-F]+").fullmatch
 is_status_word = re.compile(r"[0-9A-F]{4}").fullmatch
 
 # Every accepted spelling of a direction -> its stored value.
-_DIRECTIONS = {}
-for _member in CommDirection:
-    for _key in (_member.value, _member.name, _member.value.capitalize()):
-        _DIRECTIONS[_key] = _member.value
+_DIRECTIONS = {key: member.value for member in CommDirection
+               for key in (member.value, member.name, member.value.capitalize())}
 # The stored value of a direction spelling, or None. Exported bound: Python compiles
 # ``imported_dict.get(...)`` without its fast method call, and the writer calls this per row.
 stored_direction = _DIRECTIONS.get
@@ -47,11 +45,8 @@ _second = (None, "")
 
 
 def now_text() -> str:
-    """Now, as the timestamp column stores it: naive UTC text with milliseconds.
-
-    The same value ``fields.utc_now()`` gives, but this runs once per logged APDU, so
-    the date text is only rebuilt when the second changes.
-    """
+    """Now as the timestamp column stores it (``fields.utc_now()``'s value); run once per
+    logged APDU, so the date text is only rebuilt when the second changes."""
     global _second
     now = time.time()
     sec = int(now)
@@ -66,14 +61,11 @@ def normalize_hex(value, field: str = "raw_data") -> str:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex().upper()
     if not isinstance(value, str):
-        raise ValidationError(
-            f"{field} must be a hex string such as '00A40400'; got {type(value).__name__}",
-            problems=[field],
-        )
+        raise ValidationError(f"{field} must be a hex string such as '00A40400'; got "
+                              f"{type(value).__name__}", problems=[field])
     if not value.isascii():  # "ﬀ".upper() is "FF": only ASCII digits are hex digits
-        raise ValidationError(
-            f"{field} must be ASCII hex digits (0-9, A-F); got {quote(value)}",
-            problems=[field])
+        raise ValidationError(f"{field} must be ASCII hex digits (0-9, A-F); got {quote(value)}",
+                              problems=[field])
     text = value.upper()
     if is_hex(text) and not len(text) & 1:
         return _checked_length(text, field)
@@ -82,11 +74,9 @@ def normalize_hex(value, field: str = "raw_data") -> str:
     body = text[:-len(_ELISION)] if elided else text
     # An elided sample may stop mid-byte; a complete value must be whole bytes.
     if not body or not is_hex(body) or (len(body) & 1 and not elided):
-        raise ValidationError(
-            f"{field} must be whole bytes of hex digits (spaces allowed, a trailing '...' "
-            f"marks an elided sample); got {quote(value)}",
-            problems=[field],
-        )
+        raise ValidationError(f"{field} must be whole bytes of hex digits (spaces allowed, a "
+                              f"trailing '...' marks an elided sample); got {quote(value)}",
+                              problems=[field])
     return _checked_length(text, field)
 
 
@@ -99,8 +89,7 @@ def _checked_length(text: str, field: str) -> str:
 
 
 def check_text(value, field: str, limit: int) -> str:
-    """``value`` if it is text every backend stores: no NUL, valid UTF-8 (no lone
-    surrogates), at most ``limit`` characters; ValidationError otherwise."""
+    """``value`` if every backend stores it: text, no NUL or lone surrogate, at most ``limit``."""
     if type(value) is not str:
         raise ValidationError(f"{field} must be text; got {type(value).__name__}",
                               problems=[field])
@@ -127,8 +116,7 @@ def latency_value(value) -> float:
 
 
 def sw_message(sw: str, command: str | None = None) -> str:
-    """The meaning of ``sw`` as stored in ``status_message``: as the answer to ``command``
-    (its upper-case hex) when it is known, as a trace import decodes it."""
+    """``sw``'s meaning as stored in ``status_message``, as the answer to ``command`` (hex)."""
     text = _MESSAGES.get(sw)
     if text is None:  # "" marks a status word whose meaning depends on the command
         text = _MESSAGES[sw] = "" if depends_on_command(sw) else describe_status_word(sw)[:128]
@@ -148,10 +136,8 @@ def command_facts(raw: str) -> tuple[int | None, bool]:
 
 
 def command_body(cmd: bytes) -> tuple[bytes, int | None]:
-    """(command data, Le) of a command APDU in short or extended form (ISO 7816-4 §5.1).
-
-    A T=0 TPDU (``CLA INS P1 P2 P3 data``) reads as the short form.
-    """
+    """(command data, Le) of a command APDU in short or extended form (ISO 7816-4 §5.1);
+    a T=0 TPDU (``CLA INS P1 P2 P3 data``) reads as the short form."""
     n = len(cmd)
     if n <= 4:
         return b"", None
@@ -184,10 +170,8 @@ def session_key(session_id) -> str:
     try:
         return OTASession.id.db_value(session_id)
     except ValidationError:
-        raise ValidationError(
-            f"session_id must be an OTA session's UUID; got {quote(session_id)}",
-            problems=["session_id"],
-        ) from None
+        raise ValidationError(f"session_id must be an OTA session's UUID; got "
+                              f"{quote(session_id)}", problems=["session_id"]) from None
 
 
 def timestamp_text(value) -> str:
@@ -196,10 +180,8 @@ def timestamp_text(value) -> str:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            raise ValidationError(
-                f"timestamp must be a datetime or ISO 8601 text; got {quote(value)}",
-                problems=["timestamp"],
-            ) from None
+            raise ValidationError(f"timestamp must be a datetime or ISO 8601 text; got "
+                                  f"{quote(value)}", problems=["timestamp"]) from None
     if not isinstance(value, datetime):
         raise ValidationError(f"timestamp must be a datetime; got {type(value).__name__}",
                               problems=["timestamp"])
@@ -252,27 +234,17 @@ def check_small_ints(channel, ins, source_id) -> None:
                                   f"{str(value)[:20]!r}", problems=[name])
 
 
-def row_kwargs(row: dict) -> dict:
-    """A dict row as keyword arguments of ``ApduLogWriter.add``."""
+def row_kwargs(row: dict | CommLog) -> dict:
+    """A dict row or a CommLog as keyword arguments of ``ApduLogWriter.add``."""
+    if isinstance(row, CommLog):
+        data = field_values(row)
+        return {key: data.get("session" if key == "session_id" else key) for key in _ROW_KEYS}
     row = dict(row)
     if "session" in row and "session_id" not in row:
         row["session_id"] = row.pop("session")
     unknown = set(row) - set(_ROW_KEYS)
     if unknown:
-        raise ValidationError(
-            f"unknown log field {sorted(unknown)[0]!r}; use {', '.join(_ROW_KEYS)}",
-            problems=sorted(unknown),
-        )
+        raise ValidationError(f"unknown log field {sorted(unknown)[0]!r}; use "
+                              f"{', '.join(_ROW_KEYS)}", problems=sorted(unknown))
     return row
 
-
-def model_kwargs(log: CommLog) -> dict:
-    """A CommLog object as keyword arguments of ``ApduLogWriter.add``."""
-    data = field_values(log)
-    return {"session_id": data.get("session"), "direction": data.get("direction"),
-            "raw_data": data.get("raw_data"), "decoded_data": data.get("decoded_data"),
-            "status_word": data.get("status_word"),
-            "status_message": data.get("status_message"),
-            "latency_ms": data.get("latency_ms"), "timestamp": data.get("timestamp"),
-            "channel": data.get("channel"), "ins": data.get("ins"),
-            "source_id": data.get("source_id")}

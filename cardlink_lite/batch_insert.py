@@ -1,23 +1,7 @@
-"""Bulk inserts: multi-row INSERT statements built once and reused, sized to the backend.
-
-Every bulk write of the package (the APDU log writer, ``create_all``, the pytest
-recorder, the importer) goes through :func:`plan_for` and :func:`insert`:
-
-- each statement comes from Peewee's public ``insert_many`` (Peewee's quoting, column
-  order and dialect), built once per (database, model, fields, rows per statement) and
-  reused; later chunks only hand their flattened parameters to the driver;
-- rows per statement come from the backend's real bound-parameter limit: SQLite's
-  ``SQLITE_LIMIT_VARIABLE_NUMBER`` of the open connection (999, the old compiled-in
-  default, when it cannot be asked), PostgreSQL's 65,535; on MariaDB/MySQL, whose
-  driver inlines the values, a statement stays inside a third of ``max_allowed_packet``;
-- big batches go to PostgreSQL with ``COPY ... FROM STDIN``;
-- :func:`insert_isolating` bisects a batch the database refuses, in savepoints, and
-  writes every row it takes.
-
-Values are handed over flattened in field order and already converted to what the
-database stores (:meth:`InsertPlan.flatten` converts rows with the fields' ``db_value``).
-The caller owns the transaction.
-"""
+"""The package's one bulk-insert path: Peewee's multi-row INSERTs built once and reused,
+sized to the backend's parameter limit (and max_allowed_packet on MariaDB/MySQL), COPY for
+big batches on PostgreSQL, refused rows isolated by bisection. The caller owns the transaction;
+values come flattened in field order, as stored (:meth:`InsertPlan.flatten`)."""
 
 from __future__ import annotations
 
@@ -65,26 +49,25 @@ class InsertPlan:
         self.secret = bool(getattr(model, "secret_fields", ()))
         self.byte_budget = 0  # MariaDB/MySQL: the most bytes one statement may take
         # Long text is counted value by value in a statement's size, the rest at its bound.
-        self._long = tuple(i for i, f in enumerate(self.fields) if _is_long(f))
+        self._long = tuple(i for i, f in enumerate(self.fields)
+                           if isinstance(f, peewee.TextField | peewee.BlobField)
+                           or (getattr(f, "max_length", None) or 0) > 64)
         self._fixed = sum(4 * (getattr(f, "max_length", None) or 12)
                           for i, f in enumerate(self.fields) if i not in self._long)
         self._fixed += _ROW_OVERHEAD * self.width
         cap = MAX_ROWS_PER_STATEMENT
         if isinstance(database, peewee.SqliteDatabase):
-            variables = _SQLITE_VARIABLES
             conn = database.connection()
-            if hasattr(conn, "getlimit"):  # Python >= 3.11
-                variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) \
+                if hasattr(conn, "getlimit") else _SQLITE_VARIABLES  # getlimit: Python >= 3.11
         elif self.is_mysql:
-            variables = _MYSQL_PARAMETERS
             packet = database.execute_sql("SELECT @@max_allowed_packet").fetchone()[0]
             # Escaping can double a value: keep a statement well inside one packet.
             self.byte_budget = int(packet) // 3
-            cap = variables
+            variables = cap = _MYSQL_PARAMETERS
         else:
             variables = _POSTGRES_PARAMETERS
-        self.rows_per_statement = max(1, min(cap,
-                                             variables // max(1, self.width)))
+        self.rows_per_statement = max(1, min(cap, variables // max(1, self.width)))
         self._sql: dict[int, str] = {}
         self._row_sql: tuple | None = None
         self._copy_sql: str | None = None
@@ -130,15 +113,13 @@ class InsertPlan:
         return self._copy_sql
 
     def flatten(self, rows) -> list:
-        """Row tuples (values in field order, as on the model) as the flat list of what
-        the database stores, each value through its field's ``db_value``."""
+        """Row tuples (field order, as on the model) flattened, each value through ``db_value``."""
         converters = self.converters
         return [convert(value) for row in rows
                 for convert, value in zip(converters, row, strict=True)]
 
     def size(self, flat: list, start: int, rows: int) -> int:
-        """Bytes ``rows`` rows from ``flat[start:]`` may take in a statement (UTF-8: up
-        to 4 per character)."""
+        """Bytes ``rows`` rows from ``flat[start:]`` may take in a statement (UTF-8: <= 4/char)."""
         total = self._fixed * rows
         end = start + rows * self.width
         for offset in self._long:
@@ -147,13 +128,6 @@ class InsertPlan:
                     total += len(value) if type(value) is str and value.isascii() \
                         else 4 * len(value)
         return total
-
-
-def _is_long(field) -> bool:
-    """True for a column whose values are counted one by one in a statement's size."""
-    if isinstance(field, peewee.TextField | peewee.BlobField):
-        return True
-    return (getattr(field, "max_length", None) or 0) > 64
 
 
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -177,8 +151,7 @@ def plan_for(database: peewee.Database, model, fields) -> InsertPlan:
 
 
 def insert(plan: InsertPlan, flat: list) -> None:
-    """Write the rows of ``flat`` (values in field order, as stored), in the caller's
-    transaction; driver errors come as Peewee's."""
+    """Write the rows of ``flat`` (field order, as stored); driver errors come as Peewee's."""
     width = plan.width
     rows = len(flat) // width
     database = plan.database
@@ -195,7 +168,7 @@ def insert(plan: InsertPlan, flat: list) -> None:
     execute = database.execute_sql
     # Inlined values show in the statement query hooks see (the slow-query log): never
     # for a model with secret fields.
-    literals = _Literals(database) if plan.is_mysql and not plan.secret else None
+    escape = database.connection().escape if plan.is_mysql and not plan.secret else None
     start = 0
     while rows:
         # Full statements, then powers of two: a handful of statements cover every size.
@@ -204,47 +177,36 @@ def insert(plan: InsertPlan, flat: list) -> None:
             while count > 1 and plan.size(flat, start, count) > budget:
                 count >>= 1
         end = start + count * width
-        if literals is None:
+        if escape is None:
             execute(plan.sql(count), flat[start:end])
-        else:
-            # What pymysql would send, each distinct text escaped once (a batch repeats
-            # its session, directions, status words...); % doubled for its empty
-            # parameter tuple.
-            sql = plan.sql(count) % literals.of(flat, start, end)
-            execute(sql.replace("%", "%%"), ())
+        else:  # % doubled for pymysql's empty parameter tuple
+            execute((plan.sql(count) % _literals(escape, flat[start:end])).replace("%", "%%"), ())
         start = end
         rows -= count
 
 
-class _Literals:
-    """MariaDB/MySQL (pymysql, whose statements carry their values inlined): values as
-    the driver's own ``escape`` writes them, each distinct text of a statement escaped
-    once."""
-
-    def __init__(self, database):
-        self.escape = database.connection().escape
-
-    def of(self, flat: list, start: int, end: int) -> tuple:
-        escape = self.escape
-        text: dict[str, str] = {}
-        out = []
-        append = out.append
-        for value in flat[start:end]:
-            if value is None:
-                append("NULL")
-            elif type(value) is str:
-                literal = text.get(value)
-                if literal is None:
-                    literal = text[value] = escape(value)
-                append(literal)
-            else:
-                append(escape(value))
-        return tuple(out)
+def _literals(escape, values: list) -> tuple:
+    """MariaDB/MySQL (pymysql inlines values): what the driver's ``escape`` would send, each
+    distinct text escaped once (a batch repeats its session, directions, status words...)."""
+    text: dict[str, str] = {}
+    out = []
+    append = out.append
+    for value in values:
+        if value is None:
+            append("NULL")
+        elif type(value) is str:
+            literal = text.get(value)
+            if literal is None:
+                literal = text[value] = escape(value)
+            append(literal)
+        else:
+            append(escape(value))
+    return tuple(out)
 
 
 def insert_rows(database: peewee.Database, model, fields, rows) -> None:
-    """Write row tuples (values as on the model, in ``fields`` order) in the caller's
-    transaction, each value through its field's ``db_value`` as ``insert_many`` does."""
+    """Write row tuples (values as on the model, in ``fields`` order), converted as
+    ``insert_many`` does."""
     plan = plan_for(database, model, fields)
     if any(isinstance(value, peewee.Node) and not isinstance(value, peewee.Model)
            for row in rows for value in row):
@@ -256,12 +218,8 @@ def insert_rows(database: peewee.Database, model, fields, rows) -> None:
 
 
 def insert_isolating(plan: InsertPlan, flat: list, refused) -> tuple[list, list]:
-    """Write every row of ``flat`` the database takes, bisecting in savepoints.
-
-    ``refused(exc)`` says whether an error is about the rows (any other error is
-    raised). Returns (the values written, flattened; [(row values, error)] for each row
-    refused), inside one savepoint of the caller's transaction.
-    """
+    """Write every row of ``flat`` the database takes, bisecting in savepoints; returns
+    (values written, [(row values, error)]). ``refused(exc)``: False raises ``exc``."""
     database = plan.database
     width = plan.width
     written: list = []
@@ -289,8 +247,7 @@ def insert_isolating(plan: InsertPlan, flat: list, refused) -> tuple[list, list]
 
 
 def _copy_text(flat: list, width: int) -> io.StringIO | None:
-    """``flat`` in PostgreSQL COPY text format (tab-separated, ``\\N`` for NULL, backslash
-    escapes); None if a value has no plain text spelling (then INSERT does it)."""
+    """``flat`` in PostgreSQL COPY text format; None if a value has no plain text spelling."""
     out = []
     append = out.append
     for i in range(0, len(flat), width):

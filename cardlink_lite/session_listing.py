@@ -12,17 +12,18 @@ from .models import CommLog, OTASession, SessionStatus
 
 __all__ = ["list_sessions"]
 
+# The keys of a listed session, in order (then "logs").
+_COLUMNS = ("id", "created_at", "started_at", "ended_at", "status", "session_type", "device_id",
+            "card_iccid", "duration_ms", "error_code")
+
 
 def list_sessions(manager, device_id: str | None = None, card_iccid: str | None = None,
                   status: SessionStatus | str | None = None, since: datetime | None = None,
                   limit: int = 50) -> list[dict]:
-    """Sessions matching every filter given, newest first, each with its APDU row count.
-
-    A naive ``since`` is UTC (the CLI's dates are).
-    """
+    """Sessions matching every filter given, newest first, each with its APDU row count
+    (``logs``); a naive ``since`` is UTC (the CLI's dates are)."""
     manager.ensure_connection()
-    database = manager.database
-    with bound_models(database, [OTASession, CommLog]):
+    with bound_models(manager.database, [OTASession, CommLog]):
         query = OTASession.select().order_by(OTASession.created_at.desc(),
                                              OTASession.id).limit(limit)
         if device_id is not None:
@@ -40,16 +41,5 @@ def list_sessions(manager, device_id: str | None = None, card_iccid: str | None 
         counts = dict(CommLog.select(CommLog.session, peewee.fn.COUNT(CommLog.id))
                       .where(CommLog.session.in_(ids)).group_by(CommLog.session).tuples()
                       ) if ids else {}
-    return [{
-        "id": s.id,
-        "created_at": s.created_at,
-        "started_at": s.started_at,
-        "ended_at": s.ended_at,
-        "status": s.status.value,
-        "session_type": s.session_type,
-        "device_id": s.device_id,
-        "card_iccid": s.card_iccid,
-        "duration_ms": s.duration_ms,
-        "error_code": s.error_code,
-        "logs": counts.get(s.id, 0),
-    } for s in sessions]
+    return [{**{name: getattr(s, name) for name in _COLUMNS}, "status": s.status.value,
+             "logs": counts.get(s.id, 0)} for s in sessions]

@@ -40,12 +40,7 @@ def show(state: CliState, session_id, errors_only, as_json):
         cardlink-db logs show 3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f
         cardlink-db logs show 3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f --errors --json
     """
-    try:
-        session_id = str(uuid.UUID(session_id))
-    except ValueError:
-        raise click.BadParameter(
-            f"{session_id!r} is not a session id; session ids are UUIDs like "
-            "3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f", param_hint="SESSION_ID") from None
+    session_id = _session_uuid(session_id, "SESSION_ID")
     from ..unit_of_work import UnitOfWork
 
     manager = state.manager(readonly=True)
@@ -71,18 +66,21 @@ def show(state: CliState, session_id, errors_only, as_json):
         for source in sources.values():
             click.echo(f"From {source.path} ({source.format}, imported "
                        f"{source.imported_at:%Y-%m-%d %H:%M:%S} UTC)")
-        count = 0
-        fold = _BipFold()
-        day = None
-        for row in rows:
-            if row.timestamp.date() != day:  # rows show the time; the date heads each day
-                day = row.timestamp.date()
-                click.echo(f"-- {day:%Y-%m-%d} (UTC) --")
-            for line in fold.lines(row, _line(row)):
-                click.echo(line)
-            count += 1
-        if not count:
+        empty = True
+        for line in _trace_lines(rows):
+            click.echo(line)
+            empty = False
+        if empty:
             click.echo("No errors in this session." if errors_only else "No logs in this session.")
+
+
+def _session_uuid(value: str, param_hint: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value[:40]!r} is not a session id; session ids are UUIDs like "
+            "3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f", param_hint=param_hint) from None
 
 
 def _session_lines(session) -> list[str]:
@@ -171,30 +169,27 @@ def _line(row) -> str:
     return "  ".join(parts)
 
 
-class _BipFold:
-    """Indents a BIP exchange, from ``FETCH: OPEN CHANNEL`` to the terminal's answer to
-    ``CLOSE CHANNEL``, between two marker lines."""
-
-    def __init__(self):
-        self.open = False
-        self.closing = False
-
-    def lines(self, row, text: str) -> list[str]:
-        decoded = row.decoded_data or ""
-        kind = row.direction.value
-        out = []
-        if not self.open and kind == "command" and decoded.startswith("FETCH: OPEN CHANNEL"):
-            self.open = True
-            out.append("+-- BIP: OPEN CHANNEL")
-        if not self.open:
-            return [text]
-        out.append("|   " + text)
+def _trace_lines(rows):
+    """The trace as printed: the date heads each day (rows show the time); a BIP exchange,
+    ``FETCH: OPEN CHANNEL`` to the answer to ``CLOSE CHANNEL``, is indented between markers."""
+    day, bip, closing = None, False, False
+    for row in rows:
+        if row.timestamp.date() != day:
+            day = row.timestamp.date()
+            yield f"-- {day:%Y-%m-%d} (UTC) --"
+        decoded, kind = row.decoded_data or "", row.direction.value
+        if not bip and kind == "command" and decoded.startswith("FETCH: OPEN CHANNEL"):
+            bip = True
+            yield "+-- BIP: OPEN CHANNEL"
+        if not bip:
+            yield _line(row)
+            continue
+        yield "|   " + _line(row)
         if kind == "command" and decoded.startswith("TERMINAL RESPONSE: CLOSE CHANNEL"):
-            self.closing = True
-        elif kind == "response" and self.closing:
-            out.append("+-- BIP: CLOSE CHANNEL")
-            self.open = self.closing = False
-        return out
+            closing = True
+        elif kind == "response" and closing:
+            yield "+-- BIP: CLOSE CHANNEL"
+            bip = closing = False
 
 
 @logs.command("import")
@@ -227,11 +222,7 @@ def import_command(state: CliState, files, fmt, session_id, split_on_reset, devi
     if session_id is not None and split_on_reset:
         raise click.UsageError("use either --session or --split-on-reset, not both")
     if session_id is not None:
-        try:
-            session_id = str(uuid.UUID(session_id))
-        except ValueError:
-            raise click.BadParameter(f"{session_id[:40]!r} is not a session id (a UUID)",
-                                     param_hint="--session") from None
+        session_id = _session_uuid(session_id, "--session")
     from ..traces import TraceFormatError, import_trace
 
     manager = state.manager()

@@ -11,7 +11,7 @@ from ..fields import utc_now
 from ..models import CardProfile, ReplayCounter
 from .base import BaseRepository
 
-__all__ = ["COUNTER_MAX", "CounterRepository", "counter_key"]
+__all__ = ["COUNTER_MAX", "CounterRepository", "counter_key", "counter_value"]
 
 COUNTER_MAX = (1 << 40) - 1  # the SCP80 counter (CNTR) is 5 bytes
 _KEY = (ReplayCounter.card, ReplayCounter.keyset, ReplayCounter.tar)
@@ -47,8 +47,7 @@ class CounterRepository(BaseRepository):
             if value > COUNTER_MAX:
                 raise ValidationError(
                     f"the replay counter of card {iccid} keyset {keyset} TAR {tar} is "
-                    f"exhausted (5 bytes, {COUNTER_MAX}); change the keys of that keyset"
-                )
+                    f"exhausted (5 bytes, {COUNTER_MAX}); change the keys of that keyset")
         return int(value)
 
     def peek_counter(self, card, keyset, tar) -> int | None:
@@ -59,14 +58,10 @@ class CounterRepository(BaseRepository):
             return self._current(iccid, keyset, tar)
 
     def set_counter(self, card, keyset, tar, value: int, *, force: bool = False) -> int | None:
-        """Resynchronise with a card: make ``value`` the last counter used.
-
-        Refuses (ValidationError) to move the counter back unless ``force=True``, since a
-        counter the card has seen again is refused (counter-low). Returns the previous
-        value (None if there was none).
-        """
+        """Resynchronise with a card: make ``value`` the last counter used, never backwards
+        unless ``force`` (the card refuses a reused counter); returns the previous one."""
         iccid, keyset, tar = counter_key(card, keyset, tar)
-        value = _counter_value(value)
+        value = counter_value(value)
         with self._guarded(iccid):
             inserted = (ReplayCounter
                         .insert(card=iccid, keyset=keyset, tar=tar, counter=value,
@@ -81,8 +76,7 @@ class CounterRepository(BaseRepository):
                 raise ValidationError(
                     f"the replay counter of card {iccid} keyset {keyset} TAR {tar} is "
                     f"{previous}; refusing to move it back to {value} (the card would "
-                    "refuse reused counters); pass force=True to do it anyway"
-                )
+                    "refuse reused counters); pass force=True to do it anyway")
             (ReplayCounter.update(counter=value, updated_at=utc_now())
              .where(*_match(iccid, keyset, tar)).execute())
         return int(previous)
@@ -122,8 +116,7 @@ def _is_mysql(database) -> bool:
 
 def _unknown_card(iccid: str) -> NotFoundError:
     return NotFoundError(
-        f"card {iccid} not found; add its card profile before counting its OTA commands"
-    )
+        f"card {iccid} not found; add its card profile before counting its OTA commands")
 
 
 def _match(iccid, keyset, tar):
@@ -150,8 +143,7 @@ def _keyset(keyset) -> str:
     if not isinstance(keyset, str) or not keyset.strip() or len(keyset.strip()) > _KEYSET_MAX:
         raise ValidationError(
             f"keyset must be text of 1 to {_KEYSET_MAX} characters (e.g. 'kic=01,kid=01') "
-            f"or a key version number; got {str(keyset)[:24]!r}"
-        )
+            f"or a key version number; got {str(keyset)[:24]!r}")
     return keyset.strip()
 
 
@@ -161,15 +153,13 @@ def _tar(tar) -> str:
     text = "".join(str(tar).split()).upper()
     if len(text) != 6 or any(c not in "0123456789ABCDEF" for c in text):
         raise ValidationError(
-            f"tar must be 3 bytes as 6 hex digits such as 'B00001'; got {str(tar)[:24]!r}"
-        )
+            f"tar must be 3 bytes as 6 hex digits such as 'B00001'; got {str(tar)[:24]!r}")
     return text
 
 
-def _counter_value(value) -> int:
+def counter_value(value) -> int:
+    """``value`` if it is an SCP80 counter (5 bytes: 0..COUNTER_MAX); ValidationError if not."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= COUNTER_MAX:
-        raise ValidationError(
-            f"a replay counter is an integer from 0 to {COUNTER_MAX} (5 bytes); "
-            f"got {str(value)[:24]!r}"
-        )
+        raise ValidationError(f"counter must be an integer from 0 to {COUNTER_MAX} (5 bytes); "
+                              f"got {str(value)[:24]!r}")
     return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 import peewee
 
@@ -33,11 +34,8 @@ _PURGE_CHUNK = 5000
 
 
 class SessionLogExport(Sequence):
-    """A session's logs as export dicts, read lazily: iterating streams them in pages.
-
-    Behaves like the list the design returns (``len``, indexing, ``==`` a list) without
-    holding the rows; ``list(export)`` materialises it (e.g. for ``json.dumps``).
-    """
+    """A session's logs as export dicts, streamed in pages when iterated; behaves like the
+    design's list (``len``, indexing, ``==``) without holding the rows."""
 
     def __init__(self, repository: LogRepository, session_id):
         self._repo = repository
@@ -73,13 +71,8 @@ class SessionLogExport(Sequence):
 
 
 class LogRepository(BaseRepository):
-    """APDU logs. Batched rows go through one :class:`ApduLogWriter` inside the unit of work.
-
-    Every query (the inherited ones too) flushes this repository's pending rows first, and
-    a session's rows come in (timestamp, id) order: logging order, even within one
-    millisecond. Log rows are append-only: loaded rows are not tracked for saving at commit
-    (``update()`` still saves one).
-    """
+    """APDU logs: batched rows go through one :class:`ApduLogWriter`, flushed before every
+    query; a session's rows come in (timestamp, id) order. Loaded rows are not tracked."""
 
     tracks_objects = False
 
@@ -96,12 +89,11 @@ class LogRepository(BaseRepository):
     # -- writing ---------------------------------------------------------------
     @property
     def writer(self) -> ApduLogWriter:
-        """The writer buffering this repository's batched rows (no timer: the unit of
-        work's transaction decides when they commit)."""
+        """The writer of this repository's batched rows (no timer: the unit of work commits)."""
         if self._writer is None:
             self._writer = ApduLogWriter(self.database, batch_size=self.batch_size,
-                                         flush_interval=None, on_flush=self._flushed,
-                                         flush_at_exit=False)
+                                         flush_interval=None, flush_at_exit=False,
+                                         on_flush=partial(self._emit, EventType.LOG_CREATED))
         return self._writer
 
     @property
@@ -114,7 +106,7 @@ class LogRepository(BaseRepository):
         """Write one log row now (validated like batched rows); returns it with its id."""
         row = self.writer.checked_row(session_id, direction, raw_data, decoded_data, status_word,
                                status_message, latency_ms, timestamp)
-        self._flush_own()  # earlier batched rows keep their place in the trace
+        self.flush_batch()  # earlier batched rows keep their place in the trace
         # Schema 0003's channel and INS (a command's header) only when there are some.
         header = {k: v for k, v in (("channel", row[8]), ("ins", row[9])) if v is not None}
         log = CommLog(session=row[0], timestamp=row[1], latency_ms=row[2],
@@ -129,15 +121,8 @@ class LogRepository(BaseRepository):
         return log
 
     def add_log_batch(self, *args, **kwargs) -> int:
-        """Buffer rows for a batched write; returns how many were buffered.
-
-        Accepts the design's single row (``add_log_batch(session_id=..., direction=...,
-        raw_data=..., **fields)``) or the guide's list of rows: tuples ``(session_id,
-        direction, raw_data[, decoded_data[, status_word[, status_message[,
-        latency_ms]]]])``, dicts or CommLog objects. A list is checked whole first: one bad
-        row raises ValidationError and none of it is buffered. Reaching the batch size
-        writes the buffer inside the unit of work's transaction.
-        """
+        """Buffer the design's one row (``add()``'s arguments) or the guide's list of rows
+        (tuples, dicts or CommLogs: all or none); returns how many were buffered."""
         self._touch(write=True)
         if len(args) == 1 and not kwargs and not isinstance(args[0], str | bytes) \
                 and hasattr(args[0], "__iter__"):
@@ -153,32 +138,21 @@ class LogRepository(BaseRepository):
         with self._wrap():
             return self._writer.flush()
 
-    def _flushed(self, session_id, data) -> None:
-        self._emit(EventType.LOG_CREATED, session_id, data)
-
     # Unit-of-work hooks: write pending rows before commit, forget them on rollback.
-    def _flush_pending(self) -> int:
-        return self.flush_batch()
+    _flush_pending = flush_batch
 
     def _discard_pending(self) -> int:
         return 0 if self._writer is None else self._writer.discard()
 
-    def _flush_own(self) -> None:
-        if self._writer is not None and self._writer.pending:
-            self.flush_batch()
-
     # -- queries ---------------------------------------------------------------
     def session_query(self, session_id, direction=None) -> peewee.ModelSelect:
-        """A session's rows in logging order, as a Peewee query to refine or stream.
-
-        For big sessions use ``.iterator()``, ``.tuples()`` or ``.dicts()`` on it instead
-        of building every model object at once.
-        """
+        """A session's rows in logging order, as a Peewee query to refine or stream (big
+        sessions: ``.iterator()``, ``.tuples()`` or ``.dicts()``)."""
         self._reading()
         return _trace_query(*self._trace_params(session_id, direction))
 
     def _reading(self) -> peewee.Database:
-        self._flush_own()
+        self.flush_batch()
         return super()._reading()
 
     def _models(self, query) -> list[CommLog]:
@@ -194,12 +168,8 @@ class LogRepository(BaseRepository):
         return params
 
     def session_rows(self, session_id, as_dicts: bool = False) -> list:
-        """A session's rows in logging order as tuples (model field order) or dicts.
-
-        The fast path for reading traces: the statement is built by Peewee once per
-        database and reused; timestamps come back as aware UTC datetimes, directions as
-        their text.
-        """
+        """A session's rows in logging order as tuples (model field order) or dicts: the fast
+        trace read (aware UTC timestamps, directions as text)."""
         return _trace_rows(self._fetch(_TRACE, *self._trace_params(session_id)), as_dicts)
 
     def find_by_session(self, session_id, limit: int | None = None,
@@ -230,12 +200,8 @@ class LogRepository(BaseRepository):
         return self._load(_BY_STATUS, session_key(session_id), sw)
 
     def find_errors(self, session_id, include_success_with_data: bool = False) -> list[CommLog]:
-        """A session's responses whose status word is not 9000.
-
-        61xx/9Fxx/91xx ("success, more data to fetch") and 63Cx answering a retry-counter
-        query (VERIFY / UNBLOCK PIN without data) are not errors and are left out; pass
-        ``include_success_with_data=True`` for every non-9000 response.
-        """
+        """A session's non-9000 responses, less "more data" (61xx/9Fxx/91xx) and 63Cx answering
+        a retry-counter query unless ``include_success_with_data``."""
         session = session_key(session_id)
         if include_success_with_data:
             return self._load(_ALL_ERRORS, session)
@@ -262,25 +228,17 @@ class LogRepository(BaseRepository):
         return answers
 
     def count_by_session(self, session_id) -> int:
-        self._flush_own()
         with self._wrap():
             return self._select(CommLog.session == session_key(session_id)).count()
 
     def search_hex(self, pattern, session_id=None, limit: int | None = None, *,
                    header: bool = False) -> list[CommLog]:
-        """Rows whose raw APDU contains the hex ``pattern`` (any case, spaces ignored).
-
-        ``header=True``: only commands that start with ``pattern`` (CLA INS P1...), found
-        through the INS index, so ``search_hex("80E6", header=True)`` (every INSTALL in
-        the store) is an index lookup, not a scan of every APDU.
-        """
+        """Rows whose raw APDU contains the hex ``pattern`` (any case, spaces ignored);
+        ``header=True``: commands starting with it, found through the INS index."""
         text = "".join(str(pattern).split()).upper()
         if not text or any(c not in "0123456789ABCDEF" for c in text):
-            raise ValidationError(
-                f"search pattern must be hex digits such as 'A4' or '00A40400'; got {pattern!r}",
-                problems=["pattern"],
-            )
-        self._flush_own()
+            raise ValidationError("search pattern must be hex digits such as 'A4' or "
+                                  f"'00A40400'; got {pattern!r}", problems=["pattern"])
         # Stored hex is upper case and the pattern is plain hex: no wildcard to escape.
         if header and len(text) >= 4:
             # Only commands have an instruction byte: the INS index alone finds them (adding
@@ -302,16 +260,12 @@ class LogRepository(BaseRepository):
     # -- export ----------------------------------------------------------------
     def export_session_logs(self, session_id) -> SessionLogExport:
         """A session's logs as dicts (the design's keys), streamed when iterated."""
-        self._flush_own()
+        self.flush_batch()
         return SessionLogExport(self, session_key(session_id))
 
     def iter_logs(self, session_id=None, page_size: int = _PAGE) -> Iterator[dict]:
-        """Export dicts of one session (logging order) or of every log (id order).
-
-        Reads in keyset pages of ``page_size`` rows, so memory stays flat on every backend
-        (on SQLite with a small page cache while it runs: see :func:`small_page_cache`).
-        """
-        self._flush_own()
+        """Export dicts of one session (logging order) or of every log (id order), read in
+        keyset pages so memory stays flat (on SQLite with a small page cache)."""
         database = self.database
         with small_page_cache(database):
             yield from self._iter_pages(database, session_id, page_size)
@@ -324,18 +278,8 @@ class LogRepository(BaseRepository):
             base = self._select(CommLog.session == session_key(session_id)) \
                 .order_by(CommLog.timestamp, CommLog.id)
         base = base.select(*_EXPORT_COLUMNS)
-        last = None
+        query = base.offset(offset) if offset else base
         while True:
-            query = base
-            if last is None and offset:
-                query = query.offset(offset)
-            elif last is not None:
-                if session_id is None:
-                    query = query.where(CommLog.id > last[0])
-                else:
-                    query = query.where(
-                        (CommLog.timestamp > last[1])
-                        | ((CommLog.timestamp == last[1]) & (CommLog.id > last[0])))
             # The driver's own values: the per-row conversion is ours and cheap.
             with self._wrap():
                 rows = database.execute(query.limit(page_size)).fetchall()
@@ -345,9 +289,11 @@ class LogRepository(BaseRepository):
                        "status_message": row[6], "latency_ms": row[7]}
             if len(rows) < page_size:
                 return
-            row = rows[-1]
-            # The stored value itself (no conversion), so the comparison is exact.
-            last = (row[0], peewee.Value(row[1], converter=False))
+            # The next page: keyset on the stored values themselves (no conversion: exact).
+            last_id, last_time = rows[-1][0], peewee.Value(rows[-1][1], converter=False)
+            query = base.where(CommLog.id > last_id) if session_id is None else base.where(
+                (CommLog.timestamp > last_time)
+                | ((CommLog.timestamp == last_time) & (CommLog.id > last_id)))
 
     def write_jsonl(self, fp, session_id=None) -> int:
         """Stream logs (one session, or all) to ``fp`` as JSON lines; returns the count."""
@@ -355,14 +301,11 @@ class LogRepository(BaseRepository):
 
     # -- retention -------------------------------------------------------------
     def purge_old(self, days: int, chunk_size: int = _PURGE_CHUNK) -> int:
-        """Delete logs older than ``days`` days in chunks of ``chunk_size``; returns the count.
-
-        Outside a transaction each chunk commits on its own, so a bench writing logs
-        meanwhile never waits long; inside a unit of work the chunks join its transaction.
-        """
+        """Delete logs older than ``days`` days in chunks (each its own commit outside a
+        transaction, so loggers never wait long); returns the count."""
         if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
             raise ValidationError(f"days must be a number >= 0; got {days!r}")
-        self._flush_own()
+        self.flush_batch()
         self._touch(write=True)
         cutoff = datetime.now(timezone.utc) - timedelta(days=days)
         with self._wrap():
@@ -405,8 +348,7 @@ _UTC = CommLog.timestamp.python_value
 
 
 def _trace_rows(rows, as_dicts: bool) -> list:
-    """Fetched trace rows (model field order) with timestamps as aware UTC datetimes;
-    every other column is already what the driver gives (directions stay text)."""
+    """Fetched trace rows with timestamps as aware UTC datetimes, the rest as the driver gave."""
     utc, at = _UTC, _TIME
     tuples = [row[:at] + (utc(row[at]),) + row[at + 1:] for row in map(tuple, rows)]
     if not as_dicts:
@@ -419,7 +361,5 @@ def _direction(direction) -> str:
     try:
         return CommLog.direction.coerce_member(direction).value
     except ValidationError:
-        raise ValidationError(
-            f"direction must be 'command' or 'response'; got {direction!r}",
-            problems=["direction"],
-        ) from None
+        raise ValidationError(f"direction must be 'command' or 'response'; got {direction!r}",
+                              problems=["direction"]) from None

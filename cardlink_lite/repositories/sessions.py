@@ -14,7 +14,7 @@ from ..fields import to_utc_ms, utc_now
 from ..models import AdminScriptStatus, OTASession, PoRStatus, SessionStatus
 from ..tls_alerts import tls_alert
 from .base import BaseRepository, one_of, positive_int
-from .counters import COUNTER_MAX
+from .counters import counter_value
 
 __all__ = ["SessionRepository"]
 
@@ -27,15 +27,9 @@ _ERROR_CODE_MAX = OTASession.error_code.max_length
 
 
 class SessionRepository(BaseRepository):
-    """OTA sessions: create, start, record TLS details, end; query and summarise them.
-
-    Lifecycle methods answer True when they changed the session and False when the id is
-    unknown or the transition is not allowed. Allowed moves: pending -> active (start),
-    pending/active -> completed, failed or timeout. An ended session is final: the first
-    recorded outcome wins and later calls change nothing (so a watchdog's timeout cannot
-    overwrite a completion, nor the reverse). Every transition is one conditional UPDATE,
-    so two racing callers cannot both win.
-    """
+    """OTA sessions: lifecycle, OTA facts, queries and statistics. A transition is one
+    conditional UPDATE (racing callers cannot both win) answering whether it changed the
+    session; an ended session is final (the first outcome wins)."""
 
     model = OTASession
     entity_type = "session"
@@ -44,10 +38,7 @@ class SessionRepository(BaseRepository):
     # -- lifecycle -------------------------------------------------------------
     def create_session(self, device_id: str | None = None, card_iccid: str | None = None,
                        session_type: str | None = None, *, trigger=None) -> OTASession:
-        """A new pending session (emits SESSION_CREATED after commit).
-
-        ``trigger`` says what started it: sms-pp, push-sms, bip, manual, scheduled, other.
-        """
+        """A new pending session; ``trigger``: sms-pp, push-sms, bip, manual, scheduled, other."""
         if session_type is not None:
             session_type = _checked(OTASession.session_type, session_type)
         fields = {} if trigger is None else {"trigger": trigger}  # none: as before 0003
@@ -58,8 +49,8 @@ class SessionRepository(BaseRepository):
     def start_session(self, session_id) -> bool:
         """pending -> active, stamping ``started_at``; emits SESSION_UPDATED."""
         now = utc_now()
-        changed = self._transition(session_id, (SessionStatus.PENDING,),
-                                   status=SessionStatus.ACTIVE, started_at=now, updated_at=now)
+        changed = bool(self._update(session_id, (SessionStatus.PENDING,),
+                                    status=SessionStatus.ACTIVE, started_at=now, updated_at=now))
         if changed:
             self._emit(EventType.SESSION_UPDATED, str(session_id),
                        {"status": SessionStatus.ACTIVE.value, "started_at": now.isoformat()})
@@ -69,11 +60,8 @@ class SessionRepository(BaseRepository):
                      psk_identity: str | None = None, *, cipher: str | None = None,
                      version: str | None = None, handshake_ms: float | None = None,
                      alert=None) -> bool:
-        """Record what the PSK-TLS handshake gave: the cipher suite (``cipher`` is the
-        guide's spelling), PSK identity, TLS version (``"TLSv1.2"``), handshake time in ms
-        and, when it failed, the TLS alert (a code, a name such as
-        ``"unknown_psk_identity"``, or both as a pair). None leaves a column as it is.
-        Allowed in any state."""
+        """Record the PSK-TLS handshake's cipher suite (the guide's ``cipher``), PSK identity,
+        version, time in ms and TLS alert (code, name or both); None leaves a column as is."""
         cipher_suite = one_of("cipher_suite", cipher_suite, "cipher", cipher)
         values = {}
         if cipher_suite is not None:
@@ -87,10 +75,8 @@ class SessionRepository(BaseRepository):
         if alert is not None:
             values["tls_alert_code"], values["tls_alert"] = tls_alert(alert)
         if not values:
-            raise ValidationError(
-                "set_tls_info() needs at least one of cipher_suite (or cipher), psk_identity, "
-                "version, handshake_ms, alert"
-            )
+            raise ValidationError("set_tls_info() needs at least one of cipher_suite (or cipher), "
+                                  "psk_identity, version, handshake_ms, alert")
         data = {"cipher_suite": cipher_suite, "psk_identity": psk_identity}
         for key in ("tls_version", "tls_handshake_ms", "tls_alert_code", "tls_alert"):
             if key in values:
@@ -99,29 +85,22 @@ class SessionRepository(BaseRepository):
 
     def set_scp80(self, session_id, *, tar=None, spi=None, kic=None, kid=None,
                   counter: int | None = None) -> bool:
-        """Record the SCP80 (ETSI TS 102 225) security parameters of the session's command
-        packet: TAR (3 bytes), SPI (2), KIc and KID (1 each) as hex text or bytes, and the
-        5-byte counter used. None leaves a column as it is."""
+        """Record the SCP80 (ETSI TS 102 225) TAR, SPI, KIc, KID (hex text or bytes) and the
+        5-byte counter of the session's command packet; None leaves a column as is."""
         values = {}
         for name, value, size in (("tar", tar, 3), ("spi", spi, 2), ("kic", kic, 1),
                                   ("kid", kid, 1)):
             if value is not None:
                 values[name] = _hex_bytes(name, value, size)
         if counter is not None:
-            if isinstance(counter, bool) or not isinstance(counter, int) \
-                    or not 0 <= counter <= COUNTER_MAX:
-                raise ValidationError(
-                    f"counter must be an integer from 0 to {COUNTER_MAX} (5 bytes); "
-                    f"got {str(counter)[:24]!r}"
-                )
-            values["counter"] = counter
+            values["counter"] = counter_value(counter)
         if not values:
             raise ValidationError("set_scp80() needs at least one of tar, spi, kic, kid, counter")
         return self._set(session_id, values, dict(values))
 
     def set_por(self, session_id, status) -> bool:
-        """Record the Proof-of-Receipt response status: a PoRStatus, its value
-        (``"counter-low"``), its name, or the ETSI TS 102 225 status byte (0x00-0x0C)."""
+        """Record the Proof-of-Receipt status: a PoRStatus, its value or name, or the ETSI
+        TS 102 225 status byte (0x00-0x0C)."""
         member = _por_status(status)
         return self._set(session_id, {"por_status": member}, {"por_status": member.value})
 
@@ -147,11 +126,8 @@ class SessionRepository(BaseRepository):
 
     def fail_session(self, session_id, error_code: str | None = None,
                      message: str | None = None, *, error_message: str | None = None) -> bool:
-        """-> failed with an error code and message (``error_message`` is the design's name).
-
-        Codes longer than the column (32 characters) are cut, so that recording a failure
-        named after a long exception class never fails itself.
-        """
+        """-> failed with an error code (cut to the column's 32 characters, so recording a
+        failure never fails itself) and message (``error_message`` is the design's name)."""
         message = one_of("message", message, "error_message", error_message)
         return self._finish(session_id, SessionStatus.FAILED, error_code=_code(error_code),
                             error_message=_storable(message))
@@ -190,12 +166,8 @@ class SessionRepository(BaseRepository):
     def find_by_date_range(self, start: datetime | date | None = None,
                            end: datetime | date | None = None,
                            limit: int | None = None) -> list[OTASession]:
-        """Sessions created between ``start`` and ``end`` inclusive, newest first.
-
-        Naive datetimes are local time; aware ones are converted to UTC; a date is a whole
-        UTC day (``start`` from its midnight, ``end`` up to the next). None leaves that end
-        open.
-        """
+        """Sessions created between ``start`` and ``end`` inclusive (naive: local time; a date:
+        a whole UTC day; None: open), newest first."""
         conditions = []
         if start is not None:
             conditions.append(OTASession.created_at >= _as_utc("start", start))
@@ -209,18 +181,8 @@ class SessionRepository(BaseRepository):
 
     # -- statistics ----------------------------------------------------------------
     def get_statistics(self, days: int | None = 7) -> dict:
-        """Counts per status, average duration, success rate and failures by cause of
-        recent sessions.
-
-        Covers sessions created in the last ``days`` days (None: all of them), in one
-        GROUP BY query. ``success_rate`` is a percentage (0-100) of ended sessions:
-        completed / (completed + failed + timeout); pending and active ones are still
-        running and do not count. ``avg_duration_ms`` averages completed sessions that
-        have a duration. Both are 0.0 when there is nothing to measure.
-        ``failures_by_cause`` counts failed and timed-out sessions once each: by their TLS
-        alert, else a PoR status other than por-ok, else an admin script status other than
-        ok, else ``timeout`` for a timed-out session, else ``other``.
-        """
+        """Counts per status, average duration, success rate and failures by cause of the
+        sessions created in the last ``days`` days (None: all), in one GROUP BY query."""
         since = None
         if days is None:
             rows = self._fetch(self._statement("statistics", _statistics_query))
@@ -266,7 +228,7 @@ class SessionRepository(BaseRepository):
     def _newest(self, field, value, limit) -> list[OTASession]:
         """Sessions whose ``field`` is ``value``, newest first (one statement per field)."""
         if value is None:
-            return self._recent(field.is_null(), limit)
+            return self._recent([field.is_null()], limit)
         if limit is None:
             return self._load(self._statement(("newest", field.name), lambda v: (
                 _newest_first(OTASession.select().where(field == v)))), value)
@@ -274,25 +236,18 @@ class SessionRepository(BaseRepository):
         return self._load(self._statement(("newest_limit", field.name), lambda v, n: (
             _newest_first(OTASession.select().where(field == v)).limit(n))), value, limit)
 
-    def _recent(self, conditions, limit) -> list[OTASession]:
-        if not isinstance(conditions, list):
-            conditions = [conditions]
-        query = self._select(*conditions).order_by(OTASession.created_at.desc(),
-                                                   OTASession.id.desc())
+    def _recent(self, conditions: list, limit) -> list[OTASession]:
+        query = _newest_first(self._select(*conditions))
         if limit is not None:
             query = query.limit(positive_int("limit", limit, allow_zero=True))
         return self._list(query)
 
     def _update(self, session_id, allowed, **values) -> int:
-        values["updated_at"] = values.get("updated_at") or utc_now()
-        query = OTASession.update(**values).where(OTASession.id == session_id)
+        """One UPDATE of the session, if its status is in ``allowed`` (None: any)."""
+        match = OTASession.id == session_id
         if allowed is not None:
-            query = query.where(OTASession.status.in_(list(allowed)))
-        with self._write(session_id):
-            return query.execute()
-
-    def _transition(self, session_id, allowed, **values) -> bool:
-        return bool(self._update(session_id, allowed, **values))
+            match &= OTASession.status.in_(list(allowed))
+        return self._update_where(session_id, match, **values)
 
     def _finish(self, session_id, status: SessionStatus, **values) -> bool:
         self._touch()
@@ -310,8 +265,8 @@ class SessionRepository(BaseRepository):
         duration = None
         if started_at is not None:
             duration = max(0, round((now - started_at).total_seconds() * 1000))
-        changed = self._transition(session_id, _OPEN, status=status, ended_at=now,
-                                   duration_ms=duration, updated_at=now, **values)
+        changed = bool(self._update(session_id, _OPEN, status=status, ended_at=now,
+                                    duration_ms=duration, updated_at=now, **values))
         if changed:
             data = {"status": status.value, "ended_at": now.isoformat(),
                     "duration_ms": duration}
@@ -385,10 +340,8 @@ def _hex_bytes(name: str, value, size: int) -> str:
         value = f"{value:0{size * 2}X}"
     text = "".join(str(value).split()).upper()
     if len(text) != size * 2 or any(c not in "0123456789ABCDEF" for c in text):
-        raise ValidationError(
-            f"{name} must be {size} byte{'s' if size > 1 else ''} as {size * 2} hex digits; "
-            f"got {str(value)[:24]!r}"
-        )
+        raise ValidationError(f"{name} must be {size} byte{'s' if size > 1 else ''} as "
+                              f"{size * 2} hex digits; got {str(value)[:24]!r}")
     return text
 
 
@@ -399,9 +352,8 @@ def _por_status(status) -> PoRStatus:
     if isinstance(status, int) and not isinstance(status, bool):
         if 0 <= status < len(_POR_BY_BYTE):
             return _POR_BY_BYTE[status]
-        raise ValidationError(
-            f"a PoR response status byte is 0x00-0x{len(_POR_BY_BYTE) - 1:02X}; got {status!r}"
-        )
+        raise ValidationError("a PoR response status byte is "
+                              f"0x00-0x{len(_POR_BY_BYTE) - 1:02X}; got {status!r}")
     member = OTASession.por_status.coerce_member(status)
     if member is None:
         raise ValidationError("a PoR status is needed, such as 'por-ok' or 'counter-low'")
