@@ -606,7 +606,6 @@ _SYNTAX_LINE = re.compile(r"^E\s+(?P<kind>SyntaxError|IndentationError|TabError)
 def _syntax_error(text: str) -> str | None:
     """A collection SyntaxError as Python words it: "SyntaxError: invalid syntax (file,
     line N)" rather than pytest's ``File "…", line N`` first line."""
-    text = text or ""
     found = _SYNTAX_LINE.search(text)
     places = list(_SYNTAX_FILE.finditer(text, 0, found.start())) if found else []
     if not places:

@@ -68,19 +68,8 @@ def record_session(manager=None, device_id: str | None = None, card_iccid: str |
                    session_type: str | None = None, *, cipher_suite: str | None = None,
                    psk_identity: str | None = None, trigger=None,
                    **logger_options) -> Iterator[SessionRecorder]:
-    """Open an active OTA session; complete it on exit, or fail/time it out on an exception.
-
-    The exception is re-raised after the session is marked; its ``error_code`` attribute,
-    if it has one, is the session's error code (else the exception's class name).
-    Example::
-
-        with record_session(manager, device_id="RF8M33", card_iccid="8901...",
-                            session_type="triggered", trigger="push-sms") as s:
-            s.set_tls_info("TLS_PSK_WITH_AES_128_CBC_SHA256", "card_001",
-                           version="TLSv1.2", handshake_ms=41.5)
-            s.command("00A4040008A000000151000000", "SELECT ISD")
-            s.response("9000", latency_ms=12.5)
-    """
+    """Open an active OTA session; complete it on exit, or fail/time it out on an exception
+    (re-raised; its ``error_code`` attribute, else its class name, is the error code)."""
     manager = manager or get_manager()
     with UnitOfWork(manager) as uow:
         session = uow.sessions.create_session(device_id=device_id, card_iccid=card_iccid,

@@ -112,17 +112,16 @@ class TestRepository(BaseRepository):
         (one GROUP BY query; an unknown run gives zeros and None times)."""
         summary = {"run_id": run_id, **dict.fromkeys(_COUNTED, 0), "duration_ms": 0}
         starts, ends = [], []
-        rows = self._fetch(statement(_SUMMARY, _summary_query), run_id) \
+        rows = self._fetch(statement((TestResult, "run_summary"), _summary_query), run_id) \
             if run_id is not None else []
-        when = TestResult.started_at.python_value
         for status, count, total_ms, first, last in rows:
             summary[TestResult.status.coerce_member(status).value] += int(count)
             summary["duration_ms"] += int(total_ms or 0)
-            starts += [when(first)] if first is not None else []
-            ends += [when(last)] if last is not None else []
+            starts += [_when(first)] if first is not None else []
+            ends += [_when(last)] if last is not None else []
         summary["total"] = sum(summary[s] for s in _COUNTED)
-        summary["started_at"] = _aware(min(starts)) if starts else None
-        summary["ended_at"] = _aware(max(ends)) if ends else None
+        summary["started_at"] = min(starts, default=None)
+        summary["ended_at"] = max(ends, default=None)
         rate = _percent(summary["passed"], summary["total"])
         summary["success_rate"] = summary["pass_rate"] = rate
         return summary
@@ -173,7 +172,8 @@ class TestRepository(BaseRepository):
                            fn.MIN(TestResult.started_at), fn.MAX(TestResult.ended_at),
                            fn.COUNT(TestResult.id), fn.SUM(TestResult.duration_ms),
                            fn.MAX(TestRun.ending), fn.MAX(TestRun.selection),
-                           *[_count_status(s) for s in _COUNTED])
+                           *[fn.SUM(Case(None, [(TestResult.status == s, 1)], 0))
+                             for s in _COUNTED])
                    .join(TestRun, JOIN.LEFT_OUTER, on=(TestRun.id == TestResult.run_id))
                    .group_by(TestResult.run_id))
         own = TestResult.alias()
@@ -327,7 +327,6 @@ class TestRepository(BaseRepository):
 
 
 _RUN_ORDER = (TestResult.started_at, TestResult.created_at, TestResult.id)
-_SUMMARY = (TestResult, "run_summary")
 _CUT_SHORT = (RunEnding.INTERRUPTED, RunEnding.UNFINISHED)
 _MAX_NAMES = 500  # test names per IN (...) list
 
@@ -351,22 +350,15 @@ def _only_in(run_id: str, other: str, added: bool):
                                        & (theirs.test_name == TestResult.test_name)))))
 
 
-def _count_status(status: str):
-    return fn.SUM(Case(None, [(TestResult.status == status, 1)], 0))
-
-
 def _percent(part: int, whole: int) -> float:
     return 100.0 * part / whole if whole else 0.0
 
 
 def _when(value):
-    # Through UNION ALL a datetime column may come back as the driver's text (SQLite).
-    return _aware(TestResult.started_at.python_value(value)) if value is not None else None
-
-
-def _aware(value):
-    # Aggregates over a datetime column come back converted by the field, but only
-    # when the driver returns a datetime or text; be sure they are aware UTC.
+    """An aggregated or UNION ALL datetime as aware UTC (the driver may give text)."""
+    if value is None:
+        return None
+    value = TestResult.started_at.python_value(value)
     return to_utc_ms(value) if isinstance(value, datetime) else value
 
 
