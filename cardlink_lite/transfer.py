@@ -213,9 +213,8 @@ def _pages(database, model, include_keys: bool):
 
 
 def _export_converter(f: peewee.Field):
-    """Driver value -> document value for ``f``: the field's ``export_value`` if it has
-    one, nothing where ``python_value`` gives the driver's value back, else
-    ``python_value`` made plain JSON (floats too: infinity becomes null)."""
+    """Driver value -> document value: ``f.export_value``, else ``python_value`` made plain
+    JSON (infinity becomes null), or None where ``python_value`` gives the value back."""
     if f is CardProfile.psk_key_encrypted:  # the one value no field gives in a portable form
         return lambda value: decrypt_psk(bytes(value)).hex()
     export_value = getattr(f, "export_value", None)
@@ -331,11 +330,6 @@ class _LogIds:
         self.claimed: set = set()   # stored ids a file row was matched to
         self.given: set = set()     # ids handed to new rows: taken for later file rows
 
-    def new(self) -> int:
-        self.given.add(self.next)
-        self.next += 1
-        return self.next - 1
-
 
 def _name(key) -> str:
     """A key from the file, fit to print: plain names as they are, anything else quoted."""
@@ -351,9 +345,8 @@ def _by_key(model) -> dict:
 
 
 class _Import:
-    """One import: rows checked and converted (``db_value``), decided and written a chunk
-    at a time. After the first problem nothing more is decided or written; the rest is
-    still checked so every problem is listed, then the transaction rolls back."""
+    """One import, a chunk at a time: rows checked and converted, decided and written. After
+    a problem nothing is written, but every row is still checked to list every problem."""
 
     def __init__(self, database, mode: ConflictMode, result: ImportResult, write: bool):
         self.database = database
@@ -724,7 +717,9 @@ class _Import:
                     ids.claimed.add(row["id"])
         for row in rows:
             if row.get("id") is None:
-                row["id"] = ids.new()
+                row["id"] = ids.next
+                ids.given.add(ids.next)
+                ids.next += 1
         return same
 
 
@@ -754,9 +749,8 @@ def _reason(exc: Exception, f: peewee.Field) -> str:
 
 @functools.cache
 def _converter(f: peewee.Field):
-    """Document value (never None) -> the value ``f`` stores. The JSON type is checked here
-    (text in a text column, a whole number in an integer column...); the rest is the
-    field's own ``db_value``. ValueError or ValidationError say what is wrong."""
+    """Document value (never None) -> the value ``f`` stores: the JSON type checked here, the
+    rest by ``f.db_value``. ValueError or ValidationError say what is wrong."""
     target = f.rel_field if isinstance(f, peewee.ForeignKeyField) else f
     if target is CommLog.raw_data:
         return _hex_text
