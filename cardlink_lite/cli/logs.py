@@ -49,12 +49,9 @@ def show(state: CliState, session_id, errors_only, as_json):
         if session is None:
             raise click.ClickException(
                 f"session {session_id} not found in {manager.config.safe_url}; check the id "
-                "and the --database URL"
-            )
-        if errors_only:
-            rows = uow.logs.find_errors(session_id)
-        else:
-            rows = uow.logs.session_query(session_id).iterator()
+                "and the --database URL")
+        rows = uow.logs.find_errors(session_id) if errors_only \
+            else uow.logs.session_query(session_id).iterator()
         sources = _sources(session_id)
         if as_json:
             echo_json([_as_dict(r, sources) for r in rows])

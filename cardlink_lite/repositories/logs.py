@@ -21,11 +21,8 @@ from ..status_words import MORE_DATA_PREFIXES, is_retry_query_answer, normalize_
 from ..transfer_format import write_jsonl
 from .base import BaseRepository, Statement
 
-__all__ = ["EXPORT_FIELDS", "LogRepository", "SessionLogExport"]
+__all__ = ["LogRepository", "SessionLogExport"]
 
-# Keys of an exported log row (the design's), in order.
-EXPORT_FIELDS = ("timestamp", "direction", "raw_data", "decoded_data", "status_word",
-                 "status_message", "latency_ms")
 _EXPORT_COLUMNS = (CommLog.id, CommLog.timestamp, CommLog.direction, CommLog.raw_data,
                    CommLog.decoded_data, CommLog.status_word, CommLog.status_message,
                    CommLog.latency_ms)

@@ -205,16 +205,11 @@ class SessionRepository(BaseRepository):
         total = sum(by_status.values())
         ended = sum(by_status[s.value] for s in _TERMINAL)
         completed = by_status[SessionStatus.COMPLETED.value]
-        return {
-            "period_days": days,
-            "since": since,
-            "total": total,
-            "total_sessions": total,
-            "by_status": by_status,
-            "avg_duration_ms": duration_sum / duration_count if duration_count else 0.0,
-            "success_rate": 100.0 * completed / ended if ended else 0.0,
-            "failures_by_cause": failures,
-        }
+        return {"period_days": days, "since": since, "total": total, "total_sessions": total,
+                "by_status": by_status,
+                "avg_duration_ms": duration_sum / duration_count if duration_count else 0.0,
+                "success_rate": 100.0 * completed / ended if ended else 0.0,
+                "failures_by_cause": failures}
 
     # -- internals -----------------------------------------------------------------
     def _set(self, session_id, values: dict, data: dict) -> bool:
@@ -309,17 +304,12 @@ def _checked(field: peewee.CharField, value) -> str:
 
 
 def _code(error_code) -> str | None:
-    if error_code is None:
-        return None
-    return _storable(str(error_code))[:_ERROR_CODE_MAX]
+    return None if error_code is None else _storable(error_code)[:_ERROR_CODE_MAX]
 
 
 def _storable(text):
-    # PostgreSQL text cannot hold NUL (an exception's message may); store the same
-    # escape on every backend.
-    if text is None:
-        return None
-    return str(text).replace("\x00", "\\x00")
+    # PostgreSQL text cannot hold NUL (an exception's message may): the same escape everywhere.
+    return None if text is None else str(text).replace("\x00", "\\x00")
 
 
 def _milliseconds(name: str, value) -> float:
