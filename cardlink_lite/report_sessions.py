@@ -143,49 +143,15 @@ def recent_sessions(start: datetime, limit: int) -> list[dict]:
 
 
 def session_facts(session_id: str) -> dict | None:
-    """What the store knows about one session, its device and card, as label -> value."""
+    """One session (``session``), its device and card (None where the store has none)."""
     session = OTASession.get_or_none(OTASession.id == session_id)
     if session is None:
         return None
-    rows = []
-    if session.device_id:
-        device = Device.get_or_none(Device.id == session.device_id)
-        rows.append(("Device", _joined(device.id, device.name, device.manufacturer,
-                                       device.model, device.firmware_version)
-                     if device else session.device_id))
-    if session.card_iccid:
-        card = CardProfile.get_or_none(CardProfile.iccid == session.card_iccid)
-        rows.append(("Card", _joined(card.iccid, card.card_type, card.imsi)
-                     if card else session.card_iccid))
-    for label, name in _FACT_FIELDS:
-        value = getattr(session, name)
-        if value is not None and value != "":
-            rows.append((label, _fact_text(name, value)))
     return {"id": str(session.id), "status": str(session.status),
-            "outcome": _outcome(session.status), "rows": rows}
-
-
-_FACT_FIELDS = [
-    ("Type", "session_type"), ("Trigger", "trigger"), ("Status", "status"),
-    ("Started", "started_at"), ("Ended", "ended_at"), ("Duration", "duration_ms"),
-    ("TLS version", "tls_version"), ("Cipher suite", "tls_cipher_suite"),
-    ("PSK identity", "tls_psk_identity"), ("TLS handshake", "tls_handshake_ms"),
-    ("TLS alert", "tls_alert"), ("TLS alert code", "tls_alert_code"),
-    ("Admin script status", "admin_script_status"), ("TAR", "tar"), ("SPI", "spi"),
-    ("KIc", "kic"), ("KID", "kid"), ("Counter", "counter"), ("PoR status", "por_status"),
-    ("Error code", "error_code"), ("Error message", "error_message"),
-]
-
-
-def _joined(*values) -> str:
-    return " · ".join(str(v) for v in values if v)
-
-
-def _fact_text(name: str, value):
-    """Times as text; durations stay numbers (the report formats them)."""
-    if isinstance(value, datetime):
-        return aware_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
-    return float(value) if name.endswith("_ms") else str(value)
+            "outcome": _outcome(session.status), "session": session,
+            "device": session.device_id and Device.get_or_none(Device.id == session.device_id),
+            "card": session.card_iccid and CardProfile.get_or_none(
+                CardProfile.iccid == session.card_iccid)}
 
 
 def _cause(status, tls_alert, por_status, admin_script_status, error_code) -> str | None:
