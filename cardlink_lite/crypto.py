@@ -1,7 +1,5 @@
 """PSK encryption: Fernet keys from the environment or a key file, MultiFernet rotation.
-
-There is no plaintext mode: with no key configured every PSK operation raises.
-"""
+There is no plaintext mode: with no key configured every PSK operation raises."""
 
 from __future__ import annotations
 

@@ -61,11 +61,8 @@ class ValidationError(DatabaseError, ValueError):
 
 
 class RejectedRowsError(DatabaseError):
-    """The database refused some rows of a batch; the others were written.
-
-    ``rejected`` holds ``(row, reason)`` pairs (the row as a dict of field values),
-    ``written`` how many rows of the batch were stored.
-    """
+    """The database refused some rows of a batch; the others were written. ``rejected``:
+    ``(row dict, reason)`` pairs; ``written``: how many rows of the batch were stored."""
 
     def __init__(self, message: str, rejected: list | None = None, written: int = 0):
         super().__init__(message)

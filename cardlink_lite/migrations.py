@@ -70,12 +70,8 @@ def _bound_journal(database):
 
 
 class _Runner(Runner):
-    """Runner that journals non-transactional migrations so a half-applied one is visible.
-
-    It runs one migration at a time through playhouse's public ``up(target)`` /
-    ``down(target)``, after checking the whole plan as playhouse does (nothing runs when
-    one migration of it is unknown or lacks its function).
-    """
+    """Runner that journals non-transactional migrations so a half-applied one is visible:
+    one at a time through playhouse's public ``up``/``down``, after checking the whole plan."""
 
     def up(self, target=None, fake=False):
         rows = [m for m in self.status() if m.path is not None]

@@ -27,15 +27,12 @@ def redact_params(params):
     return [REDACTED if _is_secret(v) else v for v in params]
 
 
-class _SQLRedactionFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.msg
-        if isinstance(msg, tuple) and len(msg) == 2:
-            record.msg = (msg[0], redact_params(msg[1]))
-        return True
-
-
-_filter = _SQLRedactionFilter()
+def _filter(record: logging.LogRecord) -> bool:
+    """A logging filter: Peewee logs ``(sql, params)`` as the record's message."""
+    msg = record.msg
+    if isinstance(msg, tuple) and len(msg) == 2:
+        record.msg = (msg[0], redact_params(msg[1]))
+    return True
 
 
 def install_sql_redaction() -> None:

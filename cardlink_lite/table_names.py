@@ -1,7 +1,5 @@
 """The guide's names for the tables: the one spelling in all output (SQL names are input too).
-
-A leaf module without imports, so the CLI can name tables without loading the library.
-"""
+A leaf module without imports, so the CLI can name tables without loading the library."""
 
 __all__ = ["TABLE_NAMES", "display_name"]
 

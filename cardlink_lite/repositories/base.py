@@ -371,11 +371,8 @@ class BaseRepository:
         return obj
 
     def create(self, obj=None, **fields):
-        """Insert ``obj`` (a model instance, or keyword fields); returns it.
-
-        An object already stored (loaded, or created earlier) is not inserted again:
-        its changes are saved, as the guide's unit of work does with a persistent object.
-        """
+        """Insert ``obj`` (a model instance, or keyword fields); returns it. An object already
+        stored (loaded, or created earlier) is not inserted again: its changes are saved."""
         obj = self._coerce(obj, fields)
         if obj.is_stored and (self.save_changes(obj) or (
                 not obj.is_dirty() and self.exists(obj.get_id()))):
@@ -388,11 +385,8 @@ class BaseRepository:
         return obj
 
     def create_all(self, objs) -> list:
-        """Insert many rows in one transaction (batch_insert: multi-row INSERTs, COPY on
-        PostgreSQL for big batches); returns them.
-
-        Auto-increment ids are not read back (use create() when you need them).
-        """
+        """Insert many rows in one transaction (batch_insert); returns them. Auto-increment
+        ids are not read back (use create() when you need them)."""
         objs = [self._coerce(o) for o in objs]
         if not objs:
             return objs
