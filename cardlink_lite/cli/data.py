@@ -245,7 +245,7 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
     if as_json:
         echo_json(report)
         return
-    shown = ", ".join(f"{_purge_label(key)} {n:,}" for key, n in deleted.items())
+    shown = ", ".join(f"{_LABELS.get(key, key)} {n:,}" for key, n in deleted.items())
     click.echo(f"Deleted {sum(deleted.values()):,} rows ({shown}).")
     space = report["space"]
     if space:
@@ -256,11 +256,10 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
 def _print_plan(planned: dict, cutoff, err: bool = False) -> None:
     click.echo(f"Rows older than {cutoff:%Y-%m-%d %H:%M} UTC:", err=err)
     for table, n in planned.items():
-        click.echo(f"  {_purge_label(table)}: {n:,}", err=err)
+        click.echo(f"  {_LABELS.get(table, table)}: {n:,}", err=err)
 
 
-def _purge_label(key: str) -> str:
-    return "logs of those sessions" if key == "logs_of_sessions" else key
+_LABELS = {"logs_of_sessions": "logs of those sessions"}
 
 
 @cli.command()
@@ -287,12 +286,11 @@ def stats(state: CliState, as_json):
     recent = info["recent_activity"]
     click.echo(f"Last 24 h: {recent['sessions_last_24h']:,} sessions, "
                f"{recent['tests_last_24h']:,} tests")
-    rate = info["session_success_rate"]
-    click.echo("Session success rate: " + ("n/a" if rate is None else f"{rate:.1f}%"))
-    causes = info.get("session_failures_by_cause") or {}
+    click.echo(f"Session success rate: {info['session_success_rate']:.1f}%")
+    causes = info["session_failures_by_cause"]
     lines = [f"  {label} {name}: {n:,}" for key, label in _CAUSES
-             for name, n in sorted(causes.get(key, {}).items())]
-    lines += [f"  {key}: {causes[key]:,}" for key in ("timeout", "other") if causes.get(key)]
+             for name, n in sorted(causes[key].items())]
+    lines += [f"  {key}: {causes[key]:,}" for key in ("timeout", "other") if causes[key]]
     if lines:
         click.echo("\n".join(["Session failures by cause:", *lines]))
 

@@ -46,9 +46,8 @@ def generate(output):
     try:
         fd = os.open(output, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
-        raise click.ClickException(
-            f"{output} already exists; choose another path (a key file is never overwritten)"
-        ) from None
+        raise click.ClickException(f"{output} already exists; choose another path (a key file "
+                                   "is never overwritten)") from None
     with os.fdopen(fd, "w") as handle:
         handle.write(key + "\n")
     click.echo(f"Wrote a new key to {output} (mode 0600); use it with:")
@@ -73,17 +72,14 @@ def rotate(state: CliState):
 
     newest = crypto.configured_keys()[0]
     count = crypto.rotate_psks(state.manager())
-    click.echo(
-        f"Re-encrypted {count} PSK(s) with key 1 ({newest['source']}, "
-        f"fingerprint {newest['fingerprint']})."
-    )
+    click.echo(f"Re-encrypted {count} PSK(s) with key 1 ({newest['source']}, "
+               f"fingerprint {newest['fingerprint']}).")
 
 
 @keys.command()
 @json_option
 @pass_state
-@click.pass_context
-def check(ctx, state: CliState, as_json: bool):
+def check(state: CliState, as_json: bool):
     """Report how many PSKs each configured key opens; exit 1 if some open with none.
 
     Example:
@@ -109,5 +105,4 @@ def check(ctx, state: CliState, as_json: bool):
     if report["unreadable"]:
         raise click.ClickException(
             f"{len(report['unreadable'])} PSK(s) cannot be opened with the configured keys; "
-            "add the old key to CARDLINK_ENCRYPTION_KEYS (after the new one) and rerun"
-        )
+            "add the old key to CARDLINK_ENCRYPTION_KEYS (after the new one) and rerun")

@@ -38,10 +38,10 @@ def init(state: CliState, force: bool, yes: bool):
     from ..models import ALL_MODELS
 
     manager = state.manager(check_schema=False, create=True)
-    if not force:
-        migrations.check_schema_version(manager=manager)
     if force:
         manager.drop_tables()
+    else:
+        migrations.check_schema_version(manager=manager)
     manager.create_tables()
     revision = migrations.get_current_revision(manager=manager)
     click.echo(f"Initialized {manager.config.backend_name} database {manager.config.safe_url}")
@@ -80,9 +80,20 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
         click.echo(f"Recorded {resolve} as {resolved_as}.")
         return
     _print_revision("Before", manager)
-    newer = _applied_after(revision, manager) if revision else []
-    if newer:
-        _revert(manager, revision, newer, dry_run, yes)
+    history = migrations.get_applied_revisions(manager=manager)
+    target = migrations.resolve_revision(revision) if revision else None
+    newer = history[history.index(target) + 1:] if target in history else []
+    if newer:  # an earlier revision: revert what came after it
+        names = ", ".join(reversed(newer))
+        if dry_run:
+            click.echo(f"-- dry run: would revert {names}; nothing was changed")
+            return
+        if not yes:
+            click.confirm(f"Revert {names} (their down() may drop columns and data)?",
+                          abort=True)
+        for name in migrations.downgrade(steps=len(newer), manager=manager):
+            click.echo(f"Reverted {name}")
+        _print_revision("After", manager)
         return
     if dry_run:
         statements = migrations.plan_sql(revision, manager=manager)
@@ -99,30 +110,6 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
     if not applied:
         target = f"already at {revision}" if revision else "the schema is up to date"
         click.echo(f"Nothing to do: {target}.")
-    _print_revision("After", manager)
-
-
-def _applied_after(revision: str, manager) -> list[str]:
-    """Applied revisions newer than ``revision`` (empty when it is not applied yet)."""
-    from .. import migrations
-
-    target = migrations.resolve_revision(revision)
-    applied = migrations.get_applied_revisions(manager=manager)
-    return applied[applied.index(target) + 1:] if target in applied else []
-
-
-def _revert(manager, revision: str, newer: list[str], dry_run: bool, yes: bool) -> None:
-    from .. import migrations
-
-    names = ", ".join(reversed(newer))
-    if dry_run:
-        click.echo(f"-- dry run: would revert {names}; nothing was changed")
-        return
-    if not yes:
-        click.confirm(f"Revert {names} (their down() may drop columns and data)?",
-                      abort=True)
-    for name in migrations.downgrade(steps=len(newer), manager=manager):
-        click.echo(f"Reverted {name}")
     _print_revision("After", manager)
 
 
@@ -161,10 +148,9 @@ def status(state: CliState, detail: bool, as_json: bool):
         "current_revision": migrations.get_current_revision(manager=manager),
         "head_revision": migrations.get_head_revision(),
         "pending_migrations": migrations.get_pending_revisions(manager=manager),
-        "half_applied": migrations.half_applied(manager=manager),
+        "half_applied": [{**entry, "started_at": _stamp_text(entry["started_at"])}
+                         for entry in migrations.half_applied(manager=manager)],
     }
-    for entry in info["half_applied"]:
-        entry["started_at"] = _stamp_text(entry["started_at"])
     if detail or state.verbose:
         info["tables"] = display_tables(manager.table_counts())
     if as_json:
@@ -177,24 +163,19 @@ def status(state: CliState, detail: bool, as_json: bool):
         click.echo(f"Current Revision: {info['current_revision'] or '(none)'}")
         click.echo(f"Pending Migrations: {len(info['pending_migrations'])}")
         for entry in info["half_applied"]:
-            click.echo(
-                f"HALF-APPLIED: {entry['name']} ({entry['direction']}) started "
-                f"{entry['started_at']}; {len(entry['operations'])} statements committed:"
-            )
+            click.echo(f"HALF-APPLIED: {entry['name']} ({entry['direction']}) started "
+                       f"{entry['started_at']}; {len(entry['operations'])} statements committed:")
             for sql in entry["operations"]:
                 click.echo(f"    {sql}")
         if "tables" in info:
-            click.echo("")
-            click.echo("Tables:")
+            click.echo("\nTables:")
             for table, count in info["tables"].items():
                 click.echo(f"  {table}: {count:,} rows")
     if mismatch is not None:
         raise mismatch
     if info["half_applied"]:
-        raise click.ClickException(
-            "a migration is half-applied; fix it by hand, then run "
-            "cardlink-db migrate --resolve REV --as applied|rolled-back"
-        )
+        raise click.ClickException("a migration is half-applied; fix it by hand, then run "
+                                   "cardlink-db migrate --resolve REV --as applied|rolled-back")
 
 
 def _stamp_text(text: str) -> str:

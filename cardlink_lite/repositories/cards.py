@@ -76,16 +76,13 @@ class CardRepository(BaseRepository):
         key = one_of("key", key, "psk_key", psk_key)
         if identity is None and key is None:
             raise ValidationError("update_psk() needs identity=..., key=... or both")
-        values = {}
-        if identity is not None:
-            values["psk_identity"] = identity
+        data = {} if identity is None else {"psk_identity": identity}
+        values = dict(data)
         if key is not None:
             values["psk_key_encrypted"] = encrypt_psk(key)
         changed = self._update_where(iccid, CardProfile.iccid == iccid, **values)
         if changed:
-            data = {"psk_identity": identity} if identity is not None else {}
-            data["psk_key_changed"] = key is not None
-            self._emit(self._event("UPDATED"), iccid, data)
+            self._emit(self._event("UPDATED"), iccid, {**data, "psk_key_changed": key is not None})
         return bool(changed)
 
     def find_by_type(self, card_type) -> list[CardProfile]:

@@ -84,24 +84,22 @@ class DeviceRepository(BaseRepository):
     def update_last_seen(self, device_id: str, when=None) -> bool:
         """Stamp ``last_seen`` (now, or ``when``); False if there is no such device."""
         when = when or utc_now()
-        changed = self._update_where(device_id, Device.id == device_id, last_seen=when)
-        if changed:
-            stamp = iso_utc(when) if isinstance(when, datetime) else str(when)
-            self._emit(self._event("UPDATED"), device_id, {"last_seen": stamp})
-        return bool(changed)
+        stamp = iso_utc(when) if isinstance(when, datetime) else str(when)
+        return self._set(device_id, {"last_seen": stamp}, last_seen=when)
 
     def deactivate(self, device_id: str) -> bool:
         """Mark a device inactive; False if there is no such device."""
-        return self._set_active(device_id, False)
+        return self._set(device_id, {"is_active": False}, is_active=False)
 
     def activate(self, device_id: str) -> bool:
         """Mark a device active again; False if there is no such device."""
-        return self._set_active(device_id, True)
+        return self._set(device_id, {"is_active": True}, is_active=True)
 
-    def _set_active(self, device_id: str, active: bool) -> bool:
-        changed = self._update_where(device_id, Device.id == device_id, is_active=active)
+    def _set(self, device_id: str, event_data: dict, **values) -> bool:
+        """One UPDATE of the device and its DEVICE_UPDATED event; False if there is none."""
+        changed = self._update_where(device_id, Device.id == device_id, **values)
         if changed:
-            self._emit(self._event("UPDATED"), device_id, {"is_active": active})
+            self._emit(self._event("UPDATED"), device_id, event_data)
         return bool(changed)
 
     def register(self, id: str, **info) -> Device:  # noqa: A002 - the column's name
