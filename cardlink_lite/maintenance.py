@@ -127,10 +127,8 @@ def _dump_hint(manager, path) -> str:
 
 
 def check_database(manager, quick: bool = False) -> dict:
-    """Integrity (SQLite; ``quick``: ``quick_check``), tables, indexes, schema revision, time.
-
-    Each entry of ``problems`` ends with the command or statement that fixes it.
-    """
+    """Integrity (SQLite; ``quick``: ``quick_check``), tables, indexes, schema revision, time;
+    each entry of ``problems`` ends with the command or statement that fixes it."""
     start = time.perf_counter()
     manager.ensure_connection()
     database = manager.database

@@ -1,8 +1,5 @@
-"""Retention: delete old rows in short primary-key chunks, then give SQLite's space back.
-
-A bench may be writing APDU logs during a purge, so each chunk of at most ``chunk_size``
-rows is selected by primary key and deleted in its own short transaction.
-"""
+"""Retention: delete old rows in short primary-key chunks, each its own transaction (a bench
+may be logging meanwhile), then give SQLite's space back."""
 
 from __future__ import annotations
 
@@ -107,9 +104,7 @@ def plan_purge(database, tables, cutoff: datetime) -> dict[str, int]:
 def purge(database, tables, cutoff: datetime, chunk_size: int = 5000,
           progress=None) -> dict[str, int]:
     """Delete rows older than ``cutoff`` in chunks; counts per :func:`plan_purge` key.
-
-    ``progress(key, n)`` sees every deleted row, the logs of purged sessions included.
-    """
+    ``progress(key, n)`` sees every deleted row, the logs of purged sessions included."""
     names = resolve_purge_tables(tables)
     done = dict.fromkeys(names, 0)
     if "sessions" in names:

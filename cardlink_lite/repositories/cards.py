@@ -119,11 +119,8 @@ class CardRepository(BaseRepository):
 
 
 def find_psk_by_identity(database, identity) -> tuple[str, bytes] | None:
-    """(ICCID, encrypted PSK) of the card whose PSK identity is exactly ``identity``.
-
-    One indexed query on ``database`` as it is (no transaction: fit for a handshake
-    callback). Two cards with one identity are refused (None) and logged, never a guess.
-    """
+    """(ICCID, encrypted PSK) of the card whose PSK identity is exactly ``identity``: one
+    indexed query, no transaction (a handshake callback); two such cards: None, logged."""
     if not isinstance(identity, str) or not identity:
         return None
     query = (CardProfile.select(CardProfile.iccid, CardProfile.psk_identity,

@@ -66,10 +66,8 @@ class DeviceRepository(BaseRepository):
         return self._list(query)
 
     def search(self, query: str) -> list[Device]:
-        """Devices whose id, name, manufacturer, model, IMEI, IMSI or ICCID contains ``query``.
-
-        Case-insensitive; ``%`` and ``_`` in ``query`` match themselves.
-        """
+        """Devices whose id, name, manufacturer, model, IMEI, IMSI or ICCID contains ``query``
+        (case-insensitive; ``%`` and ``_`` match themselves)."""
         if not isinstance(query, str):
             raise ValidationError(f"search text must be a string; got {type(query).__name__}")
         match = reduce(operator.or_, [contains_text(getattr(Device, f), query) for f in _SEARCHED])
