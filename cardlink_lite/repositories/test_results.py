@@ -112,16 +112,18 @@ class TestRepository(BaseRepository):
         (one GROUP BY query; an unknown run gives zeros and None times)."""
         summary = {"run_id": run_id, **dict.fromkeys(_COUNTED, 0), "duration_ms": 0}
         starts, ends = [], []
+        when = TestResult.started_at.python_value
         rows = self._fetch(statement((TestResult, "run_summary"), _summary_query), run_id) \
             if run_id is not None else []
         for status, count, total_ms, first, last in rows:
             summary[TestResult.status.coerce_member(status).value] += int(count)
             summary["duration_ms"] += int(total_ms or 0)
-            starts += [_when(first)] if first is not None else []
-            ends += [_when(last)] if last is not None else []
+            starts += [when(first)] if first is not None else []
+            ends += [when(last)] if last is not None else []
         summary["total"] = sum(summary[s] for s in _COUNTED)
-        summary["started_at"] = min(starts, default=None)
-        summary["ended_at"] = max(ends, default=None)
+        # Made aware once, not per status row (this read is on the plugin's hot path).
+        summary["started_at"] = _when(min(starts, default=None))
+        summary["ended_at"] = _when(max(ends, default=None))
         rate = _percent(summary["passed"], summary["total"])
         summary["success_rate"] = summary["pass_rate"] = rate
         return summary
