@@ -91,6 +91,11 @@ class DatabaseConfig:
         return self.database_url
 
     @property
+    def backend(self) -> str:
+        """sqlite, mysql or postgresql (read-only: the connect arguments follow from it)."""
+        return self._backend
+
+    @property
     def backend_name(self) -> str:
         return _BACKEND_NAMES[self.backend]
 
@@ -144,7 +149,7 @@ class DatabaseConfig:
                 f"unsupported database URL scheme {scheme or '(none)'!r} in {self.safe_url!r}; "
                 f"use one of: {_ACCEPTED}"
             )
-        self.backend = backend  # sqlite, mysql or postgresql
+        self._backend = backend
         if backend == "sqlite":
             path = unquote(parts.path.removeprefix("/"))
             if parts.netloc:

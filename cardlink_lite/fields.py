@@ -110,8 +110,8 @@ def storable_text(value: str, name: str) -> str:
 
 
 def _check_text(field, value):
-    """Also refuse text over ``max_length`` (SQLite would keep it, the servers refuse it);
-    a LIKE pattern's leading/trailing ``%`` does not count."""
+    """Refuse text no backend can store (NUL, lone surrogates: ``storable_text``) and text over
+    ``max_length`` (SQLite would keep it, the servers not); a LIKE pattern's edge ``%`` is free."""
     if type(value) is not str:
         return value
     storable_text(value, field.name)
@@ -223,7 +223,7 @@ class UTCDateTimeField(peewee.DateTimeField):
         # Hot path for reads (SQLite hands back the stored naive-UTC text).
         if type(value) is str:
             return utc_from_text(value)
-        if isinstance(value, datetime):  # MySQL, PostgreSQL: naive UTC
+        if isinstance(value, datetime):  # MySQL, PostgreSQL (naive UTC), or already aware
             return stored_utc(value)
         return utc_from_text(value) if isinstance(value, str) else value
 

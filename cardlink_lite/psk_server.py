@@ -170,7 +170,7 @@ def accept_psk_session(manager, context: ssl.SSLContext, sock, *, device_id=None
             alert = None if isinstance(error, TimeoutError) else alert_from_ssl_error(error)
             recorder.set_tls_info(psk_identity=identity, handshake_ms=handshake_ms, alert=alert)
             tls.close()
-            if alert is None:
+            if isinstance(error, TimeoutError):
                 raise error  # the session times out
             raise PskHandshakeError(alert, identity) from None
         cipher = tls.cipher()

@@ -357,7 +357,10 @@ class CardlinkRecorder:
                 known = query.exists(self.manager.database)
             except Exception:  # noqa: BLE001 - an unreadable store is reported at flush
                 known = False
-            self._known[(model, key)] = known
+            # A session may be stored after an earlier test named it: only its presence is
+            # remembered. Devices and cards are asked once.
+            if known or model is not OTASession:
+                self._known[(model, key)] = known
         return known
 
     # the run as a record ----------------------------------------------------------
@@ -373,10 +376,13 @@ class CardlinkRecorder:
             values = {"suite_name": self.suite, "ending": RunEnding.UNFINISHED,
                       "finished_at": None, "labels": self.labels or None,
                       "context": _context(self.config)}
-            (TestRun.insert(id=self.run_id, started_at=_utc(self.started), **values)
-             .on_conflict_ignore().execute(database))
-            if known:  # appending: the record (if it has one) is running again
-                TestRun.update(**values).where(TestRun.id == self.run_id).execute(database)
+            insert = TestRun.insert(id=self.run_id, started_at=_utc(self.started), **values)
+            if not known:  # a plain INSERT: a run started meanwhile under this id fails it
+                insert.execute(database)
+                return
+            # Appending: the record (results imported without one get it now) runs again.
+            insert.on_conflict_ignore().execute(database)
+            TestRun.update(**values).where(TestRun.id == self.run_id).execute(database)
 
     def _ending(self, session) -> tuple[RunEnding, str | None]:
         selection = _selection(self.config, self.deselected)

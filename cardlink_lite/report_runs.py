@@ -57,8 +57,9 @@ def run_window(suite: str, runs: int, since: datetime | None = None) -> list[dic
             run = found[record.id] = _run(record.id, record.started_at, record.finished_at,
                                           record.total, 0, [getattr(record, s) for s in STATUSES])
         said = record.labels if isinstance(record.labels, dict) else {}
-        run["devices"].add(said.get("device"))
-        run["cards"].add(said.get("card"))
+        for key in ("device", "card"):  # a label may hold any JSON value
+            if said.get(key):
+                run[f"{key}s"].add(str(said[key]))
         run["ending"] = str(record.ending) if record.ending is not None else None
         run["context"] = record.context if isinstance(record.context, dict) else {}
         if run["started_at"] is None:

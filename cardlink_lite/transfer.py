@@ -644,11 +644,16 @@ class _Import:
         if self.mode is ConflictMode.MERGE:
             return {k: v for k, v in row.items()
                     if v is not None and k != pk.name and k != "psk_key"}
-        return {f.name: row[f.name] if f.name in row else
-                f.db_value(f.default() if callable(f.default) else f.default)
-                for f in model._meta.sorted_fields
-                if f is not pk and f.name not in model.secret_fields
-                and (f.name in row or f.name != "created_at")}
+        # Overwrite: a field the row leaves out goes back to its default, except created_at.
+        values = {}
+        for f in model._meta.sorted_fields:
+            if f is pk or f.name in model.secret_fields:
+                continue
+            if f.name in row:
+                values[f.name] = row[f.name]
+            elif f.name != "created_at":
+                values[f.name] = f.db_value(f.default() if callable(f.default) else f.default)
+        return values
 
     def _identical(self, model, rows, existing) -> set:
         """Keys of stored rows that an update from ``rows`` would leave as they are."""

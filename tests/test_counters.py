@@ -119,7 +119,8 @@ def test_bad_keys_are_refused_in_one_line(manager, args, message):
 
 @pytest.mark.parametrize("value", [-1, 1 << 40, 1.5, True, "7"])
 def test_set_counter_refuses_values_outside_five_bytes(manager, card, value):
-    with pytest.raises(ValidationError, match="integer from 0 to 1099511627775"):
+    with pytest.raises(ValidationError,
+                       match="^a replay counter is an integer from 0 to 1099511627775"):
         set_counter(ICCID, KEYSET, "B00001", value, manager=manager)
 
 

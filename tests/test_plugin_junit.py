@@ -4,6 +4,7 @@ testcases (classname + name), whole tracebacks, and a teardown error after a fai
 from __future__ import annotations
 
 import importlib.util
+import uuid
 from pathlib import Path
 
 from lxml import etree
@@ -272,3 +273,33 @@ def test_cardlink_result_links_a_session_by_id(pytester, db_url, backend):
     row = _rows(db_url)["test_link.py::test_names_its_session"]
     assert row["session"] == session_id
     assert row["metadata"]["sessions"] == [session_id]
+
+
+def test_a_session_stored_after_an_earlier_test_named_it_is_linked(pytester, db_url, backend):
+    # The first test names a session id that is not stored yet; the second stores it.
+    pytester.makepyfile(test_later=f"""
+        import uuid
+
+        from cardlink_lite import DatabaseConfig, DatabaseManager, UnitOfWork
+        from cardlink_lite.models import OTASession
+
+        SESSION = str(uuid.UUID(int=7))
+
+        def test_names_it_first(cardlink_result):
+            cardlink_result.link_session(SESSION)
+
+        def test_stores_it_then_names_it(cardlink_result):
+            manager = DatabaseManager(DatabaseConfig({db_url!r}))
+            manager.initialize(check_schema=False)
+            try:
+                with UnitOfWork(manager) as uow:
+                    uow.sessions.create(OTASession(id=SESSION, status="pending"))
+            finally:
+                manager.close()
+            cardlink_result.link_session(SESSION)
+    """)
+    pytester.runpytest("--cardlink-db", db_url, "-p", "no:cacheprovider").assert_outcomes(
+        passed=2)
+    rows = _rows(db_url)
+    assert rows["test_later.py::test_names_it_first"]["session"] is None
+    assert rows["test_later.py::test_stores_it_then_names_it"]["session"] == str(uuid.UUID(int=7))

@@ -279,3 +279,13 @@ def test_run_records_a_run_with_zero_tests_and_how_runs_ended(manager):
     assert len(bars) == 3 and bars[-1].xpath("./text")[0].text == "0"
     # The newest run has no tests: compared with r2, every test of r2 is "removed".
     assert texts(doc, "//ul[contains(@class, 'removed')]/li") == ["t"]
+
+
+def test_run_labels_of_any_json_shape_are_shown_as_text(manager):
+    add_run(manager, "r1", {"t": "passed"}, day=0)
+    manager.bind()
+    TestRun.update(labels={"device": ["LAB-7", "LAB-8"], "card": {"slot": 2}}).where(
+        TestRun.id == "r1").execute()
+    _, doc = parse(manager)
+    row = runs_table(doc)[0]
+    assert row[2] == "['LAB-7', 'LAB-8']" and row[3] == "{'slot': 2}"

@@ -10,6 +10,7 @@ import pytest
 
 from cardlink_lite.traces.reading import read_trace
 from cardlink_lite.traces.records import TraceFormatError
+from cardlink_lite.traces.textlines import text_lines
 from tests.pcapwrite import CaptureWriter, gsmtap_sim, udp_frame
 
 DATA = Path(__file__).parent / "data" / "traces"
@@ -315,3 +316,9 @@ def test_damaged_files_never_raise_anything_but_a_format_error():
                     decode_exchange(record[2], record[3] or b"")
         except TraceFormatError:
             pass
+
+
+def test_text_lines_keeps_a_line_spanning_many_chunks_whole():
+    long_line = "ab" * (1 << 19)  # 1 MiB: 16 chunks of the reader
+    data = f"{long_line}\r\nshort\rlast".encode()
+    assert list(text_lines(io.BytesIO(data[5:]), data[:5])) == [long_line, "short", "last"]

@@ -157,9 +157,10 @@ def _tar(tar) -> str:
     return text
 
 
-def counter_value(value) -> int:
-    """``value`` if it is an SCP80 counter (5 bytes: 0..COUNTER_MAX); ValidationError if not."""
+def counter_value(value, what: str = "a replay counter is") -> int:
+    """``value`` if it is an SCP80 counter (5 bytes: 0..COUNTER_MAX); ValidationError if not,
+    its message starting with ``what``."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= COUNTER_MAX:
-        raise ValidationError(f"counter must be an integer from 0 to {COUNTER_MAX} (5 bytes); "
+        raise ValidationError(f"{what} an integer from 0 to {COUNTER_MAX} (5 bytes); "
                               f"got {str(value)[:24]!r}")
     return value

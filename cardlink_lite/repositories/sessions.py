@@ -93,7 +93,7 @@ class SessionRepository(BaseRepository):
             if value is not None:
                 values[name] = _hex_bytes(name, value, size)
         if counter is not None:
-            values["counter"] = counter_value(counter)
+            values["counter"] = counter_value(counter, "counter must be")
         if not values:
             raise ValidationError("set_scp80() needs at least one of tar, spi, kic, kid, counter")
         return self._set(session_id, values, dict(values))

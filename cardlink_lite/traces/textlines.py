@@ -99,13 +99,21 @@ def text_lines(fp, first: bytes = b""):
     """Decoded lines of a binary file (UTF-8, undecodable bytes replaced), streamed."""
     decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")("replace"),
                                            translate=True)
-    chunk, rest = first or fp.read(1 << 16), ""
+    chunk, pending = first or fp.read(1 << 16), []
     while True:
-        *lines, rest = (rest + decoder.decode(chunk, final=not chunk)).split("\n")
-        yield from lines
+        text = decoder.decode(chunk, final=not chunk)
+        if "\n" in text:
+            lines = text.split("\n")
+            # An unfinished line is joined once, not recopied for every chunk it spans.
+            lines[0] = "".join(pending) + lines[0]
+            pending = [lines.pop()]
+            yield from lines
+        else:
+            pending.append(text)
         if not chunk:
             break
         chunk = fp.read(1 << 16)
+    rest = "".join(pending)
     if rest:
         yield rest
 
