@@ -101,12 +101,19 @@ _DRIVERS = {"mysql": ("pymysql", "MySQLdb"),
 _SCHEME_PREFIXES = {"mysql": ("mysql", "mariadb"), "postgresql": ("postgres",)}
 
 
+def _backend_of(url: str | None) -> str | None:
+    scheme = (url or os.environ.get("CARDLINK_DB_DRIVER") or "sqlite").split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        return "sqlite"
+    for backend, prefixes in _SCHEME_PREFIXES.items():
+        if scheme.startswith(prefixes):
+            return backend
+    return None  # the config refuses it with the accepted schemes
+
+
 def _keep_other_drivers_out(url: str | None) -> None:
     """Before Peewee is first imported: ``import`` of another backend's driver fails."""
-    scheme = (url or os.environ.get("CARDLINK_DB_DRIVER") or "sqlite").split(":", 1)[0].lower()
-    backend = "sqlite" if scheme == "sqlite" else next(
-        (name for name, prefixes in _SCHEME_PREFIXES.items() if scheme.startswith(prefixes)),
-        None)
+    backend = _backend_of(url)
     if "peewee" in sys.modules or backend is None:
         return  # too late to matter (e.g. a test process), or a URL the config refuses
     for other, names in _DRIVERS.items():

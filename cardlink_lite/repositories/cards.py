@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import operator
-from functools import reduce
 
 from ..crypto import decrypt_psk, encrypt_psk
 from ..errors import ValidationError
@@ -100,8 +98,12 @@ class CardRepository(BaseRepository):
         if not url:
             raise ValidationError("find_by_admin_url() needs a URL or URL prefix")
         field = CardProfile.admin_url
-        ends = ("",) if url.endswith(_URL_BOUNDARIES) else _URL_BOUNDARIES
-        match = reduce(operator.or_, [field.startswith(url + end) for end in ends], field == url)
+        match = field == url
+        if url.endswith(_URL_BOUNDARIES):
+            match |= field.startswith(url)
+        else:
+            for sep in _URL_BOUNDARIES:
+                match |= field.startswith(url + sep)
         # startswith() is ILIKE on PostgreSQL; keep the exact-case prefix only.
         rows = self._list(self._select(match).order_by(CardProfile.iccid))
         return [c for c in rows if c.admin_url == url or c.admin_url.startswith(url)]
