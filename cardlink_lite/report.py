@@ -1,5 +1,5 @@
-"""One self-contained HTML report of the bench: run trends, flaky and slow tests, session
-outcomes and APDU timelines. Needs Jinja2 (``pip install 'cardlink-lite[report]'``)."""
+"""The bench's self-contained HTML report (run trends, flaky and slow tests, sessions, APDU
+timelines), rendered with Jinja2: ``pip install 'cardlink-lite[report]'``."""
 
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ _ENV.globals["script_hash"] = "sha256-" + base64.b64encode(
 def build_report(manager, suite: str | None = None, runs: int = REPORT_DEFAULTS["runs"],
                  since: datetime | date | None = None, sessions: list[str] | None = None,
                  title: str | None = None) -> str:
-    """The report as one HTML document; the arguments are ``cardlink-db report``'s options
-    (``since``: a date means midnight UTC, a naive datetime local time)."""
+    """The report as one HTML document, from ``cardlink-db report``'s options (``since``: a
+    date means midnight UTC, a naive datetime local time)."""
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ValidationError(f"runs must be a whole number >= 1; got {runs!r}")
     since = _moment(since)

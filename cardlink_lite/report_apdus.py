@@ -1,5 +1,5 @@
-"""One OTA session's APDUs as exchanges for the report's timeline: a command paired with
-the response after it, its logical channel, name and status-word meaning. Streamed."""
+"""One OTA session's APDUs as the report's exchanges: a command and the response after it,
+with its channel, name and status-word meaning."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ __all__ = ["aware_utc", "ins_name", "session_exchanges", "sw_kind"]
 
 
 def session_exchanges(session_id: str, limit: int) -> tuple[list[dict], int]:
-    """The session's first ``limit`` exchanges in order, and how many more it has; the rows
-    are streamed."""
+    """The session's first ``limit`` exchanges, and how many more it has (rows streamed)."""
     query = (CommLog.select(CommLog.timestamp, CommLog.direction, CommLog.raw_data,
                             CommLog.decoded_data, CommLog.status_word, CommLog.latency_ms,
                             CommLog.channel)
@@ -25,7 +24,6 @@ def session_exchanges(session_id: str, limit: int) -> tuple[list[dict], int]:
 
 
 def _paired(rows):
-    """Exchanges from APDU rows: a command waits for the response right after it."""
     pending = None
     for timestamp, direction, raw, decoded, sw, latency, channel in rows:
         direction = str(direction)

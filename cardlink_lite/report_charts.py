@@ -1,5 +1,5 @@
-"""Chart geometry for the HTML report: scales, ticks and shapes as numbers, which the
-templates turn into SVG elements. Coordinates are pixels in each chart's ``viewBox``."""
+"""Chart geometry for the HTML report: scales, ticks and shapes in pixels of each chart's
+``viewBox``, which the templates turn into SVG elements."""
 
 from __future__ import annotations
 
@@ -70,8 +70,8 @@ def day_chart(days: list[dict], width: int = 960, height: int = 220) -> dict:
 
 
 def _stacked_bars(items, name, stacks, texts, box, bar_max, bar_min, label_px) -> dict:
-    """One bar per item under ``name``, stacked from ``stacks`` (per item: key, fraction of
-    the plot's height), with its text under every few bars (at least ``label_px`` apart)."""
+    """One bar per item under ``name``, stacked from ``stacks`` (key, fraction of the plot's
+    height), with its text under every few bars (at least ``label_px`` apart)."""
     width, height, left, right, top, bottom = box
     plot_w, plot_h = width - left - right, height - top - bottom
     n = max(len(items), 1)
@@ -97,13 +97,11 @@ def _stacked_bars(items, name, stacks, texts, box, bar_max, bar_min, label_px) -
 
 
 def _y(chart: dict, fraction: float) -> float:
-    """The height of ``fraction`` of the chart's plot, as a y coordinate."""
     return round(chart["bottom"] - fraction * (chart["bottom"] - chart["top"]), 1)
 
 
 def sparkline(values: list, width: int = 160, height: int = 28) -> dict:
-    """A small line of ``values`` (None: a gap) scaled from 0 to the largest value; ``last``
-    is the (x, y) of the newest value."""
+    """A small line of ``values`` (None: a gap) from 0 to the largest value."""
     pad = 3
     peak = max((v for v in values if v is not None), default=0) or 1
     step = (width - 2 * pad) / max(len(values) - 1, 1)
@@ -117,7 +115,7 @@ def sparkline(values: list, width: int = 160, height: int = 28) -> dict:
 
 def timeline(exchanges: list[dict], target_width: int = 1180, lane_height: int = 34) -> dict:
     """One lane per logical channel; exchanges one after the other (the card answers one
-    command at a time), each bar as wide as its response latency (at least 3 px)."""
+    command at a time), each as wide as its latency."""
     left, top, min_w, gap = 96, 24, 3.0, 1.0
     latencies = sorted(e["latency_ms"] for e in exchanges if e["latency_ms"])
     total_ms = sum(latencies)
@@ -146,7 +144,7 @@ def timeline(exchanges: list[dict], target_width: int = 1180, lane_height: int =
 
 
 def _fit(text: str, width: float) -> str:
-    """``text`` cut to what fits in ``width`` pixels of the bar label font (or nothing)."""
+    """``text`` cut to what fits in ``width`` pixels of the label font (or nothing)."""
     chars = int(width / 7.0)
     if chars < 4:
         return ""

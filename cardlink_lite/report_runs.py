@@ -1,5 +1,5 @@
-"""The report's test-run numbers: SQL aggregates over the runs of one suite, sized by what
-the report shows, never by the stored results. The models must be bound to the store."""
+"""The report's test-run numbers: SQL aggregates over one suite's runs, sized by what the
+report shows, not by the stored results."""
 
 from __future__ import annotations
 
@@ -26,12 +26,8 @@ def suite_names() -> list[str]:
 
 
 def run_window(suite: str, runs: int, since: datetime | None = None) -> list[dict]:
-    """The suite's newest ``runs`` runs (started at or after ``since``), oldest first, with
-    counts per status, test and wall time, how each ended, and its devices and cards.
-
-    A run is a ``test_runs`` record or the run id of results without one; its counts come
-    from its results (one GROUP BY query), or from its record when it has none.
-    """
+    """The suite's newest ``runs`` runs since ``since``, oldest first, with counts per status,
+    times, ending, devices and cards (README: "Report numbers")."""
     started = fn.MIN(TestResult.started_at)
     query = (TestResult
              .select(TestResult.run_id, started, fn.MAX(TestResult.ended_at),
@@ -91,8 +87,8 @@ def _run(run_id, started, ended, total, total_ms, counts) -> dict:
 
 
 def flaky_tests(suite: str, run_ids: list[str], limit: int) -> tuple[int, list[dict]]:
-    """Tests that both passed and failed in the window: how many, and the ``limit`` with
-    the most flips, each with its status per run (oldest first; None: not run)."""
+    """How many tests both passed and failed in the window, and the ``limit`` with the most
+    flips, each with its status per run (None: not run)."""
     if not run_ids:
         return 0, []
     in_window = (TestResult.suite_name == suite) & TestResult.run_id.in_(run_ids)
@@ -141,8 +137,7 @@ def slowest_tests(suite: str, run_ids: list[str], limit: int) -> list[dict]:
 
 
 def _per_run(rows, run_ids: list[str], names: list[str]) -> dict[str, list]:
-    """name -> its value in each run (None: not run), from (name, run id, value) rows; the
-    last row of a name in a run wins."""
+    """name -> its value in each run (None: not run); a name's last row in a run wins."""
     position = {r: i for i, r in enumerate(run_ids)}
     cells = {name: [None] * len(run_ids) for name in names}
     for name, run_id, value in rows:

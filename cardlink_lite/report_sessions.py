@@ -1,6 +1,5 @@
-"""The report's OTA-session numbers, aggregated in the database (GROUP BY, window functions
-for the percentiles) and sized by days, device x card pairs and commands, never by the
-stored APDUs. The models must be bound to the store."""
+"""The report's OTA-session numbers, aggregated in the database and sized by days, device x
+card pairs and commands, not by the stored APDUs."""
 
 from __future__ import annotations
 
@@ -35,8 +34,8 @@ def session_window_start(since: datetime | None, days: int = 30) -> datetime | N
 
 
 def outcomes_per_day(start: datetime) -> list[dict]:
-    """Sessions created each day since ``start``, from the first day with one to the last:
-    counts per outcome (pending and active count as ``open``). One GROUP BY query."""
+    """Sessions created each day from ``start``'s first day with one to the last, counted
+    per outcome."""
     day = fn.DATE(OTASession.created_at)
     query = (OTASession.select(day, OTASession.status, fn.COUNT(OTASession.id))
              .where(OTASession.created_at >= start)
@@ -53,9 +52,8 @@ def outcomes_per_day(start: datetime) -> list[dict]:
 
 
 def device_card_matrix(start: datetime) -> dict:
-    """Sessions per device x card pair as a table: ``devices``, ``cards`` and ``rows`` of
-    cells (None: no sessions) with counts per outcome, success rate (completed out of
-    ended) and the most frequent failure cause."""
+    """Sessions per device x card pair: ``devices``, ``cards`` and ``rows`` of cells (None: no
+    sessions) with counts per outcome, success rate and the most frequent failure cause."""
     query = (OTASession.select(OTASession.device, OTASession.card, OTASession.status,
                                *_CAUSES, fn.COUNT(OTASession.id))
              .where(OTASession.created_at >= start)
@@ -84,9 +82,8 @@ def _none_last(value):
 
 
 def command_latency(start: datetime, limit: int = 40) -> list[dict]:
-    """Per command (its INS byte): responses, median and p95 of the response latency,
-    nearest-rank, computed with window functions in the database (at most two rows per
-    command come back). The ``limit`` commands with the most responses, slowest first."""
+    """Responses, nearest-rank median and p95 latency of the ``limit`` commands (by INS) with
+    the most responses, slowest first; window functions send back two rows per command."""
     over = {"partition_by": [CommLog.session], "order_by": [CommLog.timestamp, CommLog.id]}
     paired = (CommLog
               .select(CommLog.direction, CommLog.latency_ms,
@@ -120,8 +117,8 @@ def command_latency(start: datetime, limit: int = 40) -> list[dict]:
 
 
 def _at_rank(rank, count, percent):
-    """Whether ``rank`` (1-based, of ``count``) holds the nearest-rank percentile; works on
-    SQL expressions and on numbers alike."""
+    """Whether ``rank`` (1-based, of ``count``) holds the nearest-rank percentile, in SQL or
+    in numbers."""
     return (rank * 100 >= count * percent) & ((rank - 1) * 100 < count * percent)
 
 
@@ -143,7 +140,7 @@ def recent_sessions(start: datetime, limit: int) -> list[dict]:
 
 
 def session_facts(session_id: str) -> dict | None:
-    """One session (``session``), its device and card (None where the store has none)."""
+    """One session, its device and card (None where the store has none)."""
     session = OTASession.get_or_none(OTASession.id == session_id)
     if session is None:
         return None
@@ -155,7 +152,6 @@ def session_facts(session_id: str) -> dict | None:
 
 
 def _cause(status, tls_alert, por_status, admin_script_status, error_code) -> str | None:
-    """Why a failed or timed-out session ended so; None for the others."""
     outcome = _outcome(status)
     if outcome not in ("failed", "timeout"):
         return None

@@ -1,9 +1,8 @@
 """Bench traces in: GSMTAP-SIM captures, apdu4j dumps and hex logs, decoded and stored."""
 
 from .decode import channel_of, command_name, decode_exchange, describe_atr, split_t0_exchange
-from .detect import FORMATS, detect_format
 from .load import ImportSummary, import_trace
-from .reading import read_trace
+from .reading import FORMATS, detect_format, read_trace
 from .records import TraceFormatError
 
 __all__ = [

@@ -1,8 +1,5 @@
-"""Streaming pcap / pcapng reader: packets with their link type, in 1 MiB chunks.
-
-Both byte orders, µs/ns pcap, any pcapng ``if_tsresol``/``if_tsoffset``, several sections and
-interfaces. Damage is reported with its offset and reading resumes at the next plausible record.
-"""
+"""Streaming pcap / pcapng reader: packets with their link type and time, in 1 MiB chunks;
+damage is reported with its offset and reading resumes at the next plausible record."""
 
 from __future__ import annotations
 
@@ -59,7 +56,7 @@ class _Buffer:
         return self.base + self.pos
 
     def left(self) -> int:
-        """Bytes from ``pos`` to the end of the file (reads it all: only at the end)."""
+        """Bytes from ``pos`` to the end of the file (reads it all)."""
         while self.need(len(self.data) - self.pos + _CHUNK):
             pass
         return len(self.data) - self.pos
@@ -77,10 +74,8 @@ class _Buffer:
 
 
 def read_capture(fp, stats: ReadStats, first: bytes = b"") -> Iterator[tuple[int, int, bytes]]:
-    """Yield ``(link type, timestamp in ns since the epoch or None, packet bytes)``.
-
-    ``first`` holds bytes already read from ``fp``. Raises ValueError for neither pcap nor pcapng.
-    """
+    """``(link type, ns since the epoch or None, packet)`` of each packet; ``first`` holds
+    bytes already read from ``fp``."""
     buf = _Buffer(fp, first)
     if not buf.need(4):
         raise ValueError("file too short for a capture")
@@ -162,7 +157,6 @@ def _interface(data: bytes, start: int, end: int, order: str) -> tuple[int, int,
 
 
 def _block_structs(order: str) -> tuple[struct.Struct, ...]:
-    """Block header, trailing length, enhanced and obsolete packet block fields."""
     return tuple(struct.Struct(order + fields) for fields in ("II", "I", "IIII", "HHIII"))
 
 

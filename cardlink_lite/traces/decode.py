@@ -161,10 +161,8 @@ def _name(cmd: bytes, data: bytes, response_data: bytes) -> str:
 
 
 def command_name(cmd: bytes, response_data: bytes = b"") -> str:
-    """What the command is, e.g. ``"SELECT AID A0000001510000"`` or ``"FETCH: OPEN CHANNEL"``.
-
-    ``response_data`` (without the status word) names what a FETCH returned.
-    """
+    """What the command is, e.g. ``"SELECT AID A0000001510000"``; ``response_data`` (without
+    the status word) names what a FETCH returned: ``"FETCH: OPEN CHANNEL"``."""
     if len(cmd) < 4:
         return "malformed command"
     return _name(cmd, command_body(cmd)[0], response_data)
@@ -202,12 +200,8 @@ _OUTGOING = frozenset({0x12, 0x70, 0x84, 0xB0, 0xB1, 0xB2, 0xB3, 0xC0, 0xCA, 0xC
 
 
 def split_t0_exchange(body: bytes) -> tuple[bytes, bytes]:
-    """(command, response) of a whole T=0 exchange ``CLA INS P1 P2 P3 [data] [data] SW1 SW2``.
-
-    The instruction decides whose the data is (as in pySim-trace); STATUS without GlobalPlatform
-    criteria and an unknown one whose length only fits outgoing data read as outgoing; an
-    extended-length command (P3 = 00, Lc in two bytes) is kept whole.
-    """
+    """(command, response) of a whole T=0 exchange ``CLA INS P1 P2 P3 [data] [data] SW1 SW2``;
+    the instruction decides whose the data is, as in pySim-trace."""
     if len(body) < 7:
         return body[:-2], body[-2:]
     ins, p3 = body[1], body[4]

@@ -16,11 +16,8 @@ _SUB_TYPES = {0x02: "PPS request", 0x03: "PPS response", 0x04: "TPDU header",
 
 
 def read_gsmtap(fp, stats: ReadStats, first: bytes = b""):
-    """Yield trace records from a pcap/pcapng file of GSMTAP-SIM packets.
-
-    An APDU packet holds a whole T=0 exchange (header, data, SW1 SW2), an ATR packet
-    (sub-type 1) an ATR; others are skipped and counted. The gap between packets is no latency.
-    """
+    """Trace records of a capture's GSMTAP-SIM packets: an APDU packet holds a whole T=0
+    exchange, an ATR packet an ATR; others are skipped and counted."""
     skip = stats.skip
     for linktype, ts, frame in read_capture(fp, stats, first):
         payload = udp_payload(linktype, frame)

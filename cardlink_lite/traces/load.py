@@ -8,7 +8,8 @@ from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
-from itertools import islice
+
+from peewee import chunked
 
 from ..apdu import ApduLogWriter
 from ..apdu_rows import session_key
@@ -119,11 +120,10 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
                  card_iccid: str | None = None, dry_run: bool = False,
                  start: datetime | None = None, name: str | None = None,
                  progress=None) -> ImportSummary:
-    """Import one trace file (a path or a binary file object); returns an ImportSummary.
+    """Import one trace file (a path or a binary file object) whole or not at all; a file
+    whose SHA-256 is already in ``trace_sources`` changes nothing (``already_imported``).
 
-    The whole file is one transaction: it is stored completely or not at all. A file whose
-    SHA-256 is already in ``trace_sources`` changes nothing (``already_imported``). Rows
-    without a time of their own are timed at ``start`` (default: the file's modification
+    Rows without a time of their own are timed at ``start`` (default: the file's modification
     time, or now for a file object). ``progress(n)`` is called with each chunk's size.
     """
     with ExitStack() as stack:
@@ -146,17 +146,16 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
             target = _check_links(session_id, device_id, card_iccid, split_on_reset)
             fmt, records, stats = read_trace(reader, format, start)
             if dry_run:
-                _Importer(summary, None, None, device_id, card_iccid, split_on_reset,
-                          start).run(records)
+                _Importer(summary, None, device_id, card_iccid, split_on_reset, start).run(records)
                 return _finish(summary, fmt, stats, reader, known_hash)
             source = TraceSource.create(path=summary.path[-512:], format=fmt,
                                         sha256=known_hash or "pending-" + os.urandom(8).hex(),
                                         size_bytes=summary.size_bytes)
             writer = ApduLogWriter(manager.database, batch_size=2000, flush_interval=None,
                                    flush_at_exit=False)
-            importer = _Importer(summary, writer, source.id, device_id, card_iccid,
-                                 split_on_reset, start, target)
-            importer.run(records)
+            importer = _Importer(summary, source.id, device_id, card_iccid, split_on_reset,
+                                 start, target)
+            importer.run(records, writer)
             writer.close()
             _finish(summary, fmt, stats, reader, known_hash)
             if known_hash is None:
@@ -179,8 +178,7 @@ def _already(summary: ImportSummary, source, sha: str) -> ImportSummary:
     summary.sha256 = sha
     summary.source_id = source.id
     summary.format = source.format
-    data = source.summary or {}
-    summary.sessions = list(data.get("sessions", []))
+    summary.sessions = list((source.summary or {}).get("sessions", []))
     return summary
 
 
@@ -198,53 +196,40 @@ def _finish(summary, fmt, stats, reader, known_hash) -> ImportSummary:
 class _Importer:
     """Turns records into log rows (tuples in ``ApduLogWriter.add`` order), session by session."""
 
-    def __init__(self, summary, writer, source_id, device_id, card_iccid, split_on_reset,
-                 start, target=None):
+    def __init__(self, summary, source_id, device_id, card_iccid, split_on_reset, start,
+                 target=None):
         self.summary = summary
-        self.writer = writer
         self.source_id = source_id
         self.device_id = device_id
         self.card_iccid = card_iccid
         self.split = split_on_reset
         self.default_ns = int(start.timestamp() * 1000) * 1_000_000
-        self.session = target         # stored key of the session rows go to
-        self.appending = target is not None
+        self.session = target          # stored key of the session rows go to
         self.created: list[dict] = []  # sessions made here: id, first and last ns
+        if target is not None:
+            summary.sessions.append(target)
 
     def _new_session(self, ns: int) -> None:
         self.summary.sessions_created += 1
-        if self.writer is None:
+        if self.summary.dry_run:
             self.session = f"dry-run-{self.summary.sessions_created}"
         else:
-            when = datetime.fromtimestamp(ns / 1e9, _UTC)
             session = OTASession.create(session_type=SESSION_TYPE, status=SessionStatus.ACTIVE,
-                                        started_at=when, device=self.device_id,
-                                        card=self.card_iccid)
+                                        started_at=datetime.fromtimestamp(ns / 1e9, _UTC),
+                                        device=self.device_id, card=self.card_iccid)
             self.session = session.id
         self.created.append({"id": self.session, "first": ns, "last": ns})
         self.summary.sessions.append(self.session)
 
-    def run(self, records) -> None:
-        """Write (or, without a writer, only count) the rows of ``records``."""
-        if self.appending:
-            self.summary.sessions.append(self.session)
-        rows = self.rows(records)
-        if self.writer is None:
-            for _ in rows:
-                pass
-            return
-        add_many = self.writer.add_many
-        while True:
-            chunk = list(islice(rows, _CHUNK_ROWS))
-            if not chunk:
-                break
-            add_many(chunk)
+    def run(self, records, writer=None) -> None:
+        """Write (without a writer: only count) the rows of ``records``."""
+        for chunk in chunked(self.rows(records), _CHUNK_ROWS):
+            if writer is not None:
+                writer.add_many(chunk)
 
     def rows(self, records):
-        """Yield the writer rows of ``records``, counted in the summary as it goes.
-
-        The per-record work is inlined: it runs a million times for a big capture.
-        """
+        """The writer rows of ``records``, counted in the summary; the per-record work is
+        inlined, as it runs a million times for a big capture."""
         summary = self.summary
         source = self.source_id
         default_ns = self.default_ns
@@ -323,6 +308,6 @@ class _Importer:
 def rows_of_records(records, session_id, source_id=None, start: datetime | None = None):
     """The writer rows ``import_trace`` makes of ``records``, all in one existing session
     (``scripts/bench_traces.py`` feeds them to the writer to compare)."""
-    importer = _Importer(ImportSummary(path=""), None, source_id, None, None, False,
+    importer = _Importer(ImportSummary(path=""), source_id, None, None, False,
                          start or datetime.now(_UTC), session_key(session_id))
     return importer.rows(records)

@@ -1,25 +1,62 @@
-"""One entry point over every reader: pick the format (given or detected) and stream records."""
+"""Pick a trace file's format (given, or recognised from its content) and stream its records."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from .apdu4j import apdu4j_parser
-from .detect import FORMATS, SNIFF_BYTES, detect_format
+from .capture import PCAP_MAGICS, PCAPNG_MAGIC
 from .gsmtap import read_gsmtap
-from .hexlogs import HEX_FORMATS
+from .hexlogs import PARSERS, text_format
 from .records import ReadStats, TraceFormatError
-from .textlines import read_lines, text_lines
+from .textlines import Clock, read_lines, split_timestamp, text_lines
 
-__all__ = ["read_trace"]
+__all__ = ["FORMATS", "SNIFF_BYTES", "detect_format", "read_trace"]
+
+# Every format, in the order auto-detection tries them.
+FORMATS = ("pcapng", "pcap", "apdu4j", "pysim-shell", "pyscard", "tca-loader", "hex-lines",
+           "pysim-hex")
+SNIFF_BYTES = 1 << 16
+
+
+def _text_head(head: bytes) -> list[str] | None:
+    """The first 200 non-blank lines without their timestamps; None for binary content."""
+    if b"\x00" in head:
+        return None
+    cut = head.rfind(b"\n") if len(head) >= SNIFF_BYTES else len(head)
+    text = head[:cut if cut > 0 else len(head)].decode("utf-8", errors="replace")
+    if text.count("\ufffd") > len(text) // 100 + 1:
+        return None
+    clock = Clock(datetime.now(timezone.utc))
+    lines = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line:
+            lines.append(split_timestamp(line, clock)[1].strip())
+        if len(lines) >= 200:
+            break
+    return lines
+
+
+def detect_format(head: bytes) -> str:
+    """The format of a file whose first bytes (up to SNIFF_BYTES) are ``head``."""
+    if head[:4] == PCAPNG_MAGIC:
+        return "pcapng"
+    if head[:4] in PCAP_MAGICS:
+        return "pcap"
+    lines = _text_head(head)
+    found = text_format(lines) if lines else None
+    if found:
+        return found
+    what = "a text file" if lines else ("an empty file" if not head else "a binary file")
+    raise TraceFormatError(
+        f"not a trace this tool can read ({what}); tried: {', '.join(FORMATS)}. "
+        "Pass --format to name it if it is one of them"
+    )
 
 
 def read_trace(fp, fmt: str = "auto", start: datetime | None = None):
-    """``(format, records, stats)`` for the binary file object ``fp``.
-
-    ``records`` is a generator (see :mod:`.records`); ``stats`` fills in as it runs.
-    ``start`` dates text traces whose lines carry only a time of day (default: now).
-    """
+    """``(format, records, stats)`` of the binary file ``fp``: records is a generator, stats
+    fills in as it runs. ``start`` dates lines that carry only a time of day (default: now)."""
     if fmt != "auto" and fmt not in FORMATS:
         raise TraceFormatError(f"unknown trace format {fmt!r}; use auto or one of: "
                                f"{', '.join(FORMATS)}")
@@ -28,10 +65,9 @@ def read_trace(fp, fmt: str = "auto", start: datetime | None = None):
     if fmt in ("pcap", "pcapng") and found != fmt:
         raise TraceFormatError(f"not a {fmt} file (its content looks like {found}); "
                                "use --format auto")
-    start = start or datetime.now(timezone.utc)
     stats = ReadStats()
     if found in ("pcap", "pcapng"):
         return found, read_gsmtap(fp, stats, head), stats
-    parse = apdu4j_parser() if found == "apdu4j" else HEX_FORMATS[found]()
-    records = read_lines(text_lines(fp, head), parse, stats, start, timestamps=found != "apdu4j")
+    records = read_lines(text_lines(fp, head), PARSERS[found](), stats,
+                         start or datetime.now(timezone.utc), timestamps=found != "apdu4j")
     return found, records, stats

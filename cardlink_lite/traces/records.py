@@ -1,4 +1,4 @@
-"""What every trace reader yields, and what it reports besides: the shared record shapes."""
+"""The record shapes every trace reader yields, and what it reports besides."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ from ..errors import ValidationError
 
 __all__ = ["ATR", "EXCHANGE", "RESET", "ReadStats", "TraceFormatError"]
 
-# A record is a plain tuple (the readers make millions of them):
-#   (EXCHANGE, timestamp, command bytes, response bytes incl. SW1 SW2 (None: no answer),
-#    latency ms or None, the response's own timestamp or None)
-#   (ATR, timestamp, ATR bytes, None, None, None)
-#   (RESET, timestamp, b"", None, None, None)
-# timestamp: nanoseconds since the epoch (UTC), or None when the format has no time.
+# A record is a plain tuple, as readers make millions: (kind, ns since the epoch or None,
+# command / ATR / b"", response incl. SW1 SW2 or None, latency ms or None, response ns or None).
 EXCHANGE, ATR, RESET = "exchange", "atr", "reset"
 
 
@@ -26,8 +22,8 @@ class ReadStats:
 
     def __init__(self):
         self.skipped: Counter = Counter()
-        self.corrupt: list[str] = []   # "offset N: ..." / "line N: ...", the first 100
-        self.leftover_bytes = 0        # an incomplete record at the end of a capture
+        self.corrupt: list[str] = []   # the first 100 "offset N: ..." / "line N: ..."
+        self.leftover_bytes = 0        # of an incomplete record at the end of a capture
         self.open_exchange = False     # the trace ends with a command and no response
         self.container = None          # "pcap" or "pcapng" for a capture
 

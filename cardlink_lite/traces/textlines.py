@@ -1,7 +1,4 @@
-"""Shared machinery of the line-based trace formats: leading timestamps, hex, pairing.
-
-A format is a function from one line (without its leading timestamp) to an event.
-"""
+"""What the line-based trace formats share: streamed lines, leading timestamps, hex, pairing."""
 
 from __future__ import annotations
 
@@ -15,7 +12,7 @@ from .records import ATR, EXCHANGE, RESET, ReadStats
 __all__ = ["COMMAND", "EXCHANGE_LINE", "LATENCY", "RESPONSE", "Alternation", "hex_bytes",
            "read_lines", "split_timestamp", "text_lines"]
 
-# Events a line parser returns: (kind, value).
+# The kinds of (kind, value) events a line parser returns, besides ATR, RESET and "time".
 COMMAND, RESPONSE, EXCHANGE_LINE, LATENCY = "C", "R", "X", "L"
 
 _TIMESTAMP = re.compile(
@@ -36,13 +33,12 @@ def hex_bytes(text: str) -> bytes | None:
 
 
 class Alternation:
-    """Commands and responses on alternating hex lines: each line is the other kind."""
+    """Commands and responses on alternating hex lines."""
 
     def __init__(self):
         self.expect_command = True
 
     def event(self, text: str):
-        """The (kind, bytes) event of a hex line, or a reason it is not one."""
         data = hex_bytes(text)
         if data is None:
             return f"not hex: {text[:24]!r}"
@@ -52,8 +48,8 @@ class Alternation:
 
 
 class Clock:
-    """Text trace timestamps to ns since the epoch; time-only stamps take the day of ``start``
-    and roll over at midnight."""
+    """Timestamps to ns since the epoch; a time of day alone takes the day of ``start`` and
+    rolls over at midnight."""
 
     def __init__(self, start: datetime):
         self.day = start.astimezone(_UTC).date()
@@ -63,8 +59,7 @@ class Clock:
         if match.group("epoch"):
             seconds, _, frac = match.group("epoch").partition(".")
             return int(seconds) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
-        clock = match.group("time").replace(",", ".")
-        clock, _, frac = clock.partition(".")
+        clock, _, frac = match.group("time").replace(",", ".").partition(".")
         zone = match.group("zone") or "+00:00"
         if zone == "Z":
             zone = "+00:00"
@@ -78,8 +73,7 @@ class Clock:
             self.day += timedelta(days=1)
             when += timedelta(days=1)
         self.last = when
-        seconds = int(when.timestamp())
-        return seconds * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+        return int(when.timestamp()) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
 
 
 def split_timestamp(line: str, clock: Clock | None):
@@ -119,12 +113,8 @@ def text_lines(fp, first: bytes = b""):
 
 
 def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool = True):
-    """Trace records from ``lines``; ``parse(text)`` gives an event, None to ignore the
-    line, or a string naming what is wrong with it (counted and reported with its number).
-
-    Events: (COMMAND, bytes), (RESPONSE, bytes incl. SW), (EXCHANGE_LINE, (cmd, rsp)),
-    (ATR, bytes), (RESET, None), (LATENCY, ms for the next response), ("time", ns).
-    """
+    """Trace records from ``lines``; ``parse(text)`` returns an event, None to ignore the line,
+    or what is wrong with it (counted, and reported with the line's number)."""
     clock = Clock(start) if timestamps else None
     pending = None       # (ts, command) waiting for its response
     latency = None
@@ -163,7 +153,7 @@ def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool
             latency = value
         elif kind == "time":
             base_ns = value
-        elif kind in (ATR, RESET):
+        else:  # ATR or RESET
             yield kind, ts, value if kind == ATR else b"", None, None, None
     if pending is not None:
         stats.open_exchange = True
