@@ -15,17 +15,9 @@ __all__ = ["DEFAULT_SQLITE_URL", "DatabaseConfig", "redact_url"]
 DEFAULT_SQLITE_URL = "sqlite:///data/cardlink.db"
 
 # Every spelling users bring, mapped to the backend that serves it.
-_SCHEMES = {
-    "sqlite": "sqlite",
-    "mysql": "mysql",
-    "mysql+pymysql": "mysql",
-    "mariadb": "mysql",
-    "mariadb+pymysql": "mysql",
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-    "postgresql+psycopg2": "postgresql",
-    "postgres+psycopg2": "postgresql",
-}
+_SCHEMES = {"sqlite": "sqlite", "mysql": "mysql", "mysql+pymysql": "mysql", "mariadb": "mysql",
+            "mariadb+pymysql": "mysql", "postgresql": "postgresql", "postgres": "postgresql",
+            "postgresql+psycopg2": "postgresql", "postgres+psycopg2": "postgresql"}
 _BACKEND_NAMES = {"sqlite": "SQLite", "mysql": "MySQL", "postgresql": "PostgreSQL"}
 _ACCEPTED = "sqlite:///path.db, mysql://, mysql+pymysql://, mariadb://, postgresql://, postgres://"
 
@@ -38,30 +30,18 @@ def redact_url(url: str) -> str:
         return "<unparseable URL>"
     if parts.password is None:
         return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class DatabaseConfig:
-    """Connection settings, resolved from an argument, the environment, or the SQLite default.
+    """Connection settings, resolved from an argument, the environment, or the SQLite default;
+    ``database_url`` (the guide) and ``url`` (the design) are the same value."""
 
-    ``database_url`` (the guide) and ``url`` (the design) are the same value.
-    """
-
-    def __init__(
-        self,
-        database_url: str | None = None,
-        *,
-        url: str | None = None,
-        pool_size: int = 5,
-        max_overflow: int = 10,
-        pool_timeout: float = 30,
-        echo: bool = False,
-        slow_query_ms: float | None = None,
-        busy_timeout: float = 30,
-        readonly: bool = False,
-    ):
+    def __init__(self, database_url: str | None = None, *, url: str | None = None,
+                 pool_size: int = 5, max_overflow: int = 10, pool_timeout: float = 30,
+                 echo: bool = False, slow_query_ms: float | None = None,
+                 busy_timeout: float = 30, readonly: bool = False):
         chosen = database_url or url or os.environ.get("DATABASE_URL") or _url_from_components()
         self.database_url = chosen or DEFAULT_SQLITE_URL
         self.pool_size = int(pool_size)
@@ -71,8 +51,6 @@ class DatabaseConfig:
         self.slow_query_ms = slow_query_ms
         self.busy_timeout = busy_timeout
         self.sqlite_uri_options: dict = {}  # SQLite URI parameters from ?mode=ro and the like
-        # Only read: SQLite opens the file with mode=ro (never creates or converts it);
-        # units of work refuse repository writes on every backend.
         self.readonly = bool(readonly)
         if self.pool_size < 1 or self.max_overflow < 0:
             raise ConfigurationError(
@@ -92,7 +70,7 @@ class DatabaseConfig:
 
     @property
     def backend(self) -> str:
-        """sqlite, mysql or postgresql (read-only: the connect arguments follow from it)."""
+        # Read-only: the connect arguments follow from it.
         return self._backend
 
     @property
@@ -113,7 +91,6 @@ class DatabaseConfig:
 
     @property
     def safe_url(self) -> str:
-        """The URL with its password replaced by ``***``."""
         return redact_url(self.database_url)
 
     @property
@@ -165,11 +142,9 @@ class DatabaseConfig:
                 )
             self._connect = {"database": path}
             options = _query_options(parts.query, "sqlite", self.safe_url)
-            if "timeout" in options:
-                self.busy_timeout = options.pop("timeout")
+            self.busy_timeout = options.pop("timeout", self.busy_timeout)
             self.sqlite_uri_options = options
-            if options.get("mode") == "ro":  # the URL asks to read only
-                self.readonly = True
+            self.readonly = self.readonly or options.get("mode") == "ro"
             return
         kwargs = parseresult_to_dict(parts._replace(scheme=backend, query=""),
                                      unquote_password=True, unquote_user=True)
@@ -196,24 +171,15 @@ def _flag(text: str) -> bool:
     return value[text.lower()]
 
 
-def _choice(*allowed: str):
-    def convert(text: str) -> str:
-        if text not in allowed:
-            raise ValueError(text)
-        return text
-    convert.__doc__ = "one of " + ", ".join(allowed)
-    return convert
-
-
-# The query-string options each driver accepts, converted to the type it wants.
+# The query-string options each driver accepts: the type it wants, or a tuple of choices.
 _QUERY_OPTIONS = {
-    "sqlite": {"timeout": _seconds, "mode": _choice("ro", "rw", "rwc"),
-               "cache": _choice("shared", "private"), "immutable": _choice("0", "1")},
+    "sqlite": {"timeout": _seconds, "mode": ("ro", "rw", "rwc"), "cache": ("shared", "private"),
+               "immutable": ("0", "1")},
     "mysql": {"connect_timeout": int, "read_timeout": int, "write_timeout": int,
               "charset": str, "autocommit": _flag, "local_infile": _flag, "ssl_ca": str,
               "ssl_cert": str, "ssl_key": str, "ssl_disabled": _flag, "unix_socket": str,
               "init_command": str},
-    "postgresql": {"connect_timeout": int, "sslmode": _choice(
+    "postgresql": {"connect_timeout": int, "sslmode": (
         "disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
         "sslrootcert": str, "sslcert": str, "sslkey": str, "application_name": str,
         "options": str, "keepalives": int, "keepalives_idle": int, "target_session_attrs": str},
@@ -227,15 +193,17 @@ def _query_options(query: str, backend: str, safe_url: str) -> dict:
     accepted = _QUERY_OPTIONS[backend]
     options = {}
     for key, text in parse_qsl(query, keep_blank_values=True):
-        convert = accepted.get(key)
-        if convert is None:
+        kind = accepted.get(key)
+        if kind is None:
             raise ConfigurationError(
                 f"unsupported option {key[:30]!r} in the {_BACKEND_NAMES[backend]} URL "
                 f"{safe_url[:80]!r}; accepted: {', '.join(accepted)}")
         try:
-            options[key] = convert(text)
+            if isinstance(kind, tuple) and text not in kind:
+                raise ValueError(text)
+            options[key] = text if isinstance(kind, tuple) else kind(text)
         except (KeyError, ValueError):
-            expected = _EXPECTED.get(convert) or convert.__doc__
+            expected = "one of " + ", ".join(kind) if isinstance(kind, tuple) else _EXPECTED[kind]
             raise ConfigurationError(
                 f"option {key} in the database URL must be {expected}; got "
                 f"{text[:20]!r}") from None
@@ -250,14 +218,13 @@ def _url_from_components() -> str | None:
     name = env.get("CARDLINK_DB_NAME", "cardlink")
     if driver.lower() == "sqlite":
         return f"sqlite:///{env.get('CARDLINK_DB_NAME', 'data/cardlink.db')}"
-    user = env.get("CARDLINK_DB_USER", "")
+    auth = quote(env.get("CARDLINK_DB_USER", ""), safe="")
     password = env.get("CARDLINK_DB_PASSWORD")
-    host = env.get("CARDLINK_DB_HOST", "localhost")
-    port = env.get("CARDLINK_DB_PORT")
-    auth = quote(user, safe="")
     if password:
         auth += ":" + quote(password, safe="")
-    netloc = f"{auth}@{host}" if auth else host
-    if port:
-        netloc += f":{port}"
+    netloc = env.get("CARDLINK_DB_HOST", "localhost")
+    if auth:
+        netloc = f"{auth}@{netloc}"
+    if env.get("CARDLINK_DB_PORT"):
+        netloc += f":{env['CARDLINK_DB_PORT']}"
     return f"{driver.lower()}://{netloc}/{name}"

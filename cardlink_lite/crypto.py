@@ -3,6 +3,7 @@ There is no plaintext mode: with no key configured every PSK operation raises.""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -14,17 +15,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from .errors import EncryptionError, ValidationError
 from .models import CardProfile
 
-__all__ = [
-    "ENV_KEY",
-    "ENV_KEYS",
-    "ENV_KEY_FILE",
-    "check_keys",
-    "configured_keys",
-    "decrypt_psk",
-    "encrypt_psk",
-    "generate_key",
-    "rotate_psks",
-]
+__all__ = ["ENV_KEY", "ENV_KEYS", "ENV_KEY_FILE", "check_keys", "configured_keys", "decrypt_psk",
+           "encrypt_psk", "generate_key", "rotate_psks"]
 
 ENV_KEYS = "CARDLINK_ENCRYPTION_KEYS"
 ENV_KEY = "CARDLINK_ENCRYPTION_KEY"
@@ -118,22 +110,17 @@ def check_keys(manager) -> dict:
     manager.ensure_connection()
     for iccid, token in _stored_psks().iterator():
         total += 1
-        token = _token_bytes(token)
         opened = False
         for entry, cipher in zip(report, ciphers, strict=True):
-            try:
-                cipher.decrypt(token)
-            except InvalidToken:
-                continue
-            entry["opens"] += 1
-            opened = True
+            with contextlib.suppress(InvalidToken):
+                cipher.decrypt(_token_bytes(token))
+                entry["opens"] += 1
+                opened = True
         if not opened:
             unreadable.append(iccid)
-    return {"keys": report, "total": total, "unreadable": unreadable,
-            "ok": not unreadable}
+    return {"keys": report, "total": total, "unreadable": unreadable, "ok": not unreadable}
 
 
-# -- key loading ---------------------------------------------------------------
 def _cipher() -> MultiFernet:
     return _build(tuple(_load_keys()))
 

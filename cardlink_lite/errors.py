@@ -6,22 +6,10 @@ import re
 
 import peewee
 
-__all__ = [
-    "ConfigurationError",
-    "ConnectionError",
-    "DatabaseError",
-    "EncryptionError",
-    "IntegrityError",
-    "MigrationError",
-    "NotFoundError",
-    "RejectedRowsError",
-    "SchemaVersionMismatch",
-    "ValidationError",
-    "first_line",
-    "is_transient",
-    "quote",
-    "translate_error",
-]
+__all__ = ["ConfigurationError", "ConnectionError", "DatabaseError", "EncryptionError",
+           "IntegrityError", "MigrationError", "NotFoundError", "RejectedRowsError",
+           "SchemaVersionMismatch", "ValidationError", "first_line", "is_transient", "quote",
+           "translate_error"]
 
 
 class DatabaseError(Exception):
@@ -111,17 +99,13 @@ def _original(exc: BaseException) -> BaseException:
     """The failure that started it all: a rollback that fails while an error is being
     handled (MySQL's savepoint rollback on a dead connection says only ``(0, '')``)
     hides the real cause in ``__context__``; a lost connection there wins."""
-    seen = [exc]
-    current = exc
-    while len(seen) < 8:
-        current = current.__context__ or current.__cause__
-        if current is None or current in seen:
-            break
+    current, seen = exc, []
+    while current is not None and current not in seen and len(seen) < 8:
+        if (isinstance(current, peewee.InterfaceError | peewee.OperationalError)
+                and _LOST.search(first_line(current))):
+            return current
         seen.append(current)
-    for candidate in seen:
-        if (isinstance(candidate, peewee.InterfaceError | peewee.OperationalError)
-                and _LOST.search(first_line(candidate))):
-            return candidate
+        current = current.__context__ or current.__cause__
     return exc
 
 
@@ -130,10 +114,8 @@ def is_transient(exc: BaseException) -> bool:
     exc = _original(exc)
     if isinstance(exc, ConnectionError):
         return True
-    if not isinstance(exc, peewee.InterfaceError | peewee.OperationalError):
-        return False
-    text = first_line(exc)
-    return bool(_LOST.search(text) or _BUSY.search(text))
+    return (isinstance(exc, peewee.InterfaceError | peewee.OperationalError)
+            and bool(_LOST.search(first_line(exc)) or _BUSY.search(first_line(exc))))
 
 
 def translate_error(exc: Exception, entity: str = "row", key: object = None) -> DatabaseError:

@@ -39,7 +39,7 @@ _FIELD_TYPES = {
               EXACT_COLLATION: "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"},
     "postgresql": {DATETIME_MS: "TIMESTAMP(3)", JSON_TEXT: "TEXT", APDU_TEXT: "TEXT"},
 }
-_DRIVERS = {"mysql": ("pymysql", "mysql"), "postgresql": ("psycopg2", "postgresql")}
+_DRIVERS = {"mysql": "pymysql", "postgresql": "psycopg2"}
 _RECONNECT_ATTEMPTS = 4
 
 
@@ -63,7 +63,6 @@ class DatabaseManager:
     def __repr__(self) -> str:
         return f"DatabaseManager({self.config.safe_url!r})"
 
-    # -- lifecycle -------------------------------------------------------
     @property
     def is_initialized(self) -> bool:
         return self._database is not None
@@ -83,9 +82,9 @@ class DatabaseManager:
                    readonly: bool | None = None) -> DatabaseManager:
         """Open the backend, check it answers, and bind the proxy to it. ``readonly=True``:
         SQLite opens the file with ``mode=ro``; units of work refuse repository writes."""
-        if readonly is not None and self._database is None:
-            self.config.readonly = bool(readonly)
         if self._database is None:
+            if readonly is not None:
+                self.config.readonly = bool(readonly)
             install_sql_redaction()
             if self.config.echo:
                 _enable_echo()
@@ -119,7 +118,6 @@ class DatabaseManager:
         if database_proxy.obj is database:
             database_proxy.initialize(None)
 
-    # -- schema ----------------------------------------------------------
     def create_tables(self) -> None:
         """Create the newest schema and record every migration as applied."""
         create_schema(self)
@@ -128,7 +126,6 @@ class DatabaseManager:
         """Drop every table of the store, migration history included."""
         drop_schema(self)
 
-    # -- transactions ----------------------------------------------------
     def atomic(self):
         """A transaction (a savepoint when one is already open)."""
         self.bind()
@@ -159,7 +156,6 @@ class DatabaseManager:
         if self.config.is_sqlite:
             database.connect(reuse_if_open=True)
             return
-        delay = 0.1
         for attempt in range(_RECONNECT_ATTEMPTS):
             try:
                 if database.is_closed():
@@ -176,10 +172,8 @@ class DatabaseManager:
                     ) from exc
                 logger.warning("database connection lost; reconnecting (attempt %d)",
                                attempt + 2)
-                time.sleep(delay)
-                delay *= 2
+                time.sleep(0.1 * 2 ** attempt)
 
-    # -- information -----------------------------------------------------
     def health_check(self) -> dict:
         """Status, backend, redacted URL, schema revision and round-trip time."""
         info = {"backend": self.config.backend_name, "url": self.config.safe_url}
@@ -203,24 +197,22 @@ class DatabaseManager:
             for m in ALL_MODELS
         }
 
-    # -- internals -------------------------------------------------------
     def _build_database(self) -> peewee.Database:
         cfg = self.config
         kwargs = cfg.connect_kwargs()
         name = kwargs.pop("database")
-        field_types = _FIELD_TYPES[cfg.backend]
         if cfg.is_sqlite:
-            return _sqlite_database(name, cfg, field_types)
-        module, extra = _DRIVERS[cfg.backend]
+            return _sqlite_database(name, cfg)
+        module = _DRIVERS[cfg.backend]
         try:
             __import__(module)
         except ImportError:
             raise ConfigurationError(
                 f"the {cfg.backend_name} driver ({module}) is not installed; "
-                f"run: pip install 'cardlink-lite[{extra}]'"
+                f"run: pip install 'cardlink-lite[{cfg.backend}]'"
             ) from None
         pool = {"max_connections": cfg.pool_size + cfg.max_overflow, "timeout": cfg.pool_timeout,
-                "stale_timeout": 300, "field_types": field_types}
+                "stale_timeout": 300, "field_types": _FIELD_TYPES[cfg.backend]}
         kwargs.setdefault("connect_timeout", 10)
         if cfg.is_mysql:
             from pymysql.constants import CLIENT
@@ -239,9 +231,9 @@ class DatabaseManager:
                 database.close()
         except peewee.PeeweeException as exc:
             text = first_line(exc)
-            pw = self.config.connect_kwargs().get("password")
-            if pw:
-                text = text.replace(pw, "***")
+            password = self.config.connect_kwargs().get("password")
+            if password:
+                text = text.replace(password, "***")
             hint = (
                 "check the path points at a cardlink SQLite file you can read and write"
                 if self.config.is_sqlite else
@@ -253,7 +245,7 @@ class DatabaseManager:
             ) from None
 
 
-def _sqlite_database(name: str, cfg, field_types) -> peewee.SqliteDatabase:
+def _sqlite_database(name: str, cfg) -> peewee.SqliteDatabase:
     memory = name == ":memory:"
     options = dict(cfg.sqlite_uri_options)  # ?mode=ro and the like: SQLite's URI filename
     pragmas = {"foreign_keys": 1, "cache_size": -64000,
@@ -282,28 +274,23 @@ def _sqlite_database(name: str, cfg, field_types) -> peewee.SqliteDatabase:
         name = f"{name}?{urlencode(options)}"
         kwargs["uri"] = True
     return peewee.SqliteDatabase(name, pragmas=pragmas, timeout=cfg.busy_timeout,
-                                 field_types=field_types, **kwargs)
+                                 field_types=_FIELD_TYPES["sqlite"], **kwargs)
 
 
 def _prepare_sqlite_file(path: Path) -> None:
     # Create the file 0600 before SQLite opens it: its -wal/-shm copy its mode.
-    if not path.exists():
-        try:
-            if not path.parent.exists():
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            os.close(fd)
-            _init_sqlite_file(path)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot create SQLite database {str(path)!r}: {exc.strerror}; check the "
-                "directory exists and is writable"
-            ) from None
-
-
-def _init_sqlite_file(path: Path) -> None:
+    if path.exists():
+        return
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create SQLite database {str(path)!r}: {exc.strerror}; check the "
+            "directory exists and is writable"
+        ) from None
     # auto_vacuum only takes on a new file, before WAL. Not a per-connection pragma:
     # setting it waits for the write lock, so connecting would block behind any writer.
     with contextlib.closing(sqlite3.connect(str(path), isolation_level=None)) as conn:

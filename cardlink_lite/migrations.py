@@ -17,23 +17,10 @@ from .db import get_manager
 from .errors import MigrationError, SchemaVersionMismatch, first_line
 from .models import ALL_MODELS
 
-__all__ = [
-    "HISTORY_TABLE",
-    "MIGRATIONS_DIR",
-    "check_schema_version",
-    "create_schema",
-    "downgrade",
-    "drop_schema",
-    "get_applied_revisions",
-    "get_current_revision",
-    "get_head_revision",
-    "get_pending_revisions",
-    "half_applied",
-    "plan_sql",
-    "resolve_half_applied",
-    "resolve_revision",
-    "run_migrations",
-]
+__all__ = ["HISTORY_TABLE", "MIGRATIONS_DIR", "check_schema_version", "create_schema", "downgrade",
+           "drop_schema", "get_applied_revisions", "get_current_revision", "get_head_revision",
+           "get_pending_revisions", "half_applied", "plan_sql", "resolve_half_applied",
+           "resolve_revision", "run_migrations"]
 
 HISTORY_TABLE = "cardlink_migrations"
 JOURNAL_TABLE = "cardlink_migration_journal"
@@ -49,6 +36,10 @@ def _find_migrations_dir() -> Path:
 MIGRATIONS_DIR = _find_migrations_dir()
 _READS = re.compile(r"^\s*(SELECT|SHOW|DESCRIBE|PRAGMA|WITH|EXPLAIN)\b", re.I)
 _TXN = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
+_RESOLVE_HINT = (
+    "Undo or finish its changes by hand (see `cardlink-db status`), then run "
+    "`cardlink-db migrate --resolve {name} --as rolled-back` (or `--as applied`)"
+)
 
 
 class _Journal(peewee.Model):
@@ -64,50 +55,40 @@ class _Journal(peewee.Model):
         table_name = JOURNAL_TABLE
 
 
-def _bound_journal(database):
-    _Journal.bind(database)
-    return _Journal
-
-
 class _Runner(Runner):
     """Runner that journals non-transactional migrations so a half-applied one is visible:
-    one at a time through playhouse's public ``up``/``down``, after checking the whole plan."""
+    the whole plan is checked, then run one at a time through playhouse's public up/down."""
 
     def up(self, target=None, fake=False):
         rows = [m for m in self.status() if m.path is not None]
-        if target is not None and target not in {m.name for m in rows}:
+        names = [m.name for m in rows]
+        if target is not None and target not in names:
             raise _PlayhouseMigrationError(f'unknown migration "{target}".')
-        plan = []
-        for migration in rows:
-            if not migration.applied:
-                plan.append(self._checked(migration, "up"))
-            if migration.name == target:
-                break
+        if target is not None:
+            rows = rows[:names.index(target) + 1]
+        plan = [self._checked(m, "up") for m in rows if not m.applied]
         return self._apply(plan, "up", fake, functools.partial(super().up, fake=fake))
 
     def down(self, target=None):
-        rows = [m for m in self.status() if m.applied]
-        if target is not None and target not in {m.name for m in rows}:
+        rows = [m for m in reversed(self.status()) if m.applied]
+        names = [m.name for m in rows]
+        if target is not None and target not in names:
             raise _PlayhouseMigrationError(f'"{target}" is not an applied migration.')
-        plan = []
-        for migration in reversed(rows):
-            if migration.path is None:
-                raise _PlayhouseMigrationError(
-                    f'cannot revert "{migration.name}": migration file is missing.')
-            plan.append(self._checked(migration, "down"))
-            if target is None or migration.name == target:
-                break
-        return self._apply(plan, "down", False, super().down)
+        rows = rows[:1 if target is None else names.index(target) + 1]
+        return self._apply([self._checked(m, "down") for m in rows], "down", False,
+                           super().down)
 
     @staticmethod
     def _checked(migration, direction: str) -> tuple:
+        if migration.path is None:
+            raise _PlayhouseMigrationError(
+                f'cannot revert "{migration.name}": migration file is missing.')
         module = migration.load()
         if getattr(module, direction, None) is None:
             raise _PlayhouseMigrationError(f"{migration.name} does not define {direction}().")
         return migration.name, module
 
     def _apply(self, plan, direction, fake, step) -> list[str]:
-        """``step(name)`` for each planned migration; journaled if its DDL commits as it goes."""
         for name, module in plan:
             if fake or (self.migrator.transactional_ddl and getattr(module, "atomic", True)):
                 step(name)
@@ -116,10 +97,10 @@ class _Runner(Runner):
         return [name for name, _module in plan]
 
     def _journaled(self, name, direction, step) -> None:
-        journal = _bound_journal(self.database)
-        journal.create_table(safe=True)
-        journal.create(name=name, direction=direction,
-                       started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        _Journal.bind(self.database)
+        _Journal.create_table(safe=True)
+        _Journal.create(name=name, direction=direction,
+                        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         done: list[str] = []
 
         def record(event):
@@ -131,22 +112,16 @@ class _Runner(Runner):
         try:
             step(name)
         except Exception as exc:
-            self.database.query_hooks.remove(record)
-            (journal.update(operations=json.dumps(done), error=first_line(exc))
-             .where(journal.name == name).execute())
+            (_Journal.update(operations=json.dumps(done), error=first_line(exc))
+             .where(_Journal.name == name).execute())
             raise MigrationError(
                 f"migration {name} ({direction}) failed after {len(done)} of its statements "
                 f"had been applied and committed by the server: {first_line(exc)}. "
                 f"{_RESOLVE_HINT.format(name=name)}"
             ) from exc
-        self.database.query_hooks.remove(record)
-        journal.delete().where(journal.name == name).execute()
-
-
-_RESOLVE_HINT = (
-    "Undo or finish its changes by hand (see `cardlink-db status`), then run "
-    "`cardlink-db migrate --resolve {name} --as rolled-back` (or `--as applied`)"
-)
+        finally:
+            self.database.query_hooks.remove(record)
+        _Journal.delete().where(_Journal.name == name).execute()
 
 
 def _runner(manager, directory=None) -> _Runner:
@@ -178,7 +153,7 @@ def get_current_revision(manager=None, directory=None) -> str | None:
 def get_pending_revisions(manager=None, directory=None) -> list[str]:
     """Revisions in the code not yet applied to the database."""
     runner = _runner(manager or get_manager(), directory)
-    return [m.name for m in runner.status() if not m.applied and m.path]
+    return [m.name for m in runner.status() if not m.applied]
 
 
 def check_schema_version(manager=None, directory=None) -> None:
@@ -199,12 +174,10 @@ def half_applied(manager=None) -> list[dict]:
     database = (manager or get_manager()).database
     if JOURNAL_TABLE not in database.get_tables():
         return []
-    journal = _bound_journal(database)
-    return [
-        {"name": j.name, "direction": j.direction, "started_at": j.started_at,
-         "operations": json.loads(j.operations), "error": j.error}
-        for j in journal.select().order_by(journal.name)
-    ]
+    _Journal.bind(database)
+    return [{"name": j.name, "direction": j.direction, "started_at": j.started_at,
+             "operations": json.loads(j.operations), "error": j.error}
+            for j in _Journal.select().order_by(_Journal.name)]
 
 
 def resolve_half_applied(name: str, applied: bool, manager=None) -> None:
@@ -213,14 +186,13 @@ def resolve_half_applied(name: str, applied: bool, manager=None) -> None:
     entries = {e["name"]: e for e in half_applied(manager)}
     if name not in entries:
         raise MigrationError(f"{name} is not recorded as half-applied; nothing to resolve")
-    database = manager.database
-    runner = _runner(manager)
-    with database.atomic():
-        runner.History.create_table(safe=True)
-        runner.History.delete().where(runner.History.name == name).execute()
+    history = _runner(manager).History
+    with manager.database.atomic():
+        history.create_table(safe=True)
+        history.delete().where(history.name == name).execute()
         if applied == (entries[name]["direction"] == "up"):
-            runner.History.create(name=name)
-        _bound_journal(database).delete().where(_Journal.name == name).execute()
+            history.create(name=name)
+        _Journal.delete().where(_Journal.name == name).execute()
 
 
 def _refuse_unsafe_state(manager) -> None:
@@ -290,10 +262,6 @@ def _translated(action: str):
         raise MigrationError(f"{action} failed and was rolled back: {first_line(exc)}") from exc
 
 
-class _DryRun(Exception):
-    pass
-
-
 def plan_sql(target: str | None = None, manager=None, directory=None) -> list[tuple[str, list]]:
     """The statements ``run_migrations`` would execute, without changing the database."""
     manager = manager or get_manager()
@@ -311,11 +279,9 @@ def plan_sql(target: str | None = None, manager=None, directory=None) -> list[tu
 
         database.query_hooks.append(watch)
         try:
-            with database.atomic():
+            with database.atomic() as transaction:
                 runner.up(target)
-                raise _DryRun
-        except _DryRun:
-            pass
+                transaction.rollback()
         finally:
             database.query_hooks.remove(watch)
         return captured

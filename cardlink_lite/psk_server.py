@@ -31,12 +31,8 @@ _NATIVE = hasattr(ssl.SSLContext, "set_psk_server_callback")  # Python >= 3.13
 
 
 class PskKeyLookup:
-    """``identity -> PSK bytes | None`` from the store: one indexed query, one decryption.
-
-    :attr:`server_callback` suits ``SSLContext.set_psk_server_callback``; the identity and
-    card of this thread's last lookup are kept for the session record. Keys never reach a
-    log or an exception.
-    """
+    """``identity -> PSK bytes | None`` from the store (one indexed query, one decryption);
+    keeps this thread's last identity and card for the session record, never the key."""
 
     def __init__(self, manager):
         self.manager = manager
@@ -68,7 +64,6 @@ class PskKeyLookup:
 
     @property
     def last_identity(self) -> str | None:
-        """The identity the client offered in this thread's last handshake."""
         return getattr(self._last, "identity", None)
 
     @property
@@ -143,12 +138,8 @@ class PskHandshakeError(Exception):
 def accept_psk_session(manager, context: ssl.SSLContext, sock, *, device_id=None,
                        session_type: str = "scp81", trigger=None,
                        **logger_options) -> Iterator[tuple[SessionRecorder, ssl.SSLSocket]]:
-    """Handshake on an accepted socket and record the OTA session around it.
-
-    Yields (recorder, TLS socket) with the cipher, TLS version, PSK identity, card and
-    handshake time recorded. A failed handshake records the identity, time and TLS alert,
-    fails the session and raises :class:`PskHandshakeError`; a timeout times it out.
-    """
+    """Handshake on an accepted socket; yield (recorder, TLS socket) of the OTA session recorded
+    around it. A failed handshake fails it (PskHandshakeError), a timeout times it out."""
     lookup = getattr(context, "cardlink_psk_lookup", None)
     if lookup is None:
         raise DatabaseError("build the context with psk_server_context() so that the "

@@ -34,10 +34,7 @@ def count_older_than(database, model, field, cutoff: datetime) -> int:
 def purge_older_than(database, model, field, cutoff: datetime, chunk_size: int = 5000,
                      progress=None, cascaded=None) -> int:
     """Delete rows of ``model`` whose ``field`` is before ``cutoff``; returns how many went.
-
-    Cascading children (a session's logs) go first, in chunks too, so no chunk hides a huge
-    cascade. ``progress(n)`` gets each chunk's count, ``cascaded(child_model, n)`` the children's.
-    """
+    Cascading children go first, in chunks too, so no chunk hides a huge cascade."""
     if chunk_size < 1:
         raise ValidationError(f"chunk_size must be at least 1; got {chunk_size!r}")
     field = _field(model, field)
@@ -106,9 +103,7 @@ def purge(database, tables, cutoff: datetime, chunk_size: int = 5000,
     """Delete rows older than ``cutoff`` in chunks; counts per :func:`plan_purge` key.
     ``progress(key, n)`` sees every deleted row, the logs of purged sessions included."""
     names = resolve_purge_tables(tables)
-    done = dict.fromkeys(names, 0)
-    if "sessions" in names:
-        done["logs_of_sessions"] = 0
+    done = dict.fromkeys(names + ["logs_of_sessions"] * ("sessions" in names), 0)
 
     def count(key: str, n: int) -> None:
         done[key] += n
@@ -126,11 +121,8 @@ def purge(database, tables, cutoff: datetime, chunk_size: int = 5000,
 
 
 def reclaim_space(database, full: bool = False) -> dict:
-    """Return freed SQLite pages to the file system; a no-op on server backends.
-
-    ``auto_vacuum=INCREMENTAL`` frees every free page quickly; a database created without
-    it (or ``full=True``) needs one VACUUM, which also switches it to incremental mode.
-    """
+    """Return freed SQLite pages to the file system; a no-op on server backends. A file
+    made without ``auto_vacuum=INCREMENTAL`` (or ``full=True``) needs one VACUUM."""
     if not isinstance(database, peewee.SqliteDatabase):
         return {"reclaimed": False, "method": None}
     before = database_file_size(database)

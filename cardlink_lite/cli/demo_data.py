@@ -1,9 +1,5 @@
-"""What ``cardlink-db demo`` records: a bench session after a week of earlier test runs and
-OTA sessions, so trends have a shape.
-
-Everything goes through the public API; the history is back-dated and drawn from a seeded
-generator, so every demo draws the same week (ending at the moment it runs).
-"""
+"""What ``cardlink-db demo`` records through the public API: a bench session after a seeded
+week of earlier runs and OTA sessions, so trends have a shape."""
 
 from __future__ import annotations
 
@@ -12,7 +8,6 @@ import random
 import uuid
 from datetime import datetime, timedelta
 
-from .. import migrations
 from ..apdu import ApduLogWriter
 from ..counters import next_counter
 from ..crypto import ENV_KEY, ENV_KEY_FILE, ENV_KEYS
@@ -51,18 +46,11 @@ _EXCHANGE = [
 _SHORT_EXCHANGE = [_EXCHANGE[0][:3], _EXCHANGE[3][:3], ("80E2900003DF2000", "STORE DATA", "9000")]
 
 # name -> typical duration in ms.
-TESTS = {
-    "test_select_isd": 140,
-    "test_secure_channel_scp02": 420,
-    "test_get_status_load_files": 180,
-    "test_install_for_load": 950,
-    "test_sms_pp_trigger": 2600,
-    "test_bip_open_channel": 1800,
-    "test_read_ef_iccid": 90,
-    "test_update_ef_plmnsel": 310,
-    "test_ota_profile_download": 5200,
-    "test_por_counter_check": 260,
-}
+TESTS = {"test_select_isd": 140, "test_secure_channel_scp02": 420,
+         "test_get_status_load_files": 180, "test_install_for_load": 950,
+         "test_sms_pp_trigger": 2600, "test_bip_open_channel": 1800, "test_read_ef_iccid": 90,
+         "test_update_ef_plmnsel": 310, "test_ota_profile_download": 5200,
+         "test_por_counter_check": 260}
 # The demo's newest run: a regression (get_status_load_files), a fix (update_ef_plmnsel),
 # the flaky BIP test failing this time, a skip.
 _NEWEST = {
@@ -73,12 +61,9 @@ _NEWEST = {
 
 
 def record_demo(manager, device_id: str, iccid: str) -> dict:
-    """Create or migrate the schema, then record the bench session and test run (and the
-    history, once); returns the ids and counts to show the user."""
-    if migrations.get_current_revision(manager=manager) is None:
-        manager.create_tables()
-    else:
-        migrations.run_migrations(manager=manager)
+    """Create or migrate the schema, record the bench session and test run (and the history,
+    once); returns the ids and counts to show the user."""
+    manager.create_tables()  # or migrate an existing store
     has_key = any(os.environ.get(v) for v in (ENV_KEY, ENV_KEYS, ENV_KEY_FILE))
     with UnitOfWork(manager) as uow:
         uow.devices.register(device_id, device_type=DeviceType.PHONE, name="Bench phone 1",

@@ -40,9 +40,7 @@ def init(state: CliState, force: bool, yes: bool):
     manager = state.manager(check_schema=False, create=True)
     if force:
         manager.drop_tables()
-    else:
-        migrations.check_schema_version(manager=manager)
-    manager.create_tables()
+    manager.create_tables()  # migrates a store that has a schema
     revision = migrations.get_current_revision(manager=manager)
     click.echo(f"Initialized {manager.config.backend_name} database {manager.config.safe_url}")
     click.echo(f"  {len(ALL_MODELS)} tables, schema revision {revision}")
