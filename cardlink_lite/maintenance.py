@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -77,8 +78,8 @@ def collect_stats(manager, hours: int = 24) -> dict:
 
 
 def backup_database(manager, path, overwrite: bool = False) -> dict:
-    """Copy a live SQLite database to ``path`` (mode 0600): one consistent snapshot through
-    SQLite's online backup, while writers carry on (WAL mode)."""
+    """Copy a live SQLite database to ``path`` (mode 0600) through SQLite's online backup:
+    one consistent snapshot while writers carry on."""
     database = manager.database
     if not isinstance(database, peewee.SqliteDatabase):
         raise DatabaseError(_dump_hint(manager, path))
@@ -95,17 +96,15 @@ def backup_database(manager, path, overwrite: bool = False) -> dict:
     os.close(fd)
     os.chmod(target, 0o600)  # an existing file keeps its mode through O_TRUNC
     manager.ensure_connection()
-    copy = sqlite3.connect(str(target))
     try:
-        database.connection().backup(copy)
-        status = copy.execute("PRAGMA quick_check").fetchone()[0]
-        # A self-contained file: no -wal next to it.
-        copy.execute("PRAGMA journal_mode = DELETE").fetchall()
+        with contextlib.closing(sqlite3.connect(str(target))) as copy:
+            database.connection().backup(copy)
+            status = copy.execute("PRAGMA quick_check").fetchone()[0]
+            # A self-contained file: no -wal next to it.
+            copy.execute("PRAGMA journal_mode = DELETE").fetchall()
     except BaseException:
-        copy.close()
         target.unlink(missing_ok=True)
         raise
-    copy.close()
     if status != "ok":
         raise DatabaseError(f"the backup at {path} failed its check ({status}); run "
                             "cardlink-db check on the source database")

@@ -13,18 +13,12 @@ from urllib.parse import quote, urlencode
 import peewee
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 
+from . import migrations
 from ._peewee import discard_connection
 from .config import DatabaseConfig
 from .db import database_proxy, get_manager, register_default_manager, set_current_manager
 from .errors import ConfigurationError, ConnectionError, DatabaseError, first_line
 from .fields import APDU_TEXT, DATETIME_MS, EXACT_COLLATION, JSON_TEXT
-from .migrations import (
-    check_schema_version,
-    create_schema,
-    drop_schema,
-    get_current_revision,
-    run_migrations,
-)
 from .models import ALL_MODELS
 from .redaction import install_sql_redaction
 from .unit_of_work import UnitOfWork
@@ -47,7 +41,7 @@ def init_database(url: str | None = None, **config_options) -> DatabaseManager:
     """Configure, connect and migrate to head in one call; returns the manager."""
     manager = DatabaseManager(DatabaseConfig(url, **config_options))
     manager.initialize(check_schema=False)
-    run_migrations(manager=manager)
+    migrations.run_migrations(manager=manager)
     return manager
 
 
@@ -96,7 +90,7 @@ class DatabaseManager:
         self.bind()
         set_current_manager(self)
         if check_schema:
-            check_schema_version(self)
+            migrations.check_schema_version(self)
         return self
 
     def bind(self) -> None:
@@ -120,11 +114,11 @@ class DatabaseManager:
 
     def create_tables(self) -> None:
         """Create the newest schema and record every migration as applied."""
-        create_schema(self)
+        migrations.create_schema(self)
 
     def drop_tables(self) -> None:
         """Drop every table of the store, migration history included."""
-        drop_schema(self)
+        migrations.drop_schema(self)
 
     def atomic(self):
         """A transaction (a savepoint when one is already open)."""
@@ -182,7 +176,7 @@ class DatabaseManager:
             start = time.perf_counter()
             self.database.execute_sql("SELECT 1").fetchall()
             info["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)
-            info["revision"] = get_current_revision(manager=self)
+            info["revision"] = migrations.get_current_revision(manager=self)
             info["status"] = "healthy"
         except (DatabaseError, peewee.PeeweeException) as exc:
             info["status"] = "unhealthy"
@@ -192,10 +186,8 @@ class DatabaseManager:
     def table_counts(self) -> dict[str, int]:
         """Row count of every table of the store (0 for a missing table)."""
         existing = set(self.database.get_tables())
-        return {
-            m._meta.table_name: (m.select().count() if m._meta.table_name in existing else 0)
-            for m in ALL_MODELS
-        }
+        return {m._meta.table_name: m.select().count() if m._meta.table_name in existing else 0
+                for m in ALL_MODELS}
 
     def _build_database(self) -> peewee.Database:
         cfg = self.config

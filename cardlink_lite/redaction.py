@@ -11,11 +11,11 @@ _FERNET_PREFIX = "gAAAAA"  # every Fernet token starts with version byte 0x80
 
 
 def _is_secret(value) -> bool:
-    # psycopg2 wraps BYTEA parameters in a Binary adapter that keeps the bytes in .adapted.
+    # psycopg2 wraps BYTEA parameters in a Binary adapter that keeps the bytes in .adapted;
+    # the only binary column holds encrypted PSKs.
     value = getattr(value, "adapted", value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return True  # the only binary column holds encrypted PSKs
-    return isinstance(value, str) and value.startswith(_FERNET_PREFIX)
+    return (isinstance(value, bytes | bytearray | memoryview)
+            or isinstance(value, str) and value.startswith(_FERNET_PREFIX))
 
 
 def redact_params(params):
@@ -28,15 +28,14 @@ def redact_params(params):
 
 
 def _filter(record: logging.LogRecord) -> bool:
-    """A logging filter: Peewee logs ``(sql, params)`` as the record's message."""
-    msg = record.msg
-    if isinstance(msg, tuple) and len(msg) == 2:
-        record.msg = (msg[0], redact_params(msg[1]))
+    # Peewee logs ``(sql, params)`` as the record's message.
+    if isinstance(record.msg, tuple) and len(record.msg) == 2:
+        record.msg = (record.msg[0], redact_params(record.msg[1]))
     return True
 
 
 def install_sql_redaction() -> None:
-    """Attach the filter to Peewee's logger (idempotent)."""
+    """Attach the filter to Peewee's loggers (idempotent)."""
     for name in ("peewee", "peewee.pool", "peewee.migrations"):
         log = logging.getLogger(name)
         if _filter not in log.filters:

@@ -161,17 +161,15 @@ def database_file_size(database) -> int:
 def _purge_children(database, fk, parent_ids, chunk_size: int, cascaded=None) -> None:
     child = fk.model
     pk = child._meta.primary_key
-    for start in range(0, len(parent_ids), chunk_size):
-        parents = parent_ids[start:start + chunk_size]
-        while True:
-            with database.atomic():
-                ids = [row[0] for row in child.select(pk).where(fk.in_(parents))
-                       .order_by(pk).limit(chunk_size).tuples()]
-                if not ids:
-                    break
-                deleted = child.delete().where(pk.in_(ids)).execute()
-            if cascaded is not None:
-                cascaded(child, deleted)
+    while True:
+        with database.atomic():
+            ids = [row[0] for row in child.select(pk).where(fk.in_(parent_ids))
+                   .order_by(pk).limit(chunk_size).tuples()]
+            if not ids:
+                break
+            deleted = child.delete().where(pk.in_(ids)).execute()
+        if cascaded is not None:
+            cascaded(child, deleted)
 
 
 def _pragma(database, name: str):
