@@ -1,5 +1,5 @@
-"""The batched APDU log writer: rows checked on the way in (apdu_rows), one transaction per
-flush, written through batch_insert (cached statements, COPY, refused rows bisected)."""
+"""The APDU log: rows checked and converted to their stored values, and the batched writer
+(one transaction per flush, through batch_insert)."""
 
 from __future__ import annotations
 
@@ -12,27 +12,11 @@ import threading
 import time
 import weakref
 from collections import Counter
+from datetime import datetime, timezone
 
 import peewee
 
-from .apdu_rows import (
-    MAX_DECODED_CHARS,
-    MAX_MESSAGE_CHARS,
-    MAX_RAW_HEX,
-    check_small_ints,
-    check_text,
-    command_header,
-    is_hex,
-    is_status_word,
-    latency_value,
-    normalize_hex,
-    now_text,
-    row_kwargs,
-    session_key,
-    stored_direction,
-    sw_message,
-    timestamp_text,
-)
+from ._peewee import field_values
 from .batch_insert import insert, insert_isolating, plan_for
 from .errors import (
     DatabaseError,
@@ -40,15 +24,22 @@ from .errors import (
     ValidationError,
     first_line,
     is_transient,
+    quote,
     translate_error,
 )
 from .events import EventType, emit_after_commit
-from .models import CommLog, OTASession
-from .status_words import normalize_status_word
+from .fields import storable_text
+from .models import CommDirection, CommLog, OTASession
+from .status_words import (
+    depends_on_command,
+    describe_after_command,
+    describe_status_word,
+    normalize_status_word,
+)
 
-__all__ = ["LOG_FIELDS", "ApduLogWriter", "apdu_logger", "normalize_hex"]
-
-_UNSET = object()  # no session seen yet (None is itself refused)
+__all__ = ["LOG_FIELDS", "MAX_RAW_HEX", "ApduLogWriter", "apdu_logger", "channel_of",
+           "command_body", "command_facts", "command_header", "is_hex", "normalize_hex",
+           "now_text", "session_key"]
 
 logger = logging.getLogger("cardlink_lite.apdu")
 
@@ -57,12 +48,21 @@ LOG_FIELDS = (CommLog.session, CommLog.timestamp, CommLog.latency_ms, CommLog.di
               CommLog.raw_data, CommLog.decoded_data, CommLog.status_word,
               CommLog.status_message, CommLog.channel, CommLog.ins, CommLog.source_id)
 _WIDTH = len(LOG_FIELDS)
+_ROW_KEYS = ("session_id", "direction", "raw_data", "decoded_data", "status_word",
+             "status_message", "latency_ms", "timestamp", "channel", "ins", "source_id")
+
+# What every backend's comm_logs columns hold (MEDIUMTEXT on MariaDB, TEXT elsewhere):
+# an extended-length APDU (64 KiB of data plus header and status word) fits twice over.
+MAX_RAW_HEX = 262_144          # characters of hex: 131,072 bytes
+_MAX_DECODED = 1_048_576       # at most 4 MiB of UTF-8, well inside MEDIUMTEXT's 16 MiB
+_MAX_MESSAGE = 128
 
 _WAL_TRUNCATE_ROWS = 20000       # SQLite: a flush this big grows the -wal; shrink it after
 _BUSY_RETRIES = 8
 _MAX_PENDING = 100_000           # rows buffered while the database is away (default)
 _RETRY_AFTER = (0.5, 30.0)       # back-off of log.*'s own flush attempts after a failure
 _KEPT_REJECTIONS = 1000          # rejected rows remembered in ApduLogWriter.rejected
+_UNSET = object()                # no session seen yet (None is itself refused)
 
 _BUSY = re.compile(r"database is locked|database is busy|deadlock|lock wait timeout|"
                    r"could not serialize", re.I)
@@ -70,13 +70,20 @@ _BUSY = re.compile(r"database is locked|database is busy|deadlock|lock wait time
 # as opposed to the connection, a lock or the schema: only these are isolated and dropped.
 _ROW_ERRORS = (peewee.IntegrityError, peewee.DataError, ValueError)
 
+is_hex = re.compile(r"[0-9A-F]+").fullmatch  # a whole upper-case hex string
+_is_status_word = re.compile(r"[0-9A-F]{4}").fullmatch
+_DIRECTIONS = {key: member.value for member in CommDirection
+               for key in (member.value, member.name, member.value.capitalize())}
+_MESSAGES: dict[str, str] = {}  # status word -> stored message ("": depends on the command)
+# Exactly what sqlite3 stores for a datetime (isoformat(" ")), so rows written by the
+# writer and by Model.save() sort and compare alike.
+_MILLIS = [""] + [f".{ms:03d}000" for ms in range(1, 1000)]
+_second = (None, "")
+
 
 class ApduLogWriter:
-    """Buffers APDU log rows, validated when logged, and writes them in batches (thread-safe).
-
-    Flushes at ``batch_size`` rows, every ``flush_interval`` s, on flush/close/exit; the
-    README's "When a flush fails" says what happens to failed and refused rows.
-    """
+    """Buffers APDU log rows, validated when logged, and writes them in batches (thread-safe):
+    at ``batch_size`` rows, every ``flush_interval`` s, on flush/close/exit (README: failures)."""
 
     def __init__(self, database, session_id=None, batch_size: int = 1000,
                  flush_interval: float | None = 1.0, on_flush=None,
@@ -156,7 +163,7 @@ class ApduLogWriter:
         for index, row in enumerate(rows):
             try:
                 if isinstance(row, dict | CommLog):
-                    flat.extend(self.checked_row(**row_kwargs(row)))
+                    flat.extend(self.checked_row(**_row_kwargs(row)))
                 else:
                     flat.extend(self.checked_row(*row))
             except (ValidationError, TypeError) as exc:
@@ -181,7 +188,7 @@ class ApduLogWriter:
                     status_message=None, latency_ms=None, timestamp=None, channel=None, ins=None,
                     source_id=None) -> tuple:
         """One row checked and converted to the stored values, in LOG_FIELDS order."""
-        timestamp = now_text() if timestamp is None else timestamp_text(timestamp)
+        timestamp = now_text() if timestamp is None else _timestamp_text(timestamp)
         last = self._last_session
         if session_id is not None and (session_id is last[0] or session_id == last[0]):
             session = last[1]
@@ -191,47 +198,36 @@ class ApduLogWriter:
                                       problems=["session_id"])
             session = session_key(session_id)
             self._last_session = (session_id, session)
-        direction_value = stored_direction(direction)
-        if direction_value is None:
-            direction_value = stored_direction(str(direction).lower())
-            if direction_value is None:
-                raise ValidationError(f"direction must be 'command' or 'response'; got "
-                                      f"{direction!r}", problems=["direction"])
-        if type(raw_data) is str and raw_data.isascii():
-            raw = raw_data.upper()
-            if not is_hex(raw) or len(raw) & 1 or len(raw) > MAX_RAW_HEX:
-                # A reset seen without an ATR carries no bytes.
-                raw = "" if raw == "" and direction_value == "reset" else normalize_hex(raw_data)
-        else:
-            raw = normalize_hex(raw_data)
+        stored = _DIRECTIONS.get(direction) or _DIRECTIONS.get(str(direction).lower())
+        if stored is None:
+            raise ValidationError(f"direction must be 'command' or 'response'; got "
+                                  f"{direction!r}", problems=["direction"])
+        # A reset seen without an ATR carries no bytes.
+        raw = "" if raw_data == "" and stored == "reset" else normalize_hex(raw_data)
         if status_word is not None:
-            sw = status_word.upper() if type(status_word) is str else status_word
-            if type(sw) is not str or not status_word.isascii() or not is_status_word(sw):
+            sw = status_word.upper() if type(status_word) is str and status_word.isascii() else ""
+            if not _is_status_word(sw):
                 sw = normalize_status_word(status_word)
-        elif direction_value == "response" and len(raw) >= 4 and raw[-1] != ".":
+        elif stored == "response" and len(raw) >= 4 and raw[-1] != ".":
             sw = raw[-4:]
         else:
             sw = None
-        if status_message is None:
-            if sw is not None:
-                last = self._last_command
-                status_message = sw_message(sw, last[1] if last[0] == session else None)
-        elif (type(status_message) is not str or "\x00" in status_message
-              or not status_message.isascii() or len(status_message) > MAX_MESSAGE_CHARS):
-            check_text(status_message, "status_message", MAX_MESSAGE_CHARS)
-        if decoded_data is not None and (
-                type(decoded_data) is not str or "\x00" in decoded_data
-                or not decoded_data.isascii() or len(decoded_data) > MAX_DECODED_CHARS):
-            check_text(decoded_data, "decoded_data", MAX_DECODED_CHARS)
+        if status_message is not None:
+            _check_text(status_message, "status_message", _MAX_MESSAGE)
+        elif sw is not None:
+            last = self._last_command
+            status_message = _sw_message(sw, last[1] if last[0] == session else None)
+        if decoded_data is not None:
+            _check_text(decoded_data, "decoded_data", _MAX_DECODED)
         if latency_ms is not None:
-            latency_ms = latency_value(latency_ms)
+            latency_ms = _latency(latency_ms)
         if channel is not None or ins is not None or source_id is not None:
-            check_small_ints(channel, ins, source_id)
-        if direction_value == "command":
+            _check_small_ints(channel, ins, source_id)
+        if stored == "command":
             self._last_command = (session, raw)
             if channel is None and ins is None:
                 channel, ins = command_header(raw)  # indexed: "every INSTALL" is a lookup
-        return (session, timestamp, latency_ms, direction_value, raw, decoded_data, sw,
+        return (session, timestamp, latency_ms, stored, raw, decoded_data, sw,
                 status_message, channel, ins, source_id)
 
     def _buffer(self, values) -> None:
@@ -250,8 +246,13 @@ class ApduLogWriter:
                 self._caller_in_transaction = self.database.in_transaction()
             self._flat.extend(values)
             full = len(self._flat) >= self._flush_at
-        if self._thread is None and self.flush_interval is not None:
-            self._start_timer()
+            start_timer = self._thread is None and self.flush_interval is not None
+            if start_timer:
+                self._thread = threading.Thread(
+                    target=_flusher, args=(weakref.ref(self), self._stop, self.flush_interval),
+                    name="apdu-log-flusher", daemon=True)
+        if start_timer:
+            self._thread.start()
         if full and time.monotonic() >= self._retry_at:
             self._flush_quietly()
 
@@ -399,9 +400,11 @@ class ApduLogWriter:
 
     def _isolate(self, flat: list) -> tuple[list, list]:
         """Bisect a refused batch in savepoints: write every row the database takes."""
-        written, rejected = insert_isolating(plan_for(self.database, CommLog, LOG_FIELDS), flat,
-                                             _refused)
-        rows = [(_row_dict(values), exc) for values, exc in rejected]
+        written, rejected = insert_isolating(
+            plan_for(self.database, CommLog, LOG_FIELDS), flat,
+            lambda exc: isinstance(exc, _ROW_ERRORS) and not is_transient(exc))
+        # Each refused row as add()'s keyword arguments (what a caller may log again).
+        rows = [(dict(zip(_LOGGED_AS, values, strict=True)), exc) for values, exc in rejected]
         return written, [(row, self._reason(row, exc)) for row, exc in rows]
 
     def _reason(self, row: dict, exc: Exception) -> str:
@@ -446,16 +449,6 @@ class ApduLogWriter:
         except Exception:
             logger.exception("LOG_CREATED event delivery failed")
 
-    # -- background flusher ----------------------------------------------------
-    def _start_timer(self) -> None:
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(
-                target=_flusher, args=(weakref.ref(self), self._stop, self.flush_interval),
-                name="apdu-log-flusher", daemon=True)
-        self._thread.start()
-
     def _background_flush(self) -> None:
         # Rows logged in the caller's transaction: its commit (or flush/close) writes them.
         if not self._flat or self._caller_in_transaction \
@@ -467,6 +460,9 @@ class ApduLogWriter:
                 self.database.close()
 
 
+_LOGGED_AS = tuple("session_id" if f is CommLog.session else f.name for f in LOG_FIELDS)
+
+
 def _flusher(ref, stop: threading.Event, interval: float) -> None:
     while not stop.wait(interval):
         writer = ref()
@@ -476,22 +472,10 @@ def _flusher(ref, stop: threading.Event, interval: float) -> None:
         del writer
 
 
-def _refused(exc: BaseException) -> bool:
-    """True when the database refused the rows themselves (not a lock, not the link)."""
-    return isinstance(exc, _ROW_ERRORS) and not is_transient(exc)
-
-
 def _missing_sessions(sessions: list) -> list:
-    """Those of the session ids ``sessions`` that have no OTA session."""
     found = {s for (s,) in OTASession.select(OTASession.id)
              .where(OTASession.id.in_(sessions)).tuples()}
     return [s for s in sessions if s not in found]
-
-
-def _row_dict(values: list) -> dict:
-    """A buffered row as ``add()``'s keyword arguments (what a caller may log again)."""
-    return {f.name if f is not CommLog.session else "session_id": value
-            for f, value in zip(LOG_FIELDS, values, strict=True)}
 
 
 def _shrink_wal(database) -> None:
@@ -530,3 +514,192 @@ def apdu_logger(manager, session_id, **options):
     with writer:
         yield writer
 
+
+# -- row values ----------------------------------------------------------------
+def now_text() -> str:
+    """Now as the timestamp column stores it; the date text is rebuilt once a second."""
+    global _second
+    now = time.time()
+    sec = int(now)
+    cached = _second
+    if cached[0] != sec:
+        cached = _second = (sec, datetime.fromtimestamp(sec, timezone.utc)
+                            .strftime("%Y-%m-%d %H:%M:%S"))
+    return cached[1] + _MILLIS[int((now - sec) * 1000)]
+
+
+def normalize_hex(value, field: str = "raw_data") -> str:
+    """Upper-case hex with spaces removed; a trailing ``...`` (an elided sample) is kept."""
+    if not isinstance(value, str):
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value).hex().upper()
+        raise ValidationError(f"{field} must be a hex string such as '00A40400'; got "
+                              f"{type(value).__name__}", problems=[field])
+    if not value.isascii():  # "ﬀ".upper() is "FF": only ASCII digits are hex digits
+        raise ValidationError(f"{field} must be ASCII hex digits (0-9, A-F); got {quote(value)}",
+                              problems=[field])
+    text = value.upper()
+    if not is_hex(text) or len(text) & 1:
+        text = "".join(text.split())
+        elided = text.endswith("...")
+        body = text[:-3] if elided else text
+        # An elided sample may stop mid-byte; a complete value must be whole bytes.
+        if not body or not is_hex(body) or (len(body) & 1 and not elided):
+            raise ValidationError(f"{field} must be whole bytes of hex digits (spaces allowed, "
+                                  "a trailing '...' marks an elided sample); got "
+                                  f"{quote(value)}", problems=[field])
+    if len(text) > MAX_RAW_HEX:
+        raise ValidationError(
+            f"{field} is {len(text):,} hex digits long; at most {MAX_RAW_HEX:,} "
+            f"({MAX_RAW_HEX // 2:,} bytes) are stored", problems=[field])
+    return text
+
+
+def _check_text(value, field: str, limit: int) -> None:
+    if type(value) is not str:
+        raise ValidationError(f"{field} must be text; got {type(value).__name__}",
+                              problems=[field])
+    if len(value) > limit:
+        raise ValidationError(
+            f"{field} is {len(value):,} characters long; at most {limit:,} are stored",
+            problems=[field])
+    storable_text(value, field)
+
+
+def _latency(value) -> float:
+    number = -1.0
+    if type(value) is not bool:  # a bool is not a number of milliseconds
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    if not 0 <= number <= 1e300:  # also refuses NaN and infinity
+        raise ValidationError(
+            f"latency_ms must be a finite number of milliseconds >= 0; got {quote(value)}",
+            problems=["latency_ms"])
+    return number
+
+
+def _sw_message(sw: str, command: str | None) -> str:
+    """``sw``'s meaning as stored in ``status_message``, as the answer to ``command`` (hex)."""
+    text = _MESSAGES.get(sw)
+    if text is None:
+        text = _MESSAGES[sw] = "" if depends_on_command(sw) else describe_status_word(sw)[:128]
+    if text:
+        return text
+    ins, has_data = command_facts(command) if command else (None, True)
+    return describe_after_command(sw, ins, has_data)[:128]
+
+
+def _timestamp_text(value) -> str:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(f"timestamp must be a datetime or ISO 8601 text; got "
+                                  f"{quote(value)}", problems=["timestamp"]) from None
+    if not isinstance(value, datetime):
+        raise ValidationError(f"timestamp must be a datetime; got {type(value).__name__}",
+                              problems=["timestamp"])
+    try:
+        return CommLog.timestamp.db_value(value).isoformat(" ")
+    except OverflowError:
+        raise ValidationError(
+            f"timestamp {value.isoformat()} is outside 0001-01-01..9999-12-31 once "
+            "converted to UTC", problems=["timestamp"]) from None
+
+
+def session_key(session_id) -> str:
+    """The stored key of an OTA session given as an OTASession, UUID or UUID text."""
+    if isinstance(session_id, OTASession):
+        session_id = session_id.id
+    try:
+        return OTASession.id.db_value(session_id)
+    except ValidationError:
+        raise ValidationError(f"session_id must be an OTA session's UUID; got "
+                              f"{quote(session_id)}", problems=["session_id"]) from None
+
+
+def _check_small_ints(channel, ins, source_id) -> None:
+    for name, value, low, high in (("channel", channel, 0, 19), ("ins", ins, 0, 255),
+                                   ("source_id", source_id, 1, 2**31 - 1)):
+        if value is not None and (type(value) is not int or not low <= value <= high):
+            raise ValidationError(f"{name} must be a whole number {low}..{high}; got "
+                                  f"{str(value)[:20]!r}", problems=[name])
+
+
+def _row_kwargs(row: dict | CommLog) -> dict:
+    if isinstance(row, CommLog):
+        data = field_values(row)
+        return {key: data.get("session" if key == "session_id" else key) for key in _ROW_KEYS}
+    row = dict(row)
+    if "session" in row and "session_id" not in row:
+        row["session_id"] = row.pop("session")
+    unknown = set(row) - set(_ROW_KEYS)
+    if unknown:
+        raise ValidationError(f"unknown log field {sorted(unknown)[0]!r}; use "
+                              f"{', '.join(_ROW_KEYS)}", problems=sorted(unknown))
+    return row
+
+
+# -- command APDUs -------------------------------------------------------------
+def channel_of(cla: int) -> int | None:
+    """The logical channel a CLA byte addresses (ISO 7816-4 §5.4.1 / TS 102 221 §10.1.1)."""
+    if cla == 0xFF:
+        return None  # PPS, not an APDU
+    if (cla & 0xF0) == 0xA0:
+        return 0  # GSM 11.11 class: no logical channels
+    if cla & 0x40:
+        return 4 + (cla & 0x0F)  # further interindustry / proprietary: channels 4-19
+    return cla & 0x03
+
+
+# Hex text of a byte -> (logical channel as a CLA, the byte as an INS): one dict lookup
+# per logged command instead of int() parsing.
+_HEADER_BYTES = {f"{b:02X}": (channel_of(b), b) for b in range(256)}
+
+
+def command_header(raw: str) -> tuple[int | None, int | None]:
+    """(logical channel, INS) of a command's upper-case hex; (None, None) if too short."""
+    cla = _HEADER_BYTES.get(raw[:2])
+    ins = _HEADER_BYTES.get(raw[2:4])
+    if cla is None or ins is None:
+        return None, None
+    return cla[0], ins[1]
+
+
+def command_facts(raw: str) -> tuple[int | None, bool]:
+    """(INS, whether it carries data) of a command's upper-case hex."""
+    ins = command_header(raw)[1]
+    try:
+        return ins, bool(command_body(bytes.fromhex(raw))[0])
+    except ValueError:  # an elided ("...") command
+        return ins, True
+
+
+def command_body(cmd: bytes) -> tuple[bytes, int | None]:
+    """(command data, Le) of a command APDU in short or extended form (ISO 7816-4 §5.1);
+    a T=0 TPDU (``CLA INS P1 P2 P3 data``) reads as the short form."""
+    n = len(cmd)
+    if n <= 4:
+        return b"", None
+    p3 = cmd[4]
+    if n == 5:
+        return b"", p3 or 256
+    if p3:
+        if n == 5 + p3:
+            return cmd[5:], None
+        if n == 6 + p3:
+            return cmd[5:-1], cmd[-1] or 256
+        return cmd[5:], None
+    # P3 = 00 and more bytes: extended length
+    if n == 6:
+        return cmd[5:], None  # one stray byte: not a well-formed APDU, kept as data
+    if n == 7:
+        return b"", (cmd[5] << 8 | cmd[6]) or 65536
+    lc = cmd[5] << 8 | cmd[6]
+    if n == 7 + lc:
+        return cmd[7:], None
+    if n == 9 + lc:
+        return cmd[7:-2], (cmd[-2] << 8 | cmd[-1]) or 65536
+    return cmd[5:], None

@@ -1,7 +1,5 @@
-"""The package's one bulk-insert path: Peewee's multi-row INSERTs built once and reused,
-sized to the backend's parameter limit (and max_allowed_packet on MariaDB/MySQL), COPY for
-big batches on PostgreSQL, refused rows isolated by bisection. The caller owns the transaction;
-values come flattened in field order, as stored (:meth:`InsertPlan.flatten`)."""
+"""The package's one bulk-insert path: multi-row INSERTs built once, sized to the backend,
+COPY on PostgreSQL, refused rows bisected. Values come flattened in field order, as stored."""
 
 from __future__ import annotations
 
@@ -139,19 +137,15 @@ def plan_for(database: peewee.Database, model, fields) -> InsertPlan:
     if isinstance(database, peewee.DatabaseProxy):
         database = database.obj
     key = (model, tuple(f.name for f in fields))
-    plans = _plans.get(database)
-    plan = None if plans is None else plans.get(key)
-    if plan is None:
-        with _plans_lock:
-            plans = _plans.setdefault(database, {})
-            plan = plans.get(key)
-            if plan is None:
-                plan = plans[key] = InsertPlan(database, model, fields)
-    return plan
+    with _plans_lock:
+        plans = _plans.setdefault(database, {})
+        if key not in plans:
+            plans[key] = InsertPlan(database, model, fields)
+        return plans[key]
 
 
 def insert(plan: InsertPlan, flat: list) -> None:
-    """Write the rows of ``flat`` (field order, as stored); driver errors come as Peewee's."""
+    """Write the rows of ``flat``; the caller owns the transaction."""
     width = plan.width
     rows = len(flat) // width
     database = plan.database

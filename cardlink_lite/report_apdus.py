@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from itertools import islice
 
-from .apdu_rows import command_header
+from .apdu import command_header
 from .models import CommLog
 from .status_words import MORE_DATA_PREFIXES, describe_status_word
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from .errors import ValidationError, quote
@@ -131,7 +132,6 @@ _AFTER_COMMAND: dict[tuple[int, str], str] = {
     (0xE8, "6A84"): "Not enough memory space to LOAD",
 }
 _DEPENDENT = frozenset(sw for _, sw in _AFTER_COMMAND)
-_after_cache: dict[tuple, str] = {}
 
 
 def normalize_status_word(sw) -> str:
@@ -166,24 +166,17 @@ def is_success(sw) -> bool:
     return normalize_status_word(sw).startswith(_SUCCESS_PREFIXES)
 
 
+@functools.lru_cache(maxsize=4096)
 def describe_after_command(sw, ins: int | None, has_data: bool = True) -> str:
     """The meaning of ``sw`` as the answer to instruction ``ins`` (63Cx to a retry-counter
     query is "x attempts remaining"; some SWs differ after SELECT, ENVELOPE, INSTALL...)."""
-    key = (sw, ins, has_data)
-    text = _after_cache.get(key)
-    if text is not None:
-        return text
     sw = normalize_status_word(sw)
     text = _AFTER_COMMAND.get((ins, sw))
     if text is None and is_retry_query_answer(sw, ins, has_data):
         left = int(sw[3], 16)
         what = "PIN" if ins == _VERIFY else "unblock (PUK)"
         text = f"{left} {what} attempt{'' if left == 1 else 's'} remaining"
-    if text is None:
-        text = describe_status_word(sw)
-    if len(_after_cache) < 4096:
-        _after_cache[key] = text
-    return text
+    return describe_status_word(sw) if text is None else text
 
 
 def depends_on_command(sw: str) -> bool:

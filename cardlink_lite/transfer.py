@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import peewee
 
 from ._peewee import passes_through
-from .apdu_rows import MAX_RAW_HEX, is_hex, normalize_hex
+from .apdu import MAX_RAW_HEX, is_hex, normalize_hex
 from .batch_insert import insert, plan_for
 from .crypto import decrypt_psk, encrypt_psk
 from .db import bound_models, small_page_cache

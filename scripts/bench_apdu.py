@@ -107,7 +107,7 @@ def _guide_side(manager, rows) -> tuple[float, float]:
 
 
 def _raw_tuples(rows):
-    from cardlink_lite.apdu_rows import now_text
+    from cardlink_lite.apdu import now_text
 
     # A raw logger stamps rows too: same cheap timestamp text as the writer.
     return [(r[0], now_text(), r[6], r[1], r[2], r[3], r[4], r[5]) for r in rows]

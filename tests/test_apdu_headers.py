@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cardlink_lite.apdu_rows import command_header
+from cardlink_lite.apdu import command_header
 from cardlink_lite.recording import record_session
 from cardlink_lite.unit_of_work import UnitOfWork
 

@@ -5,13 +5,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import peewee
 import pytest
 
-from cardlink_lite import CommLog, DatabaseError, OTASession, UnitOfWork, ValidationError, apdu_rows
+from cardlink_lite import CommLog, DatabaseError, OTASession, UnitOfWork, ValidationError, apdu
 from cardlink_lite.apdu import ApduLogWriter, apdu_logger, normalize_hex
 from cardlink_lite.events import EventType, get_emitter
 
@@ -56,7 +57,8 @@ def test_rows_sharing_a_millisecond_keep_logging_order(manager, session):
 
 def test_timestamp_is_taken_when_logged_not_when_flushed(manager, session, monkeypatch):
     clock = [1732874400.1239]  # 2024-11-29 10:00:00.1239 UTC
-    monkeypatch.setattr(apdu_rows, "time", SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(apdu, "time", SimpleNamespace(time=lambda: clock[0],
+                                                  monotonic=time.monotonic, sleep=time.sleep))
     with apdu_logger(manager, session.id, flush_interval=None) as log:
         log.command("00B0000000")
         clock[0] += 60  # the flush, a minute later

@@ -9,8 +9,7 @@ from functools import partial
 import peewee
 
 from .._peewee import mark_clean, model_builder
-from ..apdu import ApduLogWriter
-from ..apdu_rows import command_facts, session_key
+from ..apdu import ApduLogWriter, command_facts, is_hex, session_key
 from ..db import small_page_cache
 from ..errors import ValidationError
 from ..events import EventType
@@ -31,8 +30,7 @@ _PURGE_CHUNK = 5000
 
 
 class SessionLogExport(Sequence):
-    """A session's logs as export dicts, streamed in pages when iterated; behaves like the
-    design's list (``len``, indexing, ``==``) without holding the rows."""
+    """A session's logs as export dicts, streamed when iterated; a list to the design's code."""
 
     def __init__(self, repository: LogRepository, session_id):
         self._repo = repository
@@ -72,7 +70,6 @@ class LogRepository(BaseRepository):
     query; a session's rows come in (timestamp, id) order. Loaded rows are not tracked."""
 
     tracks_objects = False
-
     model = CommLog
     entity_type = "log"
     batch_size = 1000
@@ -153,7 +150,6 @@ class LogRepository(BaseRepository):
         return super()._reading()
 
     def _models(self, query) -> list[CommLog]:
-        """Run a select of every CommLog column; build the models in one pass."""
         with self._wrap():
             rows = self.database.execute(query).fetchall()
         return _build_models(rows)
@@ -174,12 +170,7 @@ class LogRepository(BaseRepository):
         """A session's rows in logging order (``limit``/``offset`` page through big ones)."""
         if limit is None and not offset:
             return self._load(_TRACE, *self._trace_params(session_id))
-        query = self.session_query(session_id)
-        if limit is not None:
-            query = query.limit(limit)
-        if offset:
-            query = query.offset(offset)
-        return self._models(query)
+        return self._models(self.session_query(session_id).limit(limit).offset(offset or None))
 
     def find_by_direction(self, session_id, direction) -> list[CommLog]:
         """A session's commands or responses, in logging order."""
@@ -233,7 +224,7 @@ class LogRepository(BaseRepository):
         """Rows whose raw APDU contains the hex ``pattern`` (any case, spaces ignored);
         ``header=True``: commands starting with it, found through the INS index."""
         text = "".join(str(pattern).split()).upper()
-        if not text or any(c not in "0123456789ABCDEF" for c in text):
+        if not is_hex(text):
             raise ValidationError("search pattern must be hex digits such as 'A4' or "
                                   f"'00A40400'; got {pattern!r}", problems=["pattern"])
         # Stored hex is upper case and the pattern is plain hex: no wildcard to escape.
@@ -249,10 +240,7 @@ class LogRepository(BaseRepository):
             query = self._select(CommLog.raw_data.contains(text))
         if session_id is not None:
             query = query.where(CommLog.session == session_key(session_id))
-        query = query.order_by(CommLog.timestamp, CommLog.id)
-        if limit is not None:
-            query = query.limit(limit)
-        return self._models(query)
+        return self._models(query.order_by(CommLog.timestamp, CommLog.id).limit(limit))
 
     # -- export ----------------------------------------------------------------
     def export_session_logs(self, session_id) -> SessionLogExport:

@@ -24,6 +24,7 @@ logger = logging.getLogger("cardlink_lite.sessions")
 _OPEN = (SessionStatus.PENDING, SessionStatus.ACTIVE)
 _TERMINAL = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.TIMEOUT)
 _ERROR_CODE_MAX = OTASession.error_code.max_length
+_TLS_NAMED = ("tls_cipher_suite", "tls_psk_identity")  # in events as cipher_suite, psk_identity
 
 
 class SessionRepository(BaseRepository):
@@ -77,10 +78,8 @@ class SessionRepository(BaseRepository):
         if not values:
             raise ValidationError("set_tls_info() needs at least one of cipher_suite (or cipher), "
                                   "psk_identity, version, handshake_ms, alert")
-        data = {"cipher_suite": cipher_suite, "psk_identity": psk_identity}
-        for key in ("tls_version", "tls_handshake_ms", "tls_alert_code", "tls_alert"):
-            if key in values:
-                data[key] = values[key]
+        data = {"cipher_suite": cipher_suite, "psk_identity": psk_identity,
+                **{k: v for k, v in values.items() if k not in _TLS_NAMED}}
         return self._set(session_id, values, data)
 
     def set_scp80(self, session_id, *, tar=None, spi=None, kic=None, kid=None,
@@ -101,24 +100,18 @@ class SessionRepository(BaseRepository):
     def set_por(self, session_id, status) -> bool:
         """Record the Proof-of-Receipt status: a PoRStatus, its value or name, or the ETSI
         TS 102 225 status byte (0x00-0x0C)."""
-        member = _por_status(status)
-        return self._set(session_id, {"por_status": member}, {"por_status": member.value})
+        return self._set_member(session_id, OTASession.por_status, _por_status(status))
 
     def set_admin_status(self, session_id, status) -> bool:
         """Record the SCP81 ``X-Admin-Script-Status`` (ok, unknown-application,
         not-a-security-domain, security-error)."""
-        member = OTASession.admin_script_status.coerce_member(status)
-        if member is None:
-            raise ValidationError("set_admin_status() needs a status such as 'ok'")
-        return self._set(session_id, {"admin_script_status": member},
-                         {"admin_script_status": member.value})
+        return self._set_member(session_id, OTASession.admin_script_status, status,
+                                "set_admin_status() needs a status such as 'ok'")
 
     def set_trigger(self, session_id, trigger) -> bool:
         """Record what started the session (sms-pp, push-sms, bip, manual, scheduled)."""
-        member = OTASession.trigger.coerce_member(trigger)
-        if member is None:
-            raise ValidationError("set_trigger() needs a trigger such as 'sms-pp'")
-        return self._set(session_id, {"trigger": member}, {"trigger": member.value})
+        return self._set_member(session_id, OTASession.trigger, trigger,
+                                "set_trigger() needs a trigger such as 'sms-pp'")
 
     def complete_session(self, session_id) -> bool:
         """-> completed, stamping ``ended_at`` and ``duration_ms`` (from ``started_at``)."""
@@ -129,7 +122,8 @@ class SessionRepository(BaseRepository):
         """-> failed with an error code (cut to the column's 32 characters, so recording a
         failure never fails itself) and message (``error_message`` is the design's name)."""
         message = one_of("message", message, "error_message", error_message)
-        return self._finish(session_id, SessionStatus.FAILED, error_code=_code(error_code),
+        code = None if error_code is None else _storable(error_code)[:_ERROR_CODE_MAX]
+        return self._finish(session_id, SessionStatus.FAILED, error_code=code,
                             error_message=_storable(message))
 
     def timeout_session(self, session_id, message: str | None = None) -> bool:
@@ -220,6 +214,12 @@ class SessionRepository(BaseRepository):
             self._emit(EventType.SESSION_UPDATED, str(session_id), data)
         return found
 
+    def _set_member(self, session_id, field, value, missing: str = "") -> bool:
+        member = field.coerce_member(value)
+        if member is None:
+            raise ValidationError(missing)
+        return self._set(session_id, {field.name: member}, {field.name: member.value})
+
     def _newest(self, field, value, limit) -> list[OTASession]:
         """Sessions whose ``field`` is ``value``, newest first (one statement per field)."""
         if value is None:
@@ -301,10 +301,6 @@ def _count_failure(failures: dict, status, alert, por, admin, count: int) -> Non
 def _checked(field: peewee.CharField, value) -> str:
     """``value`` as text, checked now (length, NUL) by the field rather than at commit."""
     return field.db_value(str(value))
-
-
-def _code(error_code) -> str | None:
-    return None if error_code is None else _storable(error_code)[:_ERROR_CODE_MAX]
 
 
 def _storable(text):

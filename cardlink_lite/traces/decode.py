@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..apdu_rows import channel_of, command_body
+from ..apdu import channel_of, command_body
 from ..status_words import describe_after_command
 from .cat import describe_envelope, describe_proactive, describe_terminal_response
 

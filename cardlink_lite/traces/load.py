@@ -11,8 +11,7 @@ from functools import partial
 
 from peewee import chunked
 
-from ..apdu import ApduLogWriter
-from ..apdu_rows import session_key
+from ..apdu import ApduLogWriter, session_key
 from ..errors import NotFoundError, ValidationError
 from ..models import CardProfile, Device, OTASession, SessionStatus, TraceSource
 from .decode import channel_of, decode_exchange, describe_atr
