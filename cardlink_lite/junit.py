@@ -9,12 +9,9 @@ from collections.abc import Iterable
 
 __all__ = ["build_junit_xml", "pytest_names", "xml_safe"]
 
-# What XML 1.0 allows in a document (the Char production); anything else is replaced,
-# since one stray control character from a card's decoded output would make the whole
-# report unreadable to CI.
-_NOT_XML_CHAR = re.compile(
-    "[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
-)
+# Outside XML 1.0's Char production: one such character (a card's decoded output) would
+# make the whole report unreadable to CI.
+_NOT_XML_CHAR = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _MESSAGE_MAX = 1000
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
@@ -35,10 +32,6 @@ def _seconds(ms) -> str:
     return f"{max(0, ms or 0) / 1000:.3f}"
 
 
-def _status(result) -> str:
-    return getattr(result.status, "value", result.status)
-
-
 def build_junit_xml(run_id: str, results: Iterable) -> str:
     """The XML text for ``results`` (TestResult rows in run order), one testsuite per suite;
     non-ASCII goes as character references, so the text is the same in any file encoding."""
@@ -48,7 +41,7 @@ def build_junit_xml(run_id: str, results: Iterable) -> str:
     root = ET.Element("testsuites", name=xml_safe(run_id))
     totals: Counter = Counter()
     for index, (suite_name, rows) in enumerate(suites.items()):
-        statuses = Counter(_status(row) for row in rows)
+        statuses = Counter(row.status for row in rows)
         duration = sum(max(0, row.duration_ms or 0) for row in rows)
         suite = ET.SubElement(root, "testsuite", name=xml_safe(suite_name))
         properties = ET.SubElement(suite, "properties")
@@ -72,8 +65,7 @@ def build_junit_xml(run_id: str, results: Iterable) -> str:
 
 
 def pytest_names(nodeid: str) -> tuple[str, str]:
-    """``(classname, name)`` as pytest's junitxml writes them for ``nodeid``: the dotted
-    module path and classes, and the function name with its parameters."""
+    """``(classname, name)`` as pytest's junitxml writes them for ``nodeid``."""
     path, bracket, params = nodeid.partition("[")
     names = path.split("::")
     names[0] = re.sub(r"\.py$", "", names[0].replace("/", "."))
@@ -91,12 +83,12 @@ def _testcase(suite: ET.Element, suite_name: str, row) -> int:
         classname, name = suite_name, row.test_name
     attributes = {"classname": xml_safe(classname), "name": xml_safe(name)}
     case = ET.SubElement(suite, "testcase", time=_seconds(row.duration_ms), **attributes)
-    tag = {"failed": "failure", "error": "error", "skipped": "skipped"}.get(_status(row))
+    tag = {"failed": "failure", "error": "error", "skipped": "skipped"}.get(row.status)
     if tag is None:
         return 0
     message = xml_safe(row.error_message)
     _outcome(case, tag, message, xml_safe(metadata.get("longrepr")) or message)
-    # The captured output the plugin kept for a failure, as junitxml's system-out/-err.
+    # The output the plugin kept for a failure, as junitxml's system-out/-err.
     out = "\n".join(f"----- Captured {key} -----\n{metadata[key]}"
                     for key in ("stdout", "log") if metadata.get(key))
     if out:
@@ -106,9 +98,9 @@ def _testcase(suite: ET.Element, suite_name: str, row) -> int:
     teardown = metadata.get("teardown_error")
     if not teardown or tag == "skipped":
         return 0
-    # As pytest's junitxml: a teardown that broke after a failure is a testcase of its own
-    # with the same classname and name.
+    # As junitxml: a teardown broken after a failure is a testcase of its own, same names.
     case = ET.SubElement(suite, "testcase", time=_seconds(0), **attributes)
+
     _outcome(case, "error", xml_safe(f'failed on teardown with "{teardown}"'),
              xml_safe(metadata.get("teardown_longrepr")) or xml_safe(teardown))
     return 1

@@ -1,7 +1,5 @@
-"""pytest plugin: records each test of a run as one ``TestResult``, exactly once under xdist
-(``--cardlink-db URL``, ini ``cardlink_db`` or ``CARDLINK_PYTEST_DB``). It loads nothing of
-the library until a database is configured (the recorder) or a store fixture is requested.
-"""
+"""pytest plugin: each test of a run as one ``TestResult`` (``--cardlink-db URL``, ini
+``cardlink_db`` or ``CARDLINK_PYTEST_DB``); idle, it loads nothing of the library."""
 
 from __future__ import annotations
 
@@ -19,7 +17,6 @@ _MARKER_KEYS = frozenset({"device", "card"})
 recorder_key = pytest.StashKey[object]()
 
 
-# -- options, marker, configure ------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cardlink", "cardlink-lite: record results in the bench's store")
     group.addoption("--cardlink-db", metavar="URL",
@@ -130,8 +127,8 @@ def _marker_target(item: pytest.Item) -> dict:
     return target
 
 
-# -- fixtures ------------------------------------------------------------------------
 class ResultRecord:
+
     """What a test adds to its own TestResult: ``assertions`` and ``metadata`` (JSON)."""
 
     def __init__(self, data: dict, properties: list | None = None):
@@ -151,8 +148,7 @@ class ResultRecord:
         self.assertions[str(name)] = _json_checked(name, value)
 
     def link_session(self, session_id) -> None:
-        """Name an OTA session this test drove (``record_session`` inside the test does this
-        by itself); the result's ``session_id`` when the session is in the results store."""
+        """Name an OTA session this test drove (``record_session`` in the test does it itself)."""
         self._properties.append((SESSION_PROPERTY, str(session_id)))
 
     def add_metadata(self, **values) -> None:

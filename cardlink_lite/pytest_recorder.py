@@ -19,7 +19,7 @@ import peewee
 import pytest
 
 from . import db as _db
-from .batch_insert import insert_isolating, insert_rows, plan_for
+from .batch_insert import insert_isolating, plan_for
 from .config import DatabaseConfig
 from .db import database_proxy
 from .errors import DatabaseError, first_line
@@ -45,8 +45,8 @@ _MAX_CAPTURE = 10_000  # per stream; the end of the output is kept
 
 @contextlib.contextmanager
 def fresh_manager(server: str | None, tmp_path_factory):
-    """A DatabaseManager on a fresh, migrated database (SQLite file or a new database on
-    ``server``), dropped afterwards."""
+    """A DatabaseManager on a fresh, migrated database (SQLite, or new on ``server``), dropped
+    afterwards."""
     with _fresh_database(server, tmp_path_factory) as url:
         manager = DatabaseManager(DatabaseConfig(url))
         manager.initialize(check_schema=False)
@@ -235,7 +235,46 @@ class CardlinkRecorder:
 
     def pytest_terminal_summary(self, terminalreporter):
         self.flush()
-        _write_summary(self, terminalreporter)
+        tr = terminalreporter
+        tr.write_sep("-", "cardlink")
+        counts = ", ".join(f"{self.counts.get(s.value, 0)} {s.value}" for s in TestStatus)
+        tr.write_line(f"run {self.run_id} (suite {self.suite!r}): {counts}")
+        if self.not_recorded:
+            tr.write_line(f"{self.not_recorded} results not recorded ({self.recorded} recorded): "
+                          f"{'; '.join(self.write_errors[:3])}", red=True, bold=True)
+        for kind, key in sorted(self.unknown_targets):
+            tr.write_line(f"{kind} {key!r} is not in the store; its id is kept in the results' "
+                          "metadata only (add it to link the results)", yellow=True)
+        if self.recorded == 0:
+            return
+        try:
+            with _borrowed_binding(self.manager):
+                base, comparison, flaky = run_history(self.manager, self.suite, self.run_id,
+                                                      self.flaky_window)
+        except Exception as exc:  # noqa: BLE001 - the summary must not break the run
+            tr.write_line(f"cannot compare with earlier runs: {first_line(exc)}", yellow=True)
+            return
+        if self.ending not in (None, RunEnding.COMPLETE):
+            tr.write_line(f"this run is {self.ending.value}: compared only on the tests it ran",
+                          yellow=True)
+        if base:
+            regressions, fixed = comparison["regressions"], comparison["fixed"]
+            started = base.started_at.strftime("%Y-%m-%d %H:%M") if base.started_at else "?"
+            plural = "" if len(regressions) == 1 else "s"
+            tr.write_line(f"against run {base.id} (the latest comparable run: "
+                          f"{base.ending.value}, started {started} UTC): {len(regressions)} "
+                          f"regression{plural}, {len(fixed)} fixed, "
+                          f"{len(comparison['new_tests'])} new tests")
+            for entry in regressions[:20]:
+                tr.write_line(f"  REGRESSION {entry}", red=True)
+            for entry in fixed[:20]:
+                tr.write_line(f"  FIXED {entry}", green=True)
+        if flaky:
+            tr.write_line(f"flaky candidates (status flipped in the last {self.flaky_window} "
+                          f"runs): {len(flaky)}")
+            for entry in flaky[:20]:
+                tr.write_line(f"  FLAKY {entry}", yellow=True)
+        tr.write_line(f"run id: {self.run_id}")
 
     # state ----------------------------------------------------------------------
     def _failed(self, item: _Item, report, when: str) -> None:
@@ -283,22 +322,18 @@ class CardlinkRecorder:
                 status = TestStatus.FAILED
                 message = f"{failed} subtest{'s' if failed > 1 else ''} failed: " \
                           f"{item.extra.get('first_subtest_failure', '')}".rstrip(": ")
-        if item.detail:
-            metadata["outcome"] = item.detail
-        if item.attempts > 1:
-            metadata["attempts"] = item.attempts
-        if item.longrepr:
-            metadata["longrepr"] = item.longrepr
         if item.location:
             metadata["file"], metadata["line"] = item.location[0], item.location[1]
-        if item.worker:
-            metadata["worker"] = item.worker
+        for key, value in (("outcome", item.detail), ("longrepr", item.longrepr),
+                           ("worker", item.worker)):
+            if value:
+                metadata[key] = value
+        if item.attempts > 1:
+            metadata["attempts"] = item.attempts
         for key, text in (item.captured or {}).items():
             if text:
                 metadata[key] = storable(text, _MAX_CAPTURE, keep_end=True)
-        for key in ("teardown_error", "teardown_longrepr"):
-            if key in item.extra:
-                metadata[key] = item.extra[key]
+        metadata.update((k, v) for k, v in item.extra.items() if k.startswith("teardown_"))
         device, card, assertions, sessions = self.device, self.card, None, []
         for name, value in item.props:
             if name == SESSION_PROPERTY:
@@ -342,7 +377,8 @@ class CardlinkRecorder:
             self.flush()
 
     def _target(self, kind: str, key: str | None, metadata: dict):
-        """The FK value when that device/card is in the store, else the id goes in metadata."""
+        """The FK value when that device/card is in the store, else None (the id goes in
+        metadata)."""
         if not key or self._in_store(Device if kind == "device" else CardProfile, key):
             return key or None
         metadata["device_id" if kind == "device" else "card_iccid"] = key
@@ -357,8 +393,7 @@ class CardlinkRecorder:
                 known = query.exists(self.manager.database)
             except Exception:  # noqa: BLE001 - an unreadable store is reported at flush
                 known = False
-            # A session may be stored after an earlier test named it: only its presence is
-            # remembered. Devices and cards are asked once.
+            # A session may be stored after an earlier test named it: only found is final.
             if known or model is not OTASession:
                 self._known[(model, key)] = known
         return known
@@ -379,10 +414,9 @@ class CardlinkRecorder:
             insert = TestRun.insert(id=self.run_id, started_at=_utc(self.started), **values)
             if not known:  # a plain INSERT: a run started meanwhile under this id fails it
                 insert.execute(database)
-                return
-            # Appending: the record (results imported without one get it now) runs again.
-            insert.on_conflict_ignore().execute(database)
-            TestRun.update(**values).where(TestRun.id == self.run_id).execute(database)
+            else:  # appending (to results imported without a record, too): it runs again
+                insert.on_conflict_ignore().execute(database)
+                TestRun.update(**values).where(TestRun.id == self.run_id).execute(database)
 
     def _ending(self, session) -> tuple[RunEnding, str | None]:
         selection = _selection(self.config, self.deselected)
@@ -397,30 +431,17 @@ class CardlinkRecorder:
 
     # writing --------------------------------------------------------------------
     def flush(self) -> None:
-        """Commit the buffered results; a failure is counted, never raised, and a refused
-        batch is bisected (insert_isolating) so one bad row costs only its own record."""
+        """Commit the buffered results; a row the database refuses is counted and noted
+        (insert_isolating bisects the batch), never raised."""
         rows, self._rows = self._rows, []
         self._last_flush = time.monotonic()
         if not rows:
             return
+        refused: list[BaseException] = []
         try:
             with _borrowed_binding(self.manager):
                 if not self.manager.config.is_sqlite:
                     self.manager.ensure_connection()
-                database = self.manager.database
-                with database.atomic():
-                    insert_rows(database, TestResult, _FIELDS, rows)
-        except Exception as exc:  # noqa: BLE001 - recording must never break the user's run
-            self._note_error(exc)
-            self._insert_isolating(rows)
-            return
-        self.recorded += len(rows)
-
-    def _insert_isolating(self, rows: list[tuple]) -> None:
-        """Write every row the database takes; count and note the others."""
-        refused: list[BaseException] = []
-        try:
-            with _borrowed_binding(self.manager):
                 plan = plan_for(self.manager.database, TestResult, _FIELDS)
                 flat: list = []
                 for row in rows:  # a value its field refuses costs only its own row
@@ -428,7 +449,7 @@ class CardlinkRecorder:
                         flat.extend(plan.flatten((row,)))
                     except Exception as exc:  # noqa: BLE001 - counted and shown in the summary
                         refused.append(exc)
-                written, rejected = insert_isolating(plan, flat, _any_error) if flat \
+                written, rejected = insert_isolating(plan, flat, lambda exc: True) if flat \
                     else ([], [])
         except Exception as exc:  # noqa: BLE001 - the store itself failed: none recorded
             self.not_recorded += len(rows)
@@ -446,24 +467,16 @@ class CardlinkRecorder:
             self.manager.close()
 
 
-# Rows are tuples in this order, written by batch_insert (multi-row INSERTs built once
-# with Peewee's insert_many, COPY on PostgreSQL for big batches).
-_FIELDS = list(TestResult._meta.sorted_fields)
+_FIELDS = list(TestResult._meta.sorted_fields)  # the order of a row's values
 _COLUMNS = tuple(f.name for f in _FIELDS)
 
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 _CUT = "\n[... {count} characters cut ...]\n"
 
 
-def _any_error(exc: BaseException) -> bool:
-    """Every failure of a row is that row's (the recorder never raises)."""
-    return True
-
-
 def storable(text, limit: int | None = None, keep_end: bool = False):
-    """``text`` with NUL and lone surrogates written visibly (``\\x00`` / ``\\udcXX``); over
-    ``limit`` characters cut at the end with "…", or (``keep_end``) in the middle with a
-    marker, so that a traceback's ``E`` lines and location survive."""
+    """``text`` with NUL and lone surrogates escaped, cut to ``limit`` at the end with "…"
+    (``keep_end``: in the middle with a marker, so a traceback's end survives)."""
     if text is None:
         return None
     text = str(text)
@@ -517,8 +530,7 @@ def _open_store(url: str) -> DatabaseManager:
 
 @contextlib.contextmanager
 def _borrowed_binding(manager: DatabaseManager):
-    """Use ``manager`` through the shared proxy, then give back the binding of the tests
-    (they run in this process and may bind the models to their own database)."""
+    """Bind the models to ``manager`` meanwhile: the tests in this process may bind their own."""
     saved_obj, saved_current = database_proxy.obj, _db._current
     try:
         if manager.is_initialized:
@@ -530,58 +542,15 @@ def _borrowed_binding(manager: DatabaseManager):
         _db._current = saved_current
 
 
-def _write_summary(recorder: CardlinkRecorder, tr) -> None:
-    tr.write_sep("-", "cardlink")
-    counts = ", ".join(f"{recorder.counts.get(s.value, 0)} {s.value}" for s in TestStatus)
-    tr.write_line(f"run {recorder.run_id} (suite {recorder.suite!r}): {counts}")
-    if recorder.not_recorded:
-        tr.write_line(
-            f"{recorder.not_recorded} results not recorded ({recorder.recorded} recorded): "
-            f"{'; '.join(recorder.write_errors[:3])}", red=True, bold=True)
-    for kind, key in sorted(recorder.unknown_targets):
-        tr.write_line(f"{kind} {key!r} is not in the store; its id is kept in the results' "
-                      "metadata only (add it to link the results)", yellow=True)
-    if recorder.recorded == 0:
-        return
-    try:
-        with _borrowed_binding(recorder.manager):
-            base, comparison, flaky = run_history(recorder.manager, recorder.suite,
-                                                  recorder.run_id, recorder.flaky_window)
-    except Exception as exc:  # noqa: BLE001 - the summary must not break the run
-        tr.write_line(f"cannot compare with earlier runs: {first_line(exc)}", yellow=True)
-        return
-    if recorder.ending not in (None, RunEnding.COMPLETE):
-        tr.write_line(f"this run is {recorder.ending.value}: compared only on the tests it ran",
-                      yellow=True)
-    if base:
-        regressions, fixed = comparison["regressions"], comparison["fixed"]
-        started = base.started_at.strftime("%Y-%m-%d %H:%M") if base.started_at else "?"
-        tr.write_line(f"against run {base.id} (the latest comparable run: {base.ending.value}, "
-                      f"started {started} UTC): {_plural(len(regressions), 'regression')}, "
-                      f"{len(fixed)} fixed, {len(comparison['new_tests'])} new tests")
-        for entry in regressions[:20]:
-            tr.write_line(f"  REGRESSION {entry}", red=True)
-        for entry in fixed[:20]:
-            tr.write_line(f"  FIXED {entry}", green=True)
-    if flaky:
-        tr.write_line(f"flaky candidates (status flipped in the last {recorder.flaky_window} "
-                      f"runs): {len(flaky)}")
-        for entry in flaky[:20]:
-            tr.write_line(f"  FLAKY {entry}", yellow=True)
-    tr.write_line(f"run id: {recorder.run_id}")
-
-
 # -- what the plugin asks the store at the end of a run (timed by bench_run_summary) -----
 def finish_run(manager: DatabaseManager, run_id: str, ending: RunEnding, exit_status: int,
                selection: str | None) -> None:
-    """Close the run's record (pytest_sessionfinish)."""
     with UnitOfWork(manager) as uow:
         uow.tests.finish_run(run_id, ending, exit_status, selection)
 
 
 def run_history(manager: DatabaseManager, suite: str, run_id: str, window: int):
-    """The latest comparable run (a ``TestRun`` or None), the comparison with it and the
-    flaky tests of the window (the terminal summary)."""
+    """The latest comparable run (or None), the comparison with it, the window's flaky tests."""
     with UnitOfWork(manager) as uow:
         base = uow.tests.latest_comparable_run(suite, exclude=run_id)
         comparison = uow.tests.compare_runs(base.id, run_id) if base else {}
@@ -610,8 +579,7 @@ _SYNTAX_LINE = re.compile(r"^E\s+(?P<kind>SyntaxError|IndentationError|TabError)
 
 
 def _syntax_error(text: str) -> str | None:
-    """A collection SyntaxError as Python words it: "SyntaxError: invalid syntax (file,
-    line N)" rather than pytest's ``File "…", line N`` first line."""
+    """A collection SyntaxError as Python words it: "SyntaxError: … (file, line N)"."""
     found = _SYNTAX_LINE.search(text)
     places = list(_SYNTAX_FILE.finditer(text, 0, found.start())) if found else []
     if not places:
@@ -659,7 +627,7 @@ def _context(config) -> dict:
 
 
 def _selection(config, deselected: int) -> str | None:
-    """What narrowed the run to part of the suite, or None."""
+
     parts = ["--lf"] if config.getoption("lf", False) else []
     for flag, option in (("-k", "keyword"), ("-m", "markexpr")):
         if config.getoption(option, ""):
@@ -673,7 +641,3 @@ def _selection(config, deselected: int) -> str | None:
 
 def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, timezone.utc)
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")

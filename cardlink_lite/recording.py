@@ -28,19 +28,19 @@ class SessionRecorder:
     def set_tls_info(self, cipher_suite: str | None = None, psk_identity: str | None = None,
                      *, cipher: str | None = None, version: str | None = None,
                      handshake_ms: float | None = None, alert=None) -> None:
-        """Record the PSK-TLS handshake: cipher suite, PSK identity, TLS version, handshake
-        time (ms) and the alert when it failed (committed at once)."""
+        """Record the PSK-TLS handshake (committed at once, as every ``set_*``)."""
         self._session("set_tls_info", cipher_suite=cipher_suite or cipher,
                       psk_identity=psk_identity, version=version, handshake_ms=handshake_ms,
                       alert=alert)
 
     def set_scp80(self, *, tar=None, spi=None, kic=None, kid=None,
                   counter: int | None = None) -> None:
-        """Record the SCP80 TAR, SPI, KIc, KID and the counter used (committed at once)."""
+        """Record the SCP80 TAR, SPI, KIc, KID and the counter used."""
         self._session("set_scp80", tar=tar, spi=spi, kic=kic, kid=kid, counter=counter)
 
     def set_por(self, status) -> None:
-        """Record the Proof-of-Receipt status (``"por-ok"``, ``"counter-low"``, a status byte)."""
+        """Record the Proof-of-Receipt status (``"por-ok"``, ``"counter-low"``, a byte)."""
+
         self._session("set_por", status)
 
     def set_admin_status(self, status) -> None:

@@ -154,7 +154,6 @@ def junit_command(state: CliState, run_id, output):
 
 @contextlib.contextmanager
 def _tests(state: CliState):
-    """The test repository of a read-only unit of work on the store."""
     from ..unit_of_work import UnitOfWork
 
     with UnitOfWork(state.manager(readonly=True)) as uow:

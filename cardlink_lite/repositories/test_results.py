@@ -10,7 +10,7 @@ from ..errors import ValidationError, quote
 from ..fields import to_utc_ms, utc_now
 from ..junit import build_junit_xml
 from ..models import RunEnding, TestResult, TestRun, TestStatus
-from .base import BaseRepository, positive_int, statement
+from .base import BaseRepository, positive_int
 
 __all__ = ["TestRepository"]
 
@@ -19,8 +19,7 @@ _COUNTED = ("passed", "failed", "skipped", "error")
 
 
 class TestRepository(BaseRepository):
-    """Results of test runs (a run: every result sharing one ``run_id``). Rates are percent
-    passed (``success_rate`` = ``pass_rate``); "failures" are failed and error results."""
+    """Results of test runs (a run: the results sharing a ``run_id``); rates are percent passed."""
 
     __test__ = False  # not a pytest test class
 
@@ -28,14 +27,13 @@ class TestRepository(BaseRepository):
     entity_type = "test_result"
     event_fields = ("run_id", "suite_name", "test_name", "status")
 
-    # -- writing -----------------------------------------------------------------
     def create_result(self, run_id: str, suite_name: str, test_name: str, status,
                       started_at: datetime | None = None, device_id: str | None = None,
                       card_iccid: str | None = None, ended_at: datetime | None = None,
                       duration_ms: int | None = None, error_message: str | None = None,
                       assertions=None, metadata=None) -> TestResult:
-        """Record one result (emits TEST_RESULT_CREATED after commit); missing times are
-        derived from the others (``ended_at`` defaults to now), NUL is stored as ``\\x00``."""
+        """Record one result (TEST_RESULT_CREATED after commit); missing times are derived from
+        the others (``ended_at`` defaults to now)."""
         for name, value in (("run_id", run_id), ("suite_name", suite_name),
                             ("test_name", test_name)):
             _check_text(name, value)
@@ -51,22 +49,17 @@ class TestRepository(BaseRepository):
 
     def finish_run(self, run_id: str, ending, exit_status: int | None = None,
                    selection: str | None = None) -> int:
-        """Close the run's record: when and how it ended, its counts per status; the number
-        of records updated (0: no such run)."""
+        """Close the run's record (how it ended, its counts); the records updated (0 or 1)."""
         ending = TestRun.ending.coerce_member(ending)
-        query = (TestResult.select(TestResult.status, fn.COUNT(TestResult.id))
-                 .where(TestResult.run_id == run_id).group_by(TestResult.status))
         self._touch(write=True)
-        counts = {TestResult.status.coerce_member(status).value: int(count)
-                  for status, count in self._list(query.tuples())}
+        summary = self.get_run_summary(run_id)
         with self._write(run_id):
             return TestRun.update(
                 finished_at=utc_now(), ending=ending, exit_status=exit_status,
-                selection=selection, total=sum(counts.values()), updated_at=utc_now(),
-                **{status.value: counts.get(status.value, 0) for status in TestStatus},
+                selection=selection, updated_at=utc_now(),
+                **{key: summary[key] for key in ("total", *_COUNTED)},
             ).where(TestRun.id == run_id).execute()
 
-    # -- queries -------------------------------------------------------------------
     def find_by_run(self, run_id: str) -> list[TestResult]:
         """The run's results in the order they started."""
         if run_id is None:
@@ -106,14 +99,15 @@ class TestRepository(BaseRepository):
                  .order_by(TestResult.started_at, TestResult.id))
         return self._list(query.tuples())
 
-    # -- analysis ------------------------------------------------------------------
     def get_run_summary(self, run_id: str) -> dict:
-        """Counts per status, summed ``duration_ms``, first start, last end and pass rate
-        (one GROUP BY query; an unknown run gives zeros and None times)."""
+        """Counts per status, summed ``duration_ms``, first start, last end and pass rate."""
         summary = {"run_id": run_id, **dict.fromkeys(_COUNTED, 0), "duration_ms": 0}
         starts, ends = [], []
         when = TestResult.started_at.python_value
-        rows = self._fetch(statement((TestResult, "run_summary"), _summary_query), run_id) \
+        rows = self._fetch(self._statement("run_summary", lambda run: TestResult.select(
+            TestResult.status, fn.COUNT(TestResult.id), fn.SUM(TestResult.duration_ms),
+            fn.MIN(TestResult.started_at), fn.MAX(TestResult.ended_at),
+        ).where(TestResult.run_id == run).group_by(TestResult.status)), run_id) \
             if run_id is not None else []
         for status, count, total_ms, first, last in rows:
             summary[TestResult.status.coerce_member(status).value] += int(count)
@@ -121,7 +115,6 @@ class TestRepository(BaseRepository):
             starts += [when(first)] if first is not None else []
             ends += [when(last)] if last is not None else []
         summary["total"] = sum(summary[s] for s in _COUNTED)
-        # Made aware once, not per status row (this read is on the plugin's hot path).
         summary["started_at"] = _when(min(starts, default=None))
         summary["ended_at"] = _when(max(ends, default=None))
         rate = _percent(summary["passed"], summary["total"])
@@ -129,9 +122,8 @@ class TestRepository(BaseRepository):
         return summary
 
     def compare_runs(self, run_id1: str, run_id2: str) -> dict:
-        """Sorted test names: ``regressions`` (alias ``new_failures``) passed then failed,
-        ``improvements`` (alias ``fixed``) the reverse, ``new_tests``/``removed_tests`` in one
-        run only. A rerun counts with its last result."""
+        """Sorted test names: ``regressions`` (``new_failures``) passed then failed,
+        ``improvements`` (``fixed``) the reverse, ``new_tests``/``removed_tests``."""
         runs = [run_id1, run_id2]
         self._touch()
         # Only a test that failed in one of the runs can be a regression or a fix, so only
@@ -165,9 +157,8 @@ class TestRepository(BaseRepository):
                 "removed_tests": sorted(removed_tests)}
 
     def list_runs(self, limit: int | None = 20, suite_name: str | None = None) -> list[dict]:
-        """One summary per run (runs with a record and no results too), newest first, in one
-        query; ``suite_name`` narrows runs and counts to that suite. A run of several suites
-        shows the first by name and their number (``suites``)."""
+        """One summary per run (a record without results too), newest first; a run of several
+        suites shows the first by name and their number (``suites``)."""
         results = (TestResult
                    .select(TestResult.run_id, fn.MIN(TestResult.suite_name),
                            fn.COUNT(TestResult.suite_name.distinct()),
@@ -219,8 +210,7 @@ class TestRepository(BaseRepository):
                 "labels": run.labels or {}}
 
     def latest_comparable_run(self, suite_name: str, exclude: str | None = None):
-        """The suite's newest ``complete`` (or ``unknown``: recorded before runs were records)
-        run other than ``exclude``, a ``TestRun`` or None: the base of a comparison."""
+        """The suite's newest ``complete`` (or ``unknown``) ``TestRun`` but ``exclude``, or None."""
         self._touch()
         query = (TestRun.select()
                  .where((TestRun.suite_name == suite_name)
@@ -232,9 +222,8 @@ class TestRepository(BaseRepository):
         return found[0] if found else None
 
     def flaky_tests(self, suite_name: str, window: int = 5) -> list[str]:
-        """Names of the suite's tests that both passed and failed (or passed after a rerun)
-        in its last ``window`` runs, not counting interrupted and unfinished runs. Reads
-        only the tests that failed or were rerun (through ``idx_test_run_outcome``)."""
+        """The suite's tests that both passed and failed (or passed after a rerun) in its last
+        ``window`` runs that were not cut short."""
         window = positive_int("window", window)
         self._touch()
         run_ids = self._window(suite_name, window)
@@ -287,9 +276,7 @@ class TestRepository(BaseRepository):
         return [r for (r,) in self._list(recent.tuples())]
 
     def export_junit_xml(self, run_id: str) -> str:
-        """The run as JUnit XML valid against the Jenkins xUnit junit-10.xsd (one testsuite
-        per suite name); an unknown run gives an empty ``<testsuites>``."""
-        # Only the columns the report shows (metadata: node id, traceback, teardown error).
+        """The run as JUnit XML (Jenkins xUnit junit-10.xsd), one testsuite per suite name."""
         query = (TestResult.select(TestResult.suite_name, TestResult.test_name,
                                    TestResult.status, TestResult.duration_ms,
                                    TestResult.error_message, TestResult.started_at,
@@ -298,10 +285,8 @@ class TestRepository(BaseRepository):
         self._touch()
         return build_junit_xml(run_id, self._list(query))
 
-    # -- internals -----------------------------------------------------------------
     def _count_in_run(self, result: TestResult) -> None:
-        """Keep the run's record in step with a result written through the API: create it
-        (ending ``unknown``: nobody said how the run ended), widen its times, count it."""
+        """Create the run's record (ending ``unknown``) if needed, widen its times, count it."""
         status = TestResult.status.coerce_member(result.status).value
         started, ended = result.started_at, result.ended_at or result.started_at
         with self._write(result.run_id):
@@ -333,17 +318,10 @@ _CUT_SHORT = (RunEnding.INTERRUPTED, RunEnding.UNFINISHED)
 _MAX_NAMES = 500  # test names per IN (...) list
 
 
-def _summary_query(run_id):
-    return (TestResult
-            .select(TestResult.status, fn.COUNT(TestResult.id), fn.SUM(TestResult.duration_ms),
-                    fn.MIN(TestResult.started_at), fn.MAX(TestResult.ended_at))
-            .where(TestResult.run_id == run_id)
-            .group_by(TestResult.status))
-
 
 def _only_in(run_id: str, other: str, added: bool):
-    """The names ``run_id`` has and ``other`` has not (an anti-join on idx_test_run),
-    tagged with ``added``."""
+    """The names ``run_id`` has and ``other`` has not (an anti-join), tagged with ``added``."""
+
     theirs = TestResult.alias()
     return (TestResult.select(Value(1 if added else 0), TestResult.test_name)
             .where((TestResult.run_id == run_id)
