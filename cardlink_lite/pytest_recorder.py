@@ -85,17 +85,14 @@ def _fresh_database(server: str | None, tmp_path_factory):
 class _Item:
     """What the reports of one test item said so far."""
 
-    __slots__ = ("start", "stop", "duration", "status", "message", "longrepr", "detail",
-                 "extra", "subtests", "attempts", "props", "location", "worker", "superseded",
-                 "captured")
+    start = stop = duration = 0.0
+    status = message = longrepr = detail = subtests = None
+    location = worker = superseded = captured = None
+    attempts = 1
+    props = ()
 
     def __init__(self):
-        self.start = self.stop = self.duration = 0.0
-        self.status = self.message = self.longrepr = self.detail = self.subtests = None
-        self.location = self.worker = self.superseded = self.captured = None
         self.extra: dict = {}
-        self.attempts = 1
-        self.props = ()
 
 
 class CardlinkRecorder:
@@ -200,7 +197,7 @@ class CardlinkRecorder:
                 item.detail = "xpass"
         elif item.status is None and when == "setup":
             item.status = TestStatus.PASSED
-        if when == "teardown" or when not in ("setup", "call"):
+        if when not in ("setup", "call"):  # teardown, or a report of its own (a crash)
             item.props = report.user_properties
             item.stop = getattr(report, "stop", 0) or time.time()
             item.attempts = (attempt or 0) + 1
@@ -613,21 +610,18 @@ def _context(config) -> dict:
                "pytest": pytest.__version__}
     if getattr(config.option, "numprocesses", None):
         context["xdist_workers"] = config.option.numprocesses
-    for key, args in (("git_commit", ("rev-parse", "HEAD")),
-                      ("git_branch", ("rev-parse", "--abbrev-ref", "HEAD"))):
-        try:
-            done = subprocess.run(["git", *args], cwd=config.rootpath, capture_output=True,
-                                  text=True, timeout=5)
-        except (OSError, subprocess.SubprocessError):
-            break
-        if done.returncode != 0:
-            break
-        context[key] = done.stdout.strip()
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD", "--abbrev-ref", "HEAD"],
+                              cwd=config.rootpath, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return context
+    if done.returncode == 0:
+        context["git_commit"], context["git_branch"] = done.stdout.split()
     return context
 
 
 def _selection(config, deselected: int) -> str | None:
-
+    """What narrowed the run to part of the suite, or None."""
     parts = ["--lf"] if config.getoption("lf", False) else []
     for flag, option in (("-k", "keyword"), ("-m", "markexpr")):
         if config.getoption(option, ""):
