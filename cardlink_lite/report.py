@@ -85,8 +85,7 @@ def write_report(manager, path, **options) -> Path:
     """Build the report and write it to ``path`` whole (through a temporary file)."""
     html = build_report(manager, **options)
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(html)

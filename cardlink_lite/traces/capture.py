@@ -111,9 +111,7 @@ def _pcap(buf: _Buffer, stats: ReadStats, order: str, nanos: bool):
             return nincl <= limit and norig >= nincl and abs(nsec - sec) < 86400
         return buf.need(16 + incl)
 
-    while True:
-        if not buf.need(16):
-            break
+    while buf.need(16):
         sec, frac, incl, orig = record(buf.data, buf.pos)
         if incl > limit or orig < incl or (last_sec is not None
                                            and abs(sec - last_sec) > _MAX_GAP):
@@ -172,10 +170,8 @@ def _pcapng(buf: _Buffer, stats: ReadStats):
                 and buf.need(length)
                 and header.unpack_from(buf.data, buf.pos + length - 8)[1] == length)
 
-    while True:
-        # Checks on len(data) first: need() is only called when a chunk boundary is near.
-        if len(buf.data) - buf.pos < 12 and not buf.need(12):
-            break
+    # Checks len(data) first: need() is only called when a chunk boundary is near.
+    while len(buf.data) - buf.pos >= 12 or buf.need(12):
         data, pos = buf.data, buf.pos
         btype, length = header.unpack_from(data, pos)
         if btype == _SHB:

@@ -55,13 +55,6 @@ def _ip(frame: bytes, off: int, port: int) -> bytes | str:
 
 def udp_payload(linktype: int, frame: bytes, port: int = GSMTAP_PORT) -> bytes | str:
     """The payload of a UDP datagram to or from ``port`` in ``frame``, or why there is none."""
-    if linktype == _ETH and frame[12:15] == b"\x08\x00\x45" and len(frame) >= 42 \
-            and frame[23] == 17 and not _u16(frame, 20)[0] & 0x3FFF:
-        # The usual capture (Ethernet, IPv4 without options, UDP) without the general path.
-        sport, dport, length = _u16x3(frame, 34)
-        if sport != port and dport != port:
-            return "not GSMTAP (UDP port)"
-        return frame[42:34 + length] if length >= 8 else frame[42:]
     if linktype in _LINK_HEADERS:
         off, at = _LINK_HEADERS[linktype]
         if len(frame) < off:
