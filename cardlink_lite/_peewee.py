@@ -51,8 +51,7 @@ def passes_through(field) -> bool:
 
 def model_builder(model, fields):
     """A function turning fetched rows (columns: ``fields``) into ``model`` instances equal to
-    Peewee's, without its per-field ``setattr`` and converter calls for values the drivers
-    already give as is (most of the cost of reading a 200-row trace as models)."""
+    Peewee's, converting only values the drivers do not already give as is."""
     names = tuple(f.name for f in fields)
     convert = tuple((f.name, f.python_value) for f in fields if not passes_through(f))
     new = model.__new__

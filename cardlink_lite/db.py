@@ -1,5 +1,4 @@
 """The one DatabaseProxy every model uses, the current manager, and a streaming helper.
-
 It sits below the models; the manager that binds the proxy lives above them (``manager``)."""
 
 from __future__ import annotations
@@ -19,9 +18,6 @@ __all__ = [
     "set_current_manager",
     "small_page_cache",
 ]
-
-_STREAM_CACHE_KIB = 2048        # SQLite page cache while streaming a whole table out
-
 
 class _UnboundProxyError(ConfigurationError, AttributeError):
     pass
@@ -84,7 +80,7 @@ def bound_models(database: peewee.Database, models):
 
 
 @contextlib.contextmanager
-def small_page_cache(database, kib: int = _STREAM_CACHE_KIB):
+def small_page_cache(database, kib: int = 2048):
     """On SQLite, shrink this connection's page cache to ``kib`` KiB meanwhile: a table read
     once end to end gains nothing from the 64 MB cache, yet would fill it."""
     if not isinstance(database, peewee.SqliteDatabase):

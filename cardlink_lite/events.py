@@ -140,11 +140,9 @@ def get_emitter() -> DatabaseEventEmitter:
 
 
 class EventQueue:
-    """Events of one unit of work (``owner``), held until its transaction ends.
-
-    Queues stack per thread and database from creation. A commit hands the events to the
-    enclosing queue, else to ``database.after_commit``; a rollback drops them.
-    """
+    """Events of one unit of work (``owner``), held until its transaction ends. Queues stack
+    per thread and database; a commit hands the events to the enclosing queue, else to
+    ``database.after_commit``; a rollback drops them."""
 
     def __init__(self, database, owner=None):
         self.database = _real(database)

@@ -145,10 +145,8 @@ class EnumField(peewee.CharField):
 
     def __init__(self, enum_class: type[enum.Enum], max_length: int = 20, **kwargs):
         self.enum_class = enum_class
-        self._lookup = {}
-        for member in enum_class:
-            for key in (member.value, member.name):
-                self._lookup[str(key).lower()] = member
+        self._lookup = {str(key).lower(): member
+                        for member in enum_class for key in (member.value, member.name)}
         super().__init__(max_length=max_length, **kwargs)
 
     def coerce_member(self, value):
@@ -172,9 +170,7 @@ class EnumField(peewee.CharField):
         return value if member is None else member.value
 
     def python_value(self, value):
-        if value is None:
-            return None
-        return self._lookup.get(str(value).lower(), value)
+        return None if value is None else self._lookup.get(str(value).lower(), value)
 
 
 class UTCDateTimeField(peewee.DateTimeField):
@@ -220,12 +216,11 @@ class UTCDateTimeField(peewee.DateTimeField):
         return iso_utc(value, millis=True)
 
     def python_value(self, value):
-        # Hot path for reads (SQLite hands back the stored naive-UTC text).
-        if type(value) is str:
+        if isinstance(value, str):  # SQLite hands back the stored naive-UTC text
             return utc_from_text(value)
         if isinstance(value, datetime):  # MySQL, PostgreSQL (naive UTC), or already aware
             return stored_utc(value)
-        return utc_from_text(value) if isinstance(value, str) else value
+        return value
 
 
 # combine() is far cheaper than datetime.replace(tzinfo=...) on CPython 3.11.
@@ -251,9 +246,7 @@ def utc_from_text(text: str) -> datetime:
         value = peewee.format_date_time(text, peewee.DateTimeField.formats)
         if not isinstance(value, datetime):
             return value
-    if value.tzinfo is None:
-        return _combine(value.date(), value.time(), timezone.utc)
-    return to_utc_ms(value)
+    return stored_utc(value)
 
 
 class _ExactCollation:
@@ -283,9 +276,8 @@ class UUIDStrField(peewee.CharField):
 
     passes_text_through = True  # python_value() of the stored text is that text
 
-    def __init__(self, **kwargs):
-        kwargs.setdefault("max_length", 36)
-        super().__init__(**kwargs)
+    def __init__(self, max_length: int = 36, **kwargs):
+        super().__init__(max_length=max_length, **kwargs)
 
     def db_value(self, value):
         if value is None:
@@ -314,9 +306,7 @@ class JSONField(peewee.TextField):
     field_type = JSON_TEXT
 
     def db_value(self, value):
-        if value is None:
-            return None
-        if isinstance(value, peewee.Node):
+        if value is None or isinstance(value, peewee.Node):
             return value
         try:
             return json.dumps(value, separators=(",", ":"), sort_keys=True)

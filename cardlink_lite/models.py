@@ -148,6 +148,12 @@ def _new_uuid() -> str:
     return str(uuid.uuid4())
 
 
+def _alias(name: str) -> property:
+    """Another spelling (the guide's) of field ``name``, for reading and writing."""
+    return property(lambda self: getattr(self, name),
+                    lambda self, value: setattr(self, name, value))
+
+
 class BaseModel(peewee.Model):
     """Refuses unknown keyword arguments and keeps ``updated_at`` current on save."""
 
@@ -161,7 +167,9 @@ class BaseModel(peewee.Model):
 
     class Meta:
         database = database_proxy
-        legacy_table_names = False
+        legacy_table_names = False  # index names start with the table's name
+        # The table is the plural of the snake-case class name: OTASession -> ota_sessions.
+        table_function = staticmethod(lambda model: f"{peewee.make_snake_case(model.__name__)}s")
 
     def __init__(self, *args, **kwargs):
         # Rows Peewee builds from a fetch carry its own field names, already converted.
@@ -240,9 +248,6 @@ class Device(_Timestamped):
 
     _repr_fields = frozenset({"id", "device_type", "name", "model"})
 
-    class Meta:
-        table_name = "devices"
-
 
 class CardProfile(_Timestamped):
     iccid = ExactCharField(max_length=22, primary_key=True)
@@ -259,9 +264,6 @@ class CardProfile(_Timestamped):
 
     secret_fields = frozenset({"psk_key_encrypted"})
     _repr_fields = frozenset({"iccid", "card_type", "imsi", "psk_identity"})
-
-    class Meta:
-        table_name = "card_profiles"
 
     @property
     def has_psk(self) -> bool:
@@ -304,24 +306,8 @@ class OTASession(_Timestamped):
     aliases = {"cipher_suite": "tls_cipher_suite", "psk_identity": "tls_psk_identity"}
     _repr_fields = frozenset({"id", "status", "session_type"})
 
-    class Meta:
-        table_name = "ota_sessions"
-
-    @property
-    def cipher_suite(self):
-        return self.tls_cipher_suite
-
-    @cipher_suite.setter
-    def cipher_suite(self, value):
-        self.tls_cipher_suite = value
-
-    @property
-    def psk_identity(self):
-        return self.tls_psk_identity
-
-    @psk_identity.setter
-    def psk_identity(self, value):
-        self.tls_psk_identity = value
+    cipher_suite = _alias("tls_cipher_suite")
+    psk_identity = _alias("tls_psk_identity")
 
 
 class TraceSource(BaseModel):
@@ -336,9 +322,6 @@ class TraceSource(BaseModel):
     summary = JSONField(null=True)
 
     _repr_fields = frozenset({"id", "path", "format"})
-
-    class Meta:
-        table_name = "trace_sources"
 
 
 class CommLog(BaseModel):
@@ -362,9 +345,6 @@ class CommLog(BaseModel):
     source_id = peewee.IntegerField(null=True)
 
     _repr_fields = frozenset({"id", "direction", "raw_data", "status_word"})
-
-    class Meta:
-        table_name = "comm_logs"
 
 
 class TestResult(_Timestamped):
@@ -399,9 +379,6 @@ class TestResult(_Timestamped):
 
     _repr_fields = frozenset({"id", "run_id", "test_name", "status"})
 
-    class Meta:
-        table_name = "test_results"
-
 
 class ReplayCounter(BaseModel):
     """The last SCP80 counter used per (card, keyset, TAR) (schema 0003)."""
@@ -417,9 +394,6 @@ class ReplayCounter(BaseModel):
     updated_at = UTCDateTimeField(default=utc_now)
 
     _repr_fields = frozenset({"card", "keyset", "tar", "counter"})
-
-    class Meta:
-        table_name = "replay_counters"
 
 
 class TestRun(_Timestamped):
@@ -444,9 +418,6 @@ class TestRun(_Timestamped):
 
     _repr_fields = frozenset({"id", "suite_name", "ending"})
 
-    class Meta:
-        table_name = "test_runs"
-
 
 class Setting(_Timestamped):
     key = ExactCharField(max_length=128, primary_key=True)
@@ -455,9 +426,6 @@ class Setting(_Timestamped):
     category = CharField(max_length=64, default="general")
 
     _repr_fields = frozenset({"key", "value", "category"})
-
-    class Meta:
-        table_name = "settings"
 
 
 # The indexes the design names, under the design's names.

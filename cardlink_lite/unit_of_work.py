@@ -34,16 +34,6 @@ def current_unit_of_work(database) -> UnitOfWork | None:
     return queue.owner if queue is not None else None
 
 
-class _Repository:
-    """A unit of work's repository of class ``cls``, made on first use."""
-
-    def __init__(self, cls):
-        self.cls = cls
-
-    def __get__(self, uow, owner=None):
-        return self if uow is None else uow._repo(self.cls)
-
-
 class UnitOfWork:
     """A transaction (``database.atomic()``) plus the repositories that work inside it.
 
@@ -266,17 +256,17 @@ class UnitOfWork:
             with contextlib.suppress(peewee.PeeweeException):
                 database.close()
 
-    # -- repositories ----------------------------------------------------------
+    # -- repositories, each made on first use -------------------------------------
     def _repo(self, cls):
         repo = self._repos.get(cls)
         if repo is None:
             repo = self._repos[cls] = cls(self)
         return repo
 
-    devices = _Repository(DeviceRepository)
-    cards = _Repository(CardRepository)
-    counters = _Repository(CounterRepository)
-    sessions = _Repository(SessionRepository)
-    logs = _Repository(LogRepository)
-    tests = _Repository(TestRepository)
-    settings = _Repository(SettingsRepository)
+    devices = property(lambda self: self._repo(DeviceRepository))
+    cards = property(lambda self: self._repo(CardRepository))
+    counters = property(lambda self: self._repo(CounterRepository))
+    sessions = property(lambda self: self._repo(SessionRepository))
+    logs = property(lambda self: self._repo(LogRepository))
+    tests = property(lambda self: self._repo(TestRepository))
+    settings = property(lambda self: self._repo(SettingsRepository))

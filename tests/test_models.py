@@ -170,3 +170,11 @@ def test_enums_print_as_their_values():
     assert f"{DeviceType.MODEM}" == "modem" and str(CardType.USIM) == "USIM"
     assert f"{TestStatus.PASSED:>8}" == "  passed"
     assert DeviceType.PHONE == "phone"
+
+
+def test_table_names_are_the_plural_snake_case_class_names():
+    from cardlink_lite.models import ALL_MODELS
+
+    assert [m._meta.table_name for m in ALL_MODELS] == [
+        "devices", "card_profiles", "ota_sessions", "trace_sources", "comm_logs",
+        "test_results", "settings", "replay_counters", "test_runs"]

@@ -21,18 +21,17 @@ __all__ = ["BaseRepository", "Page", "Statement"]
 
 
 class Statement:
-    """A read whose SQL Peewee builds once per database, then reruns with new arguments.
+    """A read whose SQL Peewee builds once per database (that costs more than a small read).
 
     Each parameter of ``build`` is one argument, converted by the compared field's
     ``db_value``; an argument must not change the SQL's shape (no None for ``==``, no lists).
-    Building SQL costs Peewee far more than a small read, hence the repositories' reads.
     """
 
     def __init__(self, build, model: type[peewee.Model] | None = None):
         self._build = build
         self._arity = len(inspect.signature(build).parameters)
-        self._model = model
-        self._rows_to_models = None if model is None else \
+        # Fetched rows -> ``model`` instances (the query must be ``model.select()``).
+        self.to_models = None if model is None else \
             model_builder(model, model._meta.sorted_fields)
         self._sql: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._last = (None, None)  # (weak reference to the database, its compiled form)
@@ -60,14 +59,6 @@ class Statement:
             value = args[index]
             values[at] = value if convert is None else convert(value)
         return database.execute_sql(sql, values)
-
-    def rows(self, database, args: tuple = ()) -> list:
-        """Every row as the driver gives it."""
-        return self.execute(database, args).fetchall()
-
-    def models(self, database, args: tuple = ()) -> list:
-        """Every row as a ``model`` instance (the query must be ``model.select()``)."""
-        return self._rows_to_models(self.execute(database, args).fetchall())
 
 
 _STATEMENTS: dict = {}
@@ -135,9 +126,7 @@ class BaseRepository:
     # -- plumbing ------------------------------------------------------------
     @property
     def database(self) -> peewee.Database:
-        if self._uow is not None:
-            return self._uow.database
-        return self.model._meta.database
+        return self.model._meta.database if self._uow is None else self._uow.database
 
     def _touch(self, write: bool = False) -> None:
         # A unit of work used without ``with`` opens its transaction on first use; a
@@ -160,7 +149,6 @@ class BaseRepository:
         return {name: plain_value(getattr(obj, name, None)) for name in self.event_fields}
 
     def _field(self, name: str) -> peewee.Field:
-        """The model field called ``name`` (or its alias / foreign-key id name)."""
         if isinstance(name, peewee.Field):
             return name
         field = self.model.field_for(name)
@@ -221,19 +209,17 @@ class BaseRepository:
             database = database.obj
         return database
 
-    def _fetch(self, statement: Statement, *args, models: bool = False) -> list:
-        """Run a :class:`Statement`; its rows as the driver gives them (or as models)."""
+    def _fetch(self, statement: Statement, *args) -> list:
+        """Run a :class:`Statement`; its rows as the driver gives them."""
         database = self._reading()
         try:  # (not self._wrap(): a generator context manager costs more than a small read)
-            if models:
-                return statement.models(database, args)
-            return statement.rows(database, args)
+            return statement.execute(database, args).fetchall()
         except peewee.PeeweeException as exc:
             raise translate_error(exc, self.entity_type) from exc
 
     def _load(self, statement: Statement, *args) -> list:
         """Run a :class:`Statement` made with ``model=``; its rows as tracked models."""
-        objs = self._fetch(statement, *args, models=True)
+        objs = statement.to_models(self._fetch(statement, *args))
         if objs:
             self._track(objs)
         return objs
@@ -245,9 +231,7 @@ class BaseRepository:
     def _select(self, *criteria_exprs):
         self._reading()
         query = self.model.select()
-        for expr in criteria_exprs:
-            query = query.where(expr)
-        return query
+        return query.where(*criteria_exprs) if criteria_exprs else query
 
     def _update_where(self, key, expr, **values) -> int:
         """One UPDATE of the rows matching ``expr`` (bumping updated_at); returns the count."""
@@ -315,9 +299,8 @@ class BaseRepository:
 
     def find_one_by(self, **criteria):
         """The first row matching ``criteria``, or None."""
-        rows = self._list(self._where(self._select(), criteria).order_by(self._order(None))
-                          .limit(1))
-        return rows[0] if rows else None
+        query = self._where(self._select(), criteria).order_by(self._order(None))
+        return next(iter(self._list(query.limit(1))), None)
 
     def exists(self, id) -> bool:
         model = self.model
@@ -439,11 +422,6 @@ class BaseRepository:
         if rows:
             self._emit(self._event("DELETED"), id)
         return bool(rows)
-
-
-def contains_text(field, text: str):
-    """Case-insensitive substring match on every backend; LIKE wildcards in ``text`` are literal."""
-    return peewee.fn.LOWER(field).contains(text.lower())
 
 
 def positive_int(name: str, value, allow_zero: bool = False) -> int:

@@ -7,10 +7,12 @@ from datetime import datetime, timedelta
 from functools import reduce
 from numbers import Real
 
+from peewee import fn
+
 from ..errors import ValidationError
 from ..fields import iso_utc, utc_now
 from ..models import Device, DeviceType
-from .base import BaseRepository, contains_text
+from .base import BaseRepository
 
 __all__ = ["DeviceMatches", "DeviceRepository"]
 
@@ -70,7 +72,10 @@ class DeviceRepository(BaseRepository):
         (case-insensitive; ``%`` and ``_`` match themselves)."""
         if not isinstance(query, str):
             raise ValidationError(f"search text must be a string; got {type(query).__name__}")
-        match = reduce(operator.or_, [contains_text(getattr(Device, f), query) for f in _SEARCHED])
+        # LOWER(...) LIKE: case-insensitive on every backend; Peewee escapes % and _.
+        text = query.lower()
+        match = reduce(operator.or_, [fn.LOWER(getattr(Device, f)).contains(text)
+                                      for f in _SEARCHED])
         return self._list(self._select(match).order_by(Device.id))
 
     def find_by_iccid(self, iccid: str) -> DeviceMatches:
