@@ -1,6 +1,5 @@
-"""Export and import of the whole store (the guide's DataExporter and DataImporter): out a
-page at a time from one read snapshot, in a chunk at a time in one transaction, all or
-nothing. Values go through the fields' own conversions (``python_value``, ``db_value``)."""
+"""The guide's DataExporter and DataImporter: out a page at a time from one read snapshot,
+in a chunk at a time in one transaction, all or nothing."""
 
 from __future__ import annotations
 
@@ -124,8 +123,7 @@ def _key(f: peewee.Field) -> str:
 
 @contextlib.contextmanager
 def _snapshot(database):
-    """A read transaction so every table comes from the same moment, without blocking
-    writers (SQLite: deferred, so no write lock; PostgreSQL: repeatable read)."""
+    """A read transaction that blocks no writer: every table from the same moment."""
     if database.in_transaction():
         yield
         return
@@ -154,15 +152,15 @@ class DataExporter:
         return buffer.getvalue()
 
     def count_rows(self, tables=None) -> dict[str, int]:
-        """Rows each chosen table holds now (for a progress bar's length)."""
+        """Rows each chosen table holds now (a progress bar's length)."""
         database = _database_of(self._uow)
         with bound_models(database, ALL_MODELS):
             return {m._meta.table_name: m.select().count() for m in resolve_tables(tables)}
 
     def write(self, stream, tables=None, format=ExportFormat.JSON, include_keys: bool = False,
               progress=None) -> dict[str, int]:
-        """Write the document to text ``stream``; returns rows written per table.
-        ``progress(table, n)`` is called after each page of rows."""
+        """Write the document to text ``stream``, calling ``progress(table, n)`` after each
+        page; returns rows written per table."""
         fmt = export_format(format)
         models = resolve_tables(tables)
         database = _database_of(self._uow)
@@ -213,8 +211,7 @@ def _pages(database, model, include_keys: bool):
 
 
 def _export_converter(f: peewee.Field):
-    """Driver value -> document value: ``f.export_value``, else ``python_value`` made plain
-    JSON (infinity becomes null), or None where ``python_value`` gives the value back."""
+    """Driver value -> document value, or None where the driver's value is the document's."""
     if f is CardProfile.psk_key_encrypted:  # the one value no field gives in a portable form
         return lambda value: decrypt_psk(bytes(value)).hex()
     export_value = getattr(f, "export_value", None)
@@ -265,8 +262,8 @@ class DataImporter:
 
     def import_data(self, data, format=None, conflict_mode=ConflictMode.SKIP,
                     dry_run: bool = False) -> ImportResult:
-        """Import ``data`` (text, bytes, a file or a mapping). Raises ValidationError listing
-        every problem (``.problems``), or EncryptionError for a ``psk_key`` without a key."""
+        """Import ``data`` (text, bytes, a file or a mapping); ValidationError lists every
+        problem (``.problems``)."""
         try:
             mode = ConflictMode(str(getattr(conflict_mode, "value", conflict_mode)).lower())
         except ValueError:
@@ -275,9 +272,7 @@ class DataImporter:
         database = _database_of(self._uow)
         document = read_document(data, format)
         result = ImportResult(dry_run=dry_run)
-        # A dry run reads a snapshot (counts as of one moment, no write lock); an import is
-        # checked and applied in one transaction (IMMEDIATE on SQLite), so no other writer
-        # can make the SKIP/OVERWRITE decisions stale.
+        # One transaction (IMMEDIATE on SQLite): no other writer can make the decisions stale.
         with bound_models(database, ALL_MODELS):
             try:
                 with _snapshot(database) if dry_run else database.atomic():
@@ -288,16 +283,15 @@ class DataImporter:
 
 
 class _Keys:
-    """One table's keys met so far in the file: ascending integer ids (as an export lists
-    them) in an array, 8 bytes each; any other key in a set."""
+    """One table's keys met so far in the file: an export's ascending integer ids in an
+    array (8 bytes each, a million logs fit), any other key in a set."""
 
     def __init__(self):
         self._ids = array("q")
         self._other: set = set()
 
     def extend_ascending(self, keys: list) -> bool:
-        """Remember ``keys`` if they are integers, ascending, after every id met so far and
-        none of the other keys; False (nothing remembered) otherwise."""
+        """Remember ``keys`` if they are ascending integers, all new; else False."""
         try:
             new = array("q", keys)
         except (TypeError, OverflowError):
@@ -321,16 +315,6 @@ class _Keys:
         return key in self._other or (i < len(ids) and ids[i] == key)
 
 
-class _LogIds:
-    """Log ids an import hands out: after every id stored or met in the file so far."""
-
-    def __init__(self):
-        self.before = CommLog.select(peewee.fn.MAX(CommLog.id)).scalar() or 0
-        self.next = self.before + 1
-        self.claimed: set = set()   # stored ids a file row was matched to
-        self.given: set = set()     # ids handed to new rows: taken for later file rows
-
-
 def _name(key) -> str:
     """A key from the file, fit to print: plain names as they are, anything else quoted."""
     if isinstance(key, str) and len(key) <= 64 and key.isascii() and key.isprintable():
@@ -345,8 +329,8 @@ def _by_key(model) -> dict:
 
 
 class _Import:
-    """One import, a chunk at a time: rows checked and converted, decided and written. After
-    a problem nothing is written, but every row is still checked to list every problem."""
+    """One import, a chunk at a time. After a problem nothing is written, but every row is
+    still checked to list every problem."""
 
     def __init__(self, database, mode: ConflictMode, result: ImportResult, write: bool):
         self.database = database
@@ -357,8 +341,10 @@ class _Import:
         self.extra_problems = 0
         self.keys: dict = {}          # model -> _Keys of the file's rows
         self.next_index: dict = {}    # model -> index of its next row in the file
-        self.log_ids: _LogIds | None = None
-        self.psk_checked = False
+        self.log_ids_before: int | None = None  # the largest log id stored before
+        self.next_log_id = 0
+        self.claimed_log_ids: set = set()  # stored ids a file row was matched to
+        self.given_log_ids: set = set()    # ids handed to new rows, taken for later rows
         self._shapes: dict = {}       # (model, a row's keys) -> the fast path's plan
 
     def problem(self, text: str) -> None:
@@ -447,12 +433,16 @@ class _Import:
 
     # -- checking ---------------------------------------------------------------------------
     def _prepare(self, model, index: int, raw):
-        """Row ``index`` as field names and the values to store, or None if it is not a
-        mapping; each bad value is recorded as a problem."""
+        """Row ``index`` as field names and the values to store (None if it is not a
+        mapping); a problem for each bad value."""
         if type(raw) is dict:  # fast path: known fields, in an order met before, all good
             shape = self._shapes.get((model, tuple(raw)))
-            if shape is None:
-                shape = self._shape(model, raw)
+            if shape is None:  # (field name, conversion, null allowed) per key, all given?
+                by_key = _by_key(model)
+                entries = [by_key.get(k) if type(k) is str else None for k in raw]
+                shape = self._shapes[(model, tuple(raw))] = () if None in entries else (
+                    [(name, convert, f.null) for f, name, convert in entries],
+                    len(entries) == len(by_key))
             if shape:
                 entries, complete = shape
                 try:
@@ -497,17 +487,6 @@ class _Import:
                     self.problem(f"{where}.{_name(key)}: {_reason(exc, f)}")
         return self._finish(model, where, row, rejected)
 
-    def _shape(self, model, raw: dict) -> tuple:
-        """The fast path's plan for rows with ``raw``'s keys: ((field name, conversion, null
-        allowed) per key, whether every field is given); empty when a key is not a field's."""
-        by_key = _by_key(model)
-        entries = [by_key.get(k) if type(k) is str else None for k in raw]
-        shape = () if None in entries else (
-            [(name, convert, f.null) for f, name, convert in entries],
-            len(entries) == len(by_key))
-        self._shapes[(model, tuple(raw))] = shape
-        return shape
-
     def _finish(self, model, where: str, row: dict, rejected) -> dict:
         """``row`` with a new UUID key if it has none; a problem per required field missing
         and for a log row without data that is not a reset."""
@@ -536,10 +515,8 @@ class _Import:
             self.problem(f"{where}.psk_key: must be the key in hex (an even number of 0-9a-f "
                          "digits)")
             return
-        if not self.psk_checked:
-            encrypt_psk(key)  # EncryptionError (no key) before any write
-            self.psk_checked = True
-        row["psk_key"] = key
+        # Encrypted here, so a missing key (EncryptionError) stops the import before a write.
+        row["psk_key_encrypted"] = CardProfile.psk_key_encrypted.db_value(encrypt_psk(key))
 
     def _check_references(self, model, chunk) -> None:
         for f in model._meta.refs:
@@ -577,23 +554,35 @@ class _Import:
             if self.problems:
                 return  # nothing is decided or written once the import is refused
             rows = [row for _, row in chunk]
-            pk = model._meta.primary_key.name
-            existing = _stored_keys(model, [r[pk] for r in rows if pk in r])
+            pk = model._meta.primary_key
+            existing = _stored_keys(model, [r[pk.name] for r in rows if pk.name in r])
             if model is CommLog:
                 existing = self._match_logs(rows, existing)
-            same = set() if self.mode is ConflictMode.SKIP or not existing else \
-                self._identical(model, rows, existing)
+            stored = {}
+            if self.mode is not ConflictMode.SKIP and existing:
+                fields = model._meta.sorted_fields[1:]
+                stored = {values[0]: {f.name: f.db_value(v) for f, v in zip(fields, values[1:],
+                                                                            strict=True)}
+                          for values in model.select(pk, *fields).where(pk.in_(list(existing)))
+                          .tuples()}
             creates = []
             for row in rows:
-                key = row.get(pk)
+                key = row.get(pk.name)
                 if key is None or key not in existing:
                     creates.append(row)
-                    continue
-                what = "skipped" if self.mode is ConflictMode.SKIP else \
-                    "unchanged" if key in same else "updated"
-                self.result._count(table, what)
-                if what == "updated" and self.write:
-                    self._update(model, row)
+                elif self.mode is ConflictMode.SKIP:
+                    self.result._count(table, "skipped")
+                else:
+                    values = self._written_values(model, row)
+                    old = stored.get(key)
+                    # A PSK arrives re-encrypted: always a change.
+                    if old is not None and "psk_key_encrypted" not in row and all(
+                            v == old.get(n) for n, v in values.items() if n != "updated_at"):
+                        self.result._count(table, "unchanged")
+                        continue
+                    self.result._count(table, "updated")
+                    if self.write:
+                        self._update(model, row, values)
             if creates and self.write:
                 self._insert(model, creates)
             self.result._count(table, "created", len(creates))
@@ -607,9 +596,6 @@ class _Import:
         defaults = [(f.name, f) for f in fields if f.default is not None]
         shapes: dict[tuple, tuple] = {}  # a row's keys -> (its fields, a getter, its rows)
         for row in rows:
-            if "psk_key" in row:
-                row["psk_key_encrypted"] = CardProfile.psk_key_encrypted.db_value(
-                    encrypt_psk(row.pop("psk_key")))
             if len(row) < len(fields):
                 for name, f in defaults:
                     if name not in row:
@@ -624,16 +610,12 @@ class _Import:
         for given, _, flat in shapes.values():
             insert(plan_for(self.database, model, given), flat)
 
-    def _update(self, model, row: dict) -> None:
-        pk = model._meta.primary_key
-        values = self._written_values(model, row)
-        if "psk_key" in row:
-            values["psk_key_encrypted"] = CardProfile.psk_key_encrypted.db_value(
-                encrypt_psk(row["psk_key"]))
+    def _update(self, model, row: dict, values: dict) -> None:
         if "updated_at" in model._meta.fields and "updated_at" not in row:
             values["updated_at"] = model.updated_at.db_value(utc_now())
         if values:
             # The values are converted already (db_value): Peewee must not convert again.
+            pk = model._meta.primary_key
             (model.update({model._meta.fields[k]: peewee.Value(v, converter=False)
                            for k, v in values.items()})
              .where(pk == row[pk.name]).execute())
@@ -642,45 +624,25 @@ class _Import:
         """The fields an overwrite or merge of ``row`` sets, with their values as stored."""
         pk = model._meta.primary_key
         if self.mode is ConflictMode.MERGE:
-            return {k: v for k, v in row.items()
-                    if v is not None and k != pk.name and k != "psk_key"}
+            return {k: v for k, v in row.items() if v is not None and k != pk.name}
         # Overwrite: a field the row leaves out goes back to its default, except created_at.
         values = {}
         for f in model._meta.sorted_fields:
-            if f is pk or f.name in model.secret_fields:
+            if f is pk:
                 continue
             if f.name in row:
                 values[f.name] = row[f.name]
-            elif f.name != "created_at":
+            elif f.name != "created_at" and f.name not in model.secret_fields:
                 values[f.name] = f.db_value(f.default() if callable(f.default) else f.default)
         return values
 
-    def _identical(self, model, rows, existing) -> set:
-        """Keys of stored rows that an update from ``rows`` would leave as they are."""
-        pk = model._meta.primary_key
-        keys = [row[pk.name] for row in rows if row.get(pk.name) in existing]
-        fields = model._meta.sorted_fields[1:]
-        stored = {values[0]: {f.name: f.db_value(v) for f, v in zip(fields, values[1:],
-                                                                    strict=True)}
-                  for values in model.select(pk, *fields).where(pk.in_(keys)).tuples()}
-        same = set()
-        for row in rows:
-            old = stored.get(row.get(pk.name))
-            if old is None or "psk_key" in row:
-                continue  # a PSK arrives re-encrypted: always a change
-            new = self._written_values(model, row)
-            if all(value == old.get(name) for name, value in new.items()
-                   if name != "updated_at"):
-                same.add(row[pk.name])
-        return same
-
     def _match_logs(self, rows, stored_ids) -> set:
-        """Ids of ``rows`` already stored as the same APDU (session, time, direction, data);
-        the others get new ids. Log ids are per-store counters: a row whose id holds another
-        APDU takes an unmatched stored row with its content, one to one, else a new id."""
-        if self.log_ids is None:
-            self.log_ids = _LogIds()
-        ids = self.log_ids
+        """Ids of ``rows`` stored already as the same APDU. Log ids are per-store counters: a
+        row whose id holds another APDU takes an unmatched stored copy, else a new id."""
+        if self.log_ids_before is None:
+            self.log_ids_before = CommLog.select(peewee.fn.MAX(CommLog.id)).scalar() or 0
+            self.next_log_id = self.log_ids_before + 1
+        claimed, given = self.claimed_log_ids, self.given_log_ids
         fields = [CommLog.session, CommLog.timestamp, CommLog.direction, CommLog.raw_data]
         names = [f.name for f in fields]
 
@@ -697,34 +659,35 @@ class _Import:
             key = row.get("id")
             if key is None:
                 continue
-            if key in by_id and key not in ids.given and \
+            if key in by_id and key not in given and \
                     tuple(row.get(n) for n in names) == by_id[key]:
                 same.add(key)
-                ids.claimed.add(key)
-            elif key in by_id or key in ids.given:
+                claimed.add(key)
+            elif key in by_id or key in given:
                 clashing.append(row)
-            elif key >= ids.next:
-                ids.next = key + 1
+            elif key >= self.next_log_id:
+                self.next_log_id = key + 1
         if clashing:
             sessions = {row.get("session") for row in clashing}
             candidates: dict = {}
             query = (CommLog.select(CommLog.id, *fields)
-                     .where(CommLog.session.in_(list(sessions)) & (CommLog.id <= ids.before))
+                     .where(CommLog.session.in_(list(sessions))
+                            & (CommLog.id <= self.log_ids_before))
                      .order_by(CommLog.id).tuples())
             for r in query:
-                if r[0] not in ids.claimed:
+                if r[0] not in claimed:
                     candidates.setdefault(stored_identity(r[1:]), []).append(r[0])
             for row in clashing:
                 found = candidates.get(tuple(row.get(n) for n in names))
                 row["id"] = found.pop(0) if found else None
                 if row["id"] is not None:
                     same.add(row["id"])
-                    ids.claimed.add(row["id"])
+                    claimed.add(row["id"])
         for row in rows:
             if row.get("id") is None:
-                row["id"] = ids.next
-                ids.given.add(ids.next)
-                ids.next += 1
+                row["id"] = self.next_log_id
+                given.add(self.next_log_id)
+                self.next_log_id += 1
         return same
 
 
@@ -746,16 +709,16 @@ def _stored_keys(model, keys) -> set:
 def _reason(exc: Exception, f: peewee.Field) -> str:
     """A conversion error without the field name the fields' messages start with."""
     text = str(exc)
-    for name in (f.name, getattr(f, "column_name", None), "value", "id"):
-        if name and text.startswith(name + " "):
+    for name in (f.name, f.column_name, "value", "id"):
+        if text.startswith(name + " "):
             return text[len(name) + 1:]
     return text
 
 
 @functools.cache
 def _converter(f: peewee.Field):
-    """Document value (never None) -> the value ``f`` stores: the JSON type checked here, the
-    rest by ``f.db_value``. ValueError or ValidationError say what is wrong."""
+    """Document value (never None) -> the value ``f`` stores; ValueError or ValidationError
+    says what is wrong."""
     target = f.rel_field if isinstance(f, peewee.ForeignKeyField) else f
     if target is CommLog.raw_data:
         return _hex_text
@@ -778,7 +741,6 @@ def _hex_text(value):
 
 
 def _null(nullable: bool) -> None:
-    """The value of a null in the document: None, if the column takes it."""
     if not nullable:
         raise ValueError("must not be null")
 

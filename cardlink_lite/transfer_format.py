@@ -1,6 +1,5 @@
-"""The transfer document: JSON and YAML written and parsed whole, JSON Lines (``.jsonl``)
-written and read a line at a time, with the checks a hostile file needs (keys given twice,
-YAML aliases, nesting, huge numbers, over-long lines, JSON values no column holds)."""
+"""The transfer document: JSON and YAML parsed whole, JSON Lines read a line at a time,
+with the checks a hostile file needs (keys twice, YAML aliases, nesting, huge numbers)."""
 
 from __future__ import annotations
 
@@ -40,8 +39,7 @@ _YAML_WIDTH = 1 << 30         # never fold long strings: one row reads as one bl
 
 
 def _yaml():
-    # Third-party and only needed for YAML: the APDU log's JSON lines (write_jsonl) and
-    # opening a store do not load it.
+    # Only YAML needs it: opening a store and the APDU log's JSON lines do not load it.
     import yaml
 
     return yaml
@@ -63,8 +61,7 @@ def export_format(value) -> ExportFormat:
 # -- writing ------------------------------------------------------------------------------
 
 def write_jsonl(fp, rows) -> int:
-    """Write each row (a dict of JSON values) as one line of JSON to the text file ``fp``;
-    returns the row count."""
+    """Write each row as one line of JSON to the text file ``fp``; returns the row count."""
     count = 0
     dumps = json.dumps
     write = fp.write
@@ -79,13 +76,12 @@ _PLAIN = frozenset({str, int, bool, type(None), dict, list})
 
 
 def plain_value(value):
-    """A Python value (as a field gives it) as a JSON value: times as
-    ``2024-11-29T10:00:00.123Z``, enum members as their value, infinity and NaN as null."""
+    """A field's Python value as a JSON value: times as ``2024-11-29T10:00:00.123Z``, enum
+    members as their value, infinity and NaN as null."""
     if type(value) in _PLAIN:
         return value
     if isinstance(value, float):
-        # SQLite stores infinity (an old writer let it through); no format carries it back
-        # in, and a latency of infinity means "unknown".
+        # An old writer let infinity into SQLite; a latency of infinity means "unknown".
         return value if math.isfinite(value) else None
     if isinstance(value, datetime):
         return iso_utc(value, millis=True)
@@ -136,8 +132,7 @@ def write_document(stream, format, header: dict, tables) -> None:
 # -- reading --------------------------------------------------------------------------------
 
 class Duplicated(dict):
-    """A JSON object or YAML mapping that named a key twice (``duplicate`` is the key);
-    the import refuses it, naming the row."""
+    """A JSON object that named a key twice (``duplicate`` is the key)."""
 
     duplicate = None
 
@@ -165,7 +160,7 @@ _decode = json.JSONDecoder(object_pairs_hook=_pairs).decode
 
 @functools.cache
 def _loader():
-    """The safe loader (in C where PyYAML has it), refusing a key given twice in a mapping."""
+    """The safe loader (in C where PyYAML has it), refusing a key given twice."""
     yaml = _yaml()
 
     class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
@@ -202,8 +197,7 @@ def _json_problem(exc: Exception) -> str:
 def _parse_yaml(text: str):
     yaml = _yaml()
     if "*" in text:
-        # An alias repeats a value by reference: a kilobyte of aliases can stand for
-        # gigabytes of data (the "billion laughs"). Import files never need them.
+        # A kilobyte of aliases can stand for gigabytes ("billion laughs"); exports have none.
         try:
             for event in yaml.parse(text, Loader=_loader()):
                 if isinstance(event, yaml.AliasEvent):
@@ -215,7 +209,6 @@ def _parse_yaml(text: str):
         except yaml.YAMLError:
             pass  # the load below reports it
     try:
-        # Safe loader only: a document can never construct Python objects.
         return yaml.load(text, Loader=_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -247,8 +240,8 @@ def _text(data) -> str:
 
 
 def parse_document(data, format=None) -> dict:
-    """The mapping inside whole JSON/YAML ``data``; ValidationError with one clear line if
-    none. Without ``format``, text starting with ``{`` or ``[`` is JSON, anything else YAML."""
+    """The mapping inside whole JSON/YAML ``data``. Without ``format``, text starting with
+    ``{`` or ``[`` is JSON, anything else YAML."""
     if isinstance(data, dict):
         return data
     if hasattr(data, "read"):
@@ -277,9 +270,8 @@ def parse_document(data, format=None) -> dict:
 
 
 class JsonLines:
-    """A JSON Lines document read a line at a time: ``header`` is the first line's mapping;
-    iterating gives ``(table, None)`` at each ``{"table": name}`` line, then ``(table, row)``
-    per row line (a :class:`BadRow` for a line that could not be read)."""
+    """A JSON Lines document read a line at a time: ``(table, None)`` at each ``{"table": name}``
+    line, then ``(table, row)`` per row (a :class:`BadRow` if it could not be read)."""
 
     def __init__(self, readline, header: dict):
         self._readline = readline
@@ -328,9 +320,8 @@ def _line_reader(data):
 
 
 def read_document(data, format=None):
-    """``data`` as a mapping (JSON and YAML are parsed whole) or, for JSON Lines, as a
-    :class:`JsonLines` reader. Without ``format``, a first line that is a mapping with
-    ``"format": "jsonl"`` says JSON Lines; anything else is parsed whole."""
+    """``data`` as a mapping, or as a :class:`JsonLines` reader when ``format`` or a first
+    line with ``"format": "jsonl"`` says JSON Lines."""
     fmt = None if format is None else export_format(format)
     readline = None if fmt is ExportFormat.YAML else _line_reader(data)
     if readline is None:
@@ -364,9 +355,8 @@ def read_document(data, format=None):
 
 
 def check_json_value(value):
-    """``value`` if it is a JSON value every backend stores and every export carries
-    back: plain JSON types, no key twice, at most MAX_JSON_DEPTH levels and
-    MAX_JSON_CHARS; ValueError saying what is wrong otherwise."""
+    """``value`` if it is a JSON value every backend stores and every export carries back;
+    ValueError saying what is wrong otherwise."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()

@@ -99,10 +99,8 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
 @json_option
 @pass_state
 def import_command(state: CliState, file, fmt, conflict, dry_run, yes, as_json):
-    """Import a file written by export; all or nothing.
-
-    With --conflict overwrite or merge, the changes are previewed first and, when
-    existing rows would change, confirmed (--yes skips the question).
+    """Import a file written by export; all or nothing. Changes to existing rows are
+    confirmed first (--yes skips the question).
 
     Example:
 
@@ -158,7 +156,6 @@ def _counts_text(counts: dict) -> str:
 
 
 def _confirm_changes(file: str, conflict: str, preview) -> None:
-    """Show what an overwrite/merge would do; ask before it changes existing rows."""
     if not preview.updated:
         return  # only new rows: nothing existing is at stake
     _print_import(f"Preview of {file} ({conflict}): {preview.created:,} to create, "
@@ -329,8 +326,6 @@ def backup(state: CliState, path, force, as_json):
 @pass_state
 def check(state: CliState, quick, repair, as_json):
     """Check integrity (SQLite), tables, indexes and the schema revision; exit 1 on problems.
-
-    Each problem names the command or statement that fixes it.
 
     Example:
 
