@@ -590,24 +590,21 @@ class _Import:
             raise translate_error(exc, f"{table} row") from exc
 
     def _insert(self, model, rows: list[dict]) -> None:
-        # Rows of one shape (the fields they give) are written together; absent fields
-        # get their defaults first, so export rows and hand-written rows share one shape.
+        # The fields a row leaves out get their defaults (the schema has no server-side
+        # ones): rows differ only in giving their integer key or leaving it to the database.
+        pk = model._meta.primary_key
         fields = model._meta.sorted_fields
-        defaults = [(f.name, f) for f in fields if f.default is not None]
-        shapes: dict[tuple, tuple] = {}  # a row's keys -> (its fields, a getter, its rows)
+        groups: dict[bool, list] = {}
         for row in rows:
             if len(row) < len(fields):
-                for name, f in defaults:
-                    if name not in row:
-                        row[name] = f.db_value(f.default() if callable(f.default) else f.default)
-            shape = shapes.get(tuple(row))
-            if shape is None:
-                given = [f for f in fields if f.name in row]
-                getter = operator.itemgetter(*(f.name for f in given))
-                shape = shapes[tuple(row)] = (given, getter if len(given) > 1 else
-                                              (lambda r, g=getter: (g(r),)), [])
-            shape[2].extend(shape[1](row))
-        for given, _, flat in shapes.values():
+                for f in fields:
+                    if f.name not in row and f is not pk:
+                        row[f.name] = _default(f)
+            groups.setdefault(pk.name in row, []).append(row)
+        for keyed, group in groups.items():
+            given = fields if keyed else [f for f in fields if f is not pk]
+            values = operator.itemgetter(*(f.name for f in given))
+            flat = [v for row in group for v in values(row)]
             insert(plan_for(self.database, model, given), flat)
 
     def _update(self, model, row: dict, values: dict) -> None:
@@ -633,7 +630,7 @@ class _Import:
             if f.name in row:
                 values[f.name] = row[f.name]
             elif f.name != "created_at" and f.name not in model.secret_fields:
-                values[f.name] = f.db_value(f.default() if callable(f.default) else f.default)
+                values[f.name] = _default(f)
         return values
 
     def _match_logs(self, rows, stored_ids) -> set:
@@ -689,6 +686,10 @@ class _Import:
                 given.add(self.next_log_id)
                 self.next_log_id += 1
         return same
+
+
+def _default(f: peewee.Field):
+    return f.db_value(f.default() if callable(f.default) else f.default)
 
 
 def _stored_keys(model, keys) -> set:

@@ -29,6 +29,7 @@ from cardlink_lite import (
     ValidationError,
 )
 from cardlink_lite.crypto import decrypt_psk, generate_key
+from cardlink_lite.models import TraceSource
 from cardlink_lite.transfer_format import JsonLines, read_document
 from tests.transfer_helpers import (
     PSK,
@@ -311,6 +312,19 @@ def test_format_detection_and_yaml_datetimes(store):
     with pytest.raises(ValidationError, match="not valid JSON"):
         DataImporter(store).import_data(yaml_text, format="json")
     assert TEST_ID in DataExporter(store).export_selective("tests", "yaml")
+
+
+def test_rows_without_their_integer_key_get_one_from_the_database(store):
+    doc = {"trace_sources": [
+        {"id": 7, "path": "a.pcap", "format": "pcap", "sha256": "a" * 64},
+        {"path": "b.pcap", "format": "pcap", "sha256": "b" * 64, "size_bytes": 10}]}
+    result = DataImporter(store).import_data(doc)
+    assert result.tables["trace_sources"]["created"] == 2
+    store.bind()
+    keyed = TraceSource.get(TraceSource.path == "a.pcap")
+    given = TraceSource.get(TraceSource.path == "b.pcap")
+    assert (keyed.id, keyed.size_bytes, given.size_bytes) == (7, None, 10)
+    assert given.id not in (None, 7) and given.imported_at is not None
 
 
 # -- streamed import of the export's own layout -----------------------------------------
