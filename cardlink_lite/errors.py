@@ -69,12 +69,8 @@ def quote(value, limit: int = 40) -> str:
         if len(value) > limit:
             return repr(value[:limit]) + f"... ({len(value):,} long)"
         return repr(value)
-    if isinstance(value, bool | float) or value is None:
-        return repr(value)
-    if isinstance(value, int):
-        if value.bit_length() > 128:
-            return f"a {value.bit_length():,}-bit integer"
-        return repr(value)
+    if isinstance(value, int) and value.bit_length() > 128:  # repr() would be slow, or refuse
+        return f"a {value.bit_length():,}-bit integer"
     if isinstance(value, dict | list | tuple | set):
         return f"a {type(value).__name__} of {len(value):,} items"
     text = repr(value)

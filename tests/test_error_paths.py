@@ -97,3 +97,14 @@ def test_keys_check_failure_ends_with_an_error_line(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith(
         "Error: 1 PSK(s) cannot be opened with the configured keys")
+
+
+def test_quote_keeps_error_messages_short():
+    from cardlink_lite.errors import quote
+
+    assert [quote(v) for v in (None, True, 1.5, -(2**128) + 1, b"ab")] == [
+        "None", "True", "1.5", repr(-(2**128) + 1), "b'ab'"]
+    assert quote(2**200) == "a 201-bit integer"
+    assert quote("x" * 50) == repr("x" * 40) + "... (50 long)"
+    assert quote({"a": 1}) == "a dict of 1 items"
+    assert quote(object()).startswith("<object object at")

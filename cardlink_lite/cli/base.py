@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -21,9 +21,8 @@ from ..table_names import display_name
 # Start-up stays light: ``--version``, ``--help`` and the command modules import click
 # only; the library (Peewee, drivers, cryptography) is imported when a command runs.
 
-__all__ = ["CliState", "LazyChoice", "cli", "display_tables", "echo_json", "iso_timestamp",
-           "json_option", "pass_state", "progress_bar", "warn", "write_atomically",
-           "yes_option"]
+__all__ = ["CliState", "LazyChoice", "cli", "display_tables", "echo_json", "json_option",
+           "pass_state", "progress_bar", "warn", "write_atomically", "yes_option"]
 
 
 class CliState:
@@ -35,10 +34,8 @@ class CliState:
         self._manager = None
 
     def manager(self, check_schema: bool = True, create: bool = False, readonly: bool = False):
-        """The open manager; with ``check_schema`` the store must exist and not be newer.
-
-        Only ``create`` may create a missing SQLite file; ``readonly`` opens it read-only.
-        """
+        """The open manager; with ``check_schema`` the store must exist and not be newer. Only
+        ``create`` may create a missing SQLite file; ``readonly`` opens it read-only."""
         if self._manager is None:
             from ..config import DatabaseConfig
             from ..manager import DatabaseManager
@@ -72,7 +69,7 @@ class _Group(click.Group):
                 click.exceptions.Abort):
             raise  # BrokenPipeError: the reader went away (``| head``), main() leaves quietly
         except Exception as exc:
-            if ctx.obj is not None and getattr(ctx.obj, "verbose", False):
+            if getattr(ctx.obj, "verbose", False):
                 raise
             from ..errors import first_line
 
@@ -155,16 +152,11 @@ def display_tables(per_table: dict) -> dict:
     return {display_name(name): value for name, value in per_table.items()}
 
 
-def iso_timestamp(value: datetime) -> str:
-    """The one time format of all output: ISO 8601 UTC with milliseconds (naive is UTC)."""
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
 def _json_value(value):
     if isinstance(value, datetime):
-        return iso_timestamp(value)
+        from ..fields import iso_utc  # the one time format of all output
+
+        return iso_utc(value, millis=True)
     return value.value if isinstance(value, enum.Enum) else str(value)
 
 

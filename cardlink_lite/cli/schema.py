@@ -6,16 +6,7 @@ from datetime import datetime
 
 import click
 
-from .base import (
-    CliState,
-    cli,
-    display_tables,
-    echo_json,
-    iso_timestamp,
-    json_option,
-    pass_state,
-    yes_option,
-)
+from .base import CliState, cli, display_tables, echo_json, json_option, pass_state, yes_option
 
 __all__ = ["init", "migrate", "status"]
 
@@ -69,6 +60,7 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
         cardlink-db migrate --revision 0001
     """
     from .. import migrations
+    from ..fields import iso_utc
 
     manager = state.manager(check_schema=False, create=True)
     if resolve:
@@ -98,7 +90,8 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
         if not statements:
             click.echo("Nothing to do: the schema is up to date.")
         for sql, params in statements:
-            shown = [iso_timestamp(p) if isinstance(p, datetime) else p for p in params or ()]
+            shown = [iso_utc(p, millis=True) if isinstance(p, datetime) else p
+                     for p in params or ()]
             click.echo(sql + ";" + (f"  -- params: {shown}" if shown else ""))
         click.echo(f"-- dry run: {len(statements)} statements, nothing was changed")
         return
@@ -178,7 +171,9 @@ def status(state: CliState, detail: bool, as_json: bool):
 
 def _stamp_text(text: str) -> str:
     """A stored ISO timestamp in the output's one format (left as is if unreadable)."""
+    from ..fields import iso_utc
+
     try:
-        return iso_timestamp(datetime.fromisoformat(text))
+        return iso_utc(datetime.fromisoformat(text), millis=True)
     except (TypeError, ValueError):
         return text
