@@ -275,10 +275,8 @@ class ApduLogWriter:
 
     # -- flushing --------------------------------------------------------------
     def flush(self, report: bool = True) -> int:
-        """Write every buffered row in one transaction; returns how many were written.
-
-        A transient failure keeps the rows and raises; with ``report``, refused rows raise
-        :class:`RejectedRowsError` (once)."""
+        """Write every buffered row in one transaction; returns the count. A transient failure
+        keeps the rows and raises; with ``report``, refused rows raise RejectedRowsError once."""
         count = self._flush()
         if report and self._unreported:
             self._raise_rejections()

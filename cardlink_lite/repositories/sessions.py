@@ -28,9 +28,8 @@ _TLS_NAMED = ("tls_cipher_suite", "tls_psk_identity")  # in events as cipher_sui
 
 
 class SessionRepository(BaseRepository):
-    """OTA sessions: lifecycle, OTA facts, queries and statistics. A transition is one
-    conditional UPDATE (racing callers cannot both win) answering whether it changed the
-    session; an ended session is final (the first outcome wins)."""
+    """OTA sessions: lifecycle, OTA facts, queries, statistics. A transition is one conditional
+    UPDATE (racing callers cannot both win); an ended session is final (first outcome wins)."""
 
     model = OTASession
     entity_type = "session"
