@@ -88,6 +88,20 @@ def test_trace_queries(manager, session):
         uow.commit()
 
 
+def test_trace_pages_and_search_limits(manager, session):
+    with UnitOfWork(manager) as uow:
+        _seed(uow, session.id)
+        trace = [r.raw_data for r in uow.logs.find_by_session(session.id)]
+        assert [r.raw_data for r in uow.logs.find_by_session(session.id, offset=5)] == trace[5:]
+        assert [r.raw_data for r in uow.logs.find_by_session(session.id, limit=3)] == trace[:3]
+        assert [r.raw_data for r in uow.logs.find_by_session(session.id, offset=0)] == trace
+        assert [r.raw_data for r in uow.logs.search_hex("00", session.id, limit=2)] == trace[:2]
+        with pytest.raises(ValidationError, match="hex digits"):
+            uow.logs.search_hex("0G")
+        with pytest.raises(ValidationError, match="hex digits"):
+            uow.logs.search_hex(" ")
+
+
 # A retry-counter query (VERIFY without data) and its normal answer, a failed VERIFY with
 # a PIN, a failed SELECT: what each response means and whether it is an error.
 PIN_EXCHANGE = [("0020000100", "63C3", "3 PIN attempts remaining", False),
