@@ -225,9 +225,8 @@ def import_command(state: CliState, files, fmt, session_id, split_on_reset, devi
     manager = state.manager()
     results = []
     for index, path in enumerate(files):
-        size = os.path.getsize(path)
-        with progress_bar(size if not as_json and sys.stdout.isatty() else 0,
-                       f"{os.path.basename(path)}") as bar:
+        size = os.path.getsize(path) if not as_json and sys.stdout.isatty() else 0
+        with progress_bar(size, os.path.basename(path)) as bar:
             try:
                 summary = import_trace(
                     manager, path, fmt, session_id=session_id, split_on_reset=split_on_reset,
