@@ -8,7 +8,7 @@ from functools import partial
 
 import peewee
 
-from .._peewee import mark_clean, model_builder
+from .._peewee import mark_clean
 from ..apdu import ApduLogWriter, command_facts, is_hex, session_key
 from ..db import small_page_cache
 from ..errors import ValidationError
@@ -152,7 +152,7 @@ class LogRepository(BaseRepository):
     def _models(self, query) -> list[CommLog]:
         with self._wrap():
             rows = self.database.execute(query).fetchall()
-        return _build_models(rows)
+        return _TRACE.to_models(rows)  # every CommLog column, as the trace read
 
     def _trace_params(self, session_id, direction=None) -> tuple:
         params = (session_key(session_id),)
@@ -327,7 +327,6 @@ _BY_STATUS = Statement(lambda session, sw: _trace_query(session).where(
 _ERRORS = Statement(lambda session: _errors_query(session, False), model=CommLog)
 _ALL_ERRORS = Statement(lambda session: _errors_query(session, True), model=CommLog)
 _NAMES = tuple(CommLog._meta.sorted_field_names)
-_build_models = model_builder(CommLog, CommLog._meta.sorted_fields)
 _TIME = _NAMES.index("timestamp")
 _UTC = CommLog.timestamp.python_value
 
