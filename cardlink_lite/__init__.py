@@ -1,9 +1,6 @@
 """cardlink_lite: the data store of a SIM/UICC over-the-air test bench, built on Peewee.
-
-Every public name is served by the module that defines it, imported on first use: ``import
-cardlink_lite`` (and so the CLI's ``--version`` and the idle pytest plugin) loads neither
-Peewee nor a database driver.
-"""
+Public names load their module on first use, so ``import cardlink_lite`` (the CLI's
+``--version``, the idle pytest plugin) loads neither Peewee nor a database driver."""
 
 import importlib
 

@@ -26,8 +26,7 @@ ROW_FLAG = "__no_default__"
 
 
 def field_values(obj: peewee.Model) -> dict:
-    """The instance's field values as stored on it (foreign keys as their raw id), without
-    a query for a related row."""
+    """The instance's field values (foreign keys as their raw id), without a related query."""
     return obj.__data__
 
 

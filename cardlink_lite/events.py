@@ -155,12 +155,8 @@ class EventQueue:
         queues = _queues(self.database)
         if self in queues:
             queues.remove(self)
-        if not commit or not events:
-            return
-        if queues:
-            queues[-1].events.extend(events)
-        else:
-            self.database.after_commit(lambda: deliver_all(events))
+        if commit and events:
+            _hand_on(self.database, events)
 
 
 _local = threading.local()
@@ -183,6 +179,16 @@ def innermost_queue(database) -> EventQueue | None:
     return queues[-1] if queues else None
 
 
+def _hand_on(database, events) -> None:
+    # Committed inside a transaction: to the enclosing unit of work's queue, else delivered
+    # after the outermost commit (Peewee's after_commit runs it now outside a transaction).
+    queues = _queues(database)
+    if queues:
+        queues[-1].events.extend(events)
+    else:
+        database.after_commit(lambda: deliver_all(events))
+
+
 def deliver_all(events) -> None:
     """Deliver committed events in order through the process-wide emitter."""
     for event in events:
@@ -199,12 +205,4 @@ def emit_after_commit(database, event_type, entity_type: str, entity_id: Any,
                       data: dict[str, Any] | None = None) -> None:
     """Emit once the current transaction of ``database`` (in this thread) commits: for writes
     outside a repository (the APDU writer). With no transaction it is delivered now."""
-    database = _real(database)
-    event = new_event(event_type, entity_type, entity_id, data)
-    queues = _queues(database)
-    if queues:
-        queues[-1].events.append(event)
-    elif database.in_transaction():
-        database.after_commit(lambda: _emitter.deliver(event))
-    else:
-        _emitter.deliver(event)
+    _hand_on(_real(database), [new_event(event_type, entity_type, entity_id, data)])

@@ -22,10 +22,8 @@ __all__ = ["BaseRepository", "Page", "Statement"]
 
 class Statement:
     """A read whose SQL Peewee builds once per database (that costs more than a small read).
-
-    Each parameter of ``build`` is one argument, converted by the compared field's
-    ``db_value``; an argument must not change the SQL's shape (no None for ``==``, no lists).
-    """
+    Each parameter of ``build`` is one argument, converted by the compared field's ``db_value``;
+    an argument must not change the SQL's shape (no None for ``==``, no lists)."""
 
     def __init__(self, build, model: type[peewee.Model] | None = None):
         self._build = build
