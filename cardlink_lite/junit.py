@@ -13,7 +13,6 @@ __all__ = ["build_junit_xml", "pytest_names", "xml_safe"]
 # make the whole report unreadable to CI.
 _NOT_XML_CHAR = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _MESSAGE_MAX = 1000
-_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
 def xml_safe(text) -> str:
@@ -61,7 +60,7 @@ def build_junit_xml(run_id: str, results: Iterable) -> str:
                        time=_seconds(totals["time"]))
     ET.indent(root)
     body = ET.tostring(root, encoding="us-ascii", xml_declaration=False).decode("ascii")
-    return _DECLARATION + body + "\n"
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"
 
 
 def pytest_names(nodeid: str) -> tuple[str, str]:

@@ -135,7 +135,6 @@ class CardlinkRecorder:
         self._known: dict[tuple, bool] = {}  # (model, key): in the store
         self._collect_seen: set[str] = set()
 
-    # hooks ----------------------------------------------------------------------
     def pytest_report_header(self, config):
         return [f"cardlink: recording run {self.run_id} (suite {self.suite!r}) "
                 f"to {self.manager.config.safe_url}"]
@@ -273,7 +272,6 @@ class CardlinkRecorder:
                 tr.write_line(f"  FLAKY {entry}", yellow=True)
         tr.write_line(f"run id: {self.run_id}")
 
-    # state ----------------------------------------------------------------------
     def _failed(self, item: _Item, report, when: str) -> None:
         reason = _short_reason(report)
         if when == "call":
@@ -395,7 +393,6 @@ class CardlinkRecorder:
                 self._known[(model, key)] = known
         return known
 
-    # the run as a record ----------------------------------------------------------
     def _start_run(self, append: bool) -> None:
         database = self.manager.database
         with database.atomic():
@@ -426,7 +423,6 @@ class CardlinkRecorder:
             return RunEnding.COLLECTION_ERRORS, selection
         return (RunEnding.PARTIAL, selection) if selection else (RunEnding.COMPLETE, None)
 
-    # writing --------------------------------------------------------------------
     def flush(self) -> None:
         """Commit the buffered results; a row the database refuses is counted and noted
         (insert_isolating bisects the batch), never raised."""
@@ -555,7 +551,6 @@ def run_history(manager: DatabaseManager, suite: str, run_id: str, window: int):
     return base, comparison, flaky
 
 
-# -- report text ---------------------------------------------------------------------
 def _short_reason(report) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (path, line, reason)
