@@ -346,6 +346,7 @@ class _Import:
         self.claimed_log_ids: set = set()  # stored ids a file row was matched to
         self.given_log_ids: set = set()    # ids handed to new rows, taken for later rows
         self._shapes: dict = {}       # (model, a row's keys) -> the fast path's plan
+        self.sequence_behind: set = set()  # models given explicit ids on PostgreSQL
 
     def problem(self, text: str) -> None:
         if len(self.problems) < _MAX_PROBLEMS:
@@ -424,12 +425,16 @@ class _Import:
         if chunk:
             self._chunk(model, chunk)
         self.next_index[model] = index
-        if model is CommLog and self.write and self.result.tables[table]["created"] and \
-                isinstance(self.database, peewee.PostgresqlDatabase):
-            # Explicit ids leave PostgreSQL's sequence behind: the next new row would collide.
+        self._catch_up_sequence(model)
+
+    def _catch_up_sequence(self, model) -> None:
+        # Explicit ids leave PostgreSQL's sequence behind: the next new row would collide.
+        if model in self.sequence_behind:
+            self.sequence_behind.discard(model)
+            table, column = model._meta.table_name, model._meta.primary_key.column_name
             self.database.execute_sql(
-                "SELECT setval(pg_get_serial_sequence('comm_logs', 'id'), "
-                "(SELECT COALESCE(MAX(id), 1) FROM comm_logs))")
+                f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+                f"(SELECT COALESCE(MAX({column}), 1) FROM {table}))")
 
     # -- checking ---------------------------------------------------------------------------
     def _prepare(self, model, index: int, raw):
@@ -601,11 +606,16 @@ class _Import:
                     if f.name not in row and f is not pk:
                         row[f.name] = _default(f)
             groups.setdefault(pk.name in row, []).append(row)
-        for keyed, group in groups.items():
+        for keyed, group in sorted(groups.items(), reverse=True):  # given keys first
             given = fields if keyed else [f for f in fields if f is not pk]
+            if not keyed:
+                self._catch_up_sequence(model)
             values = operator.itemgetter(*(f.name for f in given))
             flat = [v for row in group for v in values(row)]
             insert(plan_for(self.database, model, given), flat)
+            if keyed and isinstance(pk, peewee.AutoField) and \
+                    isinstance(self.database, peewee.PostgresqlDatabase):
+                self.sequence_behind.add(model)
 
     def _update(self, model, row: dict, values: dict) -> None:
         if "updated_at" in model._meta.fields and "updated_at" not in row:

@@ -29,7 +29,7 @@ from cardlink_lite import (
     ValidationError,
 )
 from cardlink_lite.crypto import decrypt_psk, generate_key
-from cardlink_lite.models import TraceSource
+from cardlink_lite.models import ReplayCounter, TraceSource
 from cardlink_lite.transfer_format import JsonLines, read_document
 from tests.transfer_helpers import (
     PSK,
@@ -325,6 +325,25 @@ def test_rows_without_their_integer_key_get_one_from_the_database(store):
     given = TraceSource.get(TraceSource.path == "b.pcap")
     assert (keyed.id, keyed.size_bytes, given.size_bytes) == (7, None, 10)
     assert given.id not in (None, 7) and given.imported_at is not None
+
+
+def test_imported_integer_keys_leave_room_for_new_rows(store):
+    # PostgreSQL's serial sequences do not see explicit ids: new rows, in the same import
+    # or created afterwards, must not be handed an id the import already used.
+    doc = {"trace_sources": [
+        {"id": 1, "path": "a.pcap", "format": "pcap", "sha256": "a" * 64},
+        {"id": 2, "path": "b.pcap", "format": "pcap", "sha256": "b" * 64},
+        {"path": "c.pcap", "format": "pcap", "sha256": "c" * 64}],
+        "replay_counters": [
+        {"id": 1, "card_iccid": "89011234567890123456", "keyset": "k1", "tar": "B00010"}]}
+    result = DataImporter(store).import_data(doc)
+    assert result.tables["trace_sources"]["created"] == 3
+    store.bind()
+    new = TraceSource.create(path="d.pcap", format="pcap", sha256="d" * 64)
+    counter = ReplayCounter.create(card="89011234567890123456", keyset="k2", tar="B00010")
+    ids = [t.id for t in TraceSource.select().order_by(TraceSource.path)]
+    assert len(set(ids)) == 4 and ids[:2] == [1, 2] and new.id > 2
+    assert counter.id > 1
 
 
 # -- streamed import of the export's own layout -----------------------------------------
