@@ -202,8 +202,11 @@ class ApduLogWriter:
         if stored is None:
             raise ValidationError(f"direction must be 'command' or 'response'; got "
                                   f"{direction!r}", problems=["direction"])
-        # A reset seen without an ATR carries no bytes.
-        raw = "" if raw_data == "" and stored == "reset" else normalize_hex(raw_data)
+        # The common case inline (a call per row costs the writer its target); a reset seen
+        # without an ATR carries no bytes.
+        raw = raw_data.upper() if type(raw_data) is str and raw_data.isascii() else None
+        if raw is None or not is_hex(raw) or len(raw) & 1 or len(raw) > MAX_RAW_HEX:
+            raw = "" if raw_data == "" and stored == "reset" else normalize_hex(raw_data)
         if status_word is not None:
             sw = status_word.upper() if type(status_word) is str and status_word.isascii() else ""
             if not _is_status_word(sw):
@@ -212,12 +215,13 @@ class ApduLogWriter:
             sw = raw[-4:]
         else:
             sw = None
-        if status_message is not None:
+        if status_message is None:
+            if sw is not None:
+                last = self._last_command
+                status_message = _sw_message(sw, last[1] if last[0] == session else None)
+        elif not _plain_text(status_message, _MAX_MESSAGE):
             _check_text(status_message, "status_message", _MAX_MESSAGE)
-        elif sw is not None:
-            last = self._last_command
-            status_message = _sw_message(sw, last[1] if last[0] == session else None)
-        if decoded_data is not None:
+        if decoded_data is not None and not _plain_text(decoded_data, _MAX_DECODED):
             _check_text(decoded_data, "decoded_data", _MAX_DECODED)
         if latency_ms is not None:
             latency_ms = _latency(latency_ms)
@@ -528,15 +532,16 @@ def now_text() -> str:
 
 def normalize_hex(value, field: str = "raw_data") -> str:
     """Upper-case hex with spaces removed; a trailing ``...`` (an elided sample) is kept."""
-    if not isinstance(value, str):
-        if isinstance(value, bytes | bytearray | memoryview):
-            return bytes(value).hex().upper()
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = bytes(value).hex().upper()
+    elif not isinstance(value, str):
         raise ValidationError(f"{field} must be a hex string such as '00A40400'; got "
                               f"{type(value).__name__}", problems=[field])
-    if not value.isascii():  # "ﬀ".upper() is "FF": only ASCII digits are hex digits
+    elif not value.isascii():  # "ﬀ".upper() is "FF": only ASCII digits are hex digits
         raise ValidationError(f"{field} must be ASCII hex digits (0-9, A-F); got {quote(value)}",
                               problems=[field])
-    text = value.upper()
+    else:
+        text = value.upper()
     if not is_hex(text) or len(text) & 1:
         text = "".join(text.split())
         elided = text.endswith("...")
@@ -551,6 +556,11 @@ def normalize_hex(value, field: str = "raw_data") -> str:
             f"{field} is {len(text):,} hex digits long; at most {MAX_RAW_HEX:,} "
             f"({MAX_RAW_HEX // 2:,} bytes) are stored", problems=[field])
     return text
+
+
+def _plain_text(value, limit: int) -> bool:
+    """True for short ASCII text without NUL: stored as it is, no further check needed."""
+    return type(value) is str and value.isascii() and "\x00" not in value and len(value) <= limit
 
 
 def _check_text(value, field: str, limit: int) -> None:

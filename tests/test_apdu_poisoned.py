@@ -47,6 +47,7 @@ _BAD_ROWS = {
     "NUL in status message": dict(status_message="ok\x00"),
     "lone surrogate": dict(decoded_data="bad \ud800 text"),
     "raw too long": dict(raw_data="AB" * 131_073),
+    "raw bytes too long": dict(raw_data=b"\xab" * 131_073),
     "decoded too long": dict(decoded_data="x" * 1_048_577),
     "ligature status word": dict(status_word="9\ufb000"),
     "aware year 1": dict(timestamp=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))),

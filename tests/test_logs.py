@@ -140,6 +140,15 @@ def test_search_hex_refuses_wildcards(manager, session):
         uow.logs.search_hex("A4%")
 
 
+def test_search_hex_takes_only_ascii_hex_and_quotes_a_short_prefix(manager, session):
+    with UnitOfWork(manager) as uow:
+        with pytest.raises(ValidationError, match="pattern"):
+            uow.logs.search_hex("\ufb00")  # "ﬀ".upper() is "FF"
+        with pytest.raises(ValidationError, match="pattern") as info:
+            uow.logs.search_hex("Z" * 10_000)
+        assert len(str(info.value)) < 200
+
+
 def test_bad_row_in_a_batch_buffers_none_of_it(manager, session):
     with UnitOfWork(manager) as uow:
         with pytest.raises(ValidationError, match="row 1"):

@@ -11,7 +11,7 @@ import peewee
 from .._peewee import mark_clean
 from ..apdu import ApduLogWriter, command_facts, is_hex, session_key
 from ..db import small_page_cache
-from ..errors import ValidationError
+from ..errors import ValidationError, quote
 from ..events import EventType
 from ..fields import iso_utc
 from ..models import CommDirection, CommLog
@@ -223,10 +223,11 @@ class LogRepository(BaseRepository):
                    header: bool = False) -> list[CommLog]:
         """Rows whose raw APDU contains the hex ``pattern`` (any case, spaces ignored);
         ``header=True``: commands starting with it, found through the INS index."""
-        text = "".join(str(pattern).split()).upper()
+        text = "".join(str(pattern).split())
+        text = text.upper() if text.isascii() else ""  # "ﬀ".upper() is "FF"
         if not is_hex(text):
             raise ValidationError("search pattern must be hex digits such as 'A4' or "
-                                  f"'00A40400'; got {pattern!r}", problems=["pattern"])
+                                  f"'00A40400'; got {quote(pattern)}", problems=["pattern"])
         # Stored hex is upper case and the pattern is plain hex: no wildcard to escape.
         if header and len(text) >= 4:
             # Only commands have an instruction byte: the INS index alone finds them (adding
