@@ -51,6 +51,8 @@ class DatabaseConfig:
         self.slow_query_ms = slow_query_ms
         self.busy_timeout = busy_timeout
         self.sqlite_uri_options: dict = {}  # SQLite URI parameters from ?mode=ro and the like
+        # Only read: SQLite opens the file with mode=ro (never creates or converts it);
+        # units of work refuse repository writes on every backend.
         self.readonly = bool(readonly)
         if self.pool_size < 1 or self.max_overflow < 0:
             raise ConfigurationError(
@@ -70,7 +72,7 @@ class DatabaseConfig:
 
     @property
     def backend(self) -> str:
-        # Read-only: the connect arguments follow from it.
+        """sqlite, mysql or postgresql (read-only: the connect arguments follow from it)."""
         return self._backend
 
     @property
@@ -91,6 +93,7 @@ class DatabaseConfig:
 
     @property
     def safe_url(self) -> str:
+        """The URL with its password replaced by ``***``."""
         return redact_url(self.database_url)
 
     @property
@@ -171,21 +174,34 @@ def _flag(text: str) -> bool:
     return value[text.lower()]
 
 
-# The query-string options each driver accepts: the type it wants, or a tuple of choices.
+# What each converter expects, for the error message.
+_EXPECTED = {int: "a whole number", _seconds: "a number of seconds", _flag: "true or false",
+             str: "text"}
+
+
+def _choice(*allowed: str):
+    """A converter that accepts only ``allowed``, registered in ``_EXPECTED``."""
+    def convert(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(text)
+        return text
+    _EXPECTED[convert] = "one of " + ", ".join(allowed)
+    return convert
+
+
+# The query-string options each driver accepts, converted to the type it wants.
 _QUERY_OPTIONS = {
-    "sqlite": {"timeout": _seconds, "mode": ("ro", "rw", "rwc"), "cache": ("shared", "private"),
-               "immutable": ("0", "1")},
+    "sqlite": {"timeout": _seconds, "mode": _choice("ro", "rw", "rwc"),
+               "cache": _choice("shared", "private"), "immutable": _choice("0", "1")},
     "mysql": {"connect_timeout": int, "read_timeout": int, "write_timeout": int,
               "charset": str, "autocommit": _flag, "local_infile": _flag, "ssl_ca": str,
               "ssl_cert": str, "ssl_key": str, "ssl_disabled": _flag, "unix_socket": str,
               "init_command": str},
-    "postgresql": {"connect_timeout": int, "sslmode": (
+    "postgresql": {"connect_timeout": int, "sslmode": _choice(
         "disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
         "sslrootcert": str, "sslcert": str, "sslkey": str, "application_name": str,
         "options": str, "keepalives": int, "keepalives_idle": int, "target_session_attrs": str},
 }
-_EXPECTED = {int: "a whole number", _seconds: "a number of seconds", _flag: "true or false",
-             str: "text"}
 
 
 def _query_options(query: str, backend: str, safe_url: str) -> dict:
@@ -193,19 +209,16 @@ def _query_options(query: str, backend: str, safe_url: str) -> dict:
     accepted = _QUERY_OPTIONS[backend]
     options = {}
     for key, text in parse_qsl(query, keep_blank_values=True):
-        kind = accepted.get(key)
-        if kind is None:
+        convert = accepted.get(key)
+        if convert is None:
             raise ConfigurationError(
                 f"unsupported option {key[:30]!r} in the {_BACKEND_NAMES[backend]} URL "
                 f"{safe_url[:80]!r}; accepted: {', '.join(accepted)}")
         try:
-            if isinstance(kind, tuple) and text not in kind:
-                raise ValueError(text)
-            options[key] = text if isinstance(kind, tuple) else kind(text)
+            options[key] = convert(text)
         except (KeyError, ValueError):
-            expected = "one of " + ", ".join(kind) if isinstance(kind, tuple) else _EXPECTED[kind]
             raise ConfigurationError(
-                f"option {key} in the database URL must be {expected}; got "
+                f"option {key} in the database URL must be {_EXPECTED[convert]}; got "
                 f"{text[:20]!r}") from None
     return options
 

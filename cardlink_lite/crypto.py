@@ -3,7 +3,6 @@ There is no plaintext mode: with no key configured every PSK operation raises.""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import os
@@ -110,10 +109,14 @@ def check_keys(manager) -> dict:
     manager.ensure_connection()
     for iccid, token in _stored_psks().iterator():
         total += 1
+        token = _token_bytes(token)
         opened = False
         for entry, cipher in zip(report, ciphers, strict=True):
-            with contextlib.suppress(InvalidToken):
-                cipher.decrypt(_token_bytes(token))
+            try:
+                cipher.decrypt(token)
+            except InvalidToken:
+                pass  # another key may open it
+            else:
                 entry["opens"] += 1
                 opened = True
         if not opened:

@@ -19,6 +19,7 @@ __all__ = [
     "small_page_cache",
 ]
 
+
 class _UnboundProxyError(ConfigurationError, AttributeError):
     pass
 

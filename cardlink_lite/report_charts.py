@@ -101,7 +101,8 @@ def _y(chart: dict, fraction: float) -> float:
 
 
 def sparkline(values: list, width: int = 160, height: int = 28) -> dict:
-    """A small line of ``values`` (None: a gap) from 0 to the largest value."""
+    """A small line of ``values`` (None: a gap) from 0 to the largest value; ``last`` is the
+    (x, y) of the newest value drawn, None if none is."""
     pad = 3
     peak = max((v for v in values if v is not None), default=0) or 1
     step = (width - 2 * pad) / max(len(values) - 1, 1)

@@ -1,5 +1,5 @@
 """The report's test-run numbers: SQL aggregates over one suite's runs, sized by what the
-report shows, not by the stored results."""
+report shows, not by the stored results. The models must be bound to the store."""
 
 from __future__ import annotations
 

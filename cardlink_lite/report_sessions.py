@@ -1,5 +1,5 @@
 """The report's OTA-session numbers, aggregated in the database and sized by days, device x
-card pairs and commands, not by the stored APDUs."""
+card pairs and commands, not by the stored APDUs. The models must be bound to the store."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def session_window_start(since: datetime | None, days: int = 30) -> datetime | N
 
 def outcomes_per_day(start: datetime) -> list[dict]:
     """Sessions created each day from ``start``'s first day with one to the last, counted
-    per outcome."""
+    per outcome (pending and active count as ``open``)."""
     day = fn.DATE(OTASession.created_at)
     query = (OTASession.select(day, OTASession.status, fn.COUNT(OTASession.id))
              .where(OTASession.created_at >= start)
@@ -53,7 +53,8 @@ def outcomes_per_day(start: datetime) -> list[dict]:
 
 def device_card_matrix(start: datetime) -> dict:
     """Sessions per device x card pair: ``devices``, ``cards`` and ``rows`` of cells (None: no
-    sessions) with counts per outcome, success rate and the most frequent failure cause."""
+    sessions) with counts per outcome, success rate (completed out of ended) and the most
+    frequent failure cause."""
     query = (OTASession.select(OTASession.device, OTASession.card, OTASession.status,
                                *_CAUSES, fn.COUNT(OTASession.id))
              .where(OTASession.created_at >= start)

@@ -34,7 +34,8 @@ def count_older_than(database, model, field, cutoff: datetime) -> int:
 def purge_older_than(database, model, field, cutoff: datetime, chunk_size: int = 5000,
                      progress=None, cascaded=None) -> int:
     """Delete rows of ``model`` whose ``field`` is before ``cutoff``; returns how many went.
-    Cascading children go first, in chunks too, so no chunk hides a huge cascade."""
+    Cascading children go first, in chunks too, so no chunk hides a huge cascade.
+    ``progress(n)`` gets each chunk's count, ``cascaded(child_model, n)`` the children's."""
     if chunk_size < 1:
         raise ValidationError(f"chunk_size must be at least 1; got {chunk_size!r}")
     field = _field(model, field)
@@ -103,7 +104,9 @@ def purge(database, tables, cutoff: datetime, chunk_size: int = 5000,
     """Delete rows older than ``cutoff`` in chunks; counts per :func:`plan_purge` key.
     ``progress(key, n)`` sees every deleted row, the logs of purged sessions included."""
     names = resolve_purge_tables(tables)
-    done = dict.fromkeys(names + ["logs_of_sessions"] * ("sessions" in names), 0)
+    done = dict.fromkeys(names, 0)
+    if "sessions" in names:
+        done["logs_of_sessions"] = 0
 
     def count(key: str, n: int) -> None:
         done[key] += n

@@ -36,7 +36,8 @@ def current_unit_of_work(database) -> UnitOfWork | None:
 
 class UnitOfWork:
     """A transaction (``database.atomic()``) plus the repositories that work inside it:
-    ``with`` commits on a clean exit, rolls back on an exception; nested, it is a savepoint."""
+    ``with`` commits on a clean exit, rolls back on an exception; nested, it is a savepoint.
+    Changed objects its repositories handed out are saved at commit (see the README)."""
 
     def __init__(self, manager=None, readonly: bool | None = None):
         self.manager = manager if manager is not None else get_manager()

@@ -13,7 +13,10 @@ __all__ = ["keys"]
 
 @cli.group()
 def keys():
-    """Manage the PSK encryption keys (CARDLINK_ENCRYPTION_KEYS, _KEY or _KEY_FILE).
+    """Manage the encryption keys of stored PSKs.
+
+    Keys come from CARDLINK_ENCRYPTION_KEYS (several, newest first),
+    CARDLINK_ENCRYPTION_KEY, or the file named by CARDLINK_ENCRYPTION_KEY_FILE.
 
     Example:
 
@@ -55,6 +58,9 @@ def generate(output):
 @pass_state
 def rotate(state: CliState):
     """Re-encrypt every stored PSK with the newest key, in one transaction.
+
+    Put the new key first and the old ones after it, rotate, then drop the
+    old keys once `keys check` shows the newest key opens everything.
 
     Example:
 

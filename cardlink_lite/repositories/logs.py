@@ -30,7 +30,8 @@ _PURGE_CHUNK = 5000
 
 
 class SessionLogExport(Sequence):
-    """A session's logs as export dicts, streamed when iterated; a list to the design's code."""
+    """A session's logs as export dicts, streamed when iterated; otherwise it behaves like a
+    list (len, indexing, ==)."""
 
     def __init__(self, repository: LogRepository, session_id):
         self._repo = repository

@@ -113,8 +113,9 @@ def text_lines(fp, first: bytes = b""):
 
 
 def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool = True):
-    """Trace records from ``lines``; ``parse(text)`` returns an event, None to ignore the line,
-    or what is wrong with it (counted, and reported with the line's number)."""
+    """Trace records from ``lines``; ``parse(text)`` gives None to skip, an error text (counted,
+    with its line number) or an event: (COMMAND, bytes), (RESPONSE, bytes incl. SW), (ATR, bytes),
+    (EXCHANGE_LINE, (cmd, rsp)), (RESET, None), (LATENCY, ms to next response), ("time", ns)."""
     clock = Clock(start) if timestamps else None
     pending = None       # (ts, command) waiting for its response
     latency = None
