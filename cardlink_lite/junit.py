@@ -99,7 +99,6 @@ def _testcase(suite: ET.Element, suite_name: str, row) -> int:
         return 0
     # As junitxml: a teardown broken after a failure is a testcase of its own, same names.
     case = ET.SubElement(suite, "testcase", time=_seconds(0), **attributes)
-
     _outcome(case, "error", xml_safe(f'failed on teardown with "{teardown}"'),
              xml_safe(metadata.get("teardown_longrepr")) or xml_safe(teardown))
     return 1

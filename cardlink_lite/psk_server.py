@@ -139,7 +139,8 @@ def accept_psk_session(manager, context: ssl.SSLContext, sock, *, device_id=None
                        session_type: str = "scp81", trigger=None,
                        **logger_options) -> Iterator[tuple[SessionRecorder, ssl.SSLSocket]]:
     """Handshake on an accepted socket; yield (recorder, TLS socket) of the OTA session recorded
-    around it. A failed handshake fails it (PskHandshakeError), a timeout times it out."""
+    around it: cipher, TLS version, PSK identity, card, handshake time. A failed handshake records
+    the identity, time and alert, fails it and raises PskHandshakeError; a timeout times it out."""
     lookup = getattr(context, "cardlink_psk_lookup", None)
     if lookup is None:
         raise DatabaseError("build the context with psk_server_context() so that the "

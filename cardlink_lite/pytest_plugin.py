@@ -128,7 +128,6 @@ def _marker_target(item: pytest.Item) -> dict:
 
 
 class ResultRecord:
-
     """What a test adds to its own TestResult: ``assertions`` and ``metadata`` (JSON)."""
 
     def __init__(self, data: dict, properties: list | None = None):

@@ -85,14 +85,17 @@ def _fresh_database(server: str | None, tmp_path_factory):
 class _Item:
     """What the reports of one test item said so far."""
 
-    start = stop = duration = 0.0
-    status = message = longrepr = detail = subtests = None
-    location = worker = superseded = captured = None
-    attempts = 1
-    props = ()
+    __slots__ = ("start", "stop", "duration", "status", "message", "longrepr", "detail",
+                 "extra", "subtests", "attempts", "props", "location", "worker", "superseded",
+                 "captured")
 
     def __init__(self):
+        self.start = self.stop = self.duration = 0.0
+        self.status = self.message = self.longrepr = self.detail = self.subtests = None
+        self.location = self.worker = self.superseded = self.captured = None
         self.extra: dict = {}
+        self.attempts = 1
+        self.props = ()
 
 
 class CardlinkRecorder:
@@ -442,7 +445,7 @@ class CardlinkRecorder:
                         flat.extend(plan.flatten((row,)))
                     except Exception as exc:  # noqa: BLE001 - counted and shown in the summary
                         refused.append(exc)
-                written, rejected = insert_isolating(plan, flat, lambda exc: True) if flat \
+                written, rejected = insert_isolating(plan, flat, _any_error) if flat \
                     else ([], [])
         except Exception as exc:  # noqa: BLE001 - the store itself failed: none recorded
             self.not_recorded += len(rows)
@@ -465,6 +468,11 @@ _COLUMNS = tuple(f.name for f in _FIELDS)
 
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 _CUT = "\n[... {count} characters cut ...]\n"
+
+
+def _any_error(exc: BaseException) -> bool:
+    """Every failure of a row is that row's (the recorder never raises)."""
+    return True
 
 
 def storable(text, limit: int | None = None, keep_end: bool = False):
@@ -610,8 +618,9 @@ def _context(config) -> dict:
                               cwd=config.rootpath, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return context
-    if done.returncode == 0:
-        context["git_commit"], context["git_branch"] = done.stdout.split()
+    parts = done.stdout.split()
+    if done.returncode == 0 and len(parts) == 2:  # anything else: no git facts, no failure
+        context["git_commit"], context["git_branch"] = parts
     return context
 
 

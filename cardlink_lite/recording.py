@@ -28,7 +28,8 @@ class SessionRecorder:
     def set_tls_info(self, cipher_suite: str | None = None, psk_identity: str | None = None,
                      *, cipher: str | None = None, version: str | None = None,
                      handshake_ms: float | None = None, alert=None) -> None:
-        """Record the PSK-TLS handshake (committed at once, as every ``set_*``)."""
+        """Record the PSK-TLS handshake: cipher suite, PSK identity, TLS version, handshake
+        time (ms) and the alert when it failed (committed at once, as every ``set_*``)."""
         self._session("set_tls_info", cipher_suite=cipher_suite or cipher,
                       psk_identity=psk_identity, version=version, handshake_ms=handshake_ms,
                       alert=alert)
@@ -40,7 +41,6 @@ class SessionRecorder:
 
     def set_por(self, status) -> None:
         """Record the Proof-of-Receipt status (``"por-ok"``, ``"counter-low"``, a byte)."""
-
         self._session("set_por", status)
 
     def set_admin_status(self, status) -> None:

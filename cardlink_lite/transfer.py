@@ -262,8 +262,8 @@ class DataImporter:
 
     def import_data(self, data, format=None, conflict_mode=ConflictMode.SKIP,
                     dry_run: bool = False) -> ImportResult:
-        """Import ``data`` (text, bytes, a file or a mapping); ValidationError lists every
-        problem (``.problems``)."""
+        """Import ``data`` (text, bytes, a file or a mapping). Raises ValidationError listing
+        every problem (``.problems``), or EncryptionError for a ``psk_key`` without a key."""
         try:
             mode = ConflictMode(str(getattr(conflict_mode, "value", conflict_mode)).lower())
         except ValueError:
@@ -442,12 +442,8 @@ class _Import:
         mapping); a problem for each bad value."""
         if type(raw) is dict:  # fast path: known fields, in an order met before, all good
             shape = self._shapes.get((model, tuple(raw)))
-            if shape is None:  # (field name, conversion, null allowed) per key, all given?
-                by_key = _by_key(model)
-                entries = [by_key.get(k) if type(k) is str else None for k in raw]
-                shape = self._shapes[(model, tuple(raw))] = () if None in entries else (
-                    [(name, convert, f.null) for f, name, convert in entries],
-                    len(entries) == len(by_key))
+            if shape is None:
+                shape = self._shape(model, raw)
             if shape:
                 entries, complete = shape
                 try:
@@ -491,6 +487,17 @@ class _Import:
                     rejected.add(name)
                     self.problem(f"{where}.{_name(key)}: {_reason(exc, f)}")
         return self._finish(model, where, row, rejected)
+
+    def _shape(self, model, raw: dict) -> tuple:
+        """The fast path's plan for rows with ``raw``'s keys: ((field name, conversion, null
+        allowed) per key, whether every field is given); empty when a key is not a field's."""
+        by_key = _by_key(model)
+        entries = [by_key.get(k) if type(k) is str else None for k in raw]
+        shape = () if None in entries else (
+            [(name, convert, f.null) for f, name, convert in entries],
+            len(entries) == len(by_key))
+        self._shapes[(model, tuple(raw))] = shape
+        return shape
 
     def _finish(self, model, where: str, row: dict, rejected) -> dict:
         """``row`` with a new UUID key if it has none; a problem per required field missing
@@ -565,11 +572,7 @@ class _Import:
                 existing = self._match_logs(rows, existing)
             stored = {}
             if self.mode is not ConflictMode.SKIP and existing:
-                fields = model._meta.sorted_fields[1:]
-                stored = {values[0]: {f.name: f.db_value(v) for f, v in zip(fields, values[1:],
-                                                                            strict=True)}
-                          for values in model.select(pk, *fields).where(pk.in_(list(existing)))
-                          .tuples()}
+                stored = _stored_values(model, existing)
             creates = []
             for row in rows:
                 key = row.get(pk.name)
@@ -599,19 +602,24 @@ class _Import:
         # ones): rows differ only in giving their integer key or leaving it to the database.
         pk = model._meta.primary_key
         fields = model._meta.sorted_fields
+        others = [f for f in fields if f is not pk]
+        names = {f.name for f in others}
         groups: dict[bool, list] = {}
         for row in rows:
-            if len(row) < len(fields):
-                for f in fields:
-                    if f.name not in row and f is not pk:
+            if not row.keys() >= names:
+                for f in others:
+                    if f.name not in row:
                         row[f.name] = _default(f)
             groups.setdefault(pk.name in row, []).append(row)
         for keyed, group in sorted(groups.items(), reverse=True):  # given keys first
-            given = fields if keyed else [f for f in fields if f is not pk]
+            given = fields if keyed else others
             if not keyed:
                 self._catch_up_sequence(model)
             values = operator.itemgetter(*(f.name for f in given))
-            flat = [v for row in group for v in values(row)]
+            if len(given) == 1:  # itemgetter of one name gives the value, not a tuple
+                flat = [values(row) for row in group]
+            else:
+                flat = [v for row in group for v in values(row)]
             insert(plan_for(self.database, model, given), flat)
             if keyed and isinstance(pk, peewee.AutoField) and \
                     isinstance(self.database, peewee.PostgresqlDatabase):
@@ -696,6 +704,16 @@ class _Import:
                 given.add(self.next_log_id)
                 self.next_log_id += 1
         return same
+
+
+def _stored_values(model, keys) -> dict:
+    """Stored rows with ``keys``: key -> {field name: value as stored (``db_value``)}."""
+    pk = model._meta.primary_key
+    fields = model._meta.sorted_fields[1:]
+    stored = {}
+    for key, *values in model.select(pk, *fields).where(pk.in_(list(keys))).tuples():
+        stored[key] = {f.name: f.db_value(v) for f, v in zip(fields, values, strict=True)}
+    return stored
 
 
 def _default(f: peewee.Field):

@@ -337,3 +337,23 @@ def test_runs_list_shows_how_runs_ended_and_show_their_context(pytester, db_url,
     assert "host=" in context and "pytest=" in context and "python=" in context
     assert f"git_commit={commit}" in context and "git_branch=bench-branch" in context
     assert "xdist_workers=2" in context
+
+
+@pytest.mark.parametrize("output, facts", [
+    ("0123abc\nmain\n", {"git_commit": "0123abc", "git_branch": "main"}),
+    ("", {}),
+    ("0123abc\n", {}),
+    ("0123abc\nmain\nwarning: odd\n", {}),
+])
+def test_git_facts_only_from_the_expected_output_never_an_error(monkeypatch, tmp_path,
+                                                                 output, facts):
+    from types import SimpleNamespace
+
+    from cardlink_lite import pytest_recorder
+
+    done = subprocess.CompletedProcess(["git"], 0, stdout=output, stderr="")
+    monkeypatch.setattr(pytest_recorder.subprocess, "run", lambda *args, **kwargs: done)
+    config = SimpleNamespace(option=SimpleNamespace(), rootpath=tmp_path)
+    context = pytest_recorder._context(config)
+    assert {k: v for k, v in context.items() if k.startswith("git_")} == facts
+    assert "host" in context and "python" in context

@@ -607,3 +607,35 @@ def test_logs_from_another_store_are_added_not_merged(backend, db_url, tmp_path)
         assert CommLog.select().count() == 5
     finally:
         target.close()
+
+
+def test_insert_writes_rows_of_one_field_and_fills_defaults_whatever_the_row_holds():
+    from cardlink_lite.transfer import _Import
+
+    database = peewee.SqliteDatabase(":memory:")
+
+    class Note(peewee.Model):
+        text = peewee.CharField()
+
+        class Meta:
+            table_name = "notes"
+
+    class Tagged(peewee.Model):
+        name = peewee.CharField()
+        tag = peewee.CharField(default="plain")
+
+        class Meta:
+            table_name = "tagged"
+
+    with database.bind_ctx([Note, Tagged]):
+        database.create_tables([Note, Tagged])
+        importer = _Import(database, ConflictMode.SKIP, ImportResult(), write=True)
+        with database.atomic():
+            # Left to the database, a note's key leaves it a single field to write.
+            importer._insert(Note, [{"text": "hello"}, {"id": 7, "text": "kept"}])
+            # A row as long as the field list may still leave a field out.
+            importer._insert(Tagged, [{"name": "a", "line": 3, "note": "x"}])
+        assert list(Note.select(Note.id, Note.text).order_by(Note.id).tuples()) == [
+            (7, "kept"), (8, "hello")]
+        assert list(Tagged.select(Tagged.name, Tagged.tag).tuples()) == [("a", "plain")]
+    database.close()

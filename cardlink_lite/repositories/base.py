@@ -298,7 +298,8 @@ class BaseRepository:
     def find_one_by(self, **criteria):
         """The first row matching ``criteria``, or None."""
         query = self._where(self._select(), criteria).order_by(self._order(None))
-        return next(iter(self._list(query.limit(1))), None)
+        rows = self._list(query.limit(1))
+        return rows[0] if rows else None
 
     def exists(self, id) -> bool:
         model = self.model

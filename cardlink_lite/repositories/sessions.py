@@ -99,7 +99,8 @@ class SessionRepository(BaseRepository):
     def set_por(self, session_id, status) -> bool:
         """Record the Proof-of-Receipt status: a PoRStatus, its value or name, or the ETSI
         TS 102 225 status byte (0x00-0x0C)."""
-        return self._set_member(session_id, OTASession.por_status, _por_status(status))
+        return self._set_member(session_id, OTASession.por_status, _por_status(status),
+                                _POR_NEEDED)
 
     def set_admin_status(self, session_id, status) -> bool:
         """Record the SCP81 ``X-Admin-Script-Status`` (ok, unknown-application,
@@ -213,7 +214,7 @@ class SessionRepository(BaseRepository):
             self._emit(EventType.SESSION_UPDATED, str(session_id), data)
         return found
 
-    def _set_member(self, session_id, field, value, missing: str = "") -> bool:
+    def _set_member(self, session_id, field, value, missing: str) -> bool:
         member = field.coerce_member(value)
         if member is None:
             raise ValidationError(missing)
@@ -330,6 +331,7 @@ def _hex_bytes(name: str, value, size: int) -> str:
     return text
 
 
+_POR_NEEDED = "a PoR status is needed, such as 'por-ok' or 'counter-low'"
 _POR_BY_BYTE = list(PoRStatus)  # ETSI TS 102 225 response status 0x00-0x0C, in order
 
 
@@ -341,7 +343,7 @@ def _por_status(status) -> PoRStatus:
                               f"0x00-0x{len(_POR_BY_BYTE) - 1:02X}; got {status!r}")
     member = OTASession.por_status.coerce_member(status)
     if member is None:
-        raise ValidationError("a PoR status is needed, such as 'por-ok' or 'counter-low'")
+        raise ValidationError(_POR_NEEDED)
     return member
 
 

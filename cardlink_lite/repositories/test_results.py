@@ -10,7 +10,7 @@ from ..errors import ValidationError, quote
 from ..fields import to_utc_ms, utc_now
 from ..junit import build_junit_xml
 from ..models import RunEnding, TestResult, TestRun, TestStatus
-from .base import BaseRepository, positive_int
+from .base import BaseRepository, positive_int, statement
 
 __all__ = ["TestRepository"]
 
@@ -33,7 +33,7 @@ class TestRepository(BaseRepository):
                       duration_ms: int | None = None, error_message: str | None = None,
                       assertions=None, metadata=None) -> TestResult:
         """Record one result (TEST_RESULT_CREATED after commit); missing times are derived from
-        the others (``ended_at`` defaults to now)."""
+        the others (``ended_at`` defaults to now), NUL is stored as ``\\x00``."""
         for name, value in (("run_id", run_id), ("suite_name", suite_name),
                             ("test_name", test_name)):
             _check_text(name, value)
@@ -100,15 +100,14 @@ class TestRepository(BaseRepository):
         return self._list(query.tuples())
 
     def get_run_summary(self, run_id: str) -> dict:
-        """Counts per status, summed ``duration_ms``, first start, last end and pass rate."""
+        """Counts per status, summed ``duration_ms``, first start, last end and pass rate;
+        an unknown run gives zeros and None times."""
         summary = {"run_id": run_id, **dict.fromkeys(_COUNTED, 0), "duration_ms": 0}
         starts, ends = [], []
         when = TestResult.started_at.python_value
-        rows = self._fetch(self._statement("run_summary", lambda run: TestResult.select(
-            TestResult.status, fn.COUNT(TestResult.id), fn.SUM(TestResult.duration_ms),
-            fn.MIN(TestResult.started_at), fn.MAX(TestResult.ended_at),
-        ).where(TestResult.run_id == run).group_by(TestResult.status)), run_id) \
-            if run_id is not None else []
+        rows = []
+        if run_id is not None:
+            rows = self._fetch(statement((TestResult, "run_summary"), _summary_query), run_id)
         for status, count, total_ms, first, last in rows:
             summary[TestResult.status.coerce_member(status).value] += int(count)
             summary["duration_ms"] += int(total_ms or 0)
@@ -123,7 +122,8 @@ class TestRepository(BaseRepository):
 
     def compare_runs(self, run_id1: str, run_id2: str) -> dict:
         """Sorted test names: ``regressions`` (``new_failures``) passed then failed,
-        ``improvements`` (``fixed``) the reverse, ``new_tests``/``removed_tests``."""
+        ``improvements`` (``fixed``) the reverse, ``new_tests``/``removed_tests`` in one run
+        only. A rerun counts with its last result."""
         runs = [run_id1, run_id2]
         self._touch()
         # Only a test that failed in one of the runs can be a regression or a fix, so only
@@ -157,8 +157,9 @@ class TestRepository(BaseRepository):
                 "removed_tests": sorted(removed_tests)}
 
     def list_runs(self, limit: int | None = 20, suite_name: str | None = None) -> list[dict]:
-        """One summary per run (a record without results too), newest first; a run of several
-        suites shows the first by name and their number (``suites``)."""
+        """One summary per run (a record without results too), newest first; ``suite_name``
+        narrows both the runs and the counts to that suite. A run of several suites shows the
+        first by name and their number (``suites``)."""
         results = (TestResult
                    .select(TestResult.run_id, fn.MIN(TestResult.suite_name),
                            fn.COUNT(TestResult.suite_name.distinct()),
@@ -276,7 +277,8 @@ class TestRepository(BaseRepository):
         return [r for (r,) in self._list(recent.tuples())]
 
     def export_junit_xml(self, run_id: str) -> str:
-        """The run as JUnit XML (Jenkins xUnit junit-10.xsd), one testsuite per suite name."""
+        """The run as JUnit XML (Jenkins xUnit junit-10.xsd), one testsuite per suite name; an
+        unknown run gives an empty ``<testsuites>``."""
         query = (TestResult.select(TestResult.suite_name, TestResult.test_name,
                                    TestResult.status, TestResult.duration_ms,
                                    TestResult.error_message, TestResult.started_at,
@@ -318,10 +320,16 @@ _CUT_SHORT = (RunEnding.INTERRUPTED, RunEnding.UNFINISHED)
 _MAX_NAMES = 500  # test names per IN (...) list
 
 
+def _summary_query(run_id):
+    return (TestResult
+            .select(TestResult.status, fn.COUNT(TestResult.id), fn.SUM(TestResult.duration_ms),
+                    fn.MIN(TestResult.started_at), fn.MAX(TestResult.ended_at))
+            .where(TestResult.run_id == run_id)
+            .group_by(TestResult.status))
+
 
 def _only_in(run_id: str, other: str, added: bool):
     """The names ``run_id`` has and ``other`` has not (an anti-join), tagged with ``added``."""
-
     theirs = TestResult.alias()
     return (TestResult.select(Value(1 if added else 0), TestResult.test_name)
             .where((TestResult.run_id == run_id)
