@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import uuid
 
 import peewee
 
@@ -21,6 +20,7 @@ from .fields import (
     TextField,
     UTCDateTimeField,
     UUIDStrField,
+    new_uuid,
     utc_now,
 )
 
@@ -142,10 +142,6 @@ class PoRStatus(_ValueEnum):
     INSUFFICIENT_SECURITY_LEVEL = "insufficient-security-level"
     RESPONSE_VIA_SMS_SUBMIT = "response-via-sms-submit"
     RESPONSE_VIA_PROCESS_DATA = "response-via-process-data"
-
-
-def _new_uuid() -> str:
-    return str(uuid.uuid4())
 
 
 def _alias(name: str) -> property:
@@ -271,7 +267,7 @@ class CardProfile(_Timestamped):
 
 
 class OTASession(_Timestamped):
-    id = UUIDStrField(primary_key=True, default=_new_uuid)
+    id = UUIDStrField(primary_key=True, default=new_uuid)
     device = ExactForeignKeyField(
         Device, column_name="device_id", null=True, on_delete="SET NULL", backref="sessions",
         index=False,
@@ -350,7 +346,7 @@ class CommLog(BaseModel):
 class TestResult(_Timestamped):
     __test__ = False  # not a pytest test class
 
-    id = UUIDStrField(primary_key=True, default=_new_uuid)
+    id = UUIDStrField(primary_key=True, default=new_uuid)
     run_id = ExactCharField(max_length=64)
     suite_name = ExactCharField(max_length=128)
     test_name = ExactCharField(max_length=512)

@@ -23,6 +23,7 @@ from .batch_insert import insert_isolating, plan_for
 from .config import DatabaseConfig
 from .db import database_proxy
 from .errors import DatabaseError, first_line
+from .fields import new_uuid
 from .manager import DatabaseManager
 from .migrations import get_pending_revisions, run_migrations
 from .models import CardProfile, Device, OTASession, RunEnding, TestResult, TestRun, TestStatus
@@ -351,7 +352,7 @@ class CardlinkRecorder:
         ended = _utc(item.stop or item.start)
         self.counts[status.value] += 1
         row = {
-            "id": str(uuid.uuid4()),
+            "id": new_uuid(),
             "run_id": self.run_id,
             "suite_name": self.suite,
             "test_name": test_name,

@@ -12,7 +12,6 @@ import io
 import itertools
 import operator
 import re
-import uuid
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +24,7 @@ from .batch_insert import insert, plan_for
 from .crypto import decrypt_psk, encrypt_psk
 from .db import bound_models, small_page_cache
 from .errors import ValidationError, quote, translate_error
-from .fields import DATETIME_MS, JSON_TEXT, EnumField, UUIDStrField, utc_now
+from .fields import DATETIME_MS, JSON_TEXT, EnumField, UUIDStrField, new_uuid, utc_now
 from .models import (
     ALL_MODELS,
     CardProfile,
@@ -511,7 +510,7 @@ class _Import:
             if name in row or name in rejected or (f is pk and isinstance(pk, peewee.AutoField)):
                 continue
             if f is pk and isinstance(f, UUIDStrField):
-                row[name] = str(uuid.uuid4())
+                row[name] = new_uuid()
             elif not f.null and f.default is None:
                 self.problem(f"{where}.{_key(f)}: required field is missing")
         return row

@@ -1,5 +1,6 @@
 """The six models on every backend: enums, JSON, UTC milliseconds, UUID keys, cascades."""
 
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -20,6 +21,7 @@ from cardlink_lite import (
     UnitOfWork,
     ValidationError,
 )
+from cardlink_lite.fields import new_uuid
 
 
 def _raw(manager, sql, params=()):
@@ -178,3 +180,14 @@ def test_table_names_are_the_plural_snake_case_class_names():
     assert [m._meta.table_name for m in ALL_MODELS] == [
         "devices", "card_profiles", "ota_sessions", "trace_sources", "comm_logs",
         "test_results", "settings", "replay_counters", "test_runs"]
+
+
+def test_new_keys_are_time_ordered_uuids(manager):
+    # Version 7 (RFC 9562): keys made later sort later, so B-tree inserts append.
+    first = OTASession.create(session_type="test").id
+    key = uuid.UUID(first)
+    assert (key.version, key.variant) == (7, uuid.RFC_4122) and str(key) == first
+    assert abs((key.int >> 80) - time.time_ns() // 1_000_000) < 60_000
+    later = [new_uuid() for _ in range(1000)]
+    assert len(set(later)) == 1000
+    assert [k[:13] for k in later] == sorted(k[:13] for k in later) and later[0][:13] >= first[:13]
