@@ -542,15 +542,15 @@ def normalize_hex(value, field: str = "raw_data") -> str:
                               problems=[field])
     else:
         text = value.upper()
-    if not is_hex(text) or len(text) & 1:
-        text = "".join(text.split())
-        elided = text.endswith("...")
-        body = text[:-3] if elided else text
-        # An elided sample may stop mid-byte; a complete value must be whole bytes.
-        if not body or not is_hex(body) or (len(body) & 1 and not elided):
-            raise ValidationError(f"{field} must be whole bytes of hex digits (spaces allowed, "
-                                  "a trailing '...' marks an elided sample); got "
-                                  f"{quote(value)}", problems=[field])
+        if not is_hex(text) or len(text) & 1:
+            text = "".join(text.split())
+            elided = text.endswith("...")
+            body = text[:-3] if elided else text
+            # An elided sample may stop mid-byte; a complete value must be whole bytes.
+            if not body or not is_hex(body) or (len(body) & 1 and not elided):
+                raise ValidationError(
+                    f"{field} must be whole bytes of hex digits (spaces allowed, a trailing "
+                    f"'...' marks an elided sample); got {quote(value)}", problems=[field])
     if len(text) > MAX_RAW_HEX:
         raise ValidationError(
             f"{field} is {len(text):,} hex digits long; at most {MAX_RAW_HEX:,} "

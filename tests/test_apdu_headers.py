@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cardlink_lite.apdu import command_header
+from cardlink_lite.apdu import MAX_RAW_HEX, command_header, normalize_hex
 from cardlink_lite.recording import record_session
 from cardlink_lite.unit_of_work import UnitOfWork
 
@@ -67,3 +67,8 @@ def test_search_hex_header_uses_the_ins_index(sqlite_manager):
     (event,) = [e for e in seen if "FROM" in e.sql.upper() and "comm_logs" in e.sql]
     plan = database.execute_sql(f"EXPLAIN QUERY PLAN {event.sql}", event.params).fetchall()
     assert any("idx_log_ins" in str(row) for row in plan), plan
+
+
+def test_bytes_are_taken_as_they_are_within_the_stored_limit():
+    assert normalize_hex(b"") == "" and normalize_hex(bytearray(b"\x00\xa4")) == "00A4"
+    assert normalize_hex(memoryview(b"\xab" * (MAX_RAW_HEX // 2))) == "AB" * (MAX_RAW_HEX // 2)
