@@ -203,3 +203,33 @@ def test_progress_bar_on_a_terminal_only(db_url, manager, tmp_path):
     piped = subprocess.run(["cardlink-db", "--database", db_url, "logs", "import", str(path)],
                            capture_output=True, text=True, env=env, timeout=120)
     assert "%" not in piped.stdout + piped.stderr  # not a terminal: no bar
+
+
+def test_a_packet_time_out_of_range_is_a_damaged_line(run, tmp_path):
+    out = io.BytesIO()
+    writer = CaptureWriter(out, "pcapng")
+    writer.gsmtap(T0, bytes.fromhex(ATR), sub_type=1)
+    at = len(out.getvalue())
+    writer.gsmtap(2**63 * 1000, bytes.fromhex(BENCH[0][0]))
+    writer.gsmtap(T0 + 2_000_000, bytes.fromhex(BENCH[2][0]))
+    path = tmp_path / "huge_ts.pcapng"
+    path.write_bytes(out.getvalue())
+    result = run("logs", "import", str(path))
+    assert result.exit_code == 0, result.output
+    session_id = OTASession.get().id
+    assert result.output.splitlines() == [
+        f"{path} (pcapng): 1 exchanges, 1 ATRs, 0 resets, 3 rows into {session_id}",
+        f"  damaged: offset {at}: enhanced packet block with a time outside "
+        "0001-01-01..9999-12-31"]
+
+
+def test_apdu4j_times_past_9999_are_one_error_line(run, tmp_path):
+    path = tmp_path / "late.dump"
+    path.write_text("# Generated on Fri, 31 Dec 9999 23:59:59 +0000 by apdu4j\n00A4040000\n"
+                    "# Received in 2000ms\n9000\n")
+    result = run("logs", "import", str(path))
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: {path}: a row's time falls outside 0001-01-01..9999-12-31 (UTC); check the "
+        "apdu4j 'Generated on' and 'Received in' lines"]
+    assert OTASession.select().count() == 0

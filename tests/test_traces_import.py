@@ -326,3 +326,73 @@ def test_progress_sees_every_byte(manager, tmp_path):
     seen = []
     import_trace(manager, path, progress=seen.append)
     assert sum(seen) == path.stat().st_size
+
+
+def test_a_packet_time_out_of_range_is_reported_and_the_rest_imports(manager, tmp_path):
+    out = io.BytesIO()
+    writer = CaptureWriter(out, "pcapng")
+    writer.gsmtap(T0, bytes.fromhex(ATR), sub_type=1)
+    at = len(out.getvalue())
+    writer.gsmtap(2**63 * 1000, bytes.fromhex(BENCH[0][0]))  # 2^63 µs: year 294247
+    writer.gsmtap(T0 + 2_000_000, bytes.fromhex(BENCH[2][0]))
+    path = tmp_path / "huge_ts.pcapng"
+    path.write_bytes(out.getvalue())
+    summary = import_trace(manager, path)
+    assert summary.corrupt == [
+        f"offset {at}: enhanced packet block with a time outside 0001-01-01..9999-12-31"]
+    assert [(r[0], r[3], r[8]) for r in _rows(summary.sessions[0])] == [
+        ("atr", ATR, _ms(T0)), ("command", BENCH[2][1], _ms(T0 + 2_000_000)),
+        ("response", BENCH[2][2], _ms(T0 + 2_000_000))]
+
+
+def test_lines_timed_out_of_range_are_reported_and_the_first_and_last_times_import(
+        manager, tmp_path):
+    path = tmp_path / "edges.log"
+    path.write_text("0001-01-01 00:00:00 > 00 A4 00 00 02 3F 00\n"
+                    "9999-12-31 23:59:59-05:00 < 90 00\n"
+                    "0001-01-01 00:00:00.001 < 90 00\n"
+                    "0001-01-01 00:00:00+05:00 > 00 B0 00 00 01\n"
+                    "9999-12-31 23:59:59.999 > 00 B0 00 00 01\n"
+                    "9999-12-31 23:59:59.999999999+00:00 < 01 90 00\n")
+    summary = import_trace(manager, path)
+    assert summary.corrupt == [
+        "line 2: timestamp '9999-12-31 23:59:59-05:00' is not a date and time inside "
+        "0001-01-01..9999-12-31 (UTC)",
+        "line 4: timestamp '0001-01-01 00:00:00+05:00' is not a date and time inside "
+        "0001-01-01..9999-12-31 (UTC)"]
+    first, last = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999000, UTC)
+    assert [(r[0], r[3], r[8]) for r in _rows(summary.sessions[0])] == [
+        ("command", "00A40000023F00", first),
+        ("response", "9000", first + timedelta(milliseconds=1)),
+        ("command", "00B0000001", last), ("response", "019000", last)]
+    session = OTASession.get_by_id(summary.sessions[0])
+    assert (session.started_at, session.ended_at, session.duration_ms) == (first, last, None)
+
+
+@pytest.mark.parametrize("header, latency", [("Fri, 31 Dec 9999 23:59:59 +0000", "2000"),
+                                             ("Sun, 25 Jan 2015 19:11:03 +0200", "9" * 19),
+                                             ("Mon, 1 Jan 0001 00:00:00 +0100", "1")])
+def test_apdu4j_times_past_9999_are_refused_and_nothing_is_written(manager, tmp_path,
+                                                                   header, latency):
+    path = tmp_path / "late.dump"
+    path.write_text(f"# Generated on {header} by apdu4j\n00A4040000\n"
+                    f"# Received in {latency}ms\n9000\n00B0000001\n019000\n")
+    with pytest.raises(TraceFormatError) as info:
+        import_trace(manager, path)
+    assert str(info.value) == (
+        "a row's time falls outside 0001-01-01..9999-12-31 (UTC); check the apdu4j "
+        "'Generated on' and 'Received in' lines")
+    assert (OTASession.select().count(), CommLog.select().count(),
+            TraceSource.select().count()) == (0, 0, 0)
+
+
+def test_a_trace_spanning_months_imports_with_no_duration(manager, tmp_path):
+    # duration_ms is a 32-bit column: 2^31 ms is 24.8 days
+    path = tmp_path / "long.log"
+    path.write_text("2024-01-01 10:00:00 00A40004023F00\n2024-01-01 10:00:00 9000\n"
+                    "2024-03-01 10:00:00 00B0000001\n2024-03-01 10:00:00.040 019000\n")
+    summary = import_trace(manager, path)
+    session = OTASession.get_by_id(summary.sessions[0])
+    assert (session.status, session.duration_ms) == (SessionStatus.COMPLETED, None)
+    assert (session.started_at, session.ended_at) == (datetime(2024, 1, 1, 10, tzinfo=UTC),
+                                                      datetime(2024, 3, 1, 10, tzinfo=UTC))

@@ -322,3 +322,43 @@ def test_text_lines_keeps_a_line_spanning_many_chunks_whole():
     long_line = "ab" * (1 << 19)  # 1 MiB: 16 chunks of the reader
     data = f"{long_line}\r\nshort\rlast".encode()
     assert list(text_lines(io.BytesIO(data[5:]), data[:5])) == [long_line, "short", "last"]
+
+
+
+def _epb(units: int, frame: bytes) -> bytes:
+    return _block(6, struct.pack("<IIIII", 0, units >> 32, units & 0xFFFFFFFF, len(frame),
+                                 len(frame)) + frame)
+
+
+@pytest.mark.parametrize("units, tsoffset", [(2**63, 0), (2**64 - 1, 0), (1, -2**40)],
+                         ids=["2^63 us", "2^64-1 us", "negative offset"])
+def test_a_packet_time_out_of_range_is_damage_and_reading_goes_on(units, tsoffset):
+    shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb = _block(1, struct.pack("<HHI", 1, 0, 65535) + struct.pack("<HHq", 14, 8, tsoffset)
+                 + struct.pack("<HH", 0, 0))  # microseconds, if_tsoffset in seconds
+    good = T0 // 1000 - tsoffset * 1_000_000  # microseconds that land at T0 after the offset
+    frames = [udp_frame(gsmtap_sim(bytes.fromhex(body))) for body, _, _ in EXCHANGES[:3]]
+    bad = _epb(units, frames[1])
+    data = shb + idb + _epb(good, frames[0]) + bad + _epb(good + 1, frames[2])
+    _, records, stats = _read(data)
+    assert [(r[1], r[2].hex().upper()) for r in records] == [
+        (T0 // 1000 * 1000, EXCHANGES[0][1]), (T0 // 1000 * 1000 + 1000, EXCHANGES[2][1])]
+    assert stats.corrupt == [f"offset {data.index(bad)}: enhanced packet block with a time "
+                             "outside 0001-01-01..9999-12-31"]
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31 23:59:59-05:00", "0001-01-01 00:00:00+05:00",
+                                   "2024-02-30 10:00:00"])
+@pytest.mark.parametrize("fmt", ["pyscard", "hex-lines"])
+def test_a_line_time_out_of_range_is_damage_and_reading_goes_on(stamp, fmt):
+    lines = ["> 00 A4 00 00 02 3F 00", "< 90 00", "> 00 B0 00 00 01", "< 01 90 00"]
+    if fmt == "hex-lines":
+        lines = [line[2:] for line in lines]
+    lines[2] = f"{stamp} {lines[2]}"
+    _, records, stats = _read("\n".join(["2024-11-29 10:00:00 " + lines[0]] + lines[1:])
+                              .encode(), fmt)
+    assert records[0][:4] == ("exchange", 1_732_874_400 * 10**9, bytes.fromhex("00A40000023F00"),
+                              bytes.fromhex("9000"))
+    assert stats.corrupt[0] == (f"line 3: timestamp {stamp!r} is not a date and time inside "
+                                "0001-01-01..9999-12-31 (UTC)")
+    assert stats.skipped["unreadable line"] >= 1

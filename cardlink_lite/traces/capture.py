@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from .records import ReadStats
+from .records import MAX_NS, MIN_NS, ReadStats
 
 __all__ = ["PCAPNG_MAGIC", "PCAP_MAGICS", "read_capture"]
 
@@ -23,6 +23,7 @@ _MAX_GAP = 86400 * 365         # seconds between two packets beyond which a head
 
 _SHB, _IDB, _SPB, _OPB, _EPB = 0x0A0D0D0A, 0x00000001, 0x00000003, 0x00000002, 0x00000006
 _KNOWN_BLOCKS = frozenset({_SHB, _IDB, _SPB, _OPB, _EPB, 0x4, 0x5, 0xA, 0xBAD, 0x40000BAD})
+_PACKET_BLOCKS = {_EPB: "enhanced packet block", _OPB: "packet block"}
 
 
 class _Buffer:
@@ -206,12 +207,16 @@ def _pcapng(buf: _Buffer, stats: ReadStats):
             else:  # obsolete packet block: a 16-bit interface id, then a drops count
                 iface_id, _, high, low, caplen = opb.unpack_from(data, pos + 8)
             if iface_id >= len(interfaces) or 32 + caplen > length:
-                kind = "enhanced packet block" if btype == _EPB else "packet block"
-                stats.damage(f"offset {pos + buf.base}", f"{kind} with a bad interface or length")
+                stats.damage(f"offset {pos + buf.base}",
+                             f"{_PACKET_BLOCKS[btype]} with a bad interface or length")
                 continue
             linktype, num, den, offset = interfaces[iface_id]
-            yield (linktype, (high << 32 | low) * num // den + offset,
-                   data[pos + 28:pos + 28 + caplen])
+            ns = (high << 32 | low) * num // den + offset
+            if MIN_NS <= ns <= MAX_NS:
+                yield linktype, ns, data[pos + 28:pos + 28 + caplen]
+            else:
+                stats.damage(f"offset {pos + buf.base}",
+                             f"{_PACKET_BLOCKS[btype]} with a time outside 0001-01-01..9999-12-31")
         elif btype == _IDB:
             interfaces.append(_interface(data, pos, pos + length - 4, order))
         elif btype == _SPB:

@@ -6,7 +6,7 @@ import hashlib
 import os
 from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 
 from peewee import chunked
@@ -16,12 +16,13 @@ from ..errors import NotFoundError, ValidationError
 from ..models import CardProfile, Device, OTASession, SessionStatus, TraceSource
 from .decode import channel_of, decode_exchange, describe_atr
 from .reading import read_trace
-from .records import ATR, EXCHANGE
+from .records import ATR, EXCHANGE, TraceFormatError
 
 __all__ = ["ImportSummary", "import_trace", "rows_of_records"]
 
 SESSION_TYPE = "trace-import"
 _UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 _MILLIS = [f".{ms:03d}000" for ms in range(1000)]
 _CHUNK_ROWS = 2000
 _CHANNELS = [channel_of(cla) for cla in range(256)]
@@ -78,7 +79,16 @@ class _Reader:
 
 
 def _second_text(sec: int) -> str:
-    return datetime.fromtimestamp(sec, _UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:  # isoformat, as strftime writes the year 1 as "1"
+        return datetime.fromtimestamp(sec, _UTC).isoformat(" ")[:19]
+    except (ValueError, OverflowError):  # readers drop such times, but not header + latency
+        raise TraceFormatError("a row's time falls outside 0001-01-01..9999-12-31 (UTC); check "
+                               "the apdu4j 'Generated on' and 'Received in' lines") from None
+
+
+def _when(ns: int) -> datetime:
+    """ns since the epoch as a UTC datetime; no float, which is off by a few µs in 9999."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
 def _stamp(ns: int) -> str:
@@ -214,7 +224,7 @@ class _Importer:
             self.session = f"dry-run-{self.summary.sessions_created}"
         else:
             session = OTASession.create(session_type=SESSION_TYPE, status=SessionStatus.ACTIVE,
-                                        started_at=datetime.fromtimestamp(ns / 1e9, _UTC),
+                                        started_at=_when(ns),
                                         device=self.device_id, card=self.card_iccid)
             self.session = session.id
         self.created.append({"id": self.session, "first": ns, "last": ns})
@@ -293,11 +303,11 @@ class _Importer:
         """Give the sessions made here their end, duration and status."""
         for index, made in enumerate(self.created):
             failed = open_exchange and index == len(self.created) - 1
+            duration = max(0, (made["last"] - made["first"]) // 1_000_000)
             (OTASession.update(
                 status=SessionStatus.FAILED if failed else SessionStatus.COMPLETED,
-                started_at=datetime.fromtimestamp(made["first"] / 1e9, _UTC),
-                ended_at=datetime.fromtimestamp(made["last"] / 1e9, _UTC),
-                duration_ms=max(0, (made["last"] - made["first"]) // 1_000_000),
+                started_at=_when(made["first"]), ended_at=_when(made["last"]),
+                duration_ms=duration if duration < 2**31 else None,  # 32 bits: 24.8 days
                 error_code="TRACE_ENDS_MID_EXCHANGE" if failed else None,
                 error_message=("the trace ends with a command that has no response"
                                if failed else None))

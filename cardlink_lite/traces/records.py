@@ -6,11 +6,13 @@ from collections import Counter
 
 from ..errors import ValidationError
 
-__all__ = ["ATR", "EXCHANGE", "RESET", "ReadStats", "TraceFormatError"]
+__all__ = ["ATR", "EXCHANGE", "MAX_NS", "MIN_NS", "RESET", "ReadStats", "TraceFormatError"]
 
 # A record is a plain tuple, as readers make millions: (kind, ns since the epoch or None,
 # command / ATR / b"", response incl. SW1 SW2 or None, latency ms or None, response ns or None).
 EXCHANGE, ATR, RESET = "exchange", "atr", "reset"
+# The times the store takes: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z, in ns.
+MIN_NS, MAX_NS = -62_135_596_800 * 10**9, 253_402_300_800 * 10**9 - 1
 
 
 class TraceFormatError(ValidationError):

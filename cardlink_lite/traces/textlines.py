@@ -7,6 +7,7 @@ import io
 import re
 from datetime import datetime, timedelta, timezone
 
+from ..errors import quote
 from .records import ATR, EXCHANGE, RESET, ReadStats
 
 __all__ = ["COMMAND", "EXCHANGE_LINE", "LATENCY", "RESPONSE", "Alternation", "hex_bytes",
@@ -77,7 +78,8 @@ class Clock:
 
 
 def split_timestamp(line: str, clock: Clock | None):
-    """(ns or None, rest of the line) for a line that may begin with a timestamp."""
+    """(ns or None, rest of the line) for a line that may begin with a timestamp; in place of
+    the ns, what is wrong with a timestamp that is no real time or outside the stored range."""
     if clock is None or not line[:1].isdigit() and line[:1] not in "[ ":
         return None, line
     match = _TIMESTAMP.match(line)
@@ -85,8 +87,10 @@ def split_timestamp(line: str, clock: Clock | None):
         return None, line
     try:
         return clock.ns(match), line[match.end():]
-    except ValueError:
-        return None, line
+    except (ValueError, OverflowError):  # 2024-02-30; 9999-12-31 23:59:59-05:00 in UTC
+        stamp = quote(line[:match.end()].strip(" \t[]|:-"))
+        return (f"timestamp {stamp} is not a date and time inside 0001-01-01..9999-12-31 (UTC)",
+                line[match.end():])
 
 
 def text_lines(fp, first: bytes = b""):
@@ -125,7 +129,7 @@ def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool
         if not line:
             continue
         ts, text = split_timestamp(line, clock)
-        event = parse(text)
+        event = ts if type(ts) is str else parse(text)
         if event is None:
             continue
         if type(event) is str:
