@@ -396,3 +396,13 @@ def test_a_trace_spanning_months_imports_with_no_duration(manager, tmp_path):
     assert (session.status, session.duration_ms) == (SessionStatus.COMPLETED, None)
     assert (session.started_at, session.ended_at) == (datetime(2024, 1, 1, 10, tzinfo=UTC),
                                                       datetime(2024, 3, 1, 10, tzinfo=UTC))
+
+
+
+def test_apdu4j_with_a_byte_order_mark_keeps_its_header_time(manager, tmp_path):
+    path = tmp_path / "bom.dump"
+    path.write_bytes(b"\xef\xbb\xbf" + (DATA / "apdu4j-gp-scp02-session.dump").read_bytes())
+    summary = import_trace(manager, path)
+    assert (summary.format, summary.corrupt, summary.skipped) == ("apdu4j", [], {})
+    rows = _rows(summary.sessions[0])
+    assert rows[1][8] == datetime(2015, 1, 25, 17, 11, 3, tzinfo=UTC)

@@ -362,3 +362,15 @@ def test_a_line_time_out_of_range_is_damage_and_reading_goes_on(stamp, fmt):
     assert stats.corrupt[0] == (f"line 3: timestamp {stamp!r} is not a date and time inside "
                                 "0001-01-01..9999-12-31 (UTC)")
     assert stats.skipped["unreadable line"] >= 1
+
+
+
+@pytest.mark.parametrize("name", ["apdu4j-gp-scp02-session.dump", "hex-lines"])
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_line(name):
+    data = (DATA / name).read_bytes() if name.endswith(".dump") else \
+        HEX_LOGS["hex-lines"].encode()
+    plain = _read(data)
+    for fmt in ("auto", plain[0]):
+        found, records, stats = _read(b"\xef\xbb\xbf" + data, fmt)
+        assert (found, records, stats.corrupt) == (plain[0], plain[1], [])
+    assert list(text_lines(io.BytesIO(b"\xbfab\ncd"), b"\xef\xbb")) == ["ab", "cd"]

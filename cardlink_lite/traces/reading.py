@@ -23,7 +23,7 @@ def _text_head(head: bytes) -> list[str] | None:
     if b"\x00" in head:
         return None
     cut = head.rfind(b"\n") if len(head) >= SNIFF_BYTES else len(head)
-    text = head[:cut if cut > 0 else len(head)].decode("utf-8", errors="replace")
+    text = head[:cut if cut > 0 else len(head)].decode("utf-8-sig", errors="replace")
     if text.count("\ufffd") > len(text) // 100 + 1:
         return None
     clock = Clock(datetime.now(timezone.utc))

@@ -94,8 +94,9 @@ def split_timestamp(line: str, clock: Clock | None):
 
 
 def text_lines(fp, first: bytes = b""):
-    """Decoded lines of a binary file (UTF-8, undecodable bytes replaced), streamed."""
-    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")("replace"),
+    """Decoded lines of a binary file (UTF-8 without a leading byte-order mark, undecodable
+    bytes replaced), streamed."""
+    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8-sig")("replace"),
                                            translate=True)
     chunk, pending = first or fp.read(1 << 16), []
     while True:
