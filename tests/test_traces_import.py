@@ -406,3 +406,17 @@ def test_apdu4j_with_a_byte_order_mark_keeps_its_header_time(manager, tmp_path):
     assert (summary.format, summary.corrupt, summary.skipped) == ("apdu4j", [], {})
     rows = _rows(summary.sessions[0])
     assert rows[1][8] == datetime(2015, 1, 25, 17, 11, 3, tzinfo=UTC)
+
+
+
+def test_an_apdu4j_header_in_another_language_is_reported(manager, tmp_path):
+    path = tmp_path / "de.dump"
+    path.write_bytes((DATA / "apdu4j-gp-scp02-session.dump").read_bytes().replace(
+        b"Sun, 25 Jan 2015", b"So., 25 Jan. 2015"))
+    start = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    summary = import_trace(manager, path, start=start)
+    assert summary.corrupt == [
+        "line 1: 'Generated on' date not in apdu4j's English form ('Mon, 4 May 2020 17:31:15 "
+        "+0200'); rows are timed at the file's modification time instead: 'So., 25 Jan. "
+        "2015 19:11:03 +0200'"]
+    assert summary.exchanges == 9 and _rows(summary.sessions[0])[1][8] == start

@@ -374,3 +374,15 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_first_line(name):
         found, records, stats = _read(b"\xef\xbb\xbf" + data, fmt)
         assert (found, records, stats.corrupt) == (plain[0], plain[1], [])
     assert list(text_lines(io.BytesIO(b"\xbfab\ncd"), b"\xef\xbb")) == ["ab", "cd"]
+
+
+
+def test_an_apdu4j_header_date_not_in_english_is_reported():
+    data = (DATA / "apdu4j-gp-scp02-session.dump").read_bytes().replace(
+        b"Sun, 25 Jan 2015", b"So., 25 Jan. 2015")
+    _, records, stats = _read(data)
+    assert stats.corrupt == [
+        "line 1: 'Generated on' date not in apdu4j's English form ('Mon, 4 May 2020 17:31:15 "
+        "+0200'); rows are timed at the file's modification time instead: 'So., 25 Jan. "
+        "2015 19:11:03 +0200'"]
+    assert len(records) == 10 and all(r[1] is None for r in records)

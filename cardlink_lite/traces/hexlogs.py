@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from ..errors import quote
 from .decode import split_t0_exchange
 from .records import ATR, RESET
 from .textlines import COMMAND, EXCHANGE_LINE, LATENCY, RESPONSE, Alternation, hex_bytes
@@ -36,8 +37,10 @@ def _apdu4j():
             if match:
                 try:
                     when = datetime.strptime(match.group(1).strip(), "%a, %d %b %Y %H:%M:%S %z")
-                except ValueError:
-                    return None
+                except ValueError:  # the JVM's language: "Mo., 4 Mai 2020 17:31:15 +0200"
+                    return ("'Generated on' date not in apdu4j's English form ('Mon, 4 May "
+                            "2020 17:31:15 +0200'); rows are timed at the file's modification "
+                            f"time instead: {quote(match.group(1).strip())}")
                 return "time", int(when.timestamp()) * 1_000_000_000
             if text.strip() == "# Sent":
                 lines.expect_command = True
