@@ -45,10 +45,12 @@ def build_junit_xml(run_id: str, results: Iterable) -> str:
         suite = ET.SubElement(root, "testsuite", name=xml_safe(suite_name))
         properties = ET.SubElement(suite, "properties")
         ET.SubElement(properties, "property", name="run_id", value=xml_safe(run_id))
-        # pytest counts a broken teardown after a failure as an error testcase of its own
-        teardown_errors = sum(_testcase(suite, suite_name, row) for row in rows)
-        counts = {"tests": len(rows) + teardown_errors, "failures": statuses["failed"],
-                  "errors": statuses["error"] + teardown_errors}
+        for row in rows:
+            _testcase(suite, suite_name, row)
+        # As junitxml counts: testcases, and failure and error elements.
+        counts = {"tests": len(suite.findall("testcase")),
+                  "failures": len(suite.findall("testcase/failure")),
+                  "errors": len(suite.findall("testcase/error"))}
         suite.attrib.update({key: str(value) for key, value in counts.items()},
                             skipped=str(statuses["skipped"]), time=_seconds(duration),
                             id=str(index))
@@ -72,8 +74,7 @@ def pytest_names(nodeid: str) -> tuple[str, str]:
     return ".".join(names[:-1]), names[-1]
 
 
-def _testcase(suite: ET.Element, suite_name: str, row) -> int:
-    """Write ``row``'s testcase; 1 when a second one (a broken teardown) was written too."""
+def _testcase(suite: ET.Element, suite_name: str, row) -> None:
     metadata = getattr(row, "metadata", None)
     metadata = metadata if isinstance(metadata, dict) else {}
     if metadata.get("runner") == "pytest":  # test_name is the node id (or its shortening)
@@ -84,9 +85,20 @@ def _testcase(suite: ET.Element, suite_name: str, row) -> int:
     case = ET.SubElement(suite, "testcase", time=_seconds(row.duration_ms), **attributes)
     tag = {"failed": "failure", "error": "error", "skipped": "skipped"}.get(row.status)
     if tag is None:
-        return 0
+        return
     message = xml_safe(row.error_message)
-    _outcome(case, tag, message, xml_safe(metadata.get("longrepr")) or message)
+    when = {"error in setup": "setup", "error in teardown": "teardown"}.get(
+        metadata.get("outcome"))
+    _outcome(case, tag, f'failed on {when} with "{message}"' if when else message,
+             xml_safe(metadata.get("longrepr")) or message)
+    teardown = metadata.get("teardown_error")
+    if teardown and tag != "skipped":
+        # As junitxml: a teardown broken after a failure is a testcase of its own (after
+        # a setup error, a second error of the same testcase).
+        broken = case if tag == "error" else ET.SubElement(suite, "testcase", time=_seconds(0),
+                                                           **attributes)
+        _outcome(broken, "error", xml_safe(f'failed on teardown with "{teardown}"'),
+                 xml_safe(metadata.get("teardown_longrepr")) or xml_safe(teardown))
     # The output the plugin kept for a failure, as junitxml's system-out/-err.
     out = "\n".join(f"----- Captured {key} -----\n{metadata[key]}"
                     for key in ("stdout", "log") if metadata.get(key))
@@ -94,14 +106,6 @@ def _testcase(suite: ET.Element, suite_name: str, row) -> int:
         ET.SubElement(case, "system-out").text = xml_safe(out)
     if metadata.get("stderr"):
         ET.SubElement(case, "system-err").text = xml_safe(metadata["stderr"])
-    teardown = metadata.get("teardown_error")
-    if not teardown or tag == "skipped":
-        return 0
-    # As junitxml: a teardown broken after a failure is a testcase of its own, same names.
-    case = ET.SubElement(suite, "testcase", time=_seconds(0), **attributes)
-    _outcome(case, "error", xml_safe(f'failed on teardown with "{teardown}"'),
-             xml_safe(metadata.get("teardown_longrepr")) or xml_safe(teardown))
-    return 1
 
 
 def _outcome(case: ET.Element, tag: str, message: str, body: str) -> None:

@@ -36,6 +36,16 @@ def broken_teardown():
 def test_fails_then_teardown_breaks(broken_teardown):
     assert 1 == 2, "call failed"
 
+@pytest.fixture
+def broken_setup(broken_teardown):
+    raise ValueError("setup broke")
+
+def test_setup_and_teardown_break(broken_setup):
+    pass
+
+def test_passes_then_teardown_breaks(broken_teardown):
+    pass
+
 def test_long_traceback():
     def deep(n):
         if n == 0:
@@ -53,9 +63,10 @@ def _cases(xml: bytes) -> dict[tuple[str, str], list[etree._Element]]:
     return cases
 
 
-def _outcomes(cases: list) -> list[list[str]]:
-    return [[c.tag for c in case if c.tag in ("failure", "error", "skipped")]
-            for case in cases]
+def _outcomes(cases: list) -> list[list]:
+    """The outcome elements of each testcase; an error's with its message, as pytest words it."""
+    return [[(c.tag, c.get("message")) if c.tag == "error" else c.tag for c in case
+             if c.tag in ("failure", "error", "skipped")] for case in cases]
 
 
 def test_runs_junit_matches_pytests_junitxml(pytester, db_url, backend):
@@ -66,7 +77,7 @@ def test_runs_junit_matches_pytests_junitxml(pytester, db_url, backend):
     theirs = pytester.path / "theirs.xml"
     result = pytester.runpytest("--cardlink-db", db_url, "--cardlink-run-id", "fidelity",
                                 f"--junitxml={theirs}", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, failed=3, errors=1)
+    result.assert_outcomes(passed=3, failed=3, errors=4)
 
     manager = DatabaseManager(DatabaseConfig(db_url))
     manager.initialize(check_schema=False)
@@ -97,6 +108,11 @@ def test_runs_junit_matches_pytests_junitxml(pytester, db_url, backend):
     assert "teardown broke" in broke.find("error").text
     assert 'raise RuntimeError("teardown broke")' in broke.find("error").text
     assert "call failed" in failed.find("failure").text
+    # pytest writes both errors of one test into its one testcase
+    (both,) = got[("pkg.test_deep", "test_setup_and_teardown_break")]
+    setup_error, teardown_error = both.findall("error")
+    assert 'raise ValueError("setup broke")' in setup_error.text
+    assert 'raise RuntimeError("teardown broke")' in teardown_error.text
 
 
 def _rows(url: str) -> dict[str, dict]:
