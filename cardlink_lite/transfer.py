@@ -30,11 +30,8 @@ from .models import (
     CardProfile,
     CommDirection,
     CommLog,
-    Device,
-    OTASession,
-    Setting,
-    TestResult,
 )
+from .table_names import display_name
 from .transfer_format import (
     FORMAT_VERSION,
     BadRow,
@@ -61,13 +58,11 @@ __all__ = [
     "resolve_tables",
 ]
 
-# Document keys are the table names; the guide's short names are accepted too.
-_SHORT_NAMES = {
-    "devices": Device, "cards": CardProfile, "sessions": OTASession,
-    "logs": CommLog, "tests": TestResult, "settings": Setting,
-}
 TABLES = [m._meta.table_name for m in ALL_MODELS]  # parents before children
-_BY_NAME = {**{m._meta.table_name: m for m in ALL_MODELS}, **_SHORT_NAMES}
+# Document keys are the table names; the names output prints (the guide's) are taken too.
+_BY_NAME = {**{display_name(m._meta.table_name): m for m in ALL_MODELS},
+            **{m._meta.table_name: m for m in ALL_MODELS}}
+_NAMES = ", ".join(_BY_NAME)  # each name once, the printed ones first
 _PAGE = 1000            # rows read per query while exporting
 _CHUNK = 1000           # rows checked, decided and written per round trip while importing
 _MAX_PROBLEMS = 200
@@ -86,12 +81,10 @@ def resolve_tables(tables=None) -> list[type[peewee.Model]]:
     for name in tables:
         key = str(name).strip().lower()
         if key not in _BY_NAME:
-            raise ValidationError(
-                f"unknown table {name!r}; use any of {', '.join(_SHORT_NAMES)} "
-                f"or {', '.join(TABLES)}")
+            raise ValidationError(f"unknown table {quote(name)}; use any of {_NAMES}")
         wanted.add(_BY_NAME[key])
     if not wanted:
-        raise ValidationError(f"no table named; use any of {', '.join(_SHORT_NAMES)}")
+        raise ValidationError(f"no table named; use any of {_NAMES}")
     return [m for m in ALL_MODELS if m in wanted]
 
 
@@ -406,8 +399,7 @@ class _Import:
                 for raw in rows:
                     self.problem(str(raw))
             else:
-                self.problem(f"{_name(key)}: unknown table; use any of {', '.join(TABLES)} "
-                             f"(or {', '.join(_SHORT_NAMES)})")
+                self.problem(f"{_name(key)}: unknown table; use any of {_NAMES}")
             return
         table = model._meta.table_name
         self.result.tables.setdefault(table, dict.fromkeys(_COUNTS, 0))

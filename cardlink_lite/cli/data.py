@@ -40,12 +40,13 @@ def _format_for(path: str | None, given: str | None) -> str | None:
               help="json, jsonl (JSON Lines: imported a line at a time) or yaml "
                    "(default: from the --output extension, else json).")
 @click.option("--tables", "-t", metavar="LIST",
-              help="Comma-separated tables: devices,cards,sessions,logs,tests,settings.")
+              help="Comma-separated tables (default: all): devices,cards,sessions,traces,"
+                   "logs,tests,settings,counters,runs.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default: stdout).")
 @click.option("--include-keys", is_flag=True, help="Add decrypted PSK keys (hex): a secret file.")
 @pass_state
 def export_command(state: CliState, fmt, tables, output, include_keys):
-    """Export the database (all six tables by default) as JSON, JSON Lines or YAML.
+    """Export the database (every table by default) as JSON, JSON Lines or YAML.
 
     Example:
 
