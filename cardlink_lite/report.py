@@ -19,7 +19,7 @@ from . import report_charts as charts
 from . import report_runs as runs_data
 from . import report_sessions as sessions_data
 from .db import bound_models
-from .errors import ValidationError
+from .errors import ValidationError, quote
 from .fields import to_utc_ms, utc_now
 from .models import ALL_MODELS, Device
 from .repositories import TestRepository
@@ -66,7 +66,7 @@ def build_report(manager, suite: str | None = None, runs: int = REPORT_DEFAULTS[
             suite = suites[0] if suites else None
         elif suite not in suites:
             known = ", ".join(suites[:10]) or "none recorded yet"
-            raise ValidationError(f"no results for suite {suite!r:.60}; suites: {known}")
+            raise ValidationError(f"no results for suite {quote(suite)}; suites: {known}")
         context = {**_runs_part(suite, runs, since), **_sessions_part(since, sessions)}
         devices = {d for r in context["runs"] for d in r["devices"]}
         devices = sorted(devices.union(context["matrix"]["devices"]) - {None})

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 import peewee
 
 from .db import bound_models
-from .errors import ValidationError
+from .errors import ValidationError, quote
 from .fields import to_utc_ms
 from .models import ALL_MODELS, CommLog, OTASession
 
@@ -71,7 +71,7 @@ def resolve_purge_tables(tables) -> list[str]:
         key = by_any.get(str(name).strip().lower())
         if key is None:
             raise ValidationError(
-                f"cannot purge table {name!r}; choose from {', '.join(PURGEABLE)}")
+                f"cannot purge table {quote(name)}; choose from {', '.join(PURGEABLE)}")
         chosen.add(key)
     if not chosen:
         raise ValidationError(f"no table to purge; choose from {', '.join(PURGEABLE)}")

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import tempfile
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -21,8 +21,9 @@ from ..table_names import display_name
 # Start-up stays light: ``--version``, ``--help`` and the command modules import click
 # only; the library (Peewee, drivers, cryptography) is imported when a command runs.
 
-__all__ = ["CliState", "LazyChoice", "cli", "display_tables", "echo_json", "json_option",
-           "pass_state", "progress_bar", "warn", "write_atomically", "yes_option"]
+__all__ = ["CliState", "LazyChoice", "StoredText", "UtcDateTime", "cli", "display_tables",
+           "echo_json", "json_option", "pass_state", "progress_bar", "warn", "write_atomically",
+           "yes_option"]
 
 
 class CliState:
@@ -141,6 +142,45 @@ class LazyChoice(click.Choice):
     @choices.setter
     def choices(self, value):  # click.Choice.__init__ assigns the fixed values
         pass
+
+
+class UtcDateTime(click.DateTime):
+    """A UTC date or time (2024-11-29, 2024-11-29T08:00), given back timezone-aware."""
+
+    def __init__(self):
+        super().__init__(["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
+                          "%Y-%m-%d %H:%M:%S"])
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx).replace(tzinfo=timezone.utc)
+        except click.BadParameter:
+            from ..errors import quote
+
+            self.fail(f"{quote(value)} is not a date or time; use 2024-11-29 or "
+                      "2024-11-29T08:00 (UTC)", param, ctx)
+
+
+class StoredText(click.ParamType):
+    """Text for the column ``"Model.field"``: a value it cannot hold is bad input naming the
+    option (exit 2), not a failed query naming the column."""
+
+    name = "text"
+
+    def __init__(self, column: str):
+        self._column = column
+
+    def convert(self, value, param, ctx):
+        from .. import models
+        from ..errors import ValidationError
+
+        model, name = self._column.split(".")
+        field = getattr(models, model)._meta.fields[name]
+        try:
+            field.db_value(value)  # the column's own checks: length, NUL, lone surrogates
+        except ValidationError as exc:
+            self.fail(str(exc).removeprefix(f"{field.name} "), param, ctx)
+        return value
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

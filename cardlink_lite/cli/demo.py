@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import click
 
-from .base import CliState, cli, pass_state
+from .base import CliState, StoredText, cli, pass_state
 
 __all__ = ["demo"]
 
 
 @cli.command()
-@click.option("--device-id", default="RF8M33DEMO01", show_default=True)
-@click.option("--iccid", default="89014103211118510720", show_default=True)
+@click.option("--device-id", default="RF8M33DEMO01", show_default=True,
+              type=StoredText("Device.id"))
+@click.option("--iccid", default="89014103211118510720", show_default=True,
+              type=StoredText("CardProfile.iccid"))
 @pass_state
 @click.pass_context
 def demo(ctx, state: CliState, device_id: str, iccid: str):

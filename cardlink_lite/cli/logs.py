@@ -8,7 +8,16 @@ import uuid
 
 import click
 
-from .base import CliState, LazyChoice, cli, echo_json, json_option, pass_state, progress_bar
+from .base import (
+    CliState,
+    LazyChoice,
+    StoredText,
+    cli,
+    echo_json,
+    json_option,
+    pass_state,
+    progress_bar,
+)
 
 
 @cli.group()
@@ -198,8 +207,10 @@ def _trace_lines(rows):
               help="Append to this existing session instead of creating one per file.")
 @click.option("--split-on-reset", is_flag=True,
               help="Start a new session at every ATR / card reset.")
-@click.option("--device", "device_id", metavar="ID", help="Link the sessions to this device.")
-@click.option("--card", "card_iccid", metavar="ICCID", help="Link the sessions to this card.")
+@click.option("--device", "device_id", type=StoredText("Device.id"), metavar="ID",
+              help="Link the sessions to this device.")
+@click.option("--card", "card_iccid", type=StoredText("CardProfile.iccid"), metavar="ICCID",
+              help="Link the sessions to this card.")
 @click.option("--dry-run", is_flag=True, help="Read and decode; write nothing.")
 @json_option
 @pass_state

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timezone
 
 import click
 
-from .base import CliState, cli, pass_state
+from .base import CliState, StoredText, UtcDateTime, cli, pass_state
 
 __all__ = ["report"]
 
-_DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
-                 "%Y-%m-%d %H:%M:%S"]
-
-
 @cli.command()
-@click.option("--suite", "-s", metavar="NAME",
+@click.option("--suite", "-s", type=StoredText("TestResult.suite_name"), metavar="NAME",
               help="Suite whose runs are shown (default: the one with the newest result).")
 @click.option("--runs", "-n", default=20, show_default=True,  # REPORT_DEFAULTS["runs"]
               type=click.IntRange(min=1, max=1000), help="Newest runs of the suite to show.")
-@click.option("--since", type=click.DateTime(formats=_DATE_FORMATS), metavar="DATE",
+@click.option("--since", type=UtcDateTime(), metavar="DATE",
               help="Leave out runs and sessions before this UTC date or time "
                    "(2024-11-29 or 2024-11-29T08:00).")
 @click.option("--session", "sessions", multiple=True, metavar="ID",
@@ -56,8 +51,6 @@ def report(state: CliState, suite, runs, since, sessions, output, title):
             raise click.BadParameter(
                 f"{value[:40]!r} is not a session id; session ids are UUIDs like "
                 "3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f", param_hint="--session") from None
-    if since is not None:  # the option is documented as UTC; a naive datetime is local time
-        since = since.replace(tzinfo=timezone.utc)
     path = write_report(state.manager(readonly=True), output, suite=suite, runs=runs,
                         since=since, sessions=list(sessions) or None, title=title)
     click.echo(f"wrote {output} ({path.stat().st_size / 1024:,.0f} KiB); open it in a browser")

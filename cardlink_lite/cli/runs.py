@@ -6,11 +6,20 @@ import contextlib
 
 import click
 
-from .base import CliState, cli, echo_json, json_option, pass_state, write_atomically
+from .base import (
+    CliState,
+    StoredText,
+    cli,
+    echo_json,
+    json_option,
+    pass_state,
+    write_atomically,
+)
 
 __all__ = ["runs_group"]
 
 _MESSAGE_WIDTH = 100
+_RUN_ID = StoredText("TestResult.run_id")
 
 
 @cli.group("runs")
@@ -27,7 +36,8 @@ def runs_group():
 @runs_group.command("list")
 @click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=1),
               help="Newest runs to list.")
-@click.option("--suite", "-s", "suite_name", metavar="NAME", help="Only runs of this suite.")
+@click.option("--suite", "-s", "suite_name", type=StoredText("TestResult.suite_name"),
+              metavar="NAME", help="Only runs of this suite.")
 @json_option
 @pass_state
 def list_command(state: CliState, limit, suite_name, as_json):
@@ -56,7 +66,7 @@ def list_command(state: CliState, limit, suite_name, as_json):
 
 
 @runs_group.command("show")
-@click.argument("run_id")
+@click.argument("run_id", type=_RUN_ID)
 @json_option
 @pass_state
 def show_command(state: CliState, run_id, as_json):
@@ -101,8 +111,8 @@ def show_command(state: CliState, run_id, as_json):
 
 
 @runs_group.command("compare")
-@click.argument("run_a")
-@click.argument("run_b")
+@click.argument("run_a", type=_RUN_ID)
+@click.argument("run_b", type=_RUN_ID)
 @json_option
 @pass_state
 def compare_command(state: CliState, run_a, run_b, as_json):
@@ -130,7 +140,7 @@ def compare_command(state: CliState, run_a, run_b, as_json):
 
 
 @runs_group.command("junit")
-@click.argument("run_id")
+@click.argument("run_id", type=_RUN_ID)
 @click.option("--output", "-o", type=click.Path(dir_okay=False),
               help="Write to this file (mode 0600) instead of stdout.")
 @pass_state

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .base import CliState, cli, echo_json, json_option, pass_state
+from .base import CliState, StoredText, UtcDateTime, cli, echo_json, json_option, pass_state
 
 __all__ = ["list_command", "sessions_group"]
-
-_DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
-                 "%Y-%m-%d %H:%M:%S"]
-
 
 @cli.group("sessions")
 def sessions_group():
@@ -24,11 +20,13 @@ def sessions_group():
 
 
 @sessions_group.command("list")
-@click.option("--device", "device_id", metavar="ID", help="Only sessions of this device.")
-@click.option("--card", "card_iccid", metavar="ICCID", help="Only sessions of this card.")
+@click.option("--device", "device_id", type=StoredText("Device.id"), metavar="ID",
+              help="Only sessions of this device.")
+@click.option("--card", "card_iccid", type=StoredText("CardProfile.iccid"), metavar="ICCID",
+              help="Only sessions of this card.")
 @click.option("--status", metavar="STATUS",
               help="Only sessions in this status (pending, active, completed, failed, timeout).")
-@click.option("--since", type=click.DateTime(formats=_DATE_FORMATS), metavar="DATE",
+@click.option("--since", type=UtcDateTime(), metavar="DATE",
               help="Only sessions created at or after this UTC date or time "
                    "(2024-11-29 or 2024-11-29T08:00).")
 @click.option("--limit", "-n", default=50, show_default=True, type=click.IntRange(min=1),

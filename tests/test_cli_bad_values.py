@@ -1,0 +1,52 @@
+"""Bad option values are one ``Error:`` line naming the option, quoting a short prefix of the
+value, exit 2: dates, table lists and ids longer than their column."""
+
+import pytest
+from click.testing import CliRunner
+
+from cardlink_lite.cli import cli
+from tests.test_cli_table_names import ALL_NAMES
+
+LONG = "x" * 5000
+QUOTED = "'" + "x" * 40 + "'... (5,000 long)"
+NOT_A_DATE = f"{QUOTED} is not a date or time; use 2024-11-29 or 2024-11-29T08:00 (UTC)"
+ID = "y" * 70
+
+
+def _too_long(limit: int, value: str) -> str:
+    return f"must be at most {limit} characters; got {len(value)} ({value[:20] + '...'!r})"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("args", "error"), [
+    (["sessions", "list", "--since", LONG], f"Invalid value for '--since': {NOT_A_DATE}"),
+    (["report", "--since", LONG], f"Invalid value for '--since': {NOT_A_DATE}"),
+    (["export", "--tables", LONG],
+     f"Invalid value for --tables: unknown table {QUOTED}; use any of {ALL_NAMES}"),
+    (["purge", "--older-than", "1", "--tables", LONG],
+     f"Invalid value for --tables: cannot purge table {QUOTED}; choose from logs, tests, "
+     "sessions"),
+    (["runs", "show", ID], f"Invalid value for 'RUN_ID': {_too_long(64, ID)}"),
+    (["runs", "junit", ID], f"Invalid value for 'RUN_ID': {_too_long(64, ID)}"),
+    (["runs", "compare", "a", ID], f"Invalid value for 'RUN_B': {_too_long(64, ID)}"),
+    (["runs", "list", "--suite", LONG], f"Invalid value for '--suite' / '-s': "
+                                        f"{_too_long(128, LONG)}"),
+    (["report", "--suite", LONG], f"Invalid value for '--suite' / '-s': "
+                                  f"{_too_long(128, LONG)}"),
+    (["sessions", "list", "--device", ID], f"Invalid value for '--device': {_too_long(64, ID)}"),
+    (["sessions", "list", "--card", "8" * 23], "Invalid value for '--card': "
+                                               f"{_too_long(22, '8' * 23)}"),
+    (["logs", "import", "--device", ID, "trace.log"],
+     f"Invalid value for '--device': {_too_long(64, ID)}"),
+    (["logs", "import", "--card", "8" * 23, "trace.log"],
+     f"Invalid value for '--card': {_too_long(22, '8' * 23)}"),
+    (["demo", "--device-id", ID], f"Invalid value for '--device-id': {_too_long(64, ID)}"),
+])
+def test_a_bad_value_is_one_short_error_line(manager, db_url, tmp_path, monkeypatch, args,
+                                             error):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "trace.log").write_text("00A4040000\n9000\n")
+    result = CliRunner().invoke(cli, ["--database", db_url, *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[-1] == f"Error: {error}"
+    assert len(result.stderr) < 1000
