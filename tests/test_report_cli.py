@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import zipfile
@@ -31,6 +32,7 @@ def test_report_command_writes_the_file(manager, db_url, tmp_path):
                  "--session", sid, "-o", str(out), "--title", "Lab 3")
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"wrote {out} (")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # a page to share, not a secret
     doc = lxml_html.fromstring(out.read_text(encoding="utf-8"))
     assert doc.xpath("//h1")[0].text_content() == "Lab 3"
     assert [r.xpath("./th")[0].text_content() for r in
@@ -55,6 +57,16 @@ def test_bad_input_is_one_error_line_and_no_file(manager, db_url, tmp_path, args
     assert result.exit_code != 0
     assert message in result.output and "Traceback" not in result.output
     assert not out.exists() and list(tmp_path.glob(".r.html*")) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_missing_directory_is_refused_before_the_report_is_built(manager, db_url, tmp_path):
+    # --suite nope would fail the build: the directory is checked first, as export's is.
+    result = run(db_url, "--suite", "nope", "-o", str(tmp_path / "missing" / "r.html"))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for --output: directory '{tmp_path / 'missing'}' does not "
+        "exist; create it or choose another path")
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

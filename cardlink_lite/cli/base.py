@@ -215,8 +215,9 @@ def progress_bar(length: int, label: str):
     return click.progressbar(length=length, label=label, file=sys.stderr)
 
 
-def write_atomically(path, write, param_hint: str = "--output"):
-    """Write through a 0600 temp file in the same directory, renamed into place."""
+def write_atomically(path, write, param_hint: str = "--output", mode: int = 0o600):
+    """Write through a temp file (0600 until done) in the same directory, renamed into place
+    with ``mode``; a missing directory is refused before ``write`` runs."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
@@ -234,6 +235,7 @@ def write_atomically(path, write, param_hint: str = "--output"):
             result = write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

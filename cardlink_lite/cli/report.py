@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import click
 
-from .base import CliState, StoredText, UtcDateTime, cli, pass_state
+from .base import CliState, StoredText, UtcDateTime, cli, pass_state, write_atomically
 
 __all__ = ["report"]
 
@@ -37,7 +38,7 @@ def report(state: CliState, suite, runs, since, sessions, output, title):
         cardlink-db report --session 3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f -o session.html
     """
     try:  # the report's template engine is the optional extra cardlink-lite[report]
-        from ..report import write_report
+        from ..report import build_report
     except ModuleNotFoundError as exc:
         if exc.name not in ("jinja2", "markupsafe"):
             raise
@@ -51,6 +52,8 @@ def report(state: CliState, suite, runs, since, sessions, output, title):
             raise click.BadParameter(
                 f"{value[:40]!r} is not a session id; session ids are UUIDs like "
                 "3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f", param_hint="--session") from None
-    path = write_report(state.manager(readonly=True), output, suite=suite, runs=runs,
-                        since=since, sessions=list(sessions) or None, title=title)
-    click.echo(f"wrote {output} ({path.stat().st_size / 1024:,.0f} KiB); open it in a browser")
+    write_atomically(output, lambda fh: fh.write(build_report(
+        state.manager(readonly=True), suite=suite, runs=runs, since=since,
+        sessions=list(sessions) or None, title=title)), mode=0o644)
+    click.echo(f"wrote {output} ({Path(output).stat().st_size / 1024:,.0f} KiB); open it in "
+               "a browser")
