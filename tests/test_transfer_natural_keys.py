@@ -1,0 +1,133 @@
+"""Import from another store: trace sources and replay counters are the same rows by their
+natural keys (sha256; card, keyset and TAR), never by the per-store integer id."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cardlink_lite import CommLog, ConflictMode, DataExporter, DataImporter, ValidationError
+from cardlink_lite.models import CardProfile, ReplayCounter, TraceSource
+from tests.transfer_helpers import checksums, extra_manager, populate
+
+CARD_A = "89011234567890123456"   # populate's card
+CARD_B = "89990000000000000001"
+
+
+@pytest.fixture
+def bench_a(manager):
+    """Bench A: two imported files (ids 1, 2), logs from each, one counter (id 1)."""
+    populate(manager)
+    TraceSource.insert_many([
+        {"id": 1, "path": "scp02.dump", "format": "apdu4j", "sha256": "a" * 64},
+        {"id": 2, "path": "multi.dump", "format": "apdu4j", "sha256": "b" * 64}]).execute()
+    logs = [log.id for log in CommLog.select().order_by(CommLog.id)]
+    CommLog.update(source_id=1).where(CommLog.id.in_(logs[:2])).execute()
+    CommLog.update(source_id=2).where(CommLog.id.in_(logs[2:4])).execute()
+    ReplayCounter.create(id=1, card=CARD_A, keyset="kic=01,kid=01", tar="000001", counter=7)
+    return json.loads(DataExporter(manager).export_all())
+
+
+@pytest.fixture
+def bench_b(backend, tmp_path):
+    """Bench B: its own counter under id 1; A's second file imported as its id 1."""
+    with extra_manager(backend, tmp_path) as manager:
+        manager.bind()
+        CardProfile.create(iccid=CARD_B, card_type="USIM")
+        ReplayCounter.create(id=1, card=CARD_B, keyset="kic=01,kid=01", tar="000001",
+                             counter=5)
+        TraceSource.insert_many([
+            {"id": 1, "path": "copy-of-multi.dump", "format": "apdu4j", "sha256": "b" * 64},
+            {"id": 2, "path": "other.dump", "format": "apdu4j", "sha256": "c" * 64}]).execute()
+        yield manager
+
+
+def _counters(manager) -> dict:
+    manager.bind()
+    return {(c.card_iccid, c.keyset, c.tar): c.counter for c in ReplayCounter.select()}
+
+
+def _sources_of_logs(manager) -> dict:
+    """Each log's trace file by sha256 (first letter), in the order of the log's data."""
+    manager.bind()
+    files = {t.id: t.sha256[0] for t in TraceSource.select()}
+    return sorted((log.timestamp, files.get(log.source_id))
+                  for log in CommLog.select() if log.source_id is not None)
+
+
+def test_counters_and_sources_from_another_store_are_matched_by_natural_key(
+        bench_a, bench_b, manager):
+    expected_sources = _sources_of_logs(manager)
+    result = DataImporter(bench_b).import_data(bench_a)
+    assert result.tables["replay_counters"] == {"created": 1, "updated": 0, "skipped": 0,
+                                                "unchanged": 0}
+    assert result.tables["trace_sources"] == {"created": 1, "updated": 0, "skipped": 1,
+                                              "unchanged": 0}
+    # Both counters are kept: A's card goes on from 7, B's from 5.
+    assert _counters(bench_b) == {(CARD_A, "kic=01,kid=01", "000001"): 7,
+                                  (CARD_B, "kic=01,kid=01", "000001"): 5}
+    # A's multi.dump is B's file 1; A's scp02.dump takes a new id (B's 2 is other.dump).
+    files = {t.sha256[0]: (t.id, t.path) for t in TraceSource.select()}
+    assert files == {"a": (3, "scp02.dump"), "b": (1, "copy-of-multi.dump"),
+                     "c": (2, "other.dump")}
+    # Imported logs point at the same files as in A.
+    assert _sources_of_logs(bench_b) == expected_sources
+    # Importing the file again changes nothing; so does importing B's own export.
+    before = checksums(bench_b)
+    again = DataImporter(bench_b).import_data(bench_a)
+    assert (again.created, again.updated) == (0, 0)
+    own = DataImporter(bench_b).import_data(DataExporter(bench_b).export_all())
+    assert (own.created, own.updated) == (0, 0)
+    assert checksums(bench_b) == before
+    bench_b.bind()
+    assert TraceSource.create(path="d", format="pcap", sha256="d" * 64).id == 4
+    assert ReplayCounter.create(card=CARD_B, keyset="k", tar="000002").id == 3
+
+
+@pytest.mark.parametrize("mode", [ConflictMode.OVERWRITE, ConflictMode.MERGE])
+def test_overwrite_and_merge_change_only_the_row_with_the_same_natural_key(
+        bench_a, bench_b, mode):
+    DataImporter(bench_b).import_data(bench_a)
+    bench_a["replay_counters"][0]["counter"] = 9
+    bench_a["trace_sources"][1]["path"] = "renamed.dump"
+    result = DataImporter(bench_b).import_data(bench_a, conflict_mode=mode)
+    assert result.tables["replay_counters"]["updated"] == 1
+    assert result.tables["trace_sources"] == {"created": 0, "updated": 1, "skipped": 0,
+                                              "unchanged": 1}
+    assert _counters(bench_b) == {(CARD_A, "kic=01,kid=01", "000001"): 9,
+                                  (CARD_B, "kic=01,kid=01", "000001"): 5}
+    assert {t.id: t.path for t in TraceSource.select()} == {
+        1: "renamed.dump", 2: "other.dump", 3: "scp02.dump"}
+
+
+def test_dry_run_predicts_what_the_import_does(bench_a, bench_b):
+    # B's only file is A's second: A's file ids 1 and 2 used to be skipped and created.
+    TraceSource.delete().where(TraceSource.id == 2).execute()
+    before = checksums(bench_b)
+    dry = DataImporter(bench_b).import_data(bench_a, dry_run=True)
+    assert checksums(bench_b) == before
+    real = DataImporter(bench_b).import_data(bench_a)
+    assert (dry.tables, dry.created, dry.skipped) == (real.tables, real.created, real.skipped)
+    assert real.tables["trace_sources"]["created"] == real.tables["trace_sources"]["skipped"] == 1
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_natural_key_twice_in_the_file_is_refused_before_any_write(bench_b, dry_run):
+    doc = {"trace_sources": [
+        {"id": 7, "path": "x", "format": "pcap", "sha256": "e" * 63},
+        {"id": 8, "path": "y", "format": "pcap", "sha256": "E" * 62 + "\u00e9 "}],
+        "replay_counters": [
+        {"card_iccid": CARD_B, "keyset": "k", "tar": "00000A"},
+        {"card_iccid": CARD_B, "keyset": "k", "tar": "00000a"}]}
+    before = checksums(bench_b)
+    with pytest.raises(ValidationError) as caught:
+        DataImporter(bench_b).import_data(doc, dry_run=dry_run)
+    assert caught.value.problems == [
+        "trace_sources[1].sha256: 'EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE'... (64 long) "
+        "repeats trace_sources[0]'s (letter case, accents and trailing spaces aside, as MySQL "
+        "and MariaDB compare); give each row its own sha256",
+        "replay_counters[1].(card_iccid, keyset, tar): '89990000000000000001', 'k', '00000a' "
+        "repeats replay_counters[0]'s (letter case, accents and trailing spaces aside, as "
+        "MySQL and MariaDB compare); give each row its own card_iccid, keyset, tar"]
+    assert checksums(bench_b) == before
