@@ -12,6 +12,7 @@ import io
 import itertools
 import operator
 import re
+import unicodedata
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +31,8 @@ from .models import (
     CardProfile,
     CommDirection,
     CommLog,
+    ReplayCounter,
+    TraceSource,
 )
 from .table_names import display_name
 from .transfer_format import (
@@ -69,6 +72,10 @@ _MAX_PROBLEMS = 200
 _MAX_TEXT_BYTES = 65_535  # a TEXT column on MySQL/MariaDB (notes, error_message)
 _COUNTS = ("created", "updated", "skipped", "unchanged")
 _STATUS_WORD = re.compile(r"[0-9A-Fa-f]{4}").fullmatch
+# The unique keys besides the primary key. Integer ids are per-store counters: a row from
+# another store is the same row by these (or a new one), whatever its id.
+_NATURAL_KEYS = {TraceSource: (TraceSource.sha256,),
+                 ReplayCounter: (ReplayCounter.card, ReplayCounter.keyset, ReplayCounter.tar)}
 
 
 def resolve_tables(tables=None) -> list[type[peewee.Model]]:
@@ -338,6 +345,9 @@ class _Import:
         self.claimed_log_ids: set = set()  # stored ids a file row was matched to
         self.given_log_ids: set = set()    # ids handed to new rows, taken for later rows
         self._shapes: dict = {}       # (model, a row's keys) -> the fast path's plan
+        self.natural: dict = {}       # model -> {folded natural key: index of its file row}
+        self.fresh: dict = {}         # model -> [next free id, ids given to file rows]
+        self.new_ids: dict = {}       # model -> {id in the file: id stored under}, if not same
         self.sequence_behind: set = set()  # models given explicit ids on PostgreSQL
 
     def problem(self, text: str) -> None:
@@ -552,14 +562,22 @@ class _Import:
         table = model._meta.table_name
         try:
             self._remember_keys(model, chunk)
+            if model in _NATURAL_KEYS:
+                self._remember_natural_keys(model, chunk)
             if model._meta.refs and not self.problems:
                 self._check_references(model, chunk)
             if self.problems:
                 return  # nothing is decided or written once the import is refused
             rows = [row for _, row in chunk]
             pk = model._meta.primary_key
-            existing = _stored_keys(model, [r[pk.name] for r in rows if pk.name in r])
+            if model in _NATURAL_KEYS:
+                existing = self._match_natural_keys(model, rows)
+            else:
+                existing = _stored_keys(model, [r[pk.name] for r in rows if pk.name in r])
             if model is CommLog:
+                moved = self.new_ids.get(TraceSource)
+                for row in rows if moved else ():
+                    row["source_id"] = moved.get(row.get("source_id"), row.get("source_id"))
                 existing = self._match_logs(rows, existing)
             stored = {}
             if self.mode is not ConflictMode.SKIP and existing:
@@ -642,6 +660,51 @@ class _Import:
                 values[f.name] = _default(f)
         return values
 
+    def _remember_natural_keys(self, model, chunk) -> None:
+        """The chunk's natural keys, each a problem if met before in the file."""
+        fields = _NATURAL_KEYS[model]
+        seen = self.natural.setdefault(model, {})
+        table = model._meta.table_name
+        for index, row in chunk:
+            values = tuple(row.get(f.name) for f in fields)
+            first = seen.setdefault(_fold(values), index) if None not in values else index
+            if first != index:
+                columns = ", ".join(_key(f) for f in fields)
+                self.problem(
+                    f"{table}[{index}].{columns if len(fields) == 1 else f'({columns})'}: "
+                    f"{', '.join(quote(v) for v in values)} repeats {table}[{first}]'s "
+                    "(letter case, accents and trailing spaces aside, as MySQL and MariaDB "
+                    f"compare); give each row its own {columns}")
+
+    def _match_natural_keys(self, model, rows) -> set:
+        """Ids of ``rows`` stored already under their natural key; each row takes its stored
+        row's id, or a new one where its id holds another row."""
+        fields = _NATURAL_KEYS[model]
+        pk = model._meta.primary_key
+        if model not in self.fresh:
+            self.fresh[model] = [(model.select(peewee.fn.MAX(pk)).scalar() or 0) + 1, set()]
+        fresh, given = self.fresh[model]
+        keys = [tuple(row[f.name] for f in fields) for row in rows]
+        stored = {_fold(tuple(values)): key for part in peewee.chunked(keys, 300)
+                  for key, *values in model.select(pk, *fields)
+                  .where(peewee.Tuple(*fields).in_(part)).tuples()}
+        same = {stored[k] for k in map(_fold, keys) if k in stored}
+        taken = _stored_keys(model, [row[pk.name] for row in rows if pk.name in row])
+        moved = self.new_ids.setdefault(model, {})
+        for row, key in zip(rows, keys, strict=True):
+            old = row.get(pk.name)
+            new = stored.get(_fold(key))
+            if new is None and (old is None or old in taken or old in given):
+                new, fresh = fresh, fresh + 1
+                given.add(new)
+            elif new is None:
+                new, fresh = old, max(fresh, old + 1)
+            if old is not None and old != new:
+                moved[old] = new
+            row[pk.name] = new
+        self.fresh[model][0] = fresh
+        return same
+
     def _match_logs(self, rows, stored_ids) -> set:
         """Ids of ``rows`` stored already as the same APDU. Log ids are per-store counters: a
         row whose id holds another APDU takes an unmatched stored copy, else a new id."""
@@ -695,6 +758,13 @@ class _Import:
                 given.add(self.next_log_id)
                 self.next_log_id += 1
         return same
+
+
+def _fold(values: tuple) -> tuple:
+    """Text as MySQL/MariaDB's default collation compares it in a unique key: letter case,
+    accents and trailing spaces aside."""
+    return tuple("".join(c for c in unicodedata.normalize("NFD", v) if not unicodedata.combining(c))
+                 .casefold().rstrip(" ") if type(v) is str else v for v in values)
 
 
 def _stored_values(model, keys) -> dict:
