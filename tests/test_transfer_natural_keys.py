@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
 
 from cardlink_lite import CommLog, ConflictMode, DataExporter, DataImporter, ValidationError
-from cardlink_lite.models import CardProfile, ReplayCounter, TraceSource
+from cardlink_lite.cli import cli
+from cardlink_lite.models import ALL_MODELS, CardProfile, ReplayCounter, TraceSource
+from cardlink_lite.transfer import _NATURAL_KEYS
 from tests.transfer_helpers import checksums, extra_manager, populate
 
 CARD_A = "89011234567890123456"   # populate's card
@@ -131,3 +134,33 @@ def test_a_natural_key_twice_in_the_file_is_refused_before_any_write(bench_b, dr
         "repeats replay_counters[0]'s (letter case, accents and trailing spaces aside, as "
         "MySQL and MariaDB compare); give each row its own card_iccid, keyset, tar"]
     assert checksums(bench_b) == before
+
+
+def test_cli_names_a_repeated_natural_key_on_dry_run_and_import(manager, db_url, tmp_path):
+    path = tmp_path / "twice.json"
+    path.write_text(json.dumps({"trace_sources": [
+        {"id": 1, "path": "x", "format": "pcap", "sha256": "f" * 64},
+        {"id": 2, "path": "y", "format": "pcap", "sha256": "F" * 64}]}))
+    runner = CliRunner()
+    for dry in (["--dry-run"], []):
+        result = runner.invoke(cli, ["--database", db_url, "import", *dry, str(path)])
+        assert result.exit_code == 1
+        assert result.stderr.splitlines()[-1] == (
+            "Error: import rejected, nothing was changed: 1 problem(s), first: "
+            "trace_sources[1].sha256: 'FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF'... (64 long) "
+            "repeats trace_sources[0]'s (letter case, accents and trailing spaces aside, as "
+            "MySQL and MariaDB compare); give each row its own sha256")
+    manager.bind()
+    assert TraceSource.select().count() == 0
+
+
+def test_the_import_knows_every_unique_key_besides_the_primary_keys():
+    unique = {}
+    for model in ALL_MODELS:
+        for f in model._meta.sorted_fields:
+            if f.unique and not f.primary_key:
+                unique[model] = (f,)
+        for index in model._meta.indexes:
+            if index._unique:
+                unique[model] = tuple(index._expressions)
+    assert unique == _NATURAL_KEYS
