@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from playhouse.db_url import parseresult_to_dict
 
@@ -20,18 +21,19 @@ _SCHEMES = {"sqlite": "sqlite", "mysql": "mysql", "mysql+pymysql": "mysql", "mar
             "postgresql+psycopg2": "postgresql", "postgres+psycopg2": "postgresql"}
 _BACKEND_NAMES = {"sqlite": "SQLite", "mysql": "MySQL", "postgresql": "PostgreSQL"}
 _ACCEPTED = "sqlite:///path.db, mysql://, mysql+pymysql://, mariadb://, postgresql://, postgres://"
+_ENCODE = "percent-encode special characters in a password (# as %23, / as %2F, ? as %3F, @ as %40)"
+_PASSWORD_OPTION = re.compile(r"((?:password|passwd)=)[^&]*", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    """Return ``url`` with any password replaced by ``***``: everything after the user name
+    up to the last ``@``, and any ``password=`` option. Needs no successful parse, so a
+    password with a ``#``, ``/`` or ``?`` that breaks the URL is hidden too."""
+    scheme, sep, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if sep and at and ":" in auth:
+        rest = f"{auth.partition(':')[0]}:***@{host}"
+    return _PASSWORD_OPTION.sub(r"\1***", scheme + sep + rest)
 
 
 class DatabaseConfig:
@@ -64,7 +66,7 @@ class DatabaseConfig:
     @classmethod
     def from_sqlite_path(cls, path: str | os.PathLike, **kwargs) -> DatabaseConfig:
         """Config for a SQLite file at ``path`` (relative paths stay relative)."""
-        return cls(f"sqlite:///{path}", **kwargs)
+        return cls(f"sqlite:///{quote(os.fspath(path))}", **kwargs)
 
     @property
     def url(self) -> str:
@@ -119,10 +121,14 @@ class DatabaseConfig:
             parts = urlsplit(self.database_url)
             scheme = parts.scheme.lower()
             parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as exc:
+        except ValueError:  # its text may quote part of a password: not shown
             raise ConfigurationError(
-                f"cannot parse database URL {self.safe_url!r} ({exc}); expected e.g. {_ACCEPTED}"
-            ) from None
+                f"cannot parse database URL {self.safe_url!r}: give the port as a number, and "
+                f"{_ENCODE}") from None
+        if "#" in self.database_url:  # a fragment is never part of a database URL
+            raise ConfigurationError(
+                f"database URL {self.safe_url!r} has a '#'; write it as %23 in a password or "
+                "file name")
         backend = _SCHEMES.get(scheme)
         if backend is None:
             raise ConfigurationError(
@@ -149,6 +155,10 @@ class DatabaseConfig:
             self.sqlite_uri_options = options
             self.readonly = self.readonly or options.get("mode") == "ro"
             return
+        if "@" in self.database_url.partition("://")[2].removeprefix(parts.netloc):
+            # an unencoded /, ? or # in the password ended the host part early
+            raise ConfigurationError(
+                f"database URL {self.safe_url!r} has an '@' after its host; {_ENCODE}")
         kwargs = parseresult_to_dict(parts._replace(scheme=backend, query=""),
                                      unquote_password=True, unquote_user=True)
         kwargs.update(_query_options(parts.query, backend, self.safe_url))
@@ -230,7 +240,7 @@ def _url_from_components() -> str | None:
         return None
     name = env.get("CARDLINK_DB_NAME", "cardlink")
     if driver.lower() == "sqlite":
-        return f"sqlite:///{env.get('CARDLINK_DB_NAME', 'data/cardlink.db')}"
+        return f"sqlite:///{quote(env.get('CARDLINK_DB_NAME', 'data/cardlink.db'))}"
     auth = quote(env.get("CARDLINK_DB_USER", ""), safe="")
     password = env.get("CARDLINK_DB_PASSWORD")
     if password:

@@ -26,6 +26,12 @@ def _hostile(tmp_path) -> dict[str, str]:
         "missing database": "sqlite:////proc/cardlink-missing/x.db",
         "unreachable host": "mysql://root:sekret@127.0.0.1:1/cardlink",
         "sqlite without a file": "sqlite://",
+        # unencoded special characters in a password: hidden although the URL misparses
+        "password with #": "postgresql://app:pa#sekret@127.0.0.1/cardlink",
+        "password with ?": "mysql://root:sekret?x@127.0.0.1/cardlink",
+        "password with / after digits": "postgresql://app:12/sekret@127.0.0.1/cardlink",
+        "password as an option": "postgresql://app@127.0.0.1/cardlink?password=sekret",
+        "sqlite file with #": f"sqlite:///{tmp_path}/bench#2.db",
     }
 
 
@@ -114,3 +120,18 @@ def test_timeout_options_reach_the_driver_on_every_backend(db_url, backend):
     assert runner.invoke(cli, ["--database", url, "init"]).exit_code == 0
     result = runner.invoke(cli, ["--database", url, "status", "--json"])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(("url", "line"), [
+    ("postgresql://app:pa#sekret@127.0.0.1/test",
+     "Error: cannot parse database URL 'postgresql://app:***@127.0.0.1/test': give the port "
+     "as a number, and percent-encode special characters in a password (# as %23, / as %2F, "
+     "? as %3F, @ as %40)"),
+    ("sqlite:///bench#2.db",
+     "Error: database URL 'sqlite:///bench#2.db' has a '#'; write it as %23 in a password or "
+     "file name"),
+])
+def test_a_misparsed_url_names_the_fix(tmp_path, url, line):
+    result = CliRunner().invoke(cli, ["--database", url, "status"])
+    assert (result.exit_code, result.stderr.strip()) == (1, line)
+    assert not list(tmp_path.iterdir())  # no file 'bench' created

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from cardlink_lite import ConfigurationError, DatabaseConfig, DatabaseManager
+from cardlink_lite import ConfigurationError, DatabaseConfig, DatabaseManager, init_database
 from cardlink_lite.config import redact_url
 
 
@@ -127,3 +127,61 @@ def test_echo_logs_sql_through_peewee_logger(tmp_path, caplog):
         assert any("SELECT 42" in r.getMessage() for r in caplog.records if r.name == "peewee")
     finally:
         manager.close()
+
+
+ENCODE = "percent-encode special characters in a password (# as %23, / as %2F, ? as %3F, @ as %40)"
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("postgresql://app:pa#Secret@127.0.0.1/test",
+     "cannot parse database URL 'postgresql://app:***@127.0.0.1/test': give the port as a "
+     f"number, and {ENCODE}"),
+    ("mysql://root:Secret?x@127.0.0.1/test",
+     "cannot parse database URL 'mysql://root:***@127.0.0.1/test': give the port as a "
+     f"number, and {ENCODE}"),
+    # digits before the '/' parse as a port: host 'app', database '34@127.0.0.1/test'
+    ("postgresql://app:12/Secret@127.0.0.1/test",
+     f"database URL 'postgresql://app:***@127.0.0.1/test' has an '@' after its host; {ENCODE}"),
+    ("mysql://root:12?Secret@127.0.0.1/test",
+     f"database URL 'mysql://root:***@127.0.0.1/test' has an '@' after its host; {ENCODE}"),
+    ("postgresql://app@127.0.0.1/test?password=Secret",
+     "unsupported option 'password' in the PostgreSQL URL "
+     "'postgresql://app@127.0.0.1/test?password=***'; accepted: connect_timeout, sslmode, "
+     "sslrootcert, sslcert, sslkey, application_name, options, keepalives, keepalives_idle, "
+     "target_session_attrs"),
+    ("sqlite:///runs/bench#2.db",
+     "database URL 'sqlite:///runs/bench#2.db' has a '#'; write it as %23 in a password or "
+     "file name"),
+])
+def test_a_url_that_does_not_parse_names_the_fix_and_hides_the_password(url, message):
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseConfig(url)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://app:pa#ss@h/db", "postgresql://app:***@h/db"),
+    ("postgresql://app:12/34@h/db", "postgresql://app:***@h/db"),
+    ("mysql://root:a@b?c@h/db", "mysql://root:***@h/db"),
+    ("mysql://:pw@h/db", "mysql://:***@h/db"),
+    ("postgresql://u@h/db?sslmode=disable&PASSWORD=pw&x=1",
+     "postgresql://u@h/db?sslmode=disable&PASSWORD=***&x=1"),
+    ("garbage:pw@h", "garbage:pw@h"),  # no '://': nothing is a password
+])
+def test_redact_url_needs_no_successful_parse(url, shown):
+    assert redact_url(url) == shown
+
+
+def test_an_encoded_password_with_special_characters_connects_as_given():
+    config = DatabaseConfig("postgresql://app:pa%23s%2Fs%3F%40@127.0.0.1/test")
+    assert config.connect_kwargs()["password"] == "pa#s/s?@"
+    assert config.safe_url == "postgresql://app:***@127.0.0.1/test"
+
+
+@pytest.mark.parametrize("name", ["bench#2.db", "what?.db", "a%41.db", "x y.db"])
+def test_from_sqlite_path_opens_exactly_that_file(tmp_path, name):
+    config = DatabaseConfig.from_sqlite_path(tmp_path / name)
+    assert config.sqlite_path == tmp_path / name
+    manager = init_database(config.url)
+    manager.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
