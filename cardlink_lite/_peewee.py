@@ -18,6 +18,7 @@ __all__ = [
     "mark_clean",
     "model_builder",
     "passes_through",
+    "set_field_type",
 ]
 
 # The keyword Peewee's cursor wrappers pass to a model's constructor when building it
@@ -101,6 +102,12 @@ def discard_connection(database: peewee.Database) -> None:
         with contextlib.suppress(Exception):
             conn.close()
     database._state.reset()
+
+
+def set_field_type(database: peewee.Database, name: str, ddl: str) -> None:
+    """Change the DDL of field type ``name`` after the database was built (the
+    ``field_types`` constructor argument is copied into a private dict)."""
+    database._field_types[name] = ddl
 
 
 def driver_errors():

@@ -14,7 +14,7 @@ import peewee
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 
 from . import migrations
-from ._peewee import discard_connection
+from ._peewee import discard_connection, set_field_type
 from .config import DatabaseConfig
 from .db import database_proxy, get_manager, register_default_manager, set_current_manager
 from .errors import ConfigurationError, ConnectionError, DatabaseError, first_line
@@ -30,7 +30,7 @@ logger = logging.getLogger("cardlink_lite")
 _FIELD_TYPES = {
     "sqlite": {DATETIME_MS: "DATETIME", JSON_TEXT: "TEXT", APDU_TEXT: "TEXT"},
     "mysql": {DATETIME_MS: "DATETIME(3)", JSON_TEXT: "LONGTEXT", APDU_TEXT: "MEDIUMTEXT",
-              EXACT_COLLATION: "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"},
+              EXACT_COLLATION: "CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin"},
     "postgresql": {DATETIME_MS: "TIMESTAMP(3)", JSON_TEXT: "TEXT", APDU_TEXT: "TEXT"},
 }
 _DRIVERS = {"mysql": "pymysql", "postgresql": "psycopg2"}
@@ -84,6 +84,10 @@ class DatabaseManager:
                 _enable_echo()
             database = self._build_database()
             self._probe(database)
+            if self.config.is_mysql and database.server_version < (10, 2):
+                # MySQL and MariaDB before 10.2 have no NO PAD binary collation (schema 0007)
+                set_field_type(database, EXACT_COLLATION,
+                               "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
             self._database = database
             if self.config.slow_query_ms:
                 database.query_hooks.append(_slow_query_hook(self.config.slow_query_ms))

@@ -280,7 +280,7 @@ class OTASession(_Timestamped):
     status = EnumField(SessionStatus, default=SessionStatus.PENDING)
     started_at = UTCDateTimeField(null=True)
     ended_at = UTCDateTimeField(null=True)
-    duration_ms = peewee.IntegerField(null=True)
+    duration_ms = peewee.BigIntegerField(null=True)  # BIGINT since schema 0007
     tls_cipher_suite = CharField(max_length=64, null=True)
     tls_psk_identity = ExactCharField(max_length=128, null=True)
     error_code = CharField(max_length=32, null=True)
@@ -360,7 +360,7 @@ class TestResult(_Timestamped):
     )
     started_at = UTCDateTimeField(default=utc_now)
     ended_at = UTCDateTimeField(null=True)
-    duration_ms = peewee.IntegerField(null=True)
+    duration_ms = peewee.BigIntegerField(null=True)  # BIGINT since schema 0007
     status = EnumField(TestStatus)
     error_message = TextField(null=True)
     assertions = JSONField(null=True)
@@ -384,8 +384,9 @@ class ReplayCounter(BaseModel):
         CardProfile, column_name="card_iccid", object_id_name="card_iccid",
         on_delete="CASCADE", backref="replay_counters", index=False,
     )
-    keyset = CharField(max_length=32)  # e.g. "kic=12,kid=12" or a key version
-    tar = CharField(max_length=6)
+    # Compared exactly (schema 0007): "KIC=01" is another keyset than "kic=01" everywhere.
+    keyset = ExactCharField(max_length=32)  # e.g. "kic=12,kid=12" or a key version
+    tar = ExactCharField(max_length=6)
     counter = peewee.BigIntegerField(default=0)
     updated_at = UTCDateTimeField(default=utc_now)
 

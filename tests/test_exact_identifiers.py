@@ -12,6 +12,7 @@ from cardlink_lite import (
     Device,
     DeviceType,
     OTASession,
+    ReplayCounter,
     Setting,
     TestResult,
     TestRun,
@@ -108,3 +109,28 @@ def test_run_and_result_link_to_a_session(manager, status):
     assert TestResult.get_by_id(result.id).session_id == session.id
     session.delete_instance()
     assert TestResult.get_by_id(result.id).session_id is None  # ON DELETE SET NULL
+
+
+def test_keys_that_differ_in_trailing_spaces_are_different_on_every_backend(manager):
+    for key in ("X", "X "):
+        with UnitOfWork(manager) as uow:
+            uow.devices.create(Device(id=key, device_type=DeviceType.PHONE, name=f"[{key}]"))
+    with UnitOfWork(manager) as uow:
+        assert uow.devices.get_by_id("X ").name == "[X ]"
+        assert uow.devices.get_by_id("X").name == "[X]"
+        assert uow.devices.get_by_id("X  ") is None
+        assert uow.devices.count() == 2
+    assert [d.id for d in Device.select().where(Device.id == "X ")] == ["X "]
+
+
+def test_replay_counter_keysets_and_tars_compare_exactly_on_every_backend(manager):
+    CardProfile.create(iccid="8901")
+    with UnitOfWork(manager) as uow:
+        counters = uow.counters
+        assert [counters.next_counter("8901", "kic=01,kid=01", "B00001")
+                for _ in range(3)] == [1, 2, 3]
+        assert counters.next_counter("8901", "KIC=01,KID=01", "B00001") == 1
+        assert counters.next_counter("8901", "kic=01,kid=01", "b00001") == 4  # TAR: hex
+        assert len(counters.find_by_card("8901")) == 2
+    ReplayCounter.create(card="8901", keyset="kic=01,kid=01", tar="b00001")  # by hand
+    assert ReplayCounter.select().where(ReplayCounter.tar == "b00001").count() == 1

@@ -5,6 +5,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import peewee
 import pytest
 
 from cardlink_lite import (
@@ -31,9 +32,17 @@ def schema_dump(manager) -> dict:
             "fks": sorted((f.column, f.dest_table, f.dest_column)
                           for f in db.get_foreign_keys(table)),
         }
+    if isinstance(db, peewee.MySQLDatabase):  # exact comparison lives in the collation
+        for table, column, collation in db.execute_sql(_COLLATIONS).fetchall():
+            dump.get(table, {}).setdefault("collations", []).append((column, collation))
     if mig.HISTORY_TABLE in dump:
         dump["history"] = mig.get_applied_revisions(manager)
     return dump
+
+
+_COLLATIONS = """SELECT TABLE_NAME, COLUMN_NAME, COLLATION_NAME FROM information_schema.COLUMNS
+WHERE TABLE_SCHEMA = DATABASE() AND COLLATION_NAME IS NOT NULL
+ORDER BY TABLE_NAME, COLUMN_NAME"""
 
 
 def _store_tables(dump):
@@ -210,3 +219,50 @@ def test_table_rebuild_keeps_child_rows(manager, tmp_path):
     assert "error_code" not in cols
     downgrade(manager=manager, directory=directory)
     assert CommLog.select().count() == 3
+
+
+def _column(manager, table, column):
+    """(type, collation) of a column; the collation on MariaDB/MySQL only."""
+    db = manager.database
+    kind = next(c.data_type.lower() for c in db.get_columns(table) if c.name == column)
+    if not isinstance(db, peewee.MySQLDatabase):
+        return kind, None
+    return kind, db.execute_sql(
+        "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()"
+        " AND TABLE_NAME = %s AND COLUMN_NAME = %s", (table, column)).fetchone()[0]
+
+
+def test_0007_widens_durations_and_makes_keys_exact_keeping_the_data(empty_manager, backend):
+    run_migrations("0006", manager=empty_manager)
+    db = empty_manager.database
+    marks = ", ".join([db.param] * 5)
+    db.execute_sql("INSERT INTO ota_sessions (id, status, duration_ms, created_at, updated_at) "
+                   f"VALUES ({marks})", ("00000000-0000-4000-8000-000000000001", "timeout",
+                                         2_000_000_000, "2026-01-01 10:00:00",
+                                         "2026-01-01 10:00:00"))
+    db.execute_sql("INSERT INTO devices (id, device_type, is_active, created_at, updated_at) "
+                   f"VALUES ({marks})", ("X", "phone", True, "2026-01-01 10:00:00",
+                                         "2026-01-01 10:00:00"))
+    before = {"sqlite": ("integer", None), "postgresql": ("integer", None),
+              "mysql": ("int", "utf8mb4_general_ci")}[backend]
+    assert _column(empty_manager, "ota_sessions", "duration_ms")[0] == before[0]
+    assert _column(empty_manager, "replay_counters", "keyset")[1] == before[1]
+
+    assert run_migrations(manager=empty_manager)[0] == "0007_big_durations_exact_keys"
+    big = "integer" if backend == "sqlite" else "bigint"
+    assert _column(empty_manager, "ota_sessions", "duration_ms")[0] == big
+    assert _column(empty_manager, "test_results", "duration_ms")[0] == big
+    exact = "utf8mb4_nopad_bin" if backend == "mysql" else None
+    assert _column(empty_manager, "devices", "id")[1] == exact
+    assert _column(empty_manager, "replay_counters", "keyset")[1] == exact
+    assert OTASession.get().duration_ms == 2_000_000_000
+    OTASession.update(duration_ms=2**40).execute()
+    assert OTASession.get().duration_ms == 2**40
+
+    OTASession.update(duration_ms=2_000_000_000).execute()
+    assert downgrade(manager=empty_manager) == ["0007_big_durations_exact_keys"]
+    assert _column(empty_manager, "ota_sessions", "duration_ms")[0] == before[0]
+    assert _column(empty_manager, "devices", "id")[1] == ("utf8mb4_bin" if exact else None)
+    assert _column(empty_manager, "replay_counters", "keyset")[1] == before[1]
+    assert list(db.execute_sql("SELECT duration_ms FROM ota_sessions")) == [(2_000_000_000,)]
+    assert list(db.execute_sql("SELECT id FROM devices")) == [("X",)]

@@ -143,3 +143,9 @@ def test_param_leaves_a_slot_with_the_converter_peewee_applies_there(items):
     assert params[2].converter is None  # LIMIT: no field, no conversion
     values = [p.converter(args[p.index]) if p.converter else args[p.index] for p in params]
     assert values == expected[1] == ["AB", item.id, 2]
+
+
+def test_set_field_type_changes_the_ddl():
+    db = peewee.SqliteDatabase(":memory:", field_types={"EXACT": "TEXT"})
+    _peewee.set_field_type(db, "EXACT", "BLOB")
+    assert db.get_context_options()["field_types"]["EXACT"] == "BLOB"

@@ -33,6 +33,19 @@ def _set(session_id, **values):
     OTASession.update(**values).where(OTASession.id == session_id).execute()
 
 
+def test_a_session_open_for_a_month_can_still_be_timed_out(manager):
+    with UnitOfWork(manager) as uow:
+        session = uow.sessions.create_session(session_type="triggered")
+        uow.sessions.start_session(session.id)
+    _set(session.id, started_at=utc_now() - timedelta(days=30))
+    with UnitOfWork(manager) as uow:
+        assert uow.sessions.timeout_session(session.id, message="stale session swept")
+    with UnitOfWork(manager) as uow:
+        swept = uow.sessions.get(session.id)
+    assert swept.status is SessionStatus.TIMEOUT
+    assert 2_592_000_000 <= swept.duration_ms < 2_592_000_000 + 30_000
+
+
 def test_lifecycle_sets_times_and_duration_and_emits_after_commit(manager, event_list):
     with UnitOfWork(manager) as uow:
         session = uow.sessions.create_session(session_type="profile_download")

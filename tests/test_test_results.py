@@ -97,6 +97,33 @@ def test_create_result_refuses_bad_input(manager, event_list):
     assert event_list == []
 
 
+def test_durations_beyond_a_32_bit_integer_are_stored(manager):
+    with UnitOfWork(manager) as uow:
+        month = uow.tests.create_result("r", "s", "soak", "passed", started_at=T0,
+                                        duration_ms=30 * 86_400_000)
+        big = uow.tests.create_result("r", "s", "big", "passed", duration_ms=2**31)
+    with UnitOfWork(manager) as uow:
+        assert uow.tests.get_by_id(month.id).duration_ms == 2_592_000_000
+        assert uow.tests.get_by_id(month.id).ended_at == T0 + timedelta(days=30)
+        assert uow.tests.get_by_id(big.id).duration_ms == 2**31
+
+
+@pytest.mark.parametrize(("duration", "message"), [
+    (2**63, "duration_ms must be a number of milliseconds from 0 to 315,537,897,599,999 "
+            "(0001-01-01 to 9999-12-31); got 9223372036854775808"),
+    (float("inf"), "duration_ms must be a number of milliseconds from 0 to 315,537,897,599,999 "
+                   "(0001-01-01 to 9999-12-31); got inf"),
+    (315_537_897_599_999, "duration_ms 315,537,897,599,999 puts the test's start or end "
+                          "outside 0001-01-01..9999-12-31"),
+])
+def test_a_duration_out_of_range_is_one_validation_error(manager, duration, message):
+    with UnitOfWork(manager) as uow:
+        with pytest.raises(ValidationError) as info:
+            uow.tests.create_result("r", "s", "t", "passed", started_at=T0, duration_ms=duration)
+        assert str(info.value) == message
+        assert uow.tests.count() == 0
+
+
 def test_find_queries(manager):
     with UnitOfWork(manager) as uow:
         repo = uow.tests

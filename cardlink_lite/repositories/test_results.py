@@ -361,22 +361,33 @@ def _check_text(name: str, value) -> None:
     getattr(TestResult, name).db_value(value)  # NUL and length: the field's own rules
 
 
+# The longest time two storable timestamps can be apart (0001-01-01..9999-12-31).
+_MAX_DURATION_MS = (datetime.max - datetime.min) // timedelta(milliseconds=1)
+
+
 def _timing(started_at, ended_at, duration_ms):
     """Fill in whichever of start, end and duration is missing."""
     if duration_ms is not None:
         if isinstance(duration_ms, bool) or not isinstance(duration_ms, int | float) \
-                or not duration_ms >= 0:
-            raise ValidationError(f"duration_ms must be a number >= 0; got {duration_ms!r}")
+                or not 0 <= duration_ms <= _MAX_DURATION_MS:
+            raise ValidationError(
+                f"duration_ms must be a number of milliseconds from 0 to {_MAX_DURATION_MS:,} "
+                f"(0001-01-01 to 9999-12-31); got {quote(duration_ms)}", problems=["duration_ms"])
         duration_ms = round(duration_ms)
     started_at = to_utc_ms(started_at) if started_at is not None else None
     ended_at = to_utc_ms(ended_at) if ended_at is not None else None
-    if ended_at is None:
-        if started_at is not None and duration_ms is not None:
-            ended_at = started_at + timedelta(milliseconds=duration_ms)
-        else:
-            ended_at = utc_now()
-    if started_at is None:
-        started_at = ended_at - timedelta(milliseconds=duration_ms or 0)
+    try:
+        if ended_at is None:
+            if started_at is not None and duration_ms is not None:
+                ended_at = started_at + timedelta(milliseconds=duration_ms)
+            else:
+                ended_at = utc_now()
+        if started_at is None:
+            started_at = ended_at - timedelta(milliseconds=duration_ms or 0)
+    except OverflowError:
+        raise ValidationError(
+            f"duration_ms {duration_ms:,} puts the test's start or end outside "
+            "0001-01-01..9999-12-31", problems=["duration_ms"]) from None
     if duration_ms is None:
         duration_ms = round((ended_at - started_at).total_seconds() * 1000)
         if duration_ms < 0:
