@@ -19,6 +19,7 @@ __all__ = [
     "model_builder",
     "passes_through",
     "set_field_type",
+    "watch_savepoints",
 ]
 
 # The keyword Peewee's cursor wrappers pass to a model's constructor when building it
@@ -114,3 +115,37 @@ def driver_errors():
     """A context manager turning a DB-API error raised inside into Peewee's (what
     ``Database.execute_sql`` does), for driver calls Peewee has no method for (COPY)."""
     return peewee.__exception_wrapper__
+
+
+class _WatchedSavepoint(peewee._savepoint):
+    """Peewee's savepoint, reporting ``begun(db)`` and ``ended(db, released, reopened)``."""
+
+    def __init__(self, db, begun, ended):
+        super().__init__(db)
+        self._begun, self._ended = begun, ended
+
+    def _build_ctx(self):
+        return type(self)(self.db, self._begun, self._ended)
+
+    def __enter__(self):
+        super().__enter__()
+        self._begun(self.db)
+        return self
+
+    def commit(self, begin=True):
+        super().commit(begin=False)
+        self._ended(self.db, True, begin)
+        if begin:
+            self._begin()
+
+    def rollback(self, begin=True):
+        self._ended(self.db, False, begin)
+        super().rollback(begin)
+
+
+def watch_savepoints(database: peewee.Database, begun, ended) -> None:
+    """Make every savepoint of ``database`` (``atomic()`` inside a transaction) call
+    ``begun(database)`` once open and ``ended(database, released, reopened)`` on its RELEASE
+    (released) or ROLLBACK TO (not); ``reopened``: its block goes on (``commit()`` or
+    ``rollback()`` inside it). Peewee keeps savepoints off its transaction stack."""
+    database.savepoint = lambda: _WatchedSavepoint(database, begun, ended)

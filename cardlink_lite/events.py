@@ -1,4 +1,5 @@
-"""Change events: a process-wide emitter; units of work deliver their events after commit."""
+"""Change events: a process-wide emitter; events are delivered after the commit of the
+writes they report, and dropped with them on a rollback (of a savepoint too)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ._peewee import watch_savepoints
 from .fields import utc_now
 
 __all__ = [
     "DatabaseEvent",
     "DatabaseEventEmitter",
-    "EventQueue",
     "EventType",
     "deliver_all",
     "emit_after_commit",
     "get_emitter",
-    "innermost_queue",
     "new_event",
+    "track_savepoints",
 ]
 
 logger = logging.getLogger("cardlink_lite.events")
@@ -139,53 +140,52 @@ def get_emitter() -> DatabaseEventEmitter:
     return _emitter
 
 
-class EventQueue:
-    """Events of one unit of work (``owner``), held until its transaction ends. Queues stack
-    per thread and database; a commit hands the events to the enclosing queue, else to
-    ``database.after_commit``; a rollback drops them."""
-
-    def __init__(self, database, owner=None):
-        self.database = _real(database)
-        self.owner = owner
-        self.events: list[DatabaseEvent] = []
-        _queues(self.database).append(self)
-
-    def close(self, commit: bool) -> None:
-        events, self.events = self.events, []
-        queues = _queues(self.database)
-        if self in queues:
-            queues.remove(self)
-        if commit and events:
-            _hand_on(self.database, events)
-
-
 _local = threading.local()
 
 
-def _real(database):
-    return getattr(database, "obj", None) or database  # a DatabaseProxy: what it points at
+def _levels(database) -> list[list[DatabaseEvent]]:
+    """The events of each savepoint open in this thread's transaction on ``database``,
+    outermost first (a new transaction starts with none)."""
+    state = _local.__dict__.setdefault("levels", {})
+    top = database.top_transaction()
+    entry = state.get(id(database))
+    if entry is None or entry[0] is not top:
+        entry = state[id(database)] = (top, [])
+    return entry[1]
 
 
-def _queues(database) -> list[EventQueue]:
-    stacks = getattr(_local, "stacks", None)
-    if stacks is None:
-        stacks = _local.stacks = {}
-    return stacks.setdefault(id(database), [])
+def _savepoint_begun(database) -> None:
+    _levels(database).append([])
 
 
-def innermost_queue(database) -> EventQueue | None:
-    """The innermost queue open on ``database`` in this thread, if any."""
-    queues = _queues(_real(database))
-    return queues[-1] if queues else None
+def _savepoint_ended(database, released: bool, reopened: bool) -> None:
+    # Released: its events join the enclosing savepoint (or wait for the commit); rolled
+    # back: they are dropped, like its writes.
+    levels = _levels(database)
+    if levels:
+        events = levels.pop()
+        if released:
+            _hand_on(database, events)
+        if reopened:
+            levels.append([])
+
+
+def track_savepoints(database) -> None:
+    """Let events queued inside a savepoint of ``database`` share its fate (the manager
+    calls it on every database it builds)."""
+    watch_savepoints(database, _savepoint_begun, _savepoint_ended)
 
 
 def _hand_on(database, events) -> None:
-    # Committed inside a transaction: to the enclosing unit of work's queue, else delivered
-    # after the outermost commit (Peewee's after_commit runs it now outside a transaction).
-    queues = _queues(database)
-    if queues:
-        queues[-1].events.extend(events)
-    else:
+    # Inside a savepoint: kept with it. Else inside a transaction: delivered after the
+    # outermost commit (a rollback drops Peewee's after_commit callbacks). Else now.
+    if not database.in_transaction():
+        deliver_all(events)
+        return
+    levels = _levels(database)
+    if levels:
+        levels[-1].extend(events)
+    elif events:
         database.after_commit(lambda: deliver_all(events))
 
 
@@ -203,6 +203,7 @@ def new_event(event_type, entity_type: str, entity_id: Any,
 
 def emit_after_commit(database, event_type, entity_type: str, entity_id: Any,
                       data: dict[str, Any] | None = None) -> None:
-    """Emit once the current transaction of ``database`` (in this thread) commits: for writes
-    outside a repository (the APDU writer). With no transaction it is delivered now."""
-    _hand_on(_real(database), [new_event(event_type, entity_type, entity_id, data)])
+    """Emit once the current transaction of ``database`` (in this thread) commits, never if
+    the savepoint or transaction around it rolls back. With no transaction: now."""
+    database = getattr(database, "obj", None) or database  # a DatabaseProxy: what it points at
+    _hand_on(database, [new_event(event_type, entity_type, entity_id, data)])

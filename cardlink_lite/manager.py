@@ -18,6 +18,7 @@ from ._peewee import discard_connection, set_field_type
 from .config import DatabaseConfig
 from .db import database_proxy, get_manager, register_default_manager, set_current_manager
 from .errors import ConfigurationError, ConnectionError, DatabaseError, first_line
+from .events import track_savepoints
 from .fields import APDU_TEXT, DATETIME_MS, EXACT_COLLATION, JSON_TEXT
 from .models import ALL_MODELS
 from .redaction import install_sql_redaction
@@ -83,6 +84,7 @@ class DatabaseManager:
             if self.config.echo:
                 _enable_echo()
             database = self._build_database()
+            track_savepoints(database)
             self._probe(database)
             if self.config.is_mysql and database.server_version < (10, 2):
                 # MySQL and MariaDB before 10.2 have no NO PAD binary collation (schema 0007)

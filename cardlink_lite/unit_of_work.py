@@ -10,7 +10,7 @@ import peewee
 from ._peewee import discard_connection
 from .db import get_manager
 from .errors import DatabaseError, translate_error
-from .events import EventQueue, deliver_all, innermost_queue, new_event
+from .events import emit_after_commit
 from .repositories import (
     CardRepository,
     CounterRepository,
@@ -28,10 +28,19 @@ class _Rollback(Exception):
     """Handed to the atomic block's exit to make it roll back."""
 
 
+_local = threading.local()
+
+
+def _open_units(database) -> list[UnitOfWork]:
+    """The units of work open on ``database`` in this thread, outermost first."""
+    database = getattr(database, "obj", None) or database  # a DatabaseProxy: what it points at
+    return _local.__dict__.setdefault("open", {}).setdefault(id(database), [])
+
+
 def current_unit_of_work(database) -> UnitOfWork | None:
     """The innermost unit of work open on ``database`` in this thread, if any."""
-    queue = innermost_queue(database)
-    return queue.owner if queue is not None else None
+    units = _open_units(database)
+    return units[-1] if units else None
 
 
 class UnitOfWork:
@@ -47,7 +56,6 @@ class UnitOfWork:
         self._repos: dict[type, object] = {}
         self._tracked: dict[int, tuple] = {}   # id(obj) -> (repository, obj) handed out
         self._scope: contextlib.ExitStack | None = None   # holds the open atomic() block
-        self._queue: EventQueue | None = None
         self._nested = False
         self._deferred = False    # SQLite: begun DEFERRED, no write lock taken yet
         self._changes = 0         # SQLite: the connection's total_changes at begin
@@ -118,11 +126,7 @@ class UnitOfWork:
 
     def queue_event(self, event_type, entity_type: str, entity_id, data=None) -> None:
         """Deliver this event once the transaction commits (never if it rolls back)."""
-        event = new_event(event_type, entity_type, entity_id, data)
-        if self._queue is None:
-            deliver_all([event])
-        else:
-            self._queue.events.append(event)
+        emit_after_commit(self.database, event_type, entity_type, entity_id, data)
 
     def begin_if_needed(self, write: bool = False) -> None:
         if write and self.readonly:
@@ -180,7 +184,7 @@ class UnitOfWork:
         except peewee.PeeweeException as exc:
             raise translate_error(exc, "transaction") from exc
         self._scope, self._nested = scope, nested
-        self._queue = EventQueue(database, owner=self)
+        _open_units(database).append(self)
         self._thread = threading.get_ident()
 
     def _take_write_lock(self) -> None:
@@ -213,11 +217,11 @@ class UnitOfWork:
         if release or not commit:
             self._tracked.clear()
         scope, nested = self._scope, self._nested
-        queue, self._queue, self._scope = self._queue, None, None
+        self._scope = None
+        units = _open_units(self.database)
+        if self in units:
+            units.remove(self)
         try:
-            # Still inside the transaction: committed events wait for the outermost
-            # commit (database.after_commit), or join the enclosing unit of work.
-            queue.close(commit)
             self._exit(scope, None if commit else _Rollback(), nested)
         finally:
             if release and not nested and self._opened_connection:

@@ -10,6 +10,7 @@ import pytest
 
 import cardlink_lite
 from cardlink_lite import (
+    ApduLogWriter,
     CardProfile,
     DatabaseEvent,
     DatabaseEventEmitter,
@@ -178,3 +179,49 @@ def test_emit_after_commit_helper(manager, events):
             emit_after_commit(database, EventType.LOG_CREATED, "log", "s3", {"count": 6})
             raise RuntimeError
     assert len(events.events) == 4
+
+
+def test_events_of_a_unit_of_work_inside_a_rolled_back_savepoint_are_dropped(manager, events):
+    with manager.atomic():
+        with pytest.raises(RuntimeError), manager.atomic():
+            with UnitOfWork(manager) as uow:
+                uow.devices.create(Device(id="GHOST", device_type="phone"))
+            raise RuntimeError("a later step failed")
+        with UnitOfWork(manager) as uow:
+            uow.devices.create(Device(id="KEPT", device_type="phone"))
+    with UnitOfWork(manager) as outer:
+        with pytest.raises(RuntimeError), manager.atomic():
+            with UnitOfWork(manager) as inner:
+                inner.devices.create(Device(id="GHOST2", device_type="phone"))
+            outer.devices.create(Device(id="GHOST3", device_type="phone"))
+            raise RuntimeError
+    assert committed_ids(manager) == {"KEPT"}
+    assert [e.entity_id for e in events.events] == ["KEPT"]
+
+
+def test_events_follow_savepoints_rolled_back_or_released_inside_the_block(manager, events):
+    with manager.atomic():
+        with manager.atomic() as savepoint:
+            emit_after_commit(manager.database, EventType.LOG_CREATED, "log", "dropped")
+            savepoint.rollback()                    # the block goes on, a new savepoint
+            emit_after_commit(manager.database, EventType.LOG_CREATED, "log", "released")
+            savepoint.commit()
+            emit_after_commit(manager.database, EventType.LOG_CREATED, "log", "kept")
+        assert events.events == []
+    assert [e.entity_id for e in events.events] == ["released", "kept"]
+
+
+def test_log_events_of_a_writer_flushed_in_a_rolled_back_savepoint_are_dropped(manager,
+                                                                              events):
+    with UnitOfWork(manager) as uow:
+        session = uow.sessions.create_session(session_type="x")
+    events.clear()
+    writer = ApduLogWriter(manager, session_id=session.id, flush_interval=None)
+    with manager.atomic():
+        with pytest.raises(RuntimeError), manager.atomic():
+            writer.command("00A40400")
+            writer.flush()
+            raise RuntimeError
+    writer.close()
+    assert events.events == []
+    assert manager.database.execute_sql("SELECT COUNT(*) FROM comm_logs").fetchone()[0] == 0
