@@ -149,3 +149,21 @@ def test_set_field_type_changes_the_ddl():
     db = peewee.SqliteDatabase(":memory:", field_types={"EXACT": "TEXT"})
     _peewee.set_field_type(db, "EXACT", "BLOB")
     assert db.get_context_options()["field_types"]["EXACT"] == "BLOB"
+
+
+def test_watch_savepoints_reports_each_savepoint_and_how_it_ended(items):
+    db = peewee.SqliteDatabase(":memory:")
+    seen = []
+    _peewee.watch_savepoints(db, lambda d: seen.append(("begun", d is db)),
+                             lambda d, released, reopened: seen.append((released, reopened)))
+    with db.atomic():
+        assert db.transaction_depth() == 1
+        with db.atomic() as savepoint:
+            assert isinstance(savepoint, peewee._savepoint)
+            assert db.transaction_depth() == 1   # Peewee keeps savepoints off its stack
+            savepoint.rollback()
+            savepoint.commit()
+        with pytest.raises(RuntimeError), db.atomic():
+            raise RuntimeError
+    assert seen == [("begun", True), (False, True), (True, True), (True, False),
+                    ("begun", True), (False, False)]
