@@ -145,3 +145,15 @@ def test_rollback_in_the_middle(bench):
         uow.rollback()
         assert _ids(uow.devices.find_active()) == ["MODEM-01", "RF8M33XXXXX"]
     assert committed_ids(bench) == {"RF8M33XXXXX", "MODEM-01", "OLD-PHONE"}
+
+
+def test_a_refused_register_leaves_the_unit_of_work_committable(manager):
+    with UnitOfWork(manager) as uow:
+        uow.devices.register("RF8M-NEW", device_type="phone", name="Bench phone")
+    with UnitOfWork(manager) as uow:
+        uow.devices.create(Device(id="OTHER", device_type="modem"))
+        with pytest.raises(ValidationError, match="name must be at most"):
+            uow.devices.register("RF8M-NEW", name="n" * 300)
+    assert committed_ids(manager) == {"RF8M-NEW", "OTHER"}
+    with UnitOfWork(manager) as uow:
+        assert uow.devices.get("RF8M-NEW").name == "Bench phone"

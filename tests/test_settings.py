@@ -7,7 +7,7 @@ import threading
 import pytest
 import yaml
 
-from cardlink_lite import Setting, UnitOfWork, ValidationError
+from cardlink_lite import Device, Setting, UnitOfWork, ValidationError
 from cardlink_lite.repositories import SettingRepository, SettingsRepository
 from tests.repository_helpers import committed_ids
 
@@ -193,3 +193,35 @@ def test_rollback_in_the_middle(manager):
         uow.rollback()
         assert uow.settings.get_value("keep") == 1 and uow.settings.get_value("drop") is None
     assert committed_ids(manager, Setting) == {"keep"}
+
+
+def test_a_refused_set_value_leaves_the_unit_of_work_committable(manager):
+    with UnitOfWork(manager) as uow:
+        uow.settings.set_value("retention.logs_days", 30)
+    with UnitOfWork(manager) as uow:
+        uow.devices.create(Device(id="NEW-PHONE", device_type="phone"))
+        with pytest.raises(ValidationError, match="description must be at most 256"):
+            uow.settings.set_value("retention.logs_days", 60, description="d" * 300)
+        with pytest.raises(ValidationError, match="category must be at most 64"):
+            uow.settings.set_value("retention.logs_days", 60, category="c" * 65)
+        uow.settings.set_value("retention.sessions_days", 120)
+    assert committed_ids(manager) == {"NEW-PHONE"}
+    with UnitOfWork(manager) as uow:
+        assert uow.settings.get_value("retention.logs_days") == 30
+        assert uow.settings.get_value("retention.sessions_days") == 120
+        assert uow.settings.get_by_id("retention.logs_days").description is None
+
+
+def test_errors_quote_only_a_prefix_of_a_long_key_or_value(manager):
+    with UnitOfWork(manager) as uow:
+        with pytest.raises(ValidationError) as caught:
+            uow.settings.set_value("server.port", "8443" + "x" * 5000)
+        assert str(caught.value) == (
+            "setting 'server.port' must be a int like its default 8443; got "
+            f"'8443{'x' * 36}'... (5,004 long)")
+        with pytest.raises(ValidationError) as caught:
+            uow.settings.set_value("k" * 3000, 1)
+        assert str(caught.value).endswith(f"got '{'k' * 40}'... (3,000 long)")
+        with pytest.raises(ValidationError) as caught:
+            uow.settings.import_yaml("server.port: '" + "9" * 5000 + "'\n")
+        assert len(str(caught.value)) < 150

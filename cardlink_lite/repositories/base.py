@@ -423,6 +423,14 @@ class BaseRepository:
         return bool(rows)
 
 
+def check_values(model, values: dict) -> None:
+    """Run each field's own checks (``db_value``: length, NUL, JSON...) on ``values`` before a
+    tracked object takes them: one its save refuses would fail the unit of work's commit."""
+    for name, value in values.items():
+        if value is not None:
+            model.field_for(name).db_value(value)
+
+
 def positive_int(name: str, value, allow_zero: bool = False) -> int:
     low = 0 if allow_zero else 1
     if isinstance(value, bool) or not isinstance(value, int) or value < low:

@@ -12,7 +12,7 @@ from peewee import fn
 from ..errors import ValidationError
 from ..fields import iso_utc, utc_now
 from ..models import Device, DeviceType
-from .base import BaseRepository
+from .base import BaseRepository, check_values
 
 __all__ = ["DeviceMatches", "DeviceRepository"]
 
@@ -112,6 +112,7 @@ class DeviceRepository(BaseRepository):
             raise ValidationError("a device id is required to register a device (e.g. its serial)")
         info.pop("id", None)
         fields = Device._check_kwargs(info)  # unknown fields -> ValidationError before any query
+        check_values(Device, fields)
         now = utc_now()
         device = self.get_by_id(id)
         if device is None:

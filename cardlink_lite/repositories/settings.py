@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import ValidationError
+from ..errors import ValidationError, quote
 from ..models import Setting
-from .base import BaseRepository, Statement
+from .base import BaseRepository, Statement, check_values
 
 __all__ = ["SettingRepository", "SettingsRepository"]
 
@@ -74,6 +74,7 @@ class SettingsRepository(BaseRepository):
                   category: str | None = None) -> Setting:
         """Store ``value`` under ``key``; a new key's category defaults to its prefix."""
         self._check(key, value)
+        check_values(Setting, {"value": value, "description": description, "category": category})
         setting = self.get_by_id(key)
         new = setting is None
         if new:
@@ -128,7 +129,7 @@ class SettingsRepository(BaseRepository):
     def _check(self, key, value) -> None:
         if not isinstance(key, str) or not key.strip() or len(key) > 128:
             raise ValidationError(f"a setting key must be a non-empty string of at most 128 "
-                                  f"characters; got {key!r}")
+                                  f"characters; got {quote(key)}")
         default = self.DEFAULTS.get(key)
         if default is None or value is None:
             return
@@ -137,7 +138,7 @@ class SettingsRepository(BaseRepository):
             isinstance(value, expected) and not isinstance(value, bool))
         if not ok:
             raise ValidationError(f"setting {key!r} must be a {expected.__name__} like its "
-                                  f"default {default!r}; got {value!r}")
+                                  f"default {default!r}; got {quote(value)}")
 
 
 SettingRepository = SettingsRepository
