@@ -84,7 +84,10 @@ def test_por_status_from_value_name_or_status_byte(manager, status, member):
     (lambda r, i: r.set_por(i, None), "a PoR status is needed, such as 'por-ok'"),
     (lambda r, i: r.set_admin_status(i, None), "set_admin_status() needs a status such as"),
     (lambda r, i: r.set_trigger(i, None), "set_trigger() needs a trigger such as 'sms-pp'"),
-    (lambda r, i: r.set_tls_info(i, handshake_ms=-1), "handshake_ms must be a number"),
+    (lambda r, i: r.set_tls_info(i, handshake_ms=-1), "handshake_ms must be a finite number"),
+    (lambda r, i: r.set_tls_info(i, handshake_ms=float("inf")),
+     "handshake_ms must be a finite number of milliseconds >= 0; got 'inf'"),
+    (lambda r, i: r.set_tls_info(i, handshake_ms="inf"), "handshake_ms must be a finite number"),
     (lambda r, i: r.set_tls_info(i, alert=300), "a TLS alert code is 0-255"),
     (lambda r, i: r.create_session(trigger="pigeon"), "trigger must be one of sms-pp"),
 ])

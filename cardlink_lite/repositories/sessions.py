@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from datetime import date, datetime, time, timedelta, timezone
 
 import peewee
@@ -313,8 +314,8 @@ def _milliseconds(name: str, value) -> float:
         number = float(value)
     except (TypeError, ValueError):
         number = -1.0
-    if not number >= 0:  # also refuses NaN
-        raise ValidationError(f"{name} must be a number of milliseconds >= 0; "
+    if not 0 <= number < math.inf:  # also refuses NaN
+        raise ValidationError(f"{name} must be a finite number of milliseconds >= 0; "
                               f"got {str(value)[:24]!r}")
     return number
 
