@@ -187,7 +187,7 @@ def test_paginate(manager):
             page=p, per_page=20, order_by="device_type")]
         assert sorted(seen) == [f"D{i:02d}" for i in range(45)]
         for bad in ({"page": 0}, {"per_page": 0}, {"page": "1"}):
-            with pytest.raises(ValidationError, match="must be an integer >= 1"):
+            with pytest.raises(ValidationError, match="must be an integer from 1 to"):
                 uow.devices.paginate(**bad)
         with pytest.raises(ValidationError, match="limit"):
             uow.devices.get_all(limit=-1)
@@ -219,3 +219,27 @@ def test_rollback_in_the_middle(manager, events):
         uow.devices.create(phone("AFTER"))
     assert committed_ids(manager) == {"KEEP", "AFTER"}
     assert [e.entity_id for e in events.events] == ["AFTER"]
+
+
+def test_out_of_range_limits_and_pages_are_one_clear_error(manager):
+    add_devices(manager, "KEPT")
+    with UnitOfWork(manager) as uow:
+        uow.devices.create(Device(id="NEW", device_type="phone"))
+        for call, message in [
+            (lambda: uow.devices.get_all(limit=2**63),
+             "limit must be an integer from 0 to 9,223,372,036,854,775,807; got "),
+            (lambda: uow.devices.paginate(page=2**62, per_page=20),
+             "page must be an integer from 1 to 461,168,601,842,738,790; got "),
+            (lambda: uow.devices.paginate(per_page=2**64), "per_page must be an integer from 1"),
+            (lambda: uow.devices.find_recent(hours=1e9),
+             "hours must be a number from 0 to 8,760,000 (1000 years); got 1000000000.0"),
+            (lambda: uow.sessions.find_by_status("pending", limit=2**63), "limit must be"),
+            (lambda: uow.sessions.get_statistics(days=10**9), "days must be an integer from 0 to"),
+        ]:
+            with pytest.raises(ValidationError) as caught:
+                call()
+            assert str(caught.value).startswith(message)
+        assert len(uow.devices.get_all(limit=2**63 - 1)) == 2    # the largest limit works
+        assert uow.devices.paginate(page=2**63 // 20, per_page=20).items == []
+        assert uow.devices.find_recent(hours=24 * 365 * 1000) == []
+    assert committed_ids(manager) == {"KEPT", "NEW"}        # the unit of work went on

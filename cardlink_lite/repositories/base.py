@@ -13,7 +13,7 @@ import peewee
 
 from .._peewee import Param, Slot, field_values, mark_clean, model_builder
 from ..batch_insert import insert_rows
-from ..errors import NotFoundError, ValidationError, translate_error
+from ..errors import NotFoundError, ValidationError, quote, translate_error
 from ..events import EventType, get_emitter
 from ..fields import utc_now
 
@@ -319,8 +319,8 @@ class BaseRepository:
     def paginate(self, page: int = 1, per_page: int = 20, order_by=None,
                  descending: bool = False) -> Page:
         """Page ``page`` (from 1) of ``per_page`` rows ordered by ``order_by`` (default: key)."""
-        page = positive_int("page", page)
         per_page = positive_int("per_page", per_page)
+        page = positive_int("page", page, most=MAX_ROWS // per_page)  # the OFFSET fits too
         order = [self._order(order_by, descending)]
         if order_by is not None:
             order.append(self.model._meta.primary_key)  # ties: a stable order across pages
@@ -431,10 +431,15 @@ def check_values(model, values: dict) -> None:
             model.field_for(name).db_value(value)
 
 
-def positive_int(name: str, value, allow_zero: bool = False) -> int:
+# The largest LIMIT or OFFSET every backend takes (a signed 64-bit integer).
+MAX_ROWS = 2**63 - 1
+
+
+def positive_int(name: str, value, allow_zero: bool = False, most: int = MAX_ROWS) -> int:
     low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValidationError(f"{name} must be an integer >= {low}; got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= most:
+        raise ValidationError(f"{name} must be an integer from {low} to {most:,}; "
+                              f"got {quote(value)}", problems=[name])
     return value
 
 

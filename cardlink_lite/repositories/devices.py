@@ -9,13 +9,14 @@ from numbers import Real
 
 from peewee import fn
 
-from ..errors import ValidationError
+from ..errors import ValidationError, quote
 from ..fields import iso_utc, utc_now
 from ..models import Device, DeviceType
 from .base import BaseRepository, check_values
 
 __all__ = ["DeviceMatches", "DeviceRepository"]
 
+_MAX_HOURS = 24 * 365 * 1000  # back to the 11th century: a date every backend stores
 _SEARCHED = ("id", "name", "manufacturer", "model", "imei", "imsi", "iccid")
 
 
@@ -60,8 +61,10 @@ class DeviceRepository(BaseRepository):
 
     def find_recent(self, hours: float = 24) -> list[Device]:
         """Devices seen within the last ``hours`` hours, most recent first."""
-        if isinstance(hours, bool) or not isinstance(hours, Real) or hours < 0:
-            raise ValidationError(f"hours must be a number >= 0; got {hours!r}")
+        if isinstance(hours, bool) or not isinstance(hours, Real) or \
+                not 0 <= hours <= _MAX_HOURS:
+            raise ValidationError(f"hours must be a number from 0 to {_MAX_HOURS:,} (1000 "
+                                  f"years); got {quote(hours)}", problems=["hours"])
         cutoff = utc_now() - timedelta(hours=hours)
         query = (self._select(Device.last_seen >= cutoff)
                  .order_by(Device.last_seen.desc(), Device.id))

@@ -182,7 +182,8 @@ class SessionRepository(BaseRepository):
         if days is None:
             rows = self._fetch(self._statement("statistics", _statistics_query))
         else:
-            since = utc_now() - timedelta(days=positive_int("days", days, allow_zero=True))
+            days = positive_int("days", days, allow_zero=True, most=365_000)  # 1000 years
+            since = utc_now() - timedelta(days=days)
             rows = self._fetch(self._statement("statistics_since", lambda start: (
                 _statistics_query().where(OTASession.created_at >= start))), since)
         by_status = {s.value: 0 for s in SessionStatus}
