@@ -16,6 +16,7 @@ from .errors import EncryptionError, ValidationError, quote
 
 __all__ = [
     "ApduTextField",
+    "BooleanField",
     "CharField",
     "EncryptedBlobField",
     "EnumField",
@@ -134,6 +135,18 @@ class CharField(peewee.CharField):
         if type(value) is str:  # Peewee's own conversion gives text back as it is
             return _check_text(self, value)
         return _check_text(self, super().db_value(value))
+
+
+class BooleanField(peewee.BooleanField):
+    """True or False (1 and 0 too); text is refused: ``bool("false")`` would store true."""
+
+    def db_value(self, value):
+        if value is None or type(value) is bool:
+            return value
+        if type(value) is int and value in (0, 1):
+            return bool(value)
+        raise ValidationError(f"{self.name} must be True or False; got {quote(value)}",
+                              problems=[self.name])
 
 
 class TextField(peewee.TextField):

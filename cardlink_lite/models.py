@@ -11,6 +11,7 @@ from .db import database_proxy
 from .errors import ValidationError
 from .fields import (
     ApduTextField,
+    BooleanField,
     CharField,
     EncryptedBlobField,
     EnumField,
@@ -239,7 +240,7 @@ class Device(_Timestamped):
     iccid = ExactCharField(max_length=22, null=True)
     connection_settings = JSONField(null=True)
     last_seen = UTCDateTimeField(null=True)
-    is_active = peewee.BooleanField(default=True)
+    is_active = BooleanField(default=True)
     notes = TextField(null=True)
 
     _repr_fields = frozenset({"id", "device_type", "name", "model"})

@@ -157,3 +157,20 @@ def test_a_refused_register_leaves_the_unit_of_work_committable(manager):
     assert committed_ids(manager) == {"RF8M-NEW", "OTHER"}
     with UnitOfWork(manager) as uow:
         assert uow.devices.get("RF8M-NEW").name == "Bench phone"
+
+
+def test_is_active_takes_a_bool_not_text(manager):
+    with UnitOfWork(manager) as uow:
+        for bad in ("false", "no", 2):
+            with pytest.raises(ValidationError) as caught:
+                uow.devices.create(Device(id=f"D-{bad}", device_type="phone", is_active=bad))
+            assert str(caught.value) == f"is_active must be True or False; got {bad!r}"
+        with pytest.raises(ValidationError, match="is_active must be True or False"):
+            uow.devices.create_all([Device(id="D-bulk", device_type="phone", is_active="0")])
+        uow.devices.create(Device(id="D-0", device_type="phone", is_active=0))
+        uow.devices.create(Device(id="D-1", device_type="phone", is_active=1))
+        uow.devices.create(Device(id="D-False", device_type="phone", is_active=False))
+    assert committed_ids(manager) == {"D-0", "D-1", "D-False"}
+    with UnitOfWork(manager) as uow:
+        assert _ids(uow.devices.find_active()) == ["D-1"]
+        assert uow.devices.get("D-0").is_active is False
