@@ -271,8 +271,15 @@ def _sqlite_database(name: str, cfg) -> peewee.SqliteDatabase:
     if options:
         name = f"{name}?{urlencode(options)}"
         kwargs["uri"] = True
-    return peewee.SqliteDatabase(name, pragmas=pragmas, timeout=cfg.busy_timeout,
-                                 field_types=_FIELD_TYPES["sqlite"], **kwargs)
+    database = peewee.SqliteDatabase(name, pragmas=pragmas, timeout=cfg.busy_timeout,
+                                     field_types=_FIELD_TYPES["sqlite"], **kwargs)
+    # SQLite's own LOWER() folds ASCII only: "Über" would not match "über" as on the servers.
+    database.register_function(_lower, "lower", 1, deterministic=True)
+    return database
+
+
+def _lower(text):
+    return text.lower() if isinstance(text, str) else text
 
 
 def _prepare_sqlite_file(path: Path) -> None:

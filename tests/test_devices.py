@@ -174,3 +174,16 @@ def test_is_active_takes_a_bool_not_text(manager):
     with UnitOfWork(manager) as uow:
         assert _ids(uow.devices.find_active()) == ["D-1"]
         assert uow.devices.get("D-0").is_active is False
+
+
+def test_search_folds_the_case_of_non_ascii_text(manager, backend):
+    with UnitOfWork(manager) as uow:
+        uow.devices.create(Device(id="D1", device_type="phone", name="Über Phone"))
+        uow.devices.create(Device(id="D2", device_type="modem", name="ÉCRAN modem"))
+    with UnitOfWork(manager) as uow:
+        for text in ("Über", "über", "ÜBER", "über phone"):
+            assert _ids(uow.devices.search(text)) == ["D1"]
+        assert _ids(uow.devices.search("écran")) == ["D2"]
+        # MariaDB's collation also ignores accents (see the README); the others do not.
+        assert _ids(uow.devices.search("uber")) == (["D1"] if backend == "mysql" else [])
+        assert _ids(uow.devices.search("ü")) == ["D1"]
