@@ -366,7 +366,8 @@ def test_lines_timed_out_of_range_are_reported_and_the_first_and_last_times_impo
         ("response", "9000", first + timedelta(milliseconds=1)),
         ("command", "00B0000001", last), ("response", "019000", last)]
     session = OTASession.get_by_id(summary.sessions[0])
-    assert (session.started_at, session.ended_at, session.duration_ms) == (first, last, None)
+    assert (session.started_at, session.ended_at, session.duration_ms) == (
+        first, last, (last - first) // timedelta(milliseconds=1))
 
 
 @pytest.mark.parametrize("header, latency", [("Fri, 31 Dec 9999 23:59:59 +0000", "2000"),
@@ -386,14 +387,15 @@ def test_apdu4j_times_past_9999_are_refused_and_nothing_is_written(manager, tmp_
             TraceSource.select().count()) == (0, 0, 0)
 
 
-def test_a_trace_spanning_months_imports_with_no_duration(manager, tmp_path):
-    # duration_ms is a 32-bit column: 2^31 ms is 24.8 days
+def test_a_trace_spanning_months_keeps_its_duration(manager, tmp_path):
+    # Past duration_ms's old 32 bits (2^31 ms is 24.8 days): a BIGINT since schema 0007
     path = tmp_path / "long.log"
     path.write_text("2024-01-01 10:00:00 00A40004023F00\n2024-01-01 10:00:00 9000\n"
                     "2024-03-01 10:00:00 00B0000001\n2024-03-01 10:00:00.040 019000\n")
     summary = import_trace(manager, path)
     session = OTASession.get_by_id(summary.sessions[0])
-    assert (session.status, session.duration_ms) == (SessionStatus.COMPLETED, None)
+    assert (session.status, session.duration_ms) == (SessionStatus.COMPLETED,
+                                                     60 * 86_400_000)
     assert (session.started_at, session.ended_at) == (datetime(2024, 1, 1, 10, tzinfo=UTC),
                                                       datetime(2024, 3, 1, 10, tzinfo=UTC))
 

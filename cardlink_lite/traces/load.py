@@ -303,11 +303,10 @@ class _Importer:
         """Give the sessions made here their end, duration and status."""
         for index, made in enumerate(self.created):
             failed = open_exchange and index == len(self.created) - 1
-            duration = max(0, (made["last"] - made["first"]) // 1_000_000)
             (OTASession.update(
                 status=SessionStatus.FAILED if failed else SessionStatus.COMPLETED,
                 started_at=_when(made["first"]), ended_at=_when(made["last"]),
-                duration_ms=duration if duration < 2**31 else None,  # 32 bits: 24.8 days
+                duration_ms=max(0, (made["last"] - made["first"]) // 1_000_000),
                 error_code="TRACE_ENDS_MID_EXCHANGE" if failed else None,
                 error_message=("the trace ends with a command that has no response"
                                if failed else None))
