@@ -107,7 +107,7 @@ def check_keys(manager) -> dict:
     unreadable = []
     total = 0
     manager.ensure_connection()
-    for iccid, token in _stored_psks().iterator():
+    for iccid, token in _stored_psks().bind(manager.database).iterator():
         total += 1
         token = _token_bytes(token)
         opened = False

@@ -1,9 +1,13 @@
 """The one DatabaseProxy every model uses, the current manager, and a streaming helper.
-It sits below the models; the manager that binds the proxy lives above them (``manager``)."""
+It sits below the models; the manager that binds the proxy lives above them (``manager``).
+The proxy points at the database bound in this thread or task (a unit of work, a
+``bound_models`` block) if any, else at the process-wide one ``initialize()``/``bind()`` set:
+two managers in one process, or one per thread, never write into each other's store."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 
 import peewee
@@ -11,9 +15,11 @@ import peewee
 from .errors import ConfigurationError
 
 __all__ = [
+    "bind_here",
     "bound_models",
     "database_proxy",
     "get_manager",
+    "process_binding",
     "register_default_manager",
     "set_current_manager",
     "small_page_cache",
@@ -24,7 +30,22 @@ class _UnboundProxyError(ConfigurationError, AttributeError):
     pass
 
 
+_here = contextvars.ContextVar("cardlink_lite_database", default=None)
+_process_database = None
+
+
 class _Proxy(peewee.DatabaseProxy):
+
+    # Peewee reads and assigns ``obj`` (initialize(), attribute forwarding, playhouse).
+    @property
+    def obj(self):
+        database = _here.get()
+        return _process_database if database is None else database
+
+    @obj.setter
+    def obj(self, database):
+        global _process_database
+        _process_database = database
 
     def __getattr__(self, attr):
         if self.obj is None:
@@ -72,12 +93,27 @@ def get_manager():
     return manager
 
 
-def bound_models(database: peewee.Database, models):
-    """Bind ``models`` to ``database`` meanwhile, unless the proxy already points there
-    (binding is class-wide: other threads see it)."""
-    if database_proxy.obj is database:
-        return contextlib.nullcontext()
-    return database.bind_ctx(models)
+def process_binding() -> peewee.Database | None:
+    """The database the models use where nothing else is bound (``initialize()``, ``bind()``)."""
+    return _process_database
+
+
+def bind_here(database: peewee.Database | None) -> peewee.Database | None:
+    """Point the models at ``database`` in this thread or task only (None: at the process-wide
+    binding); returns what was bound here before, to hand back when done."""
+    previous = _here.get()
+    _here.set(database)
+    return previous
+
+
+@contextlib.contextmanager
+def bound_models(database: peewee.Database | None):
+    """Point the models at ``database`` meanwhile, in this thread or task only."""
+    previous = bind_here(database)
+    try:
+        yield
+    finally:
+        bind_here(previous)
 
 
 @contextlib.contextmanager

@@ -55,26 +55,27 @@ def database_size(manager) -> int:
 def collect_stats(manager, hours: int = 24) -> dict:
     """Row counts, size, recent activity and the session success rate (the guide's keys)."""
     manager.ensure_connection()
-    since = utc_now() - timedelta(hours=hours)
-    tables = {name: model.select().count() for name, model in _SHORT.items()}
-    finished = OTASession.select().where(OTASession.status.in_(_FINISHED)).count()
-    completed = OTASession.select().where(OTASession.status == SessionStatus.COMPLETED).count()
-    size = database_size(manager)
-    return {
-        "tables": tables,
-        "database_size_mb": round(size / (1024 * 1024), 2),
-        "database_size_bytes": size,
-        "recent_activity": {
-            f"sessions_last_{hours}h": OTASession.select()
-            .where(OTASession.created_at >= since).count(),
-            f"tests_last_{hours}h": TestResult.select()
-            .where(TestResult.created_at >= since).count(),
-        },
-        "session_success_rate": round(100.0 * completed / finished, 1) if finished else 0.0,
-        # Failed and timed-out sessions by TLS alert, PoR status, admin script status...
-        "session_failures_by_cause":
-            SessionRepository().get_statistics(days=None)["failures_by_cause"],
-    }
+    with bound_models(manager.database):
+        since = utc_now() - timedelta(hours=hours)
+        tables = {name: model.select().count() for name, model in _SHORT.items()}
+        finished = OTASession.select().where(OTASession.status.in_(_FINISHED)).count()
+        completed = OTASession.select().where(OTASession.status == SessionStatus.COMPLETED).count()
+        size = database_size(manager)
+        return {
+            "tables": tables,
+            "database_size_mb": round(size / (1024 * 1024), 2),
+            "database_size_bytes": size,
+            "recent_activity": {
+                f"sessions_last_{hours}h": OTASession.select()
+                .where(OTASession.created_at >= since).count(),
+                f"tests_last_{hours}h": TestResult.select()
+                .where(TestResult.created_at >= since).count(),
+            },
+            "session_success_rate": round(100.0 * completed / finished, 1) if finished else 0.0,
+            # Failed and timed-out sessions by TLS alert, PoR status, admin script status...
+            "session_failures_by_cause":
+                SessionRepository().get_statistics(days=None)["failures_by_cause"],
+        }
 
 
 def backup_database(manager, path, overwrite: bool = False) -> dict:
@@ -160,7 +161,7 @@ def repair_database(manager) -> list[str]:
     missing_models, missing_indexes = _missing(database)
     created = []
     for model in missing_models:
-        with bound_models(database, [model]):
+        with bound_models(database):
             model.create_table(safe=True)
         created.append(f"table {display_name(model._meta.table_name)}")
     for _table, name in missing_indexes:

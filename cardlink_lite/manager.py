@@ -16,7 +16,14 @@ from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 from . import migrations
 from ._peewee import discard_connection, set_field_type
 from .config import DatabaseConfig
-from .db import database_proxy, get_manager, register_default_manager, set_current_manager
+from .db import (
+    bound_models,
+    database_proxy,
+    get_manager,
+    process_binding,
+    register_default_manager,
+    set_current_manager,
+)
 from .errors import ConfigurationError, ConnectionError, DatabaseError, first_line
 from .events import track_savepoints
 from .fields import APDU_TEXT, DATETIME_MS, EXACT_COLLATION, JSON_TEXT
@@ -100,9 +107,9 @@ class DatabaseManager:
         return self
 
     def bind(self) -> None:
-        """Point the models at this manager's database (after another manager was used)."""
-        if database_proxy.obj is not self._database:
-            database_proxy.initialize(self._database)
+        """Point the models at this manager's database wherever no unit of work (or other
+        ``bound_models`` block) of this thread points them elsewhere."""
+        database_proxy.initialize(self._database)
 
     def close(self) -> None:
         """Close every connection this manager opened."""
@@ -115,7 +122,7 @@ class DatabaseManager:
         if hasattr(database, "close_all"):
             database.close_all()
         self._database = None
-        if database_proxy.obj is database:
+        if process_binding() is database:
             database_proxy.initialize(None)
 
     def create_tables(self) -> None:
@@ -126,10 +133,12 @@ class DatabaseManager:
         """Drop every table of the store, migration history included."""
         migrations.drop_schema(self)
 
+    @contextlib.contextmanager
     def atomic(self):
-        """A transaction (a savepoint when one is already open)."""
-        self.bind()
-        return self.database.atomic()
+        """A transaction (a savepoint when one is already open); the models use this
+        manager's database inside it, in this thread."""
+        with bound_models(self.database), self.database.atomic() as transaction:
+            yield transaction
 
     def create_session(self, readonly: bool | None = None) -> UnitOfWork:
         """A unit of work not entered yet (the guide's session): ``with`` it, or
@@ -150,7 +159,6 @@ class DatabaseManager:
         """Before a unit of work: replace a connection the server dropped, with backoff
         (never inside a transaction: work is never moved to a new connection halfway)."""
         database = self.database
-        self.bind()
         if database.in_transaction():
             return
         if self.config.is_sqlite:

@@ -13,7 +13,7 @@ import peewee
 from playhouse.migrations import MigrationError as _PlayhouseMigrationError
 from playhouse.migrations import Runner
 
-from .db import get_manager
+from .db import bound_models, get_manager
 from .errors import MigrationError, SchemaVersionMismatch, first_line
 from .models import ALL_MODELS
 
@@ -306,13 +306,12 @@ def plan_sql(target: str | None = None, manager=None, directory=None) -> list[tu
 def create_schema(manager) -> None:
     """Build the newest schema from the models and record every migration as applied."""
     database = manager.database
-    manager.bind()
     runner = _runner(manager)
     if runner.applied():
         run_migrations(manager=manager)
         return
     _refuse_unsafe_state(manager)
-    with database.atomic():
+    with bound_models(database), database.atomic():
         database.create_tables(ALL_MODELS, safe=True)
     runner.fake()
 
@@ -320,8 +319,8 @@ def create_schema(manager) -> None:
 def drop_schema(manager) -> None:
     """Drop the store's tables, its migration history and any journal."""
     database = manager.database
-    manager.bind()
-    database.drop_tables(ALL_MODELS, safe=True)
+    with bound_models(database):
+        database.drop_tables(ALL_MODELS, safe=True)
     for table in (HISTORY_TABLE, JOURNAL_TABLE):
         quoted = database.get_sql_context().sql(peewee.Entity(table)).query()[0]
         database.execute_sql(f"DROP TABLE IF EXISTS {quoted}")

@@ -532,15 +532,14 @@ def _open_store(url: str) -> DatabaseManager:
 
 @contextlib.contextmanager
 def _borrowed_binding(manager: DatabaseManager):
-    """Bind the models to ``manager`` meanwhile: the tests in this process may bind their own."""
-    saved_obj, saved_current = database_proxy.obj, _db._current
+    """Point the models at ``manager`` meanwhile (in this thread); the process-wide binding
+    and current manager ``initialize()`` sets are put back: the tests bind their own."""
+    saved_obj, saved_current = _db.process_binding(), _db._current
     try:
-        if manager.is_initialized:
-            manager.bind()
-        yield manager
+        with _db.bound_models(manager.database if manager.is_initialized else None):
+            yield manager
     finally:
-        if database_proxy.obj is not saved_obj:
-            database_proxy.initialize(saved_obj)
+        database_proxy.initialize(saved_obj)
         _db._current = saved_current
 
 

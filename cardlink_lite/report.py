@@ -21,7 +21,7 @@ from . import report_sessions as sessions_data
 from .db import bound_models
 from .errors import ValidationError, quote
 from .fields import to_utc_ms, utc_now
-from .models import ALL_MODELS, Device
+from .models import Device
 from .repositories import TestRepository
 
 __all__ = ["REPORT_DEFAULTS", "build_report", "write_report"]
@@ -59,8 +59,7 @@ def build_report(manager, suite: str | None = None, runs: int = REPORT_DEFAULTS[
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ValidationError(f"runs must be a whole number >= 1; got {runs!r}")
     since = _moment(since)
-    manager.bind()
-    with bound_models(manager.database, ALL_MODELS):
+    with bound_models(manager.database):
         suites = runs_data.suite_names()
         if suite is None:
             suite = suites[0] if suites else None

@@ -27,7 +27,7 @@ PURGEABLE = {"logs": ("comm_logs", "timestamp"), "tests": ("test_results", "crea
 def count_older_than(database, model, field, cutoff: datetime) -> int:
     """How many rows of ``model`` have ``field`` strictly before ``cutoff``."""
     field = _field(model, field)
-    with bound_models(database, [model]):
+    with bound_models(database):
         return model.select().where(field < to_utc_ms(cutoff)).count()
 
 
@@ -44,7 +44,7 @@ def purge_older_than(database, model, field, cutoff: datetime, chunk_size: int =
     children = [ref for ref in model._meta.backrefs
                 if (ref.on_delete or "").upper() == "CASCADE"]
     total = 0
-    with bound_models(database, [model, *(c.model for c in children)]):
+    with bound_models(database):
         while True:
             # A plain read: no write lock is needed to pick the next chunk.
             ids = [row[0] for row in model.select(pk).where(field < cutoff)
@@ -90,7 +90,7 @@ def plan_purge(database, tables, cutoff: datetime) -> dict[str, int]:
     names = resolve_purge_tables(tables)
     counts = {name: count_older_than(database, *_target(name), cutoff) for name in names}
     if "sessions" in names:
-        with bound_models(database, [CommLog, OTASession]):
+        with bound_models(database):
             query = (CommLog.select().join(OTASession)
                      .where(OTASession.created_at < to_utc_ms(cutoff)))
             if "logs" in names:

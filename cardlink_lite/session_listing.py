@@ -23,7 +23,7 @@ def list_sessions(manager, device_id: str | None = None, card_iccid: str | None 
     """Sessions matching every filter given, newest first, each with its APDU row count
     (``logs``); a naive ``since`` is UTC (the CLI's dates are)."""
     manager.ensure_connection()
-    with bound_models(manager.database, [OTASession, CommLog]):
+    with bound_models(manager.database):
         query = OTASession.select().order_by(OTASession.created_at.desc(),
                                              OTASession.id).limit(limit)
         if device_id is not None:

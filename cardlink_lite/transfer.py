@@ -153,7 +153,7 @@ class DataExporter:
     def count_rows(self, tables=None) -> dict[str, int]:
         """Rows each chosen table holds now (a progress bar's length)."""
         database = _database_of(self._uow)
-        with bound_models(database, ALL_MODELS):
+        with bound_models(database):
             return {m._meta.table_name: m.select().count() for m in resolve_tables(tables)}
 
     def write(self, stream, tables=None, format=ExportFormat.JSON, include_keys: bool = False,
@@ -173,7 +173,7 @@ class DataExporter:
                 if progress is not None:
                     progress(name, count)
 
-        with bound_models(database, ALL_MODELS), _snapshot(database), small_page_cache(database):
+        with bound_models(database), _snapshot(database), small_page_cache(database):
             header = {"format_version": FORMAT_VERSION, "exported_at": plain_value(utc_now())}
             write_document(stream, fmt, header, ((m._meta.table_name, rows(m)) for m in models))
         return counts
@@ -272,7 +272,7 @@ class DataImporter:
         document = read_document(data, format)
         result = ImportResult(dry_run=dry_run)
         # One transaction (IMMEDIATE on SQLite): no other writer can make the decisions stale.
-        with bound_models(database, ALL_MODELS):
+        with bound_models(database):
             try:
                 with _snapshot(database) if dry_run else database.atomic():
                     _Import(database, mode, result, write=not dry_run).run(document)

@@ -8,7 +8,7 @@ import threading
 import peewee
 
 from ._peewee import discard_connection
-from .db import get_manager
+from .db import bind_here, get_manager
 from .errors import DatabaseError, translate_error
 from .events import emit_after_commit
 from .repositories import (
@@ -63,6 +63,7 @@ class UnitOfWork:
         self._depth = 0
         self._thread = None
         self._ended = False       # after `with` or close(): statements run in autocommit
+        self._outer = None        # what the models used in this thread before it began
 
     def __repr__(self) -> str:
         state = "open" if self._scope is not None else "idle"
@@ -151,7 +152,6 @@ class UnitOfWork:
         # SQLite: DEFERRED, so reads take no lock; the first write begins IMMEDIATE.
         manager = self.manager
         database = manager.database
-        manager.bind()
         nested = database.in_transaction()
         if not nested and database.is_closed():
             self._opened_connection = True
@@ -186,6 +186,9 @@ class UnitOfWork:
         self._scope, self._nested = scope, nested
         _open_units(database).append(self)
         self._thread = threading.get_ident()
+        # Models (obj.save(), Model.update()) use this store here, whatever other managers
+        # or threads bind, until it ends: then the enclosing unit of work's again.
+        self._outer = bind_here(database)
 
     def _take_write_lock(self) -> None:
         """SQLite, first write after a DEFERRED begin: if nothing was written yet, begin again
@@ -224,6 +227,7 @@ class UnitOfWork:
         try:
             self._exit(scope, None if commit else _Rollback(), nested)
         finally:
+            bind_here(self._outer)
             if release and not nested and self._opened_connection:
                 self._release_connection()
 

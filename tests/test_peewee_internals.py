@@ -4,6 +4,8 @@ import peewee
 import pytest
 
 from cardlink_lite import _peewee
+from cardlink_lite import db as cl_db
+from cardlink_lite.models import Device
 
 
 class Item(peewee.Model):
@@ -167,3 +169,20 @@ def test_watch_savepoints_reports_each_savepoint_and_how_it_ended(items):
             raise RuntimeError
     assert seen == [("begun", True), (False, True), (True, True), (True, False),
                     ("begun", True), (False, False)]
+
+
+def test_the_proxy_target_is_read_and_set_through_obj(tmp_path):
+    # cardlink_lite.db._Proxy makes ``obj`` a property (this thread's binding, else the
+    # process-wide one): Peewee must assign it in initialize() and read it on every use.
+    first, second = (peewee.SqliteDatabase(str(tmp_path / name)) for name in ("a.db", "b.db"))
+    saved = cl_db.process_binding()
+    try:
+        cl_db.database_proxy.initialize(first)
+        assert cl_db.process_binding() is first and Device._meta.database is cl_db.database_proxy
+        with cl_db.bound_models(second):
+            assert cl_db.database_proxy.database == second.database      # __getattr__
+            with Device._meta.database.atomic():                         # _atomic(proxy)
+                assert second.in_transaction() and not first.in_transaction()
+        assert cl_db.database_proxy.obj is first
+    finally:
+        cl_db.database_proxy.initialize(saved)
