@@ -10,6 +10,7 @@ import pytest
 
 from cardlink_lite import DatabaseManager, Device, UnitOfWork
 from cardlink_lite.maintenance import collect_stats
+from cardlink_lite.traces.load import import_trace
 
 
 @pytest.fixture
@@ -125,3 +126,18 @@ def test_functions_given_a_manager_use_its_store_inside_another_unit_of_work(ben
         assert collect_stats(bench)["tables"]["devices"] == 1
     assert list(_rows(bench)) == ["A1"]
     assert set(team.database.get_tables()) >= {"devices", "card_profiles"}
+
+
+def test_a_trace_imported_into_one_store_lands_there_inside_a_unit_of_work_on_another(
+        bench, team, tmp_path):
+    path = tmp_path / "log.txt"
+    path.write_text("00A40004023F00\n9000\n")
+    with UnitOfWork(team) as uow:
+        uow.devices.create(Device(id="B1", device_type="phone"))
+        summary = import_trace(bench, path)
+    count = "SELECT COUNT(*) FROM {}"
+    assert [bench.database.execute_sql(count.format(t)).fetchone()[0]
+            for t in ("ota_sessions", "comm_logs", "trace_sources")] == [1, 2, 1]
+    assert [team.database.execute_sql(count.format(t)).fetchone()[0]
+            for t in ("ota_sessions", "comm_logs", "trace_sources")] == [0, 0, 0]
+    assert summary.sessions and list(_rows(team)) == ["B1"]
