@@ -12,6 +12,7 @@ from functools import partial
 from peewee import chunked
 
 from ..apdu import ApduLogWriter, session_key
+from ..db import bound_models
 from ..errors import NotFoundError, ValidationError
 from ..models import CardProfile, Device, OTASession, SessionStatus, TraceSource
 from .decode import channel_of, decode_exchange, describe_atr
@@ -136,6 +137,7 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
     time, or now for a file object). ``progress(n)`` is called with each chunk's size.
     """
     with ExitStack() as stack:
+        stack.enter_context(bound_models(manager.database))
         fp = path_or_file
         if isinstance(fp, str | os.PathLike):
             name = name or os.fspath(fp)
