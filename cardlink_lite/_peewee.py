@@ -19,6 +19,7 @@ __all__ = [
     "model_builder",
     "passes_through",
     "set_field_type",
+    "thread_state",
     "watch_savepoints",
 ]
 
@@ -109,6 +110,12 @@ def set_field_type(database: peewee.Database, name: str, ddl: str) -> None:
     """Change the DDL of field type ``name`` after the database was built (the
     ``field_types`` constructor argument is copied into a private dict)."""
     database._field_types[name] = ddl
+
+
+def thread_state(database: peewee.Database):
+    """Peewee's per-thread connection state: its ``transactions``, read in a thread, is that
+    thread's stack of open transactions (outermost first; savepoints are not on it)."""
+    return database._state
 
 
 def driver_errors():

@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 
 import peewee
 
-from ._peewee import field_values
+from ._peewee import discard_connection, field_values, thread_state
 from .batch_insert import insert, insert_isolating, plan_for
+from .db import scoped_connection
 from .errors import (
     DatabaseError,
     RejectedRowsError,
@@ -59,12 +60,14 @@ _MAX_MESSAGE = 128
 
 _WAL_TRUNCATE_ROWS = 20000       # SQLite: a flush this big grows the -wal; shrink it after
 _BUSY_RETRIES = 8
+_TIMER_LOCK_WAIT = 0.1           # s: the timer's flush gives up on a lock (maybe the caller's)
+_KEPT_COMMANDS = 1024            # sessions whose last command is remembered
 _MAX_PENDING = 100_000           # rows buffered while the database is away (default)
 _RETRY_AFTER = (0.5, 30.0)       # back-off of log.*'s own flush attempts after a failure
 _KEPT_REJECTIONS = 1000          # rejected rows remembered in ApduLogWriter.rejected
 _UNSET = object()                # no session seen yet (None is itself refused)
 
-_BUSY = re.compile(r"database is locked|database is busy|deadlock|lock wait timeout|"
+_BUSY = re.compile(r"database is locked|database is busy|deadlock|lock (wait )?timeout|"
                    r"could not serialize", re.I)
 # Failures tied to the rows themselves (a value or reference the database refuses),
 # as opposed to the connection, a lock or the schema: only these are isolated and dropped.
@@ -109,8 +112,11 @@ class ApduLogWriter:
         self._flush_lock = threading.RLock()
         self._flush_at = self.batch_size * _WIDTH
         self._last_session = (_UNSET, None)
-        self._last_command = (None, None)  # (session, hex): what the next response answers
-        self._caller_in_transaction = False
+        self._commands: dict = {}        # session -> its last command: what a response answers
+        # Rows logged inside a transaction are its own: (start in _flat, the logging thread's
+        # transaction stack, that transaction), one per run of rows (see _take).
+        self._holds: list = []
+        self._per_thread = thread_state(self.database)
         self._thread = None
         self._stop = threading.Event()
         self._last_flush = time.monotonic()
@@ -198,6 +204,8 @@ class ApduLogWriter:
                                       problems=["session_id"])
             session = session_key(session_id)
             self._last_session = (session_id, session)
+            if len(self._commands) >= _KEPT_COMMANDS:  # forget the older half's commands
+                self._commands = dict(list(self._commands.items())[_KEPT_COMMANDS // 2:])
         stored = _DIRECTIONS.get(direction) or _DIRECTIONS.get(str(direction).lower())
         if stored is None:
             raise ValidationError(f"direction must be 'command' or 'response'; got "
@@ -217,8 +225,7 @@ class ApduLogWriter:
             sw = None
         if status_message is None:
             if sw is not None:
-                last = self._last_command
-                status_message = _sw_message(sw, last[1] if last[0] == session else None)
+                status_message = _MESSAGES.get(sw) or _sw_message(sw, self._commands.get(session))
         elif not _plain_text(status_message, _MAX_MESSAGE):
             _check_text(status_message, "status_message", _MAX_MESSAGE)
         if decoded_data is not None and not _plain_text(decoded_data, _MAX_DECODED):
@@ -228,7 +235,7 @@ class ApduLogWriter:
         if channel is not None or ins is not None or source_id is not None:
             _check_small_ints(channel, ins, source_id)
         if stored == "command":
-            self._last_command = (session, raw)
+            self._commands[session] = raw
             if channel is None and ins is None:
                 channel, ins = command_header(raw)  # indexed: "every INSTALL" is a lookup
         return (session, timestamp, latency_ms, stored, raw, decoded_data, sw,
@@ -243,11 +250,10 @@ class ApduLogWriter:
             if len(self._flat) + self._inflight + len(values) > self._max_flat:
                 raise ValidationError(f"the APDU log buffer holds {self.pending:,} rows "
                                       "(max_pending); log fewer rows at once")
+        stack = self._per_thread.transactions  # this thread's open transaction, if any
         with self._lock:
-            if not self._flat:
-                # Rows logged inside the caller's transaction belong to it: the timer
-                # thread must not write them (nor wait on the caller's write lock).
-                self._caller_in_transaction = self.database.in_transaction()
+            if stack and (not self._holds or self._holds[-1][2] is not stack[0]):
+                self._holds.append((len(self._flat), stack, stack[0]))
             self._flat.extend(values)
             full = len(self._flat) >= self._flush_at
             start_timer = self._thread is None and self.flush_interval is not None
@@ -260,22 +266,26 @@ class ApduLogWriter:
         if full and time.monotonic() >= self._retry_at:
             self._flush_quietly()
 
-    def _flush_quietly(self, quick: bool = True) -> bool:
-        """A flush by log.* (one quick attempt) or the timer: a failure is logged, not raised.
-        False when another thread is flushing (it takes these rows too, or retries)."""
+    def _flush_quietly(self, lock_wait: float | None = None) -> None:
+        """A flush by log.* or the timer (one quick attempt): a failure is logged, not raised.
+        Skipped when another thread is flushing (it takes these rows too, or retries)."""
         if not self._flush_lock.acquire(blocking=False):
-            return False
+            return
         try:
-            self._flush(quick=quick)
+            self._flush(self._per_thread.transactions, quick=True, lock_wait=lock_wait)
         except Exception as exc:
             self.last_error = exc
+            if lock_wait is not None and _BUSY.search(str(exc)):
+                # The timer met a lock (maybe the caller's): the caller's flush or commit, or
+                # a later tick, writes these rows.
+                logger.debug("APDU log flush deferred: %s", first_line(exc))
+                return
             self._retry_at = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, _RETRY_AFTER[1])
             logger.warning("APDU log flush failed, %d rows kept for retry: %s",
                            self.pending, first_line(exc))
         finally:
             self._flush_lock.release()
-        return True
 
     # -- flushing --------------------------------------------------------------
     def flush(self, report: bool = True) -> int:
@@ -286,40 +296,65 @@ class ApduLogWriter:
             self._raise_rejections()
         return count
 
-    def _flush(self, quick: bool = False) -> int:
-        with self._flush_lock:
-            with self._lock:
-                flat, self._flat = self._flat, []
-                self._inflight = len(flat)
-            if not flat:
-                return 0
-            try:
-                written, rejected = self._write(flat, quick)
-            except BaseException as exc:
+    def _flush(self, stack=None, quick: bool = False, lock_wait: float | None = None) -> int:
+        """Write the buffered rows (see _take); a connection it opens is closed after."""
+        with scoped_connection(self.database):
+            with self._flush_lock:
                 with self._lock:
-                    self._flat[:0] = flat
+                    flat, holds = self._take(stack)
+                    self._inflight = len(flat)
+                if not flat:
+                    return 0
+                try:
+                    written, rejected = self._write(flat, quick, lock_wait)
+                except BaseException as exc:
+                    with self._lock:
+                        self._flat[:0] = flat
+                        self._holds = holds + [(start + len(flat), owner, transaction)
+                                               for start, owner, transaction in self._holds]
+                        self._inflight = 0
+                    if isinstance(exc, peewee.PeeweeException):
+                        raise self._translate(exc, flat) from exc
+                    raise
+                with self._lock:
                     self._inflight = 0
-                if isinstance(exc, peewee.PeeweeException):
-                    raise self._translate(exc, flat) from exc
-                raise
-            with self._lock:
-                self._inflight = 0
-            self.last_error = None
-            self._retry_at = 0.0
-            self._backoff = _RETRY_AFTER[0]
-            self._last_flush = time.monotonic()
-            count = len(written) // _WIDTH
-            self.rows_written += count
-            if rejected:
-                self.rows_rejected += len(rejected)
-                for kept in (self._unreported, self.rejected):
-                    kept.extend(rejected)
-                    del kept[:-_KEPT_REJECTIONS]
-                logger.warning("%d APDU log row(s) refused by the database and dropped; "
-                               "first: %s", len(rejected), rejected[0][1])
-        if count:
-            self._announce(written, count)
-        return count
+                self.last_error = None
+                self._retry_at = 0.0
+                self._backoff = _RETRY_AFTER[0]
+                self._last_flush = time.monotonic()
+                count = len(written) // _WIDTH
+                self.rows_written += count
+                if rejected:
+                    self.rows_rejected += len(rejected)
+                    for kept in (self._unreported, self.rejected):
+                        kept.extend(rejected)
+                        del kept[:-_KEPT_REJECTIONS]
+                    logger.warning("%d APDU log row(s) refused by the database and dropped; "
+                                   "first: %s", len(rejected), rejected[0][1])
+            if count:
+                self._announce(written, count)
+            return count
+
+    def _take(self, stack) -> tuple[list, list]:
+        """Under _lock: the rows a flush writes, and their holds. An explicit flush (``stack``
+        None) takes them all; log.* and the timer (``stack``: the flushing thread's open
+        transactions) stop at the first row logged in another thread's open transaction:
+        that thread's flush writes it, or theirs once that transaction has ended."""
+        flat, holds = self._flat, self._holds
+        end = len(flat)
+        if stack is not None:
+            for start, owner, transaction in holds:
+                if owner is not stack and owner[:1] == [transaction]:
+                    end = start
+                    break
+        taken = [hold for hold in holds if hold[0] < end]
+        self._holds = [(start - end, owner, transaction)
+                       for start, owner, transaction in holds[len(taken):]]
+        if end == len(flat):
+            self._flat = []
+            return flat, taken
+        self._flat = flat[end:]
+        return flat[:end], taken
 
     def _raise_rejections(self) -> None:
         rejected, self._unreported = self._unreported, []
@@ -331,7 +366,7 @@ class ApduLogWriter:
     def discard(self) -> int:
         """Drop every buffered row without writing it; returns how many were dropped."""
         with self._lock:
-            flat, self._flat = self._flat, []
+            flat, self._flat, self._holds = self._flat, [], []
         return len(flat) // _WIDTH
 
     def close(self) -> None:
@@ -370,7 +405,8 @@ class ApduLogWriter:
                                "writing them now", self.pending)
                 self.flush()
 
-    def _write(self, flat: list, quick: bool = False) -> tuple[list, list]:
+    def _write(self, flat: list, quick: bool = False,
+               lock_wait: float | None = None) -> tuple[list, list]:
         """Insert ``flat``; returns (values written, rejected rows with their reason)."""
         database = self.database
         top = not database.in_transaction()
@@ -379,7 +415,7 @@ class ApduLogWriter:
             try:
                 if top:
                     self._connect(quick)
-                with database.atomic():
+                with _lock_wait(database, lock_wait), database.atomic():
                     insert(plan_for(database, CommLog, LOG_FIELDS), flat)
                 self._suspect_connection = False
                 break
@@ -452,14 +488,9 @@ class ApduLogWriter:
             logger.exception("LOG_CREATED event delivery failed")
 
     def _background_flush(self) -> None:
-        # Rows logged in the caller's transaction: its commit (or flush/close) writes them.
-        if not self._flat or self._caller_in_transaction \
-                or time.monotonic() - self._last_flush < self.flush_interval * 0.5:
-            return
-        if self._flush_quietly(quick=False) and not self.database.in_transaction():
-            # This thread's own connection: give it back (a pool would leak it).
-            with contextlib.suppress(peewee.PeeweeException):
-                self.database.close()
+        # Never waits for a lock: the thread holding it may be waiting for this flush.
+        if self._flat and time.monotonic() - self._last_flush >= self.flush_interval * 0.5:
+            self._flush_quietly(lock_wait=_TIMER_LOCK_WAIT)
 
 
 _LOGGED_AS = tuple("session_id" if f is CommLog.session else f.name for f in LOG_FIELDS)
@@ -481,18 +512,38 @@ def _missing_sessions(sessions: list) -> list:
 
 
 def _shrink_wal(database) -> None:
-    if not isinstance(database, peewee.SqliteDatabase):
+    if isinstance(database, peewee.SqliteDatabase):
+        # Never wait for readers here: if one is busy the journal_size_limit trims it later.
+        with _lock_wait(database, 0), contextlib.suppress(peewee.PeeweeException):
+            database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+@contextlib.contextmanager
+def _lock_wait(database, seconds: float | None):
+    """Inside the block this thread's connection waits at most ``seconds`` for a lock, then
+    fails as busy (None: as configured); its own setting is back after (else it is dropped)."""
+    if seconds is None:
+        yield
         return
-    conn = database.connection()
-    # Never wait for readers here: if one is busy the journal_size_limit trims it later.
-    busy = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    if isinstance(database, peewee.SqliteDatabase):
+        before = database.execute_sql("PRAGMA busy_timeout").fetchone()[0]
+        change, restore = f"PRAGMA busy_timeout = {seconds * 1000:.0f}", \
+            f"PRAGMA busy_timeout = {int(before)}"
+    elif isinstance(database, peewee.MySQLDatabase):  # whole seconds; MariaDB takes 0
+        change = ("SET @cardlink_lock_wait = @@innodb_lock_wait_timeout, "
+                  f"innodb_lock_wait_timeout = {int(seconds)}")
+        restore = "SET innodb_lock_wait_timeout = @cardlink_lock_wait"
+    else:  # PostgreSQL: 0 would mean no limit
+        change, restore = f"SET lock_timeout = {max(1, round(seconds * 1000))}", \
+            "RESET lock_timeout"
+    database.execute_sql(change)
     try:
-        conn.execute("PRAGMA busy_timeout = 0")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    except Exception as exc:  # pragma: no cover - best effort
-        logger.debug("wal_checkpoint skipped: %s", exc)
+        yield
     finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
+        try:
+            database.execute_sql(restore)
+        except peewee.PeeweeException:
+            discard_connection(database)  # not handed on with our setting
 
 
 _live_writers: weakref.WeakSet = weakref.WeakSet()

@@ -21,6 +21,7 @@ __all__ = [
     "get_manager",
     "process_binding",
     "register_default_manager",
+    "scoped_connection",
     "set_current_manager",
     "small_page_cache",
 ]
@@ -136,3 +137,16 @@ def small_page_cache(database, kib: int = 2048):
     finally:
         with contextlib.suppress(Exception):  # the connection may be closed by now
             conn.execute(f"PRAGMA cache_size = {int(previous)}")
+
+
+@contextlib.contextmanager
+def scoped_connection(database: peewee.Database):
+    """A connection the block opens in this thread is closed at its end (a pool's goes back:
+    a thread that ends would keep it checked out); one open before stays open."""
+    opened = database.is_closed()
+    try:
+        yield
+    finally:
+        if opened and not database.in_transaction():
+            with contextlib.suppress(peewee.PeeweeException):
+                database.close()

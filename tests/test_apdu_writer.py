@@ -243,24 +243,131 @@ def test_none_session_is_refused_and_does_not_block_later_rows(manager):
     writer.close()
 
 
+def _gated_ticks(writer):
+    """(go, ticks): the writer's timer ticks wait for ``go``; ``ticks`` is released after each."""
+    go, ticks = threading.Event(), threading.Semaphore(0)
+    tick = writer._background_flush
+
+    def gated_tick():
+        go.wait()
+        tick()
+        ticks.release()
+
+    writer._background_flush = gated_tick
+    return go, ticks
+
+
+def _counted_flushes():
+    """(on_flush, wait): ``wait(n)`` returns once flushes have written ``n`` rows in all."""
+    written, done = [], threading.Condition()
+
+    def on_flush(entity, data):
+        with done:
+            written.append(data["count"])
+            done.notify_all()
+
+    def wait(n):
+        with done:
+            return done.wait_for(lambda: sum(written) >= n, timeout=30)
+
+    return on_flush, wait
+
+
 def test_timer_does_not_write_rows_logged_inside_a_unit_of_work(manager):
     with UnitOfWork(manager) as uow:
         session = uow.sessions.create_session()
     writer = ApduLogWriter(manager, flush_interval=0.05)
-    ticks = threading.Semaphore(0)
-    tick = writer._background_flush
-
-    def counted_tick():
-        tick()
-        ticks.release()
-
-    writer._background_flush = counted_tick
+    go, ticks = _gated_ticks(writer)
     with UnitOfWork(manager) as uow:
         uow.devices.count()
         writer.add(session.id, "command", "00A4")
+        go.set()
         for _ in range(3):  # several timer ticks while the transaction is open
             assert ticks.acquire(timeout=30)
         uow.rollback()
         writer.discard()
     writer.close()
     assert CommLog.select().count() == 0
+
+
+def test_timer_never_waits_for_the_callers_lock(manager, session, backend):
+    writer = ApduLogWriter(manager, session_id=session.id, flush_interval=0.05)
+    go, ticks = _gated_ticks(writer)
+    writer.command("00A4")  # logged outside any transaction: the timer may write it
+    with UnitOfWork(manager) as uow:
+        # The lock the timer's INSERT would wait for (SQLite: the write lock; MariaDB: the
+        # session row's; PostgreSQL's foreign key check waits only for FOR UPDATE).
+        uow.sessions.set_tls_info(session.id, cipher_suite="TLS_PSK_WITH_AES_128_CBC_SHA256")
+        if backend == "postgresql":
+            list(OTASession.select().where(OTASession.id == session.id).for_update())
+        writer.response("9000")
+        go.set()
+        for _ in range(2):  # each tick meets the lock and gives up at once
+            assert ticks.acquire(timeout=10)
+        started = time.monotonic()
+        assert writer.flush() == 2  # in the caller's transaction
+        assert time.monotonic() - started < 5
+    writer.close()
+    assert [r.raw_data for r in _trace(session.id)] == ["00A4", "9000"]
+
+
+def test_rows_logged_in_an_open_transaction_wait_for_its_commit(manager, session):
+    on_flush, wait = _counted_flushes()
+    writer = ApduLogWriter(manager, flush_interval=0.05, on_flush=on_flush)
+    go, ticks = _gated_ticks(writer)
+    writer.command("00A4", session_id=session.id)
+    with UnitOfWork(manager) as uow:  # a second card arrives
+        second = uow.sessions.create_session(session_type="second card").id
+        writer.command("80E60C00", session_id=second)
+        writer.response("9000", session_id=second)
+        go.set()
+        for _ in range(3):  # ticks while the session is not committed yet
+            assert ticks.acquire(timeout=10)
+        assert writer.pending >= 2 and writer.rows_rejected == 0
+    assert wait(3)  # the next tick writes them
+    writer.close()
+    assert [r.raw_data for r in _trace(second)] == ["80E60C00", "9000"]
+    assert writer.rows_rejected == 0
+
+
+def test_timer_writes_the_rows_of_a_finished_transaction(manager, session):
+    on_flush, wait = _counted_flushes()
+    with apdu_logger(manager, session.id, flush_interval=0.05, on_flush=on_flush) as log:
+        with UnitOfWork(manager) as uow:
+            uow.sessions.start_session(session.id)
+            log.command("00A4040008A000000151000000", "SELECT ISD")  # inside the unit of work
+        for _ in range(5):
+            log.response("9000", latency_ms=1.0)
+            log.command("80CA00CF00")
+        assert wait(11)  # the timer, not the exit
+    assert len(_trace(session.id)) == 11
+
+
+def test_a_thread_that_flushes_keeps_no_connection(manager, session):
+    writer = ApduLogWriter(manager, session_id=session.id, flush_interval=None)
+    closed = []
+
+    def work():
+        writer.command("00A4")
+        writer.flush()
+        closed.append(manager.database.is_closed())
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert closed == [True]
+    assert len(_trace(session.id)) == 1
+
+
+def test_status_message_answers_the_sessions_own_last_command(manager, session):
+    other = OTASession.create(session_type="other card")
+    writer = ApduLogWriter(manager, flush_interval=None)
+    writer.command("0020000100", session_id=session.id)  # VERIFY without data: retries left?
+    writer.command("00A4040008A000000151000000", session_id=other.id)  # another card meanwhile
+    writer.response("63C3", session_id=session.id)
+    writer.response("63C3", session_id=other.id)
+    writer.close()
+    messages = {r.session_id: r.status_message
+                for r in CommLog.select().where(CommLog.status_word == "63C3")}
+    assert messages[session.id] == "3 PIN attempts remaining"
+    assert messages[other.id] != "3 PIN attempts remaining"

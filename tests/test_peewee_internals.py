@@ -1,5 +1,7 @@
 """Pins each Peewee behaviour cardlink_lite._peewee relies on (see pyproject's peewee pin)."""
 
+import threading
+
 import peewee
 import pytest
 
@@ -186,3 +188,20 @@ def test_the_proxy_target_is_read_and_set_through_obj(tmp_path):
         assert cl_db.database_proxy.obj is first
     finally:
         cl_db.database_proxy.initialize(saved)
+
+
+def test_thread_state_holds_each_threads_own_transaction_stack(tmp_path):
+    db = peewee.SqliteDatabase(str(tmp_path / "t.db"))
+    state = _peewee.thread_state(db)
+    assert state.transactions == []
+    with db.atomic() as outer:
+        with db.atomic():  # a savepoint: not on the stack
+            stack = state.transactions
+            assert stack == [outer]
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(state.transactions))
+        thread.start()
+        thread.join()
+        assert seen == [[]] and seen[0] is not stack
+    assert stack == [] and state.transactions is stack  # the same list, now empty
+    db.close()
