@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 
 import peewee
+from playhouse.pool import MaxConnectionsExceeded
 
 __all__ = ["ConfigurationError", "ConnectionError", "DatabaseError", "EncryptionError",
-           "IntegrityError", "MigrationError", "NotFoundError", "RejectedRowsError",
+           "IntegrityError", "MigrationError", "NotFoundError", "PoolExhaustedError",
+           "RejectedRowsError",
            "SchemaVersionMismatch", "ValidationError", "first_line", "is_transient", "quote",
            "translate_error"]
 
@@ -22,6 +24,11 @@ class ConfigurationError(DatabaseError, ValueError):
 
 class ConnectionError(DatabaseError):  # noqa: A001 - the guide's name
     """The database server could not be reached or refused us."""
+
+
+class PoolExhaustedError(ConnectionError):
+    """Every connection of the pool is in use. (Peewee's error wrapper, which renames driver
+    errors by class name, lets this name through: the caller gets it as it is.)"""
 
 
 class MigrationError(DatabaseError):
@@ -121,6 +128,12 @@ def translate_error(exc: Exception, entity: str = "row", key: object = None) -> 
     exc = _original(exc)
     what = f"{entity} {key!r}" if key is not None else entity
     text = first_line(exc)
+    if isinstance(exc, MaxConnectionsExceeded):
+        return PoolExhaustedError(
+            f"no free database connection for {what}: every connection of the pool is in "
+            "use and none came back in time; raise DatabaseConfig's pool_size or "
+            "max_overflow, or close the connections of threads that are done "
+            "(manager.database.close())")
     if isinstance(exc, peewee.IntegrityError):
         if _DUPLICATE.search(text):
             return IntegrityError(f"duplicate {what}: a {entity} with that key already exists")

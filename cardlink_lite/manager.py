@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import peewee
-from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledMySQLDatabase, PooledPostgresqlDatabase
 
 from . import migrations
 from ._peewee import discard_connection, set_field_type
@@ -24,7 +24,13 @@ from .db import (
     register_default_manager,
     set_current_manager,
 )
-from .errors import ConfigurationError, ConnectionError, DatabaseError, first_line
+from .errors import (
+    ConfigurationError,
+    ConnectionError,
+    DatabaseError,
+    first_line,
+    translate_error,
+)
 from .events import track_savepoints
 from .fields import APDU_TEXT, DATETIME_MS, EXACT_COLLATION, JSON_TEXT
 from .models import ALL_MODELS
@@ -227,8 +233,8 @@ class DatabaseManager:
             # update that rewrites the same values still found its row.
             kwargs.setdefault("client_flag", CLIENT.FOUND_ROWS)
             kwargs.setdefault("charset", "utf8mb4")
-            return PooledMySQLDatabase(name, **pool, **kwargs)
-        return PooledPostgresqlDatabase(name, **pool, **kwargs)
+            return _PooledMySQL(name, **pool, **kwargs)
+        return _PooledPostgresql(name, **pool, **kwargs)
 
     def _probe(self, database: peewee.Database) -> None:
         try:
@@ -249,6 +255,24 @@ class DatabaseManager:
             raise ConnectionError(
                 f"unable to connect to database {self.config.safe_url}: {text}; {hint}"
             ) from None
+
+
+class _Pool:
+    """Mixed into Peewee's pools: a full pool raises ConnectionError saying what to change."""
+
+    def connect(self, reuse_if_open=False):
+        try:
+            return super().connect(reuse_if_open)
+        except MaxConnectionsExceeded as exc:
+            raise translate_error(exc, "this thread") from None
+
+
+class _PooledMySQL(_Pool, PooledMySQLDatabase):
+    pass
+
+
+class _PooledPostgresql(_Pool, PooledPostgresqlDatabase):
+    pass
 
 
 def _sqlite_database(name: str, cfg) -> peewee.SqliteDatabase:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import peewee
 
 from .crypto import decrypt_psk
+from .db import scoped_connection
 from .errors import DatabaseError
 from .recording import SessionRecorder, record_session
 from .repositories.cards import find_psk_by_identity
@@ -73,15 +74,14 @@ class PskKeyLookup:
 
     def _find(self, identity):
         database = self.manager.database
-        for attempt in (1, 2):
-            try:
-                if database.is_closed():
-                    database.connect(reuse_if_open=True)
-                return find_psk_by_identity(database, identity)
-            except (peewee.OperationalError, peewee.InterfaceError):
-                if attempt == 2 or database.in_transaction():
-                    raise
-                self.manager.ensure_connection()  # the server dropped us: reconnect once
+        with scoped_connection(database):  # a handshake thread keeps no pool connection
+            for attempt in (1, 2):
+                try:
+                    return find_psk_by_identity(database, identity)
+                except (peewee.OperationalError, peewee.InterfaceError):
+                    if attempt == 2 or database.in_transaction():
+                        raise
+                    self.manager.ensure_connection()  # the server dropped us: reconnect once
 
 
 def psk_key_lookup(manager) -> PskKeyLookup:

@@ -1,11 +1,23 @@
 """Failures a user meets: each is one clear error, and nothing is left broken behind it."""
 
+import threading
+
 import pytest
 from click.testing import CliRunner
 
-from cardlink_lite import ConnectionError, Device, DeviceType, EncryptionError, UnitOfWork
+from cardlink_lite import (
+    ConnectionError,
+    DatabaseConfig,
+    DatabaseManager,
+    Device,
+    DeviceType,
+    EncryptionError,
+    UnitOfWork,
+)
+from cardlink_lite.apdu import ApduLogWriter
 from cardlink_lite.cli import cli
 from cardlink_lite.crypto import encrypt_psk
+from cardlink_lite.errors import PoolExhaustedError
 from tests import servers
 
 
@@ -68,6 +80,36 @@ def test_connection_killed_inside_a_unit_of_work(manager, backend):
     assert Device.select().count() == 0
     manager.drop_tables()
     assert servers.probe(backend) is None
+
+
+@pytest.mark.parametrize("backend", ["mysql", "postgresql"], indirect=True)
+def test_a_full_pool_says_how_to_get_a_connection(db_url, backend):
+    manager = DatabaseManager(DatabaseConfig(db_url, pool_size=1, max_overflow=0,
+                                             pool_timeout=0.2))
+    manager.initialize(check_schema=False)
+    manager.database.connect(reuse_if_open=True)  # this thread holds the only connection
+    writer = ApduLogWriter(manager, flush_interval=None, flush_at_exit=False)
+    writer.command("00A4", session_id="123e4567-e89b-12d3-a456-426614174000")
+    failures = []
+
+    def other_thread():
+        for attempt in (lambda: UnitOfWork(manager).__enter__(),  # the guide's way
+                        lambda: Device.select().count(),            # plain Peewee
+                        writer.flush):                              # the APDU writer
+            with pytest.raises(Exception) as caught:
+                attempt()
+            failures.append(caught.value)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    manager.close()
+    assert [type(f) for f in failures] == [PoolExhaustedError] * 3
+    assert isinstance(failures[0], ConnectionError) and writer.pending == 1
+    assert {str(f) for f in failures} == {
+        "no free database connection for this thread: every connection of the pool is in use "
+        "and none came back in time; raise DatabaseConfig's pool_size or max_overflow, or "
+        "close the connections of threads that are done (manager.database.close())"}
 
 
 @pytest.mark.parametrize("command", [["status"], ["stats"], ["check"], ["export"],

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from cardlink_lite import CardProfile, SessionStatus
+from cardlink_lite import CardProfile, DatabaseConfig, DatabaseManager, SessionStatus
 from cardlink_lite.psk_server import (
     PskHandshakeError,
     accept_psk_session,
@@ -22,6 +22,7 @@ from cardlink_lite.psk_server import (
     psk_server_context,
     psk_tls_support,
 )
+from cardlink_lite.recording import record_session
 from cardlink_lite.unit_of_work import UnitOfWork
 from tests.repository_helpers import count_queries
 
@@ -87,6 +88,52 @@ def test_lookup_is_one_query_and_keeps_no_secret(cards):
     assert len(statements) == 2
     assert lookup.server_callback("nobody") == b""
     assert KEY.hex() not in repr(lookup).lower()
+
+
+def test_a_lookup_in_a_handler_thread_keeps_no_connection(cards):
+    seen = []
+
+    def handler():
+        seen.append((psk_key_lookup(cards)(IDENTITY), cards.database.is_closed()))
+
+    thread = threading.Thread(target=handler)
+    thread.start()
+    thread.join()
+    assert seen == [(KEY, True)]
+
+
+@pytest.mark.parametrize("backend", ["mysql", "postgresql"], indirect=True)
+def test_a_pool_of_one_serves_handler_threads_in_turn(db_url, backend, fernet_key):
+    manager = DatabaseManager(DatabaseConfig(db_url, pool_size=1, max_overflow=0,
+                                             pool_timeout=2))
+    manager.initialize(check_schema=False)
+    manager.create_tables()
+    with UnitOfWork(manager) as uow:
+        uow.cards.create_with_psk(CardProfile(iccid="8901001", psk_identity=IDENTITY), KEY)
+    manager.database.close()
+    lookup = psk_key_lookup(manager)
+    outcomes = []
+
+    def handler():  # what a PSK-TLS server thread does per handshake
+        try:
+            key = lookup(IDENTITY)
+            with record_session(manager, card_iccid=lookup.last_iccid, session_type="scp81") as s:
+                s.command("80F21000024F00", "GET STATUS")
+                s.response("9000", latency_ms=3.0)
+            outcomes.append(key == KEY)
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            outcomes.append(exc)
+
+    for _ in range(3):
+        thread = threading.Thread(target=handler)
+        thread.start()
+        thread.join()
+    try:
+        assert outcomes == [True, True, True]
+        with UnitOfWork(manager) as uow:
+            assert [s.status for s in uow.sessions.get_all()] == [SessionStatus.COMPLETED] * 3
+    finally:
+        manager.close()
 
 
 @needs_psk_tls
