@@ -50,3 +50,45 @@ def test_a_bad_value_is_one_short_error_line(manager, db_url, tmp_path, monkeypa
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines()[-1] == f"Error: {error}"
     assert len(result.stderr) < 1000
+
+
+# click's own errors (and a library error) quote the value whole: cut like errors.quote.
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("args", "error"), [
+    (["import", "--conflict", LONG, "x.json"],
+     f"Invalid value for '--conflict': {QUOTED} is not one of 'skip', 'overwrite', 'merge'."),
+    (["import", "--format", LONG, "x.json"],
+     f"Invalid value for '--format' / '-f': {QUOTED} is not one of 'json', 'jsonl', 'yaml'."),
+    (["import", LONG], f"Invalid value for 'FILE': File {QUOTED} does not exist."),
+    (["purge", "--older-than", LONG],
+     f"Invalid value for '--older-than': {QUOTED} is not a valid integer range."),
+    ([LONG], f"No such command {QUOTED}."),
+    (["logs", LONG], f"No such command {QUOTED}."),
+    (["--" + LONG], "No such option '--" + "x" * 38 + "'... (5,002 long)."),
+    (["import", "--conflict", "a'b" * 100, "x.json"],
+     "Invalid value for '--conflict': \"" + ("a'b" * 14)[:40] + "\"... (300 long) is not one "
+     "of 'skip', 'overwrite', 'merge'."),
+])
+def test_clicks_own_errors_quote_a_short_prefix(manager, db_url, tmp_path, monkeypatch, args,
+                                                error):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--database", db_url, *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[-1] == f"Error: {error}"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_library_error_quotes_a_short_prefix(manager, db_url):
+    result = CliRunner().invoke(cli, ["--database", db_url, "migrate", "--revision", LONG])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-1].startswith(
+        f"Error: Target revision not found: {QUOTED}; known revisions: 0001_initial, ")
+
+
+def test_a_path_of_up_to_100_characters_is_shown_whole(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = "d" * 90 + ".json"
+    result = CliRunner().invoke(cli, ["--database", "sqlite:///x.db", "import", path])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == \
+        f"Error: Invalid value for 'FILE': File '{path}' does not exist."

@@ -8,6 +8,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -60,14 +61,34 @@ class CliState:
             self._manager.close()
 
 
+# A quoted value this long in an error is a pasted or hostile one: shown as a short prefix.
+_LONG_QUOTED = re.compile(r"'([^'\n]{101,})'|\"([^\"\n]{101,})\"")
+
+
+def _shortened(message: str) -> str:
+    """``message`` with every long quoted value cut to its first 40 characters (click's own
+    errors and the library's quote values whole: ``No such command '<5,000 characters>'``)."""
+    return _LONG_QUOTED.sub(lambda m: f"{(m[1] or m[2])[:40]!r}... "
+                                      f"({len(m[1] or m[2]):,} long)", message)
+
+
 class _Group(click.Group):
     """Turns library errors into one-line ``Error:`` messages (tracebacks only with -v)."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as exc:  # a bad global option
+            exc.message = _shortened(exc.message)
+            raise
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (BrokenPipeError, click.ClickException, click.exceptions.Exit,
-                click.exceptions.Abort):
+        except click.ClickException as exc:
+            exc.message = _shortened(exc.message)
+            raise
+        except (BrokenPipeError, click.exceptions.Exit, click.exceptions.Abort):
             raise  # BrokenPipeError: the reader went away (``| head``), main() leaves quietly
         except Exception as exc:
             if getattr(ctx.obj, "verbose", False):
@@ -82,7 +103,7 @@ class _Group(click.Group):
             ours = any(cls.__module__.split(".")[0] in ("cardlink_lite", "peewee")
                        for cls in type(exc).__mro__)
             if ours or isinstance(exc, OSError):
-                raise click.ClickException(message) from None
+                raise click.ClickException(_shortened(message)) from None
             # A bug: still one line; the traceback with -v.
             raise click.ClickException(f"unexpected {type(exc).__name__}: {message}; rerun "
                                        "with -v for the traceback and report it") from None
