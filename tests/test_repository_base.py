@@ -102,6 +102,18 @@ def test_unknown_enum_value_is_refused(manager):
             uow.devices.create(Device(id="X", device_type="toaster"))
 
 
+def test_integer_beyond_64_bits_is_refused_naming_the_field(manager):
+    # SQLite's driver raised a bare OverflowError here; the servers quietly matched nothing.
+    with UnitOfWork(manager) as uow:
+        for call in (lambda: uow.sessions.find_by(duration_ms=2**64),
+                     lambda: uow.sessions.find_one_by(duration_ms=-2**70),
+                     lambda: uow.sessions.count_by(duration_ms=[1, 2**64])):
+            with pytest.raises(ValidationError, match="duration_ms must be a 64-bit") as info:
+                call()
+            assert info.value.problems == ["duration_ms"]
+        assert uow.sessions.find_by(duration_ms=[2**63 - 1, -2**63]) == []
+
+
 def test_aliases_and_foreign_key_names_are_fields(manager):
     add_devices(manager, "D1")
     with UnitOfWork(manager) as uow:

@@ -179,9 +179,9 @@ class BaseRepository:
             if value is None:
                 query = query.where(field.is_null())
             elif isinstance(value, list | tuple | set | frozenset):
-                query = query.where(field.in_(list(value)))
+                query = query.where(field.in_([_in_64_bits(name, v) for v in value]))
             else:
-                query = query.where(field == value)
+                query = query.where(field == _in_64_bits(name, value))
         return query
 
     def _order(self, order_by, descending: bool = False):
@@ -433,6 +433,15 @@ def check_values(model, values: dict) -> None:
 
 # The largest LIMIT or OFFSET every backend takes (a signed 64-bit integer).
 MAX_ROWS = 2**63 - 1
+
+
+def _in_64_bits(name: str, value):
+    """A search value every backend can compare: an int must fit a signed 64-bit integer
+    (SQLite's driver raises OverflowError past it)."""
+    if isinstance(value, int) and not -MAX_ROWS - 1 <= value <= MAX_ROWS:
+        raise ValidationError(f"{name} must be a 64-bit integer (from {-MAX_ROWS - 1:,} to "
+                              f"{MAX_ROWS:,}); got {quote(value)}", problems=[name])
+    return value
 
 
 def positive_int(name: str, value, allow_zero: bool = False, most: int = MAX_ROWS) -> int:
