@@ -73,23 +73,26 @@ def _stored_psks():
 
 def rotate_psks(manager, progress=None) -> int:
     """Re-encrypt every stored PSK with the newest key in one transaction (all or nothing);
-    returns the count. ``progress(n)`` is called after each PSK."""
+    returns the count. ``progress(n)`` is called after each PSK. A PSK another connection
+    changed after it was read is read again and rotated as it is now, never overwritten."""
     cipher = _cipher()
     manager.ensure_connection()
     count = 0
     with manager.atomic():
         unreadable = []
         for iccid, token in list(_stored_psks()):
-            try:
-                new = cipher.rotate(_token_bytes(token))
-            except InvalidToken:
-                unreadable.append(iccid)
-                continue
-            (CardProfile.update(psk_key_encrypted=new)
-             .where(CardProfile.iccid == iccid).execute())
-            count += 1
-            if progress is not None:
-                progress(count)
+            while token is not None:  # None: the card or its PSK was deleted meanwhile
+                try:
+                    new = cipher.rotate(_token_bytes(token))
+                except InvalidToken:
+                    unreadable.append(iccid)
+                    break
+                if _replace_token(iccid, token, new):
+                    count += 1
+                    if progress is not None:
+                        progress(count)
+                    break
+                token = _locked_token(manager.database, iccid, token)
         if unreadable:
             raise EncryptionError(
                 f"{len(unreadable)} PSK(s) cannot be opened with the configured keys "
@@ -97,6 +100,25 @@ def rotate_psks(manager, progress=None) -> int:
                 f"nothing was re-encrypted: add the old key to {ENV_KEYS} after the new one"
             )
     return count
+
+
+def _replace_token(iccid: str, token, new: bytes) -> bool:
+    """Write ``new`` only where the card still holds ``token`` (the one read)."""
+    return bool(CardProfile.update(psk_key_encrypted=new)
+                .where(CardProfile.iccid == iccid, CardProfile.psk_key_encrypted == token)
+                .execute())
+
+
+def _locked_token(database, iccid: str, stale):
+    """The card's PSK token as committed now, its row locked (FOR UPDATE: MariaDB's
+    repeatable read would otherwise give the snapshot's token again); None if gone."""
+    token = (CardProfile.select(CardProfile.psk_key_encrypted)
+             .where(CardProfile.iccid == iccid).for_update(database.for_update).scalar())
+    if token is not None and _token_bytes(token) == _token_bytes(stale):
+        # Unchanged yet not matched: a token stored by hand as text, not as a blob.
+        raise EncryptionError(f"the PSK of card {iccid} is not stored as binary data; "
+                              "nothing was re-encrypted: store it again with update_psk()")
+    return token
 
 
 def check_keys(manager) -> dict:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import traceback
 
 import pytest
 from cryptography.fernet import Fernet
 
-from cardlink_lite import CardProfile, crypto
+from cardlink_lite import CardProfile, UnitOfWork, crypto
 from cardlink_lite.errors import EncryptionError, ValidationError
 
 KEY_A = Fernet.generate_key().decode()
@@ -254,6 +255,63 @@ def test_interrupted_rotation_leaves_every_psk_readable(manager, monkeypatch):
     assert _tokens(manager) == before
     monkeypatch.delenv("CARDLINK_ENCRYPTION_KEYS")  # the old key alone still opens all
     assert _plain(manager) == {i: p for i, p in CARDS.items() if p}
+
+
+def _rotate_while_another_connection_writes(manager, monkeypatch, change) -> int:
+    """Rotate A -> B; once every token was read and the first PSK rewritten, ``change(uow)``
+    runs in another thread, on its own connection. On the servers it commits before the
+    rotation goes on; SQLite's rotation holds the write lock, so there it commits after."""
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", KEY_A)
+    _store(manager, {"8901000000000000001": b"one", "8901000000000000002": b"two",
+                     "8901000000000000003": b"three"})
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEYS", f"{KEY_B},{KEY_A}")
+    writers, outcomes = [], []
+
+    def write():
+        with UnitOfWork(manager) as uow:
+            outcomes.append(change(uow))
+
+    def after(done):
+        if done == 1:
+            writers.append(threading.Thread(target=write))
+            writers[0].start()
+            if not manager.config.is_sqlite:
+                writers[0].join()
+                assert outcomes == [True]  # committed while the rotation is open
+
+    count = crypto.rotate_psks(manager, progress=after)
+    writers[0].join()
+    assert outcomes == [True]
+    monkeypatch.delenv("CARDLINK_ENCRYPTION_KEYS")
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", KEY_B)  # B alone opens every PSK
+    return count
+
+
+def test_rotation_keeps_a_key_changed_while_it_runs(manager, monkeypatch):
+    count = _rotate_while_another_connection_writes(
+        manager, monkeypatch, lambda uow: uow.cards.update_psk("8901000000000000002",
+                                                               key=b"new-two"))
+    assert count == 3
+    assert _plain(manager) == {"8901000000000000001": b"one", "8901000000000000002": b"new-two",
+                               "8901000000000000003": b"three"}
+
+
+def test_rotation_skips_a_card_deleted_while_it_runs(manager, monkeypatch):
+    count = _rotate_while_another_connection_writes(
+        manager, monkeypatch, lambda uow: uow.cards.delete_by_id("8901000000000000002"))
+    assert count == (3 if manager.config.is_sqlite else 2)  # SQLite: deleted after rotation
+    assert _plain(manager) == {"8901000000000000001": b"one", "8901000000000000003": b"three"}
+
+
+def test_rotation_of_a_token_stored_as_text_stops_instead_of_looping(sqlite_manager,
+                                                                      monkeypatch):
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", KEY_A)
+    _store(sqlite_manager, {"8901000000000000001": b"psk"})
+    sqlite_manager.database.execute_sql(  # by hand, as TEXT: no blob equals it
+        "UPDATE card_profiles SET psk_key_encrypted = CAST(psk_key_encrypted AS TEXT)")
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEYS", f"{KEY_B},{KEY_A}")
+    with pytest.raises(EncryptionError, match="8901000000000000001 is not stored as binary"):
+        crypto.rotate_psks(sqlite_manager)
 
 
 def test_rotation_refuses_when_a_psk_cannot_be_opened(manager, monkeypatch):
