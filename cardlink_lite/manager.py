@@ -22,6 +22,7 @@ from .db import (
     get_manager,
     process_binding,
     register_default_manager,
+    scoped_connection,
     set_current_manager,
 )
 from .errors import (
@@ -109,7 +110,9 @@ class DatabaseManager:
         self.bind()
         set_current_manager(self)
         if check_schema:
-            migrations.check_schema_version(self)
+            # A pooled connection opened here would stay checked out by this thread.
+            with scoped_connection(self._database):
+                migrations.check_schema_version(self)
         return self
 
     def bind(self) -> None:

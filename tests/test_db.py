@@ -194,6 +194,36 @@ def test_threads_get_their_own_connections(manager):
     assert Device.select().count() == 30
 
 
+def test_initialize_keeps_no_connection_a_worker_thread_needs(db_url, backend):
+    init_database(db_url).close()
+    manager = DatabaseManager(DatabaseConfig(db_url, pool_size=1, max_overflow=0,
+                                             pool_timeout=2))
+    manager.initialize()  # the schema check runs a query on this thread's connection
+    outcomes = []
+
+    def worker(n):
+        try:
+            with UnitOfWork(manager) as uow:
+                uow.devices.create(Device(id=f"w{n}", device_type="phone"))
+            outcomes.append(True)
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            outcomes.append(exc)
+
+    try:
+        for n in range(2):
+            thread = threading.Thread(target=worker, args=(n,))
+            thread.start()
+            thread.join()
+        assert outcomes == [True, True]
+        if backend != "sqlite":  # SQLite keeps its (unpooled) connection open
+            assert manager.database.is_closed()
+        manager.database.connect(reuse_if_open=True)
+        manager.initialize()  # a connection open before is left open
+        assert not manager.database.is_closed()
+    finally:
+        manager.close()
+
+
 def test_slow_query_logging_names_the_query(tmp_path, caplog):
     manager = DatabaseManager(DatabaseConfig(f"sqlite:///{tmp_path}/s.db", slow_query_ms=0.0001))
     manager.initialize(check_schema=False)
