@@ -43,6 +43,9 @@ def __getattr__(name):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'cardlink_lite' has no attribute {name!r}")
+    # Loading ``manager`` registers the default manager (DATABASE_URL, ...) that every call
+    # with an optional manager falls back to (db.get_manager); db cannot import it: a cycle.
+    importlib.import_module(".manager", __name__)
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

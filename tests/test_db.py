@@ -4,8 +4,10 @@ import logging
 import os
 import sqlite3
 import stat
+import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import peewee
 import pytest
@@ -233,3 +235,50 @@ def test_slow_query_logging_names_the_query(tmp_path, caplog):
         assert any("SELECT 12345" in r.getMessage() for r in caplog.records)
     finally:
         manager.close()
+
+
+ROOT = Path(__file__).resolve().parent.parent  # the package under test, not an installed one
+
+# Each runs in a fresh interpreter with only the guide's import, DATABASE_URL set: no code
+# has imported cardlink_lite.manager, so the default manager must come from the package.
+_DEFAULT_MANAGER_SAMPLES = {
+    "migrations": (
+        "from cardlink_lite import (run_migrations, downgrade, get_current_revision,\n"
+        "                           get_pending_revisions)\n"
+        "run_migrations()\n"
+        "downgrade(steps=1)\n"
+        "print(get_current_revision() is not None, len(get_pending_revisions()))\n"
+        "run_migrations()\n"
+        "print(get_pending_revisions())\n",
+        "True 1\n[]\n"),
+    "unit of work": (
+        "from cardlink_lite import UnitOfWork\n"
+        "with UnitOfWork() as uow:\n"
+        "    print(uow.devices.count())\n",
+        "0\n"),
+    "counters": (
+        "from cardlink_lite import peek_counter\n"
+        "print(peek_counter('8901410000000000001', 1, 'B00010'))\n",
+        "None\n"),
+    "record_session": (
+        "from cardlink_lite import record_session\n"
+        "with record_session(session_type='triggered') as s:\n"
+        "    s.command('00A40400', 'SELECT')\n"
+        "print('recorded')\n",
+        "recorded\n"),
+}
+
+
+@pytest.mark.parametrize("sample", sorted(_DEFAULT_MANAGER_SAMPLES))
+def test_optional_manager_defaults_to_database_url_with_only_the_public_import(
+        sample, db_url, tmp_path):
+    code, expected = _DEFAULT_MANAGER_SAMPLES[sample]
+    if sample != "migrations":
+        setup = DatabaseManager(DatabaseConfig(db_url))
+        setup.initialize(check_schema=False)
+        setup.create_tables()
+        setup.close()
+    env = {**os.environ, "DATABASE_URL": db_url, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=120)
+    assert (done.returncode, done.stdout) == (0, expected), done.stderr[-2000:]
