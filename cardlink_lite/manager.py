@@ -341,7 +341,9 @@ def _prepare_sqlite_file(path: Path) -> None:
 def _enable_echo() -> None:
     sql_logger = logging.getLogger("peewee")
     sql_logger.setLevel(logging.DEBUG)
-    if not sql_logger.handlers and not logging.getLogger().handlers:
+    # Peewee attaches a NullHandler to its logger: that one prints nothing.
+    printing = [h for h in sql_logger.handlers if not isinstance(h, logging.NullHandler)]
+    if not printing and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("SQL: %(message)s"))
         sql_logger.addHandler(handler)

@@ -1,6 +1,10 @@
 """DatabaseConfig: URL resolution, spellings, backend detection and redaction."""
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -127,6 +131,20 @@ def test_echo_logs_sql_through_peewee_logger(tmp_path, caplog):
         assert any("SELECT 42" in r.getMessage() for r in caplog.records if r.name == "peewee")
     finally:
         manager.close()
+
+
+def test_echo_prints_sql_when_the_script_configured_no_logging(tmp_path):
+    # caplog would hide the bug: Peewee's own NullHandler must not count as a handler.
+    code = ("from cardlink_lite import DatabaseConfig, DatabaseManager\n"
+            f"m = DatabaseManager(DatabaseConfig('sqlite:///{tmp_path}/e.db', echo=True))\n"
+            "m.initialize(check_schema=False)\n"
+            "m.database.execute_sql('SELECT 4242')\n")
+    root = Path(__file__).resolve().parent.parent  # the package under test
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert any(line.startswith("SQL: ") and "SELECT 4242" in line
+               for line in done.stderr.splitlines()), done.stderr[-2000:]
 
 
 ENCODE = "percent-encode special characters in a password (# as %23, / as %2F, ? as %3F, @ as %40)"
