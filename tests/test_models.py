@@ -1,8 +1,10 @@
 """The six models on every backend: enums, JSON, UTC milliseconds, UUID keys, cascades."""
 
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 
 import pytest
 
@@ -191,3 +193,49 @@ def test_new_keys_are_time_ordered_uuids(manager):
     later = [new_uuid() for _ in range(1000)]
     assert len(set(later)) == 1000
     assert [k[:13] for k in later] == sorted(k[:13] for k in later) and later[0][:13] >= first[:13]
+
+
+def test_keys_made_in_one_process_sort_in_the_order_made():
+    # RFC 9562 6.2 method 1: a counter after the millisecond orders keys made within one.
+    made = [new_uuid() for _ in range(20_000)]
+    assert all(a < b for a, b in pairwise(made))
+    assert {(uuid.UUID(k).version, uuid.UUID(k).variant) for k in made} == {(7, uuid.RFC_4122)}
+
+
+def test_keys_keep_increasing_when_the_clock_stands_still_or_goes_back(monkeypatch):
+    now = [time.time_ns()]
+    monkeypatch.setattr(time, "time_ns", lambda: now[0])
+    made = [new_uuid() for _ in range(10_000)]  # past the 4,096 a millisecond's counter holds
+    now[0] -= 5_000_000_000  # the clock steps back 5 s
+    made += [new_uuid() for _ in range(10)]
+    assert all(a < b for a, b in pairwise(made))
+    stamp = uuid.UUID(made[-1]).int >> 80
+    assert 0 < stamp - (now[0] + 5_000_000_000) // 1_000_000 < 10  # ran ahead, a few ms
+
+
+def test_keys_made_in_many_threads_are_unique_and_each_threads_increase():
+    lists = [[] for _ in range(4)]
+    start = threading.Barrier(len(lists))
+
+    def make(out):
+        start.wait()
+        out.extend(new_uuid() for _ in range(5_000))
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in lists]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({k for out in lists for k in out}) == 20_000
+    assert all(out == sorted(out) for out in lists)
+
+
+def test_rows_made_in_one_millisecond_list_in_the_order_made(manager):
+    with UnitOfWork(manager) as uow:
+        uow.devices.create(Device(id="D1", device_type="phone"))
+        sessions = [uow.sessions.create_session(device_id="D1").id for _ in range(200)]
+        results = [uow.tests.create_result(run_id="r", suite_name="s", test_name=f"t{i}",
+                                           status="passed").id for i in range(50)]
+    with UnitOfWork(manager) as uow:
+        assert [s.id for s in uow.sessions.find_by_device("D1", limit=None)] == sessions[::-1]
+        assert [r.id for r in uow.tests.find_by_run("r")] == results

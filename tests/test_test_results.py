@@ -206,6 +206,19 @@ def test_compare_runs_categories_in_three_queries(manager):
                                              "fixed", "new_tests", "removed_tests"))
 
 
+def test_a_rerun_in_the_same_millisecond_counts_with_its_last_result(manager):
+    # Same started_at, created in one millisecond: the key made later decides.
+    with UnitOfWork(manager) as uow:
+        repo = uow.tests
+        _record(repo, "base", "t", "passed", minute=0)
+        for i in range(30):
+            for status in ("failed", "passed"):
+                repo.create_result(run_id=f"r{i}", suite_name="s", test_name="t",
+                                   status=status, started_at=T0)
+        wrong = [i for i in range(30) if repo.compare_runs("base", f"r{i}")["new_failures"]]
+    assert wrong == []
+
+
 def test_compare_runs_with_more_failed_tests_than_one_name_list(manager):
     # 1,200 names fail in run_1: their results are read in several IN (...) lists.
     names = [f"t{i:04d}" for i in range(1200)]
