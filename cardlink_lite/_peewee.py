@@ -10,6 +10,7 @@ import peewee
 
 __all__ = [
     "ROW_FLAG",
+    "NullsLow",
     "Param",
     "Slot",
     "discard_connection",
@@ -93,6 +94,21 @@ class Param(peewee.ColumnBase):
 
     def __sql__(self, ctx):
         return ctx.value(Slot(self.index, ctx.state.converter), converter=False)
+
+
+class NullsLow(peewee.Ordering):
+    """``node`` ascending or descending with NULL below every value, as SQLite and MariaDB
+    sort it: ``NULLS FIRST``/``LAST`` where the database has the clause (PostgreSQL sorts NULL
+    high), nothing where it has not (Peewee's CASE stand-in would cost MariaDB its index)."""
+
+    def __init__(self, node, descending: bool):
+        super().__init__(node, "DESC" if descending else "ASC")
+
+    def __sql__(self, ctx):
+        ctx.sql(self.node).literal(f" {self.direction}")
+        if ctx.state.nulls_ordering:
+            ctx.literal(" NULLS LAST" if self.direction == "DESC" else " NULLS FIRST")
+        return ctx
 
 
 def discard_connection(database: peewee.Database) -> None:

@@ -205,3 +205,19 @@ def test_thread_state_holds_each_threads_own_transaction_stack(tmp_path):
         assert seen == [[]] and seen[0] is not stack
     assert stack == [] and state.transactions is stack  # the same list, now empty
     db.close()
+
+
+
+@pytest.mark.parametrize(("database", "asc", "desc"), [
+    (peewee.SqliteDatabase(":memory:"), "ASC NULLS FIRST", "DESC NULLS LAST"),
+    (peewee.PostgresqlDatabase(None), "ASC NULLS FIRST", "DESC NULLS LAST"),
+    (peewee.MySQLDatabase(None), "ASC", "DESC"),  # no CASE stand-in: NULL is low already
+], ids=["sqlite", "postgresql", "mysql"])
+def test_nulls_low_writes_the_clause_only_where_the_sql_context_has_it(database, asc, desc):
+    def order_sql(descending):
+        query = Device.select(Device.id).order_by(
+            _peewee.NullsLow(Device.last_seen, descending), Device.id)
+        sql = database.get_sql_context().sql(query).query()[0]
+        return sql.split(" ORDER BY ")[1].split(", ")[0].split(" ", 1)[1]
+
+    assert (order_sql(False), order_sql(True)) == (asc, desc)

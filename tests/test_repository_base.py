@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from cardlink_lite import (
@@ -218,6 +220,26 @@ def test_paginate_orders_each_way_asked_for(manager):
         assert ids(order_by="-id", descending=True) == ["D1", "D2"]
         assert ids(order_by=Device.id, descending=True) == ["D3", "D2"]
         assert ids() == ["D1", "D2"]
+
+
+def test_paginate_puts_null_below_every_value_on_every_backend(manager):
+    # As SQLite and MariaDB sort it: never-seen devices last when newest first, first when
+    # oldest first (PostgreSQL alone sorted NULL above every value).
+    now = datetime.now(timezone.utc)
+    with UnitOfWork(manager) as uow:
+        uow.devices.create_all([phone("never"), phone("now", last_seen=now), phone("never_too"),
+                                phone("hour_ago", last_seen=now - timedelta(hours=1))])
+    with UnitOfWork(manager) as uow:
+        def ids(**order):
+            return [d.id for d in uow.devices.paginate(per_page=10, **order)]
+
+        newest_first = ["now", "hour_ago", "never", "never_too"]
+        assert ids(order_by="last_seen", descending=True) == newest_first
+        assert ids(order_by="-last_seen") == newest_first
+        assert ids(order_by="last_seen") == ["never", "never_too", "hour_ago", "now"]
+        assert ids(order_by="-last_seen", descending=True) == ids(order_by="last_seen")
+        assert [d.id for d in uow.devices.paginate(page=1, per_page=2, order_by="last_seen",
+                                                   descending=True)] == ["now", "hour_ago"]
 
 
 def test_rollback_in_the_middle(manager, events):

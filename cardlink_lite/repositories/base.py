@@ -11,7 +11,7 @@ from typing import Any
 
 import peewee
 
-from .._peewee import Param, Slot, field_values, mark_clean, model_builder
+from .._peewee import NullsLow, Param, Slot, field_values, mark_clean, model_builder
 from ..batch_insert import insert_rows
 from ..errors import NotFoundError, ValidationError, quote, translate_error
 from ..events import EventType, get_emitter
@@ -192,6 +192,8 @@ class BaseRepository:
             if isinstance(name, str) and name.startswith("-"):
                 name, descending = name[1:], not descending
             field = self._field(name)
+            if field.null:  # NULL below every value on every backend, as SQLite sorts it
+                return NullsLow(field, descending)
         return field.desc() if descending else field.asc()
 
     def _reading(self) -> peewee.Database:

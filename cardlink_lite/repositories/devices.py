@@ -9,6 +9,7 @@ from numbers import Real
 
 from peewee import fn
 
+from .._peewee import NullsLow
 from ..errors import ValidationError, quote
 from ..fields import iso_utc, utc_now
 from ..models import Device, DeviceType
@@ -84,7 +85,7 @@ class DeviceRepository(BaseRepository):
     def find_by_iccid(self, iccid: str) -> DeviceMatches:
         """Devices holding card ``iccid``, most recently seen first (see DeviceMatches)."""
         query = (self._select(Device.iccid == iccid)
-                 .order_by(Device.last_seen.desc(nulls="LAST"), Device.id))
+                 .order_by(NullsLow(Device.last_seen, descending=True), Device.id))
         return DeviceMatches(self._list(query))
 
     def update_last_seen(self, device_id: str, when=None) -> bool:
