@@ -8,7 +8,8 @@ import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
 __all__ = ["ConfigurationError", "ConnectionError", "DatabaseError", "EncryptionError",
-           "IntegrityError", "MigrationError", "NotFoundError", "PoolExhaustedError",
+           "IntegrityError", "KeyFormatError", "MigrationError", "NotFoundError",
+           "PoolExhaustedError",
            "RejectedRowsError",
            "SchemaVersionMismatch", "ValidationError", "first_line", "is_transient", "quote",
            "translate_error"]
@@ -53,6 +54,10 @@ class ValidationError(DatabaseError, ValueError):
     def __init__(self, message: str, problems: list[str] | None = None):
         super().__init__(message)
         self.problems = list(problems or [])
+
+
+class KeyFormatError(ValidationError):
+    """A value no key of its table can be (an id that is not a UUID): no row has it."""
 
 
 class RejectedRowsError(DatabaseError):

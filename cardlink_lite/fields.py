@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import peewee
 
-from .errors import EncryptionError, ValidationError, quote
+from .errors import EncryptionError, KeyFormatError, ValidationError, quote
 
 __all__ = [
     "ApduTextField",
@@ -331,7 +331,7 @@ class UUIDStrField(peewee.CharField):
         try:
             return str(uuid.UUID(str(value)))
         except ValueError:
-            raise ValidationError(
+            raise KeyFormatError(
                 f"{self.name or 'id'} must be a UUID like 123e4567-e89b-12d3-a456-426614174000; "
                 f"got {quote(value)}"
             ) from None

@@ -50,6 +50,28 @@ def test_empty_table(manager):
             repo.get("nope")
 
 
+@pytest.mark.parametrize("repo_name", ["sessions", "tests"])
+def test_an_id_that_is_not_a_uuid_finds_no_row(manager, repo_name):
+    # As for devices: no row has that key (the README: get_by_id returns None).
+    with UnitOfWork(manager) as uow:
+        repo = getattr(uow, repo_name)
+        kept = (uow.sessions.create_session() if repo_name == "sessions" else
+                uow.tests.create_result(run_id="r", suite_name="s", test_name="t",
+                                        status="passed"))
+        for bad in ("invalid", "", 12, kept.id + "\n"):
+            assert repo.get_by_id(bad) is None
+            assert repo.exists(bad) is False
+            assert repo.delete_by_id(bad) is False
+        with pytest.raises(NotFoundError, match="not found"):
+            repo.get("invalid")
+        if repo_name == "sessions":  # what changes a session still says what is wrong
+            with pytest.raises(ValidationError, match="UUID"):
+                repo.complete_session("invalid")
+        assert repo.exists(kept.id) and repo.count() == 1
+    with UnitOfWork(manager) as uow:
+        assert getattr(uow, repo_name).get_by_id(kept.id).id == kept.id
+
+
 def test_crud_round_trip(manager, events):
     with UnitOfWork(manager) as uow:
         repo = uow.devices

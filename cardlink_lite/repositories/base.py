@@ -13,7 +13,7 @@ import peewee
 
 from .._peewee import NullsLow, Param, Slot, field_values, mark_clean, model_builder
 from ..batch_insert import insert_rows
-from ..errors import NotFoundError, ValidationError, quote, translate_error
+from ..errors import KeyFormatError, NotFoundError, ValidationError, quote, translate_error
 from ..events import EventType, get_emitter
 from ..fields import utc_now
 
@@ -267,10 +267,13 @@ class BaseRepository:
 
     # -- reading -------------------------------------------------------------
     def get_by_id(self, id) -> Any | None:
-        """The row with primary key ``id``, or None."""
+        """The row with primary key ``id``, or None (an id that cannot be a key: None too)."""
         model = self.model
-        found = self._load(self._statement("by_id", lambda key: model.select().where(
-            model._meta.primary_key == key).limit(1)), id)
+        try:
+            found = self._load(self._statement("by_id", lambda key: model.select().where(
+                model._meta.primary_key == key).limit(1)), id)
+        except KeyFormatError:
+            return None
         return found[0] if found else None
 
     def get(self, id):
@@ -305,8 +308,11 @@ class BaseRepository:
 
     def exists(self, id) -> bool:
         model = self.model
-        return bool(self._fetch(statement((model, "exists"), lambda key: model.select(
-            peewee.SQL("1")).where(model._meta.primary_key == key).limit(1)), id))
+        try:
+            return bool(self._fetch(statement((model, "exists"), lambda key: model.select(
+                peewee.SQL("1")).where(model._meta.primary_key == key).limit(1)), id))
+        except KeyFormatError:
+            return False
 
     def count(self) -> int:
         model = self.model
@@ -418,8 +424,11 @@ class BaseRepository:
 
     def delete_by_id(self, id) -> bool:
         """Delete the row with primary key ``id``; False if there was none."""
-        with self._write(id):
-            rows = self.model.delete().where(self.model._meta.primary_key == id).execute()
+        try:
+            with self._write(id):
+                rows = self.model.delete().where(self.model._meta.primary_key == id).execute()
+        except KeyFormatError:
+            return False
         if rows:
             self._emit(self._event("DELETED"), id)
         return bool(rows)
