@@ -126,6 +126,18 @@ def test_unknown_enum_value_is_refused(manager):
             uow.devices.create(Device(id="X", device_type="toaster"))
 
 
+@pytest.mark.parametrize("repo_name", ["logs", "counters"])
+def test_an_integer_key_beyond_64_bits_finds_no_row(manager, repo_name):
+    # SQLite's driver raised a bare OverflowError; the servers found nothing.
+    with UnitOfWork(manager) as uow:
+        repo = getattr(uow, repo_name)
+        for bad in (2**63, -2**63 - 1, 2**70):
+            assert repo.get_by_id(bad) is None
+            assert repo.exists(bad) is False
+            assert repo.delete_by_id(bad) is False
+        assert repo.get_by_id(2**63 - 1) is None and repo.exists(-2**63) is False
+
+
 def test_integer_beyond_64_bits_is_refused_naming_the_field(manager):
     # SQLite's driver raised a bare OverflowError here; the servers quietly matched nothing.
     with UnitOfWork(manager) as uow:

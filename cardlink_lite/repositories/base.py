@@ -271,7 +271,7 @@ class BaseRepository:
         model = self.model
         try:
             found = self._load(self._statement("by_id", lambda key: model.select().where(
-                model._meta.primary_key == key).limit(1)), id)
+                model._meta.primary_key == key).limit(1)), _key(id))
         except KeyFormatError:
             return None
         return found[0] if found else None
@@ -310,7 +310,7 @@ class BaseRepository:
         model = self.model
         try:
             return bool(self._fetch(statement((model, "exists"), lambda key: model.select(
-                peewee.SQL("1")).where(model._meta.primary_key == key).limit(1)), id))
+                peewee.SQL("1")).where(model._meta.primary_key == key).limit(1)), _key(id)))
         except KeyFormatError:
             return False
 
@@ -426,7 +426,8 @@ class BaseRepository:
         """Delete the row with primary key ``id``; False if there was none."""
         try:
             with self._write(id):
-                rows = self.model.delete().where(self.model._meta.primary_key == id).execute()
+                rows = self.model.delete().where(
+                    self.model._meta.primary_key == _key(id)).execute()
         except KeyFormatError:
             return False
         if rows:
@@ -450,9 +451,14 @@ def _in_64_bits(name: str, value):
     """A search value every backend can compare: an int must fit a signed 64-bit integer
     (SQLite's driver raises OverflowError past it)."""
     if isinstance(value, int) and not -MAX_ROWS - 1 <= value <= MAX_ROWS:
-        raise ValidationError(f"{name} must be a 64-bit integer (from {-MAX_ROWS - 1:,} to "
-                              f"{MAX_ROWS:,}); got {quote(value)}", problems=[name])
+        raise KeyFormatError(f"{name} must be a 64-bit integer (from {-MAX_ROWS - 1:,} to "
+                             f"{MAX_ROWS:,}); got {quote(value)}", problems=[name])
     return value
+
+
+def _key(value):
+    """A primary key to look up: past 64 bits no row has it (KeyFormatError)."""
+    return _in_64_bits("id", value)
 
 
 def positive_int(name: str, value, allow_zero: bool = False, most: int = MAX_ROWS) -> int:
