@@ -11,8 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import peewee
+from peewee import fn
 
 from . import migrations
+from .apdu import command_header
 from .db import bound_models
 from .errors import DatabaseError, SchemaVersionMismatch, ValidationError
 from .fields import utc_now
@@ -20,6 +22,7 @@ from .models import (
     ALL_MODELS,
     EXPECTED_INDEXES,
     CardProfile,
+    CommDirection,
     CommLog,
     Device,
     OTASession,
@@ -149,6 +152,12 @@ def check_database(manager, quick: bool = False) -> dict:
         problems.extend(f"index {name} on {display_name(table)} is missing; recreate it with: "
                         f"cardlink-db check --repair (or run: {_index_sql(database, name)})"
                         for table, name in missing_indexes)
+        if "comm_logs" not in checks["missing_tables"]:
+            checks["unfilled_headers"] = _unfilled_headers(database)
+        if checks.get("unfilled_headers"):
+            problems.append(f"{checks['unfilled_headers']:,} command rows in logs have no "
+                            "channel and INS though their raw_data has a header (0003's "
+                            "backfill did not finish); fill them with: cardlink-db migrate")
     return {"ok": not problems, "backend": manager.config.backend_name,
             "problems": problems, "checks": checks,
             "seconds": round(time.perf_counter() - start, 3)}
@@ -183,6 +192,15 @@ def _missing(database) -> tuple[list, list]:
         indexes.extend((table, name) for name in EXPECTED_INDEXES.get(table, [])
                        if name not in have)
     return models, indexes
+
+
+def _unfilled_headers(database) -> int:
+    """Command rows without channel/INS whose raw_data starts with a header."""
+    with bound_models(database):
+        query = (CommLog.select(fn.SUBSTR(CommLog.raw_data, 1, 4))
+                 .where((CommLog.direction == CommDirection.COMMAND) & CommLog.ins.is_null()))
+        return sum(command_header((head or "").upper())[1] is not None
+                   for (head,) in query.tuples().iterator())
 
 
 def _check_sqlite_file(database, quick: bool, checks: dict, problems: list) -> None:

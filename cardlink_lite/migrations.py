@@ -20,7 +20,7 @@ from .models import ALL_MODELS
 __all__ = ["HISTORY_TABLE", "MIGRATIONS_DIR", "check_schema_version", "create_schema", "downgrade",
            "drop_schema", "get_applied_revisions", "get_current_revision", "get_head_revision",
            "get_pending_revisions", "half_applied", "plan_sql", "resolve_half_applied",
-           "resolve_revision", "run_migrations"]
+           "resolve_revision", "run_backfills", "run_migrations"]
 
 HISTORY_TABLE = "cardlink_migrations"
 JOURNAL_TABLE = "cardlink_migration_journal"
@@ -36,6 +36,9 @@ def _find_migrations_dir() -> Path:
 MIGRATIONS_DIR = _find_migrations_dir()
 _READS = re.compile(r"^\s*(SELECT|SHOW|DESCRIBE|PRAGMA|WITH|EXPLAIN)\b", re.I)
 _TXN = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
+# A data statement is journaled once per table: a backfill runs thousands of them, their
+# parameters are not recorded, and a repeatable backfill() finishes the work.
+_DATA = re.compile(r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM|REPLACE\s+INTO)\s+(\S+)", re.I)
 _RESOLVE_HINT = (
     "Undo or finish its changes by hand (see `cardlink-db status`), then run "
     "`cardlink-db migrate --resolve {name} --as rolled-back` (or `--as applied`)"
@@ -103,10 +106,15 @@ class _Runner(Runner):
                         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         done: list[str] = []
 
-        def record(event):
+        def record(event):  # saved after each statement: autocommitted, it survives a kill
             if event.exception is None and not _READS.match(event.sql) \
                     and JOURNAL_TABLE not in event.sql and HISTORY_TABLE not in event.sql:
-                done.append(event.sql)
+                data = _DATA.match(event.sql)
+                entry = f"{data.group(1).upper()} {data.group(2)} … (data)" if data else event.sql
+                if data is None or entry not in done:
+                    done.append(entry)
+                    (_Journal.update(operations=json.dumps(done))
+                     .where(_Journal.name == name).execute())
 
         self.database.query_hooks.append(record)
         try:
@@ -180,19 +188,45 @@ def half_applied(manager=None) -> list[dict]:
             for j in _Journal.select().order_by(_Journal.name)]
 
 
-def resolve_half_applied(name: str, applied: bool, manager=None) -> None:
-    """Mark a half-applied migration as fixed by hand: recorded as applied or not at all."""
+def resolve_half_applied(name: str, applied: bool, manager=None) -> dict[str, int]:
+    """Mark a half-applied migration as fixed by hand: recorded as applied or not at all.
+    An upgrade resolved as applied runs its ``backfill`` again; returns the rows it filled."""
     manager = manager or get_manager()
     entries = {e["name"]: e for e in half_applied(manager)}
     if name not in entries:
         raise MigrationError(f"{name} is not recorded as half-applied; nothing to resolve")
-    history = _runner(manager).History
+    runner = _runner(manager)
+    history = runner.History
     with manager.database.atomic():
         history.create_table(safe=True)
         history.delete().where(history.name == name).execute()
         if applied == (entries[name]["direction"] == "up"):
             history.create(name=name)
         _Journal.delete().where(_Journal.name == name).execute()
+    if not (applied and entries[name]["direction"] == "up"):
+        return {}
+    with _translated("backfill"):
+        return _backfill(runner, [m for m in runner.status() if m.name == name])
+
+
+def run_backfills(manager=None, directory=None) -> dict[str, int]:
+    """Run again the ``backfill(db)`` of each applied migration that has one (it fills only
+    rows still missing their data, e.g. after a kill); returns the rows each filled."""
+    manager = manager or get_manager()
+    _refuse_unsafe_state(manager)
+    runner = _runner(manager, directory)
+    with _translated("backfill"):
+        return _backfill(runner, [m for m in runner.status() if m.applied])
+
+
+def _backfill(runner, migrations) -> dict[str, int]:
+    filled = {}
+    for migration in migrations:
+        step = getattr(migration.load(), "backfill", None) if migration.path else None
+        count = step(runner.database) if step is not None else 0
+        if count:
+            filled[migration.name] = count
+    return filled
 
 
 def _refuse_unsafe_state(manager) -> None:

@@ -162,6 +162,11 @@ def backfill_headers(db, chunk=BACKFILL_CHUNK):
     return filled
 
 
+# Repeatable: cardlink_lite runs it again on `cardlink-db migrate` and on
+# `--resolve 0003_ota_facts --as applied`, so a backfill cut short gets finished.
+backfill = backfill_headers
+
+
 def up(migrator, db):
     with db.bind_ctx([CardProfile, TraceSource, ReplayCounter]):
         TraceSource.create_table(safe=False)

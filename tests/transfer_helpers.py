@@ -58,7 +58,9 @@ def populate(manager, logs: int = 6, psk: bool = False) -> None:
              "direction": "command" if i % 2 == 0 else "response",
              "raw_data": "00A4040008A000000151000000" if i % 2 == 0 else "9000",
              "status_word": None if i % 2 == 0 else "9000", "latency_ms": 1.25 * i,
-             "decoded_data": "SELECT ISD" if i % 2 == 0 else None}
+             "decoded_data": "SELECT ISD" if i % 2 == 0 else None,
+             # as the writer derives them (check reports commands without them)
+             "channel": 0 if i % 2 == 0 else None, "ins": 0xA4 if i % 2 == 0 else None}
             for i in range(logs)
         ]
         for chunk in chunked(rows, 100):

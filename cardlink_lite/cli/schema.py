@@ -66,8 +66,10 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
     if resolve:
         if not resolved_as:
             raise click.UsageError("--resolve needs --as applied or --as rolled-back")
-        migrations.resolve_half_applied(resolve, resolved_as == "applied", manager=manager)
+        filled = migrations.resolve_half_applied(resolve, resolved_as == "applied",
+                                                 manager=manager)
         click.echo(f"Recorded {resolve} as {resolved_as}.")
+        _print_filled(filled)
         return
     _print_revision("Before", manager)
     history = migrations.get_applied_revisions(manager=manager)
@@ -98,10 +100,17 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
     applied = migrations.run_migrations(revision, manager=manager)
     for name in applied:
         click.echo(f"Applied {name}")
-    if not applied:
+    filled = migrations.run_backfills(manager=manager)
+    if not applied and not filled:
         target = f"already at {revision}" if revision else "the schema is up to date"
         click.echo(f"Nothing to do: {target}.")
+    _print_filled(filled)
     _print_revision("After", manager)
+
+
+def _print_filled(filled: dict) -> None:
+    for name, count in filled.items():
+        click.echo(f"Filled {count:,} rows left by {name}")
 
 
 def _print_revision(label: str, manager) -> None:

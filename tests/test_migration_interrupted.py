@@ -1,0 +1,120 @@
+"""Migrations killed or failing halfway: what the journal (MariaDB) and the transaction
+(SQLite, PostgreSQL) leave, resolving it, and re-running repeatable backfills."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from cardlink_lite import DatabaseManager, run_migrations
+from cardlink_lite import migrations as mig
+from cardlink_lite.cli import cli
+from cardlink_lite.maintenance import check_database
+
+SESSION = "00000000-0000-4000-8000-000000000001"
+COMMANDS = ["00A40400", "80E60C00", "01B00000", "C3F24000"]
+HEADERS = [(0, 0xA4), (0, 0xE6), (1, 0xB0), (7, 0xF2)]
+
+# A child process that migrates to head and kills itself with SIGKILL right after the
+# first statement of 0003's header backfill (all of 0003's DDL is done by then).
+_KILLED_CHILD = textwrap.dedent("""
+    import os, signal, sys
+    from cardlink_lite import DatabaseManager, run_migrations
+    manager = DatabaseManager(sys.argv[1]).initialize(check_schema=False)
+    def kill(event):
+        if event.sql.lstrip().upper().startswith(("UPDATE `COMM_LOGS`", 'UPDATE "COMM_LOGS"')):
+            os.kill(os.getpid(), signal.SIGKILL)
+    manager.database.query_hooks.append(kill)
+    run_migrations(manager=manager)
+""")
+
+
+def _store_at_0002(manager, copies=3) -> None:
+    """A 0002 store with command rows (written by SQL: the models are newer)."""
+    run_migrations("0002", manager=manager)
+    db, p = manager.database, manager.database.param
+    db.execute_sql(f"INSERT INTO ota_sessions (id, status, created_at, updated_at) "
+                   f"VALUES ({p}, {p}, {p}, {p})",
+                   (SESSION, "completed", "2026-01-01 10:00:00", "2026-01-01 10:00:00"))
+    for raw in COMMANDS * copies:
+        db.execute_sql(f"INSERT INTO comm_logs (session_id, timestamp, direction, raw_data) "
+                       f"VALUES ({p}, {p}, {p}, {p})",
+                       (SESSION, "2026-01-01 10:00:00", "command", raw))
+
+
+def _headers(manager) -> list:
+    return [tuple(r) for r in manager.database.execute_sql(
+        "SELECT channel, ins FROM comm_logs WHERE direction = 'command' ORDER BY id")]
+
+
+def _kill_mid_backfill(url: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_CHILD, url], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def _ddl(statements) -> list[str]:
+    return [sql for sql, _ in statements if not re.match(r"\s*(INSERT|UPDATE|DELETE)\b", sql)
+            and mig.HISTORY_TABLE not in sql]
+
+
+def test_a_migration_killed_mid_backfill_is_journaled_or_rolled_back(empty_manager, db_url,
+                                                                     backend):
+    manager = empty_manager
+    _store_at_0002(manager)
+    planned = _ddl(mig.plan_sql("0003", manager=manager))
+    manager.close()
+    _kill_mid_backfill(db_url)
+    manager = DatabaseManager(db_url).initialize(check_schema=False)
+    try:
+        entries = mig.half_applied(manager)
+        if backend != "mysql":  # one transaction: as if it never started
+            assert entries == []
+            assert mig.get_current_revision(manager) == "0002_comm_log_session_time"
+            assert "trace_sources" not in manager.database.get_tables()
+            run_migrations(manager=manager)
+        else:  # DDL committed as it went: every statement of it is listed, kill or not
+            assert [(e["name"], e["direction"], e["error"]) for e in entries] == [
+                ("0003_ota_facts", "up", None)]
+            assert entries[0]["operations"] == planned
+            status = CliRunner().invoke(cli, ["--database", db_url, "status"])
+            assert ("HALF-APPLIED: 0003_ota_facts (up) started "
+                    in status.output and f"; {len(planned)} statements committed:"
+                    in status.output), status.output
+            mig.resolve_half_applied("0003_ota_facts", applied=True, manager=manager)
+            assert _headers(manager) == HEADERS * 3  # --as applied finished the backfill
+            run_migrations(manager=manager)
+        assert _headers(manager) == HEADERS * 3
+        assert mig.get_pending_revisions(manager) == []
+        assert check_database(manager)["ok"]
+    finally:
+        manager.close()
+
+
+def test_check_reports_unfilled_headers_and_migrate_fills_them(manager, db_url):
+    # A store whose 0003 backfill never finished (as --as applied left it before).
+    _store_at_0002(manager, copies=1)
+    run_migrations(manager=manager)
+    manager.database.execute_sql("UPDATE comm_logs SET channel = NULL, ins = NULL")
+    manager.close()
+    runner = CliRunner()
+    bad = runner.invoke(cli, ["--database", db_url, "check"])
+    assert bad.exit_code == 1
+    assert [line for line in bad.stdout.splitlines() if line.startswith("PROBLEM")] == [
+        "PROBLEM: 4 command rows in logs have no channel and INS though their raw_data has "
+        "a header (0003's backfill did not finish); fill them with: cardlink-db migrate"]
+    migrate = runner.invoke(cli, ["--database", db_url, "migrate"])
+    assert migrate.exit_code == 0, migrate.output
+    assert "Filled 4 rows left by 0003_ota_facts" in migrate.stdout
+    again = runner.invoke(cli, ["--database", db_url, "check"])
+    assert again.exit_code == 0, again.output
+    manager.bind()
+    assert _headers(manager) == HEADERS
