@@ -121,6 +121,7 @@ class ApduLogWriter:
         self._stop = threading.Event()
         self._last_flush = time.monotonic()
         self._suspect_connection = False
+        self._unsure: list = []  # (an id, the values sent) of COMMITs whose replies were lost
         self._max_flat = int(max_pending) * _WIDTH
         self._retry_at = 0.0             # log.* makes no flush attempt before this
         self._backoff = _RETRY_AFTER[0]
@@ -412,14 +413,32 @@ class ApduLogWriter:
         top = not database.in_transaction()
         delay = 0.02
         for attempt in range(_BUSY_RETRIES):
+            done, marker = 0, None
             try:
                 if top:
                     self._connect(quick)
+                    if self._unsure:
+                        done = self._landed(flat)
                 with _lock_wait(database, lock_wait), database.atomic():
-                    insert(plan_for(database, CommLog, LOG_FIELDS), flat)
+                    if done < len(flat):
+                        insert(plan_for(database, CommLog, LOG_FIELDS), flat[done:])
+                        if top:
+                            marker = _last_id(database)
+                self._unsure = []
                 self._suspect_connection = False
                 break
             except (peewee.OperationalError, peewee.InterfaceError) as exc:
+                if marker is not None:
+                    # COMMIT sent, its reply lost: the rows may be stored. Ask (now, or
+                    # before the next write) rather than write them twice.
+                    self._unsure.append((marker, flat[done:]))
+                    self._suspect_connection = True
+                    with contextlib.suppress(peewee.PeeweeException):
+                        self._connect(quick)
+                        if self._landed(flat) == len(flat):
+                            self._unsure, self._suspect_connection = [], False
+                            return flat, []
+                    raise
                 busy = _BUSY.search(str(exc))
                 if top and busy and not quick and attempt < _BUSY_RETRIES - 1:
                     time.sleep(delay * (1 + random.random()))
@@ -431,10 +450,26 @@ class ApduLogWriter:
             except _ROW_ERRORS as exc:
                 if is_transient(exc):
                     raise
-                return self._isolate(flat)
+                written, rejected = self._isolate(flat[done:])
+                self._unsure = []
+                return flat[:done] + written, rejected
         if top and len(flat) >= _WAL_TRUNCATE_ROWS * _WIDTH:
             _shrink_wal(database)
         return flat, []
+
+    def _landed(self, flat: list) -> int:
+        """How many leading values of ``flat`` the COMMITs whose replies were lost
+        (``_unsure``: an id each wrote, and what it sent) did store; asks the database."""
+        done = 0
+        for marker, sent in self._unsure:
+            if not _row_exists(self.database, marker):
+                break
+            if flat[done:done + len(sent)] != sent:
+                logger.warning("%d APDU log rows whose commit reply was lost were stored, and "
+                               "may be stored twice", len(sent) // _WIDTH)
+                break
+            done += len(sent)
+        return done
 
     def _isolate(self, flat: list) -> tuple[list, list]:
         """Bisect a refused batch in savepoints: write every row the database takes."""
@@ -509,6 +544,21 @@ def _missing_sessions(sessions: list) -> list:
     found = {s for (s,) in OTASession.select(OTASession.id)
              .where(OTASession.id.in_(sessions)).tuples()}
     return [s for s in sessions if s not in found]
+
+
+def _last_id(database) -> int | None:
+    """An id this connection's last insert gave a row (servers: a lost COMMIT reply leaves
+    the outcome to be asked); None on SQLite, where a commit's outcome is never in doubt."""
+    if isinstance(database, peewee.SqliteDatabase):
+        return None
+    sql = "SELECT LAST_INSERT_ID()" if isinstance(database, peewee.MySQLDatabase) else \
+        "SELECT lastval()"
+    return database.execute_sql(sql).fetchone()[0]
+
+
+def _row_exists(database, key) -> bool:
+    return database.execute(CommLog.select(peewee.SQL("1")).where(CommLog.id == key)
+                            .limit(1)).fetchone() is not None
 
 
 def _shrink_wal(database) -> None:
