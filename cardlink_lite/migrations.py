@@ -73,13 +73,21 @@ class _Runner(Runner):
         return self._apply(plan, "up", fake, functools.partial(super().up, fake=fake))
 
     def down(self, target=None):
+        return self._apply(self.down_plan(target), "down", False, super().down)
+
+    def down_plan(self, target=None) -> list[tuple]:
+        """(name, module) of what ``down(target)`` reverts, newest first; each migration's
+        ``check_down(db)`` refuses data its down() would fail on, before any of them runs."""
         rows = [m for m in reversed(self.status()) if m.applied]
         names = [m.name for m in rows]
         if target is not None and target not in names:
             raise _PlayhouseMigrationError(f'"{target}" is not an applied migration.')
         rows = rows[:1 if target is None else names.index(target) + 1]
-        return self._apply([self._checked(m, "down") for m in rows], "down", False,
-                           super().down)
+        plan = [self._checked(m, "down") for m in rows]
+        for _name, module in plan:
+            if getattr(module, "check_down", None) is not None:
+                module.check_down(self.database)
+        return plan
 
     @staticmethod
     def _checked(migration, direction: str) -> tuple:
@@ -120,6 +128,11 @@ class _Runner(Runner):
         try:
             step(name)
         except Exception as exc:
+            if not done:  # nothing reached the server: an ordinary failure, nothing to resolve
+                with contextlib.suppress(peewee.PeeweeException):
+                    _Journal.delete().where(_Journal.name == name).execute()
+                raise MigrationError(f"migration {name} ({direction}) failed and changed "
+                                     f"nothing: {first_line(exc)}") from exc
             (_Journal.update(operations=json.dumps(done), error=first_line(exc))
              .where(_Journal.name == name).execute())
             raise MigrationError(

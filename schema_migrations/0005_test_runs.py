@@ -7,7 +7,9 @@
   ``test_case[a]`` and ``test_case[A]`` (device ids, ICCIDs, PSK identities, setting keys,
   run ids, suite and test names) are different, as they are on SQLite and PostgreSQL.
 
-The models are a frozen copy, independent of cardlink_lite.models.
+The models are a frozen copy, independent of cardlink_lite.models. ``check_down`` (added
+later, self-contained like the rest) refuses, before any change, keys that would collide
+once MySQL/MariaDB compare them case-insensitively again.
 """
 
 import datetime
@@ -27,6 +29,9 @@ from peewee import (
     TextField,
     fn,
 )
+from playhouse.migrations import MigrationError
+
+NAME = "0005_test_runs"
 
 EXACT = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 # (table, column, VARCHAR length, nullable): the exactly compared columns.
@@ -163,6 +168,57 @@ def _index_names(db, table) -> dict:
 
 def _count(status):
     return fn.SUM(Case(None, [(TestResult.status == status, 1)], 0))
+
+
+_UNIQUE_KEYS = """
+SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS
+WHERE TABLE_SCHEMA = DATABASE() AND NON_UNIQUE = 0 ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX
+"""
+
+
+def _short(value: str) -> str:
+    return repr(value) if len(value) <= 40 else f"{value[:40]!r}... ({len(value):,} long)"
+
+
+def _table_collation(db, table) -> str:
+    return db.execute_sql("SELECT TABLE_COLLATION FROM information_schema.TABLES WHERE "
+                          "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s", (table,)).fetchone()[0]
+
+
+def _refuse_collisions(db, collation_of) -> None:
+    """Refuse when a unique key would hold one value twice once its columns compare under
+    ``collation_of(table, column)`` (None: as now)."""
+    keys = {}
+    for table, index, column in db.execute_sql(_UNIQUE_KEYS).fetchall():
+        keys.setdefault((table, index), []).append(column)
+    for (table, _index), columns in sorted(keys.items()):
+        collations = [collation_of(table, column) for column in columns]
+        if not any(collations):
+            continue
+        key = f"CAST(CONCAT_WS(' / ', {', '.join(f'`{c}`' for c in columns)}) AS BINARY)"
+        group = ", ".join(f"CONVERT(`{c}` USING {x.split('_')[0]}) COLLATE {x}" if x else f"`{c}`"
+                          for c, x in zip(columns, collations, strict=True))
+        row = db.execute_sql(
+            f"SELECT MIN({key}), MAX({key}) FROM `{table}` WHERE "
+            f"{' AND '.join(f'`{c}` IS NOT NULL' for c in columns)} "
+            f"GROUP BY {group} HAVING COUNT(*) > 1 LIMIT 1").fetchone()
+        if row:
+            first, second = (bytes(v).decode("utf-8", "replace") for v in row)
+            raise MigrationError(
+                f"cannot revert {NAME}: {table} keys {_short(first)} and {_short(second)} "
+                f"would be one key under {', '.join(sorted({x for x in collations if x}))}; "
+                "rename or delete one of them first")
+
+
+def check_down(db):
+    """Refuse, before any change, keys down() would make collide: the identifier columns go
+    back to the table's collation (case-insensitive), and so do their unique keys."""
+    if isinstance(db, MySQLDatabase):
+        # keyset and tar (exact from 0007 on) compare as their table does by then too.
+        back = {(table, column) for table, column, _, _ in EXACT_COLUMNS} | {
+            ("replay_counters", "keyset"), ("replay_counters", "tar")}
+        _refuse_collisions(db, lambda table, column: _table_collation(db, table)
+                           if (table, column) in back else None)
 
 
 def up(migrator, db):

@@ -10,9 +10,14 @@
 - ``replay_counters.keyset`` and ``tar`` are compared exactly too (on MariaDB/MySQL they
   folded case, so ``KIC=01`` and ``kic=01`` shared a counter there only). Going back fails
   on MariaDB/MySQL while two keys differ only in case or trailing spaces.
+
+``check_down`` finds both before any change (added later; self-contained like the rest).
 """
 
 from peewee import BigIntegerField, IntegerField, MySQLDatabase, PostgresqlDatabase
+from playhouse.migrations import MigrationError
+
+NAME = "0007_big_durations_exact_keys"
 
 # (table, column, VARCHAR length, nullable): the exactly compared columns.
 EXACT_COLUMNS = [
@@ -85,6 +90,68 @@ def _collate(db, up: bool) -> None:
 
 def _index_names(db, table) -> dict:
     return {tuple(index.columns): index.name for index in db.get_indexes(table)}
+
+
+_UNIQUE_KEYS = """
+SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS
+WHERE TABLE_SCHEMA = DATABASE() AND NON_UNIQUE = 0 ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX
+"""
+
+
+def _short(value: str) -> str:
+    return repr(value) if len(value) <= 40 else f"{value[:40]!r}... ({len(value):,} long)"
+
+
+def _table_collation(db, table) -> str:
+    return db.execute_sql("SELECT TABLE_COLLATION FROM information_schema.TABLES WHERE "
+                          "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s", (table,)).fetchone()[0]
+
+
+def _refuse_collisions(db, collation_of) -> None:
+    """Refuse when a unique key would hold one value twice once its columns compare under
+    ``collation_of(table, column)`` (None: as now)."""
+    keys = {}
+    for table, index, column in db.execute_sql(_UNIQUE_KEYS).fetchall():
+        keys.setdefault((table, index), []).append(column)
+    for (table, _index), columns in sorted(keys.items()):
+        collations = [collation_of(table, column) for column in columns]
+        if not any(collations):
+            continue
+        key = f"CAST(CONCAT_WS(' / ', {', '.join(f'`{c}`' for c in columns)}) AS BINARY)"
+        group = ", ".join(f"CONVERT(`{c}` USING {x.split('_')[0]}) COLLATE {x}" if x else f"`{c}`"
+                          for c, x in zip(columns, collations, strict=True))
+        row = db.execute_sql(
+            f"SELECT MIN({key}), MAX({key}) FROM `{table}` WHERE "
+            f"{' AND '.join(f'`{c}` IS NOT NULL' for c in columns)} "
+            f"GROUP BY {group} HAVING COUNT(*) > 1 LIMIT 1").fetchone()
+        if row:
+            first, second = (bytes(v).decode("utf-8", "replace") for v in row)
+            raise MigrationError(
+                f"cannot revert {NAME}: {table} keys {_short(first)} and {_short(second)} "
+                f"would be one key under {', '.join(sorted({x for x in collations if x}))}; "
+                "rename or delete one of them first")
+
+
+def check_down(db):
+    """Refuse, before any change, data down() would fail on: a duration over INTEGER's
+    range, two keys that differ only in trailing spaces (or, for keyset and tar, case)."""
+    if isinstance(db, MySQLDatabase | PostgresqlDatabase):
+        for table in ("ota_sessions", "test_results"):
+            row = db.execute_sql(f"SELECT duration_ms FROM {table} WHERE duration_ms > "
+                                 "2147483647 OR duration_ms < -2147483648 LIMIT 1").fetchone()
+            if row:
+                raise MigrationError(
+                    f"cannot revert {NAME}: {table}.duration_ms holds {row[0]}, more than "
+                    "INTEGER holds; lower it or delete the row first")
+    if isinstance(db, MySQLDatabase):
+        exact = {(table, column) for table, column, _, _ in EXACT_COLUMNS}
+
+        def collation_of(table, column):
+            if (table, column) in NEWLY_EXACT:
+                return _table_collation(db, table)
+            return "utf8mb4_bin" if (table, column) in exact else None
+
+        _refuse_collisions(db, collation_of)
 
 
 def up(migrator, db):

@@ -1,5 +1,6 @@
 """Migrations killed or failing halfway: what the journal (MariaDB) and the transaction
-(SQLite, PostgreSQL) leave, resolving it, and re-running repeatable backfills."""
+(SQLite, PostgreSQL) leave, resolving it, re-running repeatable backfills, and downgrades
+the stored data would make fail, refused before any change."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+import peewee
+import pytest
 from click.testing import CliRunner
 
 from cardlink_lite import DatabaseManager, run_migrations
 from cardlink_lite import migrations as mig
 from cardlink_lite.cli import cli
 from cardlink_lite.maintenance import check_database
+from tests.test_migrations import schema_dump
 
 SESSION = "00000000-0000-4000-8000-000000000001"
 COMMANDS = ["00A40400", "80E60C00", "01B00000", "C3F24000"]
@@ -118,3 +122,71 @@ def test_check_reports_unfilled_headers_and_migrate_fills_them(manager, db_url):
     assert again.exit_code == 0, again.output
     manager.bind()
     assert _headers(manager) == HEADERS
+
+
+# -- downgrades that the stored data would make fail: refused before any change --------
+def _insert(manager, table: str, **values) -> None:
+    db = manager.database
+    columns = ", ".join(db.get_sql_context().sql(peewee.Entity(c)).query()[0] for c in values)
+    marks = ", ".join([db.param] * len(values))
+    db.execute_sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(values.values()))
+
+
+def _device(manager, device_id: str) -> None:
+    _insert(manager, "devices", id=device_id, device_type="phone", is_active=True,
+            created_at="2026-01-01 10:00:00", updated_at="2026-01-01 10:00:00")
+
+
+def _refused_downgrade(manager, db_url, revision: str) -> str:
+    """``migrate --revision`` back to ``revision``: its one error line; nothing changed."""
+    before = schema_dump(manager)
+    manager.close()
+    result = CliRunner().invoke(cli, ["--database", db_url, "migrate", "--revision", revision,
+                                      "--yes"])
+    assert result.exit_code == 1, result.output
+    manager.bind()
+    assert schema_dump(manager) == before
+    assert mig.half_applied(manager) == []
+    assert "Traceback" not in result.output
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_a_duration_over_integer_range_refuses_going_back_before_0007(manager, db_url,
+                                                                        backend):
+    _insert(manager, "ota_sessions", id=SESSION, status="timeout", duration_ms=3_000_000_000,
+            created_at="2026-01-01 10:00:00", updated_at="2026-01-01 10:00:00")
+    if backend == "sqlite":  # INTEGER holds 64 bits there: 0007 changed nothing to go back
+        assert mig.downgrade(manager=manager) == ["0007_big_durations_exact_keys"]
+        return
+    assert _refused_downgrade(manager, db_url, "0006") == (
+        "Error: cannot revert 0007_big_durations_exact_keys: ota_sessions.duration_ms holds "
+        "3000000000, more than INTEGER holds; lower it or delete the row first")
+
+
+@pytest.mark.parametrize("backend", ["mysql"], indirect=True)
+def test_keys_that_would_collide_refuse_the_downgrade_naming_table_and_values(manager,
+                                                                               db_url):
+    _device(manager, "X")
+    _device(manager, "X ")  # the same key under 0006's PAD SPACE collation
+    assert _refused_downgrade(manager, db_url, "0006") == (
+        "Error: cannot revert 0007_big_durations_exact_keys: devices keys 'X' and 'X ' would "
+        "be one key under utf8mb4_bin; rename or delete one of them first")
+    manager.database.execute_sql("DELETE FROM devices WHERE id = 'X '")
+    _insert(manager, "card_profiles", iccid="8901", card_type="USIM",
+            created_at="2026-01-01 10:00:00", updated_at="2026-01-01 10:00:00")
+    for keyset in ("KIC", "kic"):  # one counter once keyset folds case again
+        _insert(manager, "replay_counters", card_iccid="8901", keyset=keyset, tar="B00001",
+                counter=1, updated_at="2026-01-01 10:00:00")
+    assert _refused_downgrade(manager, db_url, "0006") == (
+        "Error: cannot revert 0007_big_durations_exact_keys: replay_counters keys "
+        "'8901 / KIC / B00001' and '8901 / kic / B00001' would be one key under utf8mb4_bin, "
+        "utf8mb4_general_ci; rename or delete one of them first")
+    manager.database.execute_sql("DELETE FROM replay_counters WHERE keyset = 'kic'")
+    _device(manager, "x" * 50)
+    _device(manager, "X" * 50)  # the same key once 0005's down compares case-insensitively
+    line = _refused_downgrade(manager, db_url, "0004")  # checked before 0007/0006 go back
+    assert line.startswith("Error: cannot revert 0005_test_runs: devices keys 'XXXX")
+    assert f"{'X' * 40!r}... (50 long) and {'x' * 40!r}... (50 long)" in line
+    assert mig.get_current_revision(manager) == mig.get_head_revision()
+    manager.database.execute_sql("DELETE FROM devices WHERE id = %s", ("x" * 50,))
+    assert mig.downgrade(steps=3, manager=manager)[-1] == "0005_test_runs"

@@ -176,8 +176,18 @@ def test_failed_migration_leaves_schema_and_history_as_before(manager, tmp_path,
     assert mig.half_applied(manager) == []
 
 
+def test_a_migration_failing_before_any_change_is_an_ordinary_failure(manager, tmp_path):
+    directory, before, after = _fail_migration(manager, tmp_path, 0)
+    assert after == before
+    assert mig.half_applied(manager) == []  # MariaDB too: nothing to resolve
+    with pytest.raises(MigrationError) as info:
+        run_migrations(manager=manager, directory=directory)
+    assert "half-applied" not in str(info.value) and "\n" not in str(info.value)
+    assert "deliberate failure before operation 0" in str(info.value)
+
+
 @pytest.mark.parametrize("backend", ["mysql"], indirect=True)
-@pytest.mark.parametrize("fail_at", [0, 1, 2, 3])
+@pytest.mark.parametrize("fail_at", [1, 2, 3])
 def test_failed_migration_on_mariadb_is_reported_half_applied(manager, tmp_path, fail_at):
     directory, _, _ = _fail_migration(manager, tmp_path, fail_at)
     # MariaDB commits DDL as it goes: the state is recorded as half-applied.
