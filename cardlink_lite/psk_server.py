@@ -17,9 +17,10 @@ import peewee
 from .crypto import decrypt_psk
 from .db import scoped_connection
 from .errors import DatabaseError
+from .models import OTASession
 from .recording import SessionRecorder, record_session
 from .repositories.cards import find_psk_by_identity
-from .tls_alerts import alert_from_ssl_error
+from .tls_alerts import TLS_ALERTS, alert_from_ssl_error
 
 __all__ = ["DEFAULT_PSK_CIPHERS", "PskHandshakeError", "PskKeyLookup", "accept_psk_session",
            "psk_key_lookup", "psk_server_context", "psk_tls_support"]
@@ -29,6 +30,7 @@ logger = logging.getLogger("cardlink_lite.psk_server")
 # The SCP81 (GlobalPlatform Amd B) mandatory suite first, then its usual companions.
 DEFAULT_PSK_CIPHERS = "PSK-AES128-CBC-SHA256:PSK-AES128-CBC-SHA:PSK-AES128-GCM-SHA256"
 _NATIVE = hasattr(ssl.SSLContext, "set_psk_server_callback")  # Python >= 3.13
+_IDENTITY_CHARS = OTASession.tls_psk_identity.max_length
 
 
 class PskKeyLookup:
@@ -124,14 +126,18 @@ def psk_server_context(lookup, ciphers: str = DEFAULT_PSK_CIPHERS,
 
 
 class PskHandshakeError(Exception):
-    """A PSK-TLS handshake failed; ``alert`` is the (code, name) of its TLS alert."""
+    """A PSK-TLS handshake failed; ``alert`` is the (code, name) of its TLS alert, None when
+    the connection broke without one (``reason`` says how)."""
 
     error_code = "TLS_HANDSHAKE"
 
-    def __init__(self, alert: tuple[int | None, str], identity: str | None):
+    def __init__(self, alert: tuple[int | None, str] | None, identity: str | None,
+                 reason: str | None = None):
         self.alert, self.identity = alert, identity
-        code = "" if alert[0] is None else f" ({alert[0]})"
-        super().__init__(f"TLS handshake failed: alert {alert[1]}{code}")
+        if alert is not None:
+            code = "" if alert[0] is None else f" ({alert[0]})"
+            reason = f"alert {alert[1]}{code}" + (f"; {reason}" if reason else "")
+        super().__init__(f"TLS handshake failed: {reason}")
 
 
 @contextlib.contextmanager
@@ -140,32 +146,67 @@ def accept_psk_session(manager, context: ssl.SSLContext, sock, *, device_id=None
                        **logger_options) -> Iterator[tuple[SessionRecorder, ssl.SSLSocket]]:
     """Handshake on an accepted socket; yield (recorder, TLS socket) of the OTA session recorded
     around it: cipher, TLS version, PSK identity, card, handshake time. A failed handshake records
-    the identity, time and alert, fails it and raises PskHandshakeError; a timeout times it out."""
+    the identity, time and alert, fails it and raises PskHandshakeError; a timeout times it out.
+    The TLS socket is closed when the session ends."""
     lookup = getattr(context, "cardlink_psk_lookup", None)
     if lookup is None:
         raise DatabaseError("build the context with psk_server_context() so that the "
                             "session can name the PSK identity")
-    tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
     lookup.forget()
     started = time.perf_counter()
-    error = None
+    tls = error = None
     try:
+        tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         tls.do_handshake()
-    except (ssl.SSLError, TimeoutError) as exc:
+    except Exception as exc:  # TLS errors, a reset, sslpsk3's SystemError: all fail the session
         error = exc
     handshake_ms = (time.perf_counter() - started) * 1000
-    with record_session(manager, device_id=device_id, card_iccid=lookup.last_iccid,
-                        session_type=session_type, trigger=trigger,
-                        **logger_options) as recorder:
-        identity = lookup.last_identity
-        if error is not None:
-            alert = None if isinstance(error, TimeoutError) else alert_from_ssl_error(error)
-            recorder.set_tls_info(psk_identity=identity, handshake_ms=handshake_ms, alert=alert)
-            tls.close()
-            if isinstance(error, TimeoutError):
-                raise error  # the session times out
-            raise PskHandshakeError(alert, identity) from None
-        cipher = tls.cipher()
-        recorder.set_tls_info(cipher[0] if cipher else None, identity, version=tls.version(),
-                              handshake_ms=handshake_ms)
-        yield recorder, tls
+    try:
+        with record_session(manager, device_id=device_id, card_iccid=lookup.last_iccid,
+                            session_type=session_type, trigger=trigger,
+                            **logger_options) as recorder:
+            if error is not None:
+                raise _failed_handshake(recorder, lookup, error, handshake_ms)
+            cipher = tls.cipher()
+            recorder.set_tls_info(cipher[0] if cipher else None, lookup.last_identity,
+                                  version=tls.version(), handshake_ms=handshake_ms)
+            yield recorder, tls
+    finally:
+        (sock if tls is None else tls).close()
+
+
+def _failed_handshake(recorder, lookup, error: Exception, handshake_ms: float) -> Exception:
+    """Record a failed handshake on its session; the exception that fails the session."""
+    undecodable = _undecodable_identity(error)
+    identity = _recorded_identity(lookup.last_identity if undecodable is None else undecodable)
+    if isinstance(error, TimeoutError):
+        alert = None
+    elif undecodable is not None:
+        alert = (115, TLS_ALERTS[115])  # sslpsk3's callback failed, so OpenSSL refused it
+    elif isinstance(error, ssl.SSLError):
+        alert = alert_from_ssl_error(error)
+    else:
+        alert = None  # no alert was exchanged: the connection broke
+    recorder.set_tls_info(psk_identity=identity, handshake_ms=handshake_ms, alert=alert)
+    if isinstance(error, TimeoutError):
+        return error  # the session times out
+    reason = None if alert else f"{type(error).__name__}: {error}"
+    return PskHandshakeError(alert, identity, reason)
+
+
+def _undecodable_identity(error: BaseException) -> bytes | None:
+    """The identity bytes sslpsk3 could not decode as UTF-8 (Python < 3.13: a SystemError whose
+    cause is the UnicodeDecodeError of the identity)."""
+    while error is not None:
+        if isinstance(error, UnicodeDecodeError):
+            return error.object
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _recorded_identity(identity) -> str | None:
+    """The identity as the session column holds it: its first 128 characters; bytes that are
+    not UTF-8 as ``\\xNN`` escapes."""
+    if isinstance(identity, bytes):
+        identity = identity.decode("utf-8", "backslashreplace")
+    return None if identity is None else identity[:_IDENTITY_CHARS]

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 
@@ -62,6 +63,10 @@ def test_identity_lookups(cards):
         assert uow.cards.get_psk_key_by_identity("card_001 ") is None
         assert uow.cards.get_psk_key_by_identity("no_key_yet") is None
         assert uow.cards.get_psk_key_by_identity("") is None
+        # No card can have these: longer than the column, or text no backend stores.
+        for identity in ("x" * 129, "card\x00", "card\udcff"):
+            assert uow.cards.get_psk_key_by_identity(identity) is None
+            assert not uow.cards.psk_identity_exists(identity)
         assert uow.cards.psk_identity_exists(IDENTITY)
         assert not uow.cards.psk_identity_exists("no_key_yet")
         assert not uow.cards.psk_identity_exists("nobody")
@@ -136,6 +141,57 @@ def test_a_pool_of_one_serves_handler_threads_in_turn(db_url, backend, fernet_ke
         manager.close()
 
 
+def _serve_once(manager):
+    """A listener and a thread that runs one ``accept_psk_session`` on it; ``outcome`` gets
+    what the session received, or the PskHandshakeError, or any other exception."""
+    context = psk_server_context(psk_key_lookup(manager))
+    listener = socket.create_server(("127.0.0.1", 0))
+    outcome = {}
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.settimeout(30)
+        try:
+            with accept_psk_session(manager, context, conn, trigger="push-sms") as (s, tls):
+                outcome["tls"] = tls
+                outcome["received"] = tls.recv(64)
+                s.command("80F21000024F00", "GET STATUS")
+                s.response("9000", latency_ms=3.0)
+                tls.sendall(b"pong\n")
+        except PskHandshakeError as exc:
+            outcome["error"] = exc
+        except Exception as exc:  # noqa: BLE001 - a crash is what these tests look for
+            outcome["crash"] = exc
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    return listener, server, outcome
+
+
+def _openssl_handshake(manager, identity: str | bytes, psk: str):
+    """Run ``openssl s_client`` once against a server on ``manager``'s store."""
+    listener, server, outcome = _serve_once(manager)
+    identity = identity.encode() if isinstance(identity, str) else identity
+    try:
+        client = subprocess.run(
+            [b"openssl", b"s_client", b"-connect", b"127.0.0.1:%d" % listener.getsockname()[1],
+             b"-psk_identity", identity, b"-psk", psk.encode(), b"-tls1_2", b"-cipher",
+             CIPHER.encode(), b"-brief"],
+            input=b"ping\n", capture_output=True, timeout=60)
+        server.join(timeout=60)
+    finally:
+        listener.close()
+    assert not server.is_alive()
+    assert "crash" not in outcome, repr(outcome.get("crash"))
+    return client, outcome
+
+
+def _only_session(manager):
+    with UnitOfWork(manager) as uow:
+        (session,) = uow.sessions.get_all()
+    return session
+
+
 @needs_psk_tls
 @pytest.mark.slow
 @pytest.mark.parametrize("identity, psk, handshake", [
@@ -144,39 +200,9 @@ def test_a_pool_of_one_serves_handler_threads_in_turn(db_url, backend, fernet_ke
     ("nobody", KEY.hex(), "unknown_psk_identity"),  # no such identity in the store
 ])
 def test_openssl_client_against_a_store_backed_psk_server(cards, identity, psk, handshake):
-    context = psk_server_context(psk_key_lookup(cards))
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    outcome = {}
-
-    def serve():
-        conn, _ = listener.accept()
-        conn.settimeout(30)
-        try:
-            with accept_psk_session(cards, context, conn, trigger="push-sms") as (s, tls):
-                outcome["session"] = s.session_id
-                outcome["received"] = tls.recv(64)
-                s.command("80F21000024F00", "GET STATUS")
-                s.response("9000", latency_ms=3.0)
-                tls.sendall(b"pong\n")
-                tls.close()
-        except PskHandshakeError as exc:
-            outcome["error"] = exc
-
-    server = threading.Thread(target=serve, daemon=True)
-    server.start()
-    try:
-        client = subprocess.run(
-            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-psk_identity", identity,
-             "-psk", psk, "-tls1_2", "-cipher", CIPHER, "-brief"],
-            input=b"ping\n", capture_output=True, timeout=60)
-        server.join(timeout=60)
-    finally:
-        listener.close()
-    assert not server.is_alive()
+    client, outcome = _openssl_handshake(cards, identity, psk)
     stderr = client.stderr.decode(errors="replace")
-    with UnitOfWork(cards) as uow:
-        (session,) = uow.sessions.get_all()
+    session = _only_session(cards)
     assert session.trigger.value == "push-sms"
     assert session.tls_psk_identity == identity
     assert session.tls_handshake_ms is not None and session.tls_handshake_ms >= 0
@@ -184,6 +210,7 @@ def test_openssl_client_against_a_store_backed_psk_server(cards, identity, psk, 
         assert client.returncode == 0, stderr
         assert "Ciphersuite: PSK-AES128-CBC-SHA256" in stderr
         assert outcome["received"] == b"ping\n"
+        assert outcome["tls"].fileno() == -1  # closed when the session ended
         assert session.status is SessionStatus.COMPLETED
         assert (session.tls_cipher_suite, session.tls_version) == (CIPHER, "TLSv1.2")
         assert session.card_iccid == "8901001"
@@ -201,6 +228,51 @@ def test_openssl_client_against_a_store_backed_psk_server(cards, identity, psk, 
     assert session.tls_alert_code == {"bad_record_mac": 20, "unknown_psk_identity": 115}[
         handshake]
     assert session.tls_cipher_suite is None
+
+
+@needs_psk_tls
+@pytest.mark.slow
+@pytest.mark.parametrize("offered, recorded", [
+    (b"x" * 200, "x" * 128),             # OpenSSL takes up to 256 characters, the column 128
+    # Not UTF-8: its other bytes as \xNN escapes. Python 3.13's ssl refuses it unseen.
+    (b"\xff\xfecard", None if hasattr(ssl.SSLContext, "set_psk_server_callback")
+     else "\\xff\\xfecard"),
+], ids=["200-characters", "not-utf-8"])
+def test_openssl_client_offering_an_identity_no_card_can_have(cards, caplog, offered,
+                                                              recorded):
+    with caplog.at_level(logging.WARNING, logger="cardlink_lite"):
+        client, outcome = _openssl_handshake(cards, offered, KEY.hex())
+    assert "unknown psk identity" in client.stderr.decode(errors="replace")
+    assert outcome["error"].alert == (115, "unknown_psk_identity")
+    session = _only_session(cards)
+    assert (session.status, session.error_code) == (SessionStatus.FAILED, "TLS_HANDSHAKE")
+    assert (session.tls_alert_code, session.tls_psk_identity) == (115, recorded)
+    assert caplog.records == []  # an unknown identity, not a failed lookup
+
+
+@needs_psk_tls
+def test_a_client_resetting_mid_handshake_fails_its_session(cards):
+    listener, server, outcome = _serve_once(cards)
+    outgoing = ssl.MemoryBIO()
+    hello = _python_client_context().wrap_bio(ssl.MemoryBIO(), outgoing)
+    with pytest.raises(ssl.SSLWantReadError):
+        hello.do_handshake()
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=30) as client:
+            client.sendall(outgoing.read())  # the ClientHello
+            assert client.recv(4096)         # the server's first flight: it waits for ours
+            # Closing with a zero linger time sends a TCP reset.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        server.join(timeout=60)
+    finally:
+        listener.close()
+    assert "crash" not in outcome, repr(outcome.get("crash"))
+    assert outcome["error"].alert is None
+    assert str(outcome["error"]).startswith("TLS handshake failed: ConnectionResetError")
+    session = _only_session(cards)
+    assert (session.status, session.error_code) == (SessionStatus.FAILED, "TLS_HANDSHAKE")
+    assert (session.tls_alert, session.tls_psk_identity) == (None, None)
+    assert "ConnectionResetError" in session.error_message
 
 
 def _python_client_context():

@@ -125,6 +125,10 @@ def find_psk_by_identity(database, identity) -> tuple[str, bytes] | None:
     indexed query, no transaction (a handshake callback); two such cards: None, logged."""
     if not isinstance(identity, str) or not identity:
         return None
+    try:
+        CardProfile.psk_identity.db_value(identity)
+    except ValidationError:
+        return None  # longer than the column, or text no backend stores: no card has it
     query = (CardProfile.select(CardProfile.iccid, CardProfile.psk_identity,
                                 CardProfile.psk_key_encrypted)
              .where(CardProfile.psk_identity == identity,
