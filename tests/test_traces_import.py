@@ -2,6 +2,7 @@
 words, sessions, sources, re-import, bad input, nothing half-written."""
 
 import io
+import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from cardlink_lite import (
     SessionStatus,
     UnitOfWork,
 )
+from cardlink_lite.errors import ConnectionError as StoreConnectionError
 from cardlink_lite.models import TraceSource
 from cardlink_lite.traces import TraceFormatError, import_trace
+from tests import servers
 from tests.pcapwrite import CaptureWriter
 
 DATA = Path(__file__).parent / "data" / "traces"
@@ -422,3 +425,39 @@ def test_an_apdu4j_header_in_another_language_is_reported(manager, tmp_path):
         "+0200'); rows are timed at the file's modification time instead: 'So., 25 Jan. "
         "2015 19:11:03 +0200'"]
     assert summary.exchanges == 9 and _rows(summary.sessions[0])[1][8] == start
+
+
+@pytest.mark.parametrize("backend", ["mysql", "postgresql"], indirect=True)
+def test_a_connection_killed_mid_import_stops_it_at_once(manager, backend, caplog):
+    # A hex log read in 64 KiB pieces: rows are written while the file is still being read.
+    data = b"00B0000010\n" + b"11" * 16 + b"9000\n"
+    data *= 12_000
+    sql = ("SELECT pg_backend_pid()" if backend == "postgresql" else "SELECT CONNECTION_ID()")
+    pid = manager.database.execute_sql(sql).fetchone()[0]
+
+    class Killing(io.BytesIO):
+        after_kill = None
+
+        def seekable(self):
+            return False
+
+        def read(self, n=-1):
+            if self.after_kill is None and self.tell() >= 200_000:
+                servers.execute(backend, f"SELECT pg_terminate_backend({pid})"
+                                if backend == "postgresql" else f"KILL {pid}")
+                self.after_kill = 0
+            chunk = super().read(n)
+            if self.after_kill is not None:
+                self.after_kill += len(chunk)
+            return chunk
+
+    caplog.set_level(logging.WARNING)
+    source = Killing(data)
+    with pytest.raises(StoreConnectionError, match="^lost the database connection") as caught:
+        import_trace(manager, source, "hex-lines")
+    assert "\n" not in str(caught.value) and "(0, '')" not in str(caught.value)
+    assert source.after_kill <= 2 * 65_536  # not read on to the end, rows held in memory
+    assert not [r for r in caplog.records if "kept for retry" in r.getMessage()]
+    manager.database.close()
+    assert (OTASession.select().count(), CommLog.select().count(),
+            TraceSource.select().count()) == (0, 0, 0)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
 
-from peewee import chunked
+from peewee import PeeweeException, chunked
 
+from .._peewee import discard_connection
 from ..apdu import ApduLogWriter, session_key
 from ..db import bound_models
-from ..errors import NotFoundError, ValidationError
+from ..errors import NotFoundError, ValidationError, translate_error
 from ..models import CardProfile, Device, OTASession, SessionStatus, TraceSource
 from .decode import channel_of, decode_exchange, describe_atr
 from .reading import read_trace
@@ -153,6 +154,7 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
             if existing is not None:
                 return _already(summary, existing, known_hash)
         reader = _Reader(fp, progress)
+        stack.enter_context(_failed_rollback(manager.database))
         with (nullcontext() if dry_run else manager.database.atomic()) as transaction:
             target = _check_links(session_id, device_id, card_iccid, split_on_reset)
             fmt, records, stats = read_trace(reader, format, start)
@@ -162,8 +164,10 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
             source = TraceSource.create(path=summary.path[-512:], format=fmt,
                                         sha256=known_hash or "pending-" + os.urandom(8).hex(),
                                         size_bytes=summary.size_bytes)
-            writer = ApduLogWriter(manager.database, batch_size=2000, flush_interval=None,
-                                   flush_at_exit=False)
+            # Flushed by run() after every chunk, raising: never log.*'s quiet flush, which
+            # would keep reading (and holding) the file after the connection is gone.
+            writer = ApduLogWriter(manager.database, batch_size=2 * _CHUNK_ROWS,
+                                   flush_interval=None, flush_at_exit=False)
             importer = _Importer(summary, source.id, device_id, card_iccid, split_on_reset,
                                  start, target)
             importer.run(records, writer)
@@ -182,6 +186,24 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
                               if k not in ("path", "sha256", "source_id", "dry_run")}
             source.save()
     return summary
+
+
+@contextmanager
+def _failed_rollback(database):
+    """A rollback that fails on a dead connection (MySQL says only ``(0, '')``) raises the
+    error that caused it, and the dead connection is dropped."""
+    try:
+        yield
+    except PeeweeException as exc:
+        cause = exc.__context__
+        while cause is not None and cause.args == exc.args:  # the driver's error Peewee wraps
+            cause = cause.__context__
+        if cause is None:
+            raise
+        discard_connection(database)
+        if isinstance(cause, PeeweeException):
+            raise translate_error(cause, "trace import") from cause
+        raise cause from None
 
 
 def _already(summary: ImportSummary, source, sha: str) -> ImportSummary:
@@ -237,6 +259,7 @@ class _Importer:
         for chunk in chunked(self.rows(records), _CHUNK_ROWS):
             if writer is not None:
                 writer.add_many(chunk)
+                writer.flush()
 
     def rows(self, records):
         """The writer rows of ``records``, counted in the summary; the per-record work is
