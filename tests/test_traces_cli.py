@@ -123,7 +123,8 @@ def test_truncated_and_damaged_captures_are_reported(run, capture, tmp_path):
     result = run("logs", "import", str(bad))
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1:] == [
-        f"  damaged: offset {at}: pcapng block length 2147483632 makes no sense"]
+        f"  damaged: offset {at}: pcapng block length 2147483632 makes no sense; "
+        "100 bytes unreadable"]
     assert f"{len(BENCH) - 1} exchanges" in result.output.splitlines()[0]
 
 

@@ -386,3 +386,54 @@ def test_an_apdu4j_header_date_not_in_english_is_reported():
         "+0200'); rows are timed at the file's modification time instead: 'So., 25 Jan. "
         "2015 19:11:03 +0200'"]
     assert len(records) == 10 and all(r[1] is None for r in records)
+
+
+def _packets_only(container):
+    """The capture's packets without its file header (pcap) / SHB and IDB (pcapng)."""
+    out = io.BytesIO()
+    CaptureWriter(out, container)
+    return _capture(container)[len(out.getvalue()):]
+
+
+def _traced(data: bytes):
+    source = io.BytesIO(data)
+    tracemalloc.start()
+    _, records, stats = read_trace(source)
+    records = list(records)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return records, stats, peak
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+def test_a_long_zero_filled_gap_is_skipped_to_the_next_record_in_flat_memory(container):
+    good = _capture(container)
+    zeros = 12 << 20  # more than any give-up limit: reading goes on at the next good record
+    records, stats, peak = _traced(good + bytes(zeros) + _packets_only(container))
+    assert len(records) == 2 * (1 + len(EXCHANGES)) and stats.leftover_bytes == 0
+    assert stats.skipped == {}
+    assert len(stats.corrupt) == 1 and stats.corrupt[0].startswith(f"offset {len(good)}: ")
+    assert stats.corrupt[0].endswith(f" makes no sense (length 0); {zeros:,} bytes unreadable"
+                                     if container == "pcap" else
+                                     f" makes no sense; {zeros:,} bytes unreadable")
+    assert peak < 4 << 20 < zeros
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+def test_a_zero_filled_tail_is_reported_as_unreadable_not_as_a_truncated_record(container):
+    good = _capture(container)
+    zeros = 12 << 20
+    records, stats, peak = _traced(good + bytes(zeros))
+    assert len(records) == 1 + len(EXCHANGES) and stats.leftover_bytes == 0
+    assert stats.skipped == {}
+    assert len(stats.corrupt) == 1 and stats.corrupt[0].startswith(f"offset {len(good)}: ")
+    assert stats.corrupt[0].endswith(f"; {zeros:,} bytes unreadable (no record after them)")
+    assert peak < 4 << 20 < zeros
+
+
+def test_all_zero_pcap_records_after_the_header_are_one_damage_not_millions_of_skips():
+    header = _capture("pcap")[:24]
+    records, stats, _ = _traced(header + bytes(1 << 20) + _packets_only("pcap"))
+    assert len(records) == 1 + len(EXCHANGES) and stats.skipped == {}
+    assert stats.corrupt == [f"offset 24: pcap record header makes no sense (length 0); "
+                             f"{1 << 20:,} bytes unreadable"]

@@ -3,6 +3,8 @@ damage is reported with its offset and reading resumes at the next plausible rec
 
 from __future__ import annotations
 
+import functools
+import re
 import struct
 from collections.abc import Iterator
 
@@ -18,8 +20,9 @@ PCAP_MAGICS = {
 }
 _CHUNK = 1 << 20
 _MAX_PACKET = 1 << 18          # 256 KiB: far above any GSMTAP packet; bigger means damage
-_RESYNC_LIMIT = 1 << 22        # give up looking for the next record after 4 MiB
+_OVERLAP = 32                 # bytes a record start needs to be recognised (see resync)
 _MAX_GAP = 86400 * 365         # seconds between two packets beyond which a header is damage
+_NOT_ZEROS = re.compile(b"(?s)(?!\\x00{16}).")  # where an all-zero header does not start
 
 _SHB, _IDB, _SPB, _OPB, _EPB = 0x0A0D0D0A, 0x00000001, 0x00000003, 0x00000002, 0x00000006
 _KNOWN_BLOCKS = frozenset({_SHB, _IDB, _SPB, _OPB, _EPB, 0x4, 0x5, 0xA, 0xBAD, 0x40000BAD})
@@ -57,21 +60,47 @@ class _Buffer:
         return self.base + self.pos
 
     def left(self) -> int:
-        """Bytes from ``pos`` to the end of the file (reads it all)."""
-        while self.need(len(self.data) - self.pos + _CHUNK):
-            pass
-        return len(self.data) - self.pos
+        """Bytes from ``pos`` to the end of the file, read through (the hash sees them) but
+        not kept."""
+        count = len(self.data) - self.pos
+        self.base += len(self.data)
+        self.data, self.pos = b"", 0
+        while not self.eof:
+            more = self.fp.read(_CHUNK)
+            self.eof = not more
+            count += len(more)
+            self.base += len(more)
+        return count
 
-    def resync(self, step: int, size: int, plausible) -> bool:
-        """Move by ``step`` bytes until ``plausible(data, pos)`` (``size`` bytes readable)."""
-        scanned = 0
+    def resync(self, step: int, size: int, plausible, start: re.Pattern) -> bool:
+        """Move by ``step`` bytes until ``plausible(data, pos)`` (``size`` bytes readable);
+        only where ``start`` (a regex every record start matches) matches, so a long run of
+        zeros is crossed at C speed, a window at a time, in flat memory."""
         self.pos += step
-        while scanned < _RESYNC_LIMIT and self.need(size):
+        while self.need(size):
+            found = start.search(self.data, self.pos)
+            if found is None:
+                if self.eof:
+                    break
+                # No start in this window but maybe one across its end: keep its last bytes.
+                tail = max(self.pos, len(self.data) - _OVERLAP)
+                self.pos += (tail - self.pos + step - 1) // step * step
+                self.need(len(self.data) - self.pos + _CHUNK)
+                continue
+            self.pos += (found.start() - self.pos + step - 1) // step * step
+            if not self.need(size):
+                break
             if plausible(self.data, self.pos):
                 return True
             self.pos += step
-            scanned += step
         return False
+
+
+def _unreadable(buf: _Buffer, stats: ReadStats, start: int, what: str, found: bool) -> None:
+    """Report damage at file offset ``start`` and the bytes skipped from there."""
+    count = buf.offset - start if found else buf.offset - start + buf.left()
+    stats.damage(f"offset {start}", f"{what}; {count:,} bytes unreadable"
+                 + ("" if found else " (no record after them)"))
 
 
 def read_capture(fp, stats: ReadStats, first: bytes = b"") -> Iterator[tuple[int, int, bytes]]:
@@ -104,22 +133,34 @@ def _pcap(buf: _Buffer, stats: ReadStats, order: str, nanos: bool):
 
     def plausible(data: bytes, pos: int) -> bool:
         """Two consecutive plausible record headers (or the file's last record) start here."""
-        sec, _, incl, orig = record(data, pos)
-        if incl > limit or orig < incl or (last_sec is not None and abs(sec - last_sec) >= 86400):
+        sec, frac, incl, orig = record(data, pos)
+        if (incl > limit or orig < incl or not (sec or frac or orig)
+                or (last_sec is not None and abs(sec - last_sec) >= 86400)):
             return False
         if buf.need(32 + incl):
             nsec, _, nincl, norig = record(buf.data, buf.pos + 16 + incl)
             return nincl <= limit and norig >= nincl and abs(nsec - sec) < 86400
         return buf.need(16 + incl)
 
+    def starts() -> re.Pattern:
+        """What a plausible record header starts with: a time near the last one's."""
+        if last_sec is None:
+            return _NOT_ZEROS
+        high = {h >> 16 for h in range(max(0, last_sec - 86399),
+                                       min(last_sec + 86400, 1 << 32), 1 << 15)}
+        high |= {max(0, last_sec - 86399) >> 16, min(last_sec + 86399, (1 << 32) - 1) >> 16}
+        words = b"|".join(re.escape(struct.pack(order + "H", h)) for h in sorted(high))
+        return re.compile((b"(?s)..(?:%s)" if order == "<" else b"(?:%s)") % words)
+
     while buf.need(16):
         sec, frac, incl, orig = record(buf.data, buf.pos)
-        if incl > limit or orig < incl or (last_sec is not None
-                                           and abs(sec - last_sec) > _MAX_GAP):
-            stats.damage(f"offset {buf.offset}",
-                         f"pcap record header makes no sense (length {incl})")
-            if not buf.resync(1, 16, plausible):
-                stats.leftover_bytes = buf.left()
+        if (incl > limit or orig < incl or not (sec or frac or orig)
+                or (last_sec is not None and abs(sec - last_sec) > _MAX_GAP)):
+            at = buf.offset
+            found = buf.resync(1, 16, plausible, starts())
+            _unreadable(buf, stats, at, f"pcap record header makes no sense (length {incl})",
+                        found)
+            if not found:
                 return
             continue
         if not buf.need(16 + incl):
@@ -159,6 +200,12 @@ def _block_structs(order: str) -> tuple[struct.Struct, ...]:
     return tuple(struct.Struct(order + fields) for fields in ("II", "I", "IIII", "HHIII"))
 
 
+@functools.cache
+def _block_starts(order: str) -> re.Pattern:
+    return re.compile(b"|".join(re.escape(struct.pack(order + "I", btype))
+                                for btype in sorted(_KNOWN_BLOCKS)))
+
+
 def _pcapng(buf: _Buffer, stats: ReadStats):
     order = "<"
     interfaces: list[tuple[int, int, int, int]] = []
@@ -171,6 +218,13 @@ def _pcapng(buf: _Buffer, stats: ReadStats):
                 and buf.need(length)
                 and header.unpack_from(buf.data, buf.pos + length - 8)[1] == length)
 
+    def damaged(what: str) -> bool:
+        """Report damage here and move to the next block; False at the end of the file."""
+        at = buf.offset
+        found = buf.resync(4, 12, plausible, _block_starts(order))
+        _unreadable(buf, stats, at, what, found)
+        return found
+
     # Checks len(data) first: need() is only called when a chunk boundary is near.
     while len(buf.data) - buf.pos >= 12 or buf.need(12):
         data, pos = buf.data, buf.pos
@@ -178,8 +232,7 @@ def _pcapng(buf: _Buffer, stats: ReadStats):
         if btype == _SHB:
             bom = data[pos + 8:pos + 12]
             if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
-                stats.damage(f"offset {buf.offset}", "section header with a bad byte-order magic")
-                if not buf.resync(4, 12, plausible):
+                if not damaged("section header with a bad byte-order magic"):
                     break
                 continue
             order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
@@ -187,8 +240,7 @@ def _pcapng(buf: _Buffer, stats: ReadStats):
             interfaces = []
             btype, length = header.unpack_from(data, pos)
         if length < 12 or length % 4 or length > _MAX_PACKET + 64:
-            stats.damage(f"offset {buf.offset}", f"pcapng block length {length} makes no sense")
-            if not buf.resync(4, 12, plausible):
+            if not damaged(f"pcapng block length {length} makes no sense"):
                 break
             continue
         if pos + length > len(data):
@@ -196,8 +248,7 @@ def _pcapng(buf: _Buffer, stats: ReadStats):
                 break
             data, pos = buf.data, buf.pos
         if word.unpack_from(data, pos + length - 4)[0] != length:
-            stats.damage(f"offset {buf.offset}", "pcapng block whose trailing length differs")
-            if not buf.resync(4, 12, plausible):
+            if not damaged("pcapng block whose trailing length differs"):
                 break
             continue
         buf.pos = pos + length
