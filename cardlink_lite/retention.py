@@ -13,7 +13,7 @@ import peewee
 from .db import bound_models
 from .errors import ValidationError, quote
 from .fields import to_utc_ms
-from .models import ALL_MODELS, CommLog, OTASession
+from .models import ALL_MODELS, CommLog, OTASession, TraceSource
 
 __all__ = ["PURGEABLE", "count_older_than", "database_file_size", "plan_purge", "purge",
            "purge_older_than", "reclaim_space", "resolve_purge_tables"]
@@ -120,7 +120,16 @@ def purge(database, tables, cutoff: datetime, chunk_size: int = 5000,
     for name in names:
         purge_older_than(database, *_target(name), cutoff, chunk_size,
                          progress=lambda n, name=name: count(name, n), cascaded=cascade)
+    if done.get("logs") or done.get("logs_of_sessions"):
+        _drop_unused_sources(database)
     return done
+
+
+def _drop_unused_sources(database) -> None:
+    """Forget the trace files no log row comes from any more: importing one again imports it."""
+    used = CommLog.select(peewee.SQL("1")).where(CommLog.source_id == TraceSource.id)
+    with bound_models(database), database.atomic():
+        TraceSource.delete().where(~peewee.fn.EXISTS(used)).execute()
 
 
 def reclaim_space(database, full: bool = False) -> dict:

@@ -11,6 +11,7 @@ from peewee import chunked
 
 from cardlink_lite import CommLog, OTASession, TestResult, ValidationError
 from cardlink_lite.fields import utc_now
+from cardlink_lite.models import TraceSource
 from cardlink_lite.retention import (
     count_older_than,
     plan_purge,
@@ -19,6 +20,7 @@ from cardlink_lite.retention import (
     reclaim_space,
     resolve_purge_tables,
 )
+from cardlink_lite.traces import import_trace
 
 OLD = utc_now() - timedelta(days=100)
 NEW = utc_now() - timedelta(days=1)
@@ -180,3 +182,16 @@ def test_sqlite_space_comes_back(sqlite_manager):
 @pytest.mark.parametrize("backend", ["mysql", "postgresql"], indirect=True)
 def test_reclaim_is_a_no_op_on_servers(manager):
     assert reclaim_space(manager.database) == {"reclaimed": False, "method": None}
+
+
+def test_purging_logs_drops_the_trace_sources_left_without_rows(manager, tmp_path):
+    manager.bind()
+    path = tmp_path / "bench.log"
+    path.write_text("00A40004023F00\n6121\n")
+    summary = import_trace(manager, path, start=OLD)
+    kept = tmp_path / "kept.log"
+    kept.write_text("00B0000002\n01029000\n")
+    newer = import_trace(manager, kept, start=NEW)
+    purge(manager.database, "logs", CUTOFF)
+    assert [s.id for s in TraceSource.select()] == [newer.source_id] != [summary.source_id]
+    assert import_trace(manager, path).already_imported is False

@@ -461,3 +461,24 @@ def test_a_connection_killed_mid_import_stops_it_at_once(manager, backend, caplo
     manager.database.close()
     assert (OTASession.select().count(), CommLog.select().count(),
             TraceSource.select().count()) == (0, 0, 0)
+
+
+def test_a_file_that_imports_nothing_is_not_recorded_and_imports_later(manager, tmp_path):
+    path = tmp_path / "bench.log"
+    path.write_text("00A40004023F00\n6121\n00C0000021\n9000\n")
+    wrong = import_trace(manager, path, "pyscard")
+    assert (wrong.rows, wrong.source_id, wrong.already_imported) == (0, None, False)
+    assert TraceSource.select().count() == 0
+    right = import_trace(manager, path)
+    assert (right.rows, right.already_imported) == (4, False)
+    assert TraceSource.select().count() == 1
+
+
+def test_a_file_whose_rows_are_gone_imports_again(manager, tmp_path):
+    path = _capture(tmp_path / "bench.pcapng")
+    first = import_trace(manager, path)
+    CommLog.delete().execute()  # what purge --tables logs does to an old import
+    again = import_trace(manager, path)
+    assert not again.already_imported and again.rows == first.rows
+    assert [s.id for s in TraceSource.select()] == [again.source_id]
+    assert CommLog.select().where(CommLog.source_id == again.source_id).count() == again.rows

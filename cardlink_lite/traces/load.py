@@ -15,7 +15,7 @@ from .._peewee import discard_connection
 from ..apdu import ApduLogWriter, session_key
 from ..db import bound_models
 from ..errors import NotFoundError, ValidationError, translate_error
-from ..models import CardProfile, Device, OTASession, SessionStatus, TraceSource
+from ..models import CardProfile, CommLog, Device, OTASession, SessionStatus, TraceSource
 from .decode import channel_of, decode_exchange, describe_atr
 from .reading import read_trace
 from .records import ATR, EXCHANGE, TraceFormatError
@@ -150,7 +150,7 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
         known_hash = None
         if fp.seekable():
             known_hash, summary.size_bytes = _file_hash(fp)
-            existing = TraceSource.get_or_none(TraceSource.sha256 == known_hash)
+            existing = _imported(known_hash)
             if existing is not None:
                 return _already(summary, existing, known_hash)
         reader = _Reader(fp, progress)
@@ -161,6 +161,8 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
             if dry_run:
                 _Importer(summary, None, device_id, card_iccid, split_on_reset, start).run(records)
                 return _finish(summary, fmt, stats, reader, known_hash)
+            if known_hash is not None:  # a source no row references any more goes
+                TraceSource.delete().where(TraceSource.sha256 == known_hash).execute()
             source = TraceSource.create(path=summary.path[-512:], format=fmt,
                                         sha256=known_hash or "pending-" + os.urandom(8).hex(),
                                         size_bytes=summary.size_bytes)
@@ -173,11 +175,15 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
             importer.run(records, writer)
             writer.close()
             _finish(summary, fmt, stats, reader, known_hash)
+            if not summary.rows:  # not recorded: the file imports once given the right format
+                transaction.rollback()
+                return summary
             if known_hash is None:
-                existing = TraceSource.get_or_none(TraceSource.sha256 == summary.sha256)
+                existing = _imported(summary.sha256)
                 if existing is not None:
                     transaction.rollback()
                     return _already(summary, existing, summary.sha256)
+                TraceSource.delete().where(TraceSource.sha256 == summary.sha256).execute()
             importer.close_sessions(stats.open_exchange)
             summary.source_id = source.id
             source.sha256 = summary.sha256
@@ -186,6 +192,15 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
                               if k not in ("path", "sha256", "source_id", "dry_run")}
             source.save()
     return summary
+
+
+def _imported(sha: str):
+    """The trace source of the file with this SHA-256, if rows from it are still stored (a
+    purge may have deleted them all)."""
+    source = TraceSource.get_or_none(TraceSource.sha256 == sha)
+    if source is None or CommLog.select().where(CommLog.source_id == source.id).exists():
+        return source
+    return None
 
 
 @contextmanager
