@@ -82,16 +82,18 @@ class CaptureWriter:
         self.fp.write(struct.pack(self.order + "II", btype, length) + body
                       + struct.pack(self.order + "I", length))
 
-    def packet(self, ts_ns: int, frame: bytes) -> None:
-        """Write one frame captured at ``ts_ns`` (ns since the epoch)."""
+    def packet(self, ts_ns: int, frame: bytes, original: int | None = None) -> None:
+        """Write one frame captured at ``ts_ns`` (ns since the epoch); ``original``: its length
+        on the wire, when the capture's snaplen cut it to ``frame``."""
         o = self.order
+        original = len(frame) if original is None else original
         units = ts_ns if self.nanoseconds else ts_ns // 1000
         if self.container == "pcap":
             sec, frac = divmod(units, 1_000_000_000 if self.nanoseconds else 1_000_000)
-            self.fp.write(struct.pack(o + "IIII", sec, frac, len(frame), len(frame)) + frame)
+            self.fp.write(struct.pack(o + "IIII", sec, frac, len(frame), original) + frame)
         else:
             self._block(6, struct.pack(o + "IIIII", 0, units >> 32, units & 0xFFFFFFFF,
-                                       len(frame), len(frame)) + frame)
+                                       len(frame), original) + frame)
 
     def gsmtap(self, ts_ns: int, body: bytes, sub_type: int = 0, ipv6: bool = False) -> None:
         """Write one GSMTAP-SIM packet (``sub_type`` 0: a T=0 exchange, 1: an ATR)."""

@@ -437,3 +437,19 @@ def test_all_zero_pcap_records_after_the_header_are_one_damage_not_millions_of_s
     assert len(records) == 1 + len(EXCHANGES) and stats.skipped == {}
     assert stats.corrupt == [f"offset 24: pcap record header makes no sense (length 0); "
                              f"{1 << 20:,} bytes unreadable"]
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+def test_a_packet_cut_by_the_snaplen_is_skipped_not_stored_with_a_wrong_sw(container):
+    out = io.BytesIO()
+    writer = CaptureWriter(out, container)
+    writer.gsmtap(T0, bytes.fromhex(EXCHANGES[0][0]))
+    frame = udp_frame(gsmtap_sim(bytes.fromhex("00B0000010" + "11" * 16 + "9000")))
+    writer.packet(T0 + 1000, frame[:70], original=len(frame))
+    # a UDP header claiming more bytes than the frame holds
+    short = bytearray(udp_frame(gsmtap_sim(bytes.fromhex("00B0000002" + "1122" + "9000"))))
+    struct.pack_into("!H", short, 14 + 20 + 4, 8 + 16 + 9 + 40)
+    writer.packet(T0 + 2000, bytes(short))
+    _, records, stats = _read(out.getvalue())
+    assert [r[2].hex().upper() for r in records] == [EXCHANGES[0][1]]
+    assert stats.skipped == {"packet cut by snaplen": 1, "truncated UDP datagram": 1}

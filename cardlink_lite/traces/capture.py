@@ -26,6 +26,7 @@ _NOT_ZEROS = re.compile(b"(?s)(?!\\x00{16}).")  # where an all-zero header does 
 
 _SHB, _IDB, _SPB, _OPB, _EPB = 0x0A0D0D0A, 0x00000001, 0x00000003, 0x00000002, 0x00000006
 _KNOWN_BLOCKS = frozenset({_SHB, _IDB, _SPB, _OPB, _EPB, 0x4, 0x5, 0xA, 0xBAD, 0x40000BAD})
+_CUT = "packet cut by snaplen"  # a packet stored shorter than it was: its SW would be wrong
 _PACKET_BLOCKS = {_EPB: "enhanced packet block", _OPB: "packet block"}
 
 
@@ -168,6 +169,9 @@ def _pcap(buf: _Buffer, stats: ReadStats, order: str, nanos: bool):
         start = buf.pos + 16
         buf.pos = start + incl
         last_sec = sec
+        if orig > incl:
+            stats.skip(_CUT)
+            continue
         yield linktype, sec * 1_000_000_000 + frac * scale, buf.data[start:start + incl]
     stats.leftover_bytes = len(buf.data) - buf.pos
 
@@ -197,7 +201,7 @@ def _interface(data: bytes, start: int, end: int, order: str) -> tuple[int, int,
 
 
 def _block_structs(order: str) -> tuple[struct.Struct, ...]:
-    return tuple(struct.Struct(order + fields) for fields in ("II", "I", "IIII", "HHIII"))
+    return tuple(struct.Struct(order + fields) for fields in ("II", "I", "IIIII", "HHIIII"))
 
 
 @functools.cache
@@ -254,12 +258,15 @@ def _pcapng(buf: _Buffer, stats: ReadStats):
         buf.pos = pos + length
         if btype == _EPB or btype == _OPB:
             if btype == _EPB:
-                iface_id, high, low, caplen = epb.unpack_from(data, pos + 8)
+                iface_id, high, low, caplen, original = epb.unpack_from(data, pos + 8)
             else:  # obsolete packet block: a 16-bit interface id, then a drops count
-                iface_id, _, high, low, caplen = opb.unpack_from(data, pos + 8)
+                iface_id, _, high, low, caplen, original = opb.unpack_from(data, pos + 8)
             if iface_id >= len(interfaces) or 32 + caplen > length:
                 stats.damage(f"offset {pos + buf.base}",
                              f"{_PACKET_BLOCKS[btype]} with a bad interface or length")
+                continue
+            if original > caplen:
+                stats.skip(_CUT)
                 continue
             linktype, num, den, offset = interfaces[iface_id]
             ns = (high << 32 | low) * num // den + offset
@@ -274,6 +281,10 @@ def _pcapng(buf: _Buffer, stats: ReadStats):
             if not interfaces:
                 stats.damage(f"offset {pos + buf.base}", "simple packet block before any interface")
                 continue
-            caplen = min(header.unpack_from(data, pos + 8)[0], length - 16)
+            original = word.unpack_from(data, pos + 8)[0]
+            if original > length - 16:
+                stats.skip(_CUT)
+                continue
+            caplen = original
             yield interfaces[0][0], None, data[pos + 12:pos + 12 + caplen]
     stats.leftover_bytes = len(buf.data) - buf.pos

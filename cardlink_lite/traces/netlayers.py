@@ -49,7 +49,9 @@ def _ip(frame: bytes, off: int, port: int) -> bytes | str:
     sport, dport, length = _u16x3(frame, off)
     if sport != port and dport != port:
         return "not GSMTAP (UDP port)"
-    end = off + length if length >= 8 else len(frame)
+    if off + length > len(frame):
+        return "truncated UDP datagram"
+    end = off + length if length >= 8 else len(frame)  # 0: an IPv6 jumbogram's
     return frame[off + 8:end]
 
 
