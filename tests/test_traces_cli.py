@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import cardlink_lite.traces as traces
 from cardlink_lite.cli import cli
 from cardlink_lite.db import database_proxy
+from cardlink_lite.errors import ValidationError
 from cardlink_lite.models import CommLog, OTASession, TraceSource
 from tests.pcapwrite import CaptureWriter
 from tests.test_traces_import import ATR, BENCH, T0
@@ -234,3 +236,21 @@ def test_apdu4j_times_past_9999_are_one_error_line(run, tmp_path):
         f"Error: {path}: a row's time falls outside 0001-01-01..9999-12-31 (UTC); check the "
         "apdu4j 'Generated on' and 'Received in' lines"]
     assert OTASession.select().count() == 0
+
+
+def test_an_error_on_one_file_names_it(run, capture, tmp_path, monkeypatch):
+    real = traces.import_trace
+
+    def failing(manager, path, *args, **kwargs):
+        if str(path).endswith("second.log"):
+            raise ValidationError("1 log row(s) rejected, none of this batch was buffered")
+        return real(manager, path, *args, **kwargs)
+
+    monkeypatch.setattr(traces, "import_trace", failing)
+    second = tmp_path / "second.log"
+    second.write_text("00A40004023F00\n9000\n")
+    result = run("logs", "import", str(capture), str(second))
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        f"Error: {second}: 1 log row(s) rejected, none of this batch was buffered "
+        "(1 file(s) before it imported)")

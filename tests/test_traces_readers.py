@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from cardlink_lite.apdu import MAX_RAW_HEX
 from cardlink_lite.traces.reading import read_trace
-from cardlink_lite.traces.records import TraceFormatError
-from cardlink_lite.traces.textlines import text_lines
+from cardlink_lite.traces.records import MAX_APDU, TraceFormatError
+from cardlink_lite.traces.textlines import MAX_LINE, text_lines
 from tests.pcapwrite import CaptureWriter, gsmtap_sim, udp_frame
 
 DATA = Path(__file__).parent / "data" / "traces"
@@ -319,7 +320,7 @@ def test_damaged_files_never_raise_anything_but_a_format_error():
 
 
 def test_text_lines_keeps_a_line_spanning_many_chunks_whole():
-    long_line = "ab" * (1 << 19)  # 1 MiB: 16 chunks of the reader
+    long_line = "ab" * (MAX_LINE // 2)  # 512 KiB, the longest line read: 8 chunks
     data = f"{long_line}\r\nshort\rlast".encode()
     assert list(text_lines(io.BytesIO(data[5:]), data[:5])) == [long_line, "short", "last"]
 
@@ -453,3 +454,41 @@ def test_a_packet_cut_by_the_snaplen_is_skipped_not_stored_with_a_wrong_sw(conta
     _, records, stats = _read(out.getvalue())
     assert [r[2].hex().upper() for r in records] == [EXCHANGES[0][1]]
     assert stats.skipped == {"packet cut by snaplen": 1, "truncated UDP datagram": 1}
+
+
+def test_an_apdu_longer_than_a_log_row_holds_is_damage_on_its_line_and_the_rest_reads():
+    big = "00D6000000" + "11" * 140_000
+    text = f"00A40004023F00\n6121\n{big}\n9000\n00B0000002\n01029000\n"
+    found, records, stats = _read(text.encode(), "hex-lines")
+    assert [r[2].hex().upper() for r in records] == ["00A40004023F00", "00B0000002"]
+    assert stats.corrupt[0] == ("line 3: an APDU of 140,005 bytes, more than the 131,072 a "
+                                "log row holds; skipped")
+    assert MAX_APDU * 2 == MAX_RAW_HEX
+
+
+def test_a_line_without_end_is_cut_off_in_flat_memory():
+    data = b"00A40004023F00\n6121\n" + b"1" * (8 << 20)
+    source = io.BytesIO(data)
+    tracemalloc.start()
+    _, records, stats = read_trace(source, "hex-lines")
+    records = list(records)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(records) == 1
+    assert stats.corrupt == ["line 3: longer than 524,288 characters; skipped"]
+    assert peak < 4 << 20 < len(data)
+
+
+def test_a_packet_with_an_apdu_longer_than_a_log_row_holds_is_skipped():
+    out = io.BytesIO()
+    writer = CaptureWriter(out, "pcap")
+    body = gsmtap_sim(bytes.fromhex("00D6000000") + b"\x11" * 140_000 + b"\x90\x00")
+    frame = bytearray(udp_frame(b""))  # lengths 0: too long for the 16-bit fields
+    struct.pack_into("!H", frame, 14 + 2, 0)
+    struct.pack_into("!H", frame, 14 + 20 + 4, 0)
+    writer.packet(T0, bytes(frame) + body)
+    writer.gsmtap(T0 + 1000, bytes.fromhex(EXCHANGES[0][0]))
+    _, records, stats = _read(out.getvalue())
+    assert [r[2].hex().upper() for r in records] == [EXCHANGES[0][1]]
+    assert stats.corrupt == ["packet 1: an APDU of 140,007 bytes, more than the 131,072 a "
+                             "log row holds; skipped"]

@@ -231,7 +231,8 @@ def import_command(state: CliState, files, fmt, session_id, split_on_reset, devi
         raise click.UsageError("use either --session or --split-on-reset, not both")
     if session_id is not None:
         session_id = _session_uuid(session_id, "--session")
-    from ..traces import TraceFormatError, import_trace
+    from ..errors import DatabaseError, NotFoundError, first_line
+    from ..traces import import_trace
 
     manager = state.manager()
     results = []
@@ -243,9 +244,13 @@ def import_command(state: CliState, files, fmt, session_id, split_on_reset, devi
                     manager, path, fmt, session_id=session_id, split_on_reset=split_on_reset,
                     device_id=device_id, card_iccid=card_iccid, dry_run=dry_run,
                     progress=bar.update if bar is not None else None)
-            except TraceFormatError as exc:
+            except NotFoundError:  # --session, --device or --card: not about this file
+                raise
+            except (DatabaseError, OSError) as exc:  # one line naming the file it is about
+                if state.verbose:
+                    raise
                 done = f" ({index} file(s) before it imported)" if index else ""
-                raise click.ClickException(f"{path}: {exc}{done}") from None
+                raise click.ClickException(f"{path}: {first_line(exc)}{done}") from None
         results.append(summary)
         if not as_json:
             for line in _summary_lines(summary):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .capture import read_capture
 from .decode import split_t0_exchange
 from .netlayers import udp_payload
-from .records import ATR, EXCHANGE, ReadStats
+from .records import ATR, EXCHANGE, MAX_APDU, ReadStats, too_long
 
 __all__ = ["GSMTAP_TYPE_SIM", "read_gsmtap"]
 
@@ -19,7 +19,7 @@ def read_gsmtap(fp, stats: ReadStats, first: bytes = b""):
     """Trace records of a capture's GSMTAP-SIM packets: an APDU packet holds a whole T=0
     exchange, an ATR packet an ATR; others are skipped and counted."""
     skip = stats.skip
-    for linktype, ts, frame in read_capture(fp, stats, first):
+    for number, (linktype, ts, frame) in enumerate(read_capture(fp, stats, first), 1):
         payload = udp_payload(linktype, frame)
         if type(payload) is str:
             skip(payload)
@@ -31,6 +31,10 @@ def read_gsmtap(fp, stats: ReadStats, first: bytes = b""):
             skip(f"GSMTAP type {payload[2]} (not SIM)")
             continue
         body = payload[payload[1] * 4:]
+        if len(body) > MAX_APDU:
+            skip("APDU too long")
+            stats.damage(f"packet {number}", too_long(len(body)))
+            continue
         sub = payload[12]
         if sub == _SUB_APDU:
             if len(body) < 6:

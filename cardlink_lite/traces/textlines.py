@@ -8,7 +8,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from ..errors import quote
-from .records import ATR, EXCHANGE, RESET, ReadStats
+from .records import ATR, EXCHANGE, MAX_APDU, RESET, ReadStats, too_long
 
 __all__ = ["COMMAND", "EXCHANGE_LINE", "LATENCY", "RESPONSE", "Alternation", "hex_bytes",
            "read_lines", "split_timestamp", "text_lines"]
@@ -22,6 +22,8 @@ _TIMESTAMP = re.compile(
     r"|\s*\[?(?P<epoch>\d{9,10}\.\d{1,9})\]?\s*[|:-]?\s+"
 )
 _NOT_HEX = re.compile(r"[^0-9A-Fa-f]")
+MAX_LINE = 1 << 19  # characters: a longest APDU as spaced hex ("00 A4 ..."), and then some
+LONG_LINE = "\x00 a line over MAX_LINE characters"  # text_lines yields this very object
 _UTC = timezone.utc
 
 
@@ -95,26 +97,31 @@ def split_timestamp(line: str, clock: Clock | None):
 
 def text_lines(fp, first: bytes = b""):
     """Decoded lines of a binary file (UTF-8 without a leading byte-order mark, undecodable
-    bytes replaced), streamed."""
+    bytes replaced), streamed; a line over MAX_LINE characters is LONG_LINE, never built."""
     decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8-sig")("replace"),
                                            translate=True)
-    chunk, pending = first or fp.read(1 << 16), []
+    chunk, pending, size, long = first or fp.read(1 << 16), [], 0, False
     while True:
         text = decoder.decode(chunk, final=not chunk)
         if "\n" in text:
             lines = text.split("\n")
             # An unfinished line is joined once, not recopied for every chunk it spans.
-            lines[0] = "".join(pending) + lines[0]
+            lines[0] = LONG_LINE if long or size + len(lines[0]) > MAX_LINE else (
+                "".join(pending) + lines[0])
             pending = [lines.pop()]
+            size, long = len(pending[0]), False
             yield from lines
-        else:
+        elif not long:
             pending.append(text)
+            size += len(text)
+            if size > MAX_LINE:
+                pending, size, long = [], 0, True
         if not chunk:
             break
         chunk = fp.read(1 << 16)
     rest = "".join(pending)
-    if rest:
-        yield rest
+    if long or rest:
+        yield LONG_LINE if long else rest
 
 
 def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool = True):
@@ -126,6 +133,10 @@ def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool
     latency = None
     base_ns = None       # the format's own start time (apdu4j header), advanced by latency
     for number, line in enumerate(lines, 1):
+        if line is LONG_LINE:
+            stats.skip("unreadable line")
+            stats.damage(f"line {number}", f"longer than {MAX_LINE:,} characters; skipped")
+            continue
         line = line.strip()
         if not line:
             continue
@@ -138,6 +149,12 @@ def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool
             stats.damage(f"line {number}", event)
             continue
         kind, value = event
+        if type(value) is bytes and len(value) > MAX_APDU or kind == EXCHANGE_LINE and (
+                len(value[0]) > MAX_APDU or len(value[1]) > MAX_APDU):
+            stats.skip("APDU too long")
+            stats.damage(f"line {number}", too_long(max(len(value[0]), len(value[1]))
+                                                    if kind == EXCHANGE_LINE else len(value)))
+            continue
         if ts is None and base_ns is not None:
             ts = base_ns
         if pending is not None and (kind == COMMAND or kind == ATR or kind == RESET):
