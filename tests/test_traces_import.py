@@ -482,3 +482,23 @@ def test_a_file_whose_rows_are_gone_imports_again(manager, tmp_path):
     assert not again.already_imported and again.rows == first.rows
     assert [s.id for s in TraceSource.select()] == [again.source_id]
     assert CommLog.select().where(CommLog.source_id == again.source_id).count() == again.rows
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["file", "stream"])
+def test_two_imports_of_one_file_at_once_the_second_is_already_imported(
+        manager, tmp_path, monkeypatch, stream):
+    from cardlink_lite.traces import load
+
+    data = _capture(tmp_path / "bench.pcapng").read_bytes()
+
+    class Pipe(io.BytesIO):
+        def seekable(self):
+            return not stream
+
+    first = import_trace(manager, Pipe(data))
+    # The other import checked before the first one committed: it found no source.
+    monkeypatch.setattr(load, "_imported", lambda sha: None)
+    again = import_trace(manager, Pipe(data))
+    assert again.already_imported and again.source_id == first.source_id
+    assert (OTASession.select().count(), CommLog.select().count(),
+            TraceSource.select().count()) == (1, 1 + 2 * len(BENCH), 1)

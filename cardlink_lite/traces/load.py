@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
 
-from peewee import PeeweeException, chunked
+from peewee import SQL, IntegrityError, PeeweeException, chunked, fn
 
 from .._peewee import discard_connection
 from ..apdu import ApduLogWriter, session_key
@@ -161,11 +161,18 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
             if dry_run:
                 _Importer(summary, None, device_id, card_iccid, split_on_reset, start).run(records)
                 return _finish(summary, fmt, stats, reader, known_hash)
-            if known_hash is not None:  # a source no row references any more goes
-                TraceSource.delete().where(TraceSource.sha256 == known_hash).execute()
-            source = TraceSource.create(path=summary.path[-512:], format=fmt,
-                                        sha256=known_hash or "pending-" + os.urandom(8).hex(),
-                                        size_bytes=summary.size_bytes)
+            if known_hash is not None:
+                _drop_unused(known_hash)
+            try:
+                with manager.database.atomic():  # a savepoint: the import goes on after it
+                    source = TraceSource.create(
+                        path=summary.path[-512:], format=fmt,
+                        sha256=known_hash or "pending-" + os.urandom(8).hex(),
+                        size_bytes=summary.size_bytes)
+            except IntegrityError:  # another import of this file committed first
+                if _raced(transaction, summary, known_hash) is None:
+                    raise
+                return summary
             # Flushed by run() after every chunk, raising: never log.*'s quiet flush, which
             # would keep reading (and holding) the file after the connection is gone.
             writer = ApduLogWriter(manager.database, batch_size=2 * _CHUNK_ROWS,
@@ -183,14 +190,19 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
                 if existing is not None:
                     transaction.rollback()
                     return _already(summary, existing, summary.sha256)
-                TraceSource.delete().where(TraceSource.sha256 == summary.sha256).execute()
+                _drop_unused(summary.sha256)
             importer.close_sessions(stats.open_exchange)
             summary.source_id = source.id
             source.sha256 = summary.sha256
             source.size_bytes = summary.size_bytes
             source.summary = {k: v for k, v in summary.as_dict().items()
                               if k not in ("path", "sha256", "source_id", "dry_run")}
-            source.save()
+            try:
+                with manager.database.atomic():
+                    source.save()
+            except IntegrityError:  # another import of this stream committed first
+                if _raced(transaction, summary, summary.sha256) is None:
+                    raise
     return summary
 
 
@@ -201,6 +213,19 @@ def _imported(sha: str):
     if source is None or CommLog.select().where(CommLog.source_id == source.id).exists():
         return source
     return None
+
+
+def _drop_unused(sha: str) -> None:
+    """Delete the source of the file with this SHA-256 if no row references it any more."""
+    used = CommLog.select(SQL("1")).where(CommLog.source_id == TraceSource.id)
+    TraceSource.delete().where((TraceSource.sha256 == sha) & ~fn.EXISTS(used)).execute()
+
+
+def _raced(transaction, summary: ImportSummary, sha: str) -> ImportSummary | None:
+    """Roll back an import another one of the same file beat: it changes nothing."""
+    transaction.rollback()
+    existing = TraceSource.get_or_none(TraceSource.sha256 == sha)
+    return None if existing is None else _already(summary, existing, sha)
 
 
 @contextmanager
