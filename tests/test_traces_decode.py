@@ -123,6 +123,14 @@ def test_command_body_short_and_extended(cmd, data, le):
     ("80E2900000000301020300" + "9000", "80E29000000003010203", "009000"),  # extended
     ("0070000001019000", "0070000001", "019000"),
     ("00A40004", "00A4", "0004"),  # too short: the last two bytes are the SW
+    # 61xx / 9Fxx: the P3 bytes went in (case 4), the answer waits for GET RESPONSE
+    ("84CA00E0088D767EAB341C1E1A6114", "84CA00E0088D767EAB341C1E1A", "6114"),  # with a MAC
+    ("80CB00FF035C017F6108", "80CB00FF035C017F", "6108"),
+    ("00B10000035402006110", "00B1000003540200", "6110"),
+    ("A0B1000002AABB9F10", "A0B1000002AABB", "9F10"),
+    ("84CA00E0088D767EAB341C1E1A9000", "84CA00E0088D767EAB341C1E1A", "9000"),  # SM CLA
+    ("00C0000002ABCD6102", "00C0000002", "ABCD6102"),  # GET RESPONSE: 2 more to come
+    ("8012000002D0006105", "8012000002", "D0006105"),
 ])
 def test_split_t0_exchange(body, cmd, rsp):
     assert split_t0_exchange(H(body)) == (H(cmd), H(rsp))

@@ -196,6 +196,8 @@ def decode_exchange(cmd: bytes, response: bytes) -> tuple[str, str | None, str |
 
 # Instructions whose T=0 data travels from the card (ISO case 2): the P3 bytes after the
 # header of a GSMTAP-SIM packet belong to the response.
+_FETCHING = frozenset({0x12, 0xC0})   # FETCH, GET RESPONSE: data out, then 61xx for more
+_PENDING = frozenset({0x61, 0x9F})    # SW1: response data waits for GET RESPONSE
 _OUTGOING = frozenset({0x12, 0x70, 0x84, 0xB0, 0xB1, 0xB2, 0xB3, 0xC0, 0xCA, 0xCB})
 
 
@@ -208,6 +210,11 @@ def split_t0_exchange(body: bytes) -> tuple[bytes, bytes]:
     rest = len(body) - 5 - 2
     outgoing = ins in _OUTGOING or (ins == 0xF2 and not (body[0] & 0x80 and body[2] in
                                                           _GET_STATUS_OF))
+    if outgoing and rest == p3 and ins not in _FETCHING and (
+            body[-2] in _PENDING or body[0] & (0x20 if body[0] & 0x40 else 0x0C)):
+        # Data went in (case 4): T=0 answers such a command with 61xx/9Fxx, its response
+        # waiting for GET RESPONSE; a secure-messaging CLA carries a MAC in.
+        outgoing = False
     if not outgoing:
         if p3 == 0 and rest >= 2:
             lc = body[5] << 8 | body[6]
