@@ -398,9 +398,9 @@ def test_a_trace_spanning_months_keeps_its_duration(manager, tmp_path):
     summary = import_trace(manager, path)
     session = OTASession.get_by_id(summary.sessions[0])
     assert (session.status, session.duration_ms) == (SessionStatus.COMPLETED,
-                                                     60 * 86_400_000)
-    assert (session.started_at, session.ended_at) == (datetime(2024, 1, 1, 10, tzinfo=UTC),
-                                                      datetime(2024, 3, 1, 10, tzinfo=UTC))
+                                                     60 * 86_400_000 + 40)
+    assert (session.started_at, session.ended_at) == (
+        datetime(2024, 1, 1, 10, tzinfo=UTC), datetime(2024, 3, 1, 10, 0, 0, 40_000, tzinfo=UTC))
 
 
 
@@ -502,3 +502,11 @@ def test_two_imports_of_one_file_at_once_the_second_is_already_imported(
     assert again.already_imported and again.source_id == first.source_id
     assert (OTASession.select().count(), CommLog.select().count(),
             TraceSource.select().count()) == (1, 1 + 2 * len(BENCH), 1)
+
+
+def test_a_session_ends_with_its_last_response(manager):
+    summary = import_trace(manager, DATA / "apdu4j-gp-scp02-session.dump")
+    session = OTASession.get_by_id(summary.sessions[0])
+    times = [row[8] for row in _rows(session.id)]
+    assert session.ended_at == max(times) > times[-2]
+    assert session.duration_ms == (max(times) - min(times)) // timedelta(milliseconds=1)

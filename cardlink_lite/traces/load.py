@@ -322,6 +322,7 @@ class _Importer:
                 if sec != cached_sec:
                     cached_sec, cached_text = sec, _second_text(sec)
                 stamp = cached_text + millis[ns % 1_000_000_000 // 1_000_000]
+                end = ns  # of the record's last row: a session ends with its last response
                 if kind == EXCHANGE:
                     if self.session is None:
                         self._new_session(ns)
@@ -334,9 +335,11 @@ class _Importer:
                     rows += 1
                     if response is not None:
                         if latency is not None:
-                            stamp = _stamp(ns + int(latency * 1_000_000))
+                            end = ns + int(latency * 1_000_000)
+                            stamp = _stamp(end)
                         elif response_ns is not None and response_ns != ns:
-                            stamp = _stamp(response_ns)
+                            end = response_ns
+                            stamp = _stamp(end)
                         yield (session, "response", response.hex().upper(), response_text,
                                None, message, latency, stamp, channel, None, source)
                         rows += 1
@@ -355,7 +358,7 @@ class _Importer:
                            None, stamp, None, None, source)
                     rows += 1
                 in_session += 1
-                last_ns = ns
+                last_ns = end
         finally:
             summary.exchanges += exchanges
             summary.atrs += atrs
