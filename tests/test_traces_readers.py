@@ -1,6 +1,7 @@
 """Trace readers without a store: pcap/pcapng in every variant, GSMTAP-SIM, apdu4j, hex logs,
 format detection, damage. The captures are written here, by the tests."""
 
+import gzip
 import io
 import struct
 import tracemalloc
@@ -492,3 +493,18 @@ def test_a_packet_with_an_apdu_longer_than_a_log_row_holds_is_skipped():
     assert [r[2].hex().upper() for r in records] == [EXCHANGES[0][1]]
     assert stats.corrupt == ["packet 1: an APDU of 140,007 bytes, more than the 131,072 a "
                              "log row holds; skipped"]
+
+
+@pytest.mark.parametrize("fmt", ["auto", "pyscard"])
+@pytest.mark.parametrize("data, what", [
+    (gzip.compress(b"00A40004023F00\n9000\n"), "a gzip-compressed file; decompress it first "
+                                               "(gunzip)"),
+    ("> 00 A4 00 04 02 3F 00\n< 90 00\n".encode("utf-16"), "UTF-16 text; convert it to "
+                                                          "UTF-8 first (iconv -f UTF-16 -t UTF-8)"),
+    ("\ufeff> 00 A4\n< 90 00\n".encode("utf-16-be"), "UTF-16 text; convert it to UTF-8 "
+                                                     "first (iconv -f UTF-16 -t UTF-8)"),
+], ids=["gzip", "utf-16-le", "utf-16-be"])
+def test_gzip_and_utf16_files_are_named_not_called_binary(data, what, fmt):
+    with pytest.raises(TraceFormatError) as caught:
+        _read(data, fmt)
+    assert f"({what})" in str(caught.value)

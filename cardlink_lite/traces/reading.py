@@ -37,17 +37,24 @@ def _text_head(head: bytes) -> list[str] | None:
     return lines
 
 
+# Files no reader takes as they are, by their first bytes: what to do first.
+_WRAPPED = {b"\x1f\x8b": "a gzip-compressed file; decompress it first (gunzip)",
+            b"\xff\xfe": "UTF-16 text; convert it to UTF-8 first (iconv -f UTF-16 -t UTF-8)",
+            b"\xfe\xff": "UTF-16 text; convert it to UTF-8 first (iconv -f UTF-16 -t UTF-8)"}
+
+
 def detect_format(head: bytes) -> str:
     """The format of a file whose first bytes (up to SNIFF_BYTES) are ``head``."""
     if head[:4] == PCAPNG_MAGIC:
         return "pcapng"
     if head[:4] in PCAP_MAGICS:
         return "pcap"
-    lines = _text_head(head)
+    lines = None if head[:2] in _WRAPPED else _text_head(head)
     found = text_format(lines) if lines else None
     if found:
         return found
-    what = "a text file" if lines else ("an empty file" if not head else "a binary file")
+    what = _WRAPPED.get(head[:2]) or (
+        "a text file" if lines else ("an empty file" if not head else "a binary file"))
     raise TraceFormatError(
         f"not a trace this tool can read ({what}); tried: {', '.join(FORMATS)}. "
         "Pass --format to name it if it is one of them"
@@ -61,6 +68,9 @@ def read_trace(fp, fmt: str = "auto", start: datetime | None = None):
         raise TraceFormatError(f"unknown trace format {fmt!r}; use auto or one of: "
                                f"{', '.join(FORMATS)}")
     head = fp.read(SNIFF_BYTES)
+    wrapped = fmt != "auto" and _WRAPPED.get(head[:2])
+    if wrapped:
+        raise TraceFormatError(f"not a {fmt} file as it is ({wrapped})")
     found = detect_format(head) if fmt == "auto" or fmt in ("pcap", "pcapng") else fmt
     if fmt in ("pcap", "pcapng") and found != fmt:
         raise TraceFormatError(f"not a {fmt} file (its content looks like {found}); "
