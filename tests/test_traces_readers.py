@@ -508,3 +508,11 @@ def test_gzip_and_utf16_files_are_named_not_called_binary(data, what, fmt):
     with pytest.raises(TraceFormatError) as caught:
         _read(data, fmt)
     assert f"({what})" in str(caught.value)
+
+
+def test_a_gsmtap_header_length_under_4_words_is_skipped():
+    bad = bytearray(gsmtap_sim(bytes.fromhex(EXCHANGES[0][0])))
+    bad[1] = 0
+    _, records, stats = _read(_capture(extra=[(T0 + 9_000_000, udp_frame(bytes(bad)))]))
+    assert len(records) == 1 + len(EXCHANGES)
+    assert stats.skipped == {"GSMTAP header length under 16 bytes": 1}

@@ -27,6 +27,9 @@ def read_gsmtap(fp, stats: ReadStats, first: bytes = b""):
         if len(payload) < 16 or payload[0] not in (1, 2):
             skip("not GSMTAP v1/v2")
             continue
+        if payload[1] < 4:  # in 32-bit words: the body would start inside the header
+            skip("GSMTAP header length under 16 bytes")
+            continue
         if payload[2] != GSMTAP_TYPE_SIM:
             skip(f"GSMTAP type {payload[2]} (not SIM)")
             continue
