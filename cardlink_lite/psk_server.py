@@ -35,7 +35,8 @@ _IDENTITY_CHARS = OTASession.tls_psk_identity.max_length
 
 class PskKeyLookup:
     """``identity -> PSK bytes | None`` from the store (one indexed query, one decryption);
-    keeps this thread's last identity and card for the session record, never the key."""
+    keeps this thread's last identity, card and lookup failure for the session record, never
+    the key."""
 
     def __init__(self, manager):
         self.manager = manager
@@ -45,7 +46,7 @@ class PskKeyLookup:
         return f"<PskKeyLookup {self.manager.config.safe_url}>"
 
     def __call__(self, identity) -> bytes | None:
-        self._last.identity, self._last.iccid = identity, None
+        self._last.identity, self._last.iccid, self._last.failure = identity, None, None
         found = self._find(identity)
         if found is None:
             return None
@@ -57,17 +58,24 @@ class PskKeyLookup:
         try:
             return self(identity) or b""
         except Exception as exc:  # an exception inside OpenSSL's callback is lost
+            self._last.failure = type(exc).__name__  # the class only: never a key or token
             logger.error("PSK lookup for identity %r failed: %s", str(identity)[:64],
                          type(exc).__name__)
             return b""
 
     def forget(self) -> None:
-        """Clear this thread's last identity and card (before a new handshake)."""
-        self._last.identity = self._last.iccid = None
+        """Clear this thread's last identity, card and failure (before a new handshake)."""
+        self._last.identity = self._last.iccid = self._last.failure = None
 
     @property
     def last_identity(self) -> str | None:
         return getattr(self._last, "identity", None)
+
+    @property
+    def last_failure(self) -> str | None:
+        """The exception class of this thread's last lookup that failed (database down, wrong
+        key, pool exhausted) inside ``server_callback``; None after ``forget()``."""
+        return getattr(self._last, "failure", None)
 
     @property
     def last_iccid(self) -> str | None:
@@ -132,8 +140,10 @@ class PskHandshakeError(Exception):
     error_code = "TLS_HANDSHAKE"
 
     def __init__(self, alert: tuple[int | None, str] | None, identity: str | None,
-                 reason: str | None = None):
+                 reason: str | None = None, error_code: str | None = None):
         self.alert, self.identity = alert, identity
+        if error_code is not None:
+            self.error_code = error_code
         if alert is not None:
             code = "" if alert[0] is None else f" ({alert[0]})"
             reason = f"alert {alert[1]}{code}" + (f"; {reason}" if reason else "")
@@ -179,8 +189,13 @@ def _failed_handshake(recorder, lookup, error: Exception, handshake_ms: float) -
     """Record a failed handshake on its session; the exception that fails the session."""
     undecodable = _undecodable_identity(error)
     identity = _recorded_identity(lookup.last_identity if undecodable is None else undecodable)
+    failure = lookup.last_failure
     if isinstance(error, TimeoutError):
         alert = None
+    elif failure is not None:
+        # A PSK callback can only refuse the identity (the client gets unknown_psk_identity);
+        # the session records the server's own failure as it is: internal_error.
+        alert = (80, TLS_ALERTS[80])
     elif undecodable is not None:
         alert = (115, TLS_ALERTS[115])  # sslpsk3's callback failed, so OpenSSL refused it
     elif isinstance(error, ssl.SSLError):
@@ -190,6 +205,9 @@ def _failed_handshake(recorder, lookup, error: Exception, handshake_ms: float) -
     recorder.set_tls_info(psk_identity=identity, handshake_ms=handshake_ms, alert=alert)
     if isinstance(error, TimeoutError):
         return error  # the session times out
+    if failure is not None:
+        return PskHandshakeError(alert, identity, f"the PSK lookup raised {failure} (the client "
+                                 "was sent unknown_psk_identity)", "PSK_LOOKUP_FAILED")
     reason = None if alert else f"{type(error).__name__}: {error}"
     return PskHandshakeError(alert, identity, reason)
 

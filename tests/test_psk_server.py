@@ -14,6 +14,7 @@ import subprocess
 import threading
 
 import pytest
+from cryptography.fernet import Fernet
 
 from cardlink_lite import CardProfile, DatabaseConfig, DatabaseManager, SessionStatus
 from cardlink_lite.psk_server import (
@@ -248,6 +249,57 @@ def test_openssl_client_offering_an_identity_no_card_can_have(cards, caplog, off
     assert (session.status, session.error_code) == (SessionStatus.FAILED, "TLS_HANDSHAKE")
     assert (session.tls_alert_code, session.tls_psk_identity) == (115, recorded)
     assert caplog.records == []  # an unknown identity, not a failed lookup
+
+
+@needs_psk_tls
+@pytest.mark.slow
+def test_a_failed_lookup_is_recorded_as_such_not_as_an_unknown_identity(cards, monkeypatch,
+                                                                        caplog):
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", Fernet.generate_key().decode())  # wrong key
+    with caplog.at_level(logging.ERROR, logger="cardlink_lite.psk_server"):
+        client, outcome = _openssl_handshake(cards, IDENTITY, KEY.hex())
+    # All a PSK callback can do is refuse the identity: the client is told it is unknown.
+    assert "unknown psk identity" in client.stderr.decode(errors="replace")
+    assert "failed: EncryptionError" in caplog.text
+    error = outcome["error"]
+    assert (error.error_code, error.alert) == ("PSK_LOOKUP_FAILED", (80, "internal_error"))
+    assert str(error) == ("TLS handshake failed: alert internal_error (80); the PSK lookup "
+                          "raised EncryptionError (the client was sent unknown_psk_identity)")
+    session = _only_session(cards)
+    assert (session.status, session.error_code) == (SessionStatus.FAILED, "PSK_LOOKUP_FAILED")
+    assert (session.tls_alert_code, session.tls_alert) == (80, "internal_error")
+    assert session.tls_psk_identity == IDENTITY
+    assert "EncryptionError" in session.error_message
+    assert KEY.hex() not in session.error_message.lower()
+
+
+def test_a_lookup_remembers_its_failure_until_the_next_handshake(cards, monkeypatch):
+    lookup = psk_key_lookup(cards)
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", Fernet.generate_key().decode())
+    assert lookup.server_callback(IDENTITY) == b""
+    assert (lookup.last_identity, lookup.last_failure) == (IDENTITY, "EncryptionError")
+    lookup.forget()
+    assert lookup.last_failure is None
+    assert lookup.server_callback("nobody") == b""
+    assert lookup.last_failure is None  # an unknown identity is no failure
+
+
+def test_a_lookup_reads_the_key_file_again_each_time(cards, fernet_key, monkeypatch,
+                                                     tmp_path):
+    monkeypatch.delenv("CARDLINK_ENCRYPTION_KEY")
+    key_file = tmp_path / "server.key"
+    key_file.write_text(fernet_key + "\n")
+    key_file.chmod(0o600)
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY_FILE", str(key_file))
+    lookup = psk_key_lookup(cards)
+    assert lookup(IDENTITY) == KEY
+    new = Fernet.generate_key().decode()
+    key_file.write_text(f"{new}\n{fernet_key}\n")  # before `keys rotate`: the new key first
+    assert lookup(IDENTITY) == KEY
+    with UnitOfWork(cards) as uow:
+        uow.cards.update_psk("8901001", key=b"\x07" * 16)  # written with the new key
+    key_file.write_text(new + "\n")
+    assert lookup(IDENTITY) == b"\x07" * 16
 
 
 @needs_psk_tls
