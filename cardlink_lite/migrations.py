@@ -310,14 +310,23 @@ def _translated(action: str):
 
 
 def plan_sql(target: str | None = None, manager=None, directory=None) -> list[tuple[str, list]]:
-    """The statements ``run_migrations`` would execute, without changing the database."""
+    """The statements ``migrate --revision target`` would execute (going back when
+    ``target`` is applied and newer ones are too), without changing the database."""
     manager = manager or get_manager()
     check_schema_version(manager, directory)
     _refuse_unsafe_state(manager)
     target = resolve_revision(target, directory)
-    database = manager.database
+    applied = get_applied_revisions(manager, directory)
+    newer = applied[applied.index(target) + 1:] if target in applied else []
+    with _translated("dry run"):
+        return _planned(_runner(manager, directory), target, newer[0] if newer else None,
+                        directory)
+
+
+def _planned(runner, target, down_to, directory) -> list[tuple[str, list]]:
+    """What ``runner`` would execute going up to ``target``, or down through ``down_to``."""
+    database = runner.database
     captured: list[tuple[str, list]] = []
-    runner = _runner(manager, directory)
     if runner.migrator.transactional_ddl:
         # Run for real inside a transaction, watch, and roll everything back.
         def watch(event):
@@ -327,12 +336,17 @@ def plan_sql(target: str | None = None, manager=None, directory=None) -> list[tu
         database.query_hooks.append(watch)
         try:
             with database.atomic() as transaction:
-                runner.up(target)
+                if down_to:
+                    runner.down(down_to)
+                else:
+                    runner.up(target)
                 transaction.rollback()
         finally:
             database.query_hooks.remove(watch)
         return captured
     # DDL commits on its own here: record the writes instead of sending them.
+    if down_to:
+        runner.down_plan(down_to)  # its data checks only read
     real = database.execute_sql
 
     def record(sql, params=None):
@@ -344,7 +358,10 @@ def plan_sql(target: str | None = None, manager=None, directory=None) -> list[tu
     database.execute_sql = record
     try:
         plain = Runner(database, str(directory or MIGRATIONS_DIR), table_name=HISTORY_TABLE)
-        plain.up(target)
+        if down_to:
+            plain.down(down_to)
+        else:
+            plain.up(target)
     finally:
         del database.execute_sql
     return captured

@@ -155,3 +155,19 @@ def test_migrate_back_to_an_earlier_revision_asks_first(db_url):
     assert "Nothing to do: already at 0001." in again.output
     forward = run("--database", db_url, "migrate")
     assert f"After: revision {mig.get_head_revision()}, 0 pending" in forward.output
+
+
+def test_a_downgrade_dry_run_prints_its_sql_like_an_upgrade_and_changes_nothing(manager,
+                                                                                db_url):
+    before = schema_dump(manager)
+    result = run("--database", db_url, "migrate", "--revision", "0001", "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    statements = [line for line in lines[1:-1] if not line.startswith("--")]
+    assert any("DROP INDEX" in s and "idx_test_run_outcome" in s for s in statements)
+    assert any("trace_sources" in s and s.startswith("DROP TABLE") for s in statements)
+    assert all(s.endswith(";") or "-- params:" in s for s in statements)
+    reverted = ", ".join(reversed(mig.get_applied_revisions(manager)[1:]))
+    assert lines[-1] == (f"-- dry run: would revert {reverted}; {len(statements)} statements, "
+                         "nothing was changed")
+    assert schema_dump(manager) == before

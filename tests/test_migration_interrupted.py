@@ -137,12 +137,12 @@ def _device(manager, device_id: str) -> None:
             created_at="2026-01-01 10:00:00", updated_at="2026-01-01 10:00:00")
 
 
-def _refused_downgrade(manager, db_url, revision: str) -> str:
+def _refused_downgrade(manager, db_url, revision: str, flag: str = "--yes") -> str:
     """``migrate --revision`` back to ``revision``: its one error line; nothing changed."""
     before = schema_dump(manager)
     manager.close()
     result = CliRunner().invoke(cli, ["--database", db_url, "migrate", "--revision", revision,
-                                      "--yes"])
+                                      flag])
     assert result.exit_code == 1, result.output
     manager.bind()
     assert schema_dump(manager) == before
@@ -158,9 +158,10 @@ def test_a_duration_over_integer_range_refuses_going_back_before_0007(manager, d
     if backend == "sqlite":  # INTEGER holds 64 bits there: 0007 changed nothing to go back
         assert mig.downgrade(manager=manager) == ["0007_big_durations_exact_keys"]
         return
-    assert _refused_downgrade(manager, db_url, "0006") == (
-        "Error: cannot revert 0007_big_durations_exact_keys: ota_sessions.duration_ms holds "
-        "3000000000, more than INTEGER holds; lower it or delete the row first")
+    for flag in ("--dry-run", "--yes"):  # a dry run makes the same check
+        assert _refused_downgrade(manager, db_url, "0006", flag) == (
+            "Error: cannot revert 0007_big_durations_exact_keys: ota_sessions.duration_ms "
+            "holds 3000000000, more than INTEGER holds; lower it or delete the row first")
 
 
 @pytest.mark.parametrize("backend", ["mysql"], indirect=True)

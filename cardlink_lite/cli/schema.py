@@ -75,18 +75,7 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
     history = migrations.get_applied_revisions(manager=manager)
     target = migrations.resolve_revision(revision) if revision else None
     newer = history[history.index(target) + 1:] if target in history else []
-    if newer:  # an earlier revision: revert what came after it
-        names = ", ".join(reversed(newer))
-        if dry_run:
-            click.echo(f"-- dry run: would revert {names}; nothing was changed")
-            return
-        if not yes:
-            click.confirm(f"Revert {names} (their down() may drop columns and data)?",
-                          abort=True)
-        for name in migrations.downgrade(steps=len(newer), manager=manager):
-            click.echo(f"Reverted {name}")
-        _print_revision("After", manager)
-        return
+    names = ", ".join(reversed(newer))
     if dry_run:
         statements = migrations.plan_sql(revision, manager=manager)
         if not statements:
@@ -95,7 +84,16 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
             shown = [iso_utc(p, millis=True) if isinstance(p, datetime) else p
                      for p in params or ()]
             click.echo(sql + ";" + (f"  -- params: {shown}" if shown else ""))
-        click.echo(f"-- dry run: {len(statements)} statements, nothing was changed")
+        reverting = f"would revert {names}; " if newer else ""
+        click.echo(f"-- dry run: {reverting}{len(statements)} statements, nothing was changed")
+        return
+    if newer:  # an earlier revision: revert what came after it
+        if not yes:
+            click.confirm(f"Revert {names} (their down() may drop columns and data)?",
+                          abort=True)
+        for name in migrations.downgrade(steps=len(newer), manager=manager):
+            click.echo(f"Reverted {name}")
+        _print_revision("After", manager)
         return
     applied = migrations.run_migrations(revision, manager=manager)
     for name in applied:
