@@ -34,6 +34,7 @@ from .models import (
     ReplayCounter,
     TraceSource,
 )
+from .repositories.counters import counter_key, counter_value
 from .table_names import display_name
 from .transfer_format import (
     FORMAT_VERSION,
@@ -72,6 +73,7 @@ _MAX_PROBLEMS = 200
 _MAX_TEXT_BYTES = 65_535  # a TEXT column on MySQL/MariaDB (notes, error_message)
 _COUNTS = ("created", "updated", "skipped", "unchanged")
 _STATUS_WORD = re.compile(r"[0-9A-Fa-f]{4}").fullmatch
+_COUNTER_COLUMNS = {"card": "card_iccid"}  # counter_key's names for the document's keys
 # The unique keys besides the primary key. Integer ids are per-store counters: a row from
 # another store is the same row by these (or a new one), whatever its id.
 _NATURAL_KEYS = {TraceSource: (TraceSource.sha256,),
@@ -562,6 +564,8 @@ class _Import:
         table = model._meta.table_name
         try:
             self._remember_keys(model, chunk)
+            if model is ReplayCounter:
+                self._check_counters(chunk)
             if model in _NATURAL_KEYS:
                 self._remember_natural_keys(model, chunk)
             if model._meta.refs and not self.problems:
@@ -592,6 +596,11 @@ class _Import:
                 else:
                     values = self._written_values(model, row)
                     old = stored.get(key)
+                    if model is ReplayCounter and old is not None and \
+                            values.get("counter", old["counter"]) < old["counter"]:
+                        # A counter never goes back: the card refuses a reused one.
+                        del values["counter"]
+                        values.pop("updated_at", None)
                     # A PSK arrives re-encrypted: always a change.
                     if old is not None and "psk_key_encrypted" not in row and all(
                             v == old.get(n) for n, v in values.items() if n != "updated_at"):
@@ -659,6 +668,21 @@ class _Import:
             elif f.name != "created_at" and f.name not in model.secret_fields:
                 values[f.name] = _default(f)
         return values
+
+    def _check_counters(self, chunk) -> None:
+        """Counter rows as the counter functions take them (keyset trimmed, TAR upper-case
+        hex, 5 bytes of counter); a problem for each row outside those rules."""
+        for index, row in chunk:
+            key = (row.get("card"), row.get("keyset"), row.get("tar"))
+            try:
+                if None not in key:
+                    row["card"], row["keyset"], row["tar"] = counter_key(*key)
+                if row.get("counter") is not None:
+                    counter_value(row["counter"], "counter must be")
+            except ValidationError as exc:
+                name, _, reason = str(exc).partition(" ")
+                self.problem(f"replay_counters[{index}].{_COUNTER_COLUMNS.get(name, name)}: "
+                             f"{reason}")
 
     def _remember_natural_keys(self, model, chunk) -> None:
         """The chunk's natural keys, each a problem if met before in the file."""

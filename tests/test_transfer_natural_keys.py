@@ -130,7 +130,7 @@ def test_a_natural_key_twice_in_the_file_is_refused_before_any_write(bench_b, dr
         "trace_sources[1].sha256: 'EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE'... (64 long) "
         "repeats trace_sources[0]'s (letter case, accents and trailing spaces aside, as MySQL "
         "and MariaDB compare); give each row its own sha256",
-        "replay_counters[1].(card_iccid, keyset, tar): '89990000000000000001', 'k', '00000a' "
+        "replay_counters[1].(card_iccid, keyset, tar): '89990000000000000001', 'k', '00000A' "
         "repeats replay_counters[0]'s (letter case, accents and trailing spaces aside, as "
         "MySQL and MariaDB compare); give each row its own card_iccid, keyset, tar"]
     assert checksums(bench_b) == before
@@ -164,3 +164,61 @@ def test_the_import_knows_every_unique_key_besides_the_primary_keys():
             if index._unique:
                 unique[model] = tuple(index._expressions)
     assert unique == _NATURAL_KEYS
+
+
+@pytest.mark.parametrize("mode", [ConflictMode.OVERWRITE, ConflictMode.MERGE])
+def test_an_older_export_never_moves_a_replay_counter_back(manager, mode):
+    # A counter handed out after the export: importing the export must not hand it out again.
+    populate(manager)
+    from cardlink_lite import next_counter, set_counter
+
+    set_counter(CARD_A, "kic=01", "B00001", 7, manager=manager)
+    old = json.loads(DataExporter(manager).export_all())
+    for _ in range(3):
+        next_counter(CARD_A, "kic=01", "B00001", manager=manager)
+    result = DataImporter(manager).import_data(old, conflict_mode=mode)
+    assert result.tables["replay_counters"]["unchanged"] == 1
+    assert _counters(manager) == {(CARD_A, "kic=01", "B00001"): 10}
+    assert next_counter(CARD_A, "kic=01", "B00001", manager=manager) == 11
+    # A file further ahead (another bench used the card since) moves it on.
+    old["replay_counters"][0]["counter"] = 40
+    result = DataImporter(manager).import_data(old, conflict_mode=mode)
+    assert result.tables["replay_counters"]["updated"] == 1
+    assert _counters(manager) == {(CARD_A, "kic=01", "B00001"): 40}
+
+
+def test_imported_counter_keys_follow_the_counter_rules(manager):
+    populate(manager)
+    from cardlink_lite import next_counter
+
+    next_counter(CARD_A, "kic=01", "B00001", manager=manager)  # counter 1
+    doc = {"replay_counters": [
+        {"card_iccid": CARD_A, "keyset": "kic=01  ", "tar": "b00001", "counter": 5},
+        {"card_iccid": CARD_A, "keyset": " kid=02", "tar": "b00002", "counter": 3}]}
+    result = DataImporter(manager).import_data(doc, conflict_mode=ConflictMode.MERGE)
+    assert (result.tables["replay_counters"]["updated"],
+            result.tables["replay_counters"]["created"]) == (1, 1)
+    assert _counters(manager) == {(CARD_A, "kic=01", "B00001"): 5,
+                                  (CARD_A, "kid=02", "B00002"): 3}
+    assert next_counter(CARD_A, " kic=01 ", "b00001", manager=manager) == 6
+
+
+@pytest.mark.parametrize("row, problem", [
+    ({"counter": 1 << 40}, "replay_counters[0].counter: must be an integer from 0 to "
+                           "1099511627775 (5 bytes); got '1099511627776'"),
+    ({"counter": -1}, "replay_counters[0].counter: must be an integer from 0 to "
+                      "1099511627775 (5 bytes); got '-1'"),
+    ({"tar": "B0000G"}, "replay_counters[0].tar: must be 3 bytes as 6 hex digits such as "
+                        "'B00001'; got 'B0000G'"),
+    ({"keyset": "   "}, "replay_counters[0].keyset: must be text of 1 to 32 characters (e.g. "
+                        "'kic=01,kid=01') or a key version number; got '   '"),
+])
+def test_an_imported_counter_outside_the_rules_is_refused(manager, row, problem):
+    populate(manager)
+    doc = {"replay_counters": [{"card_iccid": CARD_A, "keyset": "kic=01", "tar": "B00001",
+                                "counter": 1, **row}]}
+    before = checksums(manager)
+    with pytest.raises(ValidationError) as caught:
+        DataImporter(manager).import_data(doc)
+    assert caught.value.problems == [problem]
+    assert checksums(manager) == before
