@@ -687,18 +687,18 @@ class _Import:
     def _remember_natural_keys(self, model, chunk) -> None:
         """The chunk's natural keys, each a problem if met before in the file."""
         fields = _NATURAL_KEYS[model]
+        fold, how = _COMPARED[model]
         seen = self.natural.setdefault(model, {})
         table = model._meta.table_name
         for index, row in chunk:
             values = tuple(row.get(f.name) for f in fields)
-            first = seen.setdefault(_fold(values), index) if None not in values else index
+            first = seen.setdefault(fold(values), index) if None not in values else index
             if first != index:
                 columns = ", ".join(_key(f) for f in fields)
                 self.problem(
                     f"{table}[{index}].{columns if len(fields) == 1 else f'({columns})'}: "
                     f"{', '.join(quote(v) for v in values)} repeats {table}[{first}]'s "
-                    "(letter case, accents and trailing spaces aside, as MySQL and MariaDB "
-                    f"compare); give each row its own {columns}")
+                    f"({how}); give each row its own {columns}")
 
     def _match_natural_keys(self, model, rows) -> set:
         """Ids of ``rows`` stored already under their natural key; each row takes its stored
@@ -708,16 +708,17 @@ class _Import:
         if model not in self.fresh:
             self.fresh[model] = [(model.select(peewee.fn.MAX(pk)).scalar() or 0) + 1, set()]
         fresh, given = self.fresh[model]
+        fold = _COMPARED[model][0]
         keys = [tuple(row[f.name] for f in fields) for row in rows]
-        stored = {_fold(tuple(values)): key for part in peewee.chunked(keys, 300)
+        stored = {fold(tuple(values)): key for part in peewee.chunked(keys, 300)
                   for key, *values in model.select(pk, *fields)
                   .where(peewee.Tuple(*fields).in_(part)).tuples()}
-        same = {stored[k] for k in map(_fold, keys) if k in stored}
+        same = {stored[k] for k in map(fold, keys) if k in stored}
         taken = _stored_keys(model, [row[pk.name] for row in rows if pk.name in row])
         moved = self.new_ids.setdefault(model, {})
         for row, key in zip(rows, keys, strict=True):
             old = row.get(pk.name)
-            new = stored.get(_fold(key))
+            new = stored.get(fold(key))
             if new is None and (old is None or old in taken or old in given):
                 new, fresh = fresh, fresh + 1
                 given.add(new)
@@ -789,6 +790,17 @@ def _fold(values: tuple) -> tuple:
     accents and trailing spaces aside."""
     return tuple("".join(c for c in unicodedata.normalize("NFD", v) if not unicodedata.combining(c))
                  .casefold().rstrip(" ") if type(v) is str else v for v in values)
+
+
+# How each natural key compares: a trace file's sha256 as MySQL/MariaDB's default collation
+# does (one key there); a counter's card, keyset and TAR exactly (schema 0007), once
+# _check_counters has normalised them.
+_COMPARED = {
+    TraceSource: (_fold, "letter case, accents and trailing spaces aside, as MySQL and "
+                         "MariaDB compare"),
+    ReplayCounter: (tuple, "keysets trimmed, TARs in upper case, as the counter functions "
+                           "take them"),
+}
 
 
 def _stored_values(model, keys) -> dict:

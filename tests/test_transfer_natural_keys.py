@@ -122,7 +122,8 @@ def test_a_natural_key_twice_in_the_file_is_refused_before_any_write(bench_b, dr
         {"id": 8, "path": "y", "format": "pcap", "sha256": "E" * 62 + "\u00e9 "}],
         "replay_counters": [
         {"card_iccid": CARD_B, "keyset": "k", "tar": "00000A"},
-        {"card_iccid": CARD_B, "keyset": "k", "tar": "00000a"}]}
+        {"card_iccid": CARD_B, "keyset": "K", "tar": "00000A"},  # another keyset
+        {"card_iccid": CARD_B, "keyset": "k ", "tar": "00000a"}]}
     before = checksums(bench_b)
     with pytest.raises(ValidationError) as caught:
         DataImporter(bench_b).import_data(doc, dry_run=dry_run)
@@ -130,9 +131,9 @@ def test_a_natural_key_twice_in_the_file_is_refused_before_any_write(bench_b, dr
         "trace_sources[1].sha256: 'EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE'... (64 long) "
         "repeats trace_sources[0]'s (letter case, accents and trailing spaces aside, as MySQL "
         "and MariaDB compare); give each row its own sha256",
-        "replay_counters[1].(card_iccid, keyset, tar): '89990000000000000001', 'k', '00000A' "
-        "repeats replay_counters[0]'s (letter case, accents and trailing spaces aside, as "
-        "MySQL and MariaDB compare); give each row its own card_iccid, keyset, tar"]
+        "replay_counters[2].(card_iccid, keyset, tar): '89990000000000000001', 'k', '00000A' "
+        "repeats replay_counters[0]'s (keysets trimmed, TARs in upper case, as the counter "
+        "functions take them); give each row its own card_iccid, keyset, tar"]
     assert checksums(bench_b) == before
 
 
@@ -222,3 +223,24 @@ def test_an_imported_counter_outside_the_rules_is_refused(manager, row, problem)
         DataImporter(manager).import_data(doc)
     assert caught.value.problems == [problem]
     assert checksums(manager) == before
+
+
+def test_counter_keysets_differing_in_case_export_and_import_again(manager, backend, tmp_path):
+    # Counter keys are compared exactly (schema 0007): two rows here, two rows anywhere.
+    populate(manager)
+    from cardlink_lite import next_counter
+
+    next_counter(CARD_A, "kic=01", "b00001", manager=manager)
+    for _ in range(2):
+        next_counter(CARD_A, "KIC=01", "B00001", manager=manager)
+    exported = DataExporter(manager).export_all()
+    before = checksums(manager)
+    for mode in ConflictMode:
+        result = DataImporter(manager).import_data(exported, conflict_mode=mode)
+        assert result.created == result.updated == 0
+    assert checksums(manager) == before
+    with extra_manager(backend, tmp_path) as other:
+        result = DataImporter(other).import_data(exported)
+        assert result.tables["replay_counters"]["created"] == 2
+        assert _counters(other) == {(CARD_A, "kic=01", "B00001"): 1,
+                                    (CARD_A, "KIC=01", "B00001"): 2}
