@@ -156,20 +156,21 @@ class DataExporter:
         """Rows each chosen table holds now (a progress bar's length)."""
         database = _database_of(self._uow)
         with bound_models(database):
-            return {m._meta.table_name: m.select().count() for m in resolve_tables(tables)}
+            return {m._meta.table_name: _select(m, where).count()
+                    for m, where in _exported(tables)}
 
     def write(self, stream, tables=None, format=ExportFormat.JSON, include_keys: bool = False,
               progress=None) -> dict[str, int]:
         """Write the document to text ``stream``, calling ``progress(table, n)`` after each
         page; returns rows written per table."""
         fmt = export_format(format)
-        models = resolve_tables(tables)
+        models = _exported(tables)
         database = _database_of(self._uow)
-        counts = {m._meta.table_name: 0 for m in models}
+        counts = {m._meta.table_name: 0 for m, _ in models}
 
-        def rows(model):
+        def rows(model, where):
             name = model._meta.table_name
-            for count, page in _pages(database, model, include_keys):
+            for count, page in _pages(database, model, include_keys, where):
                 yield from page
                 counts[name] += count
                 if progress is not None:
@@ -177,11 +178,29 @@ class DataExporter:
 
         with bound_models(database), _snapshot(database), small_page_cache(database):
             header = {"format_version": FORMAT_VERSION, "exported_at": plain_value(utc_now())}
-            write_document(stream, fmt, header, ((m._meta.table_name, rows(m)) for m in models))
+            write_document(stream, fmt, header,
+                           ((m._meta.table_name, rows(m, where)) for m, where in models))
         return counts
 
 
-def _pages(database, model, include_keys: bool):
+def _exported(tables) -> list[tuple]:
+    """(model, condition on its rows or None) per table to write, parents first. Logs bring
+    the trace sources they name, so an import matches their source_id by sha256."""
+    models = resolve_tables(tables)
+    if CommLog not in models or TraceSource in models:
+        return [(m, None) for m in models]
+    named = TraceSource.id.in_(CommLog.select(CommLog.source_id)
+                               .where(CommLog.source_id.is_null(False)))
+    return [(m, named if m is TraceSource else None)
+            for m in ALL_MODELS if m in models or m is TraceSource]
+
+
+def _select(model, where, *fields) -> peewee.ModelSelect:
+    query = model.select(*fields)
+    return query if where is None else query.where(where)
+
+
+def _pages(database, model, include_keys: bool, where=None):
     """(row count, row dicts made lazily) a page at a time, in key order."""
     fields = _columns(model, include_keys)
     keys = [_key(f) for f in fields]
@@ -196,7 +215,7 @@ def _pages(database, model, include_keys: bool):
 
     if isinstance(pk, peewee.AutoField):
         # Integer keys: keyset pages, so a million logs never sit in memory at once.
-        query = model.select(*fields).order_by(pk).limit(_PAGE)
+        query = _select(model, where, *fields).order_by(pk).limit(_PAGE)
         page = database.execute(query).fetchall()
         while page:
             yield page_of(page)
@@ -204,7 +223,7 @@ def _pages(database, model, include_keys: bool):
         return
     # Text keys: collations differ between backends (MySQL ignores case, PostgreSQL's
     # locale skips punctuation), so order the keys in Python, by code point, everywhere.
-    ids = sorted(row[0] for row in model.select(pk).tuples())
+    ids = sorted(row[0] for row in _select(model, where, pk).tuples())
     for chunk in peewee.chunked(ids, _PAGE):
         found = {values[pk_index]: values for values in
                  database.execute(model.select(*fields).where(pk.in_(chunk))).fetchall()}
@@ -243,6 +262,7 @@ class ImportResult:
     skipped: int = 0
     unchanged: int = 0      # overwrite/merge: stored rows the file holds identically
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was imported otherwise than given
     tables: dict[str, dict[str, int]] = field(default_factory=dict)
     dry_run: bool = False
 
@@ -351,6 +371,7 @@ class _Import:
         self.fresh: dict = {}         # model -> [next free id, ids given to file rows]
         self.new_ids: dict = {}       # model -> {id in the file: id stored under}, if not same
         self.sequence_behind: set = set()  # models given explicit ids on PostgreSQL
+        self.unknown_sources = 0      # log rows naming a trace source the file lacks
 
     def problem(self, text: str) -> None:
         if len(self.problems) < _MAX_PROBLEMS:
@@ -382,6 +403,10 @@ class _Import:
             for model in ALL_MODELS:  # parents first, whatever the document's order
                 if model in tables:
                     self._section(model._meta.table_name, tables[model])
+        if self.unknown_sources:
+            self.result.notes.append(
+                f"{self.unknown_sources:,} comm_logs rows name a trace source (source_id) that "
+                "is not among the file's trace_sources; they are imported without one")
         if self.problems:
             count = len(self.problems) + self.extra_problems
             more = [f"... and {self.extra_problems} more problems"] if self.extra_problems else []
@@ -579,9 +604,7 @@ class _Import:
             else:
                 existing = _stored_keys(model, [r[pk.name] for r in rows if pk.name in r])
             if model is CommLog:
-                moved = self.new_ids.get(TraceSource)
-                for row in rows if moved else ():
-                    row["source_id"] = moved.get(row.get("source_id"), row.get("source_id"))
+                self._link_sources(rows)
                 existing = self._match_logs(rows, existing)
             stored = {}
             if self.mode is not ConflictMode.SKIP and existing:
@@ -729,6 +752,21 @@ class _Import:
             row[pk.name] = new
         self.fresh[model][0] = fresh
         return same
+
+    def _link_sources(self, rows) -> None:
+        """Each log's trace source as this store numbers it. A source_id the file's
+        trace_sources do not hold is another store's number for an unknown file: dropped."""
+        known = self.keys.get(TraceSource, ())
+        moved = self.new_ids.get(TraceSource) or {}
+        for row in rows:
+            source = row.get("source_id")
+            if source is None:
+                continue
+            if source in known:
+                row["source_id"] = moved.get(source, source)
+            else:
+                row["source_id"] = None
+                self.unknown_sources += 1
 
     def _match_logs(self, rows, stored_ids) -> set:
         """Ids of ``rows`` stored already as the same APDU. Log ids are per-store counters: a

@@ -103,9 +103,11 @@ def test_keys_are_never_exported_unless_asked(manager, monkeypatch):
 def test_selective_export_accepts_short_and_table_names(store):
     exporter = DataExporter(store)
     short = json.loads(exporter.export_selective(["devices", "cards", "logs"], ExportFormat.JSON))
-    assert list(short)[2:] == ["devices", "card_profiles", "comm_logs"]
+    # Logs bring the trace sources they name (none here).
+    assert list(short)[2:] == ["devices", "card_profiles", "trace_sources", "comm_logs"]
     long = json.loads(exporter.export_selective(["comm_logs", "card_profiles"], "json"))
-    assert list(long)[2:] == ["card_profiles", "comm_logs"]
+    assert list(long)[2:] == ["card_profiles", "trace_sources", "comm_logs"]
+    assert long["trace_sources"] == []
     with pytest.raises(ValidationError) as info:
         exporter.export_selective(["devices", "phones"], ExportFormat.JSON)
     assert "'phones'" in str(info.value) and "cards" in str(info.value)

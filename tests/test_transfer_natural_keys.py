@@ -244,3 +244,40 @@ def test_counter_keysets_differing_in_case_export_and_import_again(manager, back
         assert result.tables["replay_counters"]["created"] == 2
         assert _counters(other) == {(CARD_A, "kic=01", "B00001"): 1,
                                     (CARD_A, "KIC=01", "B00001"): 2}
+
+
+def test_an_export_of_logs_carries_the_trace_sources_they_name(bench_a, bench_b, manager):
+    TraceSource.create(id=3, path="unused.dump", format="apdu4j", sha256="d" * 64)
+    expected_sources = _sources_of_logs(manager)
+    doc = json.loads(DataExporter(manager).export_selective(
+        ["devices", "cards", "sessions", "logs"]))
+    assert [t["sha256"][0] for t in doc["trace_sources"]] == ["a", "b"]  # not the unused one
+    assert list(doc)[-2:] == ["trace_sources", "comm_logs"]
+    result = DataImporter(bench_b).import_data(doc)
+    assert result.notes == []
+    assert _sources_of_logs(bench_b) == expected_sources
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_logs_naming_a_trace_source_the_file_lacks_are_imported_without_one(
+        bench_a, bench_b, dry_run):
+    # An export of logs alone (written before they carried their sources): ids 1 and 2 are
+    # bench A's files; in B, 1 and 2 are other files.
+    del bench_a["trace_sources"]
+    result = DataImporter(bench_b).import_data(bench_a, dry_run=dry_run)
+    assert result.notes == ["4 comm_logs rows name a trace source (source_id) that is not "
+                            "among the file's trace_sources; they are imported without one"]
+    bench_b.bind()
+    if not dry_run:
+        assert CommLog.select().count() == 6
+        assert CommLog.select().where(CommLog.source_id.is_null(False)).count() == 0
+
+
+def test_cli_import_mentions_logs_left_without_their_trace_source(bench_a, bench_b, tmp_path):
+    del bench_a["trace_sources"]
+    path = tmp_path / "logs.json"
+    path.write_text(json.dumps(bench_a))
+    result = CliRunner().invoke(cli, ["--database", bench_b.config.url, "import", str(path)])
+    assert result.exit_code == 0, result.output
+    assert ("  4 comm_logs rows name a trace source (source_id) that is not among the file's "
+            "trace_sources; they are imported without one") in result.stderr.splitlines()

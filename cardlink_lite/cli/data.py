@@ -149,6 +149,8 @@ def _print_import(headline: str, result) -> None:
     warn(headline)
     for table, counts in display_tables(result.tables).items():
         warn(f"  {table}: {_counts_text(counts)}")
+    for note in result.notes:
+        warn(f"  {note}")
 
 
 def _counts_text(counts: dict) -> str:
