@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 import peewee
 
 from ._peewee import passes_through
-from .apdu import MAX_RAW_HEX, is_hex, normalize_hex
+from .apdu import MAX_RAW_HEX, command_header, is_hex, normalize_hex
 from .batch_insert import insert, plan_for
 from .crypto import decrypt_psk, encrypt_psk
 from .db import bound_models, small_page_cache
@@ -534,6 +534,10 @@ class _Import:
                 row.get("direction") != CommDirection.RESET.value):
             self.problem(f"{where}.raw_data: must be hex digits, two per byte; only a reset "
                          "row has none")
+        if model is CommLog and "channel" not in row and "ins" not in row and \
+                row.get("direction") == CommDirection.COMMAND.value:
+            # An export from before schema 0003: the header, as the writer and 0003 derive it.
+            row["channel"], row["ins"] = command_header(row.get("raw_data") or "")
         pk = model._meta.primary_key
         for f, name, _ in _by_key(model).values():
             if name in row or name in rejected or (f is pk and isinstance(pk, peewee.AutoField)):

@@ -641,3 +641,35 @@ def test_insert_writes_rows_of_one_field_and_fills_defaults_whatever_the_row_hol
             (7, "kept"), (8, "hello")]
         assert list(Tagged.select(Tagged.name, Tagged.tag).tuples()) == [("a", "plain")]
     database.close()
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_logs_without_channel_and_ins_get_them_from_the_command(store, backend, tmp_path, fmt):
+    # An export written before schema 0003 has no channel/ins: derived as the writer does.
+    lines = []
+    for line in DataExporter(store).export_all(format="jsonl").splitlines():
+        row = json.loads(line)
+        if "raw_data" in row:
+            row = {k: v for k, v in row.items() if k not in ("channel", "ins")}
+            if row["direction"] == "command" and row["id"] == 3:
+                row["raw_data"] = "81E2910003"  # channel 1, STORE DATA
+        lines.append(json.dumps(row))
+    text = "\n".join(lines) + "\n"
+    if fmt == "json":
+        doc = {}
+        for row in map(json.loads, lines[1:]):
+            if "table" in row:
+                table = doc.setdefault(row["table"], [])
+            else:
+                table.append(row)
+        text = json.dumps(doc)
+    with extra_manager(backend, tmp_path) as other:
+        DataImporter(other).import_data(text, format=fmt)
+        other.bind()
+        headers = sorted((log.direction.value, log.raw_data[:4], log.channel, log.ins)
+                         for log in CommLog.select())
+        assert headers == [("command", "00A4", 0, 0xA4), ("command", "00A4", 0, 0xA4),
+                           ("command", "81E2", 1, 0xE2)] + [("response", "9000", None, None)] * 3
+        with UnitOfWork(other) as uow:
+            assert len(uow.logs.search_hex("00A404", header=True)) == 2
+            assert len(uow.logs.search_hex("81E2", header=True)) == 1
