@@ -17,10 +17,11 @@ from .db import bound_models, get_manager
 from .errors import MigrationError, SchemaVersionMismatch, first_line
 from .models import ALL_MODELS
 
-__all__ = ["HISTORY_TABLE", "MIGRATIONS_DIR", "check_schema_version", "create_schema", "downgrade",
-           "drop_schema", "get_applied_revisions", "get_current_revision", "get_head_revision",
-           "get_pending_revisions", "half_applied", "plan_sql", "resolve_half_applied",
-           "resolve_revision", "run_backfills", "run_migrations"]
+__all__ = ["HISTORY_TABLE", "MIGRATIONS_DIR", "check_no_pending", "check_schema_version",
+           "create_schema", "downgrade", "drop_schema", "get_applied_revisions",
+           "get_current_revision", "get_head_revision", "get_pending_revisions", "half_applied",
+           "plan_sql", "resolve_half_applied", "resolve_revision", "run_backfills",
+           "run_migrations"]
 
 HISTORY_TABLE = "cardlink_migrations"
 JOURNAL_TABLE = "cardlink_migration_journal"
@@ -146,7 +147,11 @@ class _Runner(Runner):
 
 
 def _runner(manager, directory=None) -> _Runner:
-    return _Runner(manager.database, str(directory or MIGRATIONS_DIR), table_name=HISTORY_TABLE)
+    return _runner_on(manager.database, directory)
+
+
+def _runner_on(database, directory=None) -> _Runner:
+    return _Runner(database, str(directory or MIGRATIONS_DIR), table_name=HISTORY_TABLE)
 
 
 def _revisions(directory=None) -> list[str]:
@@ -188,6 +193,18 @@ def check_schema_version(manager=None, directory=None) -> None:
             f"cardlink_lite knows ({known[-1] if known else 'none'}); upgrade cardlink-lite, "
             "or point it at a database it created"
         )
+
+
+def check_no_pending(database, action: str, directory=None) -> None:
+    """MigrationError in one line if ``database`` has migrations to apply: ``action`` needs
+    the tables the models describe."""
+    status = _runner_on(database, directory).status()
+    pending = [m.name for m in status if not m.applied]
+    if pending:
+        applied = [m.name for m in status if m.applied]
+        raise MigrationError(
+            f"the database is at schema revision {applied[-1] if applied else '(none)'}, "
+            f"{len(pending)} pending: run `cardlink-db migrate` before {action}")
 
 
 def half_applied(manager=None) -> list[dict]:

@@ -26,6 +26,7 @@ from .crypto import decrypt_psk, encrypt_psk
 from .db import bound_models, small_page_cache
 from .errors import ValidationError, quote, translate_error
 from .fields import DATETIME_MS, JSON_TEXT, EnumField, UUIDStrField, new_uuid, utc_now
+from .migrations import check_no_pending
 from .models import (
     ALL_MODELS,
     CardProfile,
@@ -98,14 +99,15 @@ def resolve_tables(tables=None) -> list[type[peewee.Model]]:
 
 
 def _database_of(source) -> peewee.Database:
-    if isinstance(source, peewee.Database):
-        return source
-    database = getattr(source, "database", None)
+    """The database of ``source``, connected, its migrations all applied."""
+    database = source if isinstance(source, peewee.Database) else getattr(source, "database",
+                                                                          None)
     if database is None:
         raise TypeError("expected a UnitOfWork, a DatabaseManager or a Peewee database")
     ensure = getattr(getattr(source, "manager", source), "ensure_connection", None)
     if ensure is not None:
         ensure()
+    check_no_pending(database, "an export or import")
     return database
 
 

@@ -673,3 +673,31 @@ def test_logs_without_channel_and_ins_get_them_from_the_command(store, backend, 
         with UnitOfWork(other) as uow:
             assert len(uow.logs.search_hex("00A404", header=True)) == 2
             assert len(uow.logs.search_hex("81E2", header=True)) == 1
+
+
+def test_export_and_import_on_a_store_with_pending_migrations_say_so(empty_manager, db_url,
+                                                                    tmp_path):
+    from click.testing import CliRunner
+
+    from cardlink_lite import MigrationError
+    from cardlink_lite.cli import cli
+    from cardlink_lite.migrations import run_migrations
+
+    run_migrations("0004", manager=empty_manager)
+    message = ("the database is at schema revision 0004_wide_apdu_columns, 3 pending: run "
+               "`cardlink-db migrate` before an export or import")
+    for attempt in (lambda: DataExporter(empty_manager).export_all(),
+                    lambda: DataExporter(empty_manager).count_rows(),
+                    lambda: DataImporter(empty_manager).import_data({"devices": []}),
+                    lambda: DataImporter(empty_manager).import_data({}, dry_run=True)):
+        with pytest.raises(MigrationError) as caught:
+            attempt()
+        assert str(caught.value) == message
+    path = tmp_path / "in.json"
+    path.write_text('{"devices": []}')
+    for args in (["export"], ["export", "-o", str(tmp_path / "out.json")],
+                 ["import", str(path)]):
+        result = CliRunner().invoke(cli, ["--database", db_url, *args])
+        assert (result.exit_code, result.stdout) == (1, ""), args
+        assert result.stderr.splitlines() == [f"Error: {message}"], args
+    assert not (tmp_path / "out.json").exists()
