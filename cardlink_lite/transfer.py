@@ -38,7 +38,9 @@ from .models import (
 from .repositories.counters import counter_key, counter_value
 from .table_names import display_name
 from .transfer_format import (
+    CLOSING_KEY,
     FORMAT_VERSION,
+    PROMISE_KEY,
     BadRow,
     Duplicated,
     ExportFormat,
@@ -179,9 +181,12 @@ class DataExporter:
                     progress(name, count)
 
         with bound_models(database), _snapshot(database), small_page_cache(database):
-            header = {"format_version": FORMAT_VERSION, "exported_at": plain_value(utc_now())}
+            # The header promises a closing record: a file cut short says so on import.
+            header = {"format_version": FORMAT_VERSION, "exported_at": plain_value(utc_now()),
+                      PROMISE_KEY: True}
             write_document(stream, fmt, header,
-                           ((m._meta.table_name, rows(m, where)) for m, where in models))
+                           ((m._meta.table_name, rows(m, where)) for m, where in models),
+                           closing=lambda: {CLOSING_KEY: counts})
         return counts
 
 
@@ -299,7 +304,10 @@ class DataImporter:
         with bound_models(database):
             try:
                 with _snapshot(database) if dry_run else database.atomic():
-                    _Import(database, mode, result, write=not dry_run).run(document)
+                    # A mapping handed in by a program has no end to lose: only text is
+                    # held to the closing record its header promises.
+                    _Import(database, mode, result, write=not dry_run).run(
+                        document, text=not isinstance(data, dict))
             except peewee.PeeweeException as exc:
                 raise translate_error(exc, "imported row") from exc
         return result
@@ -381,16 +389,18 @@ class _Import:
         else:
             self.extra_problems += 1
 
-    def run(self, document) -> None:
+    def run(self, document, text: bool = True) -> None:
         if isinstance(document, JsonLines):
             self._header(document.header, "line 1: ")
             for key, group in itertools.groupby(document, key=operator.itemgetter(0)):
                 self._section(key, (raw for _, raw in group if raw is not None))
+            header, closing = document.header, document.closing
         else:
             self._header(document, "")
+            header, closing = document, document if CLOSING_KEY in document else None
             tables = {}
             for key, value in document.items():
-                if key in ("format_version", "exported_at"):
+                if key in ("format_version", "exported_at", PROMISE_KEY, CLOSING_KEY):
                     continue
                 model = _BY_NAME.get(str(key).lower())
                 if model is None:
@@ -405,6 +415,8 @@ class _Import:
             for model in ALL_MODELS:  # parents first, whatever the document's order
                 if model in tables:
                     self._section(model._meta.table_name, tables[model])
+        if text and header.get(PROMISE_KEY) is True:
+            self._closing(closing)
         if self.unknown_sources:
             self.result.notes.append(
                 f"{self.unknown_sources:,} comm_logs rows name a trace source (source_id) that "
@@ -425,10 +437,33 @@ class _Import:
             self.problem(f"{where}format_version: this cardlink_lite reads version "
                          f"{FORMAT_VERSION}, got {quote(version)}; export the data again "
                          "with this version")
+        if header.get(PROMISE_KEY, True) is not True:
+            self.problem(f"{where}{PROMISE_KEY}: must be true (the file ends with its row "
+                         f"counts), got {quote(header[PROMISE_KEY])}")
         for key in header if where else ():  # a JSON Lines header line
-            if key not in ("format_version", "exported_at", "format"):
+            if key not in ("format_version", "exported_at", "format", PROMISE_KEY):
                 self.problem(f"{where}{_name(key)}: unknown header field; a JSON Lines "
                              'import starts with {"format_version": 1, "format": "jsonl"}')
+
+    def _closing(self, closing) -> None:
+        """The rows read per table against the closing record's counts: a file cut at a line
+        (or row) boundary is still a valid, shorter file."""
+        again = (f"; export it again (or, for a file edited on purpose, remove its "
+                 f"{PROMISE_KEY})")
+        if closing is None:
+            self.problem(f"the file ends before its closing record ({CLOSING_KEY}): it was cut "
+                         f"short{again}")
+            return
+        counts = closing[CLOSING_KEY]
+        if type(counts) is not dict or not all(type(n) is int for n in counts.values()):
+            self.problem(f"{CLOSING_KEY}: must map each table to its number of rows{again}")
+            return
+        read = {model._meta.table_name: n for model, n in self.next_index.items()}
+        for table in [*counts, *(t for t in read if t not in counts)]:
+            if counts.get(table, 0) != read.get(table, 0):
+                self.problem(f"{CLOSING_KEY}: the file holds {read.get(table, 0):,} "
+                             f"{_name(table)} rows, its closing record says "
+                             f"{counts.get(table, 0):,}: it was cut short or edited{again}")
 
     def _section(self, key, rows) -> None:
         """Rows of the table named ``key``, in chunks."""

@@ -14,10 +14,12 @@ from .errors import ValidationError, first_line, quote
 from .fields import iso_utc
 
 __all__ = [
+    "CLOSING_KEY",
     "FORMAT_VERSION",
     "MAX_JSON_CHARS",
     "MAX_JSON_DEPTH",
     "MAX_LINE_CHARS",
+    "PROMISE_KEY",
     "BadRow",
     "Duplicated",
     "ExportFormat",
@@ -32,6 +34,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+PROMISE_KEY = "closing_record"  # header: true when the file ends with its row counts
+CLOSING_KEY = "row_counts"      # the closing record: {table: rows written}
 MAX_JSON_DEPTH = 32           # nesting of a JSON field (connection_settings, metadata...)
 MAX_JSON_CHARS = 1_048_576    # a JSON field's size, as stored
 MAX_LINE_CHARS = 16 << 20     # one JSON Lines row: far above any row a column set holds
@@ -92,8 +96,9 @@ def plain_value(value):
     return str(value)
 
 
-def write_document(stream, format, header: dict, tables) -> None:
-    """Write ``header`` then each ``(name, rows)`` of ``tables`` to text ``stream``."""
+def write_document(stream, format, header: dict, tables, closing=None) -> None:
+    """Write ``header`` then each ``(name, rows)`` of ``tables`` to text ``stream``, then the
+    mapping ``closing()`` returns (once every row is written), if given."""
     fmt = export_format(format)
     write = stream.write
     if fmt is ExportFormat.JSONL:  # the header line, then a {"table": name} line, a line a row
@@ -101,6 +106,8 @@ def write_document(stream, format, header: dict, tables) -> None:
         for name, rows in tables:
             write(json.dumps({"table": name}) + "\n")
             write_jsonl(stream, rows)
+        if closing is not None:
+            write(json.dumps(closing()) + "\n")
     elif fmt is ExportFormat.YAML:
         yaml = _yaml()
         dump = functools.partial(yaml.dump, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
@@ -115,6 +122,8 @@ def write_document(stream, format, header: dict, tables) -> None:
                 empty = False
             if empty:
                 write(" []\n")
+        for k, v in (closing() if closing is not None else {}).items():
+            write(f"{k}: {json.dumps(v)}\n")  # one line (JSON is YAML): a cut loses it whole
     else:  # one row per line inside one JSON document: stable bytes, small diffs
         dumps = json.dumps
         write("{\n" + ",\n".join(f"  {dumps(k)}: {dumps(v)}" for k, v in header.items()))
@@ -126,6 +135,8 @@ def write_document(stream, format, header: dict, tables) -> None:
                 write(dumps(row))
                 separator = ",\n    "
             write("]" if separator == "\n    " else "\n  ]")
+        for k, v in (closing() if closing is not None else {}).items():
+            write(f",\n  {dumps(k)}: {dumps(v)}")
         write("\n}\n")
 
 
@@ -271,12 +282,14 @@ def parse_document(data, format=None) -> dict:
 
 class JsonLines:
     """A JSON Lines document read a line at a time: ``(table, None)`` at each ``{"table": name}``
-    line, then ``(table, row)`` per row (a :class:`BadRow` if it could not be read)."""
+    line, then ``(table, row)`` per row (a :class:`BadRow` if it could not be read). A last
+    ``{"row_counts": ...}`` line is kept as ``closing``, not yielded."""
 
     def __init__(self, readline, header: dict):
         self._readline = readline
         self.header = header
         self.line = 1  # the line being read
+        self.closing: dict | None = None
 
     def __iter__(self):
         table = None
@@ -297,7 +310,12 @@ class JsonLines:
                     if not text.strip():
                         continue
                     row = BadRow(f"line {self.line}: {_json_problem(exc)}")
-            if type(row) is dict and len(row) == 1 and "table" in row:
+            if self.closing is not None:
+                yield None, BadRow(f"line {self.line}: comes after the closing record (the "
+                                   f"row counts); a file ends with it")
+            elif type(row) is dict and len(row) == 1 and CLOSING_KEY in row:
+                self.closing = row
+            elif type(row) is dict and len(row) == 1 and "table" in row:
                 table = row["table"]
                 yield table, None
             elif table is None and type(row) is not BadRow:

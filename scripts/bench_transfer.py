@@ -139,7 +139,7 @@ def phase_raw_import(url: str, path: str) -> dict:
         table = None
         for line in fh:
             row = json.loads(line)
-            if "table" in row or "format" in row:
+            if "table" in row or "format" in row or "row_counts" in row:
                 table = row.get("table")
                 continue
             if table != "comm_logs":

@@ -20,7 +20,7 @@ from cardlink_lite.cli import cli
 from cardlink_lite.errors import DatabaseError, ValidationError
 from cardlink_lite.transfer import DataExporter, DataImporter
 from tests.import_fuzz import check_case, export_lines, jsonl_lines, malformed
-from tests.transfer_helpers import SESSION_A, checksums, extra_manager, populate
+from tests.transfer_helpers import SESSION_A, checksums, edited, extra_manager, populate
 
 
 @pytest.fixture
@@ -31,7 +31,8 @@ def store(manager):
 
 @pytest.fixture
 def base(store) -> dict:
-    return json.loads(DataExporter(store).export_all())
+    """The store's export as a mapping to edit (without the closing record it promises)."""
+    return edited(json.loads(DataExporter(store).export_all()))
 
 
 def _lines(document: dict) -> str:
@@ -270,7 +271,7 @@ def test_twin_apdus_into_another_store_twice(store, backend, tmp_path):
 def test_new_log_ids_never_collide_with_later_rows_of_the_file(store, backend, tmp_path):
     """Rows whose id is taken get new ids after every id in the file (no auto ids that a
     later chunk's explicit id could hit), in a dry run as in the import."""
-    document = json.loads(DataExporter(store).export_all())
+    document = edited(json.loads(DataExporter(store).export_all()))
     stored_max = max(r["id"] for r in document["comm_logs"])
     extra = [dict(document["comm_logs"][0], id=stored_max + 1 + i, raw_data=f"80CA{i:04X}")
              for i in range(1200)]

@@ -36,6 +36,7 @@ from tests.transfer_helpers import (
     SESSION_A,
     TEST_ID,
     checksums,
+    edited,
     extra_manager,
     populate,
     without_timestamp,
@@ -64,7 +65,8 @@ def _doc(manager, **kwargs) -> dict:
 
 def test_export_has_all_six_tables_in_portable_form(store):
     doc = _doc(store)
-    assert list(doc) == ["format_version", "exported_at", *TABLES]
+    assert list(doc) == ["format_version", "exported_at", "closing_record", *TABLES,
+                         "row_counts"]
     assert doc["format_version"] == 1
     assert doc["exported_at"].endswith("Z") and len(doc["exported_at"]) == 24
     assert [len(doc[t]) for t in TABLES] == [2, 1, 2, 0, 6, 1, 1, 0, 0]
@@ -104,9 +106,9 @@ def test_selective_export_accepts_short_and_table_names(store):
     exporter = DataExporter(store)
     short = json.loads(exporter.export_selective(["devices", "cards", "logs"], ExportFormat.JSON))
     # Logs bring the trace sources they name (none here).
-    assert list(short)[2:] == ["devices", "card_profiles", "trace_sources", "comm_logs"]
+    assert list(short)[3:-1] == ["devices", "card_profiles", "trace_sources", "comm_logs"]
     long = json.loads(exporter.export_selective(["comm_logs", "card_profiles"], "json"))
-    assert list(long)[2:] == ["card_profiles", "trace_sources", "comm_logs"]
+    assert list(long)[3:-1] == ["card_profiles", "trace_sources", "comm_logs"]
     assert long["trace_sources"] == []
     with pytest.raises(ValidationError) as info:
         exporter.export_selective(["devices", "phones"], ExportFormat.JSON)
@@ -649,11 +651,14 @@ def test_logs_without_channel_and_ins_get_them_from_the_command(store, backend, 
     lines = []
     for line in DataExporter(store).export_all(format="jsonl").splitlines():
         row = json.loads(line)
+        if "row_counts" in row:  # the closing record: a file written before it had none
+            continue
         if "raw_data" in row:
             row = {k: v for k, v in row.items() if k not in ("channel", "ins")}
             if row["direction"] == "command" and row["id"] == 3:
                 row["raw_data"] = "81E2910003"  # channel 1, STORE DATA
         lines.append(json.dumps(row))
+    lines[0] = json.dumps(edited(json.loads(lines[0])))
     text = "\n".join(lines) + "\n"
     if fmt == "json":
         doc = {}
@@ -701,3 +706,72 @@ def test_export_and_import_on_a_store_with_pending_migrations_say_so(empty_manag
         assert (result.exit_code, result.stdout) == (1, ""), args
         assert result.stderr.splitlines() == [f"Error: {message}"], args
     assert not (tmp_path / "out.json").exists()
+
+
+_CUT = ("import rejected, nothing was changed: 1 problem(s), first: the file ends before its "
+        "closing record (row_counts): it was cut short; export it again (or, for a file edited "
+        "on purpose, remove its closing_record)")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "yaml"])
+def test_an_export_cut_at_a_line_boundary_is_refused(store, target, fmt):
+    text = DataExporter(store).export_all(format=fmt)
+    lines = text.splitlines(keepends=True)
+    closing = json.loads(lines[-1]) if fmt == "jsonl" else yaml.safe_load(lines[-1])
+    assert closing == {"row_counts": dict(zip(TABLES, [2, 1, 2, 0, 6, 1, 1, 0, 0], strict=True))}
+    target.create_tables()
+    before = checksums(target)
+    logs = next(i for i, line in enumerate(lines) if "comm_logs" in line)
+    for keep in (len(lines) - 1, logs, logs + (2 if fmt == "jsonl" else 9)):  # between rows
+        with pytest.raises(ValidationError) as caught:
+            DataImporter(target).import_data("".join(lines[:keep]), format=fmt)
+        assert str(caught.value) == _CUT, keep
+        assert checksums(target) == before
+    # A row taken out of the middle: the counts differ.
+    at = next(i for i, line in enumerate(lines) if "9000" in line)
+    if fmt == "yaml":  # a row is a block of lines
+        at = next(i for i in range(at, 0, -1) if lines[i].startswith("- "))
+    end = next(i for i in range(at + 1, len(lines)) if not lines[i].startswith(" "))
+    with pytest.raises(ValidationError) as caught:
+        DataImporter(target).import_data("".join(lines[:at] + lines[end:]), format=fmt)
+    assert caught.value.problems == [
+        "row_counts: the file holds 5 comm_logs rows, its closing record says 6: it was cut "
+        "short or edited; export it again (or, for a file edited on purpose, remove its "
+        "closing_record)"]
+    assert checksums(target) == before
+    # Whole, it imports; a line after the closing record is refused.
+    assert DataImporter(target).import_data(text, format=fmt).created == 13
+    if fmt == "jsonl":
+        with pytest.raises(ValidationError, match=r"line \d+: comes after the closing record"):
+            DataImporter(target).import_data(text + '{"table": "devices"}\n')
+
+
+def test_a_json_export_ends_with_its_row_counts_and_edits_need_the_promise_removed(store):
+    text = DataExporter(store).export_all()
+    doc = json.loads(text)
+    assert doc["closing_record"] is True
+    assert list(doc)[-1] == "row_counts" and doc["row_counts"]["comm_logs"] == 6
+    del doc["comm_logs"][0]
+    with pytest.raises(ValidationError, match="the file holds 5 comm_logs rows"):
+        DataImporter(store).import_data(json.dumps(doc))
+    assert DataImporter(store).import_data(doc).skipped == 12  # a program's mapping: no end
+    del doc["closing_record"]
+    assert DataImporter(store).import_data(json.dumps(doc)).skipped == 12
+
+
+def test_cli_refuses_a_json_lines_export_cut_by_head(store, db_url, tmp_path):
+    from click.testing import CliRunner
+
+    from cardlink_lite.cli import cli
+
+    path = tmp_path / "all.jsonl"
+    path.write_text(DataExporter(store).export_all(format="jsonl"))
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(path.read_text().splitlines(keepends=True)[:10]))
+    store.drop_tables()
+    store.create_tables()
+    before = checksums(store)
+    result = CliRunner().invoke(cli, ["--database", db_url, "import", str(cut)])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == f"Error: {_CUT}"
+    assert checksums(store) == before

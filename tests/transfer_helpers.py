@@ -88,6 +88,11 @@ def checksums(manager) -> dict[str, str]:
     return digests
 
 
+def edited(document: dict) -> dict:
+    """An export's mapping to edit: without the closing record (row counts) it promises."""
+    return {k: v for k, v in document.items() if k not in ("closing_record", "row_counts")}
+
+
 def without_timestamp(text: str) -> str:
     """An export with its exported_at line blanked (JSON or YAML)."""
     return re.sub(r"(\"?exported_at\"?: )\S+", r"\1-", text, count=1)
