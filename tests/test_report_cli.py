@@ -106,3 +106,75 @@ def test_the_wheel_ships_the_templates(tmp_path):
     metadata = next(n for n in names if n.endswith("METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "Requires-Dist: jinja2>=3.1; extra == \"report\"" in text
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("command", [["report"], ["export"], ["runs", "junit", "r1"]])
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
+def test_output_never_replaces_the_open_store(manager, db_url, tmp_path, command, suffix):
+    add_run(manager, "r1", {"t": "passed"})
+    store = tmp_path / "cardlink.db"
+    side = Path(f"{store}{suffix}")
+    if not side.exists():
+        side.write_bytes(b"")
+    before = side.stat().st_ino  # replaced, a file would be a new one
+    link = tmp_path / "link.html"
+    link.symlink_to(side)
+    for target in (side, link):  # by its own name or through a symlink
+        result = CliRunner().invoke(cli, ["--database", db_url, *command, "-o", str(target)])
+        assert result.exit_code == 2, result.output
+        assert result.output.splitlines()[-1] == (
+            f"Error: Invalid value for --output: {str(target)!r} is the database this "
+            "command reads (or one of its files); choose another path")
+        assert side.stat().st_ino == before
+    assert run(db_url, "--force", "-o", str(store)).exit_code == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_report_replaces_only_an_old_report_unless_forced(manager, db_url, tmp_path):
+    add_run(manager, "r1", {"t": "passed"})
+    notes = tmp_path / "notes.html"
+    notes.write_text("<p>my notes</p>")
+    result = run(db_url, "-o", str(notes))
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == (
+        f"Error: Invalid value for --output: {str(notes)!r} exists and is not a cardlink "
+        "report; choose another path, or pass --force to replace it")
+    assert notes.read_text() == "<p>my notes</p>"
+    assert run(db_url, "--force", "-o", str(notes)).exit_code == 0
+    assert "cardlink-lite report" in notes.read_text()
+    # An earlier report (or an empty file) is replaced without --force.
+    assert run(db_url, "-o", str(notes), "--title", "again").exit_code == 0
+    assert "<h1>again</h1>" in notes.read_text()
+    empty = tmp_path / "empty.html"
+    empty.write_text("")
+    assert run(db_url, "-o", str(empty)).exit_code == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_output_dash_is_stdout_and_an_empty_path_is_named(manager, db_url, tmp_path,
+                                                          monkeypatch):
+    add_run(manager, "r1", {"t": "passed"})
+    monkeypatch.chdir(tmp_path)
+    result = run(db_url, "-o", "-")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("<!DOCTYPE html>") and "wrote" not in result.stdout
+    assert not (tmp_path / "-").exists()
+    for command in (["report"], ["export"], ["runs", "junit", "r1"]):
+        result = CliRunner().invoke(cli, ["--database", db_url, *command, "-o", ""])
+        assert result.exit_code == 2, result.output
+        assert result.output.splitlines()[-1] == (
+            "Error: Invalid value for --output: an empty path names no file; give a file "
+            "name, or - for stdout")
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith("cardlink.db")]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_output_through_a_symlink_writes_the_file_it_names(manager, db_url, tmp_path):
+    add_run(manager, "r1", {"t": "passed"})
+    real = tmp_path / "reports" / "latest.html"
+    real.parent.mkdir()
+    link = tmp_path / "latest.html"
+    link.symlink_to(real)
+    assert run(db_url, "-o", str(link)).exit_code == 0
+    assert link.is_symlink() and "cardlink-lite report" in real.read_text()

@@ -236,20 +236,36 @@ def progress_bar(length: int, label: str):
     return click.progressbar(length=length, label=label, file=sys.stderr)
 
 
-def write_atomically(path, write, param_hint: str = "--output", mode: int = 0o600):
+def write_atomically(path, write, param_hint: str = "--output", mode: int = 0o600,
+                     check_existing=None):
     """Write through a temp file (0600 until done) in the same directory, renamed into place
-    with ``mode``; a missing directory is refused before ``write`` runs."""
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
+    with ``mode``; ``-`` is stdout. A symlink is written through to the file it names. Refused
+    before ``write`` runs: an empty path, a missing directory, the SQLite store the command
+    reads (or its -wal/-shm/-journal), and an existing file ``check_existing`` says no to."""
+    if str(path) == "-":
+        return write(sys.stdout)
+    if not str(path):
+        raise click.BadParameter("an empty path names no file; give a file name, or - for "
+                                 "stdout", param_hint=param_hint)
+    target = Path(os.path.realpath(path))
+    if target in _store_files():
+        raise click.BadParameter(f"{str(path)!r} is the database this command reads (or one "
+                                 "of its files); choose another path", param_hint=param_hint)
+    directory = target.parent
     if not directory.is_dir():
+        shown = Path(path).parent if str(Path(path).parent) else Path(".")
         raise click.BadParameter(
-            f"directory {str(directory)!r} does not exist; create it or choose another path",
+            f"directory {str(shown)!r} does not exist; create it or choose another path",
             param_hint=param_hint)
+    if check_existing is not None and target.is_file():
+        refusal = check_existing(target)
+        if refusal:
+            raise click.BadParameter(f"{str(path)!r} {refusal}", param_hint=param_hint)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:  # name the user's path, never our temp file
         raise click.ClickException(
-            f"cannot write {str(target)!r}: {exc.strerror}; check that the directory "
+            f"cannot write {str(path)!r}: {exc.strerror}; check that the directory "
             "is writable or choose another path") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
@@ -263,6 +279,25 @@ def write_atomically(path, write, param_hint: str = "--output", mode: int = 0o60
             os.unlink(tmp)
         raise
     return result
+
+
+def _store_files() -> set[Path]:
+    """The real paths of the SQLite store this command opens and its side files (none for a
+    server, or when no command state is found)."""
+    ctx = click.get_current_context(silent=True)
+    state = ctx.find_object(CliState) if ctx else None
+    if state is None:
+        return set()
+    from ..config import DatabaseConfig
+
+    try:
+        store = DatabaseConfig(state.database_url).sqlite_path
+    except Exception:  # a bad URL: the command's own opening of it says what is wrong
+        return set()
+    if store is None:
+        return set()
+    store = os.path.realpath(store)
+    return {Path(store + suffix) for suffix in ("", "-wal", "-shm", "-journal")}
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -63,6 +63,7 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
         resolve_tables(tables)
     except ValidationError as exc:
         raise click.BadParameter(str(exc), param_hint="--tables") from None
+    output = None if output == "-" else output
     fmt = _format_for(output, fmt) or "json"
     manager = state.manager(readonly=True)
     exporter = DataExporter(manager)
@@ -73,7 +74,7 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
             raise click.ClickException(
                 f"{len(opened['unreadable'])} PSK(s) cannot be opened with the configured "
                 "keys; add the old key to CARDLINK_ENCRYPTION_KEYS (see cardlink-db keys check)")
-        where_to = "the file is created mode 0600" if output else "it goes to stdout"
+        where_to = "the file is created mode 0600" if output is not None else "it goes to stdout"
         warn(f"Warning: this export holds decrypted PSK keys; store it like a secret "
              f"({where_to}).")
     with progress_bar(sum(exporter.count_rows(tables).values()), "Exporting") as bar:
@@ -81,7 +82,7 @@ def export_command(state: CliState, fmt, tables, output, include_keys):
             return exporter.write(fh, tables=tables, format=fmt, include_keys=include_keys,
                                   progress=None if bar is None else lambda _t, n: bar.update(n))
 
-        counts = write_atomically(output, write) if output else write(sys.stdout)
+        counts = write_atomically(output, write) if output is not None else write(sys.stdout)
         sys.stdout.flush()
     shown = ", ".join(f"{table} {n:,}" for table, n in display_tables(counts).items())
     warn(f"Exported {sum(counts.values()):,} rows ({shown}) to {output or 'stdout'}")
