@@ -39,7 +39,6 @@ _ENV = jinja2.Environment(
 _ENV.filters["ms"] = charts.format_ms
 _ENV.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M") if v else "–"
 _ENV.filters["pct"] = lambda v: "–" if v is None else f"{v:.1f}".removesuffix(".0") + "%"
-_ENV.filters["short"] = lambda v, n=8: (v[:n] + "…") if v and len(v) > n + 1 else (v or "")
 _ENV.filters["spark"] = charts.sparkline
 _SCRIPT = _ENV.loader.get_source(_ENV, "report.js")[0]
 if "</" in _SCRIPT:  # it is inlined in the page

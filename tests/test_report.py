@@ -289,3 +289,13 @@ def test_run_labels_of_any_json_shape_are_shown_as_text(manager):
     _, doc = parse(manager)
     row = runs_table(doc)[0]
     assert row[2] == "['LAB-7', 'LAB-8']" and row[3] == "{'slot': 2}"
+
+
+def test_session_ids_are_shown_whole(manager):
+    # UUIDv7 ids of sessions made together share their first characters (the timestamp).
+    ids = [add_session(manager, day=0, exchanges=[("00A40400", "SELECT", "9000", 1.0)])
+           for _ in range(3)]
+    _, doc = parse(manager, sessions=ids)
+    assert sorted(texts(doc, "//code[contains(@class, 'sid')]")) == sorted(ids)
+    assert sorted(texts(doc, "//nav/a[starts-with(@href, '#session-')]")) == sorted(
+        f"Session {sid}" for sid in ids)
