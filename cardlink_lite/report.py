@@ -109,11 +109,18 @@ def _runs_part(suite, runs, since) -> dict:
     window = runs_data.run_window(suite, runs, since) if suite else []
     run_ids = [r["run_id"] for r in window]
     flaky_count, flaky = runs_data.flaky_tests(suite, run_ids, REPORT_DEFAULTS["flaky"])
+    # The newest run against the newest run before it that ran to the end (a stopped or
+    # interrupted run left tests out: they are not "removed").
+    base = next((r["run_id"] for r in reversed(window[:-1]) if r["complete"]), None)
+    if base is None and window:  # none in the window: the suite's newest before it
+        found = TestRepository().latest_comparable_run(suite, exclude=run_ids[-1])
+        newest = window[-1]["started_at"]
+        if found and found.started_at and newest and found.started_at < newest:
+            base = found.id
     return {
         "runs": window,
         "trend": charts.trend_chart(window),
-        "comparison": TestRepository().compare_runs(*run_ids[-2:]) if len(run_ids) > 1
-        else None,
+        "comparison": TestRepository().compare_runs(base, run_ids[-1]) if base else None,
         "flaky_count": flaky_count,
         "flaky": flaky,
         "slowest": runs_data.slowest_tests(suite, run_ids, REPORT_DEFAULTS["slowest"]),

@@ -14,6 +14,9 @@ __all__ = ["STATUSES", "flaky_tests", "run_window", "slowest_tests", "suite_name
 
 STATUSES = ("passed", "failed", "error", "skipped")
 _FAILING = ("failed", "error")
+# Endings of runs that ran every test (None: results without a run record), as
+# TestRepository.latest_comparable_run reads them.
+_COMPARABLE = (None, "complete", "unknown")
 
 
 def suite_names() -> list[str]:
@@ -71,6 +74,7 @@ def run_window(suite: str, runs: int, since: datetime | None = None) -> list[dic
         by_id[run_id]["devices"].add(device)
         by_id[run_id]["cards"].add(card)
     for run in window:
+        run["complete"] = run["ending"] in _COMPARABLE
         first, last = run["started_at"], run["ended_at"]
         run["wall_ms"] = int((last - first).total_seconds() * 1000) if first and last else 0
         run["pass_rate"] = 100.0 * run["passed"] / run["total"] if run["total"] else 0.0

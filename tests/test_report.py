@@ -61,7 +61,7 @@ def test_one_run_has_its_counts_and_no_comparison(manager):
     assert runs_table(doc) == [["r1", "2024-11-01 08:00", "–", "–", "4", "1", "1", "1", "1",
                                 "25%", "400 ms", "3.1 s", "unknown"]]
     assert len(doc.xpath("//svg[contains(@class, 'trend')]//g[contains(@class, 'run')]")) == 1
-    assert "Newest run against the one before" not in page
+    assert "Newest run against" not in page
     assert "No test changed between pass and fail" in page
 
 
@@ -277,7 +277,7 @@ def test_run_records_a_run_with_zero_tests_and_how_runs_ended(manager):
     assert code.get("title") == "git_branch=main; host=bench-3"
     bars = doc.xpath("//svg[contains(@class, 'trend')]//g[contains(@class, 'run')]")
     assert len(bars) == 3 and bars[-1].xpath("./text")[0].text == "0"
-    # The newest run has no tests: compared with r2, every test of r2 is "removed".
+    # The newest run has no tests: compared with r1 (r2 stopped), every test is "removed".
     assert texts(doc, "//ul[contains(@class, 'removed')]/li") == ["t"]
 
 
@@ -299,3 +299,40 @@ def test_session_ids_are_shown_whole(manager):
     assert sorted(texts(doc, "//code[contains(@class, 'sid')]")) == sorted(ids)
     assert sorted(texts(doc, "//nav/a[starts-with(@href, '#session-')]")) == sorted(
         f"Session {sid}" for sid in ids)
+
+
+def _end(manager, run_id, ending):
+    manager.bind()
+    TestRun.update(ending=ending).where(TestRun.id == run_id).execute()
+
+
+def test_a_stopped_newest_run_is_compared_with_the_last_complete_one(manager):
+    add_run(manager, "r1", {"a": "passed", "b": "passed", "c": "passed"}, day=0)
+    add_run(manager, "r2", {"a": "failed", "b": "passed", "c": "passed"}, day=1)
+    add_run(manager, "r3", {"a": "passed"}, day=2)  # -x: b and c were never reached
+    for run_id in ("r1", "r2"):
+        _end(manager, run_id, "complete")
+    _end(manager, "r3", "stopped")
+    page, doc = parse(manager)
+    assert "r3 compared with r2" in " ".join(texts(doc, "//p[@class='note']"))
+    assert texts(doc, "//ul[contains(@class, 'fixed')]/li") == ["✓ a"]
+    assert not doc.xpath("//ul[contains(@class, 'removed')]")
+    assert "Removed tests" not in page
+    assert texts(doc, "//ul[contains(@class, 'not-reached')]/li") == ["b", "c"]
+    assert "Not run: the run ended stopped" in " ".join(texts(doc, "//h4"))
+    # On the trend chart the stopped run is marked, and its title says how it ended.
+    runs = doc.xpath("//svg[contains(@class, 'trend')]//g[contains(@class, 'run')]")
+    assert [r.get("class") for r in runs] == ["run", "run", "run incomplete"]
+    assert "ended stopped" in runs[-1].xpath("./title")[0].text
+    assert runs[-1].xpath(".//rect[@class='incomplete-frame']")
+
+
+def test_a_stopped_run_in_between_is_not_the_base_of_the_comparison(manager):
+    add_run(manager, "r1", {"a": "failed", "b": "passed"}, day=0)
+    add_run(manager, "r2", {"a": "failed"}, day=1)
+    add_run(manager, "r3", {"a": "passed", "b": "passed"}, day=2)
+    _end(manager, "r2", "interrupted")
+    _, doc = parse(manager)
+    assert "r3 compared with r1" in " ".join(texts(doc, "//p[@class='note']"))
+    assert texts(doc, "//ul[contains(@class, 'fixed')]/li") == ["✓ a"]
+    assert not doc.xpath("//ul[contains(@class, 'new')]")  # b is not new: r1 ran it
