@@ -134,3 +134,32 @@ def test_report_in_chromium(browser, manager, tmp_path, artifacts):
     assert dialogs == []
     assert problems == []
     assert all(url.startswith("file://") for url in requests), requests
+
+
+def test_report_on_a_phone(browser, manager, tmp_path, artifacts):
+    session_id = _fill(manager)
+    add_run(manager, "run-6", {"test_" + "very_long_parametrised_name_" * 4: "passed"}, day=6)
+    path = write_report(manager, tmp_path / "report.html", sessions=[session_id],
+                        title="Bench report for the " + "Überlangeslaborbezeichnung" * 4)
+    page = browser.new_page(viewport={"width": 375, "height": 667})
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    # Nothing but the scrolling tables is wider than the screen: charts shrink, titles wrap.
+    wide = page.evaluate("""() => [...document.querySelectorAll('body *')].filter(e =>
+        e.getBoundingClientRect().right > 376 && !e.closest('.scroll')).map(e => e.outerHTML)""")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375, wide[:3]
+    for chart in ("svg.trend", "svg.days"):
+        box = page.locator(chart).bounding_box()
+        assert box["width"] <= 375 and box["height"] > 60, chart
+    # A jump lands on its heading, not under a header that covers half the screen.
+    for target in ("#sessions h2", f"#session-{session_id} h2"):
+        page.locator(f"nav a[href='#{target.split()[0][1:]}']").click()
+        covered = page.evaluate("""(sel) => { const h = document.querySelector(sel);
+            const r = h.getBoundingClientRect();
+            const hit = document.elementFromPoint(r.left + 5, r.top + r.height / 2);
+            return !(hit && h.contains(hit)); }""", target)
+        assert not covered, target
+    # Test names wrap as words, not one character per line.
+    names = page.locator("table[aria-labelledby='slow-h'] th.name")
+    assert min(names.nth(i).bounding_box()["width"] for i in range(names.count())) >= 100
+    page.screenshot(path=str(artifacts / "phone.png"), full_page=True)
