@@ -132,6 +132,10 @@ def _sessions_part(since, session_ids) -> dict:
     if start is None:
         return {"session_start": None, "matrix": {"devices": [], "cards": []},
                 "timelines": _timelines(session_ids or [])}
+    per_day = sessions_data.outcomes_per_day(start)
+    if not per_day:  # none since ``since``: said in words, not drawn as empty charts
+        return {"session_start": start, "days": None, "matrix": {"devices": [], "cards": []},
+                "timelines": _timelines(session_ids or [])}
     recent = sessions_data.recent_sessions(start, REPORT_DEFAULTS["sessions"])
     if session_ids is None:  # the newest session with APDUs and the newest failed one
         with_apdus = [r for r in recent if r["apdus"]]
@@ -139,7 +143,7 @@ def _sessions_part(since, session_ids) -> dict:
         session_ids = list(dict.fromkeys(r["id"] for r in with_apdus[:1] + failed[:1]))
     return {
         "session_start": start,
-        "days": charts.day_chart(sessions_data.outcomes_per_day(start)),
+        "days": charts.day_chart(per_day),
         "matrix": sessions_data.device_card_matrix(start),
         "latency": sessions_data.command_latency(start),
         "recent": recent,

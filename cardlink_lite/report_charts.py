@@ -14,13 +14,17 @@ _MAX_WIDTH = 30000.0   # pixels of latency in the widest timeline
 _OUTCOMES = ("completed", "failed", "timeout", "open")
 
 
-def nice_ticks(top: float, count: int = 4) -> list[float]:
-    """Round tick values from 0 up to at least ``top`` (about ``count`` steps)."""
+def nice_ticks(top: float, count: int = 4, whole: bool = False) -> list[float]:
+    """Round tick values from 0 up to at least ``top`` (about ``count`` steps); ``whole``:
+    steps of whole numbers (counts)."""
     if top <= 0:
         return [0.0, 1.0]
     raw = top / count
     magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    steps = (1, 2, 5, 10) if whole else (1, 2, 2.5, 5, 10)
+    step = next(m * magnitude for m in steps if m * magnitude >= raw)
+    if whole:
+        step = max(1, round(step))
     return [i * step for i in range(int(math.ceil(top / step - 1e-9)) + 1)]
 
 
@@ -60,7 +64,7 @@ def trend_chart(runs: list[dict], width: int = 960, height: int = 300) -> dict:
 
 def day_chart(days: list[dict], width: int = 960, height: int = 220) -> dict:
     """Stacked bars of session outcomes per day (a day without sessions is a gap)."""
-    ticks = nice_ticks(max((d["total"] for d in days), default=0) or 1)
+    ticks = nice_ticks(max((d["total"] for d in days), default=0) or 1, whole=True)
     peak = ticks[-1] or 1
     chart = _stacked_bars(days, "day", [[(o, d[o] / peak) for o in _OUTCOMES] for d in days],
                           [d["day"][5:] for d in days], (width, height, 48, 16, 16, 40),

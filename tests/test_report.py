@@ -336,3 +336,22 @@ def test_a_stopped_run_in_between_is_not_the_base_of_the_comparison(manager):
     assert "r3 compared with r1" in " ".join(texts(doc, "//p[@class='note']"))
     assert texts(doc, "//ul[contains(@class, 'fixed')]/li") == ["✓ a"]
     assert not doc.xpath("//ul[contains(@class, 'new')]")  # b is not new: r1 ran it
+
+
+def test_an_empty_window_says_so_instead_of_drawing_empty_charts(manager):
+    add_run(manager, "r1", {"t": "passed"})
+    add_session(manager, exchanges=[("00A40400", "SELECT", "9000", 1.0)])
+    page, doc = parse(manager, since=date(2030, 1, 1))
+    assert "No test results since 2030-01-01 00:00" in page
+    assert "No OTA sessions since 2030-01-01 00:00 UTC" in " ".join(
+        texts(doc, "//section[@id='sessions']//p"))
+    assert not doc.xpath("//svg[contains(@class, 'days')] | //svg[contains(@class, 'trend')]")
+    assert not doc.xpath("//section[@id='sessions']//table")
+
+
+def test_count_axes_have_whole_number_ticks(manager):
+    for day in (0, 0, 1):  # at most two sessions a day
+        add_session(manager, day=day)
+    _, doc = parse(manager)
+    ticks = texts(doc, "//svg[contains(@class, 'days')]//text[@class='tick'][@text-anchor='end']")
+    assert ticks == ["0", "1", "2"]
