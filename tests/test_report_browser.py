@@ -163,3 +163,17 @@ def test_report_on_a_phone(browser, manager, tmp_path, artifacts):
     names = page.locator("table[aria-labelledby='slow-h'] th.name")
     assert min(names.nth(i).bounding_box()["width"] for i in range(names.count())) >= 100
     page.screenshot(path=str(artifacts / "phone.png"), full_page=True)
+
+
+def test_report_in_print(browser, manager, tmp_path):
+    _fill(manager)
+    path = write_report(manager, tmp_path / "report.html")
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page.goto(path.as_uri())
+    page.emulate_media(media="print")
+    style = """([sel, prop]) => getComputedStyle(document.querySelector(sel))[prop]"""
+    # A section longer than a page starts where it is (a whole section that cannot fit made
+    # the first page blank); legend swatches keep their colours like the bars they explain.
+    assert page.evaluate(style, ["section#runs", "breakInside"]) == "auto"
+    for key in (".legend .sw.passed", ".sw.bar-med", ".sw.bar-p95"):
+        assert page.evaluate(style, [key, "printColorAdjust"]) == "exact", key
