@@ -40,6 +40,9 @@ _ENV.filters["ms"] = charts.format_ms
 _ENV.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M") if v else "–"
 _ENV.filters["pct"] = lambda v: "–" if v is None else f"{v:.1f}".removesuffix(".0") + "%"
 _ENV.filters["spark"] = charts.sparkline
+# A user's value (a test, device or card name) isolated from the text around it: a
+# right-to-left one must not reorder its neighbours.
+_ENV.filters["bdi"] = lambda v: markupsafe.Markup("<bdi>%s</bdi>") % v
 _SCRIPT = _ENV.loader.get_source(_ENV, "report.js")[0]
 if "</" in _SCRIPT:  # it is inlined in the page
     raise AssertionError("report.js must not contain '</'")

@@ -355,3 +355,23 @@ def test_count_axes_have_whole_number_ticks(manager):
     _, doc = parse(manager)
     ticks = texts(doc, "//svg[contains(@class, 'days')]//text[@class='tick'][@text-anchor='end']")
     assert ticks == ["0", "1", "2"]
+
+
+def test_user_values_are_bidi_isolated(manager):
+    # A right-to-left value must not reorder the text around it: each sits in a <bdi>.
+    test, device, card, cause, command = "בדיקה_1", "מכשיר-1", "8901000000000000001", \
+        "שגיאה", "בחר"
+    add_device(manager, device, "טלפון")
+    add_card(manager, card)
+    add_run(manager, "r1", {test: "passed", "b": "failed"}, device=device, card=card)
+    add_run(manager, "r2", {test: "failed", "b": "passed"}, day=1, device=device, card=card)
+    sid = add_session(manager, device=device, card=card, status="failed", error_code=cause,
+                      exchanges=[("00A40400", command, "6A82", 2.0)])
+    _, doc = parse(manager, sessions=[sid], title="דוח")
+    html_text = doc.xpath("//body//*[not(ancestor-or-self::svg)][not(self::option)]"
+                          "[not(self::script)]")
+    for value in (test, device, "טלפון", cause, command, "דוח"):
+        holders = [el for el in html_text if value in (el.text or "")]
+        assert holders and all(el.tag == "bdi" for el in holders), (value, [
+            el.tag for el in holders])
+        assert not [el for el in html_text if value in (el.tail or "")], value

@@ -145,7 +145,7 @@ def test_report_replaces_only_an_old_report_unless_forced(manager, db_url, tmp_p
     assert "cardlink-lite report" in notes.read_text()
     # An earlier report (or an empty file) is replaced without --force.
     assert run(db_url, "-o", str(notes), "--title", "again").exit_code == 0
-    assert "<h1>again</h1>" in notes.read_text()
+    assert "<h1><bdi>again</bdi></h1>" in notes.read_text()
     empty = tmp_path / "empty.html"
     empty.write_text("")
     assert run(db_url, "-o", str(empty)).exit_code == 0
