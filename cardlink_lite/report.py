@@ -61,6 +61,8 @@ def build_report(manager, suite: str | None = None, runs: int = REPORT_DEFAULTS[
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ValidationError(f"runs must be a whole number >= 1; got {runs!r}")
     since = _moment(since)
+    if sessions is not None:  # a session named twice is drawn once
+        sessions = list(dict.fromkeys(sessions))
     with bound_models(manager.database):
         suites = runs_data.suite_names()
         if suite is None:

@@ -375,3 +375,10 @@ def test_user_values_are_bidi_isolated(manager):
         assert holders and all(el.tag == "bdi" for el in holders), (value, [
             el.tag for el in holders])
         assert not [el for el in html_text if value in (el.tail or "")], value
+
+
+def test_a_session_named_twice_is_drawn_once(manager):
+    sid = add_session(manager, exchanges=[("00A40400", "SELECT", "9000", 1.0)])
+    _, doc = parse(manager, sessions=[sid, sid])
+    assert len(doc.xpath(f"//section[@id='session-{sid}']")) == 1
+    assert len(doc.xpath(f"//nav/a[@href='#session-{sid}']")) == 1
