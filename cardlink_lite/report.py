@@ -165,10 +165,14 @@ def _timelines(session_ids: list[str]) -> list[dict]:
                 f"no OTA session {str(session_id)[:40]!r} in this store; find session ids "
                 "with: cardlink-db sessions list"
             )
-        exchanges, more = apdus.session_exchanges(facts["id"], REPORT_DEFAULTS["exchanges"])
+        exchanges, more, more_ms = apdus.session_exchanges(facts["id"],
+                                                           REPORT_DEFAULTS["exchanges"])
+        timed = any(e["latency_ms"] is not None for e in exchanges) or more_ms > 0
+        chart = charts.timeline(exchanges)
         out.append({"facts": facts, "exchanges": exchanges, "more": more,
+                    "card_ms": chart["total_ms"] + more_ms if timed else None,
                     "kinds": Counter(e["sw_kind"] for e in exchanges if e["sw_kind"]),
-                    "chart": charts.timeline(exchanges),
+                    "chart": chart,
                     "slowest": max(exchanges, key=lambda e: e["latency_ms"] or 0)
                     if any(e["latency_ms"] is not None for e in exchanges) else None})
     return out

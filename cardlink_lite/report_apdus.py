@@ -12,15 +12,20 @@ from .status_words import MORE_DATA_PREFIXES, describe_status_word
 __all__ = ["aware_utc", "ins_name", "session_exchanges", "sw_kind"]
 
 
-def session_exchanges(session_id: str, limit: int) -> tuple[list[dict], int]:
-    """The session's first ``limit`` exchanges, and how many more it has (rows streamed)."""
+def session_exchanges(session_id: str, limit: int) -> tuple[list[dict], int, float]:
+    """The session's first ``limit`` exchanges, how many more it has and their latencies'
+    sum (rows streamed)."""
     query = (CommLog.select(CommLog.timestamp, CommLog.direction, CommLog.raw_data,
                             CommLog.decoded_data, CommLog.status_word, CommLog.latency_ms,
                             CommLog.channel)
              .where(CommLog.session == session_id)
              .order_by(CommLog.timestamp, CommLog.id))
     exchanges = _paired(query.tuples().iterator())
-    return list(islice(exchanges, limit)), sum(1 for _ in exchanges)
+    shown, more, more_ms = list(islice(exchanges, limit)), 0, 0.0
+    for exchange in exchanges:
+        more += 1
+        more_ms += exchange["latency_ms"] or 0
+    return shown, more, more_ms
 
 
 def _paired(rows):

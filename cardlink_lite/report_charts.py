@@ -11,6 +11,7 @@ __all__ = ["day_chart", "format_ms", "nice_ticks", "sparkline", "timeline", "tre
 _STACK = ("passed", "failed", "error", "skipped")
 _TYPICAL_PX = 8.0      # width of a median-latency exchange in a long timeline
 _MAX_WIDTH = 30000.0   # pixels of latency in the widest timeline
+_MAX_BAR_PX = 240.0    # the widest one exchange is drawn (a long wait is cut and labelled)
 _OUTCOMES = ("completed", "failed", "timeout", "open")
 
 
@@ -120,7 +121,8 @@ def sparkline(values: list, width: int = 160, height: int = 28) -> dict:
 
 def timeline(exchanges: list[dict], target_width: int = 1180, lane_height: int = 34) -> dict:
     """One lane per logical channel; exchanges one after the other (the card answers one
-    command at a time), each as wide as its latency."""
+    command at a time), each as wide as its latency; in a chart wider than ``target_width``
+    a long wait is cut to ``_MAX_BAR_PX`` and labelled with its duration."""
     left, top, min_w, gap = 96, 24, 3.0, 1.0
     latencies = sorted(e["latency_ms"] for e in exchanges if e["latency_ms"])
     total_ms = sum(latencies)
@@ -130,22 +132,67 @@ def timeline(exchanges: list[dict], target_width: int = 1180, lane_height: int =
         scale = max(scale, min(_TYPICAL_PX / typical, _MAX_WIDTH / total_ms))
     lanes = sorted({e["channel"] for e in exchanges}, key=lambda c: (c is None, c or 0))
     lane_y = {c: top + i * lane_height for i, c in enumerate(lanes)}
-    bars, x, elapsed, ticks = [], float(left), 0.0, []
-    next_tick = left
+    # Cut only where the chart would scroll: then one wait must not take screens of it.
+    cap = _MAX_BAR_PX if left + sum(max((e["latency_ms"] or 0) * scale, min_w) + gap
+                                    for e in exchanges) > target_width else math.inf
+    bars, x, elapsed = [], float(left), 0.0
     for index, e in enumerate(exchanges):
-        w = max((e["latency_ms"] or 0) * scale, min_w)
-        if x >= next_tick:
-            ticks.append({"x": round(x, 1), "text": format_ms(elapsed) if elapsed else "0"})
-            next_tick = x + 110
+        ms = e["latency_ms"] or 0
+        w = max(ms * scale, min_w)
+        cut = w > cap
+        w = min(w, cap)
         bars.append({"e": e, "index": index + 1, "x": round(x, 1), "w": round(w, 1),
-                     "y": lane_y[e["channel"]] + 5, "h": lane_height - 10,
-                     "label": _fit(e.get("name") or e.get("sw") or "", w - 8)})
+                     "y": lane_y[e["channel"]] + 5, "h": lane_height - 10, "cut": cut,
+                     "start_ms": elapsed, "label": _fit(format_ms(ms) if cut else
+                                                        e.get("name") or e.get("sw") or "",
+                                                        w - (24 if cut else 8))})
         x += w + gap
-        elapsed += e["latency_ms"] or 0
+        elapsed += ms
     axis_y = top + lane_height * max(len(lanes), 1) + 4
-    return {"width": max(int(x + 16), 320), "height": axis_y + 24, "left": left, "top": top,
-            "bars": bars, "ticks": ticks, "total_ms": total_ms, "lane_height": lane_height,
-            "lanes": [{"channel": c, "y": lane_y[c]} for c in lanes], "axis_y": axis_y}
+    ticks = _time_ticks(bars, total_ms, scale, x - left)
+    room = ticks[-1]["x"] + 60 if ticks else 0  # for the last tick's text
+    return {"width": int(max(x + 16, room, 320)), "height": axis_y + 24, "left": left,
+            "top": top, "bars": bars, "ticks": ticks,
+            "total_ms": total_ms, "timed": any(e["latency_ms"] is not None for e in exchanges),
+            "lane_height": lane_height, "axis_y": axis_y,
+            "lanes": [{"channel": c, "y": lane_y[c]} for c in lanes]}
+
+
+def _time_ticks(bars: list[dict], total_ms: float, scale: float, width: float,
+                min_gap: float = 70) -> list[dict]:
+    """Elapsed card time at round values on one grid, where each is reached; none inside a
+    cut bar (its label says how long it is), none closer than ``min_gap`` pixels."""
+    if not bars:
+        return []
+    if not total_ms:
+        return [{"x": bars[0]["x"], "text": "0", "ms": 0}]
+    # The grid follows the time drawn to scale: a cut wait would make its step useless.
+    drawn_ms = sum(b["e"]["latency_ms"] or 0 for b in bars if not b["cut"]) or total_ms
+    step = nice_ticks(drawn_ms, count=max(2, int(width // 120)))[1]
+    ticks, value, last_x = [], 0.0, -min_gap
+    for bar in bars:
+        start = bar["start_ms"]
+        end = start + (bar["e"]["latency_ms"] or 0)
+        while value <= end:
+            if bar["cut"] and value > start:  # on to the first grid value after the wait
+                value = (math.floor(end / step) + 1) * step
+                break
+            x = bar["x"] + min((value - start) * scale, bar["w"])
+            if x - last_x >= min_gap:
+                ticks.append({"x": round(x, 1), "text": _tick_text(value, step), "ms": value})
+                last_x = x
+            value += step
+    return ticks
+
+
+def _tick_text(ms: float, step: float) -> str:
+    """``ms`` with as many decimals as ``step`` needs (28.05 s after a cut 28 s wait)."""
+    if not ms:
+        return "0"
+    if ms < 1000 or step >= 1000:
+        return format_ms(ms) if step >= 1 else f"{ms:g} ms"
+    decimals = next(d for d in range(1, 6) if round(step / 1000, d) == step / 1000 or d == 5)
+    return f"{ms / 1000:.{decimals}f} s"
 
 
 def _fit(text: str, width: float) -> str:

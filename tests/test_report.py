@@ -9,7 +9,8 @@ import pytest
 from lxml import html as lxml_html
 
 from cardlink_lite import TestRun, UnitOfWork, ValidationError, apdu_logger
-from cardlink_lite.report import build_report, write_report
+from cardlink_lite.report import REPORT_DEFAULTS, build_report, write_report
+from cardlink_lite.report_charts import timeline
 from tests.report_store import (
     T0,
     add_big_run,
@@ -382,3 +383,39 @@ def test_a_session_named_twice_is_drawn_once(manager):
     _, doc = parse(manager, sessions=[sid, sid])
     assert len(doc.xpath(f"//section[@id='session-{sid}']")) == 1
     assert len(doc.xpath(f"//nav/a[@href='#session-{sid}']")) == 1
+
+
+def _facts(doc, sid) -> dict:
+    section = doc.xpath(f"//section[@id='session-{sid}']")[0]
+    return dict(zip(texts(section, ".//dl[2]/dt"), texts(section, ".//dl[2]/dd"), strict=True))
+
+
+def test_a_cut_off_session_counts_exchanges_and_all_their_card_time(manager, monkeypatch):
+    monkeypatch.setitem(REPORT_DEFAULTS, "exchanges", 3)
+    sid = add_session(manager, exchanges=[("00A40400", "SELECT", "9000", 10.0)] * 5)
+    _, doc = parse(manager, sessions=[sid])
+    facts = _facts(doc, sid)
+    assert facts["APDU exchanges"] == "5 (the first 3 drawn and listed; 2 more left out)"
+    assert facts["Card time"] == "50 ms (sum of response latencies)"
+
+
+def test_a_session_without_latencies_says_not_recorded(manager):
+    sid = add_session(manager, exchanges=[("00A40400", "SELECT", "9000", None)] * 2)
+    _, doc = parse(manager, sessions=[sid])
+    assert _facts(doc, sid)["Card time"] == "not recorded"
+    title = doc.xpath(f"//section[@id='session-{sid}']//svg/title")[0].text
+    assert "not recorded" in title and "0 ms" not in title
+
+
+def test_one_long_wait_does_not_make_a_huge_timeline():
+    waits = [4.0] * 6 + [28000.0] + [6.0] * 6
+    chart = timeline([{"latency_ms": ms, "channel": 0, "name": "X", "sw": "9000"}
+                      for ms in waits])
+    assert chart["width"] < 1400
+    long = chart["bars"][6]
+    assert long["w"] == max(b["w"] for b in chart["bars"]) and long["label"] == "28.0 s"
+    assert chart["total_ms"] == sum(waits)
+    values = [t["ms"] for t in chart["ticks"]]
+    assert values[0] == 0 and len(values) >= 2
+    step = min(b - a for a, b in zip(values, values[1:], strict=False))
+    assert all(v % step == 0 for v in values)  # round values on one grid
