@@ -177,3 +177,23 @@ def test_report_in_print(browser, manager, tmp_path):
     assert page.evaluate(style, ["section#runs", "breakInside"]) == "auto"
     for key in (".legend .sw.passed", ".sw.bar-med", ".sw.bar-p95"):
         assert page.evaluate(style, [key, "printColorAdjust"]) == "exact", key
+
+
+def test_parts_the_filter_does_not_reach_say_so(browser, manager, tmp_path):
+    _fill(manager)
+    path = write_report(manager, tmp_path / "report.html")
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page.goto(path.as_uri())
+    notes = page.locator(".unfiltered-note:visible")
+    assert notes.count() == 0  # nothing is filtered yet
+    page.select_option("#filter-device", "MODEM-2")
+    # The headline cards, the comparison, flaky and slowest tests, sessions per day and
+    # latency per command still count every device and card: each says so.
+    assert notes.count() == 6
+    for part in ("div.cards", "#flaky-h", "#slow-h", "svg.days", "#latency-h",
+                 "h3:text('Newest run against')"):
+        assert page.locator(part).first.evaluate(
+            "(el) => { const n = (el.closest('div.cards, h3, figure') || el)"
+            ".nextElementSibling; return !!n && n.classList.contains('unfiltered-note'); }"), part
+    page.select_option("#filter-device", "")
+    assert notes.count() == 0

@@ -32,6 +32,7 @@
       if (el.classList.contains("session-row")) { sessions++; if (keep) shownSessions++; }
     });
     redrawLine();
+    document.body.classList.toggle("filtering", !!((device && device.value) || (card && card.value)));
     if (status) {
       var d = device ? device.value : "", c = card ? card.value : "";
       status.textContent = (!d && !c) ? "Showing everything." :
