@@ -197,3 +197,23 @@ def test_parts_the_filter_does_not_reach_say_so(browser, manager, tmp_path):
             ".nextElementSibling; return !!n && n.classList.contains('unfiltered-note'); }"), part
     page.select_option("#filter-device", "")
     assert notes.count() == 0
+
+
+def _luminance(rgb: str) -> float:
+    channels = [int(v) / 255 for v in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3]]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def test_badges_and_cells_have_readable_contrast(browser, manager, tmp_path):
+    _fill(manager)
+    add_session(manager, device="PHONE-1", day=6, status="active")  # still open
+    path = write_report(manager, tmp_path / "report.html")
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page.goto(path.as_uri())
+    for selector in (".badge.open", ".badge.timeout", ".badge.failed", ".badge.completed",
+                     ".cell.skipped", ".cell.passed", ".cell.failed", ".cell.error"):
+        fg, bg = page.locator(selector).first.evaluate(
+            "(el) => [getComputedStyle(el).color, getComputedStyle(el).backgroundColor]")
+        light, dark = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+        assert (light + 0.05) / (dark + 0.05) >= 4.5, selector  # WCAG AA for text
