@@ -13,6 +13,7 @@ _TYPICAL_PX = 8.0      # width of a median-latency exchange in a long timeline
 _MAX_WIDTH = 30000.0   # pixels of latency in the widest timeline
 _MAX_BAR_PX = 240.0    # the widest one exchange is drawn (a long wait is cut and labelled)
 _OUTCOMES = ("completed", "failed", "timeout", "open")
+_DENSE_PX = 14.0       # a trend band narrower than this drops its dot and counts
 
 
 def nice_ticks(top: float, count: int = 4, whole: bool = False) -> list[float]:
@@ -60,6 +61,8 @@ def trend_chart(runs: list[dict], width: int = 960, height: int = 300) -> dict:
     chart["duration_ticks"] = [{"y": _y(chart, t * 1000 / d_top), "text": f"{t:g} s"}
                                for t in d_ticks]
     chart["line"] = " ".join(f"{b['cx']},{b['cy']}" for b in chart["bars"])
+    # Under ~14 px a run the dots and counts would overlap: the bars and the line stay.
+    chart["dense"] = (chart["right"] - chart["left"]) / max(len(runs), 1) < _DENSE_PX
     return chart
 
 

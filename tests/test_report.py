@@ -419,3 +419,20 @@ def test_one_long_wait_does_not_make_a_huge_timeline():
     assert values[0] == 0 and len(values) >= 2
     step = min(b - a for a, b in zip(values, values[1:], strict=False))
     assert all(v % step == 0 for v in values)  # round values on one grid
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_thousand_run_trend_draws_no_dots_or_labels_it_cannot_fit(manager):
+    manager.bind()
+    for i in range(70):  # 70 runs: a band of 12 px each
+        add_run(manager, f"r{i:03d}", {"a": "failed" if i % 2 else "passed"},
+                day=i // 24, duration_ms=100 + i)
+    _, doc = parse(manager, runs=70)
+    svg = doc.xpath("//svg[contains(@class, 'trend')]")[0]
+    assert len(svg.xpath(".//g[contains(@class, 'run')]")) == 70
+    assert not svg.xpath(".//circle | .//text[@class='fail-count']")
+    assert len(svg.xpath(".//polyline[@id='trend-line']")[0].get("points").split()) == 70
+    _, doc = parse(manager, runs=20)  # wide bands keep them
+    svg = doc.xpath("//svg[contains(@class, 'trend')]")[0]
+    assert len(svg.xpath(".//circle[@class='dur-dot']")) == 20
+    assert len(svg.xpath(".//text[@class='fail-count']")) == 10

@@ -18,8 +18,7 @@
     var points = [];
     document.querySelectorAll("svg.trend g.run").forEach(function (g) {
       if (g.classList.contains("filtered-out")) return;
-      var dot = g.querySelector("circle");
-      points.push(dot.getAttribute("cx") + "," + dot.getAttribute("cy"));
+      points.push(g.getAttribute("data-point"));
     });
     line.setAttribute("points", points.join(" "));
   }
