@@ -436,3 +436,15 @@ def test_a_thousand_run_trend_draws_no_dots_or_labels_it_cannot_fit(manager):
     svg = doc.xpath("//svg[contains(@class, 'trend')]")[0]
     assert len(svg.xpath(".//circle[@class='dur-dot']")) == 20
     assert len(svg.xpath(".//text[@class='fail-count']")) == 10
+
+
+def test_the_last_complete_run_may_be_older_than_the_window(manager):
+    add_run(manager, "r1", {"a": "failed", "b": "passed"}, day=0)
+    add_run(manager, "r2", {"a": "failed"}, day=1)
+    add_run(manager, "r3", {"a": "passed"}, day=2)
+    for run_id in ("r2", "r3"):
+        _end(manager, run_id, "stopped")
+    _, doc = parse(manager, runs=2)
+    assert [r[0] for r in runs_table(doc)] == ["r3", "r2"]
+    assert "r3 compared with r1" in " ".join(texts(doc, "//p[@class='note']"))
+    assert texts(doc, "//ul[contains(@class, 'not-reached')]/li") == ["b"]
