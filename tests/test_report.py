@@ -92,11 +92,13 @@ def test_regressions_fixes_and_flaky_tests_of_the_newest_runs(manager):
 def test_regression_of_the_newest_run_is_listed(manager):
     add_run(manager, "before", {"test_select": "passed", "test_install": "failed"}, day=0)
     add_run(manager, "after", {"test_select": "failed", "test_install": "passed"}, day=1)
-    _, doc = parse(manager)
+    page, doc = parse(manager)
     assert texts(doc, "//ul[contains(@class, 'regressions')]/li") == ["✗ test_select"]
     assert texts(doc, "//ul[contains(@class, 'fixed')]/li") == ["✓ test_install"]
     cards = texts(doc, "//div[@class='cards']/div")
     assert cards[1].startswith("1 regression")
+    assert texts(doc, "//div[@class='cards']/div[2]/small") == ["passed in before, fail now"]
+    assert "run that did not finish" not in page
 
 
 def test_suite_since_and_device_labels(manager):
@@ -326,6 +328,8 @@ def test_a_stopped_newest_run_is_compared_with_the_last_complete_one(manager):
     assert [r.get("class") for r in runs] == ["run", "run", "run incomplete"]
     assert "ended stopped" in runs[-1].xpath("./title")[0].text
     assert runs[-1].xpath(".//rect[@class='incomplete-frame']")
+    assert "run that did not finish" in page  # its key, shown only when one is drawn
+    assert texts(doc, "//div[@class='cards']/div[2]/small") == ["passed in r2, fail now"]
 
 
 def test_a_stopped_run_in_between_is_not_the_base_of_the_comparison(manager):
