@@ -196,6 +196,8 @@ def _missing(database) -> tuple[list, list]:
 
 def _unfilled_headers(database) -> int:
     """Command rows without channel/INS whose raw_data starts with a header."""
+    if "ins" not in {column.name for column in database.get_columns("comm_logs")}:
+        return 0  # a half-applied 0003 recorded as applied: its index is reported missing
     with bound_models(database):
         query = (CommLog.select(fn.SUBSTR(CommLog.raw_data, 1, 4))
                  .where((CommLog.direction == CommDirection.COMMAND) & CommLog.ins.is_null()))

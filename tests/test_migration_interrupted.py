@@ -191,3 +191,16 @@ def test_keys_that_would_collide_refuse_the_downgrade_naming_table_and_values(ma
     assert mig.get_current_revision(manager) == mig.get_head_revision()
     manager.database.execute_sql("DELETE FROM devices WHERE id = %s", ("x" * 50,))
     assert mig.downgrade(steps=3, manager=manager)[-1] == "0005_test_runs"
+
+
+def test_check_survives_a_store_whose_header_columns_are_gone(manager, db_url):
+    # --as applied after a kill mid-DDL, without finishing it by hand, leaves them missing.
+    db = manager.database
+    db.execute_sql("DROP INDEX idx_log_ins" + (" ON comm_logs" if manager.backend == "mysql"
+                                               else ""))
+    db.execute_sql("ALTER TABLE comm_logs DROP COLUMN ins")
+    manager.close()
+    result = CliRunner().invoke(cli, ["--database", db_url, "check"])
+    assert result.exit_code == 1
+    assert result.stdout.startswith("PROBLEM: index idx_log_ins on logs is missing")
+    assert "Unknown column" not in result.output and "no such column" not in result.output
