@@ -23,8 +23,8 @@ from ..table_names import display_name
 # only; the library (Peewee, drivers, cryptography) is imported when a command runs.
 
 __all__ = ["CliState", "LazyChoice", "StoredText", "UtcDateTime", "cli", "display_tables",
-           "echo_json", "json_option", "pass_state", "progress_bar", "warn", "write_atomically",
-           "yes_option"]
+           "echo", "echo_json", "json_option", "pass_state", "progress_bar", "terminal_safe",
+           "warn", "write_atomically", "yes_option"]
 
 
 class CliState:
@@ -65,11 +65,31 @@ class CliState:
 _LONG_QUOTED = re.compile(r"'([^'\n]{101,})'|\"([^\"\n]{101,})\"")
 
 
+# What a terminal acts on: C0 but newline and tab, DEL, C1, bidi overrides and isolates (and
+# lone surrogates, which no terminal encoding can write).
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                       "\u2066-\u2069\ud800-\udfff]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control a terminal acts on shown as ``\\x1b``/``\\u202e``: stored
+    names come from imported files, and an OSC sequence in one must not set the title or
+    the clipboard of the operator's terminal."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100
+                         else f"\\u{ord(m[0]):04x}", text)
+
+
+def echo(message: str = "", err: bool = False, nl: bool = True) -> None:
+    """``click.echo`` for text that may hold stored values: controls shown escaped."""
+    click.echo(terminal_safe(message), err=err, nl=nl)
+
+
 def _shortened(message: str) -> str:
     """``message`` with every long quoted value cut to its first 40 characters (click's own
-    errors and the library's quote values whole: ``No such command '<5,000 characters>'``)."""
-    return _LONG_QUOTED.sub(lambda m: f"{(m[1] or m[2])[:40]!r}... "
-                                      f"({len(m[1] or m[2]):,} long)", message)
+    errors and the library's quote values whole: ``No such command '<5,000 characters>'``),
+    and its controls escaped."""
+    return terminal_safe(_LONG_QUOTED.sub(lambda m: f"{(m[1] or m[2])[:40]!r}... "
+                                      f"({len(m[1] or m[2]):,} long)", message))
 
 
 class _Group(click.Group):
@@ -226,14 +246,14 @@ def echo_json(payload) -> None:
 
 
 def warn(message: str) -> None:
-    click.echo(message, err=True)
+    echo(message, err=True)
 
 
 def progress_bar(length: int, label: str):
     """A progress bar on stderr when it is a terminal; otherwise nothing at all."""
     if not sys.stderr.isatty() or length <= 0:
         return contextlib.nullcontext(None)
-    return click.progressbar(length=length, label=label, file=sys.stderr)
+    return click.progressbar(length=length, label=terminal_safe(label), file=sys.stderr)
 
 
 def write_atomically(path, write, param_hint: str = "--output", mode: int = 0o600,

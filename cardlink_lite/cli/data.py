@@ -13,6 +13,7 @@ from .base import (
     CliState,
     cli,
     display_tables,
+    echo,
     echo_json,
     json_option,
     pass_state,
@@ -232,7 +233,7 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
             echo_json(report)
         else:
             _print_plan(planned, cutoff)
-            click.echo("Dry run: nothing was deleted." if dry_run else "Nothing to purge.")
+            echo("Dry run: nothing was deleted." if dry_run else "Nothing to purge.")
         return
     if not yes:
         _print_plan(planned, cutoff, err=True)
@@ -247,17 +248,17 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
         echo_json(report)
         return
     shown = ", ".join(f"{_LABELS.get(key, key)} {n:,}" for key, n in deleted.items())
-    click.echo(f"Deleted {sum(deleted.values()):,} rows ({shown}).")
+    echo(f"Deleted {sum(deleted.values()):,} rows ({shown}).")
     space = report["space"]
     if space:
         freed = max(0, space["bytes_before"] - space["bytes_after"])
-        click.echo(f"Reclaimed {freed / (1024 * 1024):.2f} MB ({space['method']}).")
+        echo(f"Reclaimed {freed / (1024 * 1024):.2f} MB ({space['method']}).")
 
 
 def _print_plan(planned: dict, cutoff, err: bool = False) -> None:
-    click.echo(f"Rows older than {cutoff:%Y-%m-%d %H:%M} UTC:", err=err)
+    echo(f"Rows older than {cutoff:%Y-%m-%d %H:%M} UTC:", err=err)
     for table, n in planned.items():
-        click.echo(f"  {_LABELS.get(table, table)}: {n:,}", err=err)
+        echo(f"  {_LABELS.get(table, table)}: {n:,}", err=err)
 
 
 _LABELS = {"logs_of_sessions": "logs of those sessions"}
@@ -280,20 +281,20 @@ def stats(state: CliState, as_json):
     if as_json:
         echo_json(info)
         return
-    click.echo("Tables:")
+    echo("Tables:")
     for table, n in info["tables"].items():
-        click.echo(f"  {table}: {n:,}")
-    click.echo(f"Database size: {info['database_size_mb']:.2f} MB")
+        echo(f"  {table}: {n:,}")
+    echo(f"Database size: {info['database_size_mb']:.2f} MB")
     recent = info["recent_activity"]
-    click.echo(f"Last 24 h: {recent['sessions_last_24h']:,} sessions, "
-               f"{recent['tests_last_24h']:,} tests")
-    click.echo(f"Session success rate: {info['session_success_rate']:.1f}%")
+    echo(f"Last 24 h: {recent['sessions_last_24h']:,} sessions, "
+         f"{recent['tests_last_24h']:,} tests")
+    echo(f"Session success rate: {info['session_success_rate']:.1f}%")
     causes = info["session_failures_by_cause"]
     lines = [f"  {label} {name}: {n:,}" for key, label in _CAUSES
              for name, n in sorted(causes[key].items())]
     lines += [f"  {key}: {causes[key]:,}" for key in ("timeout", "other") if causes[key]]
     if lines:
-        click.echo("\n".join(["Session failures by cause:", *lines]))
+        echo("\n".join(["Session failures by cause:", *lines]))
 
 
 _CAUSES = (("tls_alert", "TLS alert"), ("por_status", "PoR"),
@@ -319,7 +320,7 @@ def backup(state: CliState, path, force, as_json):
     if as_json:
         echo_json(info)
     else:
-        click.echo(f"Backed up to {info['path']} ({info['bytes'] / (1024 * 1024):.2f} MB)")
+        echo(f"Backed up to {info['path']} ({info['bytes'] / (1024 * 1024):.2f} MB)")
 
 
 @cli.command()
@@ -349,11 +350,11 @@ def check(state: CliState, quick, repair, as_json):
         echo_json(report)
     else:
         for what in repaired:
-            click.echo(f"REPAIRED: recreated {what}")
+            echo(f"REPAIRED: recreated {what}")
         for line in report["problems"]:
-            click.echo(f"PROBLEM: {line}")
+            echo(f"PROBLEM: {line}")
         if report["ok"]:
-            click.echo(f"OK: {report['backend']} database passed every check")
-        click.echo(f"Checked in {report['seconds']:.2f} s ({report['checks']['mode']} check)")
+            echo(f"OK: {report['backend']} database passed every check")
+        echo(f"Checked in {report['seconds']:.2f} s ({report['checks']['mode']} check)")
     if not report["ok"]:
         raise click.ClickException(f"{len(report['problems'])} problem(s) found")

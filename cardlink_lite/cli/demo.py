@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .base import CliState, StoredText, cli, pass_state
+from .base import CliState, StoredText, cli, echo, pass_state
 
 __all__ = ["demo"]
 
@@ -30,17 +30,17 @@ def demo(ctx, state: CliState, device_id: str, iccid: str):
 
     done = record_demo(state.manager(check_schema=False, create=True), device_id, iccid)
     summary = done["summary"]
-    click.echo(f"Recorded OTA session {done['session_id']} with {done['apdus']} APDUs "
-               f"on {device_id} / card {iccid}")
-    click.echo(f"Recorded test run {done['run_id']}: {summary['passed']} passed, "
-               f"{summary['failed']} failed, {summary['error']} error, "
-               f"{summary['skipped']} skipped, after a week of earlier runs and sessions "
-               f"(suite {SUITE})")
+    echo(f"Recorded OTA session {done['session_id']} with {done['apdus']} APDUs "
+         f"on {device_id} / card {iccid}")
+    echo(f"Recorded test run {done['run_id']}: {summary['passed']} passed, "
+         f"{summary['failed']} failed, {summary['error']} error, "
+         f"{summary['skipped']} skipped, after a week of earlier runs and sessions "
+         f"(suite {SUITE})")
     if not done["has_key"]:
-        click.echo("(no CARDLINK_ENCRYPTION_KEY set: the demo card was stored without a PSK; "
-                   "see `cardlink-db keys generate`)")
-    click.echo(f"Try: cardlink-db logs show {done['session_id']}")
-    click.echo("     cardlink-db stats")
-    click.echo("     cardlink-db report -o report.html")
-    click.echo("")
+        echo("(no CARDLINK_ENCRYPTION_KEY set: the demo card was stored without a PSK; "
+             "see `cardlink-db keys generate`)")
+    echo(f"Try: cardlink-db logs show {done['session_id']}")
+    echo("     cardlink-db stats")
+    echo("     cardlink-db report -o report.html")
+    echo("")
     ctx.invoke(status, detail=True, as_json=False)

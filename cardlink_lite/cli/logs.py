@@ -13,6 +13,7 @@ from .base import (
     LazyChoice,
     StoredText,
     cli,
+    echo,
     echo_json,
     json_option,
     pass_state,
@@ -66,18 +67,18 @@ def show(state: CliState, session_id, errors_only, as_json):
             echo_json([_as_dict(r, sources) for r in rows])
             return
         for line in _session_lines(session):
-            click.echo(line)
+            echo(line)
         for test_name, run_id in uow.tests.tests_for_session(session_id):
-            click.echo(f"Driven by test {test_name} (run {run_id})")
+            echo(f"Driven by test {test_name} (run {run_id})")
         for source in sources.values():
-            click.echo(f"From {source.path} ({source.format}, imported "
-                       f"{source.imported_at:%Y-%m-%d %H:%M:%S} UTC)")
+            echo(f"From {source.path} ({source.format}, imported "
+                 f"{source.imported_at:%Y-%m-%d %H:%M:%S} UTC)")
         empty = True
         for line in _trace_lines(rows):
-            click.echo(line)
+            echo(line)
             empty = False
         if empty:
-            click.echo("No errors in this session." if errors_only else "No logs in this session.")
+            echo("No errors in this session." if errors_only else "No logs in this session.")
 
 
 def _session_uuid(value: str, param_hint: str) -> str:
@@ -254,7 +255,7 @@ def import_command(state: CliState, files, fmt, session_id, split_on_reset, devi
         results.append(summary)
         if not as_json:
             for line in _summary_lines(summary):
-                click.echo(line)
+                echo(line)
     if as_json:
         echo_json([s.as_dict() for s in results])
 

@@ -10,6 +10,7 @@ from .base import (
     CliState,
     StoredText,
     cli,
+    echo,
     echo_json,
     json_option,
     pass_state,
@@ -54,15 +55,15 @@ def list_command(state: CliState, limit, suite_name, as_json):
         echo_json(runs)
         return
     if not runs:
-        click.echo("no runs recorded")
+        echo("no runs recorded")
         return
-    click.echo(f"{'RUN ID':<38} {'SUITE':<20} {'STARTED':<20} {'ENDED':<17} {'TOTAL':>6} "
-               f"{'PASS':>6} {'FAIL':>6} {'ERR':>5} {'SKIP':>5} {'RATE':>6}")
+    echo(f"{'RUN ID':<38} {'SUITE':<20} {'STARTED':<20} {'ENDED':<17} {'TOTAL':>6} "
+         f"{'PASS':>6} {'FAIL':>6} {'ERR':>5} {'SKIP':>5} {'RATE':>6}")
     for run in runs:
         started = run["started_at"].strftime("%Y-%m-%d %H:%M:%S") if run["started_at"] else ""
-        click.echo(f"{run['run_id']:<38} {run['suite_name'][:20]:<20} {started:<20} "
-                   f"{run['ending']:<17} {run['total']:>6} {run['passed']:>6} {run['failed']:>6} "
-                   f"{run['error']:>5} {run['skipped']:>5} {run['success_rate']:>5.1f}%")
+        echo(f"{run['run_id']:<38} {run['suite_name'][:20]:<20} {started:<20} "
+             f"{run['ending']:<17} {run['total']:>6} {run['passed']:>6} {run['failed']:>6} "
+             f"{run['error']:>5} {run['skipped']:>5} {run['success_rate']:>5.1f}%")
 
 
 @runs_group.command("show")
@@ -90,24 +91,24 @@ def show_command(state: CliState, run_id, as_json):
         echo_json({"summary": summary, "results": rows,
                    "sessions": [{"session_id": s, "test_name": t} for s, t in sessions]})
         return
-    click.echo(f"run {run_id}: {summary['total']} tests, {summary['passed']} passed, "
-               f"{summary['failed']} failed, {summary['error']} error, "
-               f"{summary['skipped']} skipped ({summary['success_rate']:.1f}% passed), "
-               f"{summary['duration_ms'] / 1000:.2f} s")
+    echo(f"run {run_id}: {summary['total']} tests, {summary['passed']} passed, "
+         f"{summary['failed']} failed, {summary['error']} error, "
+         f"{summary['skipped']} skipped ({summary['success_rate']:.1f}% passed), "
+         f"{summary['duration_ms'] / 1000:.2f} s")
     if record:
         status = record["exit_status"]
-        click.echo(f"  ended: {record['ending']}"
-                   + (f" ({record['selection']})" if record["selection"] else "")
-                   + (f", exit status {status}" if status is not None else ""))
+        echo(f"  ended: {record['ending']}"
+             + (f" ({record['selection']})" if record["selection"] else "")
+             + (f", exit status {status}" if status is not None else ""))
         for title, values in (("context", record["context"]), ("labels", record["labels"])):
             if values:
-                click.echo(f"  {title}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+                echo(f"  {title}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     for session_id, test_name in sessions:
-        click.echo(f"  session {session_id} driven by {test_name}")
+        echo(f"  session {session_id} driven by {test_name}")
     for row in rows:
         message = (row["error_message"] or "").splitlines()[0:1]
-        click.echo(f"  {row['status'].upper():<6} {row['test_name']}"
-                   + (f" - {message[0][:_MESSAGE_WIDTH]}" if message else ""))
+        echo(f"  {row['status'].upper():<6} {row['test_name']}"
+             + (f" - {message[0][:_MESSAGE_WIDTH]}" if message else ""))
 
 
 @runs_group.command("compare")
@@ -134,9 +135,9 @@ def compare_command(state: CliState, run_a, run_b, as_json):
                        ("fixed", "fixed (failed/error -> passed)"),
                        ("new_tests", "new tests"), ("removed_tests", "removed tests")):
         names = comparison[key]
-        click.echo(f"{label}: {len(names)}")
+        echo(f"{label}: {len(names)}")
         for name in names:
-            click.echo(f"  {name}")
+            echo(f"  {name}")
 
 
 @runs_group.command("junit")
@@ -156,10 +157,10 @@ def junit_command(state: CliState, run_id, output):
         _summary_or_fail(tests, run_id)
         xml = tests.export_junit_xml(run_id)
     if output is None:
-        click.echo(xml, nl=not xml.endswith("\n"))
+        click.echo(xml, nl=not xml.endswith("\n"))  # a file format: kept exact, like --json
         return
     write_atomically(output, lambda handle: handle.write(xml))
-    click.echo(f"wrote {output}", err=True)
+    echo(f"wrote {output}", err=True)
 
 
 @contextlib.contextmanager

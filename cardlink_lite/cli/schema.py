@@ -6,7 +6,16 @@ from datetime import datetime
 
 import click
 
-from .base import CliState, cli, display_tables, echo_json, json_option, pass_state, yes_option
+from .base import (
+    CliState,
+    cli,
+    display_tables,
+    echo,
+    echo_json,
+    json_option,
+    pass_state,
+    yes_option,
+)
 
 __all__ = ["init", "migrate", "status"]
 
@@ -33,11 +42,11 @@ def init(state: CliState, force: bool, yes: bool):
         manager.drop_tables()
     manager.create_tables()  # migrates a store that has a schema
     revision = migrations.get_current_revision(manager=manager)
-    click.echo(f"Initialized {manager.config.backend_name} database {manager.config.safe_url}")
-    click.echo(f"  {len(ALL_MODELS)} tables, schema revision {revision}")
-    click.echo("Next steps:")
-    click.echo("  cardlink-db status          # check the connection and revision")
-    click.echo("  cardlink-db keys generate   # make a CARDLINK_ENCRYPTION_KEY for PSKs")
+    echo(f"Initialized {manager.config.backend_name} database {manager.config.safe_url}")
+    echo(f"  {len(ALL_MODELS)} tables, schema revision {revision}")
+    echo("Next steps:")
+    echo("  cardlink-db status          # check the connection and revision")
+    echo("  cardlink-db keys generate   # make a CARDLINK_ENCRYPTION_KEY for PSKs")
 
 
 @cli.command()
@@ -68,7 +77,7 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
             raise click.UsageError("--resolve needs --as applied or --as rolled-back")
         filled = migrations.resolve_half_applied(resolve, resolved_as == "applied",
                                                  manager=manager)
-        click.echo(f"Recorded {resolve} as {resolved_as}.")
+        echo(f"Recorded {resolve} as {resolved_as}.")
         _print_filled(filled)
         return
     _print_revision("Before", manager)
@@ -79,36 +88,36 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
     if dry_run:
         statements = migrations.plan_sql(revision, manager=manager)
         if not statements:
-            click.echo("Nothing to do: the schema is up to date.")
+            echo("Nothing to do: the schema is up to date.")
         for sql, params in statements:
             shown = [iso_utc(p, millis=True) if isinstance(p, datetime) else p
                      for p in params or ()]
-            click.echo(sql + ";" + (f"  -- params: {shown}" if shown else ""))
+            echo(sql + ";" + (f"  -- params: {shown}" if shown else ""))
         reverting = f"would revert {names}; " if newer else ""
-        click.echo(f"-- dry run: {reverting}{len(statements)} statements, nothing was changed")
+        echo(f"-- dry run: {reverting}{len(statements)} statements, nothing was changed")
         return
     if newer:  # an earlier revision: revert what came after it
         if not yes:
             click.confirm(f"Revert {names} (their down() may drop columns and data)?",
                           abort=True)
         for name in migrations.downgrade(steps=len(newer), manager=manager):
-            click.echo(f"Reverted {name}")
+            echo(f"Reverted {name}")
         _print_revision("After", manager)
         return
     applied = migrations.run_migrations(revision, manager=manager)
     for name in applied:
-        click.echo(f"Applied {name}")
+        echo(f"Applied {name}")
     filled = migrations.run_backfills(manager=manager)
     if not applied and not filled:
         target = f"already at {revision}" if revision else "the schema is up to date"
-        click.echo(f"Nothing to do: {target}.")
+        echo(f"Nothing to do: {target}.")
     _print_filled(filled)
     _print_revision("After", manager)
 
 
 def _print_filled(filled: dict) -> None:
     for name, count in filled.items():
-        click.echo(f"Filled {count:,} rows left by {name}")
+        echo(f"Filled {count:,} rows left by {name}")
 
 
 def _print_revision(label: str, manager) -> None:
@@ -116,7 +125,7 @@ def _print_revision(label: str, manager) -> None:
 
     current = migrations.get_current_revision(manager=manager)
     pending = migrations.get_pending_revisions(manager=manager)
-    click.echo(f"{label}: revision {current or '(none)'}, {len(pending)} pending")
+    echo(f"{label}: revision {current or '(none)'}, {len(pending)} pending")
 
 
 @cli.command()
@@ -154,21 +163,21 @@ def status(state: CliState, detail: bool, as_json: bool):
     if as_json:
         echo_json(info)
     else:
-        click.echo("Database Status")
-        click.echo("===============")
-        click.echo(f"Backend: {info['backend']}")
-        click.echo(f"URL: {info['url']}")
-        click.echo(f"Current Revision: {info['current_revision'] or '(none)'}")
-        click.echo(f"Pending Migrations: {len(info['pending_migrations'])}")
+        echo("Database Status")
+        echo("===============")
+        echo(f"Backend: {info['backend']}")
+        echo(f"URL: {info['url']}")
+        echo(f"Current Revision: {info['current_revision'] or '(none)'}")
+        echo(f"Pending Migrations: {len(info['pending_migrations'])}")
         for entry in info["half_applied"]:
-            click.echo(f"HALF-APPLIED: {entry['name']} ({entry['direction']}) started "
-                       f"{entry['started_at']}; {len(entry['operations'])} statements committed:")
+            echo(f"HALF-APPLIED: {entry['name']} ({entry['direction']}) started "
+                 f"{entry['started_at']}; {len(entry['operations'])} statements committed:")
             for sql in entry["operations"]:
-                click.echo(f"    {sql}")
+                echo(f"    {sql}")
         if "tables" in info:
-            click.echo("\nTables:")
+            echo("\nTables:")
             for table, count in info["tables"].items():
-                click.echo(f"  {table}: {count:,} rows")
+                echo(f"  {table}: {count:,} rows")
     if mismatch is not None:
         raise mismatch
     if info["half_applied"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .base import CliState, StoredText, UtcDateTime, cli, echo_json, json_option, pass_state
+from .base import CliState, StoredText, UtcDateTime, cli, echo, echo_json, json_option, pass_state
 
 __all__ = ["list_command", "sessions_group"]
 
@@ -59,12 +59,12 @@ def list_command(state: CliState, device_id, card_iccid, status, since, limit, a
         echo_json(rows)
         return
     if not rows:
-        click.echo("No sessions match.")
+        echo("No sessions match.")
         return
-    click.echo(f"{'SESSION ID':<36}  {'CREATED (UTC)':<19}  {'STATUS':<9}  {'TYPE':<18}  "
-               f"{'DEVICE':<16}  {'CARD':<20}  {'APDUS':>6}")
+    echo(f"{'SESSION ID':<36}  {'CREATED (UTC)':<19}  {'STATUS':<9}  {'TYPE':<18}  "
+         f"{'DEVICE':<16}  {'CARD':<20}  {'APDUS':>6}")
     for row in rows:
-        click.echo(f"{row['id']:<36}  {row['created_at']:%Y-%m-%d %H:%M:%S}  "
-                   f"{row['status']:<9}  {(row['session_type'] or '-')[:18]:<18}  "
-                   f"{(row['device_id'] or '-')[:16]:<16}  {(row['card_iccid'] or '-')[:20]:<20}  "
-                   f"{row['logs']:>6}")
+        echo(f"{row['id']:<36}  {row['created_at']:%Y-%m-%d %H:%M:%S}  "
+             f"{row['status']:<9}  {(row['session_type'] or '-')[:18]:<18}  "
+             f"{(row['device_id'] or '-')[:16]:<16}  {(row['card_iccid'] or '-')[:20]:<20}  "
+             f"{row['logs']:>6}")
