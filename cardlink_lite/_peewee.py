@@ -10,6 +10,7 @@ import peewee
 
 __all__ = [
     "ROW_FLAG",
+    "ConnectedHook",
     "NullsLow",
     "Param",
     "Slot",
@@ -120,6 +121,19 @@ def discard_connection(database: peewee.Database) -> None:
         with contextlib.suppress(Exception):
             conn.close()
     database._state.reset()
+
+
+class ConnectedHook:
+    """Mixed in before a Peewee database class: ``connected(conn)`` sees every driver
+    connection ``connect()`` hands out, new or from the pool (Peewee's ``_connect``)."""
+
+    def _connect(self):
+        conn = super()._connect()
+        self.connected(conn)
+        return conn
+
+    def connected(self, conn) -> None:
+        pass
 
 
 def set_field_type(database: peewee.Database, name: str, ddl: str) -> None:

@@ -14,7 +14,7 @@ import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledMySQLDatabase, PooledPostgresqlDatabase
 
 from . import migrations
-from ._peewee import discard_connection, set_field_type
+from ._peewee import ConnectedHook, discard_connection, set_field_type
 from .config import DatabaseConfig
 from .db import (
     bound_models,
@@ -236,6 +236,12 @@ class DatabaseManager:
             # update that rewrites the same values still found its row.
             kwargs.setdefault("client_flag", CLIENT.FOUND_ROWS)
             kwargs.setdefault("charset", "utf8mb4")
+            if "read_timeout" not in kwargs:
+                # PyMySQL's connect_timeout bounds the TCP connect only; the server's greeting
+                # is read under read_timeout, forever by default: a server that accepts and
+                # never answers hung. The handshake gets connect_timeout, queries no bound.
+                kwargs["read_timeout"] = kwargs["connect_timeout"]
+                return _UnboundedReadsMySQL(name, **pool, **kwargs)
             return _PooledMySQL(name, **pool, **kwargs)
         return _PooledPostgresql(name, **pool, **kwargs)
 
@@ -272,6 +278,13 @@ class _Pool:
 
 class _PooledMySQL(_Pool, PooledMySQLDatabase):
     pass
+
+
+class _UnboundedReadsMySQL(ConnectedHook, _PooledMySQL):
+    """Connects with read_timeout = connect_timeout, then lets queries run unbounded."""
+
+    def connected(self, conn) -> None:
+        conn._read_timeout = None  # PyMySQL applies it before its next read
 
 
 class _PooledPostgresql(_Pool, PooledPostgresqlDatabase):

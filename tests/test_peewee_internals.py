@@ -4,6 +4,7 @@ import threading
 
 import peewee
 import pytest
+from playhouse.pool import PooledSqliteDatabase
 
 from cardlink_lite import _peewee
 from cardlink_lite import db as cl_db
@@ -71,8 +72,6 @@ def test_discard_connection_drops_a_dead_connection(items, tmp_path):
 
 
 def test_the_pool_keeps_its_connections_in_in_use(tmp_path):
-    from playhouse.pool import PooledSqliteDatabase
-
     db = PooledSqliteDatabase(str(tmp_path / "q.db"), max_connections=2)
     db.connect()
     assert db.conn_key(db.connection()) in db._in_use
@@ -81,8 +80,6 @@ def test_the_pool_keeps_its_connections_in_in_use(tmp_path):
 
 
 def test_discard_connection_takes_a_pooled_connection_out_of_the_pool(tmp_path):
-    from playhouse.pool import PooledSqliteDatabase
-
     db = PooledSqliteDatabase(str(tmp_path / "p.db"), max_connections=1, timeout=0.1)
     db.connect()
     conn = db.connection()
@@ -221,3 +218,19 @@ def test_nulls_low_writes_the_clause_only_where_the_sql_context_has_it(database,
         return sql.split(" ORDER BY ")[1].split(", ")[0].split(" ", 1)[1]
 
     assert (order_sql(False), order_sql(True)) == (asc, desc)
+
+
+def test_connected_hook_sees_each_connection_a_pool_hands_out(tmp_path):
+    seen = []
+
+    class Hooked(_peewee.ConnectedHook, PooledSqliteDatabase):
+        def connected(self, conn):
+            seen.append(conn)
+
+    db = Hooked(str(tmp_path / "hook.db"), max_connections=2)
+    db.connect()
+    first = db.connection()
+    db.close()  # back to the pool
+    db.connect()
+    assert seen == [first, first] and db.connection() is first
+    db.close()
