@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from playhouse.db_url import parseresult_to_dict
 
 from .errors import ConfigurationError
+from .errors import quote as quote_value
 
 __all__ = ["DEFAULT_SQLITE_URL", "DatabaseConfig", "redact_url"]
 
@@ -22,6 +23,8 @@ _SCHEMES = {"sqlite": "sqlite", "mysql": "mysql", "mysql+pymysql": "mysql", "mar
 _BACKEND_NAMES = {"sqlite": "SQLite", "mysql": "MySQL", "postgresql": "PostgreSQL"}
 _ACCEPTED = "sqlite:///path.db, mysql://, mysql+pymysql://, mariadb://, postgresql://, postgres://"
 _ENCODE = "percent-encode special characters in a password (# as %23, / as %2F, ? as %3F, @ as %40)"
+_PARTS = {"user": "user name", "password": "password", "host": "host name",
+          "database": "database name"}
 _PASSWORD_OPTION = re.compile(r"((?:password|passwd)=)[^&]*", re.IGNORECASE)
 
 
@@ -149,6 +152,9 @@ class DatabaseConfig:
                     f"SQLite URL {self.safe_url!r} names no file; use sqlite:///data/cardlink.db "
                     "or sqlite:///:memory:"
                 )
+            if "\x00" in path:
+                raise ConfigurationError(
+                    "the file name in the database URL has a NUL character (%00); remove it")
             self._connect = {"database": path}
             options = _query_options(parts.query, "sqlite", self.safe_url)
             self.busy_timeout = options.pop("timeout", self.busy_timeout)
@@ -169,6 +175,11 @@ class DatabaseConfig:
             )
         if "passwd" in kwargs:
             kwargs["password"] = kwargs.pop("passwd")
+        for key, value in kwargs.items():
+            if isinstance(value, str) and "\x00" in value:  # drivers: "embedded null character"
+                part = _PARTS.get(key, f"option {key}")
+                raise ConfigurationError(f"the {part} in the database URL has a NUL character "
+                                         "(%00); remove it")
         self._connect = kwargs
 
 
@@ -184,9 +195,25 @@ def _flag(text: str) -> bool:
     return value[text.lower()]
 
 
+def _charset(text: str) -> str:
+    """A character set PyMySQL knows (it fails on others with an AttributeError)."""
+    try:
+        from pymysql.charset import charset_by_name  # optional driver: the manager names it
+    except ImportError:
+        return text
+    if charset_by_name(text) is None:
+        raise ValueError(text)
+    return text
+
+
+def _file(text: str) -> str:
+    """A path the driver opens (checked in ``_query_options``, which names the option)."""
+    return text
+
+
 # What each converter expects, for the error message.
 _EXPECTED = {int: "a whole number", _seconds: "a number of seconds", _flag: "true or false",
-             str: "text"}
+             str: "text", _charset: "a MySQL character set such as utf8mb4", _file: "a path"}
 
 
 def _choice(*allowed: str):
@@ -204,8 +231,8 @@ _QUERY_OPTIONS = {
     "sqlite": {"timeout": _seconds, "mode": _choice("ro", "rw", "rwc"),
                "cache": _choice("shared", "private"), "immutable": _choice("0", "1")},
     "mysql": {"connect_timeout": int, "read_timeout": int, "write_timeout": int,
-              "charset": str, "autocommit": _flag, "local_infile": _flag, "ssl_ca": str,
-              "ssl_cert": str, "ssl_key": str, "ssl_disabled": _flag, "unix_socket": str,
+              "charset": _charset, "autocommit": _flag, "local_infile": _flag, "ssl_ca": _file,
+              "ssl_cert": _file, "ssl_key": _file, "ssl_disabled": _flag, "unix_socket": str,
               "init_command": str},
     "postgresql": {"connect_timeout": int, "sslmode": _choice(
         "disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
@@ -230,6 +257,9 @@ def _query_options(query: str, backend: str, safe_url: str) -> dict:
             raise ConfigurationError(
                 f"option {key} in the database URL must be {_EXPECTED[convert]}; got "
                 f"{text[:20]!r}") from None
+        if convert is _file and not os.path.isfile(text):
+            raise ConfigurationError(f"option {key} in the database URL names no file at "
+                                     f"{quote_value(text, 200)}; check the path")
     return options
 
 
