@@ -12,7 +12,7 @@ __all__ = ["ConfigurationError", "ConnectionError", "DatabaseError", "Encryption
            "PoolExhaustedError",
            "RejectedRowsError",
            "SchemaVersionMismatch", "ValidationError", "first_line", "is_transient", "quote",
-           "translate_error"]
+           "translate_error", "with_hint"]
 
 
 class DatabaseError(Exception):
@@ -103,6 +103,30 @@ _BUSY = re.compile(r"database is locked|database is busy|deadlock|lock wait time
                    r"could not serialize", re.I)
 
 
+# Driver messages a user can act on, and what to do about each.
+_HINTS = (
+    (re.compile(r"database is locked|database is busy", re.I),
+     "another process holds the write lock; retry, or raise ?timeout= (seconds to wait, e.g. "
+     "sqlite:///bench.db?timeout=120)"),
+    (re.compile(r"no such table|table '[^']*' doesn't exist|relation \"[^\"]*\" does not exist",
+                re.I),
+     "the database lacks cardlink tables; create them with: cardlink-db init (or migrate), "
+     "or recreate missing ones with: cardlink-db check --repair"),
+    (re.compile(r"readonly database", re.I),
+     "the file or its directory is read-only (a WAL store writes its -shm file even to "
+     "read); read it with ?immutable=1 (sqlite:///bench.db?immutable=1) while nothing "
+     "writes to it, or copy it somewhere writable"),
+)
+
+
+def with_hint(text: str) -> str:
+    """``text`` followed by what to do, when it is a driver message a user can act on."""
+    for pattern, hint in _HINTS:
+        if pattern.search(text) and hint not in text:
+            return f"{text}; {hint}"
+    return text
+
+
 def _original(exc: BaseException) -> BaseException:
     """The failure that started it all: a rollback that fails while an error is being
     handled (MySQL's savepoint rollback on a dead connection says only ``(0, '')``)
@@ -153,7 +177,7 @@ def translate_error(exc: Exception, entity: str = "row", key: object = None) -> 
         if text == "(0, '')":  # PyMySQL on a connection an earlier failure closed
             text = "the connection was closed by an earlier failure (the server dropped it)"
         return ConnectionError(f"lost the database connection while using {what}: {_clean(text)}")
-    return DatabaseError(f"database error on {what}: {_clean(text)}")
+    return DatabaseError(with_hint(f"database error on {what}: {_clean(text)}"))
 
 
 def _clean(text: str) -> str:

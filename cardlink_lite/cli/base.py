@@ -113,9 +113,9 @@ class _Group(click.Group):
         except Exception as exc:
             if getattr(ctx.obj, "verbose", False):
                 raise
-            from ..errors import first_line
+            from ..errors import first_line, with_hint
 
-            message = first_line(exc)
+            message = with_hint(first_line(exc))
             if isinstance(exc, OSError) and exc.filename:
                 message = (f"cannot use {str(exc.filename)!r}: {exc.strerror or exc}; check "
                            "that the directory exists and is writable")
