@@ -244,7 +244,7 @@ def import_command(state: CliState, files, fmt, session_id, split_on_reset, devi
                 summary = import_trace(
                     manager, path, fmt, session_id=session_id, split_on_reset=split_on_reset,
                     device_id=device_id, card_iccid=card_iccid, dry_run=dry_run,
-                    progress=bar.update if bar is not None else None)
+                    progress=bar.update if bar is not None else None, name=_stored_name(path))
             except NotFoundError:  # --session, --device or --card: not about this file
                 raise
             except (DatabaseError, OSError) as exc:  # one line naming the file it is about
@@ -258,6 +258,12 @@ def import_command(state: CliState, files, fmt, session_id, split_on_reset, devi
                 echo(line)
     if as_json:
         echo_json([s.as_dict() for s in results])
+
+
+def _stored_name(path: str) -> str:
+    """The file name as stored: bytes that are not UTF-8 (a Latin-1 name from an old capture
+    box reaches Python as lone surrogates, which no database column takes) as ``\\xff``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _summary_lines(s) -> list[str]:

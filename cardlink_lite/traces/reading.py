@@ -71,7 +71,13 @@ def read_trace(fp, fmt: str = "auto", start: datetime | None = None):
     wrapped = fmt != "auto" and _WRAPPED.get(head[:2])
     if wrapped:
         raise TraceFormatError(f"not a {fmt} file as it is ({wrapped})")
-    found = detect_format(head) if fmt == "auto" or fmt in ("pcap", "pcapng") else fmt
+    try:
+        found = detect_format(head) if fmt == "auto" or fmt in ("pcap", "pcapng") else fmt
+    except TraceFormatError:
+        if fmt == "auto":
+            raise
+        raise TraceFormatError(f"not a {fmt} file: it does not start with a {fmt} header, "
+                               "and is no other trace this tool reads") from None
     if fmt in ("pcap", "pcapng") and found != fmt:
         raise TraceFormatError(f"not a {fmt} file (its content looks like {found}); "
                                "use --format auto")
