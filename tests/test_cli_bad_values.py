@@ -80,9 +80,10 @@ def test_clicks_own_errors_quote_a_short_prefix(manager, db_url, tmp_path, monke
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_library_error_quotes_a_short_prefix(manager, db_url):
     result = CliRunner().invoke(cli, ["--database", db_url, "migrate", "--revision", LONG])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # bad input: a usage error
     assert result.stderr.splitlines()[-1].startswith(
-        f"Error: Target revision not found: {QUOTED}; known revisions: 0001_initial, ")
+        f"Error: Invalid value for '--revision' / '-r': Target revision not found: {QUOTED}; "
+        "known revisions: 0001_initial, ")
 
 
 def test_a_path_of_up_to_100_characters_is_shown_whole(tmp_path, monkeypatch):

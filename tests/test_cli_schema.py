@@ -65,10 +65,20 @@ def test_migrate_dry_run_prints_sql_and_changes_nothing(empty_manager, db_url):
     assert schema_dump(empty_manager) == before
 
 
-def test_migrate_to_unknown_revision_is_one_line_error(db_url):
+def test_migrate_to_unknown_revision_is_a_usage_error_before_anything_is_printed(db_url):
     result = run("--database", db_url, "migrate", "--revision", "ae1234")
-    assert result.exit_code == 1
-    assert result.output.strip().splitlines() [-1].startswith("Error: Target revision not found")
+    assert result.exit_code == 2
+    assert "Before:" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith(
+        "Error: Invalid value for '--revision' / '-r': Target revision not found: 'ae1234'")
+
+
+def test_migrate_as_without_resolve_is_refused_and_migrates_nothing(empty_manager, db_url):
+    result = run("--database", db_url, "migrate", "--as", "applied")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --as needs --resolve REV: the half-applied migration to record")
+    assert mig.get_current_revision(manager=empty_manager) is None
 
 
 def test_status_verbose_shows_row_counts(db_url):

@@ -69,8 +69,15 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
         cardlink-db migrate --revision 0001
     """
     from .. import migrations
+    from ..errors import MigrationError
     from ..fields import iso_utc
 
+    if resolved_as and not resolve:
+        raise click.UsageError("--as needs --resolve REV: the half-applied migration to record")
+    try:
+        target = migrations.resolve_revision(revision) if revision else None
+    except MigrationError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--revision' / '-r'") from None
     manager = state.manager(check_schema=False, create=True)
     if resolve:
         if not resolved_as:
@@ -82,7 +89,6 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
         return
     _print_revision("Before", manager)
     history = migrations.get_applied_revisions(manager=manager)
-    target = migrations.resolve_revision(revision) if revision else None
     newer = history[history.index(target) + 1:] if target in history else []
     names = ", ".join(reversed(newer))
     if dry_run:
