@@ -21,13 +21,10 @@ from .fields import utc_now
 from .models import (
     ALL_MODELS,
     EXPECTED_INDEXES,
-    CardProfile,
     CommDirection,
     CommLog,
-    Device,
     OTASession,
     SessionStatus,
-    Setting,
     TestResult,
 )
 from .repositories.sessions import SessionRepository
@@ -37,8 +34,7 @@ from .table_names import display_name
 __all__ = ["backup_database", "check_database", "collect_stats", "database_size",
            "repair_database"]
 
-_SHORT = {"devices": Device, "cards": CardProfile, "sessions": OTASession, "logs": CommLog,
-          "tests": TestResult, "settings": Setting}
+_SHORT = {display_name(model._meta.table_name): model for model in ALL_MODELS}
 _FINISHED = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.TIMEOUT)
 
 

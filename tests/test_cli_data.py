@@ -198,13 +198,14 @@ def test_stats(bench, run):
     result = run("stats", "--json")
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert info["tables"] == {"devices": 2, "cards": 1, "sessions": 2, "logs": 6, "tests": 1,
-                              "settings": 1}
+    assert info["tables"] == {"devices": 2, "cards": 1, "sessions": 2, "traces": 0, "logs": 6,
+                              "tests": 1, "settings": 1, "counters": 0, "runs": 0}
     assert info["recent_activity"] == {"sessions_last_24h": 1, "tests_last_24h": 0}
     assert info["session_success_rate"] == 50.0
     assert info["database_size_mb"] > 0
     text = run("stats")
     assert "logs: 6" in text.stdout and "Session success rate: 50.0%" in text.stdout
+    assert "  runs: 0" in text.stdout and "  counters: 0" in text.stdout
 
 
 @pytest.mark.parametrize("backend", ["mysql", "postgresql"], indirect=True)
