@@ -14,6 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from cardlink_lite import migrations as mig
 from cardlink_lite.cli import cli
 from cardlink_lite.crypto import generate_key
 from cardlink_lite.fields import utc_now
@@ -331,3 +332,14 @@ def test_purge_progress_counts_every_deleted_row(bench, db_url):
                            chunk_size=1,
                            progress=lambda key, n: seen.__setitem__(key, seen.get(key, 0) + n))
     assert done == seen == {"logs": 4, "sessions": 1, "logs_of_sessions": 1}
+
+
+def test_backup_copies_a_store_a_newer_tool_migrated(sqlite_manager, tmp_path):
+    # A backup before upgrading the tool is exactly when one is wanted: a copy needs no schema.
+    mig._runner(sqlite_manager).History.create(name="9999_newer")
+    copy = tmp_path / "before-upgrade.db"
+    result = CliRunner().invoke(cli, ["--database", sqlite_manager.config.url, "backup",
+                                      str(copy)])
+    assert result.exit_code == 0, result.output
+    assert sqlite3.connect(copy).execute(
+        "SELECT count(*) FROM cardlink_migrations WHERE name = '9999_newer'").fetchone() == (1,)

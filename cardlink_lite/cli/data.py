@@ -316,7 +316,10 @@ def backup(state: CliState, path, force, as_json):
     """
     from .. import maintenance
 
-    info = maintenance.backup_database(state.manager(), path, overwrite=force)
+    # A file copy needs no schema knowledge: a store a newer tool migrated is backed up too
+    # (before upgrading the tool is exactly when a backup is wanted).
+    manager = state.manager(check_schema=False, readonly=True)
+    info = maintenance.backup_database(manager, path, overwrite=force)
     if as_json:
         echo_json(info)
     else:
