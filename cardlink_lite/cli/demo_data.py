@@ -65,43 +65,46 @@ def record_demo(manager, device_id: str, iccid: str) -> dict:
     once); returns the ids and counts to show the user."""
     manager.create_tables()  # or migrate an existing store
     has_key = any(os.environ.get(v) for v in (ENV_KEY, ENV_KEYS, ENV_KEY_FILE))
-    with UnitOfWork(manager) as uow:
-        uow.devices.register(device_id, device_type=DeviceType.PHONE, name="Bench phone 1",
-                             manufacturer="Samsung", model="Galaxy S21",
-                             firmware_version="Android 14", imei="356938035643809",
-                             iccid=iccid, connection_settings={"adb_serial": device_id})
-        if not uow.cards.exists(iccid):
-            card = CardProfile(
-                iccid=iccid, imsi="310410123456789", card_type=CardType.USIM,
-                atr="3B9F96801FC78031A073BE21136743200718000001A5",
-                psk_identity="demo_card_001", admin_url="https://ota.lab.local:8443/admin",
-                trigger_config={"sms": {"tar": "000001", "kic": "01", "kid": "01"}},
-                bip_config={"bearer": "GPRS", "apn": "internet", "buffer_size": 1024},
-                security_domains={"isd_aid": "A000000151000000"},
-            )
-            if has_key:
-                uow.cards.create_with_psk(card, os.urandom(16))
-            else:
-                uow.cards.create(card)
+    # One transaction: a failure part-way (a full disk, a held lock) leaves no half a demo.
+    with manager.database.atomic():
+        with UnitOfWork(manager) as uow:
+            uow.devices.register(device_id, device_type=DeviceType.PHONE, name="Bench phone 1",
+                                 manufacturer="Samsung", model="Galaxy S21",
+                                 firmware_version="Android 14", imei="356938035643809",
+                                 iccid=iccid, connection_settings={"adb_serial": device_id})
+            if not uow.cards.exists(iccid):
+                card = CardProfile(
+                    iccid=iccid, imsi="310410123456789", card_type=CardType.USIM,
+                    atr="3B9F96801FC78031A073BE21136743200718000001A5",
+                    psk_identity="demo_card_001", admin_url="https://ota.lab.local:8443/admin",
+                    trigger_config={"sms": {"tar": "000001", "kic": "01", "kid": "01"}},
+                    bip_config={"bearer": "GPRS", "apn": "internet", "buffer_size": 1024},
+                    security_domains={"isd_aid": "A000000151000000"},
+                )
+                if has_key:
+                    uow.cards.create_with_psk(card, os.urandom(16))
+                else:
+                    uow.cards.create(card)
 
-    # A push SMS (SCP80, with the next replay counter) opens the SCP81 PSK-TLS session.
-    counter = next_counter(iccid, "kic=01,kid=01", "000001", manager=manager)
-    with record_session(manager, device_id=device_id, card_iccid=iccid,
-                        session_type="profile_download", trigger="push-sms") as session:
-        session.set_scp80(tar="000001", spi="1221", kic="01", kid="01", counter=counter)
-        session.set_por("por-ok")
-        session.set_tls_info("TLS_PSK_WITH_AES_128_CBC_SHA256", "demo_card_001",
-                             version="TLSv1.2", handshake_ms=38.4)
-        session.set_admin_status("ok")
-        for command, decoded, response, latency in _EXCHANGE:
-            session.command(command, decoded)
-            session.response(response, latency_ms=latency)
+        # A push SMS (SCP80, with the next replay counter) opens the SCP81 PSK-TLS session.
+        counter = next_counter(iccid, "kic=01,kid=01", "000001", manager=manager)
+        with record_session(manager, device_id=device_id, card_iccid=iccid,
+                            session_type="profile_download", trigger="push-sms",
+                            flush_interval=None) as session:
+            session.set_scp80(tar="000001", spi="1221", kic="01", kid="01", counter=counter)
+            session.set_por("por-ok")
+            session.set_tls_info("TLS_PSK_WITH_AES_128_CBC_SHA256", "demo_card_001",
+                                 version="TLSv1.2", handshake_ms=38.4)
+            session.set_admin_status("ok")
+            for command, decoded, response, latency in _EXCHANGE:
+                session.command(command, decoded)
+                session.response(response, latency_ms=latency)
 
-    _record_history(manager, device_id, iccid, utc_now())
-    run_id = f"demo-{uuid.uuid4().hex[:8]}"
-    with UnitOfWork(manager) as uow:
-        _record_run(uow, run_id, device_id, iccid, utc_now(), _NEWEST, random.Random(run_id))
-        summary = uow.tests.get_run_summary(run_id)
+        _record_history(manager, device_id, iccid, utc_now())
+        run_id = f"demo-{uuid.uuid4().hex[:8]}"
+        with UnitOfWork(manager) as uow:
+            _record_run(uow, run_id, device_id, iccid, utc_now(), _NEWEST, random.Random(run_id))
+            summary = uow.tests.get_run_summary(run_id)
     return {"session_id": session.session_id, "apdus": 2 * len(_EXCHANGE), "run_id": run_id,
             "summary": summary, "has_key": has_key}
 
