@@ -131,6 +131,7 @@ class ApduLogWriter:
         self.last_error: BaseException | None = None
         self.closed = False
         self.rows_written = 0
+        self._flush_at_exit = flush_at_exit
         if flush_at_exit:
             _live_writers.add(self)
 
@@ -401,10 +402,18 @@ class ApduLogWriter:
             return
         with contextlib.suppress(Exception):
             self._stop.set()
-            if self._flat:
-                logger.warning("ApduLogWriter garbage-collected with %d unwritten rows; "
-                               "writing them now", self.pending)
-                self.flush()
+            if not self._flat:
+                return
+            if not self._flush_at_exit or self._holds:
+                # Rows of a transaction (maybe rolled back) or of an owner that writes them
+                # itself: a flush now would commit them on their own.
+                logger.warning("ApduLogWriter garbage-collected with %d unwritten rows of a "
+                               "transaction or without flush_at_exit; dropping them",
+                               self.discard())
+                return
+            logger.warning("ApduLogWriter garbage-collected with %d unwritten rows; "
+                           "writing them now", self.pending)
+            self.flush()
 
     def _write(self, flat: list, quick: bool = False,
                lock_wait: float | None = None) -> tuple[list, list]:

@@ -1,5 +1,6 @@
 """The batched APDU writer: validation, ordering, flush policy, failures, threads, WAL."""
 
+import gc
 import os
 import subprocess
 import sys
@@ -371,3 +372,24 @@ def test_status_message_answers_the_sessions_own_last_command(manager, session):
                 for r in CommLog.select().where(CommLog.status_word == "63C3")}
     assert messages[session.id] == "3 PIN attempts remaining"
     assert messages[other.id] != "3 PIN attempts remaining"
+
+
+def test_a_collected_writer_without_flush_at_exit_writes_nothing(manager, session, caplog):
+    writer = ApduLogWriter(manager, session_id=session.id, flush_interval=None,
+                           flush_at_exit=False)
+    writer.command("00A4")
+    del writer
+    gc.collect()
+    assert CommLog.select().count() == 0
+    assert "1 unwritten rows of a transaction or without flush_at_exit; dropping them" \
+        in caplog.text
+
+
+def test_a_collected_writer_never_commits_rows_of_a_rolled_back_transaction(manager, session):
+    writer = ApduLogWriter(manager, session_id=session.id, flush_interval=None)
+    with pytest.raises(KeyboardInterrupt), manager.database.atomic():
+        writer.command("00A4")
+        raise KeyboardInterrupt
+    del writer
+    gc.collect()
+    assert CommLog.select().count() == 0

@@ -254,3 +254,47 @@ def test_an_error_on_one_file_names_it(run, capture, tmp_path, monkeypatch):
     assert result.output.splitlines()[-1] == (
         f"Error: {second}: 1 log row(s) rejected, none of this batch was buffered "
         "(1 file(s) before it imported)")
+
+
+# The import as a console script, with a real SIGINT sent to itself while the second batch
+# of rows is being written (inside the import's transaction).
+_INTERRUPTED_IMPORT = """
+import os, signal, sys
+from cardlink_lite import apdu
+from cardlink_lite.cli import main
+
+real_insert, calls = apdu.insert, []
+
+def insert(plan, flat):
+    calls.append(len(flat))
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt is raised right here
+    return real_insert(plan, flat)
+
+apdu.insert = insert
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # one real subprocess is enough
+def test_ctrl_c_during_an_import_leaves_no_rows_behind(db_url, manager, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLINK")}
+    session = OTASession.create(session_type="triggered")
+    out = io.BytesIO()
+    writer = CaptureWriter(out)
+    for i in range(3000):  # 6,000 rows: three batches of 2,000
+        writer.gsmtap(T0 + i * 1_000_000, bytes.fromhex(BENCH[2][0]))
+    path = tmp_path / "big.pcapng"
+    path.write_bytes(out.getvalue())
+    args = ["--database", db_url, "logs", "import", str(path), "--session", session.id]
+    interrupted = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT, *args],
+                                 capture_output=True, text=True, env=env, timeout=120,
+                                 cwd=tmp_path)
+    assert interrupted.returncode == 1 and interrupted.stderr.strip() == "Aborted!"
+    assert (CommLog.select().count(), TraceSource.select().count()) == (0, 0)
+    imported = subprocess.run([sys.executable, "-m", "cardlink_lite", *args],
+                              capture_output=True, text=True, env=env, timeout=120)
+    assert imported.returncode == 0, imported.stderr
+    source = TraceSource.get()
+    assert CommLog.select().where(CommLog.source_id == source.id).count() == 6000
+    assert CommLog.select().count() == 6000

@@ -1,22 +1,26 @@
 """import_trace into a real store on every backend: rows, kinds, channels, times, names, status
 words, sessions, sources, re-import, bad input, nothing half-written."""
 
+import gc
 import io
 import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import peewee
 import pytest
 
 from cardlink_lite import (
     CardProfile,
     CommLog,
+    DatabaseError,
     Device,
     DeviceType,
     NotFoundError,
     OTASession,
     SessionStatus,
     UnitOfWork,
+    apdu,
 )
 from cardlink_lite.errors import ConnectionError as StoreConnectionError
 from cardlink_lite.models import TraceSource
@@ -510,3 +514,37 @@ def test_a_session_ends_with_its_last_response(manager):
     times = [row[8] for row in _rows(session.id)]
     assert session.ended_at == max(times) > times[-2]
     assert session.duration_ms == (max(times) - min(times)) // timedelta(milliseconds=1)
+
+
+def _big_capture(path, exchanges):
+    out = io.BytesIO()
+    writer = CaptureWriter(out)
+    for i in range(exchanges):
+        writer.gsmtap(T0 + i * 1_000_000, bytes.fromhex(BENCH[2][0]))
+    path.write_bytes(out.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("failure", ["database error", "Ctrl-C"])
+def test_a_failure_mid_import_leaves_no_rows_behind(manager, tmp_path, monkeypatch, failure):
+    session = OTASession.create(session_type="triggered", status=SessionStatus.ACTIVE)
+    path = _big_capture(tmp_path / "big.pcapng", 3000)  # 6,000 rows: three batches
+    real_insert, calls = apdu.insert, []
+
+    def failing_insert(plan, flat):
+        calls.append(len(flat))
+        if failure == "Ctrl-C" and len(calls) == 2:  # during the second batch
+            raise KeyboardInterrupt
+        if failure == "database error" and len(calls) >= 2:  # from the second batch on
+            raise peewee.OperationalError("disk I/O error")
+        return real_insert(plan, flat)
+
+    monkeypatch.setattr(apdu, "insert", failing_insert)
+    with pytest.raises(KeyboardInterrupt if failure == "Ctrl-C" else DatabaseError):
+        import_trace(manager, path, session_id=session.id)
+    monkeypatch.setattr(apdu, "insert", real_insert)
+    gc.collect()  # a writer left with rows of the rolled-back import must not write them now
+    assert (CommLog.select().count(), TraceSource.select().count()) == (0, 0)
+    summary = import_trace(manager, path, session_id=session.id)
+    assert summary.rows == 6000 and len(_rows(session.id)) == 6000
+    assert CommLog.select().where(CommLog.source_id != summary.source_id).count() == 0

@@ -179,8 +179,12 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
                                    flush_interval=None, flush_at_exit=False)
             importer = _Importer(summary, source.id, device_id, card_iccid, split_on_reset,
                                  start, target)
-            importer.run(records, writer)
-            writer.close()
+            try:
+                importer.run(records, writer)
+                writer.close()
+            except BaseException:  # Ctrl-C included: the rows go with the rolled-back import
+                writer.discard()
+                raise
             _finish(summary, fmt, stats, reader, known_hash)
             if not summary.rows:  # not recorded: the file imports once given the right format
                 transaction.rollback()
