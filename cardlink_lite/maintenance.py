@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -87,27 +88,41 @@ def backup_database(manager, path, overwrite: bool = False) -> dict:
     source = Path(database.database).resolve()
     if target.exists() and target.resolve() == source:
         raise ValidationError(f"{path} is the database itself; give another backup path")
-    flags = os.O_CREAT | os.O_WRONLY | (os.O_TRUNC if overwrite else os.O_EXCL)
+    if os.path.lexists(target):
+        if not target.is_file():
+            raise ValidationError(f"{path} is not a regular file; backup replaces only a "
+                                  "file: choose a file path")
+        if not overwrite:
+            raise ValidationError(f"{path} already exists; choose another path or pass "
+                                  "--force to replace it")
+    # Into a temporary file next to it, renamed over PATH once complete and checked: a
+    # failure (a full disk) leaves an earlier backup as it was.
     try:
-        fd = os.open(target, flags, 0o600)
-    except FileExistsError:
-        raise ValidationError(f"{path} already exists; choose another path or pass "
-                              "--force to replace it") from None
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                   dir=target.parent)
+    except OSError as exc:  # name the user's path, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.close(fd)
-    os.chmod(target, 0o600)  # an existing file keeps its mode through O_TRUNC
     manager.ensure_connection()
     try:
-        with contextlib.closing(sqlite3.connect(str(target))) as copy:
+        with contextlib.closing(sqlite3.connect(tmp)) as copy:
             database.connection().backup(copy)
             status = copy.execute("PRAGMA quick_check").fetchone()[0]
             # A self-contained file: no -wal next to it.
             copy.execute("PRAGMA journal_mode = DELETE").fetchall()
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    if status != "ok":
-        raise DatabaseError(f"the backup at {path} failed its check ({status}); run "
-                            "cardlink-db check on the source database")
+        if status != "ok":
+            raise DatabaseError(f"the backup at {path} failed its check ({status}); run "
+                                "cardlink-db check on the source database")
+        os.replace(tmp, target)
+    except sqlite3.Error as exc:
+        if "disk is full" not in str(exc):
+            raise DatabaseError(f"cannot write the backup {str(path)!r}: {exc}") from None
+        raise DatabaseError(f"cannot write the backup {str(path)!r}: the disk is full; free "
+                            "some space or choose another path") from None
+    finally:
+        for leftover in (tmp, tmp + "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
     return {"path": str(target), "bytes": target.stat().st_size}
 
 

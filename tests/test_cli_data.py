@@ -343,3 +343,38 @@ def test_backup_copies_a_store_a_newer_tool_migrated(sqlite_manager, tmp_path):
     assert result.exit_code == 0, result.output
     assert sqlite3.connect(copy).execute(
         "SELECT count(*) FROM cardlink_migrations WHERE name = '9999_newer'").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_backup_force_keeps_the_old_backup_when_the_disk_is_full(bench, run, tmp_path,
+                                                                 monkeypatch):
+    from cardlink_lite import maintenance
+
+    target = tmp_path / "copy.db"
+    assert run("backup", str(target)).exit_code == 0
+    before = target.read_bytes()
+    real_connect = sqlite3.connect
+
+    def small_disk(path, *args, **kwargs):  # SQLite's own "database or disk is full"
+        copy = real_connect(path, *args, **kwargs)
+        copy.execute("PRAGMA max_page_count = 2")
+        return copy
+
+    monkeypatch.setattr(maintenance.sqlite3, "connect", small_disk)
+    full = run("backup", "--force", str(target))
+    assert full.exit_code == 1
+    assert full.stderr == (f"Error: cannot write the backup {str(target)!r}: the disk is full; "
+                           "free some space or choose another path\n")
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".copy")) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_backup_force_refuses_what_is_not_a_regular_file(bench, run, tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = run("backup", "--force", str(fifo))
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: {fifo} is not a regular file; backup replaces only a "
+                             "file: choose a file path\n")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
