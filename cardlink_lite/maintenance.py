@@ -175,8 +175,13 @@ def check_database(manager, quick: bool = False) -> dict:
 
 
 def repair_database(manager) -> list[str]:
-    """Recreate what ``check`` finds missing (a dropped table's data is gone); what was made."""
+    """Recreate what ``check`` finds missing (a dropped table's data is gone); what was made.
+    Only at the newest revision: an older store's missing tables are migrate's to make."""
     manager.ensure_connection()
+    problem = _check_revision(manager, {})
+    if problem:
+        raise DatabaseError("check --repair repairs only a store at the newest schema "
+                            f"revision: {problem}")
     database = manager.database
     missing_models, missing_indexes = _missing(database)
     created = []

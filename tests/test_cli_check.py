@@ -73,3 +73,29 @@ def test_quick_and_full_checks_say_what_they_ran_and_how_long(manager):
     if manager.backend == "sqlite":
         assert report["checks"]["quick_check"] == ["ok"]
         assert "integrity_check" not in report["checks"]
+
+
+def test_repair_refuses_a_store_without_the_schema_and_init_still_works(empty_manager):
+    empty_manager.close()
+    result = _run(empty_manager, "--repair")
+    assert result.exit_code == 1
+    assert result.stderr == ("Error: check --repair repairs only a store at the newest schema "
+                             "revision: the store has no cardlink schema; create it with: "
+                             "cardlink-db init\n")
+    init = CliRunner().invoke(cli, ["--database", empty_manager.config.url, "init"])
+    assert init.exit_code == 0, init.output
+    assert _run(empty_manager).exit_code == 0
+
+
+def test_repair_refuses_a_store_behind_the_code_and_migrate_still_works(empty_manager):
+    mig.run_migrations("0001", manager=empty_manager)
+    empty_manager.close()
+    result = _run(empty_manager, "--repair")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: check --repair repairs only a store at the newest schema revision: schema "
+        f"revision is 0001_initial but this cardlink_lite expects {mig.get_head_revision()}; "
+        "run: cardlink-db migrate\n")
+    migrated = CliRunner().invoke(cli, ["--database", empty_manager.config.url, "migrate"])
+    assert migrated.exit_code == 0, migrated.output
+    assert _run(empty_manager).exit_code == 0
