@@ -166,6 +166,19 @@ def _age(manager, days=100):
     OTASession.update(created_at=old).where(OTASession.status == "failed").execute()
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # one terminal run is enough
+@pytest.mark.parametrize("answer,left", [("n", 6), ("y", 2)])
+def test_purge_asks_on_a_terminal(bench, db_url, answer, left):
+    from tests.test_cli_import_confirm import _on_a_terminal
+
+    _age(bench)
+    screen, code = _on_a_terminal(["--database", db_url, "purge", "--older-than", "30"],
+                                  answer, question=b"Delete these rows? [y/N]")
+    assert code == (1 if answer == "n" else 0), screen
+    assert "logs: 4" in screen and ("Aborted!" in screen) == (answer == "n")
+    assert CommLog.select().count() == left
+
+
 def test_purge_prompts_and_honours_dry_run_and_yes(bench, run):
     _age(bench)
     dry = run("purge", "--older-than", "30", "--tables", "logs,sessions,tests", "--dry-run")
@@ -173,12 +186,15 @@ def test_purge_prompts_and_honours_dry_run_and_yes(bench, run):
     assert "logs: 4" in dry.stdout and "sessions: 1" in dry.stdout and "tests: 1" in dry.stdout
     bench.bind()  # the CLI closed its own manager, which unbinds the models
     assert CommLog.select().count() == 6
-    refused = run("purge", "--older-than", "30", "--tables", "logs", input="n\n")
+    refused = run("purge", "--older-than", "30", "--tables", "logs")  # no terminal
     assert refused.exit_code == 1
-    assert "logs: 4" in refused.stderr and "Delete these rows?" in refused.stderr
+    assert "logs: 4" in refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        "Error: purge would delete 4 rows and there is no terminal to confirm it; rerun with "
+        "--yes (or --dry-run to look first)")
     bench.bind()
     assert CommLog.select().count() == 6
-    accepted = run("purge", "--older-than", "30", "--tables", "logs", input="y\n")
+    accepted = run("purge", "--older-than", "30", "--tables", "logs", "--yes")
     assert accepted.exit_code == 0, accepted.output
     assert "Deleted 4 rows (logs 4)" in accepted.stdout
     bench.bind()

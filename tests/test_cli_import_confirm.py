@@ -82,7 +82,8 @@ def test_stdin_with_overwrite_needs_yes(dump):
         "or give a file")
 
 
-def _on_a_terminal(args, answer: str, timeout: float = 60) -> str:
+def _on_a_terminal(args, answer: str, timeout: float = 60,
+                   question: bytes = b"existing row(s)? [y/N]") -> str:
     """Run the real cardlink-db on a pseudo-terminal, answer its question, return the screen."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(["cardlink-db", *args], stdin=slave, stdout=slave, stderr=slave,
@@ -99,7 +100,7 @@ def _on_a_terminal(args, answer: str, timeout: float = 60) -> str:
             if not chunk:
                 break
             screen += chunk
-            if not answered and b"existing row(s)? [y/N]" in screen:
+            if not answered and question in screen:
                 os.write(master, answer.encode() + b"\n")
                 answered = True
         elif proc.poll() is not None:

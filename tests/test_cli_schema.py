@@ -155,8 +155,13 @@ def test_every_command_has_help_with_an_example():
 
 def test_migrate_back_to_an_earlier_revision_asks_first(db_url):
     run("--database", db_url, "init")
-    refused = run("--database", db_url, "migrate", "--revision", "0001", input="n\n")
-    assert refused.exit_code == 1 and "Revert" in refused.output
+    refused = CliRunner().invoke(cli, ["--database", db_url, "migrate", "--revision", "0001"])
+    assert refused.exit_code == 1
+    assert refused.stderr.splitlines()[-1].startswith(
+        f"Error: migrate --revision 0001 would revert {mig.get_head_revision()}, ")
+    assert refused.stderr.splitlines()[-1].endswith(
+        ", 0002_comm_log_session_time and there is no terminal to confirm it; rerun with --yes "
+        "(or --dry-run to look first)")
     reverted = run("--database", db_url, "migrate", "--revision", "0001", "--yes")
     assert reverted.exit_code == 0, reverted.output
     later = len(sorted(mig.MIGRATIONS_DIR.glob("0*.py"))) - 1

@@ -22,9 +22,9 @@ from ..table_names import display_name
 # Start-up stays light: ``--version``, ``--help`` and the command modules import click
 # only; the library (Peewee, drivers, cryptography) is imported when a command runs.
 
-__all__ = ["CliState", "LazyChoice", "StoredText", "UtcDateTime", "cli", "display_tables",
-           "echo", "echo_json", "json_option", "pass_state", "progress_bar", "terminal_safe",
-           "warn", "write_atomically", "yes_option"]
+__all__ = ["CliState", "LazyChoice", "StoredText", "UtcDateTime", "cli", "confirm",
+           "display_tables", "echo", "echo_json", "json_option", "pass_state", "progress_bar",
+           "terminal_safe", "warn", "write_atomically", "yes_option"]
 
 
 class CliState:
@@ -226,6 +226,15 @@ class StoredText(click.ParamType):
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+
+
+def confirm(question: str, change: str) -> None:
+    """Ask ``question`` on a terminal (no: ``Aborted!``); without one, refuse in one line
+    naming the ``change`` and --yes."""
+    if not sys.stdin.isatty():
+        raise click.ClickException(f"{change} and there is no terminal to confirm it; rerun "
+                                   "with --yes (or --dry-run to look first)")
+    click.confirm(question, abort=True, err=True)
 
 
 def display_tables(per_table: dict) -> dict:

@@ -12,6 +12,7 @@ import click
 from .base import (
     CliState,
     cli,
+    confirm,
     display_tables,
     echo,
     echo_json,
@@ -166,11 +167,8 @@ def _confirm_changes(file: str, conflict: str, preview) -> None:
     _print_import(f"Preview of {file} ({conflict}): {preview.created:,} to create, "
                   f"{preview.updated:,} existing to change, {preview.unchanged:,} unchanged",
                   preview)
-    if not sys.stdin.isatty():
-        raise click.ClickException(
-            f"--conflict {conflict} would change {preview.updated:,} existing row(s) and "
-            "there is no terminal to confirm it; rerun with --yes (or --dry-run to look first)")
-    click.confirm(f"Change {preview.updated:,} existing row(s)?", abort=True, err=True)
+    confirm(f"Change {preview.updated:,} existing row(s)?",
+            f"--conflict {conflict} would change {preview.updated:,} existing row(s)")
 
 
 class _ReadProgress:
@@ -237,7 +235,7 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
         return
     if not yes:
         _print_plan(planned, cutoff, err=True)
-        click.confirm("Delete these rows?", abort=True, err=True)
+        confirm("Delete these rows?", f"purge would delete {total:,} rows")
     with progress_bar(total, "Purging") as bar:  # every row, a session's logs included
         report["deleted"] = deleted = retention.purge(
             database, tables, cutoff, chunk_size,

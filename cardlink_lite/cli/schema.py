@@ -9,6 +9,7 @@ import click
 from .base import (
     CliState,
     cli,
+    confirm,
     display_tables,
     echo,
     echo_json,
@@ -104,8 +105,8 @@ def migrate(state: CliState, revision, dry_run, resolve, resolved_as, yes):
         return
     if newer:  # an earlier revision: revert what came after it
         if not yes:
-            click.confirm(f"Revert {names} (their down() may drop columns and data)?",
-                          abort=True)
+            confirm(f"Revert {names} (their down() may drop columns and data)?",
+                    f"migrate --revision {revision} would revert {names}")
         for name in migrations.downgrade(steps=len(newer), manager=manager):
             echo(f"Reverted {name}")
         _print_revision("After", manager)
