@@ -100,6 +100,19 @@ def test_import_json_dry_run_and_reimport(run, capture):
     assert CommLog.select().count() == 1 + 2 * len(BENCH)
 
 
+def test_dry_run_into_a_given_session_says_that_session(run, capture):
+    session = OTASession.create(session_type="triggered")
+    dry = run("logs", "import", str(capture), "--session", session.id, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.splitlines() == [
+        f"{capture} (pcapng): would import {len(BENCH)} exchanges, 1 ATRs, 0 resets, "
+        f"{1 + 2 * len(BENCH)} rows into {session.id}; nothing written (dry run)"]
+    [summary] = json.loads(run("logs", "import", str(capture), "--session", session.id,
+                               "--dry-run", "--json").output)
+    assert (summary["sessions"], summary["sessions_created"]) == ([session.id], 0)
+    assert (OTASession.select().count(), CommLog.select().count()) == (1, 0)
+
+
 def test_another_kind_of_file_is_one_error_line(run, tmp_path):
     path = tmp_path / "export.json"
     path.write_text('{"format": "cardlink-export", "devices": []}\n')

@@ -273,8 +273,9 @@ def _summary_lines(s) -> list[str]:
     counts = (f"{s.exchanges:,} exchanges, {s.atrs:,} ATRs, {s.resets:,} resets, "
               f"{s.rows:,} rows")
     if s.dry_run:
-        lines = [f"{head}: would import {counts} into {s.sessions_created or 'no'} new "
-                 f"session(s); nothing written (dry run)"]
+        where = (f"{s.sessions_created or 'no'} new session(s)" if s.sessions_created
+                 or not s.sessions else ", ".join(s.sessions))
+        lines = [f"{head}: would import {counts} into {where}; nothing written (dry run)"]
     else:
         where = ", ".join(s.sessions) if s.sessions else "no session (nothing to store)"
         lines = [f"{head}: {counts} into {where}"]

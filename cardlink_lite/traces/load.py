@@ -159,7 +159,8 @@ def import_trace(manager, path_or_file, format: str = "auto", *,  # noqa: A002 -
             target = _check_links(session_id, device_id, card_iccid, split_on_reset)
             fmt, records, stats = read_trace(reader, format, start)
             if dry_run:
-                _Importer(summary, None, device_id, card_iccid, split_on_reset, start).run(records)
+                _Importer(summary, None, device_id, card_iccid, split_on_reset, start,
+                          target).run(records)
                 return _finish(summary, fmt, stats, reader, known_hash)
             if known_hash is not None:
                 _drop_unused(known_hash)
