@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -65,6 +67,32 @@ def test_generate_output_writes_a_0600_file_and_never_overwrites(tmp_path, monke
     assert path.read_text().strip() == key
     monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY_FILE", str(path))
     assert Fernet(key.encode()).decrypt(crypto.encrypt_psk(b"psk")) == b"psk"
+
+
+def test_generate_with_an_empty_output_path_prints_no_key():
+    result = CliRunner().invoke(cli, ["keys", "generate", "-o", ""])  # -o "$UNSET_VAR"
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--output' / '-o': the path is empty (an unset variable?); "
+        "give a file path, or leave out --output to print the key")
+
+
+def test_generate_removes_the_key_file_when_the_write_fails(tmp_path, monkeypatch):
+    from cardlink_lite.cli import keys as keys_cli
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(keys_cli, "os", SimpleNamespace(**{**vars(os), "write": full}))
+    path = tmp_path / "bench.key"
+    result = CliRunner().invoke(cli, ["keys", "generate", "-o", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: cannot write {str(path)!r}: No space left on device; "
+                             "nothing was kept there: free some space and rerun\n")
+    assert not path.exists()
+    monkeypatch.undo()
+    assert run("keys", "generate", "-o", str(path)).exit_code == 0  # the retry works
+    Fernet(path.read_text().strip().encode())
 
 
 def test_rotate_reports_the_count_and_b_alone_opens_everything(manager, db_url, monkeypatch):

@@ -39,8 +39,12 @@ def generate(output):
     """
     from .. import crypto
 
+    if output == "":  # -o "$UNSET_VAR": never fall back to printing the secret
+        raise click.BadParameter("the path is empty (an unset variable?); give a file path, "
+                                 "or leave out --output to print the key",
+                                 param_hint="'--output' / '-o'")
     key = crypto.generate_key()
-    if not output:
+    if output is None:
         click.echo(key)
         return
     try:
@@ -48,8 +52,15 @@ def generate(output):
     except FileExistsError:
         raise click.ClickException(f"{output} already exists; choose another path (a key file "
                                    "is never overwritten)") from None
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
+    try:
+        os.write(fd, (key + "\n").encode())
+        os.fsync(fd)
+    except OSError as exc:  # a full disk: no empty key file for the retry to trip on
+        os.close(fd)
+        os.unlink(output)
+        raise click.ClickException(f"cannot write {output!r}: {exc.strerror}; nothing was "
+                                   "kept there: free some space and rerun") from None
+    os.close(fd)
     click.echo(f"Wrote a new key to {output} (mode 0600); use it with:")
     click.echo(f"  export CARDLINK_ENCRYPTION_KEY_FILE={output}")
 
