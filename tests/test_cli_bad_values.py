@@ -93,3 +93,36 @@ def test_a_path_of_up_to_100_characters_is_shown_whole(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert result.stderr.splitlines()[-1] == \
         f"Error: Invalid value for 'FILE': File '{path}' does not exist."
+
+
+BIGINT = 2**63 - 1
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["sessions", "list", "-n", "99999999999999999999999"],
+     f"Invalid value for '--limit' / '-n': 99999999999999999999999 is not in the range "
+     f"1<=x<={BIGINT}."),
+    (["runs", "list", "-n", str(BIGINT + 1)],
+     f"Invalid value for '--limit' / '-n': {BIGINT + 1} is not in the range 1<=x<={BIGINT}."),
+    (["purge", "--older-than", "1", "--chunk-size", "99999999999999999999"],
+     "Invalid value for '--chunk-size': 99999999999999999999 is not in the range "
+     "1<=x<=30000."),
+    (["purge", "--older-than", "1" + "0" * 40],
+     f"Invalid value for '--older-than': {'1' + '0' * 40} is not in the range 0<=x<={BIGINT}."),
+])
+def test_an_integer_past_its_bound_is_one_error_line(manager, db_url, args, error):
+    result = CliRunner().invoke(cli, ["--database", db_url, *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[-1] == f"Error: {error}"
+
+
+@pytest.mark.parametrize("args", [
+    ["sessions", "list", "-n", str(BIGINT)], ["runs", "list", "-n", str(BIGINT)],
+    ["purge", "--older-than", "3000000", "--dry-run"],
+    ["purge", "--older-than", str(BIGINT), "--chunk-size", "30000", "--yes"],
+])
+def test_the_largest_integers_work_on_every_backend(manager, db_url, args):
+    result = CliRunner().invoke(cli, ["--database", db_url, *args])
+    assert result.exit_code == 0, result.output
+    if args[0] == "purge":  # more days than the calendar has: everything stored
+        assert result.stdout.startswith("Rows older than 0001-01-01 ")

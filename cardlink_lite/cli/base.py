@@ -22,7 +22,7 @@ from ..table_names import display_name
 # Start-up stays light: ``--version``, ``--help`` and the command modules import click
 # only; the library (Peewee, drivers, cryptography) is imported when a command runs.
 
-__all__ = ["CliState", "LazyChoice", "StoredText", "UtcDateTime", "cli", "confirm",
+__all__ = ["MAX_BIGINT", "CliState", "LazyChoice", "StoredText", "UtcDateTime", "cli", "confirm",
            "display_tables", "echo", "echo_json", "json_option", "pass_state", "progress_bar",
            "terminal_safe", "warn", "write_atomically", "yes_option"]
 
@@ -223,6 +223,8 @@ class StoredText(click.ParamType):
             self.fail(str(exc).removeprefix(f"{field.name} "), param, ctx)
         return value
 
+
+MAX_BIGINT = 2**63 - 1  # the upper bound of every count option: a BIGINT on every backend
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")

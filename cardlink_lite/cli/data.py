@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
 
 from .base import (
+    MAX_BIGINT,
     CliState,
     cli,
     confirm,
@@ -29,6 +30,7 @@ __all__ = ["backup", "check", "export_command", "import_command", "purge", "stat
 _FORMATS = click.Choice(["json", "jsonl", "yaml"], case_sensitive=False)
 _EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".yaml": "yaml", ".yml": "yaml"}
 _SHOWN_PROBLEMS = 20
+_FIRST_DAY = datetime(1, 1, 1, tzinfo=timezone.utc)
 
 
 def _format_for(path: str | None, given: str | None) -> str | None:
@@ -189,14 +191,16 @@ class _ReadProgress:
 
 
 @cli.command()
-@click.option("--older-than", "days", type=click.IntRange(min=0), required=True,
-              metavar="DAYS", help="Delete rows older than this many days.")
+@click.option("--older-than", "days", type=click.IntRange(min=0, max=MAX_BIGINT), required=True,
+              metavar="DAYS", help="Delete rows older than this many days (more days than "
+                                   "the calendar has: everything).")
 @click.option("--tables", "-t", default="logs", show_default=True, metavar="LIST",
               help="Comma-separated: logs,sessions,tests (a session takes its logs along).")
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @click.option("--vacuum", is_flag=True, help="SQLite: run a full VACUUM afterwards.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=5000, show_default=True,
-              help="Rows deleted per short transaction.")
+# A chunk's ids are one IN list: SQLite takes 32,766 values, PostgreSQL 65,535.
+@click.option("--chunk-size", type=click.IntRange(min=1, max=30000), default=5000,
+              show_default=True, help="Rows deleted per short transaction.")
 @yes_option
 @json_option
 @pass_state
@@ -220,7 +224,8 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
     manager = state.manager()
     manager.ensure_connection()
     database = manager.database
-    cutoff = utc_now() - timedelta(days=days)
+    now = utc_now()
+    cutoff = now - timedelta(days=min(days, (now - _FIRST_DAY).days))
     planned = retention.plan_purge(database, tables, cutoff)
     # The same keys whatever happens: zeros and null where nothing was done.
     report = {"cutoff": cutoff, "dry_run": dry_run, "would_delete": planned,
@@ -254,7 +259,8 @@ def purge(state: CliState, days, tables, dry_run, vacuum, chunk_size, yes, as_js
 
 
 def _print_plan(planned: dict, cutoff, err: bool = False) -> None:
-    echo(f"Rows older than {cutoff:%Y-%m-%d %H:%M} UTC:", err=err)
+    # isoformat: strftime writes the year 1 as "1"
+    echo(f"Rows older than {cutoff.isoformat(' ')[:16]} UTC:", err=err)
     for table, n in planned.items():
         echo(f"  {_LABELS.get(table, table)}: {n:,}", err=err)
 

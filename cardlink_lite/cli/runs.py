@@ -7,6 +7,7 @@ import contextlib
 import click
 
 from .base import (
+    MAX_BIGINT,
     CliState,
     StoredText,
     cli,
@@ -35,7 +36,8 @@ def runs_group():
 
 
 @runs_group.command("list")
-@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=1),
+@click.option("--limit", "-n", default=20, show_default=True,
+              type=click.IntRange(min=1, max=MAX_BIGINT),
               help="Newest runs to list.")
 @click.option("--suite", "-s", "suite_name", type=StoredText("TestResult.suite_name"),
               metavar="NAME", help="Only runs of this suite.")

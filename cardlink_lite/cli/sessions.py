@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import click
 
-from .base import CliState, StoredText, UtcDateTime, cli, echo, echo_json, json_option, pass_state
+from .base import (
+    MAX_BIGINT,
+    CliState,
+    StoredText,
+    UtcDateTime,
+    cli,
+    echo,
+    echo_json,
+    json_option,
+    pass_state,
+)
 
 __all__ = ["list_command", "sessions_group"]
 
@@ -29,7 +39,8 @@ def sessions_group():
 @click.option("--since", type=UtcDateTime(), metavar="DATE",
               help="Only sessions created at or after this UTC date or time "
                    "(2024-11-29 or 2024-11-29T08:00).")
-@click.option("--limit", "-n", default=50, show_default=True, type=click.IntRange(min=1),
+@click.option("--limit", "-n", default=50, show_default=True,
+              type=click.IntRange(min=1, max=MAX_BIGINT),
               help="Newest sessions to list.")
 @json_option
 @pass_state
