@@ -49,6 +49,9 @@ def test_report_command_writes_the_file(manager, db_url, tmp_path):
      "Error: no OTA session '3f2c9a1e-8b7d-4c1a-9e2f-0a1b2c3d4e5f'"),
     (["--since", "yesterday"], "Error: Invalid value for '--since'"),
     (["--runs", "0"], "Error: Invalid value for '--runs' / '-n'"),
+    (["--title", "\udcff"],  # --title $'\xff' in a UTF-8 locale
+     "Error: Invalid value for '--title': is not valid Unicode text (lone surrogate at "
+     "character 0)\n"),
 ])
 def test_bad_input_is_one_error_line_and_no_file(manager, db_url, tmp_path, args, message):
     add_run(manager, "r1", {"t": "passed"})

@@ -31,7 +31,9 @@ _GENERATOR = b'<meta name="generator" content="cardlink-lite report">'
               help="The HTML file to write (- for stdout); an existing file is replaced only "
                    "if it is a cardlink report.")
 @click.option("--force", is_flag=True, help="Replace an existing file that is not a report.")
-@click.option("--title", metavar="TEXT", help="Heading of the page.")
+# Checked as free text is (Device.notes: no NUL, no lone surrogate): the page is UTF-8.
+@click.option("--title", type=StoredText("Device.notes"), metavar="TEXT",
+              help="Heading of the page.")
 @pass_state
 def report(state: CliState, suite, runs, since, sessions, output, force, title):
     """Write one HTML file that opens offline: run trends, flaky and slow tests, session
