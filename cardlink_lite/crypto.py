@@ -189,13 +189,18 @@ def _load_keys() -> list[tuple[str, str]]:
 
 
 def _read_key_file(path: str) -> list[tuple[str, str]]:
-    try:
-        fd = os.open(path, os.O_RDONLY)
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise EncryptionError(
             f"{ENV_KEY_FILE} names {path!r}, which cannot be read ({exc.strerror}); "
             "fix the path or create the file with `cardlink-db keys generate`"
         ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise EncryptionError(
+            f"{ENV_KEY_FILE} names {path!r}, which is not a regular file; point it at a key "
+            "file (cardlink-db keys generate -o FILE writes one)")
     with os.fdopen(fd, encoding="utf-8", errors="replace") as handle:
         mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
         if mode & 0o077:

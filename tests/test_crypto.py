@@ -131,6 +131,18 @@ def test_key_file_owner_read_only_is_accepted(monkeypatch, tmp_path):
     assert _fernet(KEY_A).decrypt(crypto.encrypt_psk(b"psk")) == b"psk"
 
 
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_key_file_that_is_not_a_regular_file_is_named(monkeypatch, tmp_path, kind):
+    path = tmp_path / "keys"
+    path.mkdir() if kind == "directory" else os.mkfifo(path, 0o600)  # a FIFO must not block
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY_FILE", str(path))
+    with pytest.raises(EncryptionError) as info:
+        crypto.encrypt_psk(b"psk")
+    assert str(info.value) == (
+        f"CARDLINK_ENCRYPTION_KEY_FILE names {str(path)!r}, which is not a regular file; "
+        "point it at a key file (cardlink-db keys generate -o FILE writes one)")
+
+
 def test_missing_or_empty_key_file(monkeypatch, tmp_path):
     monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY_FILE", str(tmp_path / "nope.key"))
     with pytest.raises(EncryptionError, match="cannot be read"):
