@@ -12,7 +12,17 @@ from ..apdu import ApduLogWriter
 from ..counters import next_counter
 from ..crypto import ENV_KEY, ENV_KEY_FILE, ENV_KEYS
 from ..fields import utc_now
-from ..models import CardProfile, CardType, DeviceType, OTASession, SessionStatus, TestStatus
+from ..models import (
+    CardProfile,
+    CardType,
+    DeviceType,
+    OTASession,
+    RunEnding,
+    SessionStatus,
+    TestResult,
+    TestRun,
+    TestStatus,
+)
 from ..recording import record_session
 from ..unit_of_work import UnitOfWork
 
@@ -121,6 +131,12 @@ def _record_run(uow, run_id: str, device_id: str, iccid: str, started: datetime,
                                 card_iccid=iccid, started_at=at, duration_ms=duration,
                                 error_message=message)
         at += timedelta(milliseconds=duration + 40)
+    # Dated when the run ran (stats counts results by created_at), and ended as pytest does.
+    TestResult.update(created_at=TestResult.started_at, updated_at=TestResult.started_at) \
+        .where(TestResult.run_id == run_id).execute()
+    failed = any(status in ("failed", "error") for status, _ in outcomes.values())
+    uow.tests.finish_run(run_id, RunEnding.COMPLETE, exit_status=1 if failed else 0)
+    TestRun.update(finished_at=at).where(TestRun.id == run_id).execute()
 
 
 def _record_history(manager, device_id: str, iccid: str, now: datetime) -> None:
