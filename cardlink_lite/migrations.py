@@ -40,6 +40,8 @@ _TXN = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
 # A data statement is journaled once per table: a backfill runs thousands of them, their
 # parameters are not recorded, and a repeatable backfill() finishes the work.
 _DATA = re.compile(r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM|REPLACE\s+INTO)\s+(\S+)", re.I)
+_PG_LOCK_KEY = 0x636C6D6967  # "clmig": pg_advisory_lock's key for migrating
+_LOCK_WAIT = 600  # seconds a MariaDB/MySQL process waits for another one's migration
 _RESOLVE_HINT = (
     "Undo or finish its changes by hand (see `cardlink-db status`), then run "
     "`cardlink-db migrate --resolve {name} --as rolled-back` (or `--as applied`)"
@@ -295,11 +297,47 @@ def resolve_revision(target: str | None, directory=None) -> str | None:
 def run_migrations(target: str | None = None, manager=None, directory=None) -> list[str]:
     """Apply pending migrations (up to ``target``); returns the revisions applied."""
     manager = manager or get_manager()
-    check_schema_version(manager, directory)
-    _refuse_unsafe_state(manager)
     target = resolve_revision(target, directory)
-    with _translated("migration"):
+    with _translated("migration"), _migration_lock(manager):  # pending: read once it is held
+        check_schema_version(manager, directory)
         return _runner(manager, directory).up(target)
+
+
+@contextlib.contextmanager
+def _migration_lock(manager):
+    """One migrating process per store: processes started together (parallel CI jobs) wait
+    for it, then find nothing pending. Released when the connection ends, too."""
+    database = manager.database
+    if manager.config.is_sqlite:
+        # The write lock (BEGIN IMMEDIATE) for the whole run, foreign keys off before it:
+        # they can only be switched outside a transaction (a table rebuild must not cascade).
+        _refuse_unsafe_state(manager)
+        enforced = database.pragma("foreign_keys")
+        database.pragma("foreign_keys", 0)
+        try:
+            with database.atomic():
+                yield
+        finally:
+            if enforced:
+                database.pragma("foreign_keys", 1)
+        return
+    name = f"cardlink_migrate:{manager.config.database_name}"[:64]
+    if manager.config.is_postgresql:  # advisory locks are per database
+        database.execute_sql("SELECT pg_advisory_lock(%s)", (_PG_LOCK_KEY,))
+        release = "SELECT pg_advisory_unlock(%s)", (_PG_LOCK_KEY,)
+    else:  # GET_LOCK names are server-wide: the database name is part of it
+        got = database.execute_sql("SELECT GET_LOCK(%s, %s)", (name, _LOCK_WAIT)).fetchone()
+        if not got or got[0] != 1:
+            raise MigrationError(
+                f"another process has been migrating this database for over {_LOCK_WAIT} s; "
+                "let it finish (see `cardlink-db status`), then run `cardlink-db migrate`")
+        release = "SELECT RELEASE_LOCK(%s)", (name,)
+    try:
+        _refuse_unsafe_state(manager)  # a half-applied migration, seen only with the lock
+        yield
+    finally:
+        with contextlib.suppress(peewee.PeeweeException):  # a lost connection released it
+            database.execute_sql(*release)
 
 
 def downgrade(steps: int = 1, manager=None, directory=None) -> list[str]:

@@ -22,7 +22,7 @@ from . import db as _db
 from .batch_insert import insert_isolating, plan_for
 from .config import DatabaseConfig
 from .db import database_proxy
-from .errors import DatabaseError, first_line
+from .errors import DatabaseError, MigrationError, SchemaVersionMismatch, first_line
 from .fields import new_uuid
 from .manager import DatabaseManager
 from .migrations import get_pending_revisions, run_migrations
@@ -517,8 +517,7 @@ def _open_store(url: str) -> DatabaseManager:
     with _borrowed_binding(manager):
         try:
             manager.initialize(check_schema=False)
-            if get_pending_revisions(manager=manager):
-                run_migrations(manager=manager)
+            _migrate(manager)
         except (DatabaseError, peewee.PeeweeException) as exc:
             with contextlib.suppress(Exception):
                 manager.close()
@@ -528,6 +527,17 @@ def _open_store(url: str) -> DatabaseManager:
                 "without recording"
             ) from None
     return manager
+
+
+def _migrate(manager: DatabaseManager) -> None:
+    if not get_pending_revisions(manager=manager):
+        return
+    try:
+        run_migrations(manager=manager)
+    except MigrationError as exc:
+        # A job started alongside (parallel CI) may have migrated it meanwhile: go on then.
+        if isinstance(exc, SchemaVersionMismatch) or get_pending_revisions(manager=manager):
+            raise
 
 
 @contextlib.contextmanager
