@@ -46,7 +46,8 @@ class DatabaseConfig:
     def __init__(self, database_url: str | None = None, *, url: str | None = None,
                  pool_size: int = 5, max_overflow: int = 10, pool_timeout: float = 30,
                  echo: bool = False, slow_query_ms: float | None = None,
-                 busy_timeout: float = 30, readonly: bool = False):
+                 busy_timeout: float = 30, readonly: bool = False,
+                 connect_defaults: dict | None = None):
         chosen = database_url or url or os.environ.get("DATABASE_URL") or _url_from_components()
         self.database_url = chosen or DEFAULT_SQLITE_URL
         self.pool_size = int(pool_size)
@@ -59,6 +60,8 @@ class DatabaseConfig:
         # Only read: SQLite opens the file with mode=ro (never creates or converts it);
         # units of work refuse repository writes on every backend.
         self.readonly = bool(readonly)
+        # Driver options (timeouts) a server connection takes where the URL sets none.
+        self._connect_defaults = dict(connect_defaults or {})
         if self.pool_size < 1 or self.max_overflow < 0:
             raise ConfigurationError(
                 "pool_size must be at least 1 and max_overflow at least 0; "
@@ -167,6 +170,7 @@ class DatabaseConfig:
                 f"database URL {self.safe_url!r} has an '@' after its host; {_ENCODE}")
         kwargs = parseresult_to_dict(parts._replace(scheme=backend, query=""),
                                      unquote_password=True, unquote_user=True)
+        kwargs.update(self._connect_defaults)
         kwargs.update(_query_options(parts.query, backend, self.safe_url))
         if not kwargs.get("database"):
             raise ConfigurationError(
@@ -237,7 +241,8 @@ _QUERY_OPTIONS = {
     "postgresql": {"connect_timeout": int, "sslmode": _choice(
         "disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
         "sslrootcert": str, "sslcert": str, "sslkey": str, "application_name": str,
-        "options": str, "keepalives": int, "keepalives_idle": int, "target_session_attrs": str},
+        "options": str, "keepalives": int, "keepalives_idle": int, "keepalives_interval": int,
+        "keepalives_count": int, "tcp_user_timeout": int, "target_session_attrs": str},
 }
 
 

@@ -19,10 +19,17 @@ import peewee
 import pytest
 
 from . import db as _db
+from ._peewee import discard_connection
 from .batch_insert import insert_isolating, plan_for
 from .config import DatabaseConfig
 from .db import database_proxy
-from .errors import DatabaseError, MigrationError, SchemaVersionMismatch, first_line
+from .errors import (
+    DatabaseError,
+    MigrationError,
+    SchemaVersionMismatch,
+    first_line,
+    is_transient,
+)
 from .fields import new_uuid
 from .manager import DatabaseManager
 from .migrations import get_pending_revisions, run_migrations
@@ -38,6 +45,14 @@ except ImportError:  # pragma: no cover - older pytest
 __all__ = ["CardlinkRecorder", "fresh_manager"]
 
 _FLUSH_SECONDS = 1.0
+_RETRY_SECONDS = 30.0  # after the store itself failed, one attempt per this long
+_MAX_PENDING = 10_000  # results kept meanwhile; beyond that the oldest are not recorded
+# The recorder's connections give up soon (the URL may set its own): a hung, locked or
+# unreachable store must not stall the run.
+_SQLITE_BUSY_SECONDS = 1.0
+_SHORT_TIMEOUTS = {"mysql": {"connect_timeout": 5, "read_timeout": 10, "write_timeout": 10},
+                   "postgresql": {"connect_timeout": 5, "keepalives_idle": 10,
+                                  "keepalives_interval": 5, "keepalives_count": 3}}
 _MAX_MESSAGE = 500
 _MAX_LONGREPR = 20_000
 _MAX_TEST_NAME = 512
@@ -136,6 +151,8 @@ class CardlinkRecorder:
         self._items: dict[str, _Item] = {}
         self._rows: list[tuple] = []
         self._last_flush = time.monotonic()
+        self._retry_at = 0.0
+        self._down = False  # the store itself failed at the last attempt
         self._known: dict[tuple, bool] = {}  # (model, key): in the store
         self._collect_seen: set[str] = set()
 
@@ -223,7 +240,9 @@ class CardlinkRecorder:
         self.interruption = "stopped" if stopped else "interrupted"
 
     def pytest_sessionfinish(self, session, exitstatus):
-        self.flush()
+        self.flush(final=True)
+        if self._down:
+            return  # not again: each attempt costs a timeout
         try:
             with _borrowed_binding(self.manager):
                 ending, selection = self._ending(session)
@@ -234,7 +253,7 @@ class CardlinkRecorder:
             self._note_error(exc)
 
     def pytest_terminal_summary(self, terminalreporter):
-        self.flush()
+        self.flush(final=True)
         tr = terminalreporter
         tr.write_sep("-", "cardlink")
         counts = ", ".join(f"{self.counts.get(s.value, 0)} {s.value}" for s in TestStatus)
@@ -245,7 +264,7 @@ class CardlinkRecorder:
         for kind, key in sorted(self.unknown_targets):
             tr.write_line(f"{kind} {key!r} is not in the store; its id is kept in the results' "
                           "metadata only (add it to link the results)", yellow=True)
-        if self.recorded == 0:
+        if self.recorded == 0 or self._down:
             return
         try:
             with _borrowed_binding(self.manager):
@@ -386,6 +405,8 @@ class CardlinkRecorder:
 
     def _in_store(self, model, key: str) -> bool:
         known = self._known.get((model, key))
+        if known is None and self._down:
+            return False  # not now: each attempt costs a timeout
         if known is None:
             try:
                 query = model.select().where(model._meta.primary_key == key)
@@ -427,39 +448,60 @@ class CardlinkRecorder:
             return RunEnding.COLLECTION_ERRORS, selection
         return (RunEnding.PARTIAL, selection) if selection else (RunEnding.COMPLETE, None)
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
         """Commit the buffered results; a row the database refuses is counted and noted
-        (insert_isolating bisects the batch), never raised."""
+        (insert_isolating bisects the batch), never raised. After the store itself failed
+        they wait: one attempt per _RETRY_SECONDS, and a last one at the end (``final``)."""
+        self._last_flush = now = time.monotonic()
+        if not self._rows or (now < self._retry_at and not final):
+            return
         rows, self._rows = self._rows, []
-        self._last_flush = time.monotonic()
-        if not rows:
-            return
-        refused: list[BaseException] = []
         try:
-            with _borrowed_binding(self.manager):
-                if not self.manager.config.is_sqlite:
-                    self.manager.ensure_connection()
-                plan = plan_for(self.manager.database, TestResult, _FIELDS)
-                flat: list = []
-                for row in rows:  # a value its field refuses costs only its own row
-                    try:
-                        flat.extend(plan.flatten((row,)))
-                    except Exception as exc:  # noqa: BLE001 - counted and shown in the summary
-                        refused.append(exc)
-                written, rejected = insert_isolating(plan, flat, _any_error) if flat \
-                    else ([], [])
-        except Exception as exc:  # noqa: BLE001 - the store itself failed: none recorded
-            self.not_recorded += len(rows)
+            written, refused = self._write(rows)
+        except Exception as exc:  # noqa: BLE001 - the store itself failed: none written
             self._note_error(exc)
+            self._keep(rows, final)
             return
-        refused.extend(exc for _row, exc in rejected)
-        self.recorded += len(written) // plan.width
+        self._down, self._retry_at = False, 0.0
+        self.recorded += written
         self.not_recorded += len(refused)
         for exc in refused:
             self._note_error(exc)
 
+    def _keep(self, rows: list, final: bool) -> None:
+        """Rows the store could not take now: kept for a later attempt (not at the end)."""
+        self._down = True
+        if final:
+            self.not_recorded += len(rows)
+            return
+        self._retry_at = time.monotonic() + _RETRY_SECONDS
+        self._rows[:0] = rows
+        excess = len(self._rows) - _MAX_PENDING
+        if excess > 0:
+            del self._rows[:excess]
+            self.not_recorded += excess
+
+    def _write(self, rows: list) -> tuple[int, list]:
+        """(rows written, errors of the rows refused); raises when the store itself fails."""
+        database = self.manager.database
+        server = not self.manager.config.is_sqlite
+        # A connection kept since the last flush may have gone stale: then one more try on
+        # a new one, no wait. Never more: each attempt at a dead server costs a timeout.
+        tries = 2 if server and not database.is_closed() else 1
+        with _db.bound_models(database):
+            for left in range(tries - 1, -1, -1):
+                try:
+                    return _insert(database, rows)
+                except Exception as exc:
+                    if not (server and is_transient(exc)):
+                        raise
+                    discard_connection(database)  # the next attempt connects afresh
+                    if not left:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def close(self) -> None:
-        self.flush()
+        self.flush(final=True)
         with _borrowed_binding(self.manager):
             self.manager.close()
 
@@ -471,9 +513,22 @@ _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 _CUT = "\n[... {count} characters cut ...]\n"
 
 
-def _any_error(exc: BaseException) -> bool:
-    """Every failure of a row is that row's (the recorder never raises)."""
-    return True
+def _insert(database, rows: list) -> tuple[int, list]:
+    plan = plan_for(database, TestResult, _FIELDS)
+    flat: list = []
+    refused: list[BaseException] = []
+    for row in rows:  # a value its field refuses costs only its own row
+        try:
+            flat.extend(plan.flatten((row,)))
+        except Exception as exc:  # noqa: BLE001 - counted and shown in the summary
+            refused.append(exc)
+    written, rejected = insert_isolating(plan, flat, _row_error) if flat else ([], [])
+    return len(written) // plan.width, refused + [exc for _row, exc in rejected]
+
+
+def _row_error(exc: BaseException) -> bool:
+    """A failure is the row's unless the store itself failed (a lost connection, a lock)."""
+    return not is_transient(exc)
 
 
 def storable(text, limit: int | None = None, keep_end: bool = False):
@@ -509,24 +564,30 @@ def _json(value):
 
 
 def _open_store(url: str) -> DatabaseManager:
+    """The recorder's manager (short timeouts), on a store migrated with the usual ones."""
     try:
         config = DatabaseConfig(url)
     except DatabaseError as exc:
         raise pytest.UsageError(f"--cardlink-db: {exc}") from None
     manager = DatabaseManager(config)
-    with _borrowed_binding(manager):
-        try:
-            manager.initialize(check_schema=False)
-            _migrate(manager)
-        except (DatabaseError, peewee.PeeweeException) as exc:
-            with contextlib.suppress(Exception):
+    try:
+        with _borrowed_binding(manager):
+            try:
+                manager.initialize(check_schema=False)
+                _migrate(manager)
+            finally:
                 manager.close()
-            raise pytest.UsageError(
-                f"cannot record test results in {config.safe_url} ({first_line(exc)}); "
-                f"fix --cardlink-db (or cardlink_db / {ENV_VAR}) or leave it out to run "
-                "without recording"
-            ) from None
-    return manager
+            recording = DatabaseManager(DatabaseConfig(
+                url, busy_timeout=_SQLITE_BUSY_SECONDS,
+                connect_defaults=_SHORT_TIMEOUTS.get(config.backend)))
+            recording.initialize(check_schema=False)
+    except (DatabaseError, peewee.PeeweeException) as exc:
+        raise pytest.UsageError(
+            f"cannot record test results in {config.safe_url} ({first_line(exc)}); "
+            f"fix --cardlink-db (or cardlink_db / {ENV_VAR}) or leave it out to run "
+            "without recording"
+        ) from None
+    return recording
 
 
 def _migrate(manager: DatabaseManager) -> None:

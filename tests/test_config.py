@@ -166,7 +166,7 @@ ENCODE = "percent-encode special characters in a password (# as %23, / as %2F, ?
      "unsupported option 'password' in the PostgreSQL URL "
      "'postgresql://app@127.0.0.1/test?password=***'; accepted: connect_timeout, sslmode, "
      "sslrootcert, sslcert, sslkey, application_name, options, keepalives, keepalives_idle, "
-     "target_session_attrs"),
+     "keepalives_interval, keepalives_count, tcp_user_timeout, target_session_attrs"),
     ("sqlite:///runs/bench#2.db",
      "database URL 'sqlite:///runs/bench#2.db' has a '#'; write it as %23 in a password or "
      "file name"),
