@@ -55,7 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         return  # xdist worker: the controller records the reports we send it
     url = _enabled_url(config)
-    if not url:
+    if not url or _runs_no_test(config):
         return
     from .pytest_recorder import CardlinkRecorder  # only now: an idle plugin loads nothing
 
@@ -105,6 +105,14 @@ def pytest_make_collect_report(collector: pytest.Collector):
                     report.outcome, report.longrepr, report.result = "failed", str(exc), []
                     break
     return report
+
+
+def _runs_no_test(config: pytest.Config) -> bool:
+    """--collect-only, --setup-plan, --setup-only: nothing to record (such a run would show
+    tests as passed that never ran, and become the baseline of the next comparison)."""
+    option = config.option
+    return bool(getattr(option, "collectonly", False) or getattr(option, "setuponly", False)
+                or getattr(option, "setupplan", False))
 
 
 def _enabled_url(config: pytest.Config) -> str | None:

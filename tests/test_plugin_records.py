@@ -130,6 +130,31 @@ def test_partial_run_never_poisons_the_next_comparison(pytester, db_url, monkeyp
     assert {"host", "python", "pytest"} <= set(context)
 
 
+@pytest.mark.parametrize("dry_run", ["--collect-only", "--setup-plan", "--setup-only"])
+def test_runs_that_run_no_test_are_never_the_comparison_baseline(pytester, db_url,
+                                                                 monkeypatch, dry_run):
+    pytester.makepyfile(test_phases=PHASES)
+    args = ("--cardlink-db", db_url, "--cardlink-suite", "ota")
+    monkeypatch.setenv("PHASE", "1")
+    pytester.runpytest(*args, "--cardlink-run-id", "full-1")
+    monkeypatch.setenv("PHASE", "2")
+    # Nothing ran: not recorded at all (setup-plan/-only used to store 4 "passed" results).
+    dry = pytester.runpytest(*args, "--cardlink-run-id", "dry-2", dry_run)
+    assert "recording run" not in dry.stdout.str()
+    # A complete run of no tests at all (an empty selection of files) is recorded, but is
+    # no baseline either.
+    pytester.makepyfile(test_empty="X = 1\n")
+    pytester.runpytest(*args, "--cardlink-run-id", "none-3", "test_empty.py")
+    full = pytester.runpytest(*args, "--cardlink-run-id", "full-4")
+    out = full.stdout.str()
+    assert "against run full-1 (the latest comparable run: complete" in out
+    assert "1 regression, 1 fixed, 0 new tests" in out
+    runs = _runs(db_url)
+    assert sorted(runs) == ["full-1", "full-4", "none-3"]
+    assert (runs["none-3"]["ending"], runs["none-3"]["total"]) == ("complete", 0)
+    assert not any(row["run_id"] == "dry-2" for row in _rows(db_url).values())
+
+
 ENDINGS = """
 import os
 import pytest

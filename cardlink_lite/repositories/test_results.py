@@ -211,11 +211,13 @@ class TestRepository(BaseRepository):
                 "labels": run.labels or {}}
 
     def latest_comparable_run(self, suite_name: str, exclude: str | None = None):
-        """The suite's newest ``complete`` (or ``unknown``) ``TestRun`` but ``exclude``, or None."""
+        """The suite's newest ``complete`` (or ``unknown``) ``TestRun`` with results but
+        ``exclude``, or None."""
         self._touch()
         query = (TestRun.select()
                  .where((TestRun.suite_name == suite_name)
-                        & TestRun.ending.in_([RunEnding.COMPLETE, RunEnding.UNKNOWN]))
+                        & TestRun.ending.in_([RunEnding.COMPLETE, RunEnding.UNKNOWN])
+                        & (TestRun.total > 0))
                  .order_by(TestRun.started_at.desc(), TestRun.id.desc()).limit(1))
         if exclude is not None:
             query = query.where(TestRun.id != exclude)
