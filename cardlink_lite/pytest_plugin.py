@@ -42,7 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cardlink-flaky-window", type=int, default=5, metavar="N",
                     help="look for tests that flipped status in the last N runs (default 5)")
     group.addoption("--cardlink-batch-size", type=int, default=200, metavar="N",
-                    help="commit after this many results (or every second; default 200)")
+                    help="commit after this many results, after a failure or error, and when "
+                         "results have waited a second (default 200)")
     group.addoption("--cardlink-test-db", metavar="URL",
                     help="server for the cardlink_manager fixture: a fresh database is "
                          "created there per test (default: a temporary SQLite file)")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -10,6 +11,7 @@ import platform
 import re
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -45,6 +47,8 @@ except ImportError:  # pragma: no cover - older pytest
 __all__ = ["CardlinkRecorder", "fresh_manager"]
 
 _FLUSH_SECONDS = 1.0
+_AT_ONCE = frozenset({TestStatus.FAILED, TestStatus.ERROR})
+_FINAL_WAIT_SECONDS = 60.0  # at the end, for a flush under way in the other thread
 _RETRY_SECONDS = 30.0  # after the store itself failed, one attempt per this long
 _MAX_PENDING = 10_000  # results kept meanwhile; beyond that the oldest are not recorded
 # The recorder's connections give up soon (the URL may set its own): a hung, locked or
@@ -149,10 +153,15 @@ class CardlinkRecorder:
         self.write_errors: list[str] = []
         self.unknown_targets: set[tuple[str, str]] = set()
         self._items: dict[str, _Item] = {}
-        self._rows: list[tuple] = []
+        # Appended here, taken by flush() in this thread or the waiting-rows thread.
+        self._rows: collections.deque[tuple] = collections.deque()
         self._last_flush = time.monotonic()
         self._retry_at = 0.0
         self._down = False  # the store itself failed at the last attempt
+        self._writing = threading.Lock()
+        self._stopping = threading.Event()
+        threading.Thread(target=self._flush_waiting, args=(self.manager.database,),
+                         name="cardlink-recorder", daemon=True).start()
         self._known: dict[tuple, bool] = {}  # (model, key): in the store
         self._collect_seen: set[str] = set()
 
@@ -390,7 +399,8 @@ class CardlinkRecorder:
             "updated_at": ended,
         }
         self._rows.append(tuple(row[name] for name in _COLUMNS))
-        if len(self._rows) >= self.batch_size \
+        # A failure is written at once: if the run is killed next (a test hangs), it is kept.
+        if len(self._rows) >= self.batch_size or status in _AT_ONCE \
                 or time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
             self.flush()
 
@@ -451,11 +461,26 @@ class CardlinkRecorder:
     def flush(self, final: bool = False) -> None:
         """Commit the buffered results; a row the database refuses is counted and noted
         (insert_isolating bisects the batch), never raised. After the store itself failed
-        they wait: one attempt per _RETRY_SECONDS, and a last one at the end (``final``)."""
+        they wait: one attempt per _RETRY_SECONDS, and a last one at the end (``final``).
+        A test's flush never waits for the other thread's: its rows go with the next one."""
+        if final:
+            self._stopping.set()
+            if not self._writing.acquire(timeout=_FINAL_WAIT_SECONDS):
+                self._keep(self._take(), final=True)
+                self._note_error(RuntimeError("the store did not answer in time"))
+                return
+        elif not self._writing.acquire(blocking=False):
+            return
+        try:
+            self._flush(final)
+        finally:
+            self._writing.release()
+
+    def _flush(self, final: bool) -> None:
         self._last_flush = now = time.monotonic()
         if not self._rows or (now < self._retry_at and not final):
             return
-        rows, self._rows = self._rows, []
+        rows = self._take()
         try:
             written, refused = self._write(rows)
         except Exception as exc:  # noqa: BLE001 - the store itself failed: none written
@@ -468,6 +493,10 @@ class CardlinkRecorder:
         for exc in refused:
             self._note_error(exc)
 
+    def _take(self) -> list:
+        """The buffered rows (those another thread appends meanwhile stay)."""
+        return [self._rows.popleft() for _ in range(len(self._rows))]
+
     def _keep(self, rows: list, final: bool) -> None:
         """Rows the store could not take now: kept for a later attempt (not at the end)."""
         self._down = True
@@ -475,11 +504,19 @@ class CardlinkRecorder:
             self.not_recorded += len(rows)
             return
         self._retry_at = time.monotonic() + _RETRY_SECONDS
-        self._rows[:0] = rows
-        excess = len(self._rows) - _MAX_PENDING
-        if excess > 0:
-            del self._rows[:excess]
-            self.not_recorded += excess
+        self._rows.extendleft(reversed(rows))
+        for _ in range(len(self._rows) - _MAX_PENDING):
+            self._rows.popleft()
+            self.not_recorded += 1
+
+    def _flush_waiting(self, database) -> None:
+        """Thread: commit results that waited a second (its own connection), so a test that
+        hangs, and a run then killed, keep them."""
+        while not self._stopping.wait(_FLUSH_SECONDS / 4):
+            if self._rows and time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
+                self.flush()
+        with contextlib.suppress(Exception):
+            database.close()  # this thread's connection
 
     def _write(self, rows: list) -> tuple[int, list]:
         """(rows written, errors of the rows refused); raises when the store itself fails."""

@@ -118,23 +118,30 @@ def test_parallel_pytest_jobs_on_a_fresh_store_all_record(db_url, backend, tmp_p
 
 
 RACING = """
+import importlib
+
 import pytest
+
 from cardlink_lite import MigrationError
-from cardlink_lite import pytest_recorder
 
-real = pytest_recorder.run_migrations
-
-
-def racing(**kwargs):  # another job migrates first; ours then fails on what it created
-    real(**kwargs)
-    raise MigrationError('migration failed and was rolled back: table "devices" already exists')
+# The module the plugin uses now (pytester drops modules a run imported, so an attribute
+# of the package may be an older copy).
+pytest_recorder = importlib.import_module("cardlink_lite.pytest_recorder")
 
 
-pytest_recorder.run_migrations = racing
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):  # before the recorder opens the store
+    real = config.real_migrations = pytest_recorder.run_migrations
+
+    def racing(**kwargs):  # another job migrates first; ours then fails on what it created
+        real(**kwargs)
+        raise MigrationError('migration failed and was rolled back: table "devices" exists')
+
+    pytest_recorder.run_migrations = racing
 
 
 def pytest_unconfigure(config):
-    pytest_recorder.run_migrations = real
+    pytest_recorder.run_migrations = config.real_migrations
 """
 
 

@@ -4,15 +4,22 @@ own pace; the results wait for a later attempt or are reported not recorded."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from cardlink_lite import DatabaseConfig, DatabaseManager
 from cardlink_lite.models import TestResult
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Generous: the run takes a few seconds when the recorder backs off, minutes when it waits
 # out a timeout (or retries) on every result.
@@ -79,13 +86,18 @@ def test_i(i, request):
 """
 
 
-def _count(url: str) -> int:
+def _rows(url: str) -> dict[str, dict]:
     manager = DatabaseManager(DatabaseConfig(url))
     manager.initialize(check_schema=False)
     try:
-        return TestResult.select().count(manager.database)
+        return {row["test_name"]: row
+                for row in TestResult.select().dicts().execute(manager.database)}
     finally:
         manager.close()
+
+
+def _count(url: str) -> int:
+    return len(_rows(url))
 
 
 @pytest.fixture
@@ -139,3 +151,52 @@ def test_a_failing_store_costs_one_attempt_per_backoff_not_one_per_result(
     assert elapsed < BOUND_SECONDS, out
     assert "35 results not recorded (5 recorded)" in out, out
     assert _count(db_url) == 5
+
+
+HANGS = """
+import time
+from pathlib import Path
+
+import pytest
+
+@pytest.mark.parametrize("i", range(5))
+def test_fast(i):
+    pass
+
+def test_fails_before_the_hang():
+    assert 0, "the clue"
+
+def test_hangs():
+    Path("hanging").touch()
+    time.sleep(600)
+"""
+
+
+def _wait_for(condition, what: str, seconds: float = 60):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_a_run_killed_while_a_test_hangs_keeps_the_results_before_it(db_url, tmp_path, how):
+    (tmp_path / "test_hang.py").write_text(HANGS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLINK")}
+    env["PYTHONPATH"] = str(ROOT)  # the child runs this checkout's code
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "-p", "no:xdist", "--cardlink-db", db_url, "test_hang.py"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _wait_for((tmp_path / "hanging").exists, "the test hangs")
+        # The results wait at most a second while nothing else happens.
+        _wait_for(lambda: _count(db_url) == 6, "the results before the hang are stored")
+    finally:
+        proc.send_signal(how)
+        proc.wait(timeout=60)
+    rows = _rows(db_url)
+    assert len(rows) == 6
+    assert rows["test_hang.py::test_fails_before_the_hang"]["error_message"].startswith(
+        "AssertionError: the clue")
+
