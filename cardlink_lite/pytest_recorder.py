@@ -487,6 +487,9 @@ class CardlinkRecorder:
             self._note_error(exc)
             self._keep(rows, final)
             return
+        except BaseException:  # Ctrl-C while writing: rolled back, the rows wait for the end
+            self._rows.extendleft(reversed(rows))
+            raise
         self._down, self._retry_at = False, 0.0
         self.recorded += written
         self.not_recorded += len(refused)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -200,3 +201,47 @@ def test_a_run_killed_while_a_test_hangs_keeps_the_results_before_it(db_url, tmp
     assert rows["test_hang.py::test_fails_before_the_hang"]["error_message"].startswith(
         "AssertionError: the clue")
 
+
+INTERRUPTING = """
+import importlib
+import threading
+
+import pytest
+
+# The module the plugin uses now (pytester drops modules a run imported, so an attribute
+# of the package may be an older copy).
+pytest_recorder = importlib.import_module("cardlink_lite.pytest_recorder")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    real = config.real_insert = pytest_recorder.insert_isolating
+    calls = []
+
+    def slow_then_ctrl_c(*args, **kwargs):  # Ctrl-C lands while a test's batch is written
+        if threading.current_thread() is threading.main_thread():
+            calls.append(1)
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    pytest_recorder.insert_isolating = slow_then_ctrl_c
+
+
+def pytest_unconfigure(config):
+    pytest_recorder.insert_isolating = config.real_insert
+"""
+
+
+def test_ctrl_c_during_a_flush_loses_no_result(pytester, db_url):
+    pytester.makeconftest(INTERRUPTING)
+    pytester.makepyfile(
+        "import pytest\n\n@pytest.mark.parametrize('i', range(12))\ndef test_i(i):\n    pass\n")
+    result = pytester.runpytest("--cardlink-db", db_url, "--cardlink-batch-size", "5",
+                                no_reraise_ctrlc=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    out = result.stdout.str()
+    assert "not recorded" not in out
+    ran = int(re.search(r"\): (\d+) passed, 0 failed", out)[1])
+    assert ran >= 5  # the batch the Ctrl-C hit, and any the other thread wrote before
+    assert _count(db_url) == ran
