@@ -66,11 +66,14 @@ def build_junit_xml(run_id: str, results: Iterable) -> str:
 
 
 def pytest_names(nodeid: str) -> tuple[str, str]:
-    """``(classname, name)`` as pytest's junitxml writes them for ``nodeid``."""
-    path, bracket, params = nodeid.partition("[")
-    names = path.split("::")
+    """``(classname, name)`` as pytest's junitxml writes them for ``nodeid`` (pytest 9: the
+    file path ends at the first ``::``, so a ``[`` in it is no parameter)."""
+    path, sep, tail = nodeid.partition("::")
+    names_part, bracket, params = tail.partition("[")
+    names = [path, *names_part.split("::")] if sep else [path]
     names[0] = re.sub(r"\.py$", "", names[0].replace("/", "."))
-    names[-1] += bracket + params
+    if sep and bracket:
+        names[-1] += f"[{params.removesuffix(']')}]"
     return ".".join(names[:-1]), names[-1]
 
 

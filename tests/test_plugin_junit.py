@@ -7,15 +7,25 @@ import importlib.util
 import uuid
 from pathlib import Path
 
+import pytest
+from _pytest.junitxml import mangle_test_address
 from lxml import etree
 
 from cardlink_lite import DatabaseConfig, DatabaseManager, UnitOfWork
+from cardlink_lite.junit import pytest_names
 from cardlink_lite.migrations import run_migrations
 from cardlink_lite.models import TestResult
 
 XSD = Path(__file__).parent / "data" / "junit-10.xsd"  # copy of shared/testdata
 
 SUITE = {
+    "sub[dir]/test_bracket.py": '''
+import pytest
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_in_a_bracketed_dir(n):
+    pass
+''',
     "pkg/__init__.py": "",
     "pkg/test_deep.py": '''
 import pytest
@@ -77,7 +87,7 @@ def test_runs_junit_matches_pytests_junitxml(pytester, db_url, backend):
     theirs = pytester.path / "theirs.xml"
     result = pytester.runpytest("--cardlink-db", db_url, "--cardlink-run-id", "fidelity",
                                 f"--junitxml={theirs}", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=3, failed=3, errors=4)
+    result.assert_outcomes(passed=5, failed=3, errors=4)
 
     manager = DatabaseManager(DatabaseConfig(db_url))
     manager.initialize(check_schema=False)
@@ -92,6 +102,7 @@ def test_runs_junit_matches_pytests_junitxml(pytester, db_url, backend):
     expected, got = _cases(theirs.read_bytes()), _cases(ours)
     assert set(got) == set(expected)
     assert ("pkg.test_deep.TestGroup", "test_param[2]") in got
+    assert ("sub[dir].test_bracket", "test_in_a_bracketed_dir[1]") in got
     for key, cases in expected.items():
         assert _outcomes(got[key]) == _outcomes(cases), key
     ours_suite = etree.fromstring(ours).find("testsuite")
@@ -113,6 +124,15 @@ def test_runs_junit_matches_pytests_junitxml(pytester, db_url, backend):
     setup_error, teardown_error = both.findall("error")
     assert 'raise ValueError("setup broke")' in setup_error.text
     assert 'raise RuntimeError("teardown broke")' in teardown_error.text
+
+
+@pytest.mark.parametrize("nodeid", [
+    "test_a.py::test_x", "pkg/test_b.py::TestC::test_y[1-x]", "sub[dir]/test_b.py::test_y[1]",
+    "sub[dir]/test_b.py", "test_c.py::test_z[a::b]", "test_d.py::test_w[a[b]]",
+])
+def test_pytest_names_match_the_installed_pytests_junitxml(nodeid):
+    names = mangle_test_address(nodeid)
+    assert pytest_names(nodeid) == (".".join(names[:-1]), names[-1])
 
 
 def _rows(url: str) -> dict[str, dict]:
