@@ -465,7 +465,9 @@ class CardlinkRecorder:
         A test's flush never waits for the other thread's: its rows go with the next one."""
         if final:
             self._stopping.set()
-            if not self._writing.acquire(timeout=_FINAL_WAIT_SECONDS):
+            # A store that hung the other thread's flush is waited for once, not again at
+            # the summary and at close.
+            if not self._writing.acquire(timeout=1.0 if self._down else _FINAL_WAIT_SECONDS):
                 self._keep(self._take(), final=True)
                 self._note_error(RuntimeError("the store did not answer in time"))
                 return
