@@ -145,6 +145,17 @@ def test_check_reports_each_key_and_exits_1_on_unreadable(manager, db_url, monke
     assert KEY_A not in text.output + bad.output and KEY_B not in text.output + bad.output
 
 
+def test_check_shows_controls_in_a_stored_iccid_as_escapes(manager, db_url, monkeypatch):
+    # An imported ICCID holding an OSC title sequence must not drive the operator's terminal.
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", KEY_A)
+    _store(manager, {"8901\x1b]0;pwned\x07": b"a"})
+    monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", KEY_B)
+    text = run("--database", db_url, "keys", "check")
+    assert text.exit_code == 1
+    assert "no key opens 1 PSK(s): 8901\\x1b]0;pwned\\x07" in text.stdout
+    assert "\x1b" not in text.output
+
+
 def test_check_with_a_malformed_key_does_not_echo_it(manager, db_url, monkeypatch):
     monkeypatch.setenv("CARDLINK_ENCRYPTION_KEY", "hunter2-not-a-fernet-key")
     result = CliRunner().invoke(cli, ["--database", db_url, "keys", "check"])

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from .base import CliState, cli, echo_json, json_option, pass_state
+from .base import CliState, cli, echo, echo_json, json_option, pass_state
 
 __all__ = ["keys"]
 
@@ -109,8 +109,8 @@ def check(state: CliState, as_json: bool):
             click.echo(f"  key {entry['position']} ({entry['source']}, fingerprint "
                        f"{entry['fingerprint']}): opens {entry['opens']}")
         if report["unreadable"]:
-            click.echo(f"  no key opens {len(report['unreadable'])} PSK(s): "
-                       + ", ".join(report["unreadable"]))
+            echo(f"  no key opens {len(report['unreadable'])} PSK(s): "
+                 + ", ".join(report["unreadable"]))
         else:
             click.echo("  every PSK can be opened")
     if report["unreadable"]:
