@@ -120,8 +120,8 @@ def test_another_kind_of_file_is_one_error_line(run, tmp_path):
     assert result.exit_code == 1
     assert result.output.strip() == (
         f"Error: {path}: not a trace this tool can read (a text file); tried: pcapng, pcap, "
-        "apdu4j, pysim-shell, pyscard, tca-loader, hex-lines, pysim-hex. Pass --format to "
-        "name it if it is one of them")
+        "gppro, apdu4j, pysim-shell, pyscard, tca-loader, hex-lines, pysim-hex. Pass --format "
+        "to name it if it is one of them")
 
 
 def test_truncated_and_damaged_captures_are_reported(run, capture, tmp_path):

@@ -247,7 +247,7 @@ def test_a_trace_ending_mid_exchange_fails_its_session(manager, tmp_path):
 def test_another_kind_of_file_writes_nothing(manager, tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(300))
-    with pytest.raises(TraceFormatError, match=r"tried: pcapng, pcap, apdu4j"):
+    with pytest.raises(TraceFormatError, match=r"tried: pcapng, pcap, gppro, apdu4j"):
         import_trace(manager, path)
     assert (OTASession.select().count(), TraceSource.select().count()) == (0, 0)
 
@@ -548,3 +548,32 @@ def test_a_failure_mid_import_leaves_no_rows_behind(manager, tmp_path, monkeypat
     summary = import_trace(manager, path, session_id=session.id)
     assert summary.rows == 6000 and len(_rows(session.id)) == 6000
     assert CommLog.select().where(CommLog.source_id != summary.source_id).count() == 0
+
+def test_a_globalplatformpro_debug_log_imports_with_latency(manager, tmp_path):
+    # written by hand after apdu4j's LoggingCardTerminal (see tests/test_traces_readers.py)
+    path = tmp_path / "gp-d.log"
+    path.write_text(
+        'SCardConnect("Reader 0", T=*) -> T=1, 3B8A800150564A434F503453494471\n'
+        "ATR: 3B8A800150564A434F503453494471\n"
+        "A>> T=1 (4+0000) 00A40400 00\n"
+        "A<< (0018+2) (26ms) 6F108408A000000151000000A5049F6501FF 9000\n"
+        "[DEBUG] GlobalPlatform - Auto-detected ISD: A000000151000000\n"
+        "A>> T=1 (4+0008) 80500000 08 1122334455667788 00\n"
+        "A<< (0028+2) (1s204ms) " + "00" * 28 + " 9000\n"
+        "A>> T=1 (4+0002) 80F24000 02 4F00 00\n"
+        "A<< (0000+2) 6A88\n")
+    start = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    summary = import_trace(manager, path, start=start)
+    assert (summary.format, summary.atrs, summary.exchanges) == ("gppro", 1, 3)
+    rows = _rows(summary.sessions[0])
+    ms = timedelta(milliseconds=1)
+    # no time in the format: the start, advanced by each latency, keeps the rows in order
+    assert [(r[0], r[3][:10], r[4], r[7], r[8]) for r in rows] == [
+        ("atr", "3B8A800150", "ATR: T=0, T=1", None, start),
+        ("command", "00A4040000", "SELECT", None, start),
+        ("response", "6F108408A0", None, 26.0, start + 26 * ms),
+        ("command", "8050000008", "INITIALIZE UPDATE key version 00", None, start + 26 * ms),
+        ("response", "0000000000", None, 1204.0, start + 1230 * ms),
+        ("command", "80F2400002", "GET STATUS applications", None, start + 1230 * ms),
+        ("response", "6A88", None, None, start + 1230 * ms)]
+    assert TraceSource.get().format == "gppro"

@@ -5,6 +5,7 @@ import gzip
 import io
 import struct
 import tracemalloc
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -133,9 +134,9 @@ def test_another_kind_of_file_is_refused_naming_the_formats_tried(data, what):
     with pytest.raises(TraceFormatError) as info:
         _read(data)
     assert str(info.value) == (
-        f"not a trace this tool can read ({what}); tried: pcapng, pcap, apdu4j, pysim-shell, "
-        "pyscard, tca-loader, hex-lines, pysim-hex. Pass --format to name it if it is one "
-        "of them")
+        f"not a trace this tool can read ({what}); tried: pcapng, pcap, gppro, apdu4j, "
+        "pysim-shell, pyscard, tca-loader, hex-lines, pysim-hex. Pass --format to name it if it "
+        "is one of them")
 
 
 def test_asking_for_pcap_on_a_text_file_says_what_it_looks_like():
@@ -516,3 +517,137 @@ def test_a_gsmtap_header_length_under_4_words_is_skipped():
     _, records, stats = _read(_capture(extra=[(T0 + 9_000_000, udp_frame(bytes(bad)))]))
     assert len(records) == 1 + len(EXCHANGES)
     assert stats.skipped == {"GSMTAP header length under 16 bytes": 1}
+
+
+# GlobalPlatformPro `-d` output: apdu4j's LoggingCardTerminal (martinpaljak/apdu4j,
+# pcsc/src/main/java/apdu4j/pcsc/terminals/LoggingCardTerminal.java; earlier
+# pcsc/src/main/java/apdu4j/terminals/LoggingCardTerminal.java and GlobalPlatformPro's own
+# openkms/gpj/LoggingCardTerminal.java). Written by hand after its print statements:
+# "A>> <protocol> (4+<data length, decimal>) <CLA INS P1 P2> <Lc> <data> <Le>" and
+# "A<< (<data length>+2) (<time>) <data> <SW>", the time as "26ms" or "1s204ms"; the
+# SCardConnect line carries the ATR; GlobalPlatformPro's own lines are interleaved.
+GPPRO_ATR = "3B8A800150564A434F503453494471"
+GPPRO_LOG = f"""\
+GlobalPlatformPro v20.01.23-0-g5ad373b
+Running on Linux 5.15.0 amd64, Java 11.0.21 by Ubuntu
+# Detected readers from JNA2PCSC
+[*] Gemalto PC Twin Reader 00 00
+SCardConnect("Gemalto PC Twin Reader 00 00", T=*) -> T=1, {GPPRO_ATR}
+SCardBeginTransaction("Gemalto PC Twin Reader 00 00")
+Reader: Gemalto PC Twin Reader 00 00
+ATR: {GPPRO_ATR}
+More information about your card:
+    http://smartcard-atr.appspot.com/parse?ATR={GPPRO_ATR}
+
+A>> T=1 (4+0000) 00A40400 00
+A<< (0018+2) (26ms) 6F108408A000000151000000A5049F6501FF 9000
+[DEBUG] GlobalPlatform - Auto-detected ISD: A000000151000000
+# Warning: no keys given, defaulting to 404142434445464748494A4B4C4D4E4F
+[TRACE] GlobalPlatform - Generated host challenge: 1122334455667788
+A>> T=1 (4+0008) 80500000 08 1122334455667788 00
+A<< (0028+2) (1s204ms) 00000000000000000000FF0200{"AB" * 15} 9000
+A>> T=1 (4+0016) 84820100 10 {"CD" * 16}
+A<< (0000+2) (31ms) 9000
+A>> T=1 (4+0002) 80F24000 02 4F00 00
+A<< (0000+2) (40ms) 6A88
+SCardEndTransaction("Gemalto PC Twin Reader 00 00")
+SCardDisconnect("Gemalto PC Twin Reader 00 00", true) tx:59/rx:52 in 1s411ms
+"""
+GPPRO_EXCHANGES = [
+    ("00A4040000", "6F108408A000000151000000A5049F6501FF9000", 26.0),
+    ("80500000081122334455667788" + "00", "00000000000000000000FF0200" + "AB" * 15 + "9000",
+     1204.0),
+    ("8482010010" + "CD" * 16, "9000", 31.0),
+    ("80F24000024F0000", "6A88", 40.0),
+]
+
+
+def test_a_globalplatformpro_debug_log_is_detected_and_read():
+    start = datetime(2024, 11, 29, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    found, records, stats = read_trace(io.BytesIO(GPPRO_LOG.encode()), start=start)
+    records = list(records)
+    assert found == "gppro"
+    # no time in the format: the start, advanced by each latency (as apdu4j's dumps are)
+    base = T0 // 1_000_000 * 1_000_000
+    assert records[0] == ("atr", base, bytes.fromhex(GPPRO_ATR), None, None, None)  # once
+    assert [(r[0], r[2].hex().upper(), r[3].hex().upper(), r[4], r[1] - base, r[5] - base)
+            for r in records[1:]] == [
+        ("exchange", c, r, ms, after * 1_000_000, after * 1_000_000)
+        for (c, r, ms), after in zip(GPPRO_EXCHANGES, (0, 26, 1230, 1261), strict=True)]
+    assert stats.corrupt == [] and stats.open_exchange is False
+
+
+@pytest.mark.parametrize("command, response, expected", [
+    # T=0, no time (a LoggingCardTerminal fed by a replay), an empty payload's double space
+    ("A>> T=0 (4+0000) 00C00000 1C", "A<< (0028+2) " + "11" * 28 + " 9000",
+     ("00C000001C", "11" * 28 + "9000", None)),
+    # no protocol; Lc and payload and Le printed as the older versions did
+    ("A>> (4+0002) 00A40000 02  3F00", "A<< (0000+2) (3ms) 6982", ("00A40000023F00", "6982", 3.0)),
+    # GlobalPlatformPro's own older copy (openkms.gpj): lower-case hex, a trailing space
+    ("A>> T=1 (4+0002) 00a40000 02 3f00 ", "A<< (0003+2) (12ms) 6f0001 9000",
+     ("00A40000023F00", "6F00019000", 12.0)),
+    # extended length: 300 data bytes (decimal), Lc 00012C, split as apdu4j splits it
+    ("A>> T=1 (4+0300) 80E20000 00012C " + "01" * 44 + " " + "02" * 256,
+     "A<< (0000+2) (2s5ms) 9000", ("80E2000000012C" + "01" * 44 + "02" * 256, "9000", 2005.0)),
+    # the ByteBuffer transmit: total byte counts
+    ("B>> T=1 (5) 00CA9F7F2D", "B<< (2) 6C2D", ("00CA9F7F2D", "6C2D", None)),
+])
+def test_gppro_line_variants(command, response, expected):
+    _, records, stats = _read(f"{command}\n{response}\n".encode(), "gppro")
+    assert [(r[2].hex().upper(), r[3].hex().upper(), r[4]) for r in records] == [expected]
+    assert stats.corrupt == []
+
+
+def test_gppro_a_failed_transmit_leaves_its_command_unanswered():
+    text = ("A>> T=1 (4+0000) 00A40400 00\n<< (15ms) SCARD_W_REMOVED_CARD\n"
+            "SCardConnect(\"R\", T=*) -> T=1, 3B00\nA>> T=1 (4+0000) 00B00000 00\n"
+            "A<< (0000+2) (5ms) 6B00\n")
+    found, records, stats = _read(text.encode())
+    assert found == "gppro"
+    assert [(r[0], r[2].hex(), r[3] and r[3].hex()) for r in records] == [
+        ("exchange", "00a4040000", None), ("atr", "3b00", None),
+        ("exchange", "00b0000000", "6b00")]
+    assert stats.corrupt == []
+
+
+def test_gppro_damaged_lines_are_reported_with_their_numbers_and_the_rest_reads():
+    text = ("A>> T=1 (4+0000) 00A40400 00\n"
+            "A<< (0018+2) (26ms) 6F10 9000\n"                 # 18 data bytes announced, 2 there
+            "A>> T=1 (4+0008) 80500000 08 11223344\n"         # cut: 8 announced, 4 there
+            "A>> T=1 (4+0000) 00B0000001\n"
+            "A<< (0001+2) (7ms) 42 9000\n"
+            "A>> T=1 (4+00zz) 00B0000001\n"                   # not the grammar
+            "A<< (0002+2) (5ms) 9000\n")                      # old gpj: data of 2 bytes left out
+    _, records, stats = _read(text.encode(), "gppro")
+    assert [(r[2].hex(), r[3] and r[3].hex()) for r in records] == [
+        ("00a4040000", None), ("00b0000001", "429000")]
+    assert [c.split(":")[0] for c in stats.corrupt] == ["line 2", "line 3", "line 6", "line 7"]
+    assert stats.skipped["unreadable line"] == 4
+    assert "18 data bytes" in stats.corrupt[0] and "8 data bytes" in stats.corrupt[1]
+
+
+def test_gppro_atr_from_an_info_line_when_the_connect_line_has_none():
+    text = (f"SCardConnect(T=*)\n# ATR: {GPPRO_ATR}\nA>> T=1 (4+0000) 00A40400 00\n"
+            "A<< (0000+2) (9ms) 9000\n")
+    _, records, _ = _read(text.encode())
+    assert [(r[0], r[2].hex().upper()) for r in records] == [("atr", GPPRO_ATR),
+                                                           ("exchange", "00A4040000")]
+
+
+# pyscard before its observer used "%02X %02X" wrote the status word with "%-2X %-2X"
+# (pyscard's smartcard/CardConnectionObserver.py and its samples), so SW2 below 10 is one
+# digit: "90 0", "61 0", "6C 1". toHexString always wrote two digits per data byte.
+def test_old_pyscard_single_digit_sw2_is_read():
+    text = ("connecting to Reader 0\n> 00 A4 04 00 07 A0 00 00 00 87 10 02\n< 61 0 \n"
+            "> 00 C0 00 00 00\n< 62 2A 90 0 \n> 00 70 00 00 01\n<  [] 90 0 \n"
+            "> 00 B0 00 00 00\n<  [] 6C 1\n")
+    found, records, stats = _read(text.encode())
+    assert found == "pyscard"
+    assert [r[3].hex().upper() for r in records] == ["6100", "622A9000", "9000", "6C01"]
+    assert stats.corrupt == []
+
+
+@pytest.mark.parametrize("line", ["< 6 1", "< 62 2 90 00", "< 9 0 0"])
+def test_pyscard_single_digit_bytes_elsewhere_are_damage(line):
+    _, records, stats = _read(f"> 00 B0 00 00 01\n{line}\n".encode(), "pyscard")
+    assert stats.corrupt == [f"line 2: response not hex: {line!r}"]

@@ -13,8 +13,8 @@ from .textlines import Clock, read_lines, split_timestamp, text_lines
 __all__ = ["FORMATS", "SNIFF_BYTES", "detect_format", "read_trace"]
 
 # Every format, in the order auto-detection tries them.
-FORMATS = ("pcapng", "pcap", "apdu4j", "pysim-shell", "pyscard", "tca-loader", "hex-lines",
-           "pysim-hex")
+FORMATS = ("pcapng", "pcap", "gppro", "apdu4j", "pysim-shell", "pyscard", "tca-loader",
+           "hex-lines", "pysim-hex")
 SNIFF_BYTES = 1 << 16
 
 
@@ -85,5 +85,6 @@ def read_trace(fp, fmt: str = "auto", start: datetime | None = None):
     if found in ("pcap", "pcapng"):
         return found, read_gsmtap(fp, stats, head), stats
     records = read_lines(text_lines(fp, head), PARSERS[found](), stats,
-                         start or datetime.now(timezone.utc), timestamps=found != "apdu4j")
+                         start or datetime.now(timezone.utc), timestamps=found != "apdu4j",
+                         advance=found == "gppro")
     return found, records, stats

@@ -10,11 +10,11 @@ from datetime import datetime, timedelta, timezone
 from ..errors import quote
 from .records import ATR, EXCHANGE, MAX_APDU, RESET, ReadStats, too_long
 
-__all__ = ["COMMAND", "EXCHANGE_LINE", "LATENCY", "RESPONSE", "Alternation", "hex_bytes",
-           "read_lines", "split_timestamp", "text_lines"]
+__all__ = ["COMMAND", "EXCHANGE_LINE", "LATENCY", "RESPONSE", "TIMED_RESPONSE", "Alternation",
+           "hex_bytes", "read_lines", "split_timestamp", "text_lines"]
 
 # The kinds of (kind, value) events a line parser returns, besides ATR, RESET and "time".
-COMMAND, RESPONSE, EXCHANGE_LINE, LATENCY = "C", "R", "X", "L"
+COMMAND, RESPONSE, EXCHANGE_LINE, LATENCY, TIMED_RESPONSE = "C", "R", "X", "L", "RL"
 
 _TIMESTAMP = re.compile(
     r"\s*\[?(?:(?P<date>\d{4}-\d{2}-\d{2})[T ])?(?P<time>\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?)"
@@ -124,14 +124,20 @@ def text_lines(fp, first: bytes = b""):
         yield LONG_LINE if long else rest
 
 
-def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool = True):
-    """Trace records from ``lines``; ``parse(text)`` gives None to skip, an error text (counted,
+def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool = True,
+               advance: bool = False):
+    """Trace records from ``lines``; ``advance`` times lines without a time from ``start``,
+    advanced by each latency (a format that measures latency but writes no time: a response
+    after its command, not before). ``parse(text)`` gives None to skip, an error text (counted,
     with its line number) or an event: (COMMAND, bytes), (RESPONSE, bytes incl. SW), (ATR, bytes),
-    (EXCHANGE_LINE, (cmd, rsp)), (RESET, None), (LATENCY, ms to next response), ("time", ns)."""
+    (EXCHANGE_LINE, (cmd, rsp)), (RESET, None), (LATENCY, ms to next response), ("time", ns),
+    (TIMED_RESPONSE, (bytes incl. SW, ms or None)): a response with its own latency."""
     clock = Clock(start) if timestamps else None
     pending = None       # (ts, command) waiting for its response
     latency = None
-    base_ns = None       # the format's own start time (apdu4j header), advanced by latency
+    # the format's own start time (apdu4j header) or ``start`` (as the importer rounds it),
+    # advanced by latency
+    base_ns = int(start.timestamp() * 1000) * 1_000_000 if advance else None
     for number, line in enumerate(lines, 1):
         if line is LONG_LINE:
             stats.skip("unreadable line")
@@ -149,12 +155,17 @@ def read_lines(lines, parse, stats: ReadStats, start: datetime, timestamps: bool
             stats.damage(f"line {number}", event)
             continue
         kind, value = event
+        timed = kind == TIMED_RESPONSE
+        if timed:
+            kind, (value, ms) = RESPONSE, value
         if type(value) is bytes and len(value) > MAX_APDU or kind == EXCHANGE_LINE and (
                 len(value[0]) > MAX_APDU or len(value[1]) > MAX_APDU):
             stats.skip("APDU too long")
             stats.damage(f"line {number}", too_long(max(len(value[0]), len(value[1]))
                                                     if kind == EXCHANGE_LINE else len(value)))
             continue
+        if timed:
+            latency = ms
         if ts is None and base_ns is not None:
             ts = base_ns
         if pending is not None and (kind == COMMAND or kind == ATR or kind == RESET):
