@@ -6,6 +6,7 @@ Server backends that do not answer are skipped locally; with CI=true they fail.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 
@@ -97,6 +98,17 @@ def sqlite_manager(tmp_path):
     manager.create_tables()
     yield manager
     manager.close()
+
+
+@pytest.fixture(autouse=True)
+def _peewee_logger_restored():
+    """echo=True and the CLI's --verbose turn Peewee's SQL log on for the whole process:
+    each test leaves that logger as it found it."""
+    sql_logger = logging.getLogger("peewee")
+    level, handlers = sql_logger.level, list(sql_logger.handlers)
+    yield
+    sql_logger.setLevel(level)
+    sql_logger.handlers[:] = handlers
 
 
 @pytest.fixture(autouse=True)
